@@ -1,0 +1,35 @@
+/**
+ * Identity of one version of one object: what a block of cached bytes belongs to.
+ * Two refs with the same `storeId`, `key` and `etag` name the same bytes.
+ */
+export interface ObjectRef {
+  /** Stable identity of the store (its URL without credentials, e.g. `s3://bucket/prefix`). */
+  readonly storeId: string;
+  /** Key relative to the store root. */
+  readonly key: string;
+  readonly etag: string;
+  readonly size: number;
+}
+
+/**
+ * Per-open-handle state a reader may keep (sequential-access detection for readahead).
+ * Created by `ObjectReader.openSession`, dropped with `closeSession`.
+ */
+export interface ReadSession {
+  readonly ref: ObjectRef;
+}
+
+/**
+ * Reads byte ranges of an object version. The file system calls this for every FUSE
+ * read; implementations are the direct store reader and the tiered block cache.
+ *
+ * `read` answers exactly the bytes [offset, min(offset + length, size)); a read at or
+ * past the end answers an empty buffer. If the object no longer has `ref.etag` in the
+ * store and the bytes are not cached, it throws a StoreError `STORE_PRECONDITION_FAILED`,
+ * never bytes of another version.
+ */
+export interface ObjectReader {
+  openSession(ref: ObjectRef): ReadSession;
+  read(session: ReadSession, offset: number, length: number): Promise<Buffer>;
+  closeSession(session: ReadSession): void;
+}

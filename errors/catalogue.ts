@@ -1,0 +1,50 @@
+/**
+ * Every error code Strata can produce, listed once. A code is stable: scripts and
+ * dashboards match on it, so a code is never renamed or reused for another meaning.
+ * docs/ERRORS.md documents each one and a test checks the two lists agree.
+ *
+ * `http` is the status an API route answers with when the error reaches it.
+ */
+export const ERROR_CATALOGUE = {
+  // Configuration and command line
+  CONFIG_INVALID: { http: 400, summary: 'An option or config value is invalid; the message names it.' },
+  USAGE: { http: 400, summary: 'The command line is malformed (unknown command, missing argument).' },
+
+  // Object store
+  STORE_URL_INVALID: { http: 400, summary: 'The store URL has an unknown scheme or is malformed.' },
+  STORE_NOT_FOUND: { http: 404, summary: 'The object does not exist in the store.' },
+  STORE_BUCKET_NOT_FOUND: { http: 404, summary: 'The bucket (or the local store directory) does not exist.' },
+  STORE_ACCESS_DENIED: { http: 403, summary: 'The store refused the credentials or the operation.' },
+  STORE_UNREACHABLE: { http: 503, summary: 'The store endpoint could not be reached (DNS, refused, timeout).' },
+  STORE_PRECONDITION_FAILED: { http: 412, summary: 'The object changed in the store (its ETag differs from the expected one).' },
+  STORE_INVALID_RANGE: { http: 416, summary: 'A ranged read starts past the end of the object.' },
+  STORE_IO: { http: 502, summary: 'The store answered with an unexpected error.' },
+
+  // Namespace and file system
+  FS_NOT_FOUND: { http: 404, summary: 'No file or folder at that path.' },
+  FS_NOT_A_DIRECTORY: { http: 400, summary: 'A path component is a file where a folder is needed.' },
+  FS_IS_A_DIRECTORY: { http: 400, summary: 'The operation needs a file but the path is a folder.' },
+  FS_READ_ONLY: { http: 405, summary: 'The mount or link does not accept writes.' },
+  FS_NOT_SUPPORTED: { http: 501, summary: 'The file system operation is not implemented.' },
+  FS_STALE: { http: 409, summary: 'The object changed in the store while it was open; reopen the file.' },
+  FS_BAD_HANDLE: { http: 400, summary: 'The file handle is not open.' },
+  FS_INVALID_ARGUMENT: { http: 400, summary: 'An argument is out of range (negative offset, bad flags).' },
+
+  // Mounting
+  MOUNT_POINT_MISSING: { http: 400, summary: 'The mount point does not exist.' },
+  MOUNT_POINT_NOT_DIRECTORY: { http: 400, summary: 'The mount point is not a directory.' },
+  MOUNT_POINT_NOT_EMPTY: { http: 400, summary: 'The mount point is not empty.' },
+  MOUNT_FAILED: { http: 500, summary: 'The kernel refused the FUSE mount.' },
+  FUSE_UNAVAILABLE: { http: 500, summary: 'libfuse (Debian package libfuse2) or /dev/fuse is missing.' },
+  UNMOUNT_BUSY: { http: 500, summary: 'The mount point stayed busy; it was lazily detached.' },
+
+  // Block cache
+  CACHE_TIER_INVALID: { http: 400, summary: 'A tier option is malformed or its path cannot be used.' },
+  CACHE_CHECKSUM_MISMATCH: { http: 500, summary: 'A block read from a tier failed its checksum; it was dropped and refetched.' },
+  CACHE_TIER_IO: { http: 500, summary: 'A tier failed to read or write a block; treated as a miss.' },
+  CACHE_BUDGET_EXCEEDED: { http: 503, summary: 'The memory budget cannot fit the request even after eviction.' },
+
+  INTERNAL: { http: 500, summary: 'An unexpected internal error; the log has details.' },
+} as const satisfies Record<string, { http: number; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;

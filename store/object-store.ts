@@ -1,0 +1,125 @@
+import type { Readable } from 'node:stream';
+
+/** Metadata of one object, as HEAD or LIST reports it. */
+export interface ObjectInfo {
+  /** Key relative to the store's root (the URL's prefix is stripped). Never starts with `/`. */
+  readonly key: string;
+  readonly size: number;
+  /**
+   * The store's entity tag, quotes stripped. Opaque: multipart ETags look like
+   * `<md5>-<parts>`, so never treat it as the MD5 of the bytes.
+   */
+  readonly etag: string;
+  readonly lastModified: Date;
+}
+
+/** One page of a listing with a delimiter. */
+export interface ListPage {
+  /** Objects directly under the prefix, in key order (UTF-8 byte order for S3). */
+  readonly objects: ObjectInfo[];
+  /** Common prefixes ("folders"), each ending with the delimiter, relative to the store root. */
+  readonly prefixes: string[];
+  /** Pass to the next `list` call to continue; absent on the last page. */
+  readonly nextToken?: string;
+}
+
+export interface ListOptions {
+  /** `'/'` groups keys into `prefixes`; absent lists every key under the prefix recursively. */
+  readonly delimiter?: string;
+  /** Continuation token from the previous page. */
+  readonly token?: string;
+  /** Page size hint, at most 1000 (the S3 limit). */
+  readonly maxKeys?: number;
+}
+
+export interface GetRangeOptions {
+  /**
+   * The ETag the caller expects. When the object's ETag differs the call throws
+   * `StoreError('STORE_PRECONDITION_FAILED')` and returns no bytes. Backends check it on
+   * every response themselves as well, because some stores ignore `If-Match`.
+   */
+  readonly ifMatch?: string;
+  readonly signal?: AbortSignal;
+}
+
+export interface GetRangeResult {
+  /** Exactly the bytes of [start, min(start + length, size)). */
+  readonly body: Buffer;
+  /** ETag of the object that served these bytes. */
+  readonly etag: string;
+  /** Total size of the object. */
+  readonly size: number;
+}
+
+export interface PutOptions {
+  readonly signal?: AbortSignal;
+}
+
+/** A multipart upload in progress. Parts are numbered from 1 as in S3. */
+export interface MultipartUpload {
+  readonly key: string;
+  readonly uploadId: string;
+}
+
+export interface UploadedPart {
+  readonly partNumber: number;
+  readonly etag: string;
+  readonly size: number;
+}
+
+/**
+ * The one boundary to an object store. Keys are relative to the store's root, which
+ * is the bucket plus the prefix of the store URL (`s3://bucket/prefix` or `file:///dir`).
+ *
+ * Missing things: `head` answers `undefined` for a missing object; every other call
+ * throws `StoreError` with code `STORE_NOT_FOUND`. Errors are always `StoreError`s with
+ * a stable code, never SDK or `fs` errors.
+ *
+ * All calls are safe to retry: `put`, `delete` and the multipart calls are idempotent
+ * for the same arguments (deleting a missing key succeeds).
+ */
+export interface ObjectStore {
+  /** The URL this store was opened with, without credentials, for logs and status. */
+  readonly url: string;
+
+  /**
+   * Checks that the store can be used: the bucket (or directory) exists and the
+   * credentials are accepted. Throws `STORE_BUCKET_NOT_FOUND`, `STORE_ACCESS_DENIED`
+   * or `STORE_UNREACHABLE` with one clear message.
+   */
+  check(): Promise<void>;
+
+  /** Metadata of one object, or `undefined` if there is none at that key. */
+  head(key: string): Promise<ObjectInfo | undefined>;
+
+  /** One page of keys under `prefix` (`''` for the root). */
+  list(prefix: string, options?: ListOptions): Promise<ListPage>;
+
+  /**
+   * Bytes [start, start + length) of an object. A range running past the end is cut
+   * at the end; `start === size` gives an empty body; `start > size` throws
+   * `STORE_INVALID_RANGE`.
+   */
+  getRange(key: string, start: number, length: number, options?: GetRangeOptions): Promise<GetRangeResult>;
+
+  /** Writes a whole object, replacing any object at that key. Answers the new ETag. */
+  put(key: string, body: Buffer | Readable, options?: PutOptions): Promise<{ etag: string }>;
+
+  /** Deletes one object; succeeds when it is already missing. */
+  delete(key: string): Promise<void>;
+
+  /** Copies an object within the store (server side where the backend can). */
+  copy(fromKey: string, toKey: string): Promise<{ etag: string }>;
+
+  createMultipart(key: string): Promise<MultipartUpload>;
+  /** Uploads part `partNumber` (1-based). Every part but the last must be at least 5 MiB on S3. */
+  uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart>;
+  /** The parts the store holds for an upload, in part-number order. */
+  listParts(upload: MultipartUpload): Promise<UploadedPart[]>;
+  completeMultipart(upload: MultipartUpload, parts: readonly UploadedPart[]): Promise<{ etag: string }>;
+  /** Drops an upload and its parts; succeeds when it is already gone. */
+  abortMultipart(upload: MultipartUpload): Promise<void>;
+
+  /** Releases sockets and file handles. */
+  close(): Promise<void>;
+}

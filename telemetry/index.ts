@@ -1,0 +1,2 @@
+export { metricsRegistry, collectProcessMetrics, counter, gauge, histogram } from './metrics.js';
+export { createLogger, silentLogger, type Logger, type LoggerConfig } from './logger.js';
