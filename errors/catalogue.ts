@@ -44,6 +44,13 @@ export const ERROR_CATALOGUE = {
   CACHE_TIER_IO: { http: 500, summary: 'A tier failed to read or write a block; treated as a miss.' },
   CACHE_BUDGET_EXCEEDED: { http: 503, summary: 'The memory budget cannot fit the request even after eviction.' },
 
+  // Admin API
+  API_NOT_FOUND: { http: 404, summary: 'No such route.' },
+  API_BAD_REQUEST: { http: 400, summary: 'The request body or parameters are invalid; the message names the field.' },
+  API_BODY_TOO_LARGE: { http: 413, summary: 'The request body is larger than the API accepts.' },
+  API_UNAUTHORIZED: { http: 401, summary: 'STRATA_TOKEN is set and the request has no valid bearer token.' },
+  API_UNREACHABLE: { http: 503, summary: 'The CLI cannot reach the daemon\'s admin API.' },
+
   INTERNAL: { http: 500, summary: 'An unexpected internal error; the log has details.' },
 } as const satisfies Record<string, { http: number; summary: string }>;
 

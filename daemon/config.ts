@@ -1,0 +1,176 @@
+import { homedir, totalmem } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import { StrataError } from '../errors/index.js';
+import { parseStoreUrl } from '../store/index.js';
+import { parseSize } from './sizes.js';
+
+export class ConfigError extends StrataError<'CONFIG_INVALID'> {}
+
+/**
+ * DRAM tier when no tier is given: 1 GiB, or a quarter of the machine's memory if that
+ * is less, so a default install neither thrashes on a 1 GiB model nor crowds out a job.
+ */
+export function defaultDramBytes(): number {
+  return Math.min(1024 ** 3, Math.floor(totalmem() / 4));
+}
+
+/** Readahead and in-flight fetch buffers on top of the DRAM tier: 16 blocks of 4 MiB. */
+const DEFAULT_IO_BUFFER_BYTES = 64 * 1024 ** 2;
+
+const sizeText = (option: string) =>
+  z.string().transform((text, ctx) => {
+    const bytes = parseSize(text);
+    if (bytes === undefined || bytes <= 0) {
+      ctx.addIssue({ code: 'custom', message: `${option}: "${text}" is not a size (use e.g. 512MiB, 4GiB)` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+/** `PATH[:SIZE]`; the path is made absolute. */
+const pathWithSize = (option: string, sizeRequired: boolean) =>
+  z.string().transform((text, ctx) => {
+    const cut = text.lastIndexOf(':');
+    const path = cut > 0 ? text.slice(0, cut) : text;
+    const sizePart = cut > 0 ? text.slice(cut + 1) : undefined;
+    if (sizePart === undefined && !sizeRequired) return { path: resolve(path) } as { path: string; bytes?: number };
+    const bytes = sizePart === undefined ? undefined : parseSize(sizePart);
+    if (path.length === 0) {
+      ctx.addIssue({ code: 'custom', message: `${option}: a path is needed, as in ${option} /path:64GiB` });
+      return z.NEVER;
+    }
+    if (bytes === undefined || bytes <= 0) {
+      ctx.addIssue({ code: 'custom', message: `${option}: "${sizePart ?? ''}" is not a size; give PATH:SIZE such as /nvme/strata:500GiB` });
+      return z.NEVER;
+    }
+    return { path: resolve(path), bytes } as { path: string; bytes?: number };
+  });
+
+const hostPort = z.string().transform((text, ctx) => {
+  const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `--api: "${text}" is not HOST:PORT (e.g. 127.0.0.1:7070)` });
+    return z.NEVER;
+  }
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
+});
+
+const storeUrl = z.string().superRefine((url, ctx) => {
+  try {
+    parseStoreUrl(url);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+const httpUrl = (option: string) =>
+  z.string().superRefine((text, ctx) => {
+    try {
+      const url = new URL(text);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme');
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `${option}: "${text}" is not an http(s) URL` });
+    }
+  });
+
+/** The options `strata mount` accepts, as strings from the command line. */
+export const mountOptionsSchema = z
+  .object({
+    store: storeUrl,
+    mountPoint: z.string().min(1).transform((p) => resolve(p)),
+    endpoint: httpUrl('--endpoint').optional(),
+    region: z.string().min(1).optional(),
+    stateDir: z.string().min(1).transform((p) => resolve(p)).optional(),
+    dram: sizeText('--dram').optional(),
+    pmem: pathWithSize('--pmem', true).optional(),
+    nvme: pathWithSize('--nvme', false).optional(),
+    memory: sizeText('--memory').optional(),
+    blockSize: sizeText('--block-size').optional(),
+    api: hostPort.prefault('127.0.0.1:7070'),
+    close: z.enum(['async', 'sync'], { message: '--close: must be async or sync' }).default('async'),
+    metadataTtl: z
+      .string()
+      .default('1')
+      .transform((text, ctx) => {
+        const seconds = Number(text);
+        if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(seconds)) {
+          ctx.addIssue({ code: 'custom', message: `--metadata-ttl: "${text}" is not a number of seconds` });
+          return z.NEVER;
+        }
+        return seconds;
+      }),
+    allowOther: z.boolean().default(false),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: '--log-level: must be one of trace, debug, info, warn, error' }).default('info'),
+  })
+  .strict();
+
+export type MountOptionsInput = z.input<typeof mountOptionsSchema>;
+
+export interface TierConfig {
+  readonly dramBytes: number;
+  readonly pmem?: { readonly path: string; readonly bytes: number };
+  readonly nvme?: { readonly path: string; readonly bytes?: number };
+}
+
+/** Everything `strata mount` runs with: validated once, then frozen. */
+export interface MountConfig {
+  readonly store: string;
+  readonly mountPoint: string;
+  readonly endpoint?: string;
+  readonly region?: string;
+  readonly stateDir: string;
+  readonly tiers: TierConfig;
+  /** DRAM tier plus readahead and in-flight buffers never exceed this. */
+  readonly memoryBudgetBytes: number;
+  readonly blockSizeBytes?: number;
+  readonly api: { readonly host: string; readonly port: number };
+  readonly close: 'async' | 'sync';
+  readonly metadataTtlSeconds: number;
+  readonly allowOther: boolean;
+  readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+/** Validates `strata mount` options; a bad one throws ConfigError naming the option. */
+export function mountConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = process.env): MountConfig {
+  const parsed = mountOptionsSchema.safeParse({ ...input, endpoint: input.endpoint ?? env.AWS_ENDPOINT_URL });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+    const message = issue.message.startsWith('--') ? issue.message : `${field}${issue.message}`;
+    throw new ConfigError('CONFIG_INVALID', message);
+  }
+  const o = parsed.data;
+  if (!isAbsolute(o.mountPoint)) throw new ConfigError('CONFIG_INVALID', 'mount point must be a path');
+  const dramBytes = o.dram ?? defaultDramBytes();
+  const memoryBudgetBytes = o.memory ?? dramBytes + DEFAULT_IO_BUFFER_BYTES;
+  if (memoryBudgetBytes < dramBytes) {
+    throw new ConfigError('CONFIG_INVALID', `--memory (${memoryBudgetBytes} bytes) must be at least --dram (${dramBytes} bytes): the DRAM tier is part of the budget`);
+  }
+  if (o.blockSize !== undefined && (o.blockSize < 1024 ** 2 || o.blockSize > 16 * 1024 ** 2)) {
+    throw new ConfigError('CONFIG_INVALID', '--block-size: must be between 1MiB and 16MiB');
+  }
+  if (!isLoopback(o.api.host) && !env.STRATA_TOKEN) {
+    throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);
+  }
+  return Object.freeze({
+    store: o.store,
+    mountPoint: o.mountPoint,
+    ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+    ...(o.region ? { region: o.region } : {}),
+    stateDir: o.stateDir ?? resolve(homedir(), '.strata'),
+    tiers: Object.freeze({ dramBytes, ...(o.pmem ? { pmem: { path: o.pmem.path, bytes: o.pmem.bytes! } } : {}), ...(o.nvme ? { nvme: o.nvme } : {}) }),
+    memoryBudgetBytes,
+    ...(o.blockSize ? { blockSizeBytes: o.blockSize } : {}),
+    api: Object.freeze(o.api),
+    close: o.close,
+    metadataTtlSeconds: o.metadataTtl,
+    allowOther: o.allowOther,
+    logLevel: o.logLevel,
+  });
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}

@@ -1,0 +1,80 @@
+import type { ParseArgsConfig } from 'node:util';
+
+interface CommandSpec {
+  readonly usage: string;
+  readonly summary: string;
+  readonly options: NonNullable<ParseArgsConfig['options']>;
+  readonly optionHelp: ReadonlyArray<readonly [string, string]>;
+}
+
+const apiOption = { api: { type: 'string' } } as const;
+
+/** Every command and option, with its help text: `strata --help` prints this table. */
+export const COMMANDS: Record<string, CommandSpec> = {
+  mount: {
+    usage: 'strata mount <store-url> <mountpoint> [options]',
+    summary: 'Mount a bucket prefix (s3://bucket[/prefix]) or a local directory (file:///abs/dir) and serve it until SIGINT/SIGTERM.',
+    options: {
+      endpoint: { type: 'string' },
+      region: { type: 'string' },
+      'state-dir': { type: 'string' },
+      dram: { type: 'string' },
+      pmem: { type: 'string' },
+      nvme: { type: 'string' },
+      memory: { type: 'string' },
+      'block-size': { type: 'string' },
+      api: { type: 'string' },
+      close: { type: 'string' },
+      'metadata-ttl': { type: 'string' },
+      'allow-other': { type: 'boolean' },
+      'log-level': { type: 'string' },
+    },
+    optionHelp: [
+      ['--endpoint URL', 'S3-compatible endpoint (or AWS_ENDPOINT_URL); path-style addressing then'],
+      ['--region R', 'S3 region (default us-east-1 or AWS_REGION)'],
+      ['--state-dir DIR', 'links, journal and tier files (default ~/.strata)'],
+      ['--dram SIZE', 'DRAM tier size, e.g. 2GiB (default: 1GiB or a quarter of RAM, whichever is less)'],
+      ['--pmem FILE:SIZE', 'persistent-memory tier: a pool file mapped into memory, e.g. /dev/shm/strata.pool:8GiB'],
+      ['--nvme DIR[:SIZE]', 'NVMe tier: a directory of block files'],
+      ['--memory SIZE', 'memory budget for the DRAM tier plus readahead and in-flight buffers (default: DRAM + 64MiB)'],
+      ['--block-size SIZE', 'cache block size, 1MiB to 16MiB (default 4MiB)'],
+      ['--api HOST:PORT', 'admin API address (default 127.0.0.1:7070); non-loopback needs STRATA_TOKEN'],
+      ['--close async|sync', 'default close mode for writes (default async)'],
+      ['--metadata-ttl SECONDS', 'how long file and folder metadata is trusted (default 1)'],
+      ['--allow-other', 'let other users read the mount'],
+      ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],
+    ],
+  },
+  status: {
+    usage: 'strata status [--api HOST:PORT] [--json]',
+    summary: 'Show the cache tiers of a running daemon: capacity, use, hits, misses, evictions.',
+    options: { ...apiOption, json: { type: 'boolean' } },
+    optionHelp: [
+      ['--api HOST:PORT', 'the daemon\'s admin API (default 127.0.0.1:7070); STRATA_TOKEN is sent if set'],
+      ['--json', 'print the JSON answer instead of a table'],
+    ],
+  },
+};
+
+export function helpText(command?: string): string {
+  const spec = command ? COMMANDS[command] : undefined;
+  if (spec) return commandHelp(spec);
+  const lines = [
+    'strata: a data-lake cache that mounts object-store buckets through FUSE',
+    '',
+    'Usage: strata <command> [options]',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, s]) => `  ${name.padEnd(10)} ${s.summary}`),
+    '',
+    ...Object.values(COMMANDS).flatMap((s) => commandHelp(s).split('\n')),
+    'Credentials come from the standard AWS chain (environment, ~/.aws, instance roles).',
+    '',
+  ];
+  return lines.join('\n');
+}
+
+function commandHelp(spec: CommandSpec): string {
+  const width = Math.max(...spec.optionHelp.map(([flag]) => flag.length));
+  return [`${spec.usage}`, `  ${spec.summary}`, ...spec.optionHelp.map(([flag, text]) => `    ${flag.padEnd(width)}  ${text}`), ''].join('\n') + '\n';
+}

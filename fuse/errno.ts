@@ -1,0 +1,64 @@
+import { constants } from 'node:os';
+import type { ErrorCode } from '../errors/index.js';
+import { StrataError } from '../errors/index.js';
+
+const E = constants.errno;
+
+/**
+ * The one place where Strata's error codes become errno values. Exhaustive: adding a
+ * code to errors/catalogue.ts without choosing its errno here fails to type-check.
+ */
+export const ERRNO_BY_CODE = {
+  CONFIG_INVALID: E.EINVAL,
+  USAGE: E.EINVAL,
+
+  STORE_URL_INVALID: E.EINVAL,
+  STORE_NOT_FOUND: E.ENOENT,
+  STORE_BUCKET_NOT_FOUND: E.ENOENT,
+  STORE_ACCESS_DENIED: E.EACCES,
+  STORE_UNREACHABLE: E.EIO,
+  // The object changed under an open handle: the handle is stale, the caller reopens.
+  STORE_PRECONDITION_FAILED: E.ESTALE,
+  STORE_INVALID_RANGE: E.EINVAL,
+  STORE_IO: E.EIO,
+
+  FS_NOT_FOUND: E.ENOENT,
+  FS_NOT_A_DIRECTORY: E.ENOTDIR,
+  FS_IS_A_DIRECTORY: E.EISDIR,
+  FS_READ_ONLY: E.EROFS,
+  FS_NOT_SUPPORTED: E.ENOSYS,
+  FS_STALE: E.ESTALE,
+  FS_BAD_HANDLE: E.EBADF,
+  FS_INVALID_ARGUMENT: E.EINVAL,
+
+  MOUNT_POINT_MISSING: E.ENOENT,
+  MOUNT_POINT_NOT_DIRECTORY: E.ENOTDIR,
+  MOUNT_POINT_NOT_EMPTY: E.ENOTEMPTY,
+  MOUNT_FAILED: E.EIO,
+  FUSE_UNAVAILABLE: E.ENODEV,
+  UNMOUNT_BUSY: E.EBUSY,
+
+  CACHE_TIER_INVALID: E.EINVAL,
+  // Both are handled inside the cache (refetch, treat as a miss); if one escapes, it is an I/O error.
+  CACHE_CHECKSUM_MISMATCH: E.EIO,
+  CACHE_TIER_IO: E.EIO,
+  CACHE_BUDGET_EXCEEDED: E.ENOMEM,
+
+  // Admin API codes never reach FUSE; listed so the table stays exhaustive.
+  API_NOT_FOUND: E.ENOENT,
+  API_BAD_REQUEST: E.EINVAL,
+  API_BODY_TOO_LARGE: E.E2BIG,
+  API_UNAUTHORIZED: E.EACCES,
+  API_UNREACHABLE: E.EIO,
+
+  INTERNAL: E.EIO,
+} as const satisfies Record<ErrorCode, number>;
+
+/**
+ * The errno (as a negative number, as FUSE wants it) for any thrown value. Anything
+ * that is not a StrataError is a bug or an unexpected failure, and becomes EIO.
+ */
+export function errnoOf(err: unknown): number {
+  if (err instanceof StrataError) return -ERRNO_BY_CODE[err.code as ErrorCode];
+  return -E.EIO;
+}

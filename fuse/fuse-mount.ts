@@ -1,0 +1,212 @@
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { StrataError, isStrataError } from '../errors/index.js';
+import { counter, histogram, type Logger } from '../telemetry/index.js';
+import { errnoOf } from './errno.js';
+import type { Filesystem } from './filesystem.js';
+import { MountPointError, prepareMountPoint, unmountPath, type UnmountPolicy } from './mount-point.js';
+
+export class FuseUnavailableError extends StrataError<'FUSE_UNAVAILABLE'> {}
+
+export interface FuseMountOptions {
+  /** Seconds the kernel may trust attributes and names (and negative lookups): the metadata TTL. */
+  readonly metadataTtlSeconds: number;
+  /** Let users other than the daemon's read the mount (needs `user_allow_other` for non-root daemons). */
+  readonly allowOther?: boolean;
+  /** Largest read request; 128 KiB is what the kernel sends anyway (FACTS.md). */
+  readonly maxReadBytes?: number;
+  readonly fsName?: string;
+  readonly unmountPolicy?: UnmountPolicy;
+}
+
+/**
+ * Longest a FUSE call may run before it is answered ETIMEDOUT. A cold read waits for
+ * a store round trip of up to a block, and the SDK's own timeouts and retries end
+ * before this; the limit only catches a bug that would otherwise hang the caller.
+ */
+const OPERATION_TIMEOUT_MS = 120_000;
+const DEFAULT_MAX_READ = 128 * 1024;
+
+const opSeconds = histogram('strata_fuse_operation_seconds', 'Latency of FUSE operations', ['op'], [
+  0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
+]);
+const opErrors = counter('strata_fuse_operation_errors_total', 'FUSE operations answered with an error', ['op', 'code']);
+
+type FuseCallback = (errno: number, ...results: unknown[]) => void;
+type FuseClass = typeof import('fuse-native');
+
+/**
+ * A live FUSE mount of a `Filesystem`. The only importer of fuse-native: it translates
+ * arguments, answers errno values from `errno.ts`, times each call and logs failures
+ * once at the level they deserve. No file system logic lives here.
+ */
+export class FuseMount {
+  readonly mountPoint: string;
+  readonly #fuse: InstanceType<FuseClass>;
+  readonly #logger: Logger;
+  readonly #policy: UnmountPolicy | undefined;
+  #mounted = true;
+
+  private constructor(mountPoint: string, fuse: InstanceType<FuseClass>, logger: Logger, policy?: UnmountPolicy) {
+    this.mountPoint = mountPoint;
+    this.#fuse = fuse;
+    this.#logger = logger;
+    this.#policy = policy;
+  }
+
+  /** Mounts `fs` at `mountPoint` (absolute), after cleaning up a stale mount there. */
+  static async mount(fs: Filesystem, mountPoint: string, options: FuseMountOptions, logger: Logger): Promise<FuseMount> {
+    const Fuse = loadFuse();
+    await prepareMountPoint(mountPoint, logger);
+    const ttl = options.metadataTtlSeconds;
+    const extra = [`negative_timeout=${ttl}`];
+    const fuse = new (strataFuseClass(Fuse, extra))(mountPoint, operations(fs, logger), {
+      timeout: OPERATION_TIMEOUT_MS,
+      // auto_cache keeps the kernel's page cache across opens only while mtime and size
+      // are unchanged; Filesystem folds the ETag into mtime, so a changed object drops it.
+      autoCache: true,
+      attrTimeout: ttl,
+      entryTimeout: ttl,
+      maxRead: options.maxReadBytes ?? DEFAULT_MAX_READ,
+      fsname: options.fsName ?? 'strata',
+      subtype: 'strata',
+      ...(options.allowOther ? { allowOther: true } : {}),
+    });
+    await new Promise<void>((resolve, reject) => {
+      fuse.mount((err) => {
+        if (!err) return resolve();
+        reject(new MountPointError('MOUNT_FAILED', `cannot mount at ${mountPoint}: ${err.message}`, { cause: err }));
+      });
+    });
+    return new FuseMount(mountPoint, fuse, logger, options.unmountPolicy);
+  }
+
+  /** Unmounts (retrying while busy, then detaching lazily) and stops serving requests. */
+  async unmount(): Promise<'clean' | 'lazy' | 'not-mounted'> {
+    if (!this.#mounted) return 'not-mounted';
+    this.#mounted = false;
+    const how = await unmountPath(this.mountPoint, this.#logger, this.#policy);
+    await new Promise<void>((resolve) => this.#fuse.unmount(() => resolve()));
+    return how;
+  }
+}
+
+/** Loads fuse-native, which links Debian's libfuse2; a missing library becomes one clear error. */
+function loadFuse(): FuseClass {
+  const require = createRequire(import.meta.url);
+  try {
+    return require('fuse-native') as FuseClass;
+  } catch (err) {
+    throw new FuseUnavailableError(
+      'FUSE_UNAVAILABLE',
+      `cannot load FUSE (${(err as Error).message.split('\n')[0]}); install Debian's libfuse2 and fuse3: bash scripts/install-deps.sh`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * fuse-native assembles its mount options in one method and knows no `negative_timeout`
+ * (nor `big_writes`); the subclass appends options it lacks, and replaces its unmount
+ * (an immediate lazy `fusermount -uz`) with ours, which has already run when `_close` is
+ * called, so only the native side is released here.
+ */
+function strataFuseClass(Fuse: FuseClass, extraOptions: readonly string[]): FuseClass {
+  const require = createRequire(import.meta.url);
+  const binding = require('node-gyp-build')(dirname(require.resolve('fuse-native/package.json'))) as {
+    fuse_native_unmount(mnt: string, thread: Buffer | null): void;
+  };
+  class StrataFuse extends Fuse {
+    protected override _fuseOptions(): string {
+      const base = super._fuseOptions();
+      return base ? `${base},${extraOptions.join(',')}` : `-o${extraOptions.join(',')}`;
+    }
+
+    protected override _close(cb: (err: Error | null) => void): void {
+      try {
+        binding.fuse_native_unmount(this.mnt, this._thread);
+        cb(null);
+      } catch (err) {
+        cb(err as Error);
+      }
+    }
+  }
+  return StrataFuse as unknown as FuseClass;
+}
+
+/** Answers a FUSE callback from a promise, with timing, metrics and one log line on failure. */
+function serve<T>(op: string, path: string, logger: Logger, cb: FuseCallback, work: () => Promise<T> | T, answer: (value: T) => unknown[]): void {
+  const started = performance.now();
+  let pending: Promise<T>;
+  try {
+    pending = Promise.resolve(work());
+  } catch (err) {
+    pending = Promise.reject(err);
+  }
+  pending.then(
+    (value) => {
+      opSeconds.observe({ op }, (performance.now() - started) / 1000);
+      cb(0, ...answer(value));
+    },
+    (err: unknown) => {
+      opSeconds.observe({ op }, (performance.now() - started) / 1000);
+      const code = err instanceof StrataError ? err.code : 'INTERNAL';
+      opErrors.inc({ op, code });
+      if (isStrataError(err, 'FS_NOT_FOUND', 'FS_READ_ONLY', 'FS_NOT_A_DIRECTORY', 'FS_IS_A_DIRECTORY')) {
+        logger.debug({ op, path, code }, 'fuse operation refused');
+      } else if (err instanceof StrataError) {
+        logger.warn({ op, path, code, err: err.message }, 'fuse operation failed');
+      } else {
+        logger.error({ op, path, err }, 'fuse operation failed unexpectedly');
+      }
+      cb(errnoOf(err));
+    },
+  );
+}
+
+function operations(fs: Filesystem, logger: Logger): Record<string, (...args: never[]) => void> {
+  const refuse = (op: string) => (path: string, ...rest: unknown[]) => {
+    const cb = rest[rest.length - 1] as FuseCallback;
+    serve(op, path, logger, cb, () => fs.refuseWrite(op, path), () => []);
+  };
+  return {
+    init: (cb: FuseCallback) => cb(0),
+    getattr: (path: string, cb: FuseCallback) => serve('getattr', path, logger, cb, () => fs.getattr(path), (s) => [s]),
+    fgetattr: (path: string, _fd: number, cb: FuseCallback) => serve('getattr', path, logger, cb, () => fs.getattr(path), (s) => [s]),
+    readdir: (path: string, cb: FuseCallback) => serve('readdir', path, logger, cb, () => fs.readdir(path), (names) => [names]),
+    open: (path: string, flags: number, cb: FuseCallback) => serve('open', path, logger, cb, () => fs.open(path, flags), (h) => [h]),
+    read: (path: string, handle: number, buffer: Buffer, length: number, position: number, cb: FuseCallback) => {
+      const started = performance.now();
+      fs.read(handle, position, length).then(
+        (bytes) => {
+          opSeconds.observe({ op: 'read' }, (performance.now() - started) / 1000);
+          bytes.copy(buffer, 0, 0, Math.min(bytes.length, length));
+          cb(Math.min(bytes.length, length));
+        },
+        (err: unknown) => {
+          // fuse-native answers a read with its byte count, so an error is a negative count.
+          serve('read', path, logger, cb, () => Promise.reject(err), () => []);
+        },
+      );
+    },
+    release: (path: string, handle: number, cb: FuseCallback) => serve('release', path, logger, cb, () => fs.release(handle), () => []),
+    statfs: (path: string, cb: FuseCallback) => serve('statfs', path, logger, cb, () => fs.statfs(), (s) => [s]),
+    create: refuse('create'),
+    write: (path: string, _h: number, _b: Buffer, _l: number, _p: number, cb: FuseCallback) =>
+      serve('write', path, logger, cb, () => fs.refuseWrite('write', path), () => []),
+    truncate: refuse('truncate'),
+    ftruncate: refuse('truncate'),
+    unlink: refuse('unlink'),
+    rename: refuse('rename'),
+    mkdir: refuse('mkdir'),
+    rmdir: refuse('rmdir'),
+    chmod: refuse('chmod'),
+    chown: refuse('chown'),
+    utimens: refuse('utimens'),
+    symlink: refuse('symlink'),
+    link: refuse('link'),
+    setxattr: refuse('setxattr'),
+    removexattr: refuse('removexattr'),
+  };
+}
