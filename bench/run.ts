@@ -1,0 +1,38 @@
+/**
+ * `npm run bench [-- NAME...]`: runs the benchmarks (all, or those named), each of which
+ * prints its own table, and writes every result as JSON under bench/results/.
+ * Figures are ratios against a baseline measured in the same run wherever the machine's
+ * noise matters (2 shared cores).
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+type Bench = () => Promise<Record<string, unknown>>;
+
+const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
+  'cache-tiers': () => import('./cache-tiers.js'),
+  'read-path': () => import('./read-path.js'),
+  'params-lookup': () => import('./params-lookup.js'),
+};
+
+const wanted = process.argv.slice(2);
+const unknown = wanted.filter((name) => !(name in BENCHES));
+if (unknown.length > 0) {
+  process.stderr.write(`bench: unknown benchmark ${unknown.join(', ')}; known: ${Object.keys(BENCHES).join(', ')}\n`);
+  process.exit(2);
+}
+const resultsDir = join(import.meta.dirname, 'results');
+await mkdir(resultsDir, { recursive: true });
+let failed = 0;
+for (const name of wanted.length > 0 ? wanted : Object.keys(BENCHES)) {
+  process.stdout.write(`\n=== ${name} ===\n`);
+  try {
+    const { run } = await BENCHES[name]!();
+    const result = await run();
+    await writeFile(join(resultsDir, `${name}.json`), `${JSON.stringify({ name, at: new Date().toISOString(), result }, null, 2)}\n`);
+  } catch (err) {
+    failed++;
+    process.stderr.write(`bench ${name} failed: ${(err as Error).stack ?? String(err)}\n`);
+  }
+}
+process.exit(failed > 0 ? 1 : 0);

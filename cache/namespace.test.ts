@@ -1,0 +1,80 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openStore, type ObjectStore } from '../store/index.js';
+import { cleanupDir, tempDir } from '../test/fixtures/strata-process.js';
+import { Namespace } from './namespace.js';
+
+describe('Namespace over a local-directory store', () => {
+  let dir: string;
+  let store: ObjectStore;
+  let now: number;
+  let ns: Namespace;
+
+  beforeEach(async () => {
+    dir = await tempDir('ns');
+    store = openStore(`file://${dir}`, {});
+    now = 1_000_000;
+    ns = new Namespace(store, { metadataTtlMs: 1000, now: () => now });
+  });
+  afterEach(async () => {
+    await store.close();
+    await cleanupDir(dir);
+  });
+
+  it('infers folders from keys, including folders that hold only folders', async () => {
+    await mkdir(join(dir, 'train/class_a'), { recursive: true });
+    await writeFile(join(dir, 'train/class_a/x.bin'), 'x');
+    await writeFile(join(dir, 'top.txt'), 'top');
+    expect(await ns.list('/')).toEqual([
+      { name: 'top.txt', entry: expect.objectContaining({ kind: 'file' }) },
+      { name: 'train', entry: { kind: 'dir' } },
+    ]);
+    expect((await ns.list('/train')).map((e) => e.name)).toEqual(['class_a']);
+    expect(await ns.lookup('/train')).toEqual({ kind: 'dir' });
+    const file = await ns.lookup('/train/class_a/x.bin');
+    expect(file.kind === 'file' && file.ref.size).toBe(1);
+  });
+
+  it('answers FS_NOT_FOUND and FS_NOT_A_DIRECTORY', async () => {
+    await writeFile(join(dir, 'f'), 'f');
+    await expect(ns.lookup('/nope')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+    await expect(ns.list('/f')).rejects.toMatchObject({ code: 'FS_NOT_A_DIRECTORY' });
+  });
+
+  it('trusts metadata, positive and negative, for the TTL and then asks again', async () => {
+    await expect(ns.lookup('/later.txt')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+    await writeFile(join(dir, 'later.txt'), 'now here');
+    await expect(ns.lookup('/later.txt')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' }); // negative entry still fresh
+    now += 1001;
+    const entry = await ns.lookup('/later.txt');
+    expect(entry.kind === 'file' && entry.ref.size).toBe(8);
+    const firstEtag = entry.kind === 'file' ? entry.ref.etag : '';
+    await rm(join(dir, 'later.txt'));
+    await writeFile(join(dir, 'later.txt'), 'changed, longer');
+    const cached = await ns.lookup('/later.txt');
+    expect(cached.kind === 'file' && cached.ref.etag).toBe(firstEtag);
+    now += 1001;
+    const fresh = await ns.lookup('/later.txt');
+    expect(fresh.kind === 'file' && fresh.ref.etag).not.toBe(firstEtag);
+    expect(fresh.kind === 'file' && fresh.ref.size).toBe(15);
+  });
+
+  it('answers lookups from a fresh listing of the parent without asking the store', async () => {
+    await writeFile(join(dir, 'a'), 'a');
+    await ns.list('/');
+    await writeFile(join(dir, 'b'), 'b');
+    await expect(ns.lookup('/b')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+    ns.invalidate('/b');
+    expect((await ns.lookup('/b')).kind).toBe('file');
+  });
+
+  it('coalesces concurrent lookups of one path', async () => {
+    await writeFile(join(dir, 'same'), 'x');
+    let heads = 0;
+    const counting: ObjectStore = Object.create(store, { head: { value: (key: string) => (heads++, store.head(key)) } });
+    const nsCounting = new Namespace(counting, { metadataTtlMs: 1000, now: () => now });
+    await Promise.all(Array.from({ length: 20 }, () => nsCounting.lookup('/same')));
+    expect(heads).toBe(1);
+  });
+});

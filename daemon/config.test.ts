@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { mountConfig } from './config.js';
+import { parseSize } from './sizes.js';
+
+const base = { store: 'file:///data/lake', mountPoint: '/mnt/x' };
+
+describe('parseSize', () => {
+  it('reads binary and decimal units', () => {
+    expect(parseSize('512MiB')).toBe(512 * 1024 ** 2);
+    expect(parseSize('4GiB')).toBe(4 * 1024 ** 3);
+    expect(parseSize('1.5GB')).toBe(1.5e9);
+    expect(parseSize('2g')).toBe(2 * 1024 ** 3);
+    expect(parseSize('1048576')).toBe(1048576);
+  });
+  it('refuses what is not a size', () => {
+    for (const bad of ['', 'lots', '12 parsecs', '-1GiB', '1e9', 'GiB']) expect(parseSize(bad)).toBeUndefined();
+  });
+});
+
+describe('mountConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = mountConfig(base, {});
+    expect(config.metadataTtlSeconds).toBe(1);
+    expect(config.close).toBe('async');
+    expect(config.api).toEqual({ host: '127.0.0.1', port: 7070 });
+    expect(config.tiers.dramBytes).toBeGreaterThan(0);
+    expect(config.memoryBudgetBytes).toBeGreaterThan(config.tiers.dramBytes);
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('parses tiers with sizes', () => {
+    const config = mountConfig({ ...base, dram: '2GiB', pmem: '/dev/shm/s.pool:8GiB', nvme: '/nvme/strata' }, {});
+    expect(config.tiers).toEqual({ dramBytes: 2 * 1024 ** 3, pmem: { path: '/dev/shm/s.pool', bytes: 8 * 1024 ** 3 }, nvme: { path: '/nvme/strata' } });
+  });
+
+  it('takes the endpoint from AWS_ENDPOINT_URL', () => {
+    expect(mountConfig({ ...base, store: 's3://b' }, { AWS_ENDPOINT_URL: 'http://127.0.0.1:9000' }).endpoint).toBe('http://127.0.0.1:9000');
+  });
+
+  it.each([
+    [{ store: 'ftp://x/y' }, /ftp/],
+    [{ dram: 'lots' }, /--dram: "lots" is not a size/],
+    [{ pmem: '/dev/shm/pool' }, /--pmem/],
+    [{ api: 'nowhere' }, /--api: "nowhere" is not HOST:PORT/],
+    [{ api: '0.0.0.0:7070' }, /STRATA_TOKEN/],
+    [{ close: 'later' }, /--close: must be async or sync/],
+    [{ metadataTtl: 'soon' }, /--metadata-ttl/],
+    [{ endpoint: 'not a url' }, /--endpoint/],
+    [{ dram: '1GiB', memory: '512MiB' }, /--memory/],
+    [{ blockSize: '64MiB' }, /--block-size/],
+  ])('refuses %o with a message naming the option', (override, message) => {
+    expect(() => mountConfig({ ...base, ...override } as never, {})).toThrow(message);
+  });
+
+  it('allows a non-loopback API address when STRATA_TOKEN is set', () => {
+    expect(mountConfig({ ...base, api: '0.0.0.0:7070' }, { STRATA_TOKEN: 's3cret' }).api.host).toBe('0.0.0.0');
+  });
+});
