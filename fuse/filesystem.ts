@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { Namespace, NamespaceEntry } from '../cache/namespace.js';
+import type { NamespaceEntry } from '../cache/namespace.js';
 import type { ObjectReader, ReadSession } from '../cache/object-reader.js';
 import { isStrataError } from '../errors/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { FsError } from './fs-error.js';
+import type { MountRoutes, Route } from './mount-routes.js';
 
 /** What `stat` shows for a path; the FUSE adapter passes it through unchanged. */
 export interface FileStat {
@@ -32,7 +33,8 @@ export interface FsStatistics {
 }
 
 export interface FilesystemConfig {
-  readonly namespace: Namespace;
+  /** Which link serves which path; `setRoutes` replaces it when links change. */
+  readonly routes: MountRoutes;
   readonly reader: ObjectReader;
   readonly logger: Logger;
   /** Owner shown for every file: the daemon's user unless configured. */
@@ -58,6 +60,7 @@ const NAME_MAX = 255;
 
 interface OpenFile {
   readonly path: string;
+  readonly route: Extract<Route, { kind: 'link' }>;
   readonly session: ReadSession;
 }
 
@@ -69,7 +72,7 @@ interface OpenFile {
  * Read path only: calls that would change the store throw `FS_READ_ONLY` (EROFS).
  */
 export class Filesystem {
-  readonly #namespace: Namespace;
+  #routes: MountRoutes;
   readonly #reader: ObjectReader;
   readonly #logger: Logger;
   readonly #uid: number;
@@ -79,20 +82,29 @@ export class Filesystem {
   #nextHandle = 1;
 
   constructor(config: FilesystemConfig) {
-    this.#namespace = config.namespace;
+    this.#routes = config.routes;
     this.#reader = config.reader;
     this.#logger = config.logger;
     this.#uid = config.uid ?? process.getuid?.() ?? 0;
     this.#gid = config.gid ?? process.getgid?.() ?? 0;
   }
 
-  async getattr(path: string): Promise<FileStat> {
-    return this.#stat(await this.#namespace.lookup(path));
+  /** Swaps the link table at once; open handles keep reading what they opened. */
+  setRoutes(routes: MountRoutes): void {
+    this.#routes = routes;
   }
 
-  /** Names in the folder, without `.` and `..` (the adapter adds nothing either: libfuse does). */
+  async getattr(path: string): Promise<FileStat> {
+    const route = this.#route(path);
+    if (route.kind === 'virtual') return this.#stat({ kind: 'dir' });
+    return this.#stat(await route.link.namespace.lookup(route.innerPath));
+  }
+
+  /** Names in the folder, without `.` and `..` (libfuse adds those). */
   async readdir(path: string): Promise<string[]> {
-    const entries = await this.#namespace.list(path);
+    const route = this.#route(path);
+    if (route.kind === 'virtual') return [...route.children];
+    const entries = await route.link.namespace.list(route.innerPath);
     return entries.map((e) => e.name);
   }
 
@@ -101,10 +113,12 @@ export class Filesystem {
     if ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0) {
       throw new FsError('FS_READ_ONLY', `cannot open ${path} for writing: the mount is read-only`);
     }
-    const entry = await this.#namespace.lookup(path);
+    const route = this.#route(path);
+    if (route.kind === 'virtual') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
+    const entry = await route.link.namespace.lookup(route.innerPath);
     if (entry.kind !== 'file') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
     const handle = this.#nextHandle++;
-    this.#handles.set(handle, { path, session: this.#reader.openSession(entry.ref) });
+    this.#handles.set(handle, { path, route, session: this.#reader.openSession(entry.ref) });
     return handle;
   }
 
@@ -121,7 +135,7 @@ export class Filesystem {
       return await this.#reader.read(file.session, offset, length);
     } catch (err) {
       if (isStrataError(err, 'STORE_PRECONDITION_FAILED', 'STORE_NOT_FOUND')) {
-        this.#namespace.invalidate(file.path);
+        file.route.link.namespace.invalidate(file.route.innerPath);
         this.#logger.warn({ path: file.path }, 'object changed in the store while open; answering ESTALE');
         throw new FsError('FS_STALE', `${file.path} changed in the store; reopen it`, { cause: err });
       }
@@ -158,6 +172,12 @@ export class Filesystem {
   /** Every call that would change the store, until the write path exists. */
   refuseWrite(operation: string, path: string): never {
     throw new FsError('FS_READ_ONLY', `${operation} ${path}: the mount is read-only`);
+  }
+
+  #route(path: string): Route {
+    const route = this.#routes.route(path);
+    if (!route) throw new FsError('FS_NOT_FOUND', `no such file or folder: ${path}`);
+    return route;
   }
 
   #stat(entry: NamespaceEntry): FileStat {

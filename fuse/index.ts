@@ -3,3 +3,4 @@ export { FsError, type FsErrorCode } from './fs-error.js';
 export { ERRNO_BY_CODE, errnoOf } from './errno.js';
 export { FuseMount, FuseUnavailableError, type FuseMountOptions } from './fuse-mount.js';
 export { MountPointError, isMountPoint, prepareMountPoint, unmountPath, DEFAULT_UNMOUNT_POLICY, type UnmountPolicy } from './mount-point.js';
+export { MountRoutes, type Route, type RoutedLink } from './mount-routes.js';

@@ -1,0 +1,300 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StoreError } from '../store/errors.js';
+import { silentLogger } from '../telemetry/index.js';
+import { BlockCache, type FetchRange } from './block-cache.js';
+import { resolveBlockCacheConfig, type BlockCacheOptions } from './block-cache-config.js';
+import type { ObjectRef } from './object-reader.js';
+import type { Tier, TierStats } from './tier.js';
+
+const MiB = 1024 * 1024;
+const BLOCK = 1 * MiB;
+const logger = silentLogger();
+
+/** An in-memory store: objects by key with one current ETag; counts and can slow down GETs. */
+class FakeStore {
+  readonly objects = new Map<string, { etag: string; bytes: Buffer }>();
+  fetches = 0;
+  inFlight = 0;
+  maxInFlight = 0;
+  delayMs = 0;
+  onFetch: (() => void) | undefined;
+
+  add(key: string, bytes: Buffer, etag = '"v1"'): ObjectRef {
+    this.objects.set(key, { etag, bytes });
+    return { storeId: 'mem://test', key, etag, size: bytes.length };
+  }
+
+  readonly fetchRange: FetchRange = async (ref, start, length) => {
+    this.fetches += 1;
+    this.inFlight += 1;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      this.onFetch?.();
+      if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+      const object = this.objects.get(ref.key);
+      if (object === undefined) throw new StoreError('STORE_NOT_FOUND', ref.key);
+      if (object.etag !== ref.etag) throw new StoreError('STORE_PRECONDITION_FAILED', `${ref.key} changed`);
+      return Buffer.from(object.bytes.subarray(start, start + length));
+    } finally {
+      this.inFlight -= 1;
+    }
+  };
+}
+
+describe('BlockCache', () => {
+  let dir: string;
+  let store: FakeStore;
+  const caches: BlockCache[] = [];
+
+  const makeCache = async (options: BlockCacheOptions = {}) => {
+    const cache = await BlockCache.open(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, ...options }), logger, store.fetchRange);
+    caches.push(cache);
+    return cache;
+  };
+
+  const readAll = async (cache: BlockCache, ref: ObjectRef, chunk = 128 * 1024) => {
+    const session = cache.openSession(ref);
+    const parts: Buffer[] = [];
+    for (let offset = 0; offset < ref.size; offset += chunk) parts.push(await cache.read(session, offset, chunk));
+    cache.closeSession(session);
+    return Buffer.concat(parts);
+  };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'strata-cache-'));
+    store = new FakeStore();
+  });
+
+  afterEach(async () => {
+    for (const cache of caches.splice(0)) await cache.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('answers exact ranges, within and across blocks, and nothing past the end', async () => {
+    const bytes = randomBytes(5 * BLOCK + 1234);
+    const ref = store.add('obj', bytes);
+    const cache = await makeCache({ readaheadMaxBlocks: 0 });
+    const session = cache.openSession(ref);
+    const ranges = [[0, 10], [BLOCK - 5, 10], [BLOCK / 2, 3 * BLOCK], [5 * BLOCK, 5000], [0, bytes.length + 99], [bytes.length - 1, 1]];
+    for (const [offset, length] of ranges) {
+      expect((await cache.read(session, offset, length)).equals(bytes.subarray(offset, offset + length))).toBe(true);
+    }
+    expect(await cache.read(session, bytes.length, 10)).toHaveLength(0);
+    expect(await cache.read(session, bytes.length + 10, 10)).toHaveLength(0);
+    expect(store.fetches).toBe(6); // each block once
+    expect(cache.fetchStats()).toMatchObject({ blocksFetched: 6, bytesFetched: bytes.length });
+  });
+
+  it('coalesces 10 concurrent reads of one block into one fetch', async () => {
+    const ref = store.add('obj', randomBytes(BLOCK));
+    store.delayMs = 20;
+    const cache = await makeCache();
+    const reads = Array.from({ length: 10 }, (_, i) => cache.read(cache.openSession(ref), i * 1000, 100));
+    await Promise.all(reads);
+    expect(store.fetches).toBe(1);
+    expect(cache.fetchStats().coalescedWaits).toBe(9);
+  });
+
+  it('fetches the blocks of a large read in parallel, bounded', async () => {
+    const ref = store.add('obj', randomBytes(12 * BLOCK));
+    store.delayMs = 10;
+    const cache = await makeCache({ maxParallelFetches: 4, readaheadMaxBlocks: 0 });
+    const got = await cache.read(cache.openSession(ref), 0, 12 * BLOCK);
+    expect(got.equals(store.objects.get('obj')!.bytes)).toBe(true);
+    expect(store.maxInFlight).toBe(4);
+  });
+
+  it('serves a second read from DRAM with no store request', async () => {
+    const ref = store.add('obj', randomBytes(3 * BLOCK));
+    const cache = await makeCache();
+    await readAll(cache, ref);
+    const before = store.fetches;
+    expect((await readAll(cache, ref)).equals(store.objects.get('obj')!.bytes)).toBe(true);
+    expect(store.fetches).toBe(before);
+    expect(cache.stats()[0]).toMatchObject({ name: 'dram' });
+    expect(cache.stats()[0].hits).toBeGreaterThan(0);
+  });
+
+  for (const tier of ['nvme', 'pmem'] as const) {
+    it(`keeps blocks in ${tier} across a restart: zero fetches afterwards`, async () => {
+      const shm = await mkdtemp(join('/dev/shm', 'strata-cache-'));
+      try {
+        const options: BlockCacheOptions =
+          tier === 'nvme'
+            ? { nvme: { dir: join(dir, 'nvme'), capacityBytes: 64 * MiB, reserveBytes: 0 } }
+            : { pmem: { path: join(shm, 'strata.pool'), capacityBytes: 16 * MiB } };
+        const bytes = randomBytes(6 * BLOCK + 77);
+        const ref = store.add('obj', bytes);
+        const first = await makeCache(options);
+        await readAll(first, ref);
+        await first.close();
+        const fetched = store.fetches;
+        const second = await makeCache(options);
+        expect((await readAll(second, ref)).equals(bytes)).toBe(true);
+        expect(store.fetches).toBe(fetched);
+        const lower = second.stats().find((stats) => stats.name === tier)!;
+        expect(lower.hits).toBe(7);
+      } finally {
+        await rm(shm, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it('promotes a block found in nvme to pmem and DRAM', async () => {
+    const shm = await mkdtemp(join('/dev/shm', 'strata-cache-'));
+    try {
+      const nvme = { dir: join(dir, 'nvme'), capacityBytes: 64 * MiB, reserveBytes: 0 };
+      const bytes = randomBytes(2 * BLOCK);
+      const ref = store.add('obj', bytes);
+      const first = await makeCache({ nvme });
+      await readAll(first, ref);
+      await first.close();
+      const both = await makeCache({ nvme, pmem: { path: join(shm, 'strata.pool'), capacityBytes: 16 * MiB } });
+      expect((await readAll(both, ref)).equals(bytes)).toBe(true);
+      await both.close(); // waits for the promotion writes
+      const reopened = await makeCache({ pmem: { path: join(shm, 'strata.pool'), capacityBytes: 16 * MiB } });
+      expect((await readAll(reopened, ref)).equals(bytes)).toBe(true);
+      const [, pmemStats, nvmeStats] = both.stats();
+      expect(nvmeStats).toMatchObject({ name: 'nvme', hits: 2 });
+      expect(pmemStats).toMatchObject({ name: 'pmem', misses: 2 });
+      expect(reopened.stats()[1]).toMatchObject({ name: 'pmem', hits: 2 });
+      expect(store.fetches).toBe(2);
+    } finally {
+      await rm(shm, { recursive: true, force: true });
+    }
+  });
+
+  it('refetches a block whose nvme file is corrupt and counts the mismatch', async () => {
+    const nvme = { dir: join(dir, 'nvme'), capacityBytes: 64 * MiB, reserveBytes: 0 };
+    const bytes = randomBytes(BLOCK);
+    const ref = store.add('obj', bytes);
+    const first = await makeCache({ nvme });
+    await readAll(first, ref);
+    await first.close();
+    const sub = (await readdir(nvme.dir)).find((name) => name.length === 2)!;
+    const file = join(nvme.dir, sub, (await readdir(join(nvme.dir, sub)))[0]);
+    const content = await readFile(file);
+    content[content.length - 100] ^= 0x01;
+    await writeFile(file, content);
+    const second = await makeCache({ nvme });
+    expect((await readAll(second, ref)).equals(bytes)).toBe(true);
+    expect(store.fetches).toBe(2);
+    expect(second.stats().find((stats) => stats.name === 'nvme')!.checksumMismatches).toBe(1);
+  });
+
+  it('never serves bytes of an older ETag, and propagates a changed object', async () => {
+    const oldBytes = randomBytes(BLOCK);
+    const oldRef = store.add('obj', oldBytes, '"v1"');
+    const cache = await makeCache({ nvme: { dir: join(dir, 'nvme'), capacityBytes: 64 * MiB, reserveBytes: 0 } });
+    expect((await readAll(cache, oldRef)).equals(oldBytes)).toBe(true);
+    const newBytes = randomBytes(BLOCK);
+    const newRef = store.add('obj', newBytes, '"v2"');
+    expect((await readAll(cache, newRef)).equals(newBytes)).toBe(true);
+    expect(store.fetches).toBe(2);
+    // A session still holding the old version, on a block not cached: the store refuses.
+    const bigOld = store.add('big', randomBytes(2 * BLOCK), '"v1"');
+    store.add('big', randomBytes(2 * BLOCK), '"v2"');
+    await expect(cache.read(cache.openSession(bigOld), BLOCK, 10)).rejects.toMatchObject({ code: 'STORE_PRECONDITION_FAILED' });
+  });
+
+  it('prefetches ahead of a sequential reader, growing the window, and not for a random one', async () => {
+    const bytes = randomBytes(40 * BLOCK);
+    const ref = store.add('seq', bytes);
+    const cache = await makeCache({ readaheadMaxBlocks: 8 });
+    expect((await readAll(cache, ref)).equals(bytes)).toBe(true);
+    const stats = cache.fetchStats();
+    expect(stats.readaheadBlocks).toBeGreaterThan(20);
+    expect(stats.blocksFetched).toBe(40);
+
+    const randomRef = store.add('random', randomBytes(40 * BLOCK));
+    const randomCache = await makeCache({ readaheadMaxBlocks: 8 });
+    const session = randomCache.openSession(randomRef);
+    for (const index of [17, 3, 29, 11, 36, 0, 22, 8]) await randomCache.read(session, index * BLOCK + 100, 4096);
+    expect(randomCache.fetchStats().readaheadBlocks).toBe(0);
+    expect(randomCache.fetchStats().blocksFetched).toBe(8);
+  });
+
+  it('keeps DRAM, readahead and in-flight buffers under the budget with 16 concurrent readers', async () => {
+    const budget = 12 * MiB;
+    const cache = await makeCache({ memoryBudgetBytes: budget, readaheadMaxBlocks: 8, maxParallelFetches: 8 });
+    const config = cache.config;
+    expect(config.dramBytes + config.ioPoolBytes).toBe(budget);
+    const refs = Array.from({ length: 16 }, (_, i) => store.add(`reader-${i}`, randomBytes(6 * BLOCK)));
+    store.delayMs = 5;
+    // Independent check, sampled at every GET: DRAM use plus the buffers of all GETs in flight.
+    let worst = 0;
+    store.onFetch = () => {
+      const dram = cache.stats().find((stats) => stats.name === 'dram')!.usedBytes;
+      worst = Math.max(worst, dram + store.inFlight * BLOCK);
+    };
+    const results = await Promise.all(refs.map((ref, i) => readAll(cache, ref, i % 2 === 0 ? 128 * 1024 : 3 * BLOCK)));
+    results.forEach((got, i) => expect(got.equals(store.objects.get(`reader-${i}`)!.bytes)).toBe(true));
+    expect(worst).toBeLessThanOrEqual(budget);
+    expect(cache.memory().peakBytes).toBeLessThanOrEqual(budget);
+    expect(cache.memory().peakBytes).toBeGreaterThan(budget / 2);
+    expect(store.maxInFlight).toBeLessThanOrEqual(config.ioPoolBytes / BLOCK);
+  });
+
+  it('without DRAM, sessions left open cannot starve other readers of memory', async () => {
+    const cache = await makeCache({ dram: false, memoryBudgetBytes: 3 * BLOCK, readaheadMaxBlocks: 0 });
+    const refs = Array.from({ length: 8 }, (_, i) => store.add(`idle-${i}`, randomBytes(BLOCK)));
+    const idle = refs.map((ref) => cache.openSession(ref));
+    for (const session of idle) await cache.read(session, 0, 10);
+    const late = store.add('late', randomBytes(2 * BLOCK));
+    const got = await cache.read(cache.openSession(late), 0, 2 * BLOCK);
+    expect(got.equals(store.objects.get('late')!.bytes)).toBe(true);
+    expect(cache.memory().peakBytes).toBeLessThanOrEqual(3 * BLOCK);
+  });
+
+  it('treats a tier that throws as a miss and still answers the read', async () => {
+    const broken: Tier = {
+      name: 'nvme',
+      capacityBytes: 1 << 30,
+      usedBytes: 0,
+      get: async () => { throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }); },
+      put: async () => { throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }); },
+      delete: async () => { throw new Error('EIO'); },
+      has: () => { throw new Error('EIO'); },
+      stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: 0, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
+      close: async () => undefined,
+    };
+    const bytes = randomBytes(3 * BLOCK);
+    const ref = store.add('obj', bytes);
+    const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, dram: false, readaheadMaxBlocks: 0 }), logger, store.fetchRange, { nvme: broken });
+    caches.push(cache);
+    expect((await readAll(cache, ref, BLOCK)).equals(bytes)).toBe(true);
+    expect((await readAll(cache, ref, BLOCK)).equals(bytes)).toBe(true);
+    expect(store.fetches).toBe(6);
+  });
+
+  it('counts a real tier I/O error as a miss and refetches', async () => {
+    const nvme = { dir: join(dir, 'nvme'), capacityBytes: 64 * MiB, reserveBytes: 0 };
+    const bytes = randomBytes(BLOCK);
+    const ref = store.add('obj', bytes);
+    const first = await makeCache({ nvme });
+    await readAll(first, ref);
+    await first.close();
+    // Make the nvme directory's block unreadable: replace the file by a directory.
+    const sub = (await readdir(nvme.dir)).find((name) => name.length === 2)!;
+    const file = join(nvme.dir, sub, (await readdir(join(nvme.dir, sub)))[0]);
+    await rm(file);
+    await (await import('node:fs/promises')).mkdir(file);
+    const second = await makeCache({ nvme });
+    expect((await readAll(second, ref)).equals(bytes)).toBe(true);
+    expect(second.stats().find((stats) => stats.name === 'nvme')!.ioErrors).toBe(1);
+  });
+
+  it('validates its configuration, naming the option', () => {
+    expect(() => resolveBlockCacheConfig({ blockSize: 100 })).toThrow(/blockSize/);
+    expect(() => resolveBlockCacheConfig({ blockSize: 32 * MiB })).toThrow(/blockSize/);
+    expect(() => resolveBlockCacheConfig({ memoryBudgetBytes: 4 * MiB })).toThrow(/memoryBudgetBytes/);
+    const defaults = resolveBlockCacheConfig();
+    expect(defaults.blockSize).toBe(4 * MiB);
+    expect(defaults.dramBytes + defaults.ioPoolBytes).toBe(defaults.memoryBudgetBytes);
+    expect(Object.isFrozen(defaults)).toBe(true);
+  });
+});

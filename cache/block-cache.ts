@@ -1,0 +1,381 @@
+import { setMaxListeners } from 'node:events';
+import { StoreError } from '../store/errors.js';
+import type { Logger } from '../telemetry/index.js';
+import { counter } from '../telemetry/index.js';
+import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
+import type { BlockCacheConfig } from './block-cache-config.js';
+import { DramTier } from './dram-tier.js';
+import { MemoryBudget } from './memory-budget.js';
+import { NvmeTier } from './nvme-tier.js';
+import type { ObjectReader, ObjectRef, ReadSession } from './object-reader.js';
+import { PmemTier } from './pmem-tier.js';
+import { SequentialDetector } from './sequential-detector.js';
+import type { Tier, TierStats } from './tier.js';
+
+/**
+ * Reads `length` bytes at `start` of the object version `ref` from the store. Must
+ * answer exactly that many bytes, or throw; a changed object is a StoreError
+ * STORE_PRECONDITION_FAILED (the daemon passes `ifMatch: ref.etag`).
+ */
+export type FetchRange = (ref: ObjectRef, start: number, length: number, signal?: AbortSignal) => Promise<Buffer>;
+
+/** The persistent tiers a cache runs over, already open (tests pass their own). */
+export interface PersistentTiers {
+  readonly pmem?: Tier;
+  readonly nvme?: Tier;
+}
+
+/** Counters of what the cache asked of the store. */
+export interface FetchStats {
+  readonly blocksFetched: number;
+  readonly bytesFetched: number;
+  /** Reads that found their block already being fetched or loaded and waited for it. */
+  readonly coalescedWaits: number;
+  readonly readaheadBlocks: number;
+  /** Readahead blocks not fetched because the memory budget was short. */
+  readonly readaheadSkipped: number;
+}
+
+/** Where the memory budget stands. `peakBytes` is the most the DRAM tier and the I/O pool held together. */
+export interface MemoryStats {
+  readonly budgetBytes: number;
+  readonly dramBytes: number;
+  readonly ioPoolBytes: number;
+  readonly ioPoolUsedBytes: number;
+  readonly usedBytes: number;
+  readonly peakBytes: number;
+}
+
+/** Reads within this distance of the previous read's end count as sequential (8 FUSE requests of 128 KiB). */
+const SEQUENTIAL_TOLERANCE = 8 * 128 * 1024;
+
+const fetchedBlocksMetric = counter('strata_cache_store_blocks_total', 'Blocks the block cache fetched from the store');
+const fetchedBytesMetric = counter('strata_cache_store_bytes_total', 'Bytes the block cache fetched from the store');
+
+class CacheSession implements ReadSession {
+  readonly ref: ObjectRef;
+  readonly detector: SequentialDetector;
+  /** Without a DRAM tier, the block this session read last (its bytes reserved in the I/O pool). */
+  held: { index: number; bytes: Buffer } | undefined;
+
+  constructor(ref: ObjectRef, detector: SequentialDetector) {
+    this.ref = ref;
+    this.detector = detector;
+  }
+}
+
+/**
+ * The tiered block cache. Reads are cut into fixed-size blocks, looked up in DRAM, then
+ * pmem, then nvme, then fetched from the store with a ranged GET.
+ *
+ * - A block found in a lower tier is promoted to DRAM and to the tiers above it.
+ * - A block fetched from the store goes to DRAM and is written through, in the
+ *   background, to every persistent tier (inclusive caching), so the persistent tiers
+ *   survive a daemon crash with everything read so far, not only what DRAM evicted.
+ *   A block DRAM evicts that no persistent tier holds (its write failed or was refused)
+ *   is demoted to the first persistent tier with room.
+ * - Concurrent misses of one block share one load (one GET).
+ * - A read spanning blocks loads them in parallel, at most `maxParallelFetches` at a time.
+ * - A session that reads sequentially gets readahead of the following blocks.
+ * - Memory: the DRAM tier holds at most `dramBytes`; every other block buffer (fetch,
+ *   tier read, write-through in progress, readahead, a DRAM-less session's current
+ *   block) is reserved from the `ioPoolBytes` pool first. Readahead only takes pool
+ *   space that leaves a quarter of the pool free for demand reads, and is skipped
+ *   otherwise. Demand reads wait for room. Buffers a read returns belong to the caller.
+ * - A tier that fails is a miss (tiers count and log it); a store error fails the read.
+ */
+export class BlockCache implements ObjectReader {
+  readonly #config: BlockCacheConfig;
+  readonly #logger: Logger;
+  readonly #fetchRange: FetchRange;
+  readonly #dram: DramTier | undefined;
+  /** Persistent tiers, fastest first. */
+  readonly #lower: Tier[];
+  readonly #pool: MemoryBudget;
+  readonly #loads = new Map<string, Promise<Buffer | undefined>>();
+  readonly #background = new Set<Promise<void>>();
+  readonly #failingTiers = new Set<Tier>();
+  readonly #abort = new AbortController();
+  #peak = 0;
+  #fetch = { blocksFetched: 0, bytesFetched: 0, coalescedWaits: 0, readaheadBlocks: 0, readaheadSkipped: 0 };
+  #closed = false;
+
+  constructor(config: BlockCacheConfig, logger: Logger, fetchRange: FetchRange, tiers: PersistentTiers = {}) {
+    this.#config = config;
+    this.#logger = logger;
+    this.#fetchRange = fetchRange;
+    this.#pool = new MemoryBudget(config.ioPoolBytes, Math.max(config.blockSize, Math.floor(config.ioPoolBytes / 4)));
+    // Every in-flight fetch and every reader waiting for memory listens on this signal.
+    setMaxListeners(0, this.#abort.signal);
+    this.#lower = [tiers.pmem, tiers.nvme].filter((tier): tier is Tier => tier !== undefined);
+    if (config.dramBytes > 0) {
+      this.#dram = new DramTier({ capacityBytes: config.dramBytes }, logger);
+      this.#dram.onEvict((id, bytes) => this.#demote(id, bytes));
+    }
+  }
+
+  /** Opens the persistent tiers the config names and builds the cache over them. */
+  static async open(config: BlockCacheConfig, logger: Logger, fetchRange: FetchRange): Promise<BlockCache> {
+    const pmem = config.pmem === undefined ? undefined : await PmemTier.open({ ...config.pmem, blockSize: config.blockSize }, logger);
+    let nvme: NvmeTier | undefined;
+    try {
+      nvme = config.nvme === undefined ? undefined : await NvmeTier.open(config.nvme, logger);
+    } catch (err) {
+      await pmem?.close();
+      throw err;
+    }
+    return new BlockCache(config, logger, fetchRange, { pmem, nvme });
+  }
+
+  get config(): BlockCacheConfig {
+    return this.#config;
+  }
+
+  openSession(ref: ObjectRef): ReadSession {
+    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#config.readaheadMaxBlocks, SEQUENTIAL_TOLERANCE));
+  }
+
+  closeSession(session: ReadSession): void {
+    const cacheSession = session as CacheSession;
+    this.#dropHeld(cacheSession);
+  }
+
+  async read(session: ReadSession, offset: number, length: number): Promise<Buffer> {
+    const cacheSession = session as CacheSession;
+    const { ref } = cacheSession;
+    const size = this.#config.blockSize;
+    const end = Math.min(offset + length, ref.size);
+    if (offset >= end) return Buffer.alloc(0);
+    const first = Math.floor(offset / size);
+    const last = Math.floor((end - 1) / size);
+    this.#readahead(cacheSession, offset, end, last);
+    if (first === last) {
+      const block = await this.#sessionBlock(cacheSession, first);
+      return block.subarray(offset - first * size, end - first * size);
+    }
+    const blocks = await this.#loadAll(ref, first, last);
+    const parts = blocks.map((block, i) => {
+      const blockStart = (first + i) * size;
+      return block.subarray(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + block.length) - blockStart);
+    });
+    return Buffer.concat(parts, end - offset);
+  }
+
+  /** Per tier, fastest first: capacity, use, hits, misses, evictions, checksum mismatches, I/O errors. */
+  stats(): TierStats[] {
+    return [...(this.#dram ? [this.#dram] : []), ...this.#lower].map((tier) => tier.stats());
+  }
+
+  fetchStats(): FetchStats {
+    return { ...this.#fetch };
+  }
+
+  memory(): MemoryStats {
+    const dramUsed = this.#dram?.usedBytes ?? 0;
+    return {
+      budgetBytes: this.#config.memoryBudgetBytes,
+      dramBytes: this.#config.dramBytes,
+      ioPoolBytes: this.#config.ioPoolBytes,
+      ioPoolUsedBytes: this.#pool.usedBytes,
+      usedBytes: dramUsed + this.#pool.usedBytes,
+      peakBytes: this.#peak,
+    };
+  }
+
+  /** Waits for write-through in progress, then closes the tiers. Reads after close fail. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#abort.abort();
+    await Promise.allSettled([...this.#loads.values()]);
+    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+    await this.#dram?.close();
+    for (const tier of this.#lower) await tier.close();
+  }
+
+  async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {
+    if (session.held?.index === index) return session.held.bytes;
+    const bytes = await this.#loadBlock(session.ref, index);
+    if (this.#dram === undefined) {
+      this.#dropHeld(session);
+      // Readahead-class: a held block never takes the share kept free for demand reads,
+      // so sessions left open cannot starve other readers.
+      if (this.#pool.tryReserveReadahead(bytes.length)) {
+        session.held = { index, bytes };
+        this.#notePeak();
+      }
+    }
+    return bytes;
+  }
+
+  #dropHeld(session: CacheSession): void {
+    if (session.held === undefined) return;
+    this.#pool.release(session.held.bytes.length);
+    session.held = undefined;
+  }
+
+  async #loadAll(ref: ObjectRef, first: number, last: number): Promise<Buffer[]> {
+    const blocks: Buffer[] = new Array<Buffer>(last - first + 1);
+    let next = first;
+    const worker = async (): Promise<void> => {
+      while (next <= last) {
+        const index = next++;
+        blocks[index - first] = await this.#loadBlock(ref, index);
+      }
+    };
+    const workers = Math.min(this.#config.maxParallelFetches, last - first + 1);
+    await Promise.all(Array.from({ length: workers }, worker));
+    return blocks;
+  }
+
+  /** A block for a demand read: from DRAM, a coalesced load, a lower tier or the store. */
+  async #loadBlock(ref: ObjectRef, index: number): Promise<Buffer> {
+    if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
+    const id = blockId(blockKeyOf(ref, index));
+    const hit = this.#dram?.getNow(id);
+    if (hit !== undefined) return hit;
+    const length = blockLength(ref.size, this.#config.blockSize, index);
+    let load = this.#loads.get(id);
+    if (load === undefined) {
+      load = this.#startLoad(ref, index, id, length, false);
+    } else {
+      this.#fetch.coalescedWaits += 1;
+    }
+    const bytes = await load;
+    // A readahead load that was skipped for lack of memory answers undefined: load again on demand.
+    return bytes ?? (await this.#loadBlock(ref, index));
+  }
+
+  #startLoad(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean): Promise<Buffer | undefined> {
+    const load = this.#load(ref, index, id, length, readahead).finally(() => this.#loads.delete(id));
+    this.#loads.set(id, load);
+    return load;
+  }
+
+  async #load(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean): Promise<Buffer | undefined> {
+    if (readahead) {
+      if (!this.#pool.tryReserveReadahead(length)) {
+        this.#fetch.readaheadSkipped += 1;
+        return undefined;
+      }
+    } else {
+      await this.#pool.reserve(length, this.#abort.signal);
+    }
+    this.#notePeak();
+    let releaseNow = true;
+    try {
+      for (let level = 0; level < this.#lower.length; level += 1) {
+        const tier = this.#lower[level];
+        const bytes = await this.#safeGet(tier, id);
+        if (bytes === undefined || bytes.length !== length) continue;
+        this.#promote(id, bytes);
+        const above = this.#lower.slice(0, level);
+        if (above.length > 0) {
+          releaseNow = false;
+          this.#writeThrough(id, bytes, above);
+        }
+        return bytes;
+      }
+      const bytes = await this.#fetchRange(ref, index * this.#config.blockSize, length, this.#abort.signal);
+      if (bytes.length !== length) {
+        throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
+      }
+      this.#fetch.blocksFetched += 1;
+      this.#fetch.bytesFetched += length;
+      if (readahead) this.#fetch.readaheadBlocks += 1;
+      fetchedBlocksMetric.inc();
+      fetchedBytesMetric.inc(length);
+      this.#promote(id, bytes);
+      if (this.#lower.length > 0) {
+        releaseNow = false;
+        this.#writeThrough(id, bytes, this.#lower);
+      }
+      return bytes;
+    } finally {
+      if (releaseNow) this.#pool.release(length);
+    }
+  }
+
+  #promote(id: string, bytes: Buffer): void {
+    if (this.#dram === undefined) return;
+    this.#dram.putNow(id, bytes);
+    this.#notePeak();
+  }
+
+  /** Writes `bytes` to `tiers` in the background, then releases the pool bytes the caller reserved for them. */
+  #writeThrough(id: string, bytes: Buffer, tiers: Tier[]): void {
+    const write = Promise.allSettled(tiers.map((tier) => this.#safePut(tier, id, bytes))).then(() => {
+      this.#pool.release(bytes.length);
+      this.#background.delete(write);
+    });
+    this.#background.add(write);
+  }
+
+  /** DRAM evicted `id`: keep it in the first persistent tier with room unless one already holds it. */
+  #demote(id: string, bytes: Buffer): void {
+    if (this.#closed || this.#lower.length === 0) return;
+    if (this.#loads.has(id) || this.#lower.some((tier) => this.#safeHas(tier, id))) return;
+    if (!this.#pool.tryReserve(bytes.length)) return;
+    this.#notePeak();
+    const write = (async () => {
+      for (const tier of this.#lower) if (await this.#safePut(tier, id, bytes)) break;
+    })().then(() => {
+      this.#pool.release(bytes.length);
+      this.#background.delete(write);
+    });
+    this.#background.add(write);
+  }
+
+  #readahead(session: CacheSession, offset: number, end: number, lastBlock: number): void {
+    const window = session.detector.observe(offset, end);
+    if (window === 0 || this.#closed || (this.#dram === undefined && this.#lower.length === 0)) return;
+    const { ref } = session;
+    const count = blockCount(ref.size, this.#config.blockSize);
+    for (let index = lastBlock + 1; index <= Math.min(lastBlock + window, count - 1); index += 1) {
+      const id = blockId(blockKeyOf(ref, index));
+      if (this.#loads.has(id)) continue;
+      if (this.#dram !== undefined ? this.#dram.has(id) : this.#lower.some((tier) => this.#safeHas(tier, id))) continue;
+      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), true);
+      load.catch((err: unknown) => this.#logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
+    }
+  }
+
+  #notePeak(): void {
+    const used = (this.#dram?.usedBytes ?? 0) + this.#pool.usedBytes;
+    if (used > this.#peak) this.#peak = used;
+  }
+
+  #safeHas(tier: Tier, id: string): boolean {
+    try {
+      return tier.has(id);
+    } catch (err) {
+      this.#tierFailed(tier, 'has', err);
+      return false;
+    }
+  }
+
+  async #safeGet(tier: Tier, id: string): Promise<Buffer | undefined> {
+    try {
+      return await tier.get(id);
+    } catch (err) {
+      this.#tierFailed(tier, 'get', err);
+      return undefined;
+    }
+  }
+
+  async #safePut(tier: Tier, id: string, bytes: Buffer): Promise<boolean> {
+    try {
+      return await tier.put(id, bytes);
+    } catch (err) {
+      this.#tierFailed(tier, 'put', err);
+      return false;
+    }
+  }
+
+  /** Tiers count their own failures; this catches a tier that breaks its no-throw contract, logged once. */
+  #tierFailed(tier: Tier, op: string, err: unknown): void {
+    if (this.#failingTiers.has(tier)) return;
+    this.#failingTiers.add(tier);
+    this.#logger.warn({ tier: tier.name, op, err }, 'tier call threw; treated as a miss (further failures are not logged)');
+  }
+}

@@ -1,0 +1,37 @@
+import type { ObjectRef } from './object-reader.js';
+
+/**
+ * Names one block of one object version: bytes [index × blockSize, (index + 1) × blockSize)
+ * of the object `key` with ETag `etag` in store `storeId`. Because the ETag is part of
+ * the identity, a block of an older version can never answer a read of a newer one.
+ */
+export interface BlockKey {
+  readonly storeId: string;
+  readonly key: string;
+  readonly etag: string;
+  readonly index: number;
+}
+
+/**
+ * The stable string id of a block, used by every tier and persisted in tier files.
+ * Components are JSON-encoded so no separator inside a key or ETag can make two keys
+ * collide. The format is part of the on-disk state: changing it orphans cached blocks.
+ */
+export function blockId(block: BlockKey): string {
+  return JSON.stringify([block.storeId, block.key, block.etag, block.index]);
+}
+
+/** The key of block `index` of `ref`. */
+export function blockKeyOf(ref: ObjectRef, index: number): BlockKey {
+  return { storeId: ref.storeId, key: ref.key, etag: ref.etag, index };
+}
+
+/** How many blocks an object of `size` bytes has (the last one may be short). */
+export function blockCount(size: number, blockSize: number): number {
+  return Math.ceil(size / blockSize);
+}
+
+/** Byte length of block `index` of an object of `size` bytes. */
+export function blockLength(size: number, blockSize: number, index: number): number {
+  return Math.max(0, Math.min(blockSize, size - index * blockSize));
+}

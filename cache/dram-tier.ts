@@ -1,0 +1,118 @@
+import { LRUCache } from 'lru-cache';
+import type { Logger } from '../telemetry/index.js';
+import { blockChecksum } from './checksum.js';
+import type { EvictionListener, Tier, TierStats } from './tier.js';
+import { TierCounters } from './tier-counters.js';
+
+export interface DramTierConfig {
+  /** Most bytes of block data held; enforced on every put (lru-cache `maxSize`). */
+  readonly capacityBytes: number;
+  /**
+   * Verify the CRC on every `get`. Off by default: DRAM blocks never leave the process,
+   * so only a bug could change them, and the file system reads 128 KiB at a time, so
+   * checking a 4 MiB block per read would cost 32 times the copy it guards. Tests turn
+   * it on to run the shared conformance suite's corruption checks.
+   */
+  readonly verifyReads?: boolean;
+}
+
+interface DramEntry {
+  readonly bytes: Buffer;
+  readonly checksum: number;
+}
+
+/**
+ * The in-process tier: an LRU map of block buffers with a byte budget. `get` answers
+ * the stored Buffer itself (no copy); callers treat it as read-only. Evictions (to make
+ * room, not `delete`) are reported to `onEvict` so the cache can demote the block.
+ */
+export class DramTier implements Tier {
+  readonly name = 'dram' as const;
+  readonly #lru: LRUCache<string, DramEntry>;
+  readonly #counters: TierCounters;
+  readonly #verify: boolean;
+  readonly #capacity: number;
+  #onEvict: EvictionListener | undefined;
+
+  constructor(config: DramTierConfig, logger: Logger) {
+    this.#capacity = config.capacityBytes;
+    this.#verify = config.verifyReads ?? false;
+    this.#counters = new TierCounters('dram', logger);
+    this.#lru = new LRUCache<string, DramEntry>({
+      maxSize: config.capacityBytes,
+      sizeCalculation: (entry) => Math.max(1, entry.bytes.length),
+      dispose: (entry, id, reason) => {
+        if (reason !== 'evict') return;
+        this.#counters.eviction();
+        this.#onEvict?.(id, entry.bytes);
+      },
+    });
+    this.#counters.sizes(0, this.#capacity);
+  }
+
+  /** Registers the one listener told about evicted blocks (the BlockCache's demotion). */
+  onEvict(listener: EvictionListener): void {
+    this.#onEvict = listener;
+  }
+
+  get capacityBytes(): number {
+    return this.#capacity;
+  }
+
+  get usedBytes(): number {
+    return this.#lru.calculatedSize;
+  }
+
+  async get(id: string): Promise<Buffer | undefined> {
+    return this.getNow(id);
+  }
+
+  /** Synchronous `get` for the cache's hot path (same contract). */
+  getNow(id: string): Buffer | undefined {
+    const entry = this.#lru.get(id);
+    if (entry === undefined) {
+      this.#counters.miss();
+      return undefined;
+    }
+    if (this.#verify && blockChecksum(entry.bytes) !== entry.checksum) {
+      this.#lru.delete(id);
+      this.#counters.checksumMismatch(id);
+      this.#counters.miss();
+      return undefined;
+    }
+    this.#counters.hit();
+    return entry.bytes;
+  }
+
+  async put(id: string, bytes: Buffer): Promise<boolean> {
+    return this.putNow(id, bytes);
+  }
+
+  /** Synchronous `put` (same contract). */
+  putNow(id: string, bytes: Buffer): boolean {
+    if (bytes.length > this.#capacity) return false;
+    this.#lru.set(id, { bytes, checksum: this.#verify ? blockChecksum(bytes) : 0 });
+    this.#counters.sizes(this.usedBytes, this.#capacity);
+    return true;
+  }
+
+  async delete(id: string): Promise<void> {
+    this.#lru.delete(id);
+    this.#counters.sizes(this.usedBytes, this.#capacity);
+  }
+
+  has(id: string): boolean {
+    return this.#lru.has(id);
+  }
+
+  stats(): TierStats {
+    return this.#counters.snapshot({ capacityBytes: this.#capacity, usedBytes: this.usedBytes, blocks: this.#lru.size });
+  }
+
+  async close(): Promise<void> {
+    // Nothing to persist. Entries are dropped without demotion: the persistent tiers
+    // were written through when the blocks arrived.
+    this.#onEvict = undefined;
+    this.#lru.clear();
+  }
+}

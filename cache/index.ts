@@ -1,0 +1,15 @@
+export { BlockCache, type FetchRange, type FetchStats, type MemoryStats, type PersistentTiers } from './block-cache.js';
+export {
+  resolveBlockCacheConfig,
+  DEFAULT_BLOCK_SIZE,
+  DEFAULT_MEMORY_BUDGET,
+  type BlockCacheConfig,
+  type BlockCacheOptions,
+} from './block-cache-config.js';
+export { blockId, type BlockKey } from './block-key.js';
+export { CacheError, type CacheErrorCode } from './cache-error.js';
+export { DramTier, type DramTierConfig } from './dram-tier.js';
+export { NvmeTier, type NvmeTierConfig } from './nvme-tier.js';
+export { PmemTier, type PmemTierConfig } from './pmem-tier.js';
+export type { Tier, TierName, TierStats } from './tier.js';
+export type { ObjectReader, ObjectRef, ReadSession } from './object-reader.js';

@@ -1,0 +1,31 @@
+import { createRequire } from 'node:module';
+import { CacheError } from './cache-error.js';
+
+/** The calls of native/src/strata_mmap.c (see its header comment for the contracts). */
+export interface MmapBinding {
+  map(fd: number, offset: number, length: number): Buffer;
+  sync(buffer: Buffer, offset: number, length: number): void;
+  allocate(fd: number, length: number): void;
+  pageSize(): number;
+}
+
+const ADDON_PATH = '../native/build/Release/strata_mmap.node';
+let binding: MmapBinding | undefined;
+
+/**
+ * Loads the project's mmap addon, built by `npm install` / `npm ci` (the root package's
+ * `install` script runs node-gyp on native/). Throws CACHE_TIER_INVALID when it is missing.
+ */
+export function loadMmapBinding(): MmapBinding {
+  if (binding !== undefined) return binding;
+  try {
+    binding = createRequire(import.meta.url)(ADDON_PATH) as MmapBinding;
+  } catch (err) {
+    throw new CacheError(
+      'CACHE_TIER_INVALID',
+      'the pmem tier needs the native mmap addon; run `npm install` (or `npm run install`) to build native/',
+      { cause: err },
+    );
+  }
+  return binding;
+}

@@ -1,0 +1,114 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../telemetry/index.js';
+import { poolGeometry, readSlotRecord, recordOffset } from './pmem-pool-layout.js';
+import { PmemTier, type PmemWriteStep } from './pmem-tier.js';
+
+const BLOCK = 64 * 1024;
+const SLOTS = 4;
+const logger = silentLogger();
+
+describe('PmemTier crash consistency', () => {
+  let dir: string;
+  let path: string;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join('/dev/shm', 'strata-pmem-crash-'));
+    path = join(dir, 'strata.pool');
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const openPool = (faultHook?: (step: PmemWriteStep) => void) =>
+    PmemTier.open({ path, capacityBytes: SLOTS * BLOCK, blockSize: BLOCK, ...(faultHook ? { faultHook } : {}) }, logger);
+
+  /** A hook that "crashes" (throws) once the put reaches `step`. */
+  const crashAt = (step: PmemWriteStep) => (reached: PmemWriteStep) => {
+    if (reached === step) throw new Error(`simulated crash at ${step}`);
+  };
+
+  async function slotOf(id: string): Promise<number> {
+    const file = await readFile(path);
+    const hash = createHash('sha256').update(id).digest('hex');
+    for (let slot = 0; slot < SLOTS; slot += 1) if (readSlotRecord(file, recordOffset(slot), BLOCK)?.idHash === hash) return slot;
+    return -1;
+  }
+
+  for (const step of ['slot-cleared', 'data-copied', 'data-flushed'] as const) {
+    it(`a crash after "${step}" leaves the block invisible and the others intact`, async () => {
+      const kept = randomBytes(BLOCK);
+      const first = await openPool();
+      expect(await first.put('kept', kept)).toBe(true);
+      await first.close();
+
+      const crashing = await openPool(crashAt(step));
+      expect(await crashing.put('torn', randomBytes(BLOCK))).toBe(false);
+      // No close: the process "died". Reopen the same pool file.
+      const after = await openPool();
+      expect(after.has('torn')).toBe(false);
+      expect(await after.get('torn')).toBeUndefined();
+      expect((await after.get('kept'))?.equals(kept)).toBe(true);
+      expect(after.stats().checksumMismatches).toBe(0);
+      await after.close();
+    });
+  }
+
+  it('a crash while reusing an evicted slot shows neither the old nor the new block', async () => {
+    const full = await openPool();
+    for (let i = 0; i < SLOTS; i += 1) await full.put(`old${i}`, randomBytes(BLOCK));
+    await full.close();
+    // The pool is full: the next put evicts old0 and reuses its slot, then crashes mid-copy.
+    const crashing = await openPool(crashAt('data-copied'));
+    expect(await crashing.put('new', randomBytes(BLOCK))).toBe(false);
+    const after = await openPool();
+    expect(after.has('old0')).toBe(false);
+    expect(after.has('new')).toBe(false);
+    expect(after.stats().blocks).toBe(SLOTS - 1);
+    await after.close();
+  });
+
+  it('a torn slot record is free at open and no bytes of it are served', async () => {
+    const tier = await openPool();
+    await tier.put('victim', randomBytes(BLOCK));
+    await tier.close();
+    const slot = await slotOf('victim');
+    expect(slot).toBeGreaterThanOrEqual(0);
+    // Change the length field without fixing the record's CRC, as a torn write would.
+    const handle = await open(path, 'r+');
+    await handle.write(Buffer.from([0x07]), 0, 1, recordOffset(slot) + 4);
+    await handle.close();
+    const after = await openPool();
+    expect(after.has('victim')).toBe(false);
+    expect(after.stats().usedBytes).toBe(0);
+    // The slot is usable again.
+    for (let i = 0; i < SLOTS; i += 1) expect(await after.put(`n${i}`, randomBytes(BLOCK))).toBe(true);
+    expect(after.stats().evictions).toBe(0);
+    await after.close();
+  });
+
+  it('re-initialises a pool made with another block size', async () => {
+    const tier = await openPool();
+    await tier.put('a', randomBytes(BLOCK));
+    await tier.close();
+    const other = await PmemTier.open({ path, capacityBytes: SLOTS * BLOCK * 2, blockSize: BLOCK * 2 }, logger);
+    expect(other.has('a')).toBe(false);
+    expect(other.capacityBytes).toBe(SLOTS * BLOCK * 2);
+    await other.close();
+  });
+
+  it('lays the pool out as documented and restores LRU order from sequence numbers', async () => {
+    const tier = await openPool();
+    for (let i = 0; i < SLOTS; i += 1) await tier.put(`b${i}`, randomBytes(BLOCK));
+    await tier.close();
+    expect((await readFile(path)).length).toBe(poolGeometry(BLOCK, SLOTS).fileBytes);
+    const after = await openPool();
+    await after.put('b4', randomBytes(BLOCK)); // evicts b0, the oldest write
+    expect(after.has('b0')).toBe(false);
+    expect(after.has('b1')).toBe(true);
+    await after.close();
+  });
+});

@@ -1,0 +1,52 @@
+/** Which kind of storage a tier is; also the `tier` label of its metrics. */
+export type TierName = 'dram' | 'pmem' | 'nvme';
+
+/** Counters and sizes one tier reports (`strata status`, `GET /v1/cache`). */
+export interface TierStats {
+  readonly name: TierName;
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+  readonly blocks: number;
+  readonly hits: number;
+  readonly misses: number;
+  readonly evictions: number;
+  readonly checksumMismatches: number;
+  readonly ioErrors: number;
+}
+
+/**
+ * Called with a block a tier evicts to make room (not for `delete`), while the bytes
+ * are still valid, so the cache can move it to a lower tier. Must not throw.
+ */
+export type EvictionListener = (id: string, bytes: Buffer) => void;
+
+/**
+ * One level of the block cache. Blocks are named by `blockId` strings and are immutable:
+ * putting an id that is present replaces it with (by construction) the same bytes.
+ *
+ * Failure contract: a tier never rejects for an I/O problem. A read that fails, a file
+ * that vanished or bytes whose checksum does not match are a miss (`undefined`), counted
+ * in `stats()` (`ioErrors`, `checksumMismatches`) and logged once per kind of failure;
+ * a mismatching block is dropped. A write that fails or finds no room answers `false`.
+ */
+export interface Tier {
+  readonly name: TierName;
+  /** The block's bytes, checksum-verified, or `undefined` (miss). Counts a hit or a miss. */
+  get(id: string): Promise<Buffer | undefined>;
+  /**
+   * Stores a copy of (or, for DRAM, a reference to) `bytes` under `id`, evicting
+   * least-recently-used blocks if needed. `true` once the block is stored and visible
+   * to `get`; `false` if it could not be (larger than the tier, no space, I/O error).
+   * The caller must not modify `bytes` afterwards.
+   */
+  put(id: string, bytes: Buffer): Promise<boolean>;
+  /** Removes the block if present; idempotent. Does not count as an eviction. */
+  delete(id: string): Promise<void>;
+  /** Whether the block is present, without touching recency or counters. */
+  has(id: string): boolean;
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+  stats(): TierStats;
+  /** Persists whatever the tier needs to reopen quickly; later calls are no-ops. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,92 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Namespace } from '../cache/namespace.js';
+import { DirectReader } from '../daemon/direct-reader.js';
+import { openStore, type ObjectStore } from '../store/index.js';
+import { silentLogger } from '../telemetry/index.js';
+import { cleanupDir, tempDir } from '../test/fixtures/strata-process.js';
+import { Filesystem, versionedMtime } from './filesystem.js';
+import { MountRoutes } from './mount-routes.js';
+
+const O_WRONLY = 1;
+const O_TRUNC = 0o1000;
+
+describe('Filesystem (no mount)', () => {
+  let dir: string;
+  let store: ObjectStore;
+  let fs: Filesystem;
+  let namespace: Namespace;
+
+  beforeEach(async () => {
+    dir = await tempDir('fs');
+    store = openStore(`file://${dir}`, {});
+    namespace = new Namespace(store, { metadataTtlMs: 60_000 });
+    fs = new Filesystem({ routes: MountRoutes.single(namespace), reader: new DirectReader(store), logger: silentLogger() });
+    await mkdir(join(dir, 'data'), { recursive: true });
+    await writeFile(join(dir, 'data/a.txt'), 'alpha bravo');
+  });
+  afterEach(async () => {
+    await store.close();
+    await cleanupDir(dir);
+  });
+
+  it('stats files and folders', async () => {
+    const file = await fs.getattr('/data/a.txt');
+    expect(file.size).toBe(11);
+    expect(file.mode & 0o170000).toBe(0o100000);
+    expect((await fs.getattr('/data')).mode & 0o170000).toBe(0o040000);
+    await expect(fs.getattr('/nope')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+  });
+
+  it('reads byte ranges through a handle and clips at the end', async () => {
+    const h = await fs.open('/data/a.txt', 0);
+    expect((await fs.read(h, 6, 100)).toString()).toBe('bravo');
+    expect((await fs.read(h, 11, 10)).length).toBe(0);
+    expect((await fs.read(h, 50, 10)).length).toBe(0);
+    fs.release(h);
+    expect(fs.openHandles).toBe(0);
+    await expect(fs.read(h, 0, 1)).rejects.toMatchObject({ code: 'FS_BAD_HANDLE' });
+  });
+
+  it('refuses writes with FS_READ_ONLY and folders with FS_IS_A_DIRECTORY', async () => {
+    await expect(fs.open('/data/a.txt', O_WRONLY)).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
+    await expect(fs.open('/data/a.txt', O_TRUNC)).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
+    await expect(fs.open('/data', 0)).rejects.toMatchObject({ code: 'FS_IS_A_DIRECTORY' });
+    expect(() => fs.refuseWrite('mkdir', '/x')).toThrow(expect.objectContaining({ code: 'FS_READ_ONLY' }));
+  });
+
+  it('answers FS_STALE when the object changes under an open handle, and the next open sees the new version', async () => {
+    const h = await fs.open('/data/a.txt', 0);
+    await rm(join(dir, 'data/a.txt'));
+    await writeFile(join(dir, 'data/a.txt'), 'a different, longer body');
+    await expect(fs.read(h, 0, 5)).rejects.toMatchObject({ code: 'FS_STALE' });
+    fs.release(h);
+    const again = await fs.open('/data/a.txt', 0);
+    expect((await fs.read(again, 0, 100)).toString()).toBe('a different, longer body');
+  });
+
+  it('routes several links and shows the folders above them', async () => {
+    const other = new Namespace(store, { metadataTtlMs: 60_000 });
+    fs.setRoutes(new MountRoutes([
+      { path: '/datasets/one', name: 'one', namespace },
+      { path: '/models', name: 'models', namespace: other },
+    ]));
+    expect(await fs.readdir('/')).toEqual(['datasets', 'models']);
+    expect(await fs.readdir('/datasets')).toEqual(['one']);
+    expect(await fs.readdir('/datasets/one')).toEqual(['data']);
+    expect((await fs.getattr('/models/data/a.txt')).size).toBe(11);
+    await expect(fs.getattr('/elsewhere')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+  });
+});
+
+describe('versionedMtime', () => {
+  it('keeps the second and changes the milliseconds with the ETag', () => {
+    const t = new Date('2026-01-02T03:04:05.000Z');
+    const a = versionedMtime(t, 'etag-a');
+    expect(Math.floor(a.getTime() / 1000)).toBe(Math.floor(t.getTime() / 1000));
+    expect(versionedMtime(t, 'etag-a').getTime()).toBe(a.getTime());
+    const distinct = new Set(['e1', 'e2', 'e3', 'e4', 'e5'].map((e) => versionedMtime(t, e).getTime()));
+    expect(distinct.size).toBeGreaterThan(1);
+  });
+});

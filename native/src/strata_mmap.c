@@ -1,0 +1,132 @@
+/*
+ * strata_mmap: the few memory-mapping calls the pmem tier needs, as a Node-API addon.
+ *
+ *   map(fd, offset, length) -> Buffer   MAP_SHARED read/write view of the file range.
+ *                                       The mapping is released when the Buffer is
+ *                                       garbage-collected, so no JavaScript reference
+ *                                       can outlive it (no explicit unmap on purpose).
+ *   sync(buffer, offset, length)        msync(MS_SYNC) of the byte range, widened to
+ *                                       whole pages as msync requires.
+ *   allocate(fd, length)                posix_fallocate, so stores through the mapping
+ *                                       never hit a full tmpfs (which would be SIGBUS).
+ *   pageSize() -> number
+ *
+ * Errors are thrown as JavaScript Errors carrying the errno name in `code`.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <stdio.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static napi_value throw_errno(napi_env env, const char *op, int err) {
+  char message[160];
+  const char *code = "EIO";
+  switch (err) {
+    case EINVAL: code = "EINVAL"; break;
+    case ENOMEM: code = "ENOMEM"; break;
+    case ENOSPC: code = "ENOSPC"; break;
+    case EBADF: code = "EBADF"; break;
+    case EACCES: code = "EACCES"; break;
+    case ENODEV: code = "ENODEV"; break;
+    case EFBIG: code = "EFBIG"; break;
+    case EOPNOTSUPP: code = "EOPNOTSUPP"; break;
+    default: break;
+  }
+  snprintf(message, sizeof message, "%s failed: %s", op, strerror(err));
+  napi_throw_error(env, code, message);
+  return NULL;
+}
+
+static int get_int64(napi_env env, napi_value value, int64_t *out) {
+  return napi_get_value_int64(env, value, out) == napi_ok && *out >= 0;
+}
+
+static void release_mapping(napi_env env, void *data, void *hint) {
+  (void)env;
+  munmap(data, (size_t)(uintptr_t)hint);
+}
+
+static napi_value map_file(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t fd, offset, length;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3 || !get_int64(env, argv[0], &fd) || !get_int64(env, argv[1], &offset) ||
+      !get_int64(env, argv[2], &length) || length == 0) {
+    napi_throw_type_error(env, "EINVAL", "map(fd, offset, length) expects non-negative integers, length > 0");
+    return NULL;
+  }
+  void *addr = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, (off_t)offset);
+  if (addr == MAP_FAILED) return throw_errno(env, "mmap", errno);
+  napi_value buffer;
+  napi_status status = napi_create_external_buffer(env, (size_t)length, addr, release_mapping,
+                                                   (void *)(uintptr_t)length, &buffer);
+  if (status != napi_ok) {
+    munmap(addr, (size_t)length);
+    napi_throw_error(env, "ENOMEM", "could not wrap the mapping in a Buffer");
+    return NULL;
+  }
+  return buffer;
+}
+
+static napi_value sync_range(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  void *data;
+  size_t buffer_length;
+  int64_t offset, length;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3 || napi_get_buffer_info(env, argv[0], &data, &buffer_length) != napi_ok ||
+      !get_int64(env, argv[1], &offset) || !get_int64(env, argv[2], &length) ||
+      (uint64_t)offset + (uint64_t)length > buffer_length) {
+    napi_throw_range_error(env, "EINVAL", "sync(buffer, offset, length) range is outside the buffer");
+    return NULL;
+  }
+  if (length == 0) return NULL;
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = (uintptr_t)data + (uintptr_t)offset;
+  uintptr_t aligned = start & ~(page - 1);
+  if (msync((void *)aligned, (size_t)(start - aligned) + (size_t)length, MS_SYNC) != 0) {
+    return throw_errno(env, "msync", errno);
+  }
+  return NULL;
+}
+
+static napi_value allocate(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t fd, length;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || !get_int64(env, argv[0], &fd) || !get_int64(env, argv[1], &length)) {
+    napi_throw_type_error(env, "EINVAL", "allocate(fd, length) expects non-negative integers");
+    return NULL;
+  }
+  int err = posix_fallocate((int)fd, 0, (off_t)length);
+  if (err != 0) return throw_errno(env, "posix_fallocate", err);
+  return NULL;
+}
+
+static napi_value page_size(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  napi_create_int64(env, (int64_t)sysconf(_SC_PAGESIZE), &result);
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"map", NULL, map_file, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sync", NULL, sync_range, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"allocate", NULL, allocate, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"pageSize", NULL, page_size, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
