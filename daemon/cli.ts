@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { StrataError } from '../errors/index.js';
-import { runMount } from './mount-command.js';
+import { runMount, runServe } from './mount-command.js';
 import { runStatus } from './status-command.js';
 import { COMMANDS, helpText } from './help.js';
 
@@ -34,6 +34,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     switch (command) {
       case 'mount':
         return await runMount(values, positionals);
+      case 'serve':
+        return await runServe(values, positionals);
       case 'status':
         return await runStatus(values);
       default:

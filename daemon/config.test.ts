@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mountConfig } from './config.js';
+import { daemonConfig } from './config.js';
 import { parseSize } from './sizes.js';
 
 const base = { store: 'file:///data/lake', mountPoint: '/mnt/x' };
@@ -17,9 +17,9 @@ describe('parseSize', () => {
   });
 });
 
-describe('mountConfig', () => {
+describe('daemonConfig', () => {
   it('applies the documented defaults', () => {
-    const config = mountConfig(base, {});
+    const config = daemonConfig(base, {});
     expect(config.metadataTtlSeconds).toBe(1);
     expect(config.close).toBe('async');
     expect(config.api).toEqual({ host: '127.0.0.1', port: 7070 });
@@ -29,12 +29,12 @@ describe('mountConfig', () => {
   });
 
   it('parses tiers with sizes', () => {
-    const config = mountConfig({ ...base, dram: '2GiB', pmem: '/dev/shm/s.pool:8GiB', nvme: '/nvme/strata' }, {});
+    const config = daemonConfig({ ...base, dram: '2GiB', pmem: '/dev/shm/s.pool:8GiB', nvme: '/nvme/strata' }, {});
     expect(config.tiers).toEqual({ dramBytes: 2 * 1024 ** 3, pmem: { path: '/dev/shm/s.pool', bytes: 8 * 1024 ** 3 }, nvme: { path: '/nvme/strata' } });
   });
 
   it('takes the endpoint from AWS_ENDPOINT_URL', () => {
-    expect(mountConfig({ ...base, store: 's3://b' }, { AWS_ENDPOINT_URL: 'http://127.0.0.1:9000' }).endpoint).toBe('http://127.0.0.1:9000');
+    expect(daemonConfig({ ...base, store: 's3://b' }, { AWS_ENDPOINT_URL: 'http://127.0.0.1:9000' }).endpoint).toBe('http://127.0.0.1:9000');
   });
 
   it.each([
@@ -49,10 +49,10 @@ describe('mountConfig', () => {
     [{ dram: '1GiB', memory: '512MiB' }, /--memory/],
     [{ blockSize: '64MiB' }, /--block-size/],
   ])('refuses %o with a message naming the option', (override, message) => {
-    expect(() => mountConfig({ ...base, ...override } as never, {})).toThrow(message);
+    expect(() => daemonConfig({ ...base, ...override } as never, {})).toThrow(message);
   });
 
   it('allows a non-loopback API address when STRATA_TOKEN is set', () => {
-    expect(mountConfig({ ...base, api: '0.0.0.0:7070' }, { STRATA_TOKEN: 's3cret' }).api.host).toBe('0.0.0.0');
+    expect(daemonConfig({ ...base, api: '0.0.0.0:7070' }, { STRATA_TOKEN: 's3cret' }).api.host).toBe('0.0.0.0');
   });
 });

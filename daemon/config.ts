@@ -1,9 +1,10 @@
 import { homedir, totalmem } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_BLOCK_SIZE } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { parseStoreUrl } from '../store/index.js';
-import { parseSize } from './sizes.js';
+import { formatSize, parseSize } from './sizes.js';
 
 export class ConfigError extends StrataError<'CONFIG_INVALID'> {}
 
@@ -78,7 +79,7 @@ const httpUrl = (option: string) =>
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
   .object({
-    store: storeUrl,
+    store: storeUrl.optional(),
     mountPoint: z.string().min(1).transform((p) => resolve(p)),
     endpoint: httpUrl('--endpoint').optional(),
     region: z.string().min(1).optional(),
@@ -114,9 +115,10 @@ export interface TierConfig {
   readonly nvme?: { readonly path: string; readonly bytes?: number };
 }
 
-/** Everything `strata mount` runs with: validated once, then frozen. */
-export interface MountConfig {
-  readonly store: string;
+/** Everything the daemon runs with: validated once, then frozen. */
+export interface DaemonConfig {
+  /** `strata mount`: the one store linked at the mount's root. Absent for `strata serve`. */
+  readonly store?: string;
   readonly mountPoint: string;
   readonly endpoint?: string;
   readonly region?: string;
@@ -132,8 +134,11 @@ export interface MountConfig {
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
-/** Validates `strata mount` options; a bad one throws ConfigError naming the option. */
-export function mountConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = process.env): MountConfig {
+/**
+ * Validates daemon options (`strata mount` with a store, `strata serve` without); a bad
+ * one throws ConfigError naming the option.
+ */
+export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
   const parsed = mountOptionsSchema.safeParse({ ...input, endpoint: input.endpoint ?? env.AWS_ENDPOINT_URL });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -145,8 +150,12 @@ export function mountConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = p
   if (!isAbsolute(o.mountPoint)) throw new ConfigError('CONFIG_INVALID', 'mount point must be a path');
   const dramBytes = o.dram ?? defaultDramBytes();
   const memoryBudgetBytes = o.memory ?? dramBytes + DEFAULT_IO_BUFFER_BYTES;
-  if (memoryBudgetBytes < dramBytes) {
-    throw new ConfigError('CONFIG_INVALID', `--memory (${memoryBudgetBytes} bytes) must be at least --dram (${dramBytes} bytes): the DRAM tier is part of the budget`);
+  const minimumIoBytes = 2 * (o.blockSize ?? DEFAULT_BLOCK_SIZE);
+  if (memoryBudgetBytes < dramBytes + minimumIoBytes) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `--memory (${formatSize(memoryBudgetBytes)}) must exceed --dram (${formatSize(dramBytes)}) by at least two blocks (${formatSize(minimumIoBytes)}) for in-flight reads`,
+    );
   }
   if (o.blockSize !== undefined && (o.blockSize < 1024 ** 2 || o.blockSize > 16 * 1024 ** 2)) {
     throw new ConfigError('CONFIG_INVALID', '--block-size: must be between 1MiB and 16MiB');
@@ -155,7 +164,7 @@ export function mountConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = p
     throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);
   }
   return Object.freeze({
-    store: o.store,
+    ...(o.store ? { store: o.store } : {}),
     mountPoint: o.mountPoint,
     ...(o.endpoint ? { endpoint: o.endpoint } : {}),
     ...(o.region ? { region: o.region } : {}),

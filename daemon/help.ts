@@ -9,26 +9,29 @@ interface CommandSpec {
 
 const apiOption = { api: { type: 'string' } } as const;
 
+/** Options of the daemon commands (`mount` and `serve`). */
+const DAEMON_OPTIONS = {
+  endpoint: { type: 'string' },
+  region: { type: 'string' },
+  'state-dir': { type: 'string' },
+  dram: { type: 'string' },
+  pmem: { type: 'string' },
+  nvme: { type: 'string' },
+  memory: { type: 'string' },
+  'block-size': { type: 'string' },
+  api: { type: 'string' },
+  close: { type: 'string' },
+  'metadata-ttl': { type: 'string' },
+  'allow-other': { type: 'boolean' },
+  'log-level': { type: 'string' },
+} as const;
+
 /** Every command and option, with its help text: `strata --help` prints this table. */
 export const COMMANDS: Record<string, CommandSpec> = {
   mount: {
     usage: 'strata mount <store-url> <mountpoint> [options]',
     summary: 'Mount a bucket prefix (s3://bucket[/prefix]) or a local directory (file:///abs/dir) and serve it until SIGINT/SIGTERM.',
-    options: {
-      endpoint: { type: 'string' },
-      region: { type: 'string' },
-      'state-dir': { type: 'string' },
-      dram: { type: 'string' },
-      pmem: { type: 'string' },
-      nvme: { type: 'string' },
-      memory: { type: 'string' },
-      'block-size': { type: 'string' },
-      api: { type: 'string' },
-      close: { type: 'string' },
-      'metadata-ttl': { type: 'string' },
-      'allow-other': { type: 'boolean' },
-      'log-level': { type: 'string' },
-    },
+    options: DAEMON_OPTIONS,
     optionHelp: [
       ['--endpoint URL', 'S3-compatible endpoint (or AWS_ENDPOINT_URL); path-style addressing then'],
       ['--region R', 'S3 region (default us-east-1 or AWS_REGION)'],
@@ -44,6 +47,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--allow-other', 'let other users read the mount'],
       ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],
     ],
+  },
+  serve: {
+    usage: 'strata serve --mount DIR [options]',
+    summary: 'Run the daemon with the links persisted in the state dir (managed with strata links and the API).',
+    options: { mount: { type: 'string' }, ...DAEMON_OPTIONS },
+    optionHelp: [['--mount DIR', 'the mount point (an empty folder)'], ['(others)', 'as for strata mount']],
   },
   status: {
     usage: 'strata status [--api HOST:PORT] [--json]',

@@ -1,25 +1,28 @@
-import { mkdir } from 'node:fs/promises';
-import { Namespace } from '../cache/namespace.js';
-import type { ObjectReader } from '../cache/object-reader.js';
-import { Filesystem, FuseMount } from '../fuse/index.js';
-import { openStore, type ObjectStore } from '../store/index.js';
-import { collectProcessMetrics, createLogger, type Logger } from '../telemetry/index.js';
-import { startApiServer, type ApiServer } from './api/server.js';
+import { createLogger } from '../telemetry/index.js';
 import { UsageError } from './cli.js';
-import { mountConfig, type MountConfig } from './config.js';
-import { DirectReader } from './direct-reader.js';
+import { daemonConfig, type MountOptionsInput } from './config.js';
+import { Daemon } from './daemon.js';
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
-/** `strata mount <store-url> <mountpoint>`: serves until SIGINT or SIGTERM, then exits 0. */
+/** `strata mount <store-url> <mountpoint>`: one link at the root; serves until SIGINT or SIGTERM, then exits 0. */
 export async function runMount(values: Values, positionals: string[]): Promise<number> {
   if (positionals.length !== 2) {
     throw new UsageError('USAGE', 'mount needs a store URL and a mount point: strata mount s3://bucket/prefix /mnt/x');
   }
+  return runDaemon({ ...daemonOptions(values), store: positionals[0]!, mountPoint: positionals[1]! }, 'mounted');
+}
+
+/** `strata serve --mount DIR`: links from the state dir, managed through the API. */
+export async function runServe(values: Values, positionals: string[]): Promise<number> {
+  const mountPoint = typeof values.mount === 'string' ? values.mount : undefined;
+  if (!mountPoint || positionals.length > 0) throw new UsageError('USAGE', 'serve needs --mount DIR and no other arguments: strata serve --mount /mnt/strata');
+  return runDaemon({ ...daemonOptions(values), mountPoint }, 'serving');
+}
+
+function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
   const str = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
-  const config = mountConfig({
-    store: positionals[0]!,
-    mountPoint: positionals[1]!,
+  return {
     endpoint: str('endpoint'),
     region: str('region'),
     stateDir: str('state-dir'),
@@ -33,58 +36,22 @@ export async function runMount(values: Values, positionals: string[]): Promise<n
     metadataTtl: str('metadata-ttl'),
     allowOther: values['allow-other'] === true,
     logLevel: str('log-level') as never,
-  });
+  };
+}
+
+async function runDaemon(input: MountOptionsInput, verb: string): Promise<number> {
+  const config = daemonConfig(input);
   const logger = createLogger({ level: config.logLevel });
-  const daemon = await startDaemon(config, logger);
-  process.stdout.write(`strata: mounted ${config.store} at ${config.mountPoint} (admin API http://${config.api.host}:${daemon.api.port}); Ctrl-C unmounts\n`);
+  const daemon = await Daemon.start(config, logger);
+  const what = config.store ? `${config.store} at ${config.mountPoint}` : `links of ${config.stateDir} at ${config.mountPoint}`;
+  process.stdout.write(`strata: ${verb} ${what} (admin API http://${config.api.host}:${daemon.api.port}); Ctrl-C unmounts\n`);
   const signal = await waitForSignal();
   logger.info({ signal }, 'shutting down');
   await daemon.stop();
   return 0;
 }
 
-export interface RunningDaemon {
-  readonly api: ApiServer;
-  stop(): Promise<void>;
-}
-
-/**
- * Start order: store (checked), state dir, cache, file system, API, then the mount last,
- * so a failure before it leaves nothing mounted. Stop runs in reverse.
- */
-export async function startDaemon(config: MountConfig, logger: Logger): Promise<RunningDaemon> {
-  collectProcessMetrics();
-  const store = openStore(config.store, { endpoint: config.endpoint, region: config.region, logger });
-  const cleanups: Array<() => Promise<unknown>> = [() => store.close()];
-  const undo = async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch((err) => logger.warn({ err }, 'cleanup failed'));
-  };
-  try {
-    await store.check();
-    await mkdir(config.stateDir, { recursive: true });
-    const reader: ObjectReader = createReader(config, store);
-    const namespace = new Namespace(store, { metadataTtlMs: config.metadataTtlSeconds * 1000 });
-    const fs = new Filesystem({ namespace, reader, logger });
-    const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, cacheStats: () => [] });
-    cleanups.push(() => api.close());
-    const mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, fsName: 'strata' }, logger);
-    cleanups.push(async () => {
-      const how = await mount.unmount();
-      logger.info({ mountPoint: config.mountPoint, how }, 'unmounted');
-    });
-    logger.info({ store: config.store, mountPoint: config.mountPoint, tiers: config.tiers, api: `${config.api.host}:${api.port}` }, 'mounted');
-    return { api, stop: undo };
-  } catch (err) {
-    await undo();
-    throw err;
-  }
-}
-
-function createReader(_config: MountConfig, store: ObjectStore): ObjectReader {
-  return new DirectReader(store);
-}
-
-/** Resolves with the first SIGINT or SIGTERM. */
+/** Resolves with the first SIGINT or SIGTERM; a second one during shutdown ends the process at once. */
 function waitForSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {

@@ -1,5 +1,5 @@
 import { StrataError } from '../errors/index.js';
-import type { TierStatus } from './api/server.js';
+import type { TierStats } from '../cache/index.js';
 import { formatSize } from './sizes.js';
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -9,7 +9,7 @@ export class ApiClientError extends StrataError<'API_UNREACHABLE' | 'INTERNAL'> 
 /** `strata status`: the tiers of the daemon at `--api`. */
 export async function runStatus(values: Values): Promise<number> {
   const api = typeof values.api === 'string' ? values.api : '127.0.0.1:7070';
-  const body = (await apiGet(api, '/v1/cache')) as { tiers: TierStatus[] };
+  const body = (await apiGet(api, '/v1/cache')) as { tiers: TierStats[] };
   if (values.json === true) {
     process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
     return 0;

@@ -51,6 +51,13 @@ export const ERROR_CATALOGUE = {
   API_UNAUTHORIZED: { http: 401, summary: 'STRATA_TOKEN is set and the request has no valid bearer token.' },
   API_UNREACHABLE: { http: 503, summary: 'The CLI cannot reach the daemon\'s admin API.' },
 
+  // Links and jobs
+  LINK_NOT_FOUND: { http: 404, summary: 'No link with that name.' },
+  LINK_EXISTS: { http: 409, summary: 'A link with that name already exists.' },
+  LINK_OVERLAP: { http: 409, summary: 'The link path is the same as, inside or above another link\'s path.' },
+  LINK_BUSY: { http: 409, summary: 'The link has pending uploads; finish them or remove it with force.' },
+  JOB_NOT_FOUND: { http: 404, summary: 'No job with that id (finished jobs are kept for a while, then forgotten).' },
+
   INTERNAL: { http: 500, summary: 'An unexpected internal error; the log has details.' },
 } as const satisfies Record<string, { http: number; summary: string }>;
 

@@ -51,6 +51,13 @@ export const ERRNO_BY_CODE = {
   API_UNAUTHORIZED: E.EACCES,
   API_UNREACHABLE: E.EIO,
 
+  // Link and job codes never reach FUSE either.
+  LINK_NOT_FOUND: E.ENOENT,
+  LINK_EXISTS: E.EEXIST,
+  LINK_OVERLAP: E.EEXIST,
+  LINK_BUSY: E.EBUSY,
+  JOB_NOT_FOUND: E.ENOENT,
+
   INTERNAL: E.EIO,
 } as const satisfies Record<ErrorCode, number>;
 

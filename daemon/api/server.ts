@@ -1,60 +1,79 @@
-import Fastify from 'fastify';
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { StrataError } from '../../errors/index.js';
 import { metricsRegistry, type Logger } from '../../telemetry/index.js';
-
-/** One tier's figures as `GET /v1/cache` answers them. */
-export interface TierStatus {
-  readonly name: string;
-  readonly capacityBytes: number;
-  readonly usedBytes: number;
-  readonly hits: number;
-  readonly misses: number;
-  readonly evictions: number;
-}
+import type { DaemonServices } from '../daemon.js';
+import { registerEventRoutes } from './events-routes.js';
+import { registerJobRoutes } from './jobs-routes.js';
+import { registerLinkRoutes } from './links-routes.js';
+import { openApiDocument } from './openapi.js';
+import { ApiError } from './validate.js';
 
 export interface ApiServerConfig {
   readonly host: string;
   /** 0 picks a free port (tests). */
   readonly port: number;
   readonly logger: Logger;
-  readonly cacheStats: () => readonly TierStatus[];
-  /** Answers whether the mount is serving; `/healthz` is 503 when not. */
-  readonly healthy?: () => boolean;
+  readonly services: DaemonServices;
+  /** Bearer token every route but /healthz requires; defaults to STRATA_TOKEN. */
+  readonly token?: string | undefined;
 }
 
 export interface ApiServer {
   readonly port: number;
-  readonly app: ReturnType<typeof buildApi>;
+  readonly app: FastifyInstance;
   close(): Promise<void>;
 }
 
-/** Request bodies beyond this are refused with 413; no admin body needs more. */
-const BODY_LIMIT_BYTES = 1024 * 1024;
+/** Request bodies beyond this are refused with 413; the largest admin body (a prefetch manifest) fits. */
+const BODY_LIMIT_BYTES = 8 * 1024 * 1024;
 
 /** Builds the admin API without listening, for `fastify.inject()` tests. */
-export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>) {
-  const app = Fastify({ loggerInstance: config.logger.child({ component: 'api' }), bodyLimit: BODY_LIMIT_BYTES, disableRequestLogging: true });
+export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): FastifyInstance {
+  const { services } = config;
+  const token = config.token ?? process.env.STRATA_TOKEN;
+  const app: FastifyInstance = Fastify({ loggerInstance: config.logger.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: BODY_LIMIT_BYTES, disableRequestLogging: true });
+
   app.setErrorHandler((err: unknown, _request, reply) => {
     if (err instanceof StrataError) {
       return reply.status(err.statusCode).send({ statusCode: err.statusCode, code: err.code, message: err.message });
     }
-    const status = (err as { statusCode?: number }).statusCode ?? 500;
+    const e = err as { statusCode?: number; code?: string; message?: string };
+    const status = e.statusCode ?? 500;
     if (status >= 500) config.logger.error({ err }, 'admin API request failed');
-    const code = status === 413 ? 'API_BODY_TOO_LARGE' : status >= 500 ? 'INTERNAL' : 'API_BAD_REQUEST';
-    return reply.status(status).send({ statusCode: status, code, message: status >= 500 ? 'internal error; see the daemon log' : (err as Error).message });
+    const code = status === 413 ? 'API_BODY_TOO_LARGE' : status === 404 ? 'API_NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'API_BAD_REQUEST';
+    // fastify's own 4xx (bad JSON, wrong content type) carry a useful message; 5xx details stay in the log.
+    const message = status >= 500 ? 'internal error; see the daemon log' : (e.message ?? 'bad request');
+    return reply.status(status).send({ statusCode: status, code, message });
   });
   app.setNotFoundHandler((request, reply) =>
-    reply.status(404).send({ statusCode: 404, code: 'API_NOT_FOUND', message: `no route ${request.method} ${request.url}` }),
+    reply.status(404).send({ statusCode: 404, code: 'API_NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` }),
   );
+
+  if (token) {
+    const expected = Buffer.from(`Bearer ${token}`);
+    app.addHook('onRequest', async (request) => {
+      if (request.url === '/healthz') return;
+      const given = Buffer.from(request.headers.authorization ?? '');
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+        throw new ApiError('API_UNAUTHORIZED', 'this daemon requires Authorization: Bearer <STRATA_TOKEN>');
+      }
+    });
+  }
+
   app.get('/healthz', async (_request, reply) => {
-    const healthy = config.healthy?.() ?? true;
+    const healthy = services.healthy();
     return reply.status(healthy ? 200 : 503).send({ ok: healthy });
   });
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', metricsRegistry.contentType);
     return metricsRegistry.metrics();
   });
-  app.get('/v1/cache', async () => ({ tiers: config.cacheStats() }));
+  app.get('/v1/cache', async () => ({ tiers: services.cache.stats(), fetch: services.cache.fetchStats(), memory: services.cache.memory() }));
+  app.get('/v1/openapi.json', async () => openApiDocument());
+  registerLinkRoutes(app, services);
+  registerJobRoutes(app, services);
+  registerEventRoutes(app, services);
   return app;
 }
 

@@ -1,0 +1,46 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { DaemonServices } from '../daemon.js';
+import { ApiError, parseOrReject } from './validate.js';
+
+const TIERS = ['dram', 'pmem', 'nvme'] as const;
+
+export const prefetchBodySchema = z
+  .object({
+    paths: z.array(z.string().min(1).max(4096).startsWith('/', 'must be an absolute path inside the mount')).min(1).max(100_000),
+    tier: z.enum(TIERS).optional(),
+    pin: z.boolean().default(false),
+  })
+  .strict();
+
+const jobParams = z.object({ id: z.string().uuid('is not a job id') });
+
+/** `/v1/prefetch` and `/v1/jobs`: background work with progress. */
+export function registerJobRoutes(app: FastifyInstance, services: DaemonServices): void {
+  app.post('/v1/prefetch', async (request, reply) => {
+    const body = parseOrReject(prefetchBodySchema, request.body, 'body');
+    if (body.tier) {
+      const configured = services.cache.stats().map((t) => t.name);
+      if (!configured.includes(body.tier)) {
+        throw new ApiError('API_BAD_REQUEST', `tier: "${body.tier}" is not configured on this daemon (it has ${configured.join(', ')})`);
+      }
+    }
+    for (const path of body.paths) {
+      if (path.split('/').includes('..')) throw new ApiError('API_BAD_REQUEST', `paths: ${path} may not contain ..`);
+    }
+    const job = services.prefetch(body.paths);
+    return reply.status(202).send(job);
+  });
+
+  app.get('/v1/jobs', async () => ({ jobs: services.jobs.list() }));
+
+  app.get('/v1/jobs/:id', async (request) => {
+    const { id } = parseOrReject(jobParams, request.params, 'id');
+    return services.jobs.get(id);
+  });
+
+  app.delete('/v1/jobs/:id', async (request) => {
+    const { id } = parseOrReject(jobParams, request.params, 'id');
+    return services.jobs.cancel(id);
+  });
+}

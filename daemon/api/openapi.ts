@@ -1,0 +1,60 @@
+import { z } from 'zod';
+import { linkCreateSchema, linkPatchSchema, s3EventSchema } from '../../sync/index.js';
+import { prefetchBodySchema } from './jobs-routes.js';
+
+const errorSchema = {
+  type: 'object',
+  required: ['statusCode', 'code', 'message'],
+  properties: { statusCode: { type: 'integer' }, code: { type: 'string', description: 'stable code, see docs/ERRORS.md' }, message: { type: 'string' } },
+};
+
+/** JSON Schema of a request body, from the same zod schema the route validates with. */
+function body(schema: z.ZodType) {
+  return { required: true, content: { 'application/json': { schema: z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) } } };
+}
+
+function answers(codes: Record<string, string>) {
+  return Object.fromEntries(
+    Object.entries(codes).map(([status, description]) => [
+      status,
+      Number(status) >= 400 ? { description, content: { 'application/json': { schema: errorSchema } } } : { description },
+    ]),
+  );
+}
+
+/** The OpenAPI 3.1 description served at `/v1/openapi.json`. */
+export function openApiDocument(): Record<string, unknown> {
+  const name = [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }];
+  const id = [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }];
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Strata admin API', version: '1' },
+    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'required on every route but /healthz when STRATA_TOKEN is set' } } },
+    security: [{ bearer: [] }],
+    paths: {
+      '/healthz': { get: { security: [], responses: answers({ 200: 'the mount is serving', 503: 'not mounted' }) } },
+      '/metrics': { get: { responses: answers({ 200: 'Prometheus text format' }) } },
+      '/v1/cache': { get: { responses: answers({ 200: 'per tier {name, capacityBytes, usedBytes, hits, misses, evictions}' }) } },
+      '/v1/links': {
+        get: { responses: answers({ 200: '{links: [...]}' }) },
+        post: { requestBody: body(linkCreateSchema), responses: answers({ 201: 'the link', 400: 'invalid body or store', 404: 'bucket not found', 409: 'name taken or path overlaps' }) },
+      },
+      '/v1/links/{name}': {
+        get: { parameters: name, responses: answers({ 200: 'the link', 404: 'no such link' }) },
+        patch: { parameters: name, requestBody: body(linkPatchSchema), responses: answers({ 200: 'the updated link', 400: 'invalid body', 404: 'no such link' }) },
+        delete: {
+          parameters: [...name, { name: 'force', in: 'query', schema: { type: 'boolean' } }],
+          responses: answers({ 204: 'removed', 404: 'no such link', 409: 'pending uploads (use force)' }),
+        },
+      },
+      '/v1/links/{name}/sync': { post: { parameters: name, responses: answers({ 202: 'a job', 404: 'no such link' }) } },
+      '/v1/prefetch': { post: { requestBody: body(prefetchBodySchema), responses: answers({ 202: '{id, ...job}', 400: 'invalid body' }) } },
+      '/v1/jobs': { get: { responses: answers({ 200: '{jobs: [...]}' }) } },
+      '/v1/jobs/{id}': {
+        get: { parameters: id, responses: answers({ 200: '{id, kind, state, filesDone, filesTotal, bytesDone, bytesTotal, error?}', 404: 'no such job' }) },
+        delete: { parameters: id, responses: answers({ 200: 'the job, cancelled', 404: 'no such job' }) },
+      },
+      '/v1/events': { post: { requestBody: body(s3EventSchema), responses: answers({ 202: '{records, matched, job?}', 400: 'not an S3 event notification' }) } },
+    },
+  };
+}

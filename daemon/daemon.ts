@@ -1,0 +1,160 @@
+import { mkdir, statfs } from 'node:fs/promises';
+import { BlockCache, resolveBlockCacheConfig } from '../cache/index.js';
+import { StrataError } from '../errors/index.js';
+import { Filesystem, FuseMount, MountRoutes } from '../fuse/index.js';
+import { JobManager, LinkRegistry, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
+import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
+import { startApiServer, type ApiServer } from './api/server.js';
+import type { DaemonConfig } from './config.js';
+import { LinkRuntime } from './link-runtime.js';
+
+/**
+ * Everything the admin API acts on. Owned by the Daemon; routes get it, never build it.
+ */
+export interface DaemonServices {
+  readonly config: DaemonConfig;
+  readonly logger: Logger;
+  readonly cache: BlockCache;
+  readonly links: LinkRuntime;
+  /** Persisted links (`strata serve`); absent for `strata mount`, whose one link is fixed. */
+  readonly registry: LinkRegistry | undefined;
+  readonly jobs: JobManager;
+  readonly fs: Filesystem;
+  /** Starts a prefetch job over mount paths; answers the job's status. */
+  prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string }): ReturnType<JobManager['submit']>;
+  healthy(): boolean;
+  /** Uploads not yet committed under a mount path (the write path sets this). */
+  pendingUploads?: (path: string) => number;
+}
+
+export class Daemon {
+  readonly api: ApiServer;
+  readonly #services: DaemonServices;
+  readonly #cleanups: Array<() => Promise<unknown>>;
+  #stopped = false;
+
+  private constructor(api: ApiServer, services: DaemonServices, cleanups: Array<() => Promise<unknown>>) {
+    this.api = api;
+    this.#services = services;
+    this.#cleanups = cleanups;
+  }
+
+  get services(): DaemonServices {
+    return this.#services;
+  }
+
+  /**
+   * Start order: cache, links (stores checked for `strata mount`), file system, API, and
+   * the mount last, so a failure before it leaves nothing mounted. Stop runs in reverse.
+   */
+  static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+    collectProcessMetrics();
+    const cleanups: Array<() => Promise<unknown>> = [];
+    const undo = async () => {
+      for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((err) => logger.warn({ err }, 'shutdown step failed'));
+    };
+    try {
+      await mkdir(config.stateDir, { recursive: true });
+      let fs: Filesystem | undefined;
+      const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes) });
+      cleanups.push(() => links.close());
+      const cache = await openBlockCache(config, links, logger);
+      cleanups.push(() => cache.close());
+      fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger });
+
+      let registry: LinkRegistry | undefined;
+      if (config.store) {
+        const link = linkCreateSchema.parse({ name: 'root', path: '/', store: config.store, endpoint: config.endpoint, region: config.region });
+        await links.add(link, { check: true });
+      } else {
+        registry = await LinkRegistry.open(config.stateDir);
+        for (const link of registry.list()) await addPersistedLink(links, link, logger);
+      }
+
+      const jobs = new JobManager(logger.child({ component: 'jobs' }));
+      cleanups.push(() => jobs.close());
+      let mount: FuseMount | undefined;
+      const services: DaemonServices = {
+        config,
+        logger,
+        cache,
+        links,
+        registry,
+        jobs,
+        fs,
+        prefetch: (paths, options = {}) =>
+          jobs.submit(
+            options.kind ?? 'prefetch',
+            prefetchJob(
+              { routes: () => new MountRoutes(links.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))), reader: cache, blockSize: cache.config.blockSize },
+              { paths, ...(options.include ? { include: options.include } : {}), ...(options.exclude ? { exclude: options.exclude } : {}) },
+            ),
+          ),
+        healthy: () => mount !== undefined,
+      };
+      const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, services });
+      cleanups.push(() => api.close());
+      mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, fsName: 'strata' }, logger);
+      const mounted = mount;
+      cleanups.push(async () => {
+        const how = await mounted.unmount();
+        logger.info({ mountPoint: config.mountPoint, how }, 'unmounted');
+      });
+      logger.info({ store: config.store, mountPoint: config.mountPoint, links: links.all().length, api: `${config.api.host}:${api.port}` }, 'mounted');
+      for (const live of links.all()) if (live.link.import.mode === 'eager') services.prefetch([live.link.path], eagerFilter(live.link));
+      return new Daemon(api, services, cleanups);
+    } catch (err) {
+      await undo();
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const cleanup of this.#cleanups.splice(0).reverse()) {
+      await cleanup().catch((err) => this.#services.logger.warn({ err }, 'shutdown step failed'));
+    }
+  }
+}
+
+/** The include/exclude globs of a link's eager import, as prefetch options. */
+export function eagerFilter(link: Link): { include?: readonly string[]; exclude?: readonly string[]; kind: string } {
+  return { kind: 'eager-import', ...(link.import.include ? { include: link.import.include } : {}), ...(link.import.exclude ? { exclude: link.import.exclude } : {}) };
+}
+
+/**
+ * A persisted link comes back even if its store is unreachable at start: its files then
+ * fail with EIO until the store answers, instead of the whole daemon failing to start.
+ */
+async function addPersistedLink(links: LinkRuntime, link: Link, logger: Logger): Promise<void> {
+  const live = await links.add(link, { check: false });
+  live.store.check().catch((err: unknown) => {
+    logger.warn({ link: link.name, store: link.store, err: err instanceof StrataError ? err.message : String(err) }, 'link store not usable at start');
+  });
+}
+
+/** The block cache over the configured tiers; a miss is fetched from its link's store, ETag checked. */
+async function openBlockCache(config: DaemonConfig, links: LinkRuntime, logger: Logger): Promise<BlockCache> {
+  const { tiers } = config;
+  let nvme;
+  if (tiers.nvme) {
+    await mkdir(tiers.nvme.path, { recursive: true });
+    // Without a size the tier may use the whole filesystem; its own free-space guard keeps a reserve.
+    const fsInfo = await statfs(tiers.nvme.path);
+    nvme = { dir: tiers.nvme.path, capacityBytes: tiers.nvme.bytes ?? fsInfo.blocks * fsInfo.bsize };
+  }
+  const cacheConfig = resolveBlockCacheConfig({
+    ...(config.blockSizeBytes ? { blockSize: config.blockSizeBytes } : {}),
+    memoryBudgetBytes: config.memoryBudgetBytes,
+    ioPoolBytes: config.memoryBudgetBytes - tiers.dramBytes,
+    ...(tiers.pmem ? { pmem: { path: tiers.pmem.path, capacityBytes: tiers.pmem.bytes } } : {}),
+    ...(nvme ? { nvme } : {}),
+  });
+  return BlockCache.open(cacheConfig, logger.child({ component: 'cache' }), async (ref, start, length, signal) => {
+    const store = links.store(ref.storeId);
+    if (!store) throw new StrataError('STORE_NOT_FOUND', `the link serving ${ref.key} was removed`);
+    const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, ...(signal ? { signal } : {}) });
+    return result.body;
+  });
+}

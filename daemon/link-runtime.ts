@@ -1,0 +1,107 @@
+import { Namespace } from '../cache/namespace.js';
+import { MountRoutes } from '../fuse/index.js';
+import { openStore, type ObjectStore } from '../store/index.js';
+import type { Link } from '../sync/index.js';
+import type { Logger } from '../telemetry/index.js';
+
+/** A link with its open store and namespace. */
+export interface LiveLink {
+  readonly link: Link;
+  readonly storeId: string;
+  readonly store: ObjectStore;
+  readonly namespace: Namespace;
+}
+
+/**
+ * Identity of a store in block keys: the URL, plus the endpoint when one is given, since
+ * `s3://models` on two endpoints are two different buckets.
+ */
+export function storeIdOf(url: string, endpoint?: string): string {
+  return endpoint ? `${url}@${endpoint}` : url;
+}
+
+/**
+ * The live links of the daemon: opens a store and namespace per link, rebuilds the
+ * mount's route table on every change, and finds the store of a cached block.
+ */
+export class LinkRuntime {
+  readonly #links = new Map<string, LiveLink>();
+  readonly #stores = new Map<string, ObjectStore>();
+  readonly #logger: Logger;
+  readonly #metadataTtlMs: number;
+  readonly #onRoutes: (routes: MountRoutes) => void;
+
+  constructor(options: { logger: Logger; metadataTtlMs: number; onRoutes: (routes: MountRoutes) => void }) {
+    this.#logger = options.logger;
+    this.#metadataTtlMs = options.metadataTtlMs;
+    this.#onRoutes = options.onRoutes;
+  }
+
+  /** Opens the link's store and checks it (bucket exists, credentials work) before it appears. */
+  async add(link: Link, options: { check: boolean } = { check: true }): Promise<LiveLink> {
+    const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
+    try {
+      if (options.check) await store.check();
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    const storeId = storeIdOf(store.url, link.endpoint);
+    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId }) };
+    const previous = this.#links.get(link.name);
+    this.#links.set(link.name, live);
+    this.#stores.set(storeId, store);
+    this.#publish();
+    if (previous) await this.#release(previous);
+    return live;
+  }
+
+  /** Opens the link's store, checks the bucket and credentials, and closes it again. */
+  async check(link: Link): Promise<void> {
+    const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
+    try {
+      await store.check();
+    } finally {
+      await store.close();
+    }
+  }
+
+  async remove(name: string): Promise<void> {
+    const live = this.#links.get(name);
+    if (!live) return;
+    this.#links.delete(name);
+    this.#publish();
+    await this.#release(live);
+  }
+
+  get(name: string): LiveLink | undefined {
+    return this.#links.get(name);
+  }
+
+  all(): LiveLink[] {
+    return [...this.#links.values()];
+  }
+
+  /** The store a block's `storeId` names; undefined once its link is gone. */
+  store(storeId: string): ObjectStore | undefined {
+    return this.#stores.get(storeId);
+  }
+
+  async close(): Promise<void> {
+    for (const live of this.#links.values()) await live.store.close().catch(() => undefined);
+    this.#links.clear();
+    this.#stores.clear();
+  }
+
+  #publish(): void {
+    this.#onRoutes(new MountRoutes(this.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))));
+  }
+
+  async #release(live: LiveLink): Promise<void> {
+    const stillUsed = this.all().some((l) => l.storeId === live.storeId && l.store === live.store);
+    if (!stillUsed) {
+      if (this.#stores.get(live.storeId) === live.store) this.#stores.delete(live.storeId);
+      await live.store.close().catch((err: unknown) => this.#logger.warn({ err }, 'closing a store failed'));
+    }
+  }
+}

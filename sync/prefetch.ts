@@ -1,0 +1,129 @@
+import picomatch from 'picomatch';
+import type { ObjectRef, ObjectReader } from '../cache/object-reader.js';
+import type { MountRoutes } from '../fuse/mount-routes.js';
+import { isStrataError } from '../errors/index.js';
+import type { JobBody, JobProgress } from './job-manager.js';
+import { SyncError } from './sync-error.js';
+
+export interface PrefetchSource {
+  /** The link table as it is now (links may change while a job runs). */
+  readonly routes: () => MountRoutes;
+  readonly reader: ObjectReader;
+  /** Bytes read per request: the cache's block size, so each request fills one block. */
+  readonly blockSize: number;
+}
+
+export interface PrefetchOptions {
+  /** Mount paths: files, folders (recursively), or links' roots. */
+  readonly paths: readonly string[];
+  /** Only keys matching one of these globs (relative to the link root) are fetched. */
+  readonly include?: readonly string[];
+  readonly exclude?: readonly string[];
+  /**
+   * Files fetched at once. Eight keeps a job near the store's throughput for small files
+   * while leaving the cache's other fetch slots to foreground reads.
+   */
+  readonly parallelFiles?: number;
+}
+
+const DEFAULT_PARALLEL_FILES = 8;
+
+interface FileToFetch {
+  readonly path: string;
+  readonly ref: ObjectRef;
+}
+
+/**
+ * A job body that walks `paths` and reads every matching file through the cache, so it
+ * lands in the tiers. Files are discovered while earlier ones are fetched; totals grow
+ * as they are found. A path that does not exist fails the job before anything is fetched.
+ */
+export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): JobBody {
+  return async (progress) => {
+    const routes = source.routes();
+    for (const path of options.paths) {
+      if (!routes.route(path)) throw new SyncError('API_BAD_REQUEST', `no such file or folder in the mount: ${path}`);
+    }
+    const matches = matcher(options.include, options.exclude);
+    const queue: FileToFetch[] = [];
+    let walking = true;
+    const idle: Array<() => void> = [];
+    const wakeAll = () => idle.splice(0).forEach((wake) => wake());
+    const push = (file: FileToFetch) => {
+      queue.push(file);
+      progress.addTotal(1, file.ref.size);
+      idle.shift()?.();
+    };
+    const walker = (async () => {
+      try {
+        for (const path of options.paths) await walk(routes, path, matches, push, progress.signal);
+      } finally {
+        walking = false;
+        wakeAll();
+      }
+    })();
+    const worker = async () => {
+      for (;;) {
+        if (progress.signal.aborted) return;
+        const file = queue.shift();
+        if (file) {
+          await fetchFile(source, file, progress);
+          continue;
+        }
+        if (!walking) return;
+        await new Promise<void>((resolve) => idle.push(resolve));
+      }
+    };
+    await Promise.all([walker, ...Array.from({ length: options.parallelFiles ?? DEFAULT_PARALLEL_FILES }, worker)]);
+  };
+}
+
+async function fetchFile(source: PrefetchSource, file: FileToFetch, progress: JobProgress): Promise<void> {
+  const session = source.reader.openSession(file.ref);
+  try {
+    for (let offset = 0; offset < file.ref.size; offset += source.blockSize) {
+      if (progress.signal.aborted) return;
+      const bytes = await source.reader.read(session, offset, Math.min(source.blockSize, file.ref.size - offset));
+      progress.addDone(0, bytes.length);
+    }
+    progress.addDone(1, 0);
+  } catch (err) {
+    // A file that changed or vanished since it was listed is skipped, not a failed job.
+    if (!isStrataError(err, 'STORE_PRECONDITION_FAILED', 'STORE_NOT_FOUND')) throw err;
+    progress.addDone(1, 0);
+  } finally {
+    source.reader.closeSession(session);
+  }
+}
+
+async function walk(routes: MountRoutes, path: string, matches: (key: string) => boolean, push: (f: FileToFetch) => void, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return;
+  const route = routes.route(path);
+  if (!route) return;
+  const child = (name: string) => (path === '/' ? `/${name}` : `${path.replace(/\/+$/, '')}/${name}`);
+  if (route.kind === 'virtual') {
+    for (const name of route.children) await walk(routes, child(name), matches, push, signal);
+    return;
+  }
+  const { namespace } = route.link;
+  const entry = await namespace.lookup(route.innerPath);
+  if (entry.kind === 'file') {
+    if (matches(entry.ref.key)) push({ path, ref: entry.ref });
+    return;
+  }
+  for (const item of await namespace.list(route.innerPath)) {
+    if (signal.aborted) return;
+    if (item.entry.kind === 'file') {
+      if (matches(item.entry.ref.key)) push({ path: child(item.name), ref: item.entry.ref });
+    } else {
+      await walk(routes, child(item.name), matches, push, signal);
+    }
+  }
+}
+
+/** include/exclude globs over keys relative to the link's root; no include means everything. */
+export function matcher(include?: readonly string[], exclude?: readonly string[]): (key: string) => boolean {
+  const yes = include && include.length > 0 ? picomatch([...include], { dot: true }) : () => true;
+  const no = exclude && exclude.length > 0 ? picomatch([...exclude], { dot: true }) : () => false;
+  return (key) => yes(key) && !no(key);
+}
