@@ -15,6 +15,11 @@ export interface DirectoryEntry {
 export interface NamespaceConfig {
   /** How long metadata (positive and negative) is trusted before the store is asked again. */
   readonly metadataTtlMs: number;
+  /**
+   * Identity of the store in cached block keys; defaults to the store's URL. Give the
+   * endpoint too when one URL may name different stores (`s3://b` on two endpoints).
+   */
+  readonly storeId?: string;
   /** Injected clock (milliseconds), so TTL behaviour is testable without waiting. */
   readonly now?: () => number;
 }
@@ -51,7 +56,7 @@ export class Namespace {
 
   constructor(store: ObjectStore, config: NamespaceConfig) {
     this.#store = store;
-    this.#storeId = store.url;
+    this.#storeId = config.storeId ?? store.url;
     this.#ttlMs = config.metadataTtlMs;
     this.#now = config.now ?? Date.now;
   }

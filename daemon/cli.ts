@@ -1,7 +1,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { StrataError } from '../errors/index.js';
 import { runMount, runServe } from './mount-command.js';
+import { runLinks } from './links-command.js';
 import { runStatus } from './status-command.js';
+import { runWarmup } from './warmup-command.js';
 import { COMMANDS, helpText } from './help.js';
 
 export class UsageError extends StrataError<'USAGE'> {}
@@ -38,6 +40,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await runServe(values, positionals);
       case 'status':
         return await runStatus(values);
+      case 'links':
+        return await runLinks(values, positionals);
+      case 'warmup':
+        return await runWarmup(values, positionals);
       default:
         throw new UsageError('USAGE', `"${command}" is not available yet`);
     }

@@ -28,7 +28,7 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
     for (const path of body.paths) {
       if (path.split('/').includes('..')) throw new ApiError('API_BAD_REQUEST', `paths: ${path} may not contain ..`);
     }
-    const job = services.prefetch(body.paths);
+    const job = services.prefetch(body.paths.map((p) => insideMount(p, services.config.mountPoint)));
     return reply.status(202).send(job);
   });
 
@@ -43,4 +43,10 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
     const { id } = parseOrReject(jobParams, request.params, 'id');
     return services.jobs.cancel(id);
   });
+}
+
+/** Paths may be given as the user sees them (`/mnt/strata/datasets`) or inside the mount (`/datasets`). */
+export function insideMount(path: string, mountPoint: string): string {
+  if (path === mountPoint) return '/';
+  return path.startsWith(`${mountPoint}/`) ? path.slice(mountPoint.length) : path;
 }

@@ -1,0 +1,63 @@
+import { readFile } from 'node:fs/promises';
+import type { Link } from '../sync/index.js';
+import { UsageError } from './cli.js';
+import { apiBase, callApi, table } from './api-client.js';
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** `strata links ls|add|rm`: thin client of `/v1/links`. */
+export async function runLinks(values: Values, positionals: string[]): Promise<number> {
+  const [sub, ...args] = positionals;
+  const base = apiBase(values.api);
+  const json = values.json === true;
+  switch (sub) {
+    case 'ls': {
+      const { links } = (await callApi(base, 'GET', '/v1/links')) as { links: Link[] };
+      if (json) process.stdout.write(`${JSON.stringify(links, null, 2)}\n`);
+      else process.stdout.write(table(['name', 'path', 'store', 'import', 'export'], links.map((l) => [l.name, l.path, l.store, l.import.mode, l.export.mode])));
+      return 0;
+    }
+    case 'add': {
+      if (args.length !== 3) throw new UsageError('USAGE', 'links add needs NAME PATH STORE-URL: strata links add imagenet /datasets/imagenet s3://bucket/imagenet');
+      const [name, path, store] = args as [string, string, string];
+      const list = (v: unknown) => (Array.isArray(v) ? (v as string[]) : typeof v === 'string' ? [v] : undefined);
+      const body = {
+        name,
+        path,
+        store,
+        ...(typeof values.endpoint === 'string' ? { endpoint: values.endpoint } : {}),
+        ...(typeof values.region === 'string' ? { region: values.region } : {}),
+        import: {
+          ...(typeof values.import === 'string' ? { mode: values.import } : {}),
+          ...(list(values.include) ? { include: list(values.include) } : {}),
+          ...(list(values.exclude) ? { exclude: list(values.exclude) } : {}),
+          ...(typeof values['on-event'] === 'string' ? { onEvent: values['on-event'] } : {}),
+        },
+        ...(typeof values.export === 'string' ? { export: { mode: values.export } } : {}),
+        ...(values['read-only'] === true ? { readOnly: true } : {}),
+      };
+      const link = (await callApi(base, 'POST', '/v1/links', body)) as Link;
+      process.stdout.write(json ? `${JSON.stringify(link, null, 2)}\n` : `linked ${link.store} at ${link.path} as "${link.name}"\n`);
+      return 0;
+    }
+    case 'rm': {
+      if (args.length !== 1) throw new UsageError('USAGE', 'links rm needs NAME: strata links rm imagenet [--force]');
+      await callApi(base, 'DELETE', `/v1/links/${encodeURIComponent(args[0]!)}${values.force === true ? '?force=true' : ''}`);
+      if (!json) process.stdout.write(`removed link "${args[0]}"\n`);
+      return 0;
+    }
+    case 'sync': {
+      if (args.length !== 1) throw new UsageError('USAGE', 'links sync needs NAME');
+      const job = (await callApi(base, 'POST', `/v1/links/${encodeURIComponent(args[0]!)}/sync`)) as { id: string };
+      process.stdout.write(json ? `${JSON.stringify(job)}\n` : `sync job ${job.id} started\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError('USAGE', `links needs ls, add, rm or sync (got ${sub ?? 'nothing'}); run strata links --help`);
+  }
+}
+
+export async function readManifest(path: string): Promise<string[]> {
+  const text = await readFile(path, 'utf8');
+  return text.split('\n').map((l) => l.trim()).filter((l) => l.length > 0 && !l.startsWith('#'));
+}

@@ -1,0 +1,65 @@
+import type { JobStatus } from '../sync/index.js';
+import { UsageError } from './cli.js';
+import { apiBase, callApi } from './api-client.js';
+import { readManifest } from './links-command.js';
+import { formatSize } from './sizes.js';
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** How often progress is polled: four redraws a second look live without loading the daemon. */
+const POLL_MS = 250;
+/** Without a terminal, a progress line every few seconds keeps CI logs short. */
+const PLAIN_LINE_EVERY_MS = 5000;
+
+/**
+ * `strata warmup PATH... [--manifest FILE] [--tier T] [--pin]`: starts a prefetch job and
+ * follows it with a progress bar until it ends. Ctrl-C cancels the job. Exit 0 when the
+ * job is done, 1 when it failed or was cancelled.
+ */
+export async function runWarmup(values: Values, positionals: string[]): Promise<number> {
+  const paths = [...positionals];
+  if (typeof values.manifest === 'string') paths.push(...(await readManifest(values.manifest)));
+  if (paths.length === 0) throw new UsageError('USAGE', 'warmup needs at least one PATH (or --manifest FILE)');
+  const base = apiBase(values.api);
+  const body = {
+    paths: paths.map((p) => (p.startsWith('/') ? p : `${process.cwd()}/${p}`)),
+    ...(typeof values.tier === 'string' ? { tier: values.tier } : {}),
+    ...(values.pin === true ? { pin: true } : {}),
+  };
+  const started = (await callApi(base, 'POST', '/v1/prefetch', body)) as JobStatus;
+  const cancel = () => void callApi(base, 'DELETE', `/v1/jobs/${started.id}`).catch(() => undefined);
+  process.once('SIGINT', cancel);
+  const tty = process.stderr.isTTY === true;
+  const begin = Date.now();
+  let lastPlain = 0;
+  let status = started;
+  try {
+    while (status.state === 'queued' || status.state === 'running') {
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      status = (await callApi(base, 'GET', `/v1/jobs/${started.id}`)) as JobStatus;
+      const line = progressLine(status, (Date.now() - begin) / 1000);
+      if (tty) process.stderr.write(`\r${line}\x1b[K`);
+      else if (Date.now() - lastPlain >= PLAIN_LINE_EVERY_MS) {
+        process.stderr.write(`${line}\n`);
+        lastPlain = Date.now();
+      }
+    }
+  } finally {
+    process.off('SIGINT', cancel);
+  }
+  if (tty) process.stderr.write('\n');
+  const summary = `${status.state}: ${status.filesDone}/${status.filesTotal} files, ${formatSize(status.bytesDone)} in ${((Date.now() - begin) / 1000).toFixed(1)} s`;
+  if (values.json === true) process.stdout.write(`${JSON.stringify(status)}\n`);
+  else process.stdout.write(`warmup ${summary}${status.error ? `: ${status.error}` : ''}\n`);
+  return status.state === 'done' ? 0 : 1;
+}
+
+/** `[#####-----]  42% 120/300 files 1.2 GiB/2.9 GiB 210 MiB/s ETA 8s` */
+export function progressLine(s: JobStatus, seconds: number): string {
+  const fraction = s.bytesTotal > 0 ? s.bytesDone / s.bytesTotal : s.filesTotal > 0 ? s.filesDone / s.filesTotal : 0;
+  const width = 24;
+  const filled = Math.round(fraction * width);
+  const rate = seconds > 0 ? s.bytesDone / seconds : 0;
+  const eta = rate > 0 && s.bytesTotal > s.bytesDone ? `${Math.ceil((s.bytesTotal - s.bytesDone) / rate)}s` : '-';
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ${s.filesDone}/${s.filesTotal} files ${formatSize(s.bytesDone)}/${formatSize(s.bytesTotal)} ${formatSize(rate)}/s ETA ${eta}`;
+}
