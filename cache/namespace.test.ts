@@ -72,7 +72,9 @@ describe('Namespace over a local-directory store', () => {
   it('coalesces concurrent lookups of one path', async () => {
     await writeFile(join(dir, 'same'), 'x');
     let heads = 0;
-    const counting: ObjectStore = Object.create(store, { head: { value: (key: string) => (heads++, store.head(key)) } });
+    const counting = new Proxy(store, {
+      get: (target, name) => (name === 'head' ? (key: string) => (heads++, target.head(key)) : (target[name as keyof ObjectStore] as Function).bind?.(target) ?? target[name as keyof ObjectStore]),
+    });
     const nsCounting = new Namespace(counting, { metadataTtlMs: 1000, now: () => now });
     await Promise.all(Array.from({ length: 20 }, () => nsCounting.lookup('/same')));
     expect(heads).toBe(1);

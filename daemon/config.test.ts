@@ -34,7 +34,7 @@ describe('daemonConfig', () => {
   });
 
   it('takes the endpoint from AWS_ENDPOINT_URL', () => {
-    expect(daemonConfig({ ...base, store: 's3://b' }, { AWS_ENDPOINT_URL: 'http://127.0.0.1:9000' }).endpoint).toBe('http://127.0.0.1:9000');
+    expect(daemonConfig({ ...base, store: 's3://bkt' }, { AWS_ENDPOINT_URL: 'http://127.0.0.1:9000' }).endpoint).toBe('http://127.0.0.1:9000');
   });
 
   it.each([

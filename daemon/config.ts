@@ -148,6 +148,9 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
   }
   const o = parsed.data;
   if (!isAbsolute(o.mountPoint)) throw new ConfigError('CONFIG_INVALID', 'mount point must be a path');
+  if (o.blockSize !== undefined && (o.blockSize < 1024 ** 2 || o.blockSize > 16 * 1024 ** 2)) {
+    throw new ConfigError('CONFIG_INVALID', '--block-size: must be between 1MiB and 16MiB');
+  }
   const dramBytes = o.dram ?? defaultDramBytes();
   const memoryBudgetBytes = o.memory ?? dramBytes + DEFAULT_IO_BUFFER_BYTES;
   const minimumIoBytes = 2 * (o.blockSize ?? DEFAULT_BLOCK_SIZE);
@@ -156,9 +159,6 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
       'CONFIG_INVALID',
       `--memory (${formatSize(memoryBudgetBytes)}) must exceed --dram (${formatSize(dramBytes)}) by at least two blocks (${formatSize(minimumIoBytes)}) for in-flight reads`,
     );
-  }
-  if (o.blockSize !== undefined && (o.blockSize < 1024 ** 2 || o.blockSize > 16 * 1024 ** 2)) {
-    throw new ConfigError('CONFIG_INVALID', '--block-size: must be between 1MiB and 16MiB');
   }
   if (!isLoopback(o.api.host) && !env.STRATA_TOKEN) {
     throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);

@@ -63,7 +63,7 @@ describe('strata mount file:// (read path over a local directory)', () => {
       'empty.bin 0 regular empty file',
       `big.bin ${20 * 1024 * 1024 + 13} regular file`,
       `sparse.bin ${SPARSE_SIZE} regular file`,
-      'train directory',
+      'train 0 directory',
     ]);
   });
 

@@ -1,0 +1,23 @@
+import type { Logger } from '../telemetry/index.js';
+import { LocalStore } from './local-store.js';
+import type { ObjectStore } from './object-store.js';
+import { S3Store } from './s3-store.js';
+import { parseStoreUrl } from './url.js';
+
+export type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PutOptions, UploadedPart } from './object-store.js';
+export { StoreError, type StoreErrorCode } from './errors.js';
+export { parseStoreUrl, type StoreLocation } from './url.js';
+
+export interface OpenStoreOptions {
+  /** S3-compatible endpoint (else AWS_ENDPOINT_URL, else AWS's own). Ignored for file://. */
+  readonly endpoint?: string | undefined;
+  readonly region?: string | undefined;
+  readonly logger?: Logger | undefined;
+}
+
+/** Opens the store a URL names. Nothing is contacted until the first call (`check()` first, usually). */
+export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
+  const location = parseStoreUrl(url);
+  if (location.scheme === 'file') return new LocalStore(location.dir);
+  return new S3Store({ bucket: location.bucket, prefix: location.prefix, endpoint: options.endpoint ?? process.env.AWS_ENDPOINT_URL, region: options.region, logger: options.logger });
+}

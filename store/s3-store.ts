@@ -1,0 +1,331 @@
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { Logger } from '../telemetry/index.js';
+import { StoreError } from './errors.js';
+import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PutOptions, UploadedPart } from './object-store.js';
+
+export interface S3StoreConfig {
+  readonly bucket: string;
+  /** Key prefix of the store root: empty or ending in `/`. */
+  readonly prefix: string;
+  /** S3-compatible endpoint; path-style addressing is used when it is given. */
+  readonly endpoint?: string | undefined;
+  readonly region?: string | undefined;
+  readonly logger?: Logger | undefined;
+}
+
+/**
+ * Sockets kept open to the store. The block cache runs up to 8 parallel block fetches per
+ * read plus readahead and prefetch jobs; 64 leaves room for all of them without queueing
+ * behind a busy socket.
+ */
+const MAX_SOCKETS = 64;
+/** Connecting to an S3 endpoint takes milliseconds; 5 s means it is down or unroutable. */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** A 16 MiB block at a slow 1 MB/s still fits; a hung socket fails instead of hanging a read. */
+const SOCKET_TIMEOUT_MS = 60_000;
+/** The SDK's retries (with its backoff) for throttling and transient 5xx: 4 attempts in all. */
+const MAX_ATTEMPTS = 4;
+
+/**
+ * The S3 backend (AWS S3 or a compatible store such as Ceph RGW or MinIO). Credentials
+ * come from the SDK's default provider chain only and are never logged.
+ */
+export class S3Store implements ObjectStore {
+  readonly url: string;
+  readonly #client: S3Client;
+  readonly #bucket: string;
+  readonly #prefix: string;
+  readonly #endpoint: string;
+
+  constructor(config: S3StoreConfig) {
+    this.#bucket = config.bucket;
+    this.#prefix = config.prefix;
+    this.url = `s3://${config.bucket}${config.prefix ? `/${config.prefix.replace(/\/$/, '')}` : ''}`;
+    this.#endpoint = config.endpoint ?? 'the default AWS endpoint';
+    const logger = config.logger;
+    this.#client = new S3Client({
+      region: config.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      ...(config.endpoint ? { endpoint: config.endpoint, forcePathStyle: true } : {}),
+      // S3-compatible stores (Ceph RGW 16) reject or store verbatim the CRC trailers the
+      // SDK adds by default; send and check checksums only where the API requires them.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: MAX_ATTEMPTS,
+      requestHandler: new NodeHttpHandler({
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+        connectionTimeout: CONNECT_TIMEOUT_MS,
+        requestTimeout: SOCKET_TIMEOUT_MS,
+      }),
+      ...(logger
+        ? {
+            logger: {
+              debug: () => {},
+              info: () => {},
+              warn: (...args: unknown[]) => logger.warn({ store: this.url }, String(args[0])),
+              error: () => {},
+            },
+          }
+        : {}),
+    });
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
+    } catch (err) {
+      const mapped = this.#error(err, '');
+      if (mapped.code === 'STORE_NOT_FOUND' || mapped.code === 'STORE_BUCKET_NOT_FOUND') {
+        throw new StoreError('STORE_BUCKET_NOT_FOUND', `bucket "${this.#bucket}" does not exist at ${this.#endpoint}`, { cause: err });
+      }
+      if (mapped.code === 'STORE_ACCESS_DENIED') {
+        throw new StoreError('STORE_ACCESS_DENIED', `access to bucket "${this.#bucket}" at ${this.#endpoint} was denied: check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...)`, { cause: err });
+      }
+      throw mapped;
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+      return { key, size: out.ContentLength ?? 0, etag: stripQuotes(out.ETag), lastModified: out.LastModified ?? new Date(0) };
+    } catch (err) {
+      const mapped = this.#error(err, key);
+      if (mapped.code === 'STORE_NOT_FOUND') return undefined;
+      throw mapped;
+    }
+  }
+
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
+    try {
+      const out = await this.#client.send(
+        new ListObjectsV2Command({
+          Bucket: this.#bucket,
+          Prefix: this.#prefix + prefix,
+          ...(options.delimiter ? { Delimiter: options.delimiter } : {}),
+          ...(options.token ? { ContinuationToken: options.token } : {}),
+          MaxKeys: Math.min(options.maxKeys ?? 1000, 1000),
+        }),
+      );
+      const cut = this.#prefix.length;
+      return {
+        objects: (out.Contents ?? []).map((o) => ({ key: o.Key!.slice(cut), size: o.Size ?? 0, etag: stripQuotes(o.ETag), lastModified: o.LastModified ?? new Date(0) })),
+        prefixes: (out.CommonPrefixes ?? []).map((p) => p.Prefix!.slice(cut)),
+        ...(out.IsTruncated && out.NextContinuationToken ? { nextToken: out.NextContinuationToken } : {}),
+      };
+    } catch (err) {
+      throw this.#error(err, prefix);
+    }
+  }
+
+  async getRange(key: string, start: number, length: number, options: GetRangeOptions = {}): Promise<GetRangeResult> {
+    if (length <= 0) return this.#emptyRange(key, start, options);
+    try {
+      const out = await this.#client.send(
+        new GetObjectCommand({
+          Bucket: this.#bucket,
+          Key: this.#prefix + key,
+          Range: `bytes=${start}-${start + length - 1}`,
+          ...(options.ifMatch ? { IfMatch: `"${options.ifMatch}"` } : {}),
+        }),
+        options.signal ? { abortSignal: options.signal } : {},
+      );
+      const etag = stripQuotes(out.ETag);
+      // Some stores ignore If-Match: compare the answer's ETag as well, before reading the body.
+      if (options.ifMatch !== undefined && etag !== options.ifMatch) {
+        (out.Body as Readable | undefined)?.destroy();
+        throw new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url} (ETag ${etag}, expected ${options.ifMatch})`);
+      }
+      const size = totalSize(out.ContentRange) ?? out.ContentLength ?? 0;
+      const body = await readBody(out.Body as Readable, out.ContentLength ?? 0);
+      return { body, etag, size };
+    } catch (err) {
+      const mapped = err instanceof StoreError ? err : this.#error(err, key);
+      // An empty object has no byte 0: S3 answers 416 where the range starts at its end.
+      if (mapped.code === 'STORE_INVALID_RANGE') return this.#emptyRange(key, start, options);
+      throw mapped;
+    }
+  }
+
+  async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
+    try {
+      if (Buffer.isBuffer(body)) {
+        const out = await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key, Body: body }), options.signal ? { abortSignal: options.signal } : {});
+        return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(key)) };
+      }
+      const upload = new Upload({ client: this.#client, params: { Bucket: this.#bucket, Key: this.#prefix + key, Body: body } });
+      options.signal?.addEventListener('abort', () => void upload.abort(), { once: true });
+      const out = await upload.done();
+      return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(key)) };
+    } catch (err) {
+      throw this.#error(err, key);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+    } catch (err) {
+      const mapped = this.#error(err, key);
+      if (mapped.code !== 'STORE_NOT_FOUND') throw mapped;
+    }
+  }
+
+  async copy(fromKey: string, toKey: string): Promise<{ etag: string }> {
+    try {
+      const source = `${this.#bucket}/${(this.#prefix + fromKey).split('/').map(encodeURIComponent).join('/')}`;
+      const out = await this.#client.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + toKey, CopySource: source }));
+      return { etag: stripQuotes(out.CopyObjectResult?.ETag) || (await this.#etagAfterWrite(toKey)) };
+    } catch (err) {
+      throw this.#error(err, fromKey);
+    }
+  }
+
+  async createMultipart(key: string): Promise<MultipartUpload> {
+    try {
+      const out = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+      return { key, uploadId: out.UploadId! };
+    } catch (err) {
+      throw this.#error(err, key);
+    }
+  }
+
+  async uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart> {
+    try {
+      const out = await this.#client.send(
+        new UploadPartCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId, PartNumber: partNumber, Body: body }),
+      );
+      return { partNumber, etag: stripQuotes(out.ETag), size: body.length };
+    } catch (err) {
+      throw this.#error(err, upload.key);
+    }
+  }
+
+  async listParts(upload: MultipartUpload): Promise<UploadedPart[]> {
+    const parts: UploadedPart[] = [];
+    let marker: string | undefined;
+    try {
+      do {
+        const out = await this.#client.send(
+          new ListPartsCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId, ...(marker ? { PartNumberMarker: marker } : {}) }),
+        );
+        for (const p of out.Parts ?? []) parts.push({ partNumber: p.PartNumber!, etag: stripQuotes(p.ETag), size: p.Size ?? 0 });
+        marker = out.IsTruncated ? out.NextPartNumberMarker : undefined;
+      } while (marker);
+    } catch (err) {
+      throw this.#error(err, upload.key);
+    }
+    return parts.sort((a, b) => a.partNumber - b.partNumber);
+  }
+
+  async completeMultipart(upload: MultipartUpload, parts: readonly UploadedPart[]): Promise<{ etag: string }> {
+    try {
+      const out = await this.#client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.#bucket,
+          Key: this.#prefix + upload.key,
+          UploadId: upload.uploadId,
+          MultipartUpload: { Parts: [...parts].sort((a, b) => a.partNumber - b.partNumber).map((p) => ({ PartNumber: p.partNumber, ETag: `"${p.etag}"` })) },
+        }),
+      );
+      // Ceph RGW 16 answers CompleteMultipartUpload with an empty ETag; HEAD has the real one.
+      return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(upload.key)) };
+    } catch (err) {
+      throw this.#error(err, upload.key);
+    }
+  }
+
+  async abortMultipart(upload: MultipartUpload): Promise<void> {
+    try {
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId }));
+    } catch (err) {
+      const mapped = this.#error(err, upload.key);
+      if (mapped.code !== 'STORE_NOT_FOUND') throw mapped;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
+  }
+
+  async #etagAfterWrite(key: string): Promise<string> {
+    const info = await this.head(key);
+    if (!info) throw new StoreError('STORE_IO', `${key} is missing right after it was written to ${this.url}`);
+    return info.etag;
+  }
+
+  /** A zero-length range: no GET can express it, so the object's existence and ETag come from HEAD. */
+  async #emptyRange(key: string, start: number, options: GetRangeOptions): Promise<GetRangeResult> {
+    const info = await this.head(key);
+    if (!info) throw new StoreError('STORE_NOT_FOUND', `no object ${key} in ${this.url}`);
+    if (options.ifMatch !== undefined && info.etag !== options.ifMatch) {
+      throw new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url} (ETag ${info.etag}, expected ${options.ifMatch})`);
+    }
+    if (start > info.size) throw new StoreError('STORE_INVALID_RANGE', `range start ${start} is past the end of ${key} (${info.size} bytes)`);
+    return { body: Buffer.alloc(0), etag: info.etag, size: info.size };
+  }
+
+  /** One StoreError with a stable code for any SDK or network failure. Messages never carry credentials. */
+  #error(err: unknown, key: string): StoreError {
+    if (err instanceof StoreError) return err;
+    const e = err as { name?: string; Code?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    const status = e.$metadata?.httpStatusCode;
+    const name = e.name ?? e.Code ?? '';
+    const where = `${this.url} at ${this.#endpoint}`;
+    if (name === 'NoSuchBucket') return new StoreError('STORE_BUCKET_NOT_FOUND', `bucket "${this.#bucket}" does not exist at ${this.#endpoint}`, { cause: err });
+    if (name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchUpload' || status === 404) return new StoreError('STORE_NOT_FOUND', `no object ${key} in ${where}`, { cause: err });
+    if (name === 'PreconditionFailed' || status === 412) return new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url}`, { cause: err });
+    if (name === 'InvalidRange' || status === 416) return new StoreError('STORE_INVALID_RANGE', `invalid range for ${key} in ${this.url}`, { cause: err });
+    if (['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'Forbidden', 'ExpiredToken'].includes(name) || status === 403) {
+      return new StoreError('STORE_ACCESS_DENIED', `access denied to ${where} (${name || status}): check the credentials`, { cause: err });
+    }
+    if (name === 'CredentialsProviderError') return new StoreError('STORE_ACCESS_DENIED', `no AWS credentials found for ${where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`, { cause: err });
+    const code = e.code ?? '';
+    if (['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH'].includes(code) || name === 'TimeoutError' || /timed? ?out/i.test(e.message ?? '')) {
+      return new StoreError('STORE_UNREACHABLE', `cannot reach ${this.#endpoint} (${code || name})`, { cause: err });
+    }
+    return new StoreError('STORE_IO', `store request for ${key} in ${where} failed: ${name || status || e.message}`, { cause: err });
+  }
+}
+
+function stripQuotes(etag: string | undefined): string {
+  return (etag ?? '').replace(/^W\//, '').replace(/"/g, '');
+}
+
+/** `bytes 0-99/1234` → 1234. */
+function totalSize(contentRange: string | undefined): number | undefined {
+  const match = contentRange ? /\/(\d+)$/.exec(contentRange) : null;
+  return match ? Number(match[1]) : undefined;
+}
+
+/** Reads a response body into one buffer sized from Content-Length (no chunk list to concatenate). */
+async function readBody(stream: Readable, expected: number): Promise<Buffer> {
+  const body = Buffer.allocUnsafe(expected);
+  let offset = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    if (offset + chunk.length > expected) throw new StoreError('STORE_IO', `the store sent more than the ${expected} bytes it announced`);
+    chunk.copy(body, offset);
+    offset += chunk.length;
+  }
+  if (offset !== expected) throw new StoreError('STORE_IO', `the store sent ${offset} of ${expected} bytes`);
+  return body;
+}
