@@ -27,6 +27,7 @@ export interface FuseMountOptions {
  */
 const OPERATION_TIMEOUT_MS = 120_000;
 const DEFAULT_MAX_READ = 128 * 1024;
+const KERNEL_METADATA_SECONDS = 1;
 
 const opSeconds = histogram('strata_fuse_operation_seconds', 'Latency of FUSE operations', ['op'], [
   0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
@@ -59,7 +60,11 @@ export class FuseMount {
   static async mount(fs: Filesystem, mountPoint: string, options: FuseMountOptions, logger: Logger): Promise<FuseMount> {
     const Fuse = loadFuse();
     await prepareMountPoint(mountPoint, logger);
-    const ttl = options.metadataTtlSeconds;
+    // The kernel keeps names and attributes at most a second, however long the daemon's own
+    // metadata TTL: the daemon answers from its cache in microseconds, and a link removed
+    // or an object invalidated by an event then disappears within a second (fuse-native
+    // cannot push invalidations to the kernel).
+    const ttl = Math.min(options.metadataTtlSeconds, KERNEL_METADATA_SECONDS);
     const extra = [`negative_timeout=${ttl}`];
     const fuse = new (strataFuseClass(Fuse, extra))(mountPoint, operations(fs, logger), {
       timeout: OPERATION_TIMEOUT_MS,

@@ -6,7 +6,7 @@
 # Idempotent: when every package is already installed it returns at once without touching apt.
 set -euo pipefail
 
-packages=(libfuse2 fuse3 radosgw ceph-mon ceph-osd ceph-mgr ceph-common)
+packages=(libfuse2 fuse3 radosgw ceph-mon ceph-osd ceph-mgr ceph-common curl)
 
 missing=()
 for pkg in "${packages[@]}"; do
