@@ -1,7 +1,7 @@
 import { mkdir, statfs } from 'node:fs/promises';
 import { BlockCache, resolveBlockCacheConfig } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
-import { Filesystem, FuseMount, MountRoutes } from '../fuse/index.js';
+import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
 import { JobManager, LinkRegistry, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
 import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
 import { startApiServer, type ApiServer } from './api/server.js';
@@ -54,6 +54,8 @@ export class Daemon {
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((err) => logger.warn({ err }, 'shutdown step failed'));
     };
     try {
+      // The mount point is checked first, so a wrong path fails before anything starts.
+      await prepareMountPoint(config.mountPoint, logger);
       await mkdir(config.stateDir, { recursive: true });
       let fs: Filesystem | undefined;
       const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes) });

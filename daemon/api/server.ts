@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { StrataError } from '../../errors/index.js';
 import { metricsRegistry, type Logger } from '../../telemetry/index.js';
 import type { DaemonServices } from '../daemon.js';
@@ -32,7 +32,12 @@ const BODY_LIMIT_BYTES = 8 * 1024 * 1024;
 export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): FastifyInstance {
   const { services } = config;
   const token = config.token ?? process.env.STRATA_TOKEN;
-  const app: FastifyInstance = Fastify({ loggerInstance: config.logger.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: BODY_LIMIT_BYTES, disableRequestLogging: true });
+  const app: FastifyInstance = Fastify({
+    loggerInstance: config.logger.child({ component: 'api' }) as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT_BYTES,
+    // One log line per request would drown the daemon's own lines; failures are logged by the error handler.
+    logController: new LogController({ disableRequestLogging: true }),
+  });
 
   app.setErrorHandler((err: unknown, _request, reply) => {
     if (err instanceof StrataError) {
