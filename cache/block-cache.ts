@@ -93,6 +93,8 @@ export class BlockCache implements ObjectReader {
   readonly #lower: Tier[];
   readonly #pool: MemoryBudget;
   readonly #loads = new Map<string, Promise<Buffer | undefined>>();
+  /** Blocks being written through to persistent tiers, by id: their bytes are still served (and still count in the pool). */
+  readonly #writing = new Map<string, Buffer>();
   readonly #background = new Set<Promise<void>>();
   readonly #failingTiers = new Set<Tier>();
   readonly #abort = new AbortController();
@@ -264,6 +266,12 @@ export class BlockCache implements ObjectReader {
     this.#notePeak();
     let releaseNow = true;
     try {
+      // Still on its way to a persistent tier (DRAM may already have evicted it): serve those bytes.
+      const writing = this.#writing.get(id);
+      if (writing !== undefined && writing.length === length) {
+        this.#promote(id, writing);
+        return writing;
+      }
       for (let level = 0; level < this.#lower.length; level += 1) {
         const tier = this.#lower[level];
         const bytes = await this.#safeGet(tier, id);
@@ -304,7 +312,9 @@ export class BlockCache implements ObjectReader {
 
   /** Writes `bytes` to `tiers` in the background, then releases the pool bytes the caller reserved for them. */
   #writeThrough(id: string, bytes: Buffer, tiers: Tier[]): void {
+    this.#writing.set(id, bytes);
     const write = Promise.allSettled(tiers.map((tier) => this.#safePut(tier, id, bytes))).then(() => {
+      if (this.#writing.get(id) === bytes) this.#writing.delete(id);
       this.#pool.release(bytes.length);
       this.#background.delete(write);
     });

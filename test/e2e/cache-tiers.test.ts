@@ -1,0 +1,84 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
+import { sh } from '../fixtures/shell.js';
+import { apiUrlOf, cleanupDir, runStrata, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
+
+const MiB = 1024 * 1024;
+
+async function storeBytes(api: string): Promise<number> {
+  const text = await (await fetch(`${api}/metrics`)).text();
+  return Number(text.split('\n').find((l) => l.startsWith('strata_cache_store_bytes_total '))?.split(' ')[1] ?? NaN);
+}
+
+/** Drops the kernel's page cache, so a read reaches the daemon (the tests run as root). */
+async function dropPageCache(): Promise<void> {
+  await sh('sync');
+  await writeFile('/proc/sys/vm/drop_caches', '3\n');
+}
+
+describe('block cache tiers through a real mount', () => {
+  let client: S3Client;
+  let bucket: string;
+  let work: string;
+  let mnt: string;
+  const model = randomBytes(20 * MiB + 99);
+  const sum = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+  beforeAll(async () => {
+    testS3();
+    client = testS3Client();
+    bucket = await createTestBucket('tiers');
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'models/model.bin', Body: model }));
+    work = await tempDir('tiers');
+    mnt = join(work, 'mnt');
+    await sh(`mkdir -p ${mnt}`);
+  });
+  afterAll(async () => {
+    client?.destroy();
+    if (work) await cleanupDir(work);
+  });
+
+  for (const tier of ['pmem', 'nvme'] as const) {
+    it(`serves a second read from ${tier} after a restart, with no store request`, async () => {
+      const tierArg = tier === 'pmem' ? ['--pmem', `/dev/shm/strata-test-${process.pid}-${tier}.pool:64MiB`] : ['--nvme', `${join(work, 'nvme')}:64MiB`];
+      const args = ['--endpoint', testS3().endpoint, '--state-dir', join(work, `state-${tier}`), '--dram', '8MiB', '--memory', '24MiB', '--log-level', 'warn', ...tierArg];
+      let daemon: StrataProcess = await startMount(`s3://${bucket}`, mnt, args);
+      try {
+        expect((await sh(`sha256sum ${mnt}/models/model.bin`)).split(' ')[0]).toBe(sum(model));
+        expect(await storeBytes(apiUrlOf(daemon))).toBe(model.length);
+        expect(await daemon.stop()).toBe(0);
+
+        daemon = await startMount(`s3://${bucket}`, mnt, args);
+        await dropPageCache();
+        expect((await sh(`sha256sum ${mnt}/models/model.bin`)).split(' ')[0]).toBe(sum(model));
+        expect(await storeBytes(apiUrlOf(daemon))).toBe(0);
+        const status = await runStrata(['status', '--api', apiUrlOf(daemon), '--json']);
+        const tiers = (JSON.parse(status.stdout) as { tiers: Array<{ name: string; hits: number; usedBytes: number }> }).tiers;
+        expect(tiers.map((t) => t.name)).toEqual(['dram', tier]);
+        expect(tiers[1]!.hits).toBeGreaterThan(0);
+        expect(tiers[1]!.usedBytes).toBeGreaterThanOrEqual(model.length);
+      } finally {
+        await daemon.stop();
+        await sh(`rm -f /dev/shm/strata-test-${process.pid}-*.pool`);
+      }
+    });
+  }
+
+  it('never serves stale blocks: a changed object is read anew once the metadata TTL has passed', async () => {
+    const daemon = await startMount(`s3://${bucket}`, mnt, ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state-etag'), '--log-level', 'warn']);
+    try {
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'v.txt', Body: 'version one' }));
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(await sh(`cat ${mnt}/v.txt`)).toBe('version one');
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'v.txt', Body: 'version two!' }));
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(await sh(`cat ${mnt}/v.txt`)).toBe('version two!');
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
+  });
+});
