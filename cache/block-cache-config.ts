@@ -48,6 +48,8 @@ export interface BlockCacheOptions {
   readonly readaheadMaxBlocks?: number;
   /** Most blocks one read fetches at a time (default 8). */
   readonly maxParallelFetches?: number;
+  /** Blocks the persistent tiers must not evict (see cache/pins.ts). */
+  readonly isPinned?: (id: string) => boolean;
 }
 
 /** The validated, frozen configuration a BlockCache runs with. */
@@ -61,6 +63,7 @@ export interface BlockCacheConfig {
   readonly nvme: { readonly dir: string; readonly capacityBytes: number; readonly reserveBytes?: number } | undefined;
   readonly readaheadMaxBlocks: number;
   readonly maxParallelFetches: number;
+  readonly isPinned: ((id: string) => boolean) | undefined;
 }
 
 /** Fills in defaults and validates once; throws CONFIG_INVALID naming the option. */
@@ -93,6 +96,7 @@ export function resolveBlockCacheConfig(options: BlockCacheOptions = {}): BlockC
     nvme: options.nvme === undefined ? undefined : Object.freeze({ ...options.nvme }),
     readaheadMaxBlocks,
     maxParallelFetches,
+    isPinned: options.isPinned,
   });
 }
 

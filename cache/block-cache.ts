@@ -118,10 +118,10 @@ export class BlockCache implements ObjectReader {
 
   /** Opens the persistent tiers the config names and builds the cache over them. */
   static async open(config: BlockCacheConfig, logger: Logger, fetchRange: FetchRange): Promise<BlockCache> {
-    const pmem = config.pmem === undefined ? undefined : await PmemTier.open({ ...config.pmem, blockSize: config.blockSize }, logger);
+    const pmem = config.pmem === undefined ? undefined : await PmemTier.open({ ...config.pmem, blockSize: config.blockSize, ...(config.isPinned ? { isPinned: config.isPinned } : {}) }, logger);
     let nvme: NvmeTier | undefined;
     try {
-      nvme = config.nvme === undefined ? undefined : await NvmeTier.open(config.nvme, logger);
+      nvme = config.nvme === undefined ? undefined : await NvmeTier.open({ ...config.nvme, ...(config.isPinned ? { isPinned: config.isPinned } : {}) }, logger);
     } catch (err) {
       await pmem?.close();
       throw err;

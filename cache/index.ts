@@ -13,3 +13,4 @@ export { NvmeTier, type NvmeTierConfig } from './nvme-tier.js';
 export { PmemTier, type PmemTierConfig } from './pmem-tier.js';
 export type { Tier, TierName, TierStats } from './tier.js';
 export type { ObjectReader, ObjectRef, ReadSession } from './object-reader.js';
+export { PinSet } from './pins.js';

@@ -22,6 +22,8 @@ export interface NvmeTierConfig {
    * sharply when nearly full and other users (checkpoint staging, logs) share the disk.
    */
   readonly reserveBytes?: number;
+  /** Pinned blocks are never evicted (pins of `strata warmup --pin` and checkpoints). */
+  readonly isPinned?: (id: string) => boolean;
 }
 
 const INDEX_FILE = 'index.log';
@@ -51,6 +53,7 @@ export class NvmeTier implements Tier {
   readonly #dir: string;
   readonly #capacity: number;
   readonly #reserveBytes: number;
+  readonly #isPinned: ((id: string) => boolean) | undefined;
   readonly #counters: TierCounters;
   readonly #logger: Logger;
   /** Live blocks in LRU order: the first key is the least recently used. */
@@ -69,6 +72,7 @@ export class NvmeTier implements Tier {
     this.#dir = config.dir;
     this.#capacity = config.capacityBytes;
     this.#reserveBytes = reserveBytes;
+    this.#isPinned = config.isPinned;
     this.#entries = entries;
     this.#logFd = logFd;
     this.#logger = logger;
@@ -230,11 +234,15 @@ export class NvmeTier implements Tier {
 
   /** Evicts LRU blocks until `fileBytes` fits under the capacity and above the free-space reserve. */
   async #makeRoom(fileBytes: number): Promise<boolean> {
-    while (this.#used + fileBytes > this.#capacity && this.#entries.size > 0) this.#evictOldest();
-    if (this.#used + fileBytes > this.#capacity) return false;
+    // Each loop stops when nothing is left to evict (empty, or every block pinned).
+    while (this.#used + fileBytes > this.#capacity) if (this.#evictOldest() === 0) return false;
     let shortfall = this.#reserveBytes + fileBytes - (await this.#freeBytes());
-    while (shortfall > 0 && this.#entries.size > 0) shortfall -= this.#evictOldest();
-    return shortfall <= 0;
+    while (shortfall > 0) {
+      const freed = this.#evictOldest();
+      if (freed === 0) return false;
+      shortfall -= freed;
+    }
+    return true;
   }
 
   async #freeBytes(): Promise<number> {
@@ -252,14 +260,20 @@ export class NvmeTier implements Tier {
   }
 
   #evictOldest(): number {
-    const oldest = this.#entries.keys().next();
-    if (oldest.done === true) return 0;
-    const id = oldest.value;
+    const id = this.#oldestUnpinned();
+    if (id === undefined) return 0;
     const fileBytes = this.#forget(id);
     this.#counters.eviction();
     this.#freeEstimate.bytes += fileBytes;
     void this.#unlink(this.#pathOf(id));
     return fileBytes;
+  }
+
+  /** The least recently used block that is not pinned; undefined when every block is pinned. */
+  #oldestUnpinned(): string | undefined {
+    const pinned = this.#isPinned;
+    for (const id of this.#entries.keys()) if (pinned === undefined || !pinned(id)) return id;
+    return undefined;
   }
 
   /** Drops `id` from the index (and the log); answers the bytes it held. */

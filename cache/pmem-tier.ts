@@ -29,6 +29,8 @@ export interface PmemTierConfig {
   readonly capacityBytes: number;
   /** Bytes per slot: the block cache's block size. A pool made with another size is re-initialised. */
   readonly blockSize: number;
+  /** Pinned blocks are never evicted (pins of `strata warmup --pin` and checkpoints). */
+  readonly isPinned?: (id: string) => boolean;
   /** Test hook: called after each write step; throwing from it abandons the put as a crash would. */
   readonly faultHook?: (step: PmemWriteStep) => void;
 }
@@ -54,6 +56,13 @@ export class PmemTier implements Tier {
   readonly #geometry: PoolGeometry;
   readonly #counters: TierCounters;
   readonly #faultHook: ((step: PmemWriteStep) => void) | undefined;
+  readonly #isPinned: ((id: string) => boolean) | undefined;
+  /**
+   * Ids of the blocks read or written since start, by hash: slot records keep only the
+   * hash, and pins are asked by id. A pinned block not touched since a restart is not
+   * protected until it is read (the daemon re-reads pinned paths at start).
+   */
+  readonly #idsByHash = new Map<string, string>();
   #meta: Buffer | undefined;
   #segments: Buffer[];
   readonly #slotsPerSegment: number;
@@ -81,6 +90,7 @@ export class PmemTier implements Tier {
     this.#segments = segments;
     this.#slotsPerSegment = slotsPerSegment;
     this.#faultHook = config.faultHook;
+    this.#isPinned = config.isPinned;
     this.#counters = new TierCounters('pmem', logger);
     this.#lengths = new Uint32Array(geometry.slotCount);
     this.#checksums = new Uint32Array(geometry.slotCount);
@@ -174,6 +184,7 @@ export class PmemTier implements Tier {
     }
     this.#slots.delete(hash);
     this.#slots.set(hash, slot);
+    if (this.#isPinned) this.#idsByHash.set(hash, id);
     this.#counters.hit();
     return copy;
   }
@@ -182,6 +193,7 @@ export class PmemTier implements Tier {
     const meta = this.#meta;
     if (meta === undefined || bytes.length > this.#geometry.blockSize) return false;
     const hash = hashId(id);
+    if (this.#isPinned) this.#idsByHash.set(hash, id);
     const present = this.#slots.get(hash);
     if (present !== undefined) {
       this.#slots.delete(hash);
@@ -265,9 +277,16 @@ export class PmemTier implements Tier {
   }
 
   #evictOldest(): number | undefined {
-    const oldest = this.#slots.entries().next();
-    if (oldest.done === true) return undefined;
-    const [hash, slot] = oldest.value;
+    let victim: [string, number] | undefined;
+    for (const entry of this.#slots) {
+      const id = this.#idsByHash.get(entry[0]);
+      if (id === undefined || this.#isPinned === undefined || !this.#isPinned(id)) {
+        victim = entry;
+        break;
+      }
+    }
+    if (victim === undefined) return undefined;
+    const [hash, slot] = victim;
     this.#release(hash, slot);
     this.#free.pop();
     this.#counters.eviction();
@@ -277,6 +296,7 @@ export class PmemTier implements Tier {
   /** Frees a slot: clears its record (flushed) and returns it to the free list. */
   #release(hash: string, slot: number): void {
     this.#slots.delete(hash);
+    this.#idsByHash.delete(hash);
     this.#used -= this.#lengths[slot];
     const meta = this.#meta;
     if (meta !== undefined) {

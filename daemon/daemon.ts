@@ -1,7 +1,8 @@
 import { mkdir, statfs } from 'node:fs/promises';
-import { BlockCache, resolveBlockCacheConfig } from '../cache/index.js';
+import { BlockCache, PinSet, resolveBlockCacheConfig } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
+import type { ObjectRef } from '../cache/object-reader.js';
 import { JobManager, LinkRegistry, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
 import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
 import { startApiServer, type ApiServer } from './api/server.js';
@@ -20,8 +21,10 @@ export interface DaemonServices {
   readonly registry: LinkRegistry | undefined;
   readonly jobs: JobManager;
   readonly fs: Filesystem;
-  /** Starts a prefetch job over mount paths; answers the job's status. */
-  prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string }): ReturnType<JobManager['submit']>;
+  /** Pinned paths: their blocks are never evicted from the persistent tiers. */
+  readonly pins: PinSet;
+  /** Starts a prefetch job over mount paths (pinning what it finds with `pin`); answers the job's status. */
+  prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string; pin?: boolean }): ReturnType<JobManager['submit']>;
   healthy(): boolean;
   /** Uploads not yet committed under a mount path (the write path sets this). */
   pendingUploads?: (path: string) => number;
@@ -60,7 +63,8 @@ export class Daemon {
       let fs: Filesystem | undefined;
       const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes) });
       cleanups.push(() => links.close());
-      const cache = await openBlockCache(config, links, logger);
+      const pins = await PinSet.open(config.stateDir);
+      const cache = await openBlockCache(config, links, pins, logger);
       cleanups.push(() => cache.close());
       fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger });
 
@@ -84,12 +88,18 @@ export class Daemon {
         registry,
         jobs,
         fs,
+        pins,
         prefetch: (paths, options = {}) =>
           jobs.submit(
             options.kind ?? 'prefetch',
             prefetchJob(
               { routes: () => new MountRoutes(links.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))), reader: cache, blockSize: cache.config.blockSize },
-              { paths, ...(options.include ? { include: options.include } : {}), ...(options.exclude ? { exclude: options.exclude } : {}) },
+              {
+                paths,
+                ...(options.include ? { include: options.include } : {}),
+                ...(options.exclude ? { exclude: options.exclude } : {}),
+                ...(options.pin ? { onFile: (root: string, ref: ObjectRef) => pins.cover(root, ref) } : {}),
+              },
             ),
           ),
         healthy: () => mount !== undefined,
@@ -104,6 +114,8 @@ export class Daemon {
       });
       logger.info({ store: config.store, mountPoint: config.mountPoint, links: links.all().length, api: `${config.api.host}:${api.port}` }, 'mounted');
       for (const live of links.all()) if (live.link.import.mode === 'eager') services.prefetch([live.link.path], eagerFilter(live.link));
+      // Pinned paths are read again at start: that finds their current versions and keeps them cached.
+      if (pins.paths().length > 0) services.prefetch(pins.paths(), { kind: 'pins', pin: true });
       return new Daemon(api, services, cleanups);
     } catch (err) {
       await undo();
@@ -137,7 +149,7 @@ async function addPersistedLink(links: LinkRuntime, link: Link, logger: Logger):
 }
 
 /** The block cache over the configured tiers; a miss is fetched from its link's store, ETag checked. */
-async function openBlockCache(config: DaemonConfig, links: LinkRuntime, logger: Logger): Promise<BlockCache> {
+async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: PinSet, logger: Logger): Promise<BlockCache> {
   const { tiers } = config;
   let nvme;
   if (tiers.nvme) {
@@ -152,6 +164,7 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, logger: 
     ioPoolBytes: config.memoryBudgetBytes - tiers.dramBytes,
     ...(tiers.pmem ? { pmem: { path: tiers.pmem.path, capacityBytes: tiers.pmem.bytes } } : {}),
     ...(nvme ? { nvme } : {}),
+    isPinned: pins.isPinned,
   });
   return BlockCache.open(cacheConfig, logger.child({ component: 'cache' }), async (ref, start, length, signal) => {
     const store = links.store(ref.storeId);

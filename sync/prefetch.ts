@@ -24,6 +24,8 @@ export interface PrefetchOptions {
    * while leaving the cache's other fetch slots to foreground reads.
    */
   readonly parallelFiles?: number;
+  /** Called with each file found, before it is fetched (pins use it to cover the file). */
+  readonly onFile?: (root: string, ref: ObjectRef) => void;
 }
 
 const DEFAULT_PARALLEL_FILES = 8;
@@ -49,14 +51,19 @@ export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): J
     let walking = true;
     const idle: Array<() => void> = [];
     const wakeAll = () => idle.splice(0).forEach((wake) => wake());
+    let root = '';
     const push = (file: FileToFetch) => {
+      options.onFile?.(root, file.ref);
       queue.push(file);
       progress.addTotal(1, file.ref.size);
       idle.shift()?.();
     };
     const walker = (async () => {
       try {
-        for (const path of options.paths) await walk(routes, path, matches, push, progress.signal);
+        for (const path of options.paths) {
+          root = path;
+          await walk(routes, path, matches, push, progress.signal);
+        }
       } finally {
         walking = false;
         wakeAll();

@@ -13,6 +13,8 @@ export const prefetchBodySchema = z
   })
   .strict();
 
+export const pinBodySchema = z.object({ path: z.string().min(1).max(4096).startsWith('/', 'must be an absolute path inside the mount') }).strict();
+
 const jobParams = z.object({ id: z.string().uuid('is not a job id') });
 
 /** `/v1/prefetch` and `/v1/jobs`: background work with progress. */
@@ -28,9 +30,31 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
     for (const path of body.paths) {
       if (path.split('/').includes('..')) throw new ApiError('API_BAD_REQUEST', `paths: ${path} may not contain ..`);
     }
-    const job = services.prefetch(body.paths.map((p) => insideMount(p, services.config.mountPoint)));
+    const paths = body.paths.map((p) => insideMount(p, services.config.mountPoint));
+    if (body.pin) {
+      requirePersistentTier(services);
+      for (const path of paths) await services.pins.add(path);
+    }
+    const job = services.prefetch(paths, { pin: body.pin });
     return reply.status(202).send(job);
   });
+
+  app.post('/v1/pins', async (request, reply) => {
+    const { path } = parseOrReject(pinBodySchema, request.body, 'body');
+    requirePersistentTier(services);
+    const inside = insideMount(path, services.config.mountPoint);
+    await services.pins.add(inside);
+    return reply.status(202).send(services.prefetch([inside], { kind: 'pin', pin: true }));
+  });
+
+  app.delete('/v1/pins', async (request, reply) => {
+    const { path } = parseOrReject(pinBodySchema, request.body, 'body');
+    const removed = await services.pins.remove(insideMount(path, services.config.mountPoint));
+    if (!removed) throw new ApiError('API_NOT_FOUND', `${path} is not pinned`);
+    return reply.status(204).send();
+  });
+
+  app.get('/v1/pins', async () => ({ paths: services.pins.paths() }));
 
   app.get('/v1/jobs', async () => ({ jobs: services.jobs.list() }));
 
@@ -49,4 +73,11 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
 export function insideMount(path: string, mountPoint: string): string {
   if (path === mountPoint) return '/';
   return path.startsWith(`${mountPoint}/`) ? path.slice(mountPoint.length) : path;
+}
+
+/** Pins keep blocks in pmem or NVMe; a DRAM-only daemon has nothing that outlives a restart to pin in. */
+function requirePersistentTier(services: DaemonServices): void {
+  if (!services.cache.stats().some((t) => t.name === 'pmem' || t.name === 'nvme')) {
+    throw new ApiError('API_BAD_REQUEST', 'pin: pinning needs a pmem or nvme tier (--pmem, --nvme)');
+  }
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { linkCreateSchema, linkPatchSchema, s3EventSchema } from '../../sync/index.js';
-import { prefetchBodySchema } from './jobs-routes.js';
+import { pinBodySchema, prefetchBodySchema } from './jobs-routes.js';
 
 const errorSchema = {
   type: 'object',
@@ -49,6 +49,11 @@ export function openApiDocument(): Record<string, unknown> {
       },
       '/v1/links/{name}/sync': { post: { parameters: name, responses: answers({ 202: 'a job', 404: 'no such link' }) } },
       '/v1/prefetch': { post: { requestBody: body(prefetchBodySchema), responses: answers({ 202: '{id, ...job}', 400: 'invalid body' }) } },
+      '/v1/pins': {
+        get: { responses: answers({ 200: '{paths: [...]}' }) },
+        post: { requestBody: body(pinBodySchema), responses: answers({ 202: 'a job that reads and pins the path', 400: 'invalid body or no persistent tier' }) },
+        delete: { requestBody: body(pinBodySchema), responses: answers({ 204: 'unpinned', 404: 'not pinned' }) },
+      },
       '/v1/jobs': { get: { responses: answers({ 200: '{jobs: [...]}' }) } },
       '/v1/jobs/{id}': {
         get: { parameters: id, responses: answers({ 200: '{id, kind, state, filesDone, filesTotal, bytesDone, bytesTotal, error?}', 404: 'no such job' }) },
