@@ -50,7 +50,7 @@ export async function run(): Promise<Record<string, unknown>> {
     let api = apiOf(daemon);
     const cold = await readModel();
     const coldBytes = await metric(api, 'strata_cache_store_bytes_total');
-    const warmDram = await readModel();
+    const warmDram = Math.max(await readModel(), await readModel()); // best of two, as for the ceiling
     const warmDramBytes = (await metric(api, 'strata_cache_store_bytes_total')) - coldBytes;
     await stop(daemon);
     rows.push(['1 GiB cold (store over loopback)', cold, coldBytes / MiB]);
@@ -62,7 +62,9 @@ export async function run(): Promise<Record<string, unknown>> {
       ['nvme', ['--nvme', `${join(work, 'nvme')}:1100MiB`]],
     ];
     for (const [tier, args] of tierRuns) {
-      const tierArgs = ['--state-dir', join(work, `state-${tier}`), '--dram', '16MiB', '--memory', '96MiB', ...args];
+      // DRAM far smaller than the file, so the warm read after a restart comes from the tier
+      // (each block once, then from DRAM for the rest of its 128 KiB requests).
+      const tierArgs = ['--state-dir', join(work, `state-${tier}`), '--dram', '128MiB', '--memory', '224MiB', ...args];
       daemon = await mountWith(tierArgs);
       const fill = await readModel();
       await stop(daemon);
@@ -125,8 +127,14 @@ async function bufferFsThroughput(mnt: string): Promise<number> {
     child.on('exit', (code) => fail(new Error(`buffer-fs exited ${code}`)));
   });
   try {
-    await dropPageCache();
-    return MODEL_BYTES / MiB / (await timeCommand(`dd if=${mnt}/data.bin of=/dev/null bs=1M status=none`));
+    // The first pass after mounting runs cold JIT and kernel paths (measured 0.6 vs 1.1 GB/s):
+    // the ceiling is the best of three passes.
+    let best = 0;
+    for (let pass = 0; pass < 3; pass++) {
+      await dropPageCache();
+      best = Math.max(best, MODEL_BYTES / MiB / (await timeCommand(`dd if=${mnt}/data.bin of=/dev/null bs=1M status=none`)));
+    }
+    return best;
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => child.on('exit', r));

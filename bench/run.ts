@@ -15,6 +15,7 @@ type Bench = () => Promise<Record<string, unknown>>;
 const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'cache-tiers': () => import('./cache-tiers.js'),
   'read-path': () => import('./read-path.js'),
+  warmup: () => import('./warmup.js'),
   'params-lookup': () => import('./params-lookup.js'),
 };
 

@@ -101,9 +101,17 @@ export class BlockCache implements ObjectReader {
   #peak = 0;
   #fetch = { blocksFetched: 0, bytesFetched: 0, coalescedWaits: 0, readaheadBlocks: 0, readaheadSkipped: 0 };
   #closed = false;
+  /**
+   * Readahead window, capped at a quarter of the DRAM tier's blocks: prefetched blocks land in
+   * DRAM, and a window wider than DRAM would evict the block being read before it is used
+   * (measured: a 16 MiB DRAM tier with 8-block readahead served 11 MiB/s from pmem instead of
+   * hundreds). Without DRAM, readahead blocks are held in the I/O pool and the cap does not apply.
+   */
+  readonly #readaheadBlocks: number;
 
   constructor(config: BlockCacheConfig, logger: Logger, fetchRange: FetchRange, tiers: PersistentTiers = {}) {
     this.#config = config;
+    this.#readaheadBlocks = config.dramBytes > 0 ? Math.min(config.readaheadMaxBlocks, Math.floor(config.dramBytes / config.blockSize / 4)) : config.readaheadMaxBlocks;
     this.#logger = logger;
     this.#fetchRange = fetchRange;
     this.#pool = new MemoryBudget(config.ioPoolBytes, Math.max(config.blockSize, Math.floor(config.ioPoolBytes / 4)));
@@ -134,7 +142,7 @@ export class BlockCache implements ObjectReader {
   }
 
   openSession(ref: ObjectRef): ReadSession {
-    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#config.readaheadMaxBlocks, SEQUENTIAL_TOLERANCE));
+    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#readaheadBlocks, SEQUENTIAL_TOLERANCE));
   }
 
   closeSession(session: ReadSession): void {
