@@ -172,6 +172,25 @@ export class BlockCache implements ObjectReader {
   }
 
   /** Per tier, fastest first: capacity, use, hits, misses, evictions, checksum mismatches, I/O errors. */
+  /**
+   * Drops every block of one object version from every tier (a sync found it changed or
+   * gone). Blocks of other versions of the same key are untouched. Answers blocks dropped.
+   */
+  async evictObject(ref: ObjectRef): Promise<number> {
+    let dropped = 0;
+    const tiers = [...(this.#dram ? [this.#dram] : []), ...this.#lower];
+    for (let index = 0; index < blockCount(ref.size, this.#config.blockSize); index += 1) {
+      const id = blockId(blockKeyOf(ref, index));
+      this.#writing.delete(id);
+      for (const tier of tiers) {
+        if (!this.#safeHas(tier, id)) continue;
+        dropped += 1;
+        await tier.delete(id).catch((err: unknown) => this.#tierFailed(tier, 'delete', err));
+      }
+    }
+    return dropped;
+  }
+
   stats(): TierStats[] {
     return [...(this.#dram ? [this.#dram] : []), ...this.#lower].map((tier) => tier.stats());
   }

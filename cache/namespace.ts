@@ -95,6 +95,13 @@ export class Namespace {
     this.#listings.delete(parentOf(normal));
   }
 
+  /** The file versions this namespace has seen (from lookups and listings), by path. */
+  knownFiles(): Array<{ path: string; ref: ObjectRef }> {
+    const files: Array<{ path: string; ref: ObjectRef }> = [];
+    for (const [path, cached] of this.#entries) if (cached.value?.kind === 'file') files.push({ path, ref: cached.value.ref });
+    return files;
+  }
+
   /** Forgets everything (a sync, a link change). */
   invalidateAll(): void {
     this.#entries.clear();

@@ -4,3 +4,4 @@ export { JobManager, type JobStatus, type JobState, type JobBody, type JobProgre
 export { prefetchJob, matcher, type PrefetchOptions, type PrefetchSource } from './prefetch.js';
 export { s3EventSchema, objectEvents, decodeEventKey, type ObjectEvent } from './events.js';
 export { SyncError, type SyncErrorCode } from './sync-error.js';
+export { linkSyncJob, type LinkSyncTarget } from './link-sync.js';

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { SyncError, linkCreateSchema, linkPatchSchema, LINK_NAME } from '../../sync/index.js';
+import { SyncError, linkCreateSchema, linkPatchSchema, linkSyncJob, LINK_NAME } from '../../sync/index.js';
 import type { DaemonServices } from '../daemon.js';
 import { eagerFilter } from '../daemon.js';
 import { ApiError, parseOrReject } from './validate.js';
@@ -64,10 +64,15 @@ export function registerLinkRoutes(app: FastifyInstance, services: DaemonService
     const { name } = parseOrReject(linkNameParams, request.params, 'name');
     const live = services.links.get(name);
     if (!live) throw new SyncError('LINK_NOT_FOUND', `no link named "${name}"`);
-    // Metadata is dropped at once, so every path revalidates its ETag; blocks are keyed by
-    // ETag, so changed objects are never served from the cache, and eager links refetch.
-    live.namespace.invalidateAll();
-    const job = live.link.import.mode === 'eager' ? services.prefetch([live.link.path], { ...eagerFilter(live.link), kind: 'sync' }) : services.jobs.submit('sync', async () => {});
+    const job = services.jobs.submit(
+      'sync',
+      linkSyncJob({
+        store: live.store,
+        namespace: live.namespace,
+        evict: (ref) => services.cache.evictObject(ref),
+        ...(live.link.import.mode === 'eager' ? { afterSync: () => services.prefetch([live.link.path], eagerFilter(live.link)) } : {}),
+      }),
+    );
     return reply.status(202).send(job);
   });
 }

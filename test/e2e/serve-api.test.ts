@@ -119,6 +119,40 @@ describe('strata serve: links, prefetch, events and the admin API over a real mo
     expect((await api(base, 'POST', '/v1/events', { Records: 'nope' })).status).toBe(400);
   });
 
+  it('syncs a link: changed objects are dropped from the cache and seen at once', async () => {
+    const path = `${mnt}/datasets/imagenet/train/img_3.bin`;
+    expect(await sh(`stat -c %s ${path}`)).toBe('50003\n');
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'imagenet/train/img_3.bin', Body: Buffer.alloc(10, 9) }));
+    const sync = await api(base, 'POST', '/v1/links/imagenet/sync');
+    expect(sync.status).toBe(202);
+    let job = sync.body!;
+    while (job.state === 'queued' || job.state === 'running') job = (await api(base, 'GET', `/v1/jobs/${job.id}`)).body!;
+    expect(job).toMatchObject({ kind: 'sync', state: 'done', bytesDone: 50003 });
+    expect(job.filesDone).toBeGreaterThanOrEqual(14);
+    await new Promise((r) => setTimeout(r, 1100)); // the kernel keeps attributes for a second
+    expect(await sh(`stat -c %s ${path}`)).toBe('10\n');
+    expect((await sh(`od -An -tx1 ${path}`)).trim()).toBe('09 09 09 09 09 09 09 09 09 09');
+  });
+
+  it('imports eagerly what a link includes', async () => {
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'eager/keep/a.bin', Body: Buffer.alloc(70_000, 1) }));
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'eager/skip/b.bin', Body: Buffer.alloc(70_000, 2) }));
+    const created = await api(base, 'POST', '/v1/links', { name: 'eager', path: '/eager', store: `s3://${bucket}/eager`, endpoint: testS3().endpoint, import: { mode: 'eager', include: ['keep/**'] } });
+    expect(created.status).toBe(201);
+    let jobs: Array<{ kind: string; state: string; filesDone: number }> = [];
+    for (let i = 0; i < 100 && !jobs.some((j) => j.kind === 'eager-import' && j.state === 'done'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      jobs = (await api(base, 'GET', '/v1/jobs')).body!.jobs;
+    }
+    expect(jobs.find((j) => j.kind === 'eager-import')).toMatchObject({ state: 'done', filesDone: 1 });
+    const before = await storeBytes(base);
+    expect(await sh(`cat ${mnt}/eager/keep/a.bin | wc -c`)).toBe('70000\n');
+    expect(await storeBytes(base)).toBe(before);
+    await sh(`cat ${mnt}/eager/skip/b.bin > /dev/null`);
+    expect(await storeBytes(base)).toBe(before + 70_000);
+    expect((await api(base, 'DELETE', '/v1/links/eager')).status).toBe(204);
+  });
+
   it('answers unknown routes with 404, oversized bodies with 413, bad job ids with 400/404', async () => {
     expect(await api(base, 'GET', '/v1/nothing')).toMatchObject({ status: 404, body: { code: 'API_NOT_FOUND' } });
     // curl, because fetch reports EPIPE when the server answers before the body is sent.
