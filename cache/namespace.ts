@@ -31,6 +31,8 @@ interface Cached<T> {
 
 /** S3 answers at most 1,000 keys a page; asking for fewer only adds round trips. */
 const LIST_PAGE_SIZE = 1000;
+/** See `#expiry`. */
+const FOLDER_TTL_MS = 30_000;
 
 /**
  * Maps mount paths (`/a/b.txt`) to objects of one store, inferring folders from `/`
@@ -110,7 +112,8 @@ export class Namespace {
 
   async #lookupNormal(path: string): Promise<NamespaceEntry | null> {
     if (path === '/') return DIRECTORY;
-    const cached = this.#fresh(this.#entries.get(path));
+    const known = this.#entries.get(path);
+    const cached = this.#fresh(known);
     if (cached) return cached.value;
     // A fresh listing of the parent is complete, so a name absent from it is absent.
     const parentListing = this.#fresh(this.#listings.get(parentOf(path)));
@@ -118,12 +121,19 @@ export class Namespace {
       const name = path.slice(path.lastIndexOf('/') + 1);
       return parentListing.value.find((e) => e.name === name)?.entry ?? null;
     }
-    return coalesce(this.#pendingLookups, path, () => this.#lookupInStore(path));
+    return coalesce(this.#pendingLookups, path, () => this.#lookupInStore(path, known?.value?.kind === 'file'));
   }
 
-  async #lookupInStore(path: string): Promise<NamespaceEntry | null> {
+  async #lookupInStore(path: string, wasFile: boolean): Promise<NamespaceEntry | null> {
     const key = path.slice(1);
     if (!isRepresentable(key)) return this.#remember(path, null);
+    if (wasFile) {
+      // Revalidating a file (an open after the TTL): HEAD alone, 2 ms on RGW where a LIST
+      // takes about 50. A folder that appeared under the same name since shows at the
+      // next listing of the parent.
+      const info = await this.#store.head(key);
+      if (info) return this.#remember(path, this.#fileEntry(info));
+    }
     // A HEAD and a one-key LIST in parallel: the LIST tells whether `key/` is a folder,
     // the HEAD whether `key` is a file. A single LIST on `key` cannot tell both, because
     // keys such as `key-a` or `key.b` sort between `key` and `key/`.
@@ -157,7 +167,7 @@ export class Namespace {
 
     const entries = [...byName].map(([name, entry]) => ({ name, entry })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const expiresAt = this.#now() + this.#ttlMs;
-    for (const { name, entry } of entries) this.#entries.set(path === '/' ? `/${name}` : `${path}/${name}`, { value: entry, expiresAt });
+    for (const { name, entry } of entries) this.#entries.set(path === '/' ? `/${name}` : `${path}/${name}`, { value: entry, expiresAt: this.#expiry(entry) });
     this.#listings.set(path, { value: entries, expiresAt });
     return entries;
   }
@@ -171,8 +181,18 @@ export class Namespace {
   }
 
   #remember(path: string, value: NamespaceEntry | null): NamespaceEntry | null {
-    this.#entries.set(path, { value, expiresAt: this.#now() + this.#ttlMs });
+    this.#entries.set(path, { value, expiresAt: this.#expiry(value) });
     return value;
+  }
+
+  /**
+   * When an entry must be checked again. That a folder exists is trusted for at least
+   * FOLDER_TTL_MS: re-checking costs a LIST (about 50 ms on RGW, against 2 ms for a HEAD),
+   * and a folder whose keys all vanished merely lists empty meanwhile. Its contents
+   * (the listing) still follow the metadata TTL.
+   */
+  #expiry(value: NamespaceEntry | null): number {
+    return this.#now() + (value?.kind === 'dir' ? Math.max(this.#ttlMs, FOLDER_TTL_MS) : this.#ttlMs);
   }
 
   #fresh<T>(cached: Cached<T> | undefined): Cached<T> | undefined {
