@@ -16,7 +16,6 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'cache-tiers': () => import('./cache-tiers.js'),
   'read-path': () => import('./read-path.js'),
   warmup: () => import('./warmup.js'),
-  'params-lookup': () => import('./params-lookup.js'),
 };
 
 const wanted = process.argv.slice(2);
