@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { StrataError } from '../errors/index.js';
 import { runMount, runServe } from './mount-command.js';
+import { runJobs } from './jobs-command.js';
 import { runLinks } from './links-command.js';
 import { runStatus } from './status-command.js';
 import { runWarmup } from './warmup-command.js';
@@ -42,6 +43,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await runStatus(values);
       case 'links':
         return await runLinks(values, positionals);
+      case 'jobs':
+        return await runJobs(values, positionals);
       case 'warmup':
         return await runWarmup(values, positionals);
       default:

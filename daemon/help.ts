@@ -94,6 +94,15 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--json', 'print the final job as JSON'],
     ],
   },
+  jobs: {
+    usage: 'strata jobs [ls] | strata jobs cancel ID [--api HOST:PORT] [--json]',
+    summary: 'List background jobs (prefetch, sync, eager import) with their progress, or cancel one.',
+    options: { ...apiOption, json: { type: 'boolean' } },
+    optionHelp: [
+      ['ls', 'every job the daemon remembers (the last 200 finished ones)'],
+      ['cancel ID', 'stop a queued or running job'],
+    ],
+  },
   status: {
     usage: 'strata status [--api HOST:PORT] [--json]',
     summary: 'Show the cache tiers of a running daemon: capacity, use, hits, misses, evictions.',
