@@ -3,7 +3,9 @@
  * the same files in the same run (what `aws s3 cp --recursive` does), with the latency of
  * foreground reads through the mount while the warmup runs, next to the same reads idle.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -12,13 +14,14 @@ import { apiUrlOf, cleanupDir, runStrata, startServe, tempDir } from '../test/fi
 import { createBucket, putMany, s3Client, shell } from './lib/harness.js';
 import { printTable } from './lib/table.js';
 
+const run = promisify(execFile);
 const FILES = 10_000;
 const FILE_BYTES = 100 * 1024;
 const FOREGROUND_FILES = 40;
 /** `aws s3 cp` runs 10 requests at a time by default; 16 gives the baseline the benefit of the doubt. */
 const SDK_PARALLEL = 16;
 
-export async function run(): Promise<Record<string, unknown>> {
+export async function runBench(): Promise<Record<string, unknown>> {
   const rgw = await startRgw();
   const work = await tempDir('bench-warmup');
   try {
@@ -97,7 +100,8 @@ async function foregroundLatencies(mnt: string, offset: number): Promise<number[
       out.push(Number(process.hrtime.bigint() - t) / 1e6);
     }
     console.log(JSON.stringify(out));`;
-  return JSON.parse(await shell(`node -e ${JSON.stringify(script)}`)) as number[];
+  const { stdout } = await run(process.execPath, ['-e', script], { encoding: 'utf8' });
+  return JSON.parse(stdout) as number[];
 }
 
 function percentile(values: number[], p: number): number {
@@ -105,6 +109,8 @@ function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 }
 
+export { runBench as run };
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  await run();
+  await runBench();
 }

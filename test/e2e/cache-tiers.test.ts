@@ -68,6 +68,40 @@ describe('block cache tiers through a real mount', () => {
     });
   }
 
+  it('keeps pinned files in the NVMe tier while other reads would evict them', async () => {
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'other/big.bin', Body: randomBytes(24 * MiB) }));
+    // Room for about 26 MiB: the 20 MiB model and the 24 MiB file cannot both stay.
+    const args = ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state-pin'), '--dram', '8MiB', '--memory', '24MiB', '--nvme', `${join(work, 'nvme-pin')}:26MiB`, '--log-level', 'warn'];
+    let daemon = await startMount(`s3://${bucket}`, mnt, args);
+    try {
+      const warm = await runStrata(['warmup', `${mnt}/models`, '--pin', '--api', apiUrlOf(daemon)]);
+      expect(warm.code).toBe(0);
+      expect(warm.stdout).toMatch(/warmup done: 1\/1 files/);
+      await sh(`cat ${mnt}/other/big.bin > /dev/null`);
+      expect(await daemon.stop()).toBe(0);
+      daemon = await startMount(`s3://${bucket}`, mnt, args);
+      const api = apiUrlOf(daemon);
+      await new Promise((r) => setTimeout(r, 500)); // the start-up job re-reading pinned paths
+      const before = await storeBytes(api);
+      await dropPageCache();
+      expect((await sh(`sha256sum ${mnt}/models/model.bin`)).split(' ')[0]).toBe(sum(model));
+      expect(await storeBytes(api)).toBe(before);
+      expect(before).toBe(0);
+      const pins = await (await fetch(`${api}/v1/pins`)).json();
+      expect(pins).toEqual({ paths: ['/models'] });
+    } finally {
+      await daemon.stop();
+    }
+    const dramOnly = await startMount(`s3://${bucket}`, mnt, ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state-nopin'), '--log-level', 'warn']);
+    try {
+      const refused = await runStrata(['warmup', `${mnt}/models`, '--pin', '--api', apiUrlOf(dramOnly)]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/pinning needs a pmem or nvme tier/);
+    } finally {
+      await dramOnly.stop();
+    }
+  });
+
   it('never serves stale blocks: a changed object is read anew once the metadata TTL has passed', async () => {
     const daemon = await startMount(`s3://${bucket}`, mnt, ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state-etag'), '--log-level', 'warn']);
     try {
