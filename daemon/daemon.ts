@@ -1,12 +1,13 @@
 import { mkdir, statfs } from 'node:fs/promises';
-import { BlockCache, PinSet, resolveBlockCacheConfig } from '../cache/index.js';
+import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
 import type { ObjectRef } from '../cache/object-reader.js';
-import { JobManager, LinkRegistry, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
+import { JobManager, LinkRegistry, type JobBody, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
 import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
 import { startApiServer, type ApiServer } from './api/server.js';
 import type { DaemonConfig } from './config.js';
+import { FetchScheduler } from './fetch-scheduler.js';
 import { LinkRuntime } from './link-runtime.js';
 
 /**
@@ -64,7 +65,8 @@ export class Daemon {
       const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes) });
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
-      const cache = await openBlockCache(config, links, pins, logger);
+      const scheduler = new FetchScheduler();
+      const cache = await openBlockCache(config, links, pins, scheduler, logger);
       cleanups.push(() => cache.close());
       fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger });
 
@@ -92,7 +94,7 @@ export class Daemon {
         prefetch: (paths, options = {}) =>
           jobs.submit(
             options.kind ?? 'prefetch',
-            prefetchJob(
+            backgroundJob(scheduler, prefetchJob(
               { routes: () => new MountRoutes(links.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))), reader: cache, blockSize: cache.config.blockSize },
               {
                 paths,
@@ -100,7 +102,7 @@ export class Daemon {
                 ...(options.exclude ? { exclude: options.exclude } : {}),
                 ...(options.pin ? { onFile: (root: string, ref: ObjectRef) => pins.cover(root, ref) } : {}),
               },
-            ),
+            )),
           ),
         healthy: () => mount !== undefined,
       };
@@ -132,6 +134,11 @@ export class Daemon {
   }
 }
 
+/** A job body whose store fetches yield to foreground reads. */
+function backgroundJob(scheduler: FetchScheduler, body: JobBody): JobBody {
+  return (progress) => scheduler.background(() => body(progress));
+}
+
 /** The include/exclude globs of a link's eager import, as prefetch options. */
 export function eagerFilter(link: Link): { include?: readonly string[]; exclude?: readonly string[]; kind: string } {
   return { kind: 'eager-import', ...(link.import.include ? { include: link.import.include } : {}), ...(link.import.exclude ? { exclude: link.import.exclude } : {}) };
@@ -149,7 +156,7 @@ async function addPersistedLink(links: LinkRuntime, link: Link, logger: Logger):
 }
 
 /** The block cache over the configured tiers; a miss is fetched from its link's store, ETag checked. */
-async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: PinSet, logger: Logger): Promise<BlockCache> {
+async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: PinSet, scheduler: FetchScheduler, logger: Logger): Promise<BlockCache> {
   const { tiers } = config;
   let nvme;
   if (tiers.nvme) {
@@ -166,10 +173,11 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     ...(nvme ? { nvme } : {}),
     isPinned: pins.isPinned,
   });
-  return BlockCache.open(cacheConfig, logger.child({ component: 'cache' }), async (ref, start, length, signal) => {
+  const fetchRange: FetchRange = async (ref, start, length, signal) => {
     const store = links.store(ref.storeId);
     if (!store) throw new StrataError('STORE_NOT_FOUND', `the link serving ${ref.key} was removed`);
     const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, ...(signal ? { signal } : {}) });
     return result.body;
-  });
+  };
+  return BlockCache.open(cacheConfig, logger.child({ component: 'cache' }), scheduler.wrap(fetchRange));
 }

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { FetchScheduler } from './fetch-scheduler.js';
+
+const ref = { storeId: 's', key: 'k', etag: 'e', size: 1 };
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('FetchScheduler', () => {
+  it('admits 32 background fetches when idle, 4 while a foreground fetch is in flight', async () => {
+    const scheduler = new FetchScheduler();
+    const pending: Array<{ key: string; done: () => void }> = [];
+    const inFlight = (key: string) => pending.filter((p) => p.key === key).length;
+    const fetch = scheduler.wrap((r) => new Promise<Buffer>((resolve) => pending.push({ key: r.key, done: () => resolve(Buffer.alloc(0)) })));
+
+    const idleBatch = scheduler.background(() => Promise.all(Array.from({ length: 40 }, () => fetch({ ...ref, key: 'idle' }, 0, 1))));
+    await tick();
+    expect(inFlight('idle')).toBe(32);
+    for (const p of pending.splice(0)) p.done();
+    await tick();
+    for (const p of pending.splice(0)) p.done();
+    await idleBatch;
+
+    const foreground = fetch({ ...ref, key: 'fg' }, 0, 1);
+    const busyBatch = scheduler.background(() => Promise.all(Array.from({ length: 20 }, () => fetch({ ...ref, key: 'busy' }, 0, 1))));
+    await tick();
+    expect(inFlight('fg')).toBe(1);
+    expect(inFlight('busy')).toBe(4);
+    pending.find((p) => p.key === 'fg')!.done();
+    await foreground;
+    await tick();
+    // The foreground fetch is done, and finished background fetches make room for more.
+    for (const p of pending.filter((x) => x.key === 'busy').slice(0, 1)) {
+      pending.splice(pending.indexOf(p), 1);
+      p.done();
+    }
+    await tick();
+    await tick();
+    expect(inFlight('busy')).toBe(19);
+    for (;;) {
+      const next = pending.shift();
+      if (!next) break;
+      next.done();
+      await tick();
+    }
+    await busyBatch;
+  });
+});
