@@ -26,7 +26,7 @@ describe('FetchScheduler', () => {
     expect(inFlight('busy')).toBe(4);
     pending.find((p) => p.key === 'fg')!.done();
     await foreground;
-    await tick();
+    await new Promise((r) => setTimeout(r, 250)); // past the foreground linger
     // The foreground fetch is done, and finished background fetches make room for more.
     for (const p of pending.filter((x) => x.key === 'busy').slice(0, 1)) {
       pending.splice(pending.indexOf(p), 1);

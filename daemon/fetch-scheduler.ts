@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { performance } from 'node:perf_hooks';
 import type { FetchRange } from '../cache/index.js';
 
 /**
@@ -8,6 +9,12 @@ import type { FetchRange } from '../cache/index.js';
 const BACKGROUND_WHEN_IDLE = 32;
 /** Background fetches at once while foreground reads are fetching: they go first. */
 const BACKGROUND_WHEN_BUSY = 4;
+/**
+ * A foreground fetch keeps background work throttled this long after it ends: a reader
+ * going through files makes its next lookup (HEAD) and GET within a few milliseconds,
+ * and should not find 32 background requests queued at the store in between.
+ */
+const FOREGROUND_LINGER_MS = 200;
 
 /**
  * Gives foreground reads priority over background work (prefetch, eager import, sync).
@@ -20,6 +27,8 @@ export class FetchScheduler {
   readonly #waiting: Array<() => void> = [];
   #foreground = 0;
   #background = 0;
+  #lastForegroundAt = -Infinity;
+  #lingerTimer: NodeJS.Timeout | undefined;
 
   /** Runs `work` as background work. */
   background<T>(work: () => Promise<T>): Promise<T> {
@@ -35,6 +44,10 @@ export class FetchScheduler {
           return await fetch(ref, start, length, signal);
         } finally {
           this.#foreground--;
+          this.#lastForegroundAt = performance.now();
+          // Re-admit background work once the linger has passed, even if nothing else happens.
+          clearTimeout(this.#lingerTimer);
+          this.#lingerTimer = setTimeout(() => this.#admit(), FOREGROUND_LINGER_MS + 1).unref();
           this.#admit();
         }
       }
@@ -50,7 +63,8 @@ export class FetchScheduler {
   }
 
   #limit(): number {
-    return this.#foreground > 0 ? BACKGROUND_WHEN_BUSY : BACKGROUND_WHEN_IDLE;
+    const busy = this.#foreground > 0 || performance.now() - this.#lastForegroundAt < FOREGROUND_LINGER_MS;
+    return busy ? BACKGROUND_WHEN_BUSY : BACKGROUND_WHEN_IDLE;
   }
 
   #admit(): void {
