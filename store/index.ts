@@ -9,7 +9,7 @@ export { StoreError, type StoreErrorCode } from './errors.js';
 export { parseStoreUrl, type StoreLocation } from './url.js';
 
 export interface OpenStoreOptions {
-  /** S3-compatible endpoint (else AWS_ENDPOINT_URL, else AWS's own). Ignored for file://. */
+  /** S3-compatible endpoint (else AWS_ENDPOINT_URL, else AWS's own); path-style addressing then. Ignored for file://. */
   readonly endpoint?: string | undefined;
   readonly region?: string | undefined;
   readonly logger?: Logger | undefined;
@@ -19,5 +19,5 @@ export interface OpenStoreOptions {
 export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
   const location = parseStoreUrl(url);
   if (location.scheme === 'file') return new LocalStore(location.dir);
-  return new S3Store({ bucket: location.bucket, prefix: location.prefix, endpoint: options.endpoint ?? process.env.AWS_ENDPOINT_URL, region: options.region, logger: options.logger });
+  return new S3Store({ bucket: location.bucket, prefix: location.prefix, endpoint: options.endpoint, region: options.region, logger: options.logger });
 }

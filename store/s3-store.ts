@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
@@ -26,7 +27,7 @@ export interface S3StoreConfig {
   readonly bucket: string;
   /** Key prefix of the store root: empty or ending in `/`. */
   readonly prefix: string;
-  /** S3-compatible endpoint; path-style addressing is used when it is given. */
+  /** S3-compatible endpoint (else AWS_ENDPOINT_URL, else AWS's own); path-style addressing when one is given. */
   readonly endpoint?: string | undefined;
   readonly region?: string | undefined;
   readonly logger?: Logger | undefined;
@@ -42,7 +43,12 @@ const MAX_SOCKETS = 64;
 const CONNECT_TIMEOUT_MS = 5_000;
 /** A 16 MiB block at a slow 1 MB/s still fits; a hung socket fails instead of hanging a read. */
 const SOCKET_TIMEOUT_MS = 60_000;
-/** The SDK's retries (with its backoff) for throttling and transient 5xx: 4 attempts in all. */
+/**
+ * The SDK's retries (exponential backoff with jitter) for throttling, transient 5xx and
+ * dropped connections: 4 attempts in all, a few seconds at most, after which the caller
+ * (block cache, uploader) decides. Refused connections are retried too, so an unreachable
+ * endpoint is reported after those few seconds.
+ */
 const MAX_ATTEMPTS = 4;
 
 /**
@@ -60,11 +66,13 @@ export class S3Store implements ObjectStore {
     this.#bucket = config.bucket;
     this.#prefix = config.prefix;
     this.url = `s3://${config.bucket}${config.prefix ? `/${config.prefix.replace(/\/$/, '')}` : ''}`;
-    this.#endpoint = config.endpoint ?? 'the default AWS endpoint';
+    const endpoint = config.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
+    this.#endpoint = endpoint ?? 'the default AWS endpoint';
     const logger = config.logger;
     this.#client = new S3Client({
       region: config.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
-      ...(config.endpoint ? { endpoint: config.endpoint, forcePathStyle: true } : {}),
+      // Compatible stores are reached by host and port, without wildcard DNS for bucket names.
+      ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
       // S3-compatible stores (Ceph RGW 16) reject or store verbatim the CRC trailers the
       // SDK adds by default; send and check checksums only where the API requires them.
       requestChecksumCalculation: 'WHEN_REQUIRED',
@@ -72,7 +80,9 @@ export class S3Store implements ObjectStore {
       maxAttempts: MAX_ATTEMPTS,
       requestHandler: new NodeHttpHandler({
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
-        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+        // AWS_CA_BUNDLE (honoured by the AWS CLI, not by SDK v3 itself) applies to TLS only:
+        // plain-HTTP endpoints such as a loopback gateway go through the HTTP agent untouched.
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...caBundle() }),
         connectionTimeout: CONNECT_TIMEOUT_MS,
         requestTimeout: SOCKET_TIMEOUT_MS,
       }),
@@ -87,6 +97,22 @@ export class S3Store implements ObjectStore {
           }
         : {}),
     });
+    if (logger) this.#logRetries(logger);
+  }
+
+  /**
+   * Logs every retry the SDK makes as a warning: the middleware sits below the retry loop,
+   * so it runs once per attempt and sees the attempt number in the request headers.
+   */
+  #logRetries(logger: Logger): void {
+    const middleware = (next: (args: unknown) => Promise<unknown>, context: { commandName?: string }) => async (args: unknown) => {
+      const header = (args as { request?: { headers?: Record<string, string> } }).request?.headers?.['amz-sdk-request'];
+      const attempt = Number(/attempt=(\d+)/.exec(header ?? '')?.[1] ?? 1);
+      if (attempt > 1) logger.warn({ store: this.url, endpoint: this.#endpoint, command: context.commandName, attempt }, 'retrying a store request');
+      return next(args);
+    };
+    // The stack's type is a union over every step, which no single function signature satisfies.
+    this.#client.middlewareStack.addRelativeTo(middleware as unknown as RelativeMiddleware, { relation: 'after', toMiddleware: 'retryMiddleware', name: 'strataRetryLog', override: true });
   }
 
   async check(): Promise<void> {
@@ -97,9 +123,11 @@ export class S3Store implements ObjectStore {
       if (mapped.code === 'STORE_NOT_FOUND' || mapped.code === 'STORE_BUCKET_NOT_FOUND') {
         throw new StoreError('STORE_BUCKET_NOT_FOUND', `bucket "${this.#bucket}" does not exist at ${this.#endpoint}`, { cause: err });
       }
-      if (mapped.code === 'STORE_ACCESS_DENIED') {
-        throw new StoreError('STORE_ACCESS_DENIED', `access to bucket "${this.#bucket}" at ${this.#endpoint} was denied: check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...)`, { cause: err });
+      if (mapped.code === 'STORE_ACCESS_DENIED' && (err as { name?: string }).name !== 'CredentialsProviderError') {
+        const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+        throw new StoreError('STORE_ACCESS_DENIED', `access to bucket "${this.#bucket}" at ${this.#endpoint} was denied (HTTP ${status ?? '?'}): check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE) and the bucket policy`, { cause: err });
       }
+      if (mapped.code === 'STORE_UNREACHABLE') throw new StoreError('STORE_UNREACHABLE', `${mapped.message} for bucket "${this.#bucket}"`, { cause: err });
       throw mapped;
     }
   }
@@ -123,7 +151,7 @@ export class S3Store implements ObjectStore {
           Prefix: this.#prefix + prefix,
           ...(options.delimiter ? { Delimiter: options.delimiter } : {}),
           ...(options.token ? { ContinuationToken: options.token } : {}),
-          MaxKeys: Math.min(options.maxKeys ?? 1000, 1000),
+          MaxKeys: Math.max(1, Math.min(options.maxKeys ?? 1000, 1000)), // S3 answers at most 1,000 keys a page
         }),
       );
       const cut = this.#prefix.length;
@@ -304,6 +332,19 @@ export class S3Store implements ObjectStore {
       return new StoreError('STORE_UNREACHABLE', `cannot reach ${this.#endpoint} (${code || name})`, { cause: err });
     }
     return new StoreError('STORE_IO', `store request for ${key} in ${where} failed: ${name || status || e.message}`, { cause: err });
+  }
+}
+
+type RelativeMiddleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
+
+/** The CA certificates AWS_CA_BUNDLE names, for the HTTPS agent; read once, when a store is opened. */
+function caBundle(): { ca?: Buffer } {
+  const path = process.env.AWS_CA_BUNDLE;
+  if (!path) return {};
+  try {
+    return { ca: readFileSync(path) };
+  } catch (err) {
+    throw new StoreError('STORE_UNREACHABLE', `AWS_CA_BUNDLE=${path} cannot be read: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -27,7 +27,12 @@ export function parseStoreUrl(url: string): StoreLocation {
     return { scheme: 's3', bucket, prefix: parts.length > 0 ? `${parts.join('/')}/` : '' };
   }
   if (url.startsWith('file://')) {
-    const dir = decodeURIComponent(url.slice('file://'.length));
+    let dir: string;
+    try {
+      dir = decodeURIComponent(url.slice('file://'.length));
+    } catch {
+      throw new StoreError('STORE_URL_INVALID', `"${url}" has a malformed %-escape; ${accepted}`);
+    }
     if (!dir.startsWith('/')) throw new StoreError('STORE_URL_INVALID', `"${url}": a file store needs an absolute path (file:///data/lake)`);
     const normal = `/${dir.split('/').filter((p) => p.length > 0).join('/')}`;
     if (normal.split('/').some((p) => p === '..')) throw new StoreError('STORE_URL_INVALID', `"${url}": the path may not contain ..`);
