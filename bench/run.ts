@@ -14,6 +14,7 @@ type Bench = () => Promise<Record<string, unknown>>;
 
 const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'cache-tiers': () => import('./cache-tiers.js'),
+  'p2p-model': () => import('./p2p-model.js'),
   'read-path': () => import('./read-path.js'),
   warmup: () => import('./warmup.js'),
 };

@@ -5,6 +5,7 @@ import { runJobs } from './jobs-command.js';
 import { runLinks } from './links-command.js';
 import { runStatus } from './status-command.js';
 import { runWarmup } from './warmup-command.js';
+import { runDistribute } from './distribute-command.js';
 import { COMMANDS, helpText } from './help.js';
 
 export class UsageError extends StrataError<'USAGE'> {}
@@ -47,6 +48,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await runJobs(values, positionals);
       case 'warmup':
         return await runWarmup(values, positionals);
+      case 'distribute':
+        return await runDistribute(values, positionals);
       default:
         throw new UsageError('USAGE', `"${command}" is not available yet`);
     }

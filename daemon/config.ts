@@ -3,6 +3,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_BLOCK_SIZE } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
+import { parsePeerSource, type PeerSource } from '../p2p/index.js';
 import { parseStoreUrl } from '../store/index.js';
 import { formatSize, parseSize } from './sizes.js';
 
@@ -76,6 +77,20 @@ const httpUrl = (option: string) =>
     }
   });
 
+const peerList = z.string().transform((text, ctx) => {
+  try {
+    return parsePeerSource(text);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** Default wait for a block from its owner peer before reading it from the store (see p2p/peer-node.ts). */
+const DEFAULT_PEER_TIMEOUT_SECONDS = 5;
+/** Shortest STRATA_PEER_SECRET accepted: 16 characters, so the HMAC key cannot be guessed. */
+const MIN_PEER_SECRET_LENGTH = 16;
+
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
   .object({
@@ -103,6 +118,19 @@ export const mountOptionsSchema = z
         return seconds;
       }),
     allowOther: z.boolean().default(false),
+    peers: peerList.optional(),
+    advertise: httpUrl('--advertise').optional(),
+    peerTimeout: z
+      .string()
+      .default(String(DEFAULT_PEER_TIMEOUT_SECONDS))
+      .transform((text, ctx) => {
+        const seconds = Number(text);
+        if (!/^\d+(\.\d+)?$/.test(text) || seconds <= 0) {
+          ctx.addIssue({ code: 'custom', message: `--peer-timeout: "${text}" is not a positive number of seconds` });
+          return z.NEVER;
+        }
+        return seconds;
+      }),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: '--log-level: must be one of trace, debug, info, warn, error' }).default('info'),
   })
   .strict();
@@ -131,6 +159,11 @@ export interface DaemonConfig {
   readonly close: 'async' | 'sync';
   readonly metadataTtlSeconds: number;
   readonly allowOther: boolean;
+  /** `--peers`: share blocks with these daemons (requires STRATA_PEER_SECRET). */
+  readonly peers?: PeerSource;
+  /** `--advertise`: this daemon's API URL as its peers know it. */
+  readonly advertise?: string;
+  readonly peerTimeoutMs: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -160,6 +193,9 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
       `--memory (${formatSize(memoryBudgetBytes)}) must exceed --dram (${formatSize(dramBytes)}) by at least two blocks (${formatSize(minimumIoBytes)}) for in-flight reads`,
     );
   }
+  if (o.peers && (env.STRATA_PEER_SECRET ?? '').length < MIN_PEER_SECRET_LENGTH) {
+    throw new ConfigError('CONFIG_INVALID', `--peers: set STRATA_PEER_SECRET (the same value on every peer, at least ${MIN_PEER_SECRET_LENGTH} characters) so peer traffic is authenticated`);
+  }
   if (!isLoopback(o.api.host) && !env.STRATA_TOKEN) {
     throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);
   }
@@ -176,6 +212,9 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     close: o.close,
     metadataTtlSeconds: o.metadataTtl,
     allowOther: o.allowOther,
+    ...(o.peers ? { peers: o.peers } : {}),
+    ...(o.advertise ? { advertise: o.advertise } : {}),
+    peerTimeoutMs: o.peerTimeout * 1000,
     logLevel: o.logLevel,
   });
 }

@@ -3,7 +3,8 @@ import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange } from '..
 import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
 import type { ObjectRef } from '../cache/object-reader.js';
-import { JobManager, LinkRegistry, type JobBody, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
+import { distributeJob, openPeerNode, type PeerDistribution, type PeerNode } from '../p2p/index.js';
+import { JobManager, LinkRegistry, type JobBody, type JobStatus, type PrefetchSource, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
 import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
 import { startApiServer, type ApiServer } from './api/server.js';
 import type { DaemonConfig } from './config.js';
@@ -27,6 +28,10 @@ export interface DaemonServices {
   /** Starts a prefetch job over mount paths (pinning what it finds with `pin`); answers the job's status. */
   prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string; pin?: boolean }): ReturnType<JobManager['submit']>;
   healthy(): boolean;
+  /** Block sharing with peer daemons (`--peers`); absent without it. */
+  readonly peers: PeerNode | undefined;
+  /** Starts this daemon's share of distributing mount `paths` and asks every live peer to start theirs. */
+  distribute(paths: readonly string[]): Promise<{ job: JobStatus; peers: PeerDistribution[] }>;
   /** Uploads not yet committed under a mount path (the write path sets this). */
   pendingUploads?: (path: string) => number;
 }
@@ -66,7 +71,10 @@ export class Daemon {
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
       const scheduler = new FetchScheduler();
-      const cache = await openBlockCache(config, links, pins, scheduler, logger);
+      const peerSecret = process.env.STRATA_PEER_SECRET ?? '';
+      const peers = config.peers ? await openPeerNode({ peers: config.peers, peerTimeoutMs: config.peerTimeoutMs, secret: peerSecret, apiToken: process.env.STRATA_TOKEN }, logger.child({ component: 'p2p' })) : undefined;
+      if (peers) cleanups.push(() => peers.close());
+      const cache = await openBlockCache(config, links, pins, scheduler, logger, peers);
       cleanups.push(() => cache.close());
       fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger });
 
@@ -82,6 +90,10 @@ export class Daemon {
       const jobs = new JobManager(logger.child({ component: 'jobs' }));
       cleanups.push(() => jobs.close());
       let mount: FuseMount | undefined;
+      const distributeSource: PrefetchSource = { routes: () => new MountRoutes(links.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))), reader: cache, blockSize: cache.config.blockSize };
+      const distributeHere = (paths: readonly string[]) =>
+        jobs.submit('distribute', backgroundJob(scheduler, distributeJob(distributeSource, (ref, index) => peers?.owns(ref, index) ?? true, paths)));
+      peers?.serveFrom(cache, distributeHere);
       const services: DaemonServices = {
         config,
         logger,
@@ -105,9 +117,12 @@ export class Daemon {
             )),
           ),
         healthy: () => mount !== undefined,
+        peers,
+        distribute: async (paths) => ({ job: distributeHere(paths), peers: peers ? await peers.distributeToPeers(paths) : [] }),
       };
       const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, services });
       cleanups.push(() => api.close());
+      peers?.listening(config.api.host, api.port, config.advertise);
       mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, fsName: 'strata' }, logger);
       const mounted = mount;
       cleanups.push(async () => {
@@ -156,7 +171,7 @@ async function addPersistedLink(links: LinkRuntime, link: Link, logger: Logger):
 }
 
 /** The block cache over the configured tiers; a miss is fetched from its link's store, ETag checked. */
-async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: PinSet, scheduler: FetchScheduler, logger: Logger): Promise<BlockCache> {
+async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: PinSet, scheduler: FetchScheduler, logger: Logger, peers: PeerNode | undefined): Promise<BlockCache> {
   const { tiers } = config;
   let nvme;
   if (tiers.nvme) {
@@ -179,5 +194,6 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, ...(signal ? { signal } : {}) });
     return result.body;
   };
-  return BlockCache.open(cacheConfig, logger.child({ component: 'cache' }), scheduler.wrap(fetchRange));
+  // With peers, a miss asks the block's owner first and falls back to fetchRange.
+  return BlockCache.open(cacheConfig, logger.child({ component: 'cache' }), scheduler.wrap(peers ? peers.wrap(fetchRange, cacheConfig.blockSize) : fetchRange));
 }

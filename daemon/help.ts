@@ -23,6 +23,9 @@ const DAEMON_OPTIONS = {
   close: { type: 'string' },
   'metadata-ttl': { type: 'string' },
   'allow-other': { type: 'boolean' },
+  peers: { type: 'string' },
+  advertise: { type: 'string' },
+  'peer-timeout': { type: 'string' },
   'log-level': { type: 'string' },
 } as const;
 
@@ -45,6 +48,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--close async|sync', 'default close mode for writes (default async)'],
       ['--metadata-ttl SECONDS', 'how long file and folder metadata is trusted (default 1)'],
       ['--allow-other', 'let other users read the mount'],
+      ['--peers LIST', 'share cached blocks with peer daemons: API URLs (http://10.0.0.1:7070,...) or dns:NAME:PORT; needs STRATA_PEER_SECRET'],
+      ['--advertise URL', 'this daemon\'s API URL as its peers list it (default: found in --peers by address and port)'],
+      ['--peer-timeout SECONDS', 'how long to wait for a block from its owner peer before reading the store (default 5)'],
       ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],
     ],
   },
@@ -92,6 +98,15 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--tier dram|pmem|nvme', 'refuse unless that tier is configured'],
       ['--pin', 'keep the files cached'],
       ['--json', 'print the final job as JSON'],
+    ],
+  },
+  distribute: {
+    usage: 'strata distribute PATH... [--api HOST:PORT] [--json]',
+    summary: 'Spread files to every peer (--peers): each fetches the blocks it owns from the store, then the rest from its peers.',
+    options: { ...apiOption, json: { type: 'boolean' } },
+    optionHelp: [
+      ['PATH...', 'paths in the mount (/mnt/strata/models/x or /models/x)'],
+      ['--json', 'print this daemon\'s final job and the peers\' jobs as JSON'],
     ],
   },
   jobs: {

@@ -35,6 +35,9 @@ function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
     close: str('close') as never,
     metadataTtl: str('metadata-ttl'),
     allowOther: values['allow-other'] === true,
+    peers: str('peers'),
+    advertise: str('advertise'),
+    peerTimeout: str('peer-timeout'),
     logLevel: str('log-level') as never,
   };
 }

@@ -58,6 +58,16 @@ export const ERROR_CATALOGUE = {
   LINK_BUSY: { http: 409, summary: 'The link has pending uploads; finish them or remove it with force.' },
   JOB_NOT_FOUND: { http: 404, summary: 'No job with that id (finished jobs are kept for a while, then forgotten).' },
 
+  // Checkpoint writes (staging and upload)
+  CHECKPOINT_STAGING_FULL: { http: 507, summary: 'The staging space stayed full while a write waited for uploads to free it.' },
+  CHECKPOINT_UPLOAD_FAILED: { http: 502, summary: 'The store did not take the file in time; its bytes stay staged and the upload keeps retrying.' },
+  CHECKPOINT_HANDLE_CLOSED: { http: 400, summary: 'The write handle was already released.' },
+
+  // Peer-to-peer block sharing
+  P2P_DISABLED: { http: 404, summary: 'Peer-to-peer block sharing is not enabled on this daemon (start it with --peers).' },
+  P2P_UNAUTHORIZED: { http: 401, summary: 'A peer request has no valid STRATA_PEER_SECRET signature, or its timestamp is too far off.' },
+  P2P_PEER_FAILED: { http: 502, summary: 'A peer did not answer, timed out, refused or sent a block that failed its checksum; reads fall back to the store.' },
+
   INTERNAL: { http: 500, summary: 'An unexpected internal error; the log has details.' },
 } as const satisfies Record<string, { http: number; summary: string }>;
 

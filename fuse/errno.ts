@@ -58,6 +58,16 @@ export const ERRNO_BY_CODE = {
   LINK_BUSY: E.EBUSY,
   JOB_NOT_FOUND: E.ENOENT,
 
+  CHECKPOINT_STAGING_FULL: E.ENOSPC,
+  // fsync or a sync close gave up waiting; the data is staged and still uploading.
+  CHECKPOINT_UPLOAD_FAILED: E.EIO,
+  CHECKPOINT_HANDLE_CLOSED: E.EBADF,
+
+  // Peer codes stay inside the daemon (a failed peer is a fallback to the store); listed for exhaustiveness.
+  P2P_DISABLED: E.ENOENT,
+  P2P_UNAUTHORIZED: E.EACCES,
+  P2P_PEER_FAILED: E.EIO,
+
   INTERNAL: E.EIO,
 } as const satisfies Record<ErrorCode, number>;
 

@@ -1,0 +1,12 @@
+export { PeerNode, type PeerNodeOptions, type PeerDistribution } from './peer-node.js';
+export { PeerMembership, type MembershipOptions, type PeerState, type Clock, type ResolveAll } from './membership.js';
+export { parsePeerSource, peerId, type PeerSource } from './peer-source.js';
+export { selfIdFor } from './self-address.js';
+export { rendezvousOwner } from './rendezvous.js';
+export { HttpPeerTransport } from './http-transport.js';
+export { MemoryPeerNetwork } from './memory-transport.js';
+export { distributeJob, type OwnsBlock } from './distribute-job.js';
+export { PeerError, type PeerErrorCode } from './peer-error.js';
+export type { PeerServing } from './peer-server.js';
+export type { PeerRequest, PeerResponse, PeerTransport, PeerRequestHandler } from './transport.js';
+export { openPeerNode, type PeerConfig } from './open-peer-node.js';
