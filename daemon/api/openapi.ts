@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { linkCreateSchema, linkPatchSchema, s3EventSchema } from '../../sync/index.js';
 import { pinBodySchema, prefetchBodySchema } from './jobs-routes.js';
+import { distributeBodySchema } from './p2p-routes.js';
 
 const errorSchema = {
   type: 'object',
@@ -59,6 +60,10 @@ export function openApiDocument(): Record<string, unknown> {
         get: { parameters: id, responses: answers({ 200: '{id, kind, state, filesDone, filesTotal, bytesDone, bytesTotal, error?}', 404: 'no such job' }) },
         delete: { parameters: id, responses: answers({ 200: 'the job, cancelled', 404: 'no such job' }) },
       },
+      '/v1/distribute': { post: { requestBody: body(distributeBodySchema), responses: answers({ 202: 'the local job and the jobs started on peers', 400: 'invalid body', 404: 'peers not enabled' }) } },
+      '/v1/p2p/peers': { get: { responses: answers({ 200: 'peers with their state (up, down, retry time)', 404: 'peers not enabled' }) } },
+      '/v1/p2p/blocks': { get: { security: [], description: 'peer to peer only: signed with STRATA_PEER_SECRET (docs/P2P.md)', responses: answers({ 200: 'the block bytes with their CRC-32', 401: 'bad signature' }) } },
+      '/v1/p2p/distribute': { post: { security: [], description: 'peer to peer only: signed with STRATA_PEER_SECRET (docs/P2P.md)', responses: answers({ 202: 'a job', 401: 'bad signature' }) } },
       '/v1/events': { post: { requestBody: body(s3EventSchema), responses: answers({ 202: '{records, matched, job?}', 400: 'not an S3 event notification' }) } },
     },
   };
