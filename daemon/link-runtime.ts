@@ -39,13 +39,8 @@ export class LinkRuntime {
 
   /** Opens the link's store and checks it (bucket exists, credentials work) before it appears. */
   async add(link: Link, options: { check: boolean } = { check: true }): Promise<LiveLink> {
+    if (options.check) await this.check(link);
     const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
-    try {
-      if (options.check) await store.check();
-    } catch (err) {
-      await store.close();
-      throw err;
-    }
     const storeId = storeIdOf(store.url, link.endpoint);
     const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId }) };
     const previous = this.#links.get(link.name);
@@ -56,9 +51,12 @@ export class LinkRuntime {
     return live;
   }
 
-  /** Opens the link's store, checks the bucket and credentials, and closes it again. */
+  /**
+   * Opens the link's store, checks the bucket and credentials, and closes it again. Its
+   * retry warnings are not logged: a failed check is reported once, as one clear error.
+   */
   async check(link: Link): Promise<void> {
-    const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
+    const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger.child({}, { level: 'error' }) });
     try {
       await store.check();
     } finally {
