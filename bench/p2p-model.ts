@@ -6,9 +6,8 @@
  * 1.15x the model for any N with peers, and the slowest reader about as fast as one alone.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { startRgw } from '../test/fixtures/rgw.js';
+import { startRgw, freePort } from '../test/fixtures/rgw.js';
 import { cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
 import { createBucket, dropPageCache, metric, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
 import { printTable } from './lib/table.js';
@@ -29,13 +28,6 @@ interface RunResult {
   readonly fromPeersMiB: number;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 export async function run(): Promise<Record<string, unknown>> {
   const rgw = await startRgw();

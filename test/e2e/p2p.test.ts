@@ -1,5 +1,5 @@
+import { freePort } from '../fixtures/rgw.js';
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -13,14 +13,6 @@ const SECRET = 'e2e-peer-secret-7d1c9a40';
 /** The goal: the store serves each block about once, whatever the number of readers. */
 const STORE_BYTES_FACTOR = 1.15;
 
-/** A port nothing listens on now (the daemons need fixed ports to list each other in --peers). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** The value of an unlabelled counter in a daemon's /metrics (0 when absent). */
 async function counterOf(api: string, name: string): Promise<number> {
