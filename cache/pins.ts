@@ -2,6 +2,9 @@ import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ObjectRef } from './object-reader.js';
 
+/** The group of single pinned versions; not a path (paths start with `/`), never persisted. */
+const VERSIONS = '#versions';
+
 /** `[storeId, key, etag]`: an object version, as the first three fields of its block ids. */
 function objectId(ref: ObjectRef): string {
   return JSON.stringify([ref.storeId, ref.key, ref.etag]);
@@ -36,7 +39,7 @@ export class PinSet {
   }
 
   paths(): string[] {
-    return [...this.#objects.keys()].sort();
+    return [...this.#objects.keys()].filter((p) => p !== VERSIONS).sort();
   }
 
   /** Pins `path` (persisted before this resolves); its objects are added with `cover`. */
@@ -48,6 +51,17 @@ export class PinSet {
   /** Records that `ref` is under the pinned `path`, so its blocks stay cached. */
   cover(path: string, ref: ObjectRef): void {
     this.#objects.get(path)?.add(objectId(ref));
+  }
+
+  /** Pins one object version outside any path (the write path's newest checkpoints; it persists its own list). */
+  pinVersion(ref: ObjectRef): void {
+    let versions = this.#objects.get(VERSIONS);
+    if (!versions) this.#objects.set(VERSIONS, (versions = new Set()));
+    versions.add(objectId(ref));
+  }
+
+  unpinVersion(ref: ObjectRef): void {
+    this.#objects.get(VERSIONS)?.delete(objectId(ref));
   }
 
   /** Unpins `path`; answers whether it was pinned. */

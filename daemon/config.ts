@@ -118,6 +118,8 @@ export const mountOptionsSchema = z
         return seconds;
       }),
     allowOther: z.boolean().default(false),
+    readOnly: z.boolean().default(false),
+    staging: sizeText('--staging').optional(),
     peers: peerList.optional(),
     advertise: httpUrl('--advertise').optional(),
     peerTimeout: z
@@ -157,6 +159,10 @@ export interface DaemonConfig {
   readonly blockSizeBytes?: number;
   readonly api: { readonly host: string; readonly port: number };
   readonly close: 'async' | 'sync';
+  /** `strata mount --read-only`: the one link takes no writes. */
+  readonly readOnly: boolean;
+  /** Most bytes staged for upload (default: half the free space of the state dir at start). */
+  readonly stagingBytes?: number;
   readonly metadataTtlSeconds: number;
   readonly allowOther: boolean;
   /** `--peers`: share blocks with these daemons (requires STRATA_PEER_SECRET). */
@@ -210,6 +216,8 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.blockSize ? { blockSizeBytes: o.blockSize } : {}),
     api: Object.freeze(o.api),
     close: o.close,
+    readOnly: o.readOnly,
+    ...(o.staging ? { stagingBytes: o.staging } : {}),
     metadataTtlSeconds: o.metadataTtl,
     allowOther: o.allowOther,
     ...(o.peers ? { peers: o.peers } : {}),

@@ -1,4 +1,7 @@
 import { mkdir, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { WritePath } from '../checkpoints/index.js';
+import { StoreError } from '../store/index.js';
 import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
@@ -32,7 +35,9 @@ export interface DaemonServices {
   readonly peers: PeerNode | undefined;
   /** Starts this daemon's share of distributing mount `paths` and asks every live peer to start theirs. */
   distribute(paths: readonly string[]): Promise<{ job: JobStatus; peers: PeerDistribution[] }>;
-  /** Uploads not yet committed under a mount path (the write path sets this). */
+  /** The write path: staged files, their uploads, flush. */
+  readonly writes: WritePath;
+  /** Uploads not yet committed for the link at a mount path. */
   pendingUploads?: (path: string) => number;
 }
 
@@ -76,21 +81,35 @@ export class Daemon {
       if (peers) cleanups.push(() => peers.close());
       const cache = await openBlockCache(config, links, pins, scheduler, logger, peers);
       cleanups.push(() => cache.close());
-      fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger });
+      const writes = await openWritePath(config, links, pins, logger);
+
+      fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger, writes });
 
       let registry: LinkRegistry | undefined;
       if (config.store) {
-        const link = linkCreateSchema.parse({ name: 'root', path: '/', store: config.store, endpoint: config.endpoint, region: config.region });
+        const link = linkCreateSchema.parse({
+          name: 'root',
+          path: '/',
+          store: config.store,
+          endpoint: config.endpoint,
+          region: config.region,
+          readOnly: config.readOnly,
+          export: { mode: config.close },
+        });
         await links.add(link, { check: true });
       } else {
         registry = await LinkRegistry.open(config.stateDir);
         for (const link of registry.list()) await addPersistedLink(links, link, logger);
       }
 
+      // Closed files journaled by a previous run go to the store again (their links are back now).
+      await writes.recover();
+      cleanups.push(() => writes.close());
+
       const jobs = new JobManager(logger.child({ component: 'jobs' }));
       cleanups.push(() => jobs.close());
       let mount: FuseMount | undefined;
-      const distributeSource: PrefetchSource = { routes: () => new MountRoutes(links.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))), reader: cache, blockSize: cache.config.blockSize };
+      const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
         jobs.submit('distribute', backgroundJob(scheduler, distributeJob(distributeSource, (ref, index) => peers?.owns(ref, index) ?? true, paths)));
       peers?.serveFrom(cache, distributeHere);
@@ -107,7 +126,7 @@ export class Daemon {
           jobs.submit(
             options.kind ?? 'prefetch',
             backgroundJob(scheduler, prefetchJob(
-              { routes: () => new MountRoutes(links.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))), reader: cache, blockSize: cache.config.blockSize },
+              { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize },
               {
                 paths,
                 ...(options.include ? { include: options.include } : {}),
@@ -117,6 +136,11 @@ export class Daemon {
             )),
           ),
         healthy: () => mount !== undefined,
+        writes,
+        pendingUploads: (path) => {
+          const live = links.all().find((l) => l.link.path === path);
+          return live ? writes.pendingUnder(live.storeId, '').length : 0;
+        },
         peers,
         distribute: async (paths) => ({ job: distributeHere(paths), peers: peers ? await peers.distributeToPeers(paths) : [] }),
       };
@@ -147,6 +171,32 @@ export class Daemon {
       await cleanup().catch((err) => this.#services.logger.warn({ err }, 'shutdown step failed'));
     }
   }
+}
+
+/**
+ * The write path: files staged under `<state-dir>/staging` (at most half of the free space
+ * there at start, so staging cannot fill the disk the journal needs), uploaded to their
+ * link's store; the newest checkpoints stay pinned in the cache.
+ */
+async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: PinSet, logger: Logger): Promise<WritePath> {
+  const stagingDir = join(config.stateDir, 'staging');
+  await mkdir(stagingDir, { recursive: true });
+  const space = await statfs(stagingDir);
+  const writes = new WritePath(
+    {
+      stagingDir,
+      stagingLimitBytes: config.stagingBytes ?? Math.floor((space.bavail * space.bsize) / 2),
+      closeMode: config.close,
+      pins: { pin: (ref) => pins.pinVersion(ref), unpin: (ref) => pins.unpinVersion(ref) },
+      logger: logger.child({ component: 'writes' }),
+    },
+    (storeId) => {
+      const store = links.store(storeId);
+      if (!store) throw new StoreError('STORE_NOT_FOUND', `no link serves ${storeId} any more; its staged files wait for it`);
+      return store;
+    },
+  );
+  return writes;
 }
 
 /** A job body whose store fetches yield to foreground reads. */

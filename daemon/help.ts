@@ -26,6 +26,8 @@ const DAEMON_OPTIONS = {
   peers: { type: 'string' },
   advertise: { type: 'string' },
   'peer-timeout': { type: 'string' },
+  'read-only': { type: 'boolean' },
+  staging: { type: 'string' },
   'log-level': { type: 'string' },
 } as const;
 
@@ -48,6 +50,8 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--close async|sync', 'default close mode for writes (default async)'],
       ['--metadata-ttl SECONDS', 'how long file and folder metadata is trusted (default 1)'],
       ['--allow-other', 'let other users read the mount'],
+      ['--read-only', 'refuse writes (EROFS)'],
+      ['--staging SIZE', 'most bytes staged for upload (default: half the free space of the state dir)'],
       ['--peers LIST', 'share cached blocks with peer daemons: API URLs (http://10.0.0.1:7070,...) or dns:NAME:PORT; needs STRATA_PEER_SECRET'],
       ['--advertise URL', 'this daemon\'s API URL as its peers list it (default: found in --peers by address and port)'],
       ['--peer-timeout SECONDS', 'how long to wait for a block from its owner peer before reading the store (default 5)'],

@@ -92,7 +92,22 @@ export class LinkRuntime {
   }
 
   #publish(): void {
-    this.#onRoutes(new MountRoutes(this.all().map((l) => ({ path: l.link.path, name: l.link.name, namespace: l.namespace }))));
+    this.#onRoutes(this.routes());
+  }
+
+  /** The mount's route table for the links as they are now. */
+  routes(): MountRoutes {
+    return new MountRoutes(
+      this.all().map((l) => ({
+        path: l.link.path,
+        name: l.link.name,
+        namespace: l.namespace,
+        store: l.store,
+        storeId: l.storeId,
+        readOnly: l.link.readOnly || l.link.export.mode === 'none',
+        closeMode: l.link.export.mode === 'sync' ? ('sync' as const) : ('async' as const),
+      })),
+    );
   }
 
   async #release(live: LiveLink): Promise<void> {

@@ -35,6 +35,8 @@ function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
     close: str('close') as never,
     metadataTtl: str('metadata-ttl'),
     allowOther: values['allow-other'] === true,
+    readOnly: values['read-only'] === true,
+    staging: str('staging'),
     peers: str('peers'),
     advertise: str('advertise'),
     peerTimeout: str('peer-timeout'),

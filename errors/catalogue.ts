@@ -29,6 +29,8 @@ export const ERROR_CATALOGUE = {
   FS_STALE: { http: 409, summary: 'The object changed in the store while it was open; reopen the file.' },
   FS_BAD_HANDLE: { http: 400, summary: 'The file handle is not open.' },
   FS_INVALID_ARGUMENT: { http: 400, summary: 'An argument is out of range (negative offset, bad flags).' },
+  FS_EXISTS: { http: 409, summary: 'Something already exists at that path.' },
+  FS_NOT_EMPTY: { http: 409, summary: 'The folder is not empty.' },
 
   // Mounting
   MOUNT_POINT_MISSING: { http: 400, summary: 'The mount point does not exist.' },

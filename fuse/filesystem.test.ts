@@ -53,7 +53,9 @@ describe('Filesystem (no mount)', () => {
     await expect(fs.open('/data/a.txt', O_WRONLY)).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
     await expect(fs.open('/data/a.txt', O_TRUNC)).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
     await expect(fs.open('/data', 0)).rejects.toMatchObject({ code: 'FS_IS_A_DIRECTORY' });
-    expect(() => fs.refuseWrite('mkdir', '/x')).toThrow(expect.objectContaining({ code: 'FS_READ_ONLY' }));
+    await expect(fs.mkdir('/x')).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
+    await expect(fs.create('/data/new')).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
+    expect(() => fs.refuseWrite('symlink', '/x')).toThrow(expect.objectContaining({ code: 'FS_NOT_SUPPORTED' }));
   });
 
   it('answers FS_STALE when the object changes under an open handle, and the next open sees the new version', async () => {

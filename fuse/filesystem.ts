@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { NamespaceEntry } from '../cache/namespace.js';
 import type { ObjectReader, ReadSession } from '../cache/object-reader.js';
+import type { WriteHandle, WritePath } from '../checkpoints/index.js';
 import { isStrataError } from '../errors/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { FsError } from './fs-error.js';
@@ -37,6 +38,8 @@ export interface FilesystemConfig {
   readonly routes: MountRoutes;
   readonly reader: ObjectReader;
   readonly logger: Logger;
+  /** The write path; without it the mount is read-only (EROFS). */
+  readonly writes?: WritePath | undefined;
   /** Owner shown for every file: the daemon's user unless configured. */
   readonly uid?: number;
   readonly gid?: number;
@@ -58,26 +61,35 @@ const STATFS_BLOCKS = 0x7fff_ffff;
 /** NAME_MAX of Linux; S3 allows longer keys but no Linux program can open a longer name. */
 const NAME_MAX = 255;
 
-interface OpenFile {
-  readonly path: string;
-  readonly route: Extract<Route, { kind: 'link' }>;
-  readonly session: ReadSession;
-}
+type LinkRoute = Extract<Route, { kind: 'link' }>;
+
+/** An open handle: it reads (from the cache, or a file still staged) or it writes, never both. */
+type OpenFile =
+  | { readonly kind: 'read'; readonly path: string; readonly route: LinkRoute; readonly session: ReadSession }
+  | { readonly kind: 'staged'; readonly path: string; readonly route: LinkRoute; readonly storeId: string; readonly key: string }
+  | { readonly kind: 'write'; readonly path: string; readonly route: LinkRoute; readonly writer: WriteHandle }
+  /** A writer whose descriptor was closed (FLUSH); RELEASE is still to come. */
+  | { readonly kind: 'flushed'; readonly path: string; readonly route: LinkRoute };
 
 /**
  * The file system as the kernel sees it, without FUSE: every method takes plain
  * arguments and resolves or throws a StrataError. The FUSE adapter is a thin layer
  * over it, and tests drive it directly.
  *
- * Read path only: calls that would change the store throw `FS_READ_ONLY` (EROFS).
+ * Writes go through the write path (staged locally, uploaded in the background); a link
+ * without one, or marked read-only, answers `FS_READ_ONLY` (EROFS). Files not yet in the
+ * store are listed and read from their staged bytes (read-your-writes).
  */
 export class Filesystem {
   #routes: MountRoutes;
   readonly #reader: ObjectReader;
   readonly #logger: Logger;
+  readonly #writes: WritePath | undefined;
   readonly #uid: number;
   readonly #gid: number;
   readonly #handles = new Map<number, OpenFile>();
+  /** Writers that have written or truncated since they were opened. */
+  readonly #dirty = new Set<number>();
   readonly #mountedAt = new Date();
   #nextHandle = 1;
 
@@ -85,6 +97,7 @@ export class Filesystem {
     this.#routes = config.routes;
     this.#reader = config.reader;
     this.#logger = config.logger;
+    this.#writes = config.writes;
     this.#uid = config.uid ?? process.getuid?.() ?? 0;
     this.#gid = config.gid ?? process.getgid?.() ?? 0;
   }
@@ -97,29 +110,147 @@ export class Filesystem {
   async getattr(path: string): Promise<FileStat> {
     const route = this.#route(path);
     if (route.kind === 'virtual') return this.#stat({ kind: 'dir' });
-    return this.#stat(await route.link.namespace.lookup(route.innerPath));
+    const staged = this.#staged(route);
+    if (staged) return this.#statOf(FILE_MODE, staged.size, staged.mtime, 1);
+    try {
+      return this.#stat(await route.link.namespace.lookup(route.innerPath));
+    } catch (err) {
+      // A folder that exists only through files still being uploaded.
+      if (isStrataError(err, 'FS_NOT_FOUND') && this.#stagedUnder(route).length > 0) return this.#stat({ kind: 'dir' });
+      throw err;
+    }
   }
 
   /** Names in the folder, without `.` and `..` (libfuse adds those). */
   async readdir(path: string): Promise<string[]> {
     const route = this.#route(path);
     if (route.kind === 'virtual') return [...route.children];
-    const entries = await route.link.namespace.list(route.innerPath);
-    return entries.map((e) => e.name);
+    const pending = this.#stagedUnder(route);
+    let names: string[] = [];
+    try {
+      names = (await route.link.namespace.list(route.innerPath)).map((e) => e.name);
+    } catch (err) {
+      if (!isStrataError(err, 'FS_NOT_FOUND') || pending.length === 0) throw err;
+    }
+    if (pending.length === 0) return names;
+    const prefix = innerKey(route.innerPath, true);
+    const all = new Set(names);
+    for (const file of pending) all.add(file.key.slice(prefix.length).split('/')[0]!);
+    return [...all].sort();
   }
 
-  /** Opens a file for reading and answers its handle number. */
+  /** Opens a file for reading, or for writing (a writer only writes), and answers its handle number. */
   async open(path: string, flags: number): Promise<number> {
-    if ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0) {
-      throw new FsError('FS_READ_ONLY', `cannot open ${path} for writing: the mount is read-only`);
+    const route = this.#route(path);
+    if (route.kind === 'virtual') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
+    if ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0) return this.#openWriter(path, route, (flags & O_TRUNC) !== 0);
+    const staged = this.#staged(route);
+    if (staged) return this.#add({ kind: 'staged', path, route, storeId: route.link.storeId!, key: innerKey(route.innerPath) });
+    const entry = await route.link.namespace.lookup(route.innerPath);
+    if (entry.kind !== 'file') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
+    return this.#add({ kind: 'read', path, route, session: this.#reader.openSession(entry.ref) });
+  }
+
+  /** Creates (or empties) a file and opens it for writing. */
+  async create(path: string): Promise<number> {
+    const route = this.#route(path);
+    if (route.kind === 'virtual') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
+    return this.#openWriter(path, route, true);
+  }
+
+  async write(handle: number, offset: number, data: Buffer): Promise<number> {
+    const file = this.#writerOf(handle);
+    if (offset < 0) throw new FsError('FS_INVALID_ARGUMENT', `negative offset for ${file.path}`);
+    this.#dirty.add(handle);
+    return this.#writes!.write(file.writer, offset, data);
+  }
+
+  /** Truncates an open writer (`ftruncate`), or a path (`truncate`): then through a short-lived writer. */
+  async truncate(path: string, size: number, handle?: number): Promise<void> {
+    if (size < 0) throw new FsError('FS_INVALID_ARGUMENT', `negative size for ${path}`);
+    const open = handle !== undefined ? this.#writerOf(handle) : [...this.#handles.values()].find((f): f is Extract<OpenFile, { kind: 'write' }> => f.kind === 'write' && f.path === path);
+    if (open) {
+      for (const [h, f] of this.#handles) if (f === open) this.#dirty.add(h);
+      return this.#writes!.truncate(open.writer, size);
     }
     const route = this.#route(path);
     if (route.kind === 'virtual') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
-    const entry = await route.link.namespace.lookup(route.innerPath);
-    if (entry.kind !== 'file') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
-    const handle = this.#nextHandle++;
-    this.#handles.set(handle, { path, route, session: this.#reader.openSession(entry.ref) });
-    return handle;
+    const temporary = await this.#openWriter(path, route, size === 0);
+    try {
+      await this.#writes!.truncate(this.#writerOf(temporary).writer, size);
+    } finally {
+      await this.release(temporary);
+    }
+  }
+
+  /** Waits until the store has what was written through `handle` (readers: nothing to do). */
+  async fsync(handle: number): Promise<void> {
+    const file = this.#handles.get(handle);
+    if (!file) throw new FsError('FS_BAD_HANDLE', `file handle ${handle} is not open`);
+    if (file.kind === 'write') await this.#writes!.fsync(file.writer);
+  }
+
+  async unlink(path: string): Promise<void> {
+    const { route, link, store, storeId } = this.#writable(path);
+    const key = innerKey(route.innerPath);
+    const entry = await link.namespace.lookup(route.innerPath).catch(() => undefined);
+    if (entry?.kind === 'dir') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
+    const staged = this.#staged(route);
+    if (!entry && !staged) throw new FsError('FS_NOT_FOUND', `no such file: ${path}`);
+    await this.#writes!.unlink(storeId, key);
+    if (entry) await store.delete(key);
+    link.namespace.invalidate(route.innerPath);
+  }
+
+  /** Renames a file, or a folder by copying its objects (the store has no rename). */
+  async rename(from: string, to: string): Promise<void> {
+    const source = this.#writable(from);
+    const target = this.#writable(to);
+    if (source.link !== target.link) throw new FsError('FS_NOT_SUPPORTED', `cannot move ${from} to another link (${to}); copy it instead`);
+    const { link, store, storeId } = source;
+    const fromKey = innerKey(source.route.innerPath);
+    const toKey = innerKey(target.route.innerPath);
+    const entry = await link.namespace.lookup(source.route.innerPath).catch(() => undefined);
+    const staged = this.#staged(source.route);
+    if (!entry && !staged) throw new FsError('FS_NOT_FOUND', `no such file or folder: ${from}`);
+    if (entry?.kind === 'dir') {
+      for await (const file of link.namespace.walkFiles(source.route.innerPath)) {
+        const rest = file.ref.key.slice(fromKey.length);
+        await store.copy(file.ref.key, `${toKey}${rest}`);
+        await store.delete(file.ref.key);
+      }
+      for (const pending of this.#writes!.pendingUnder(storeId, `${fromKey}/`)) await this.#writes!.rename(storeId, pending.key, `${toKey}${pending.key.slice(fromKey.length)}`);
+      await store.delete(`${fromKey}/`);
+    } else {
+      if (staged) await this.#writes!.rename(storeId, fromKey, toKey);
+      else await this.#writes!.unlink(storeId, toKey);
+      if (entry) {
+        if (!staged) await store.copy(fromKey, toKey);
+        await store.delete(fromKey);
+      }
+    }
+    link.namespace.invalidate(source.route.innerPath);
+    link.namespace.invalidate(target.route.innerPath);
+  }
+
+  /** A folder is a marker object `key/` in the store (what S3 consoles and tools create). */
+  async mkdir(path: string): Promise<void> {
+    const { route, link, store } = this.#writable(path);
+    const existing = await link.namespace.lookup(route.innerPath).catch(() => undefined);
+    if (existing) throw new FsError('FS_EXISTS', `${path} already exists`);
+    await store.put(`${innerKey(route.innerPath)}/`, Buffer.alloc(0));
+    link.namespace.invalidate(route.innerPath);
+  }
+
+  async rmdir(path: string): Promise<void> {
+    const { route, link, store } = this.#writable(path);
+    const entry = await link.namespace.lookup(route.innerPath);
+    if (entry.kind !== 'dir') throw new FsError('FS_NOT_A_DIRECTORY', `not a folder: ${path}`);
+    if (this.#stagedUnder(route).length > 0 || (await link.namespace.list(route.innerPath)).length > 0) {
+      throw new FsError('FS_NOT_EMPTY', `folder ${path} is not empty`);
+    }
+    await store.delete(`${innerKey(route.innerPath)}/`);
+    link.namespace.invalidate(route.innerPath);
   }
 
   /**
@@ -131,6 +262,21 @@ export class Filesystem {
     const file = this.#handles.get(handle);
     if (!file) throw new FsError('FS_BAD_HANDLE', `file handle ${handle} is not open`);
     if (offset < 0 || length < 0) throw new FsError('FS_INVALID_ARGUMENT', `negative offset or length for ${file.path}`);
+    if (file.kind === 'write' || file.kind === 'flushed') throw new FsError('FS_BAD_HANDLE', `${file.path} is open for writing only; open it again to read`);
+    if (file.kind === 'staged') {
+      const bytes = await this.#writes?.readPending(file.storeId, file.key, offset, length);
+      if (bytes) return bytes;
+      // Committed meanwhile: read the stored object.
+      file.route.link.namespace.invalidate(file.route.innerPath);
+      const entry = await file.route.link.namespace.lookup(file.route.innerPath);
+      if (entry.kind !== 'file') throw new FsError('FS_STALE', `${file.path} changed; reopen it`);
+      const session = this.#reader.openSession(entry.ref);
+      try {
+        return await this.#reader.read(session, offset, length);
+      } finally {
+        this.#reader.closeSession(session);
+      }
+    }
     try {
       return await this.#reader.read(file.session, offset, length);
     } catch (err) {
@@ -143,11 +289,39 @@ export class Filesystem {
     }
   }
 
-  release(handle: number): void {
+  /**
+   * `close()` of a file descriptor. FUSE sends RELEASE only after close() has returned, so a
+   * writer is made durable (async mode) or committed (sync mode) here, on FLUSH. Shells and
+   * dd open a file, dup() it and close the original before writing: a FLUSH of a writer that
+   * has not written yet is therefore ignored. After a FLUSH that finalised the file, the
+   * handle takes no more writes (a duplicated descriptor written after that gets EBADF).
+   */
+  async flush(handle: number): Promise<void> {
+    const file = this.#handles.get(handle);
+    if (file?.kind !== 'write' || !this.#dirty.has(handle)) return;
+    this.#dirty.delete(handle);
+    this.#handles.set(handle, { kind: 'flushed', path: file.path, route: file.route });
+    try {
+      await this.#writes!.release(file.writer);
+    } finally {
+      file.route.link.namespace.invalidate(file.route.innerPath);
+    }
+  }
+
+  /** Closes a handle. A writer's close returns per the close mode (async: once staged durably). */
+  async release(handle: number): Promise<void> {
     const file = this.#handles.get(handle);
     if (!file) return;
     this.#handles.delete(handle);
-    this.#reader.closeSession(file.session);
+    this.#dirty.delete(handle);
+    if (file.kind === 'read') this.#reader.closeSession(file.session);
+    if (file.kind === 'write') {
+      try {
+        await this.#writes!.release(file.writer);
+      } finally {
+        file.route.link.namespace.invalidate(file.route.innerPath);
+      }
+    }
   }
 
   /** Number of open handles, for status and tests. */
@@ -169,9 +343,62 @@ export class Filesystem {
     };
   }
 
-  /** Every call that would change the store, until the write path exists. */
+  /** Calls the store cannot express (links, symlinks). */
   refuseWrite(operation: string, path: string): never {
-    throw new FsError('FS_READ_ONLY', `${operation} ${path}: the mount is read-only`);
+    throw new FsError('FS_NOT_SUPPORTED', `${operation} ${path}: object stores have no links`);
+  }
+
+  #add(file: OpenFile): number {
+    const handle = this.#nextHandle++;
+    this.#handles.set(handle, file);
+    return handle;
+  }
+
+  async #openWriter(path: string, route: LinkRoute, truncate: boolean): Promise<number> {
+    const { storeId } = this.#writable(path);
+    const key = innerKey(route.innerPath);
+    let existing;
+    if (!truncate && !this.#staged(route)) {
+      const entry = await route.link.namespace.lookup(route.innerPath).catch((err: unknown) => {
+        if (isStrataError(err, 'FS_NOT_FOUND')) return undefined;
+        throw err;
+      });
+      if (entry?.kind === 'dir') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
+      existing = entry?.ref;
+    }
+    const closeMode = route.link.closeMode;
+    const writer = await this.#writes!.open({ storeId, key }, { truncate, ...(existing ? { existing } : {}), ...(closeMode ? { closeMode } : {}) });
+    route.link.namespace.invalidate(route.innerPath);
+    return this.#add({ kind: 'write', path, route, writer });
+  }
+
+  #writerOf(handle: number): Extract<OpenFile, { kind: 'write' }> {
+    const file = this.#handles.get(handle);
+    if (!file) throw new FsError('FS_BAD_HANDLE', `file handle ${handle} is not open`);
+    if (file.kind === 'flushed') throw new FsError('FS_BAD_HANDLE', `${file.path} was closed; it takes no more writes`);
+    if (file.kind !== 'write') throw new FsError('FS_BAD_HANDLE', `${file.path} is open for reading only`);
+    return file;
+  }
+
+  /** The link of `path` if it takes writes; else FS_READ_ONLY. */
+  #writable(path: string): { route: LinkRoute; link: LinkRoute['link']; store: NonNullable<LinkRoute['link']['store']>; storeId: string } {
+    const route = this.#route(path);
+    if (route.kind === 'virtual') throw new FsError('FS_READ_ONLY', `${path} is above the links; create files inside a link`);
+    const { link } = route;
+    if (!this.#writes || !link.store || !link.storeId || link.readOnly) throw new FsError('FS_READ_ONLY', `${path}: the mount is read-only`);
+    if (route.innerPath === '/') throw new FsError('FS_READ_ONLY', `${path} is the root of a link`);
+    return { route, link, store: link.store, storeId: link.storeId };
+  }
+
+  /** A file of this path still staged (written, not yet in the store). */
+  #staged(route: LinkRoute): { size: number; mtime: Date } | undefined {
+    if (!this.#writes || !route.link.storeId || route.innerPath === '/') return undefined;
+    return this.#writes.pending(route.link.storeId, innerKey(route.innerPath));
+  }
+
+  #stagedUnder(route: LinkRoute): Array<{ key: string }> {
+    if (!this.#writes || !route.link.storeId) return [];
+    return this.#writes.pendingUnder(route.link.storeId, innerKey(route.innerPath, true));
   }
 
   #route(path: string): Route {
@@ -201,6 +428,12 @@ export class Filesystem {
       blksize: PREFERRED_IO_SIZE,
     };
   }
+}
+
+/** The store key of a path inside a link; `asFolder` gives the prefix of its contents. */
+function innerKey(innerPath: string, asFolder = false): string {
+  const key = innerPath.replace(/^\/+/, '');
+  return asFolder ? (key === '' ? '' : `${key}/`) : key;
 }
 
 /**

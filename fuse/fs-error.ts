@@ -8,7 +8,9 @@ export type FsErrorCode =
   | 'FS_NOT_SUPPORTED'
   | 'FS_STALE'
   | 'FS_BAD_HANDLE'
-  | 'FS_INVALID_ARGUMENT';
+  | 'FS_INVALID_ARGUMENT'
+  | 'FS_EXISTS'
+  | 'FS_NOT_EMPTY';
 
 /** A file system call that cannot be carried out; `fuse/errno.ts` turns it into an errno. */
 export class FsError extends StrataError<FsErrorCode> {}

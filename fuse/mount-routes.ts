@@ -1,4 +1,5 @@
 import type { Namespace } from '../cache/namespace.js';
+import type { ObjectStore } from '../store/index.js';
 import { normalisePath } from '../cache/namespace.js';
 
 /** A linked bucket prefix as the file system sees it. */
@@ -7,6 +8,12 @@ export interface RoutedLink {
   readonly path: string;
   readonly name: string;
   readonly namespace: Namespace;
+  /** The link's store and its id in block keys: needed to write; absent = read-only. */
+  readonly store?: ObjectStore;
+  readonly storeId?: string;
+  readonly readOnly?: boolean;
+  /** When `close()` of a written file returns: once staged durably (async) or once in the store (sync). */
+  readonly closeMode?: 'async' | 'sync';
 }
 
 /** Where a mount path leads. */

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { linkCreateSchema, linkPatchSchema, s3EventSchema } from '../../sync/index.js';
 import { pinBodySchema, prefetchBodySchema } from './jobs-routes.js';
 import { distributeBodySchema } from './p2p-routes.js';
+import { flushBodySchema } from './uploads-routes.js';
 
 const errorSchema = {
   type: 'object',
@@ -64,6 +65,8 @@ export function openApiDocument(): Record<string, unknown> {
       '/v1/p2p/peers': { get: { responses: answers({ 200: 'peers with their state (up, down, retry time)', 404: 'peers not enabled' }) } },
       '/v1/p2p/blocks': { get: { security: [], description: 'peer to peer only: signed with STRATA_PEER_SECRET (docs/P2P.md)', responses: answers({ 200: 'the block bytes with their CRC-32', 401: 'bad signature' }) } },
       '/v1/p2p/distribute': { post: { security: [], description: 'peer to peer only: signed with STRATA_PEER_SECRET (docs/P2P.md)', responses: answers({ 202: 'a job', 401: 'bad signature' }) } },
+      '/v1/uploads': { get: { responses: answers({ 200: '{uploads: [{path, key, bytes, uploadedBytes, state, attempts, lastError?}], stagingUsedBytes}' }) } },
+      '/v1/uploads/flush': { post: { requestBody: body(flushBodySchema), responses: answers({ 200: 'everything (or that file) is in the store', 400: 'not a file in a link' }) } },
       '/v1/events': { post: { requestBody: body(s3EventSchema), responses: answers({ 202: '{records, matched, job?}', 400: 'not an S3 event notification' }) } },
     },
   };

@@ -34,7 +34,7 @@ describe('strata mount file:// (read path over a local directory)', () => {
     await sparse.truncate(SPARSE_SIZE);
     for (const offset of MARKERS) await sparse.write(Buffer.from(`marker@${offset}`.padEnd(16, '.').slice(0, 16)), 0, 16, offset);
     await sparse.close();
-    daemon = await startMount(`file://${source}`, mountPoint, ['--state-dir', join(source, '..', `${mountPoint.split('/').pop()}-state`)]);
+    daemon = await startMount(`file://${source}`, mountPoint, ['--read-only', '--state-dir', join(source, '..', `${mountPoint.split('/').pop()}-state`)]);
   });
 
   afterAll(async () => {
@@ -94,7 +94,7 @@ describe('strata mount file:// (read path over a local directory)', () => {
     }
   });
 
-  it('refuses writes with EROFS and clear errors for missing paths', async () => {
+  it('refuses writes with EROFS when mounted --read-only, and answers missing paths clearly', async () => {
     const touch = await shResult('touch new-file', { cwd: mountPoint });
     expect(touch.code).not.toBe(0);
     expect(touch.stderr).toMatch(/Read-only file system/);

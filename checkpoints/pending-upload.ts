@@ -1,0 +1,114 @@
+import type { MultipartUpload, UploadedPart } from '../store/index.js';
+import type { StagedFile } from './staged-file.js';
+import type { RecordState, UploadRecord } from './upload-record.js';
+
+/**
+ * - `writing`: a handle is open. `queued`: released, waiting for its turn or a slot.
+ * - `uploading` / `committing`: store calls in progress. `retrying`: waiting after a failure.
+ * - `done`: in the store. `cancelled`: unlinked before it was committed.
+ */
+export type UploadState = 'writing' | 'queued' | 'uploading' | 'retrying' | 'committing' | 'done' | 'cancelled';
+
+/**
+ * The in-memory state of one staged file version on its way to the store. Owned by
+ * WritePath; every field is changed only there.
+ */
+export class PendingUpload {
+  readonly id: string;
+  storeId: string;
+  key: string;
+  readonly staged: StagedFile;
+  /** Part size this upload is cut with (the record's after a restart). */
+  readonly partSize: number;
+  /** `stream`: full parts are uploaded while the file is written. `whole`: everything after release. */
+  mode: 'stream' | 'whole' = 'stream';
+  state: UploadState = 'writing';
+  recordState: RecordState = 'writing';
+  /** A journal record exists on disk for this upload. */
+  hasRecord = false;
+  /** Released by its handle (or recovered from the journal): the staged bytes are final. */
+  released = false;
+  /** Changed since open or since the last fsync commit; a clean release uploads nothing. */
+  dirty = true;
+  /** Unlinked: nothing more goes to the store; the staged bytes go once the handle is released. */
+  cancelled = false;
+  /** Record and staged file are deleted (after commit or cancel). */
+  gone = false;
+  /** Found in the journal at start: the store's ListParts decides which parts to reuse. */
+  recovered = false;
+  /** Staging bytes accounted to this upload. */
+  reserved = 0;
+  mtimeMs: number;
+  /** Open order within this process; the newest open version of a key is the one reads and listings see. */
+  readonly openSeq: number;
+  /** Release order; versions of one key are committed in this order. */
+  order: readonly [number, number] = [0, 0];
+
+  multipart: MultipartUpload | undefined;
+  creating: Promise<MultipartUpload | undefined> | undefined;
+  readonly parts = new Map<number, UploadedPart>();
+  readonly inflight = new Map<number, Promise<void>>();
+  /** Next part number to start while streaming. */
+  nextPart = 1;
+  /** Bumped whenever the multipart upload is dropped; part results of an older generation are ignored. */
+  generation = 0;
+  /** Aborted when the multipart upload is dropped: stops retry waits of its parts. */
+  generationAbort = new AbortController();
+  /** Aborted to stop the commit task (unlink, rename, shutdown). */
+  taskAbort = new AbortController();
+  task: Promise<void> | undefined;
+
+  /** Failed store calls so far (0 while all goes well). */
+  attempts = 0;
+  lastError: string | undefined;
+
+  readonly finished: Promise<void>;
+  readonly #resolveFinished: () => void;
+
+  constructor(fields: { id: string; storeId: string; key: string; staged: StagedFile; partSize: number; mtimeMs: number; openSeq: number }) {
+    this.id = fields.id;
+    this.storeId = fields.storeId;
+    this.key = fields.key;
+    this.staged = fields.staged;
+    this.partSize = fields.partSize;
+    this.mtimeMs = fields.mtimeMs;
+    this.openSeq = fields.openSeq;
+    let resolve!: () => void;
+    this.finished = new Promise<void>((r) => (resolve = r));
+    this.#resolveFinished = resolve;
+  }
+
+  /** Committed or cancelled: resolves `finished`. */
+  settle(state: 'done' | 'cancelled'): void {
+    this.state = state;
+    this.#resolveFinished();
+  }
+
+  get settled(): boolean {
+    return this.state === 'done' || this.state === 'cancelled';
+  }
+
+  get uploadedBytes(): number {
+    if (this.state === 'done') return this.staged.size;
+    let sum = 0;
+    for (const part of this.parts.values()) sum += part.size;
+    return sum;
+  }
+
+  record(): UploadRecord {
+    return {
+      version: 1,
+      id: this.id,
+      storeId: this.storeId,
+      key: this.key,
+      stagedFile: this.staged.path,
+      size: this.staged.size,
+      partSizeBytes: this.partSize,
+      uploadId: this.multipart?.uploadId,
+      parts: [...this.parts.values()].sort((a, b) => a.partNumber - b.partNumber),
+      state: this.recordState,
+      order: this.order,
+      mtimeMs: this.mtimeMs,
+    };
+  }
+}

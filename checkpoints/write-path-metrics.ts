@@ -1,0 +1,10 @@
+import { counter, gauge } from '../telemetry/index.js';
+
+/** Prometheus series of the write path (one set per process, shared by every WritePath in it). */
+export const writePathMetrics = {
+  committed: counter('strata_uploads_committed_total', 'Files (versions) the write path committed to the store'),
+  committedBytes: counter('strata_upload_committed_bytes_total', 'Bytes of the files the write path committed to the store'),
+  failures: counter('strata_upload_failures_total', 'Store calls of the write path that failed and will be retried'),
+  stagingUsed: gauge('strata_staging_used_bytes', 'Bytes staged on the local tier, waiting for or in upload'),
+  pending: gauge('strata_uploads_pending', 'Files written or released but not yet committed to the store'),
+};

@@ -1,0 +1,836 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ObjectRef } from '../cache/index.js';
+import { isStrataError } from '../errors/index.js';
+import { StoreError, type MultipartUpload, type ObjectStore } from '../store/index.js';
+import { backoffDelay } from './backoff.js';
+import { WritePathError } from './write-path-error.js';
+import { writePathMetrics } from './write-path-metrics.js';
+import { syncDir } from './durable-file.js';
+import { NewestPins } from './newest-pins.js';
+import { partRange, partsOf } from './part-layout.js';
+import { PendingUpload } from './pending-upload.js';
+import { Slots } from './slots.js';
+import { StagedFile } from './staged-file.js';
+import { StagingSpace } from './staging-space.js';
+import { UploadJournal } from './upload-journal.js';
+import type { UploadRecord } from './upload-record.js';
+import { WriteHandle, type AdoptHook, type OpenOptions, type PendingFile, type UploadStatus, type WriteTarget } from './write-handle.js';
+import { realSleep, resolveWritePathConfig, type CloseMode, type ResolvedWritePathConfig, type WritePathConfig } from './write-path-config.js';
+
+interface HandleState {
+  readonly upload: PendingUpload;
+  readonly closeMode: CloseMode;
+  /** Calls on one handle run one after the other, in call order. */
+  queue: Promise<unknown>;
+  released: boolean;
+}
+
+const STAGED_DIR = 'staged';
+const JOURNAL_DIR = 'journal';
+const PINS_FILE = 'pins.json';
+const STAGED_SUFFIX = '.data';
+/** Random bytes in an upload id: 96 bits never collide among the uploads of one staging folder. */
+const UPLOAD_ID_BYTES = 12;
+
+/**
+ * The write path: files written through handles are staged on a local tier, streamed to the
+ * store as multipart uploads while they are written sequentially (whole-file upload after
+ * release otherwise), journaled so that a released file survives a crash, and committed in
+ * the background (`closeMode: 'async'`) or before `release` returns (`'sync'`).
+ *
+ * Call `recover()` once before anything else. A handle only writes; reads of files not yet
+ * committed go through `readPending`.
+ */
+export class WritePath {
+  readonly #config: ResolvedWritePathConfig;
+  readonly #stores: (storeId: string) => ObjectStore;
+  readonly #adopt: AdoptHook | undefined;
+  readonly #space: StagingSpace;
+  readonly #slots: Slots;
+  readonly #pins: NewestPins;
+  readonly #stagedDir: string;
+  #journal: UploadJournal | undefined;
+  readonly #uploads = new Map<string, PendingUpload>();
+  readonly #handles = new Map<WriteHandle, HandleState>();
+  /** Store aborts of dropped multipart uploads still retrying. */
+  readonly #aborts = new Set<Promise<void>>();
+  #nextHandle = 1;
+  #openSeq = 0;
+  #orderSeq = 0;
+  #closing = false;
+  /** Aborted by `close()`: waits for commits (flush, fsync, sync release) end then. */
+  readonly #closed = new AbortController();
+  /** Resolved (and replaced) whenever an upload settles or moves, for waiters on other uploads. */
+  #pulse = deferred();
+
+  constructor(config: WritePathConfig, stores: (storeId: string) => ObjectStore, adopt?: AdoptHook) {
+    this.#config = resolveWritePathConfig(config);
+    this.#stores = stores;
+    this.#adopt = adopt;
+    this.#space = new StagingSpace(this.#config.stagingLimitBytes, this.#config.stagingWaitMs, realSleep);
+    this.#slots = new Slots(this.#config.maxConcurrentParts);
+    this.#stagedDir = join(this.#config.stagingDir, STAGED_DIR);
+    this.#pins = new NewestPins(this.#config.keepNewest, this.#config.pins, join(this.#config.stagingDir, PINS_FILE), this.#config.logger);
+  }
+
+  /**
+   * Opens the staging folder and resumes the journal: released files are queued for upload
+   * again (reusing the parts the store still holds), files whose handle never closed are
+   * dropped and their multipart uploads aborted in the store, stray staged files deleted,
+   * and the pinned set re-pinned. Resolves once the uploads are queued, not finished
+   * (`flush()` waits for those).
+   */
+  async recover(): Promise<void> {
+    await mkdir(this.#stagedDir, { recursive: true });
+    const journal = await UploadJournal.open(join(this.#config.stagingDir, JOURNAL_DIR), this.#config.logger);
+    this.#journal = journal;
+    const records = (await journal.list()).sort((a, b) => a.order[0] - b.order[0] || a.order[1] - b.order[1]);
+    const keep = new Set<string>();
+    for (const record of records) {
+      if (record.state === 'writing') {
+        await rm(record.stagedFile, { force: true });
+        if (record.uploadId) this.#abortInStore(record.storeId, { key: record.key, uploadId: record.uploadId }, () => journal.remove(record.id));
+        else await journal.remove(record.id);
+        continue;
+      }
+      keep.add(record.stagedFile);
+      await this.#resume(record);
+    }
+    for (const name of await readdir(this.#stagedDir)) {
+      const path = join(this.#stagedDir, name);
+      if (!keep.has(path)) await rm(path, { force: true });
+    }
+    await this.#pins.load();
+    this.#config.logger.info({ resumed: this.#uploads.size, stagedBytes: this.#space.usedBytes }, 'write path recovered');
+  }
+
+  /** Starts a new version of `target`. With `truncate: false` the current bytes are staged first. */
+  async open(target: WriteTarget, options: OpenOptions): Promise<WriteHandle> {
+    this.#requireJournal();
+    if (this.#closing) throw new WritePathError('CHECKPOINT_HANDLE_CLOSED', `the write path is closing; cannot open ${target.key}`);
+    const id = randomBytes(UPLOAD_ID_BYTES).toString('hex');
+    const staged = await StagedFile.create(join(this.#stagedDir, `${id}${STAGED_SUFFIX}`));
+    const upload = new PendingUpload({ id, storeId: target.storeId, key: target.key, staged, partSize: this.#config.partSizeBytes, mtimeMs: this.#config.now(), openSeq: ++this.#openSeq });
+    try {
+      if (!options.truncate) {
+        await this.#copyCurrent(upload, options.existing);
+        upload.dirty = false;
+      }
+    } catch (err) {
+      this.#space.free(upload.reserved);
+      await staged.close();
+      await rm(staged.path, { force: true });
+      throw err;
+    }
+    this.#uploads.set(id, upload);
+    const handle = new WriteHandle(this.#nextHandle++, target);
+    this.#handles.set(handle, { upload, closeMode: options.closeMode ?? this.#config.closeMode, queue: Promise.resolve(), released: false });
+    return handle;
+  }
+
+  /**
+   * Writes `data` at `offset` and answers the bytes written (all of them). Waits for staging
+   * space (bounded), then throws CHECKPOINT_STAGING_FULL. A write that is not at the current
+   * end switches the file to whole-file upload after release and aborts its streamed parts.
+   */
+  write(handle: WriteHandle, offset: number, data: Buffer): Promise<number> {
+    return this.#serial(handle, async (upload) => {
+      await this.#grow(upload, offset + data.length);
+      if (upload.mode === 'stream' && offset !== upload.staged.size) this.#fallBack(upload, `write at ${offset}, not at the end (${upload.staged.size})`);
+      await upload.staged.write(offset, data);
+      upload.dirty = true;
+      upload.mtimeMs = this.#config.now();
+      this.#dispatchParts(upload, false);
+      return data.length;
+    });
+  }
+
+  /** Sets the file's size (cut or zero-extended). Any change of size falls back to whole-file upload. */
+  truncate(handle: WriteHandle, size: number): Promise<void> {
+    return this.#serial(handle, async (upload) => {
+      upload.dirty = true;
+      upload.mtimeMs = this.#config.now();
+      if (size === upload.staged.size) return;
+      await this.#grow(upload, size);
+      if (upload.mode === 'stream') this.#fallBack(upload, `truncate to ${size}`);
+      await upload.staged.truncate(size);
+      if (size < upload.reserved) {
+        this.#space.free(upload.reserved - size);
+        upload.reserved = size;
+      }
+    });
+  }
+
+  /**
+   * Resolves once the store holds the file as written so far (and every older pending
+   * version of the key before it). On an open handle this commits the current bytes as an
+   * object; later writes make a new version, uploaded from its start. Throws
+   * CHECKPOINT_UPLOAD_FAILED after `commitWaitMs` (the bytes stay staged).
+   */
+  fsync(handle: WriteHandle): Promise<void> {
+    return this.#serial(handle, async (upload) => {
+      if (upload.cancelled) return;
+      if (!upload.dirty) {
+        await this.#withDeadline(this.#olderSettled(upload), upload, () => undefined);
+        return;
+      }
+      await upload.staged.sync();
+      let ref: ObjectRef | undefined;
+      // A rename during the commit interrupts it; commit again under the new key.
+      while (!ref) {
+        upload.order = this.#nextOrder();
+        upload.taskAbort = new AbortController();
+        const work = this.#commitTask(upload);
+        upload.task = work.then(() => undefined);
+        ref = await this.#withDeadline(work, upload, () => upload.taskAbort.abort());
+        if (upload.cancelled) return;
+        if (this.#closing) throw new WritePathError('CHECKPOINT_UPLOAD_FAILED', `the write path closed before ${upload.key} was committed; its handle is gone`);
+      }
+      await this.#adoptBytes(ref, upload);
+      await this.#pins.committed(ref, this.#config.now());
+      // The multipart upload is complete: forget it without aborting it, and stream anew.
+      upload.multipart = undefined;
+      this.#dropMultipart(upload);
+      upload.dirty = false;
+      upload.state = 'writing';
+      upload.recordState = 'writing';
+      if (upload.hasRecord) await this.#persist(upload);
+    });
+  }
+
+  /**
+   * Closes the handle. Async mode: resolves once the staged bytes and the journal record are
+   * fsync'd (the upload goes on in the background). Sync mode: once the store has the object
+   * (or throws CHECKPOINT_UPLOAD_FAILED after `commitWaitMs`; the upload goes on).
+   * A handle that changed nothing uploads nothing.
+   */
+  release(handle: WriteHandle): Promise<void> {
+    const state = this.#handles.get(handle);
+    const done = this.#serial(handle, async (upload) => {
+      state!.released = true;
+      this.#handles.delete(handle);
+      if (upload.cancelled || !upload.dirty) {
+        await this.#discard(upload);
+        if (!upload.cancelled) upload.settle('done');
+        this.#notify();
+        return;
+      }
+      await upload.staged.sync();
+      await syncDir(this.#stagedDir);
+      upload.released = true;
+      upload.order = this.#nextOrder();
+      upload.mtimeMs = this.#config.now();
+      upload.recordState = 'closed';
+      upload.state = 'queued';
+      await this.#persist(upload, true);
+      this.#startCommit(upload);
+      if (state!.closeMode === 'sync') await this.#withDeadline(upload.finished, upload, () => undefined);
+    });
+    return done;
+  }
+
+  /** The newest not-yet-committed version of `key`, if any (files still open included). */
+  pending(storeId: string, key: string): { size: number; mtime: Date } | undefined {
+    const upload = this.#newest(storeId, key);
+    return upload ? { size: upload.staged.size, mtime: new Date(upload.mtimeMs) } : undefined;
+  }
+
+  /** Every key under `prefix` (recursively, `''` for all) with a version not yet committed; one entry per key. */
+  pendingUnder(storeId: string, prefix: string): PendingFile[] {
+    const newest = new Map<string, PendingUpload>();
+    for (const upload of this.#live()) {
+      if (upload.storeId !== storeId || !upload.key.startsWith(prefix)) continue;
+      const seen = newest.get(upload.key);
+      if (!seen || seen.openSeq < upload.openSeq) newest.set(upload.key, upload);
+    }
+    return [...newest.values()].sort((a, b) => (a.key < b.key ? -1 : 1)).map((u) => ({ key: u.key, size: u.staged.size, mtime: new Date(u.mtimeMs) }));
+  }
+
+  /**
+   * Bytes [offset, offset + length) of the pending version of `key` (fewer at its end), or
+   * `undefined` when nothing is pending (any more): read the store then.
+   */
+  async readPending(storeId: string, key: string, offset: number, length: number): Promise<Buffer | undefined> {
+    const upload = this.#newest(storeId, key);
+    if (!upload) return undefined;
+    try {
+      return await upload.staged.read(offset, length);
+    } catch (err) {
+      if (upload.gone) return undefined; // committed and deleted meanwhile
+      throw err;
+    }
+  }
+
+  /**
+   * Cancels every pending version of `key`: nothing more of it reaches the store, and its
+   * multipart upload is aborted. An open handle keeps accepting writes, which are dropped
+   * at release. Does not delete a committed object: the caller does that afterwards.
+   */
+  async unlink(storeId: string, key: string): Promise<void> {
+    const victims = this.#live().filter((u) => u.storeId === storeId && u.key === key);
+    for (const upload of victims) {
+      upload.cancelled = true;
+      await this.#interrupt(upload);
+      if (upload.state === 'done') continue;
+      const open = [...this.#handles.values()].some((h) => h.upload === upload && !h.released);
+      if (!open) await this.#discard(upload);
+      upload.settle('cancelled');
+    }
+    await this.#pins.forget(storeId, key);
+    this.#notify();
+  }
+
+  /**
+   * Moves every pending version of `fromKey` to `toKey`: its multipart upload restarts under
+   * the new key from the staged bytes, and it commits after anything already at `toKey`.
+   * As rename(2) replaces its target, pending versions of `toKey` are cancelled first (as by
+   * `unlink`). A version whose commit under `fromKey` was already under way when this was
+   * called is moved in the store (copy to `toKey`, delete `fromKey`) before the others
+   * restart, so no bytes are lost to the race. An older committed object at `fromKey` is the
+   * caller's to move.
+   */
+  async rename(storeId: string, fromKey: string, toKey: string): Promise<void> {
+    if (fromKey === toKey) return;
+    await this.unlink(storeId, toKey);
+    const movers = this.#live().filter((u) => u.storeId === storeId && u.key === fromKey);
+    for (const upload of movers) await this.#interrupt(upload);
+    if (movers.some((u) => u.state === 'done')) {
+      const store = this.#stores(storeId);
+      await store.copy(fromKey, toKey);
+      await store.delete(fromKey);
+    }
+    for (const upload of movers) {
+      if (upload.settled) continue;
+      upload.key = toKey;
+      if (upload.released) upload.order = this.#nextOrder();
+      await this.#persist(upload);
+      if (upload.released) this.#startCommit(upload);
+      else this.#dispatchParts(upload, false);
+    }
+    await this.#pins.forget(storeId, fromKey);
+    this.#notify();
+  }
+
+  /** Pending uploads (released and still open), oldest first. */
+  uploads(): UploadStatus[] {
+    return [...this.#uploads.values()]
+      .filter((u) => !u.settled)
+      .sort((a, b) => a.openSeq - b.openSeq)
+      .map((u) => ({
+        storeId: u.storeId,
+        key: u.key,
+        bytes: u.staged.size,
+        uploadedBytes: u.uploadedBytes,
+        state: u.state,
+        attempts: u.attempts,
+        ...(u.lastError !== undefined ? { lastError: u.lastError } : {}),
+      }));
+  }
+
+  /**
+   * Resolves when every released version (of `target` only, if given) pending at the call is
+   * committed or cancelled. Throws CHECKPOINT_UPLOAD_FAILED if the write path closes first.
+   */
+  async flush(target?: WriteTarget): Promise<void> {
+    const waiting = [...this.#uploads.values()].filter((u) => u.released && !u.settled && (!target || (u.storeId === target.storeId && u.key === target.key)));
+    await untilAborted(Promise.all(waiting.map((u) => u.finished)), this.#closed.signal);
+    const left = waiting.filter((u) => !u.settled);
+    if (left.length > 0) throw new WritePathError('CHECKPOINT_UPLOAD_FAILED', `the write path closed with ${left.length} uploads pending; they resume at the next start`);
+  }
+
+  stagingUsedBytes(): number {
+    return this.#space.usedBytes;
+  }
+
+  /** The versions kept pinned (newest `keepNewest` per folder). */
+  pinned(): ObjectRef[] {
+    return this.#pins.pinned();
+  }
+
+  /**
+   * Stops: in-flight store calls are let finish, retries stop, staged files and journal
+   * records stay for the next `recover()`. Open handles are dropped (their files were not
+   * released, so they are not kept).
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    this.#closed.abort();
+    for (const upload of this.#uploads.values()) {
+      upload.taskAbort.abort();
+      upload.generationAbort.abort();
+    }
+    this.#notify();
+    await Promise.all([...this.#uploads.values()].map((u) => Promise.all([u.task, ...u.inflight.values()])));
+    await Promise.all([...this.#aborts]);
+    await this.#journal?.idle();
+    for (const upload of this.#uploads.values()) await upload.staged.close();
+    this.#handles.clear();
+  }
+
+  // ---- staging ----
+
+  #serial<T>(handle: WriteHandle, body: (upload: PendingUpload) => Promise<T>): Promise<T> {
+    const state = this.#handles.get(handle);
+    if (!state || state.released) {
+      return Promise.reject(new WritePathError('CHECKPOINT_HANDLE_CLOSED', `write handle ${handle.id} for ${handle.key} is not open`));
+    }
+    const run = state.queue.then(() => {
+      if (state.released) throw new WritePathError('CHECKPOINT_HANDLE_CLOSED', `write handle ${handle.id} for ${handle.key} is already released`);
+      if (this.#closing) throw new WritePathError('CHECKPOINT_HANDLE_CLOSED', `the write path is closing; handle ${handle.id} for ${handle.key} is gone`);
+      return body(state.upload);
+    });
+    state.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #grow(upload: PendingUpload, end: number): Promise<void> {
+    if (end <= upload.reserved) return;
+    await this.#space.reserve(end - upload.reserved);
+    upload.reserved = end;
+  }
+
+  /** Stages the bytes the file has now: the newest pending version's, else the committed object's. */
+  async #copyCurrent(upload: PendingUpload, existing: ObjectRef | undefined): Promise<void> {
+    const source = this.#newest(upload.storeId, upload.key);
+    const size = source ? source.staged.size : (existing?.size ?? 0);
+    const chunk = this.#config.partSizeBytes;
+    for (let offset = 0; offset < size; offset += chunk) {
+      const length = Math.min(chunk, size - offset);
+      let bytes: Buffer;
+      if (source) bytes = await source.staged.read(offset, length);
+      else bytes = (await this.#stores(upload.storeId).getRange(upload.key, offset, length, { ifMatch: existing!.etag })).body;
+      await this.#grow(upload, offset + bytes.length);
+      await upload.staged.write(offset, bytes);
+    }
+  }
+
+  #fallBack(upload: PendingUpload, why: string): void {
+    upload.mode = 'whole';
+    this.#config.logger.debug({ key: upload.key, why }, 'write not sequential: the file is uploaded whole after release');
+    this.#dropMultipart(upload);
+  }
+
+  // ---- uploading ----
+
+  /**
+   * Starts uploads of parts that are ready: full parts while streaming; once released
+   * (`final`), every part of the file not in the store or in flight yet.
+   */
+  #dispatchParts(upload: PendingUpload, final: boolean): void {
+    if (upload.cancelled || this.#closing) return;
+    if (!final && (upload.mode !== 'stream' || upload.released)) return;
+    const size = upload.staged.size;
+    if (final) {
+      for (const range of partsOf(upload.partSize, size)) {
+        const have = upload.parts.get(range.partNumber);
+        if ((have && have.size === range.end - range.start) || upload.inflight.has(range.partNumber)) continue;
+        this.#startPart(upload, range.partNumber, range.start, range.end);
+      }
+      return;
+    }
+    for (;;) {
+      const range = partRange(upload.partSize, upload.nextPart);
+      if (range.end > size) break;
+      upload.nextPart++;
+      if (!upload.parts.has(range.partNumber) && !upload.inflight.has(range.partNumber)) this.#startPart(upload, range.partNumber, range.start, range.end);
+    }
+  }
+
+  #startPart(upload: PendingUpload, partNumber: number, start: number, end: number): void {
+    const generation = upload.generation;
+    const signal = upload.generationAbort.signal;
+    const run = (async () => {
+      for (let attempt = 1; ; attempt++) {
+        if (signal.aborted || upload.generation !== generation) return;
+        try {
+          const multipart = await this.#ensureMultipart(upload, generation);
+          if (!multipart) return;
+          const part = await this.#slots.run(async () => {
+            const body = await upload.staged.read(start, end - start);
+            return this.#stores(upload.storeId).uploadPart(multipart, partNumber, body);
+          });
+          if (upload.generation !== generation) return;
+          upload.parts.set(partNumber, part);
+          if (upload.state === 'retrying') upload.state = upload.released ? 'uploading' : 'writing';
+          void this.#persist(upload).catch((err: unknown) => this.#config.logger.warn({ err, key: upload.key }, 'journal update failed'));
+          return;
+        } catch (err) {
+          if (signal.aborted || upload.generation !== generation) return;
+          this.#noteFailure(upload, err, `part ${partNumber}`);
+          if (!(await this.#backoff(attempt, signal))) return;
+        }
+      }
+    })().finally(() => {
+      if (upload.inflight.get(partNumber) === run && upload.generation === generation) upload.inflight.delete(partNumber);
+    });
+    upload.inflight.set(partNumber, run);
+  }
+
+  /** The upload's multipart upload, created (and journaled) on first use; `undefined` if it was dropped meanwhile. */
+  async #ensureMultipart(upload: PendingUpload, generation: number): Promise<MultipartUpload | undefined> {
+    if (upload.multipart) return upload.multipart;
+    upload.creating ??= (async () => {
+      const key = upload.key;
+      const created = await this.#stores(upload.storeId).createMultipart(key);
+      if (upload.generation !== generation || upload.key !== key) {
+        this.#abortInStore(upload.storeId, created);
+        return undefined;
+      }
+      upload.multipart = created;
+      await this.#persist(upload, true);
+      return created;
+    })();
+    try {
+      const multipart = await upload.creating;
+      return upload.generation === generation ? multipart : undefined;
+    } catch (err) {
+      if (upload.generation === generation) upload.creating = undefined;
+      throw err;
+    }
+  }
+
+  /** Forgets the multipart upload (aborting it in the store) so parts start over from part 1. */
+  #dropMultipart(upload: PendingUpload): void {
+    const old = upload.multipart;
+    upload.generation++;
+    upload.generationAbort.abort();
+    upload.generationAbort = new AbortController();
+    upload.multipart = undefined;
+    upload.creating = undefined;
+    upload.parts.clear();
+    upload.inflight.clear();
+    upload.nextPart = 1;
+    if (old) this.#abortInStore(upload.storeId, old);
+  }
+
+  #startCommit(upload: PendingUpload): void {
+    upload.taskAbort = new AbortController();
+    const task = (async () => {
+      const ref = await this.#commitTask(upload);
+      if (ref) await this.#finish(upload, ref);
+    })().catch((err: unknown) => this.#config.logger.error({ err, key: upload.key }, 'upload finished in the store but its cleanup failed'));
+    upload.task = task;
+  }
+
+  /** Commits the upload's current bytes, retrying with backoff; `undefined` when interrupted. */
+  async #commitTask(upload: PendingUpload): Promise<ObjectRef | undefined> {
+    const signal = upload.taskAbort.signal;
+    for (let attempt = 1; ; attempt++) {
+      if (signal.aborted) return undefined;
+      try {
+        const etag = await this.#commitOnce(upload, signal);
+        if (etag === undefined) return undefined;
+        return { storeId: upload.storeId, key: upload.key, etag, size: upload.staged.size };
+      } catch (err) {
+        if (signal.aborted) return undefined;
+        this.#noteFailure(upload, err, 'commit');
+        upload.state = 'retrying';
+        if (!(await this.#backoff(attempt, signal))) return undefined;
+      }
+    }
+  }
+
+  /** One attempt: single PUT, or the missing parts then CompleteMultipartUpload; then HEAD. Answers the ETag. */
+  async #commitOnce(upload: PendingUpload, signal: AbortSignal): Promise<string | undefined> {
+    if (!(await this.#olderSettled(upload, signal))) return undefined;
+    const store = this.#stores(upload.storeId);
+    const size = upload.staged.size;
+    if (upload.recovered) {
+      const etag = await this.#reconcile(upload, store);
+      if (etag !== undefined) return etag;
+      upload.recovered = false;
+    }
+    upload.state = 'uploading';
+    let etag: string;
+    if (size < upload.partSize) {
+      if (upload.multipart) this.#dropMultipart(upload);
+      const body = await upload.staged.read(0, size);
+      if (signal.aborted) return undefined;
+      etag = (await this.#slots.run(() => store.put(upload.key, body, { signal }))).etag;
+    } else {
+      for (;;) {
+        this.#dispatchParts(upload, true);
+        if (upload.inflight.size === 0) break;
+        await untilAborted(Promise.all(upload.inflight.values()), signal);
+        if (signal.aborted) return undefined;
+      }
+      const parts = partsOf(upload.partSize, size).map((range) => upload.parts.get(range.partNumber));
+      const multipart = upload.multipart;
+      if (!multipart || parts.some((p) => !p)) throw new StoreError('STORE_IO', `parts of ${upload.key} are missing after upload`);
+      upload.state = 'committing';
+      upload.recordState = 'committing';
+      await this.#persist(upload);
+      try {
+        etag = (await store.completeMultipart(multipart, parts.map((p) => p!))).etag;
+      } catch (err) {
+        if (!isStrataError(err, 'STORE_NOT_FOUND')) throw err;
+        // Gone: completed by an earlier attempt whose answer was lost, or dropped by the store.
+        const head = await store.head(upload.key);
+        if (head && head.size === size) return head.etag;
+        upload.recordState = 'closed';
+        this.#dropMultipart(upload);
+        throw err;
+      }
+    }
+    // The store must have it before the staged bytes go. The commit's own ETag names our
+    // version; HEAD's only stands in when the store answered none.
+    const head = await store.head(upload.key);
+    if (!head) throw new StoreError('STORE_IO', `${upload.key} is missing right after it was committed`);
+    if (head.size !== size || (etag && head.etag !== etag)) {
+      this.#config.logger.warn({ key: upload.key, size, storeSize: head.size }, 'the object changed in the store right after this upload; another writer won');
+    }
+    return etag || head.etag;
+  }
+
+  /**
+   * After a restart: is the object already there (answers its ETag), and which parts does the
+   * store still hold? Parts whose size does not match their range are uploaded again.
+   */
+  async #reconcile(upload: PendingUpload, store: ObjectStore): Promise<string | undefined> {
+    const size = upload.staged.size;
+    if (!upload.multipart) {
+      if (size >= upload.partSize) return undefined;
+      const head = await store.head(upload.key);
+      if (head && head.size === size && head.etag === (await upload.staged.md5())) return head.etag;
+      return undefined;
+    }
+    let listed;
+    try {
+      listed = await store.listParts(upload.multipart);
+    } catch (err) {
+      if (!isStrataError(err, 'STORE_NOT_FOUND')) throw err;
+      if (upload.recordState === 'committing') {
+        const head = await store.head(upload.key);
+        if (head && head.size === size) return head.etag;
+      }
+      upload.recordState = 'closed';
+      this.#dropMultipart(upload);
+      return undefined;
+    }
+    const ranges = new Map(partsOf(upload.partSize, size).map((r) => [r.partNumber, r]));
+    upload.parts.clear();
+    for (const part of listed) {
+      const range = ranges.get(part.partNumber);
+      if (range && part.size === range.end - range.start) upload.parts.set(part.partNumber, part);
+    }
+    this.#config.logger.info({ key: upload.key, reused: upload.parts.size, of: ranges.size }, 'resuming multipart upload');
+    return undefined;
+  }
+
+  /** Committed: hand the bytes to the cache, pin, then delete the record and the staged file. */
+  async #finish(upload: PendingUpload, ref: ObjectRef): Promise<void> {
+    await this.#adoptBytes(ref, upload);
+    await this.#pins.committed(ref, this.#config.now());
+    await this.#discard(upload);
+    upload.settle('done');
+    writePathMetrics.committed.inc();
+    writePathMetrics.committedBytes.inc(ref.size);
+    this.#notify();
+    this.#config.logger.debug({ key: ref.key, size: ref.size, etag: ref.etag }, 'upload committed');
+  }
+
+  async #adoptBytes(ref: ObjectRef, upload: PendingUpload): Promise<void> {
+    if (!this.#adopt) return;
+    try {
+      await upload.staged.flush();
+      await this.#adopt(ref, upload.staged.path);
+    } catch (err) {
+      this.#config.logger.warn({ err, key: ref.key }, 'the cache could not adopt the staged bytes; they will be read from the store');
+    }
+  }
+
+  /** Deletes the record (first) and the staged file, and returns the staging space. */
+  async #discard(upload: PendingUpload): Promise<void> {
+    if (upload.gone) return;
+    upload.gone = true;
+    if (upload.hasRecord) await this.#requireJournal().remove(upload.id);
+    upload.hasRecord = false;
+    await upload.staged.close();
+    await rm(upload.staged.path, { force: true });
+    this.#space.free(upload.reserved);
+    upload.reserved = 0;
+    this.#uploads.delete(upload.id);
+  }
+
+  /** Stops the commit task and parts of `upload` and waits for them to settle. */
+  async #interrupt(upload: PendingUpload): Promise<void> {
+    upload.taskAbort.abort();
+    const task = upload.task;
+    await task;
+    if (upload.state === 'done') return;
+    upload.recordState = upload.released ? 'closed' : 'writing';
+    if (upload.released && !upload.settled) upload.state = 'queued';
+    this.#dropMultipart(upload);
+  }
+
+  /** Aborts a multipart upload in the store, retrying in the background until it works or the path closes. */
+  #abortInStore(storeId: string, multipart: MultipartUpload, then?: () => Promise<void>): void {
+    const run = (async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.#stores(storeId).abortMultipart(multipart);
+          await then?.();
+          return;
+        } catch (err) {
+          this.#config.logger.warn({ err, key: multipart.key, attempt }, 'could not abort a multipart upload; retrying');
+          if (this.#closing || !(await this.#backoff(attempt))) return;
+        }
+      }
+    })();
+    this.#aborts.add(run);
+    void run.finally(() => this.#aborts.delete(run));
+  }
+
+  // ---- journal ----
+
+  /** Writes the upload's record if it needs one (released, or holding a multipart upload to abort after a crash). */
+  async #persist(upload: PendingUpload, force = false): Promise<void> {
+    if (upload.gone || this.#closing) return;
+    if (!force && !upload.hasRecord) return;
+    if (!upload.released && !upload.multipart && !upload.hasRecord) return;
+    upload.hasRecord = true;
+    await this.#requireJournal().write(upload.record());
+  }
+
+  async #resume(record: UploadRecord): Promise<void> {
+    let staged: StagedFile;
+    try {
+      staged = await StagedFile.reopen(record.stagedFile);
+    } catch (err) {
+      this.#config.logger.error({ err, key: record.key, stagedFile: record.stagedFile }, 'staged file of a journaled upload is missing; it cannot be finished');
+      return;
+    }
+    if (staged.size !== record.size) {
+      this.#config.logger.error({ key: record.key, size: staged.size, expected: record.size }, 'staged file has the wrong size; uploading what is there');
+    }
+    const upload = new PendingUpload({ id: record.id, storeId: record.storeId, key: record.key, staged, partSize: record.partSizeBytes, mtimeMs: record.mtimeMs, openSeq: ++this.#openSeq });
+    upload.released = true;
+    upload.recovered = true;
+    upload.hasRecord = true;
+    upload.recordState = record.state;
+    upload.state = 'queued';
+    upload.order = record.order;
+    upload.multipart = record.uploadId ? { key: record.key, uploadId: record.uploadId } : undefined;
+    for (const part of record.parts) upload.parts.set(part.partNumber, part);
+    upload.reserved = staged.size;
+    this.#space.claim(staged.size);
+    this.#uploads.set(upload.id, upload);
+    this.#startCommit(upload);
+  }
+
+  // ---- helpers ----
+
+  /** Waits until no older released version of the same key is pending; `false` if aborted. */
+  async #olderSettled(upload: PendingUpload, signal?: AbortSignal): Promise<boolean> {
+    for (;;) {
+      const older = [...this.#uploads.values()].some(
+        (u) => u !== upload && u.released && !u.settled && u.storeId === upload.storeId && u.key === upload.key && compareOrder(u.order, upload.order) < 0,
+      );
+      const blocked = older || (!upload.released && [...this.#uploads.values()].some((u) => u.released && !u.settled && u.storeId === upload.storeId && u.key === upload.key && u !== upload));
+      if (!blocked) return true;
+      const pulse = this.#pulse.promise;
+      await (signal ? untilAborted(pulse, signal) : pulse);
+      if (signal?.aborted || this.#closing) return false;
+    }
+  }
+
+  async #withDeadline<T>(work: Promise<T>, upload: PendingUpload, onTimeout: () => void): Promise<T> {
+    const timer = new AbortController();
+    const expired = realSleep(this.#config.commitWaitMs, timer.signal).then(
+      () => true,
+      () => false,
+    );
+    try {
+      const winner = await untilAborted(Promise.race([work.then((value) => ({ value })), expired.then((hit) => (hit ? 'timeout' : 'cancelled'))]), this.#closed.signal);
+      if (typeof winner === 'object') return winner.value;
+      if (winner === undefined) {
+        throw new WritePathError('CHECKPOINT_UPLOAD_FAILED', `the write path closed before ${upload.key} was committed; it stays staged and resumes at the next start`);
+      }
+      onTimeout();
+      await work.catch(() => undefined);
+      throw new WritePathError(
+        'CHECKPOINT_UPLOAD_FAILED',
+        `${upload.key} is not in the store after ${this.#config.commitWaitMs} ms (${upload.attempts} failed attempts${upload.lastError ? `, last: ${upload.lastError}` : ''}); its bytes stay staged`,
+      );
+    } finally {
+      timer.abort();
+    }
+  }
+
+  #noteFailure(upload: PendingUpload, err: unknown, what: string): void {
+    upload.attempts++;
+    writePathMetrics.failures.inc();
+    upload.lastError = err instanceof Error ? err.message : String(err);
+    if (upload.state !== 'writing') upload.state = 'retrying';
+    this.#config.logger.warn({ err, key: upload.key, what, attempts: upload.attempts }, 'upload to the store failed; retrying');
+  }
+
+  /** Sleeps before retry `attempt`; `false` when aborted (or closing). */
+  async #backoff(attempt: number, signal?: AbortSignal): Promise<boolean> {
+    const ms = backoffDelay(attempt, this.#config.retryBaseDelayMs, this.#config.retryMaxDelayMs, this.#config.random);
+    try {
+      await this.#config.sleep(ms, signal);
+      return !this.#closing && !signal?.aborted;
+    } catch {
+      return false;
+    }
+  }
+
+  #newest(storeId: string, key: string): PendingUpload | undefined {
+    let best: PendingUpload | undefined;
+    for (const u of this.#live()) if (u.storeId === storeId && u.key === key && (!best || best.openSeq < u.openSeq)) best = u;
+    return best;
+  }
+
+  /** Uploads that still stand for a file: not cancelled, not committed. */
+  #live(): PendingUpload[] {
+    return [...this.#uploads.values()].filter((u) => !u.cancelled && !u.settled && !u.gone);
+  }
+
+  #nextOrder(): readonly [number, number] {
+    return [this.#config.now(), ++this.#orderSeq];
+  }
+
+  #notify(): void {
+    writePathMetrics.stagingUsed.set(this.#space.usedBytes);
+    writePathMetrics.pending.set(this.#live().length);
+    const old = this.#pulse;
+    this.#pulse = deferred();
+    old.resolve();
+  }
+
+  #requireJournal(): UploadJournal {
+    if (!this.#journal) throw new WritePathError('CHECKPOINT_HANDLE_CLOSED', 'WritePath.recover() must run before the write path is used');
+    return this.#journal;
+  }
+}
+
+function compareOrder(a: readonly [number, number], b: readonly [number, number]): number {
+  return a[0] - b[0] || a[1] - b[1];
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/**
+ * `work`'s value, or `undefined` as soon as `signal` aborts (never rejects because of it). The
+ * abort listener is removed once `work` settles, so long-lived signals do not collect listeners.
+ */
+async function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return undefined;
+  let onAbort!: () => void;
+  const abort = new Promise<undefined>((resolve) => {
+    onAbort = () => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, abort]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}

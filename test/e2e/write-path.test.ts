@@ -1,0 +1,109 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
+import { sh, shResult } from '../fixtures/shell.js';
+import { apiUrlOf, cleanupDir, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer | Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+async function stored(client: S3Client, bucket: string, key: string): Promise<Buffer | undefined> {
+  try {
+    const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return Buffer.from(await out.Body!.transformToByteArray());
+  } catch {
+    return undefined;
+  }
+}
+
+async function flush(api: string): Promise<void> {
+  const response = await fetch(`${api}/v1/uploads/flush`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  expect(response.status).toBe(200);
+}
+
+describe('writes through the mount (checkpoint path) over Ceph RGW', () => {
+  let client: S3Client;
+  let bucket: string;
+  let work: string;
+  let mnt: string;
+  let daemon: StrataProcess;
+  const args = () => ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--log-level', 'warn'];
+
+  beforeAll(async () => {
+    testS3();
+    client = testS3Client();
+    bucket = await createTestBucket('writes');
+    work = await tempDir('writes');
+    mnt = join(work, 'mnt');
+    await sh(`mkdir -p ${mnt}`);
+    daemon = await startMount(`s3://${bucket}/ckpt`, mnt, args());
+  });
+  afterAll(async () => {
+    if (daemon) await daemon.stop();
+    client?.destroy();
+    if (work) await cleanupDir(work);
+  });
+
+  it('writes with cp, dd and Python, reads them back at once, and uploads them', async () => {
+    const source = randomBytes(3 * MiB + 17);
+    await writeFile(join(work, 'src.bin'), source);
+    await sh(`cp ${join(work, 'src.bin')} ${mnt}/copied.bin`);
+    await sh(`dd if=/dev/urandom of=${mnt}/model.pt bs=4M count=16 status=none`);
+    await sh(`python3 -c "open('${mnt}/opt.pt','wb').write(bytes(range(256))*4096)"`);
+    // Read-your-writes, before the uploads are known to be done.
+    expect((await sh(`sha256sum ${mnt}/copied.bin`)).split(' ')[0]).toBe(sha(source));
+    const local = await sh(`sha256sum ${mnt}/model.pt`);
+    expect(await sh(`stat -c %s ${mnt}/model.pt`)).toBe(`${64 * MiB}\n`);
+    await flush(apiUrlOf(daemon));
+    expect(sha((await stored(client, bucket, 'ckpt/copied.bin'))!)).toBe(sha(source));
+    expect(sha((await stored(client, bucket, 'ckpt/model.pt'))!)).toBe(local.split(' ')[0]);
+    expect((await stored(client, bucket, 'ckpt/opt.pt'))!.length).toBe(256 * 4096);
+  });
+
+  it('makes and removes folders, renames and unlinks files', async () => {
+    await sh(`mkdir ${mnt}/run1 && echo a > ${mnt}/run1/a.txt && mv ${mnt}/run1/a.txt ${mnt}/run1/b.txt`);
+    await flush(apiUrlOf(daemon));
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await sh(`ls ${mnt}/run1`)).toBe('b.txt\n');
+    expect((await stored(client, bucket, 'ckpt/run1/b.txt'))?.toString()).toBe('a\n');
+    expect(await stored(client, bucket, 'ckpt/run1/a.txt')).toBeUndefined();
+    expect((await shResult(`rmdir ${mnt}/run1`)).stderr).toMatch(/not empty/i);
+    await sh(`rm ${mnt}/run1/b.txt && rmdir ${mnt}/run1`);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect((await shResult(`ls ${mnt}/run1`)).code).not.toBe(0);
+    expect(await stored(client, bucket, 'ckpt/run1/b.txt')).toBeUndefined();
+  });
+
+  it('extracts a tar archive into the mount', async () => {
+    await sh(`mkdir -p ${work}/tree/x/y && echo one > ${work}/tree/x/1.txt && echo two > ${work}/tree/x/y/2.txt && tar -C ${work}/tree -cf ${work}/t.tar x`);
+    await sh(`mkdir ${mnt}/untar && tar -C ${mnt}/untar -xf ${work}/t.tar`);
+    await flush(apiUrlOf(daemon));
+    expect((await stored(client, bucket, 'ckpt/untar/x/y/2.txt'))?.toString()).toBe('two\n');
+    expect(await sh(`cat ${mnt}/untar/x/1.txt`)).toBe('one\n');
+  });
+
+  it('loses no closed file when the daemon is killed right after close', async () => {
+    const body = randomBytes(24 * MiB);
+    await writeFile(join(work, 'ckpt.bin'), body);
+    await sh(`cp ${join(work, 'ckpt.bin')} ${mnt}/killed.bin`);
+    expect(await daemon.stop('SIGKILL')).toBe('SIGKILL');
+    daemon = await startMount(`s3://${bucket}/ckpt`, mnt, args());
+    // The journal resumes the upload; meanwhile the file is listed and readable.
+    expect(await sh(`stat -c %s ${mnt}/killed.bin`)).toBe(`${body.length}\n`);
+    await flush(apiUrlOf(daemon));
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'ckpt/killed.bin' }));
+    expect(head.ContentLength).toBe(body.length);
+    expect(sha((await stored(client, bucket, 'ckpt/killed.bin'))!)).toBe(sha(body));
+  });
+
+  it('in sync mode, close returns once the store has the object', async () => {
+    expect(await daemon.stop()).toBe(0);
+    daemon = await startMount(`s3://${bucket}/ckpt`, mnt, [...args(), '--close', 'sync']);
+    await sh(`dd if=/dev/zero of=${mnt}/sync.bin bs=1M count=8 status=none`);
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'ckpt/sync.bin' }));
+    expect(head.ContentLength).toBe(8 * MiB);
+  });
+});
