@@ -1,17 +1,25 @@
 import type { TierStats } from '../cache/index.js';
+import type { UploadStatus } from '../checkpoints/index.js';
 import { apiBase, callApi, table } from './api-client.js';
 import { formatSize } from './sizes.js';
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
-/** `strata status`: the tiers of the daemon at `--api`. */
+/** `strata status`: the tiers of the daemon at `--api`, and its pending uploads. */
 export async function runStatus(values: Values): Promise<number> {
-  const body = (await callApi(apiBase(values.api), 'GET', '/v1/cache')) as { tiers: TierStats[] };
+  const base = apiBase(values.api);
+  const cache = (await callApi(base, 'GET', '/v1/cache')) as { tiers: TierStats[] };
+  const uploads = (await callApi(base, 'GET', '/v1/uploads')) as { uploads: Array<UploadStatus & { path?: string }>; stagingUsedBytes: number };
   if (values.json === true) {
-    process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ ...cache, ...uploads }, null, 2)}\n`);
     return 0;
   }
-  const rows = body.tiers.map((t) => [t.name, formatSize(t.capacityBytes), formatSize(t.usedBytes), String(t.hits), String(t.misses), String(t.evictions)]);
+  const rows = cache.tiers.map((t) => [t.name, formatSize(t.capacityBytes), formatSize(t.usedBytes), String(t.hits), String(t.misses), String(t.evictions)]);
   process.stdout.write(table(['tier', 'capacity', 'used', 'hits', 'misses', 'evictions'], rows));
+  process.stdout.write(`\nuploads pending: ${uploads.uploads.length}, staged ${formatSize(uploads.stagingUsedBytes)}\n`);
+  if (uploads.uploads.length > 0) {
+    const up = uploads.uploads.map((u) => [u.path ?? u.key, u.state, `${formatSize(u.uploadedBytes)}/${formatSize(u.bytes)}`, String(u.attempts), u.lastError ?? '']);
+    process.stdout.write(table(['path', 'state', 'uploaded', 'attempts', 'last error'], up));
+  }
   return 0;
 }
