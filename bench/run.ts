@@ -17,6 +17,8 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'p2p-model': () => import('./p2p-model.js'),
   'read-path': () => import('./read-path.js'),
   warmup: () => import('./warmup.js'),
+  'checkpoint-mount': () => import('./checkpoint-mount.js'),
+  'checkpoint-write': () => import('./checkpoint-write.js'),
 };
 
 const wanted = process.argv.slice(2);
