@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { open } from 'node:fs/promises';
 import { StoreError } from '../store/errors.js';
 import type { Logger } from '../telemetry/index.js';
 import { counter } from '../telemetry/index.js';
@@ -172,6 +173,37 @@ export class BlockCache implements ObjectReader {
   }
 
   /** Per tier, fastest first: capacity, use, hits, misses, evictions, checksum mismatches, I/O errors. */
+  /**
+   * Takes the bytes of a freshly uploaded object version from a local file (the write path's
+   * staged copy), so the next read of a checkpoint needs no GET: every block goes to DRAM and
+   * through to the persistent tiers, as a fetched block would. Blocks that do not fit the
+   * memory budget right now are skipped (a later read fetches them).
+   */
+  async adopt(ref: ObjectRef, file: string): Promise<number> {
+    const handle = await open(file, 'r');
+    let adopted = 0;
+    try {
+      for (let index = 0; index < blockCount(ref.size, this.#config.blockSize); index += 1) {
+        const length = blockLength(ref.size, this.#config.blockSize, index);
+        if (!this.#pool.tryReserve(length)) break;
+        const bytes = Buffer.allocUnsafe(length);
+        const { bytesRead } = await handle.read(bytes, 0, length, index * this.#config.blockSize);
+        if (bytesRead !== length) {
+          this.#pool.release(length);
+          break;
+        }
+        const id = blockId(blockKeyOf(ref, index));
+        this.#promote(id, bytes);
+        if (this.#lower.length > 0) this.#writeThrough(id, bytes, this.#lower);
+        else this.#pool.release(length);
+        adopted += 1;
+      }
+    } finally {
+      await handle.close();
+    }
+    return adopted;
+  }
+
   /**
    * Drops every block of one object version from every tier (a sync found it changed or
    * gone). Blocks of other versions of the same key are untouched. Answers blocks dropped.

@@ -81,7 +81,7 @@ export class Daemon {
       if (peers) cleanups.push(() => peers.close());
       const cache = await openBlockCache(config, links, pins, scheduler, logger, peers);
       cleanups.push(() => cache.close());
-      const writes = await openWritePath(config, links, pins, logger);
+      const writes = await openWritePath(config, links, pins, cache, logger);
 
       fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger, writes });
 
@@ -178,7 +178,7 @@ export class Daemon {
  * there at start, so staging cannot fill the disk the journal needs), uploaded to their
  * link's store; the newest checkpoints stay pinned in the cache.
  */
-async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: PinSet, logger: Logger): Promise<WritePath> {
+async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: PinSet, cache: BlockCache, logger: Logger): Promise<WritePath> {
   const stagingDir = join(config.stateDir, 'staging');
   await mkdir(stagingDir, { recursive: true });
   const space = await statfs(stagingDir);
@@ -194,6 +194,10 @@ async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: Pin
       const store = links.store(storeId);
       if (!store) throw new StoreError('STORE_NOT_FOUND', `no link serves ${storeId} any more; its staged files wait for it`);
       return store;
+    },
+    // The uploaded bytes go into the cache under the new ETag instead of being read back.
+    async (ref, stagedFile) => {
+      await cache.adopt(ref, stagedFile);
     },
   );
   return writes;

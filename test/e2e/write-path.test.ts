@@ -19,6 +19,11 @@ async function stored(client: S3Client, bucket: string, key: string): Promise<Bu
   }
 }
 
+async function storeBytes(api: string): Promise<number> {
+  const text = await (await fetch(`${api}/metrics`)).text();
+  return Number(text.split('\n').find((l) => l.startsWith('strata_cache_store_bytes_total '))?.split(' ')[1] ?? 0);
+}
+
 async function flush(api: string): Promise<void> {
   const response = await fetch(`${api}/v1/uploads/flush`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   expect(response.status).toBe(200);
@@ -61,6 +66,12 @@ describe('writes through the mount (checkpoint path) over Ceph RGW', () => {
     expect(sha((await stored(client, bucket, 'ckpt/copied.bin'))!)).toBe(sha(source));
     expect(sha((await stored(client, bucket, 'ckpt/model.pt'))!)).toBe(local.split(' ')[0]);
     expect((await stored(client, bucket, 'ckpt/opt.pt'))!.length).toBe(256 * 4096);
+    // The uploaded bytes were adopted by the cache: reading the checkpoint back costs no GET.
+    await new Promise((r) => setTimeout(r, 1100));
+    const before = await storeBytes(apiUrlOf(daemon));
+    await sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+    expect((await sh(`sha256sum ${mnt}/model.pt`)).split(' ')[0]).toBe(local.split(' ')[0]);
+    expect(await storeBytes(apiUrlOf(daemon))).toBe(before);
   });
 
   it('makes and removes folders, renames and unlinks files', async () => {
