@@ -1,5 +1,6 @@
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { writeFileDurably } from '../durable/index.js';
 import type { ObjectRef } from './object-reader.js';
 
 /** The group of single pinned versions; not a path (paths start with `/`), never persisted. */
@@ -83,17 +84,10 @@ export class PinSet {
     const body = `${JSON.stringify({ paths: this.paths() }, null, 2)}\n`;
     const write = this.#writing.then(async () => {
       await mkdir(dirname(this.#file), { recursive: true });
-      const temp = `${this.#file}.tmp`;
-      const handle = await open(temp, 'w');
-      try {
-        await handle.writeFile(body);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, this.#file);
+      await writeFileDurably(this.#file, body);
     });
     this.#writing = write.catch(() => undefined);
     await write;
   }
+
 }

@@ -1,4 +1,5 @@
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileDurably } from '../durable/index.js';
 import { dirname, join } from 'node:path';
 import { linkCreateSchema, type Link, type LinkInput, type LinkPatch } from './link-schema.js';
 import { SyncError } from './sync-error.js';
@@ -110,18 +111,9 @@ export class LinkRegistry {
 
   async #save(next: Map<string, Link>): Promise<void> {
     await mkdir(dirname(this.#file), { recursive: true });
-    const temp = `${this.#file}.${process.pid}.tmp`;
-    const handle = await open(temp, 'w');
-    try {
-      await handle.writeFile(`${JSON.stringify({ version: FORMAT_VERSION, links: [...next.values()] }, null, 2)}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, this.#file);
-    const dir = await open(dirname(this.#file), 'r');
-    await dir.sync().finally(() => dir.close());
+    await writeFileDurably(this.#file, `${JSON.stringify({ version: FORMAT_VERSION, links: [...next.values()] }, null, 2)}\n`);
   }
+
 }
 
 /** True when one path equals, contains or sits inside the other. */
