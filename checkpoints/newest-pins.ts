@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { ObjectRef } from '../cache/index.js';
 import type { Logger } from '../telemetry/index.js';
-import { writeFileDurably } from './durable-file.js';
+import { writeFileDurably } from '../durable/index.js';
 import type { PinHooks } from './write-path-config.js';
 
 interface PinnedEntry {

@@ -1,34 +1,58 @@
-/** A counting semaphore: at most `size` holders at once, waiters served first come, first served. */
-export class Slots {
-  readonly #size: number;
-  #held = 0;
-  readonly #waiting: Array<() => void> = [];
+/**
+ * Upload buffers and the right to use them: `count` buffers of `bufferBytes` each, so that at
+ * most `count` parts are in flight and their memory is allocated once (a fresh 16 MiB buffer per
+ * part would cost page faults and zeroing for every byte uploaded). A body larger than one
+ * buffer (parts grow for huge files, see part-layout.ts) takes as many slots as its size needs,
+ * and gets a buffer of its own. Waiters are served first come, first served.
+ */
+export class UploadSlots {
+  readonly #count: number;
+  readonly #bufferBytes: number;
+  readonly #free: Buffer[] = [];
+  #allocated = 0;
+  #available: number;
+  readonly #waiting: Array<{ need: number; wake: () => void }> = [];
 
-  constructor(size: number) {
-    this.#size = size;
+  constructor(count: number, bufferBytes: number) {
+    this.#count = count;
+    this.#bufferBytes = bufferBytes;
+    this.#available = count;
   }
 
-  async acquire(): Promise<void> {
-    if (this.#held < this.#size) {
-      this.#held++;
+  /** Runs `body` with a buffer of exactly `bytes` bytes (valid until `body` settles). */
+  async run<T>(bytes: number, body: (buffer: Buffer) => Promise<T>): Promise<T> {
+    const need = Math.min(this.#count, Math.max(1, Math.ceil(bytes / this.#bufferBytes)));
+    await this.#acquire(need);
+    const pooled = bytes <= this.#bufferBytes ? this.#take() : undefined;
+    try {
+      return await body(pooled ? pooled.subarray(0, bytes) : Buffer.allocUnsafe(bytes));
+    } finally {
+      if (pooled) this.#free.push(pooled);
+      this.#release(need);
+    }
+  }
+
+  #take(): Buffer {
+    const buffer = this.#free.pop();
+    if (buffer) return buffer;
+    this.#allocated++;
+    return Buffer.allocUnsafe(this.#bufferBytes);
+  }
+
+  async #acquire(need: number): Promise<void> {
+    if (this.#waiting.length === 0 && this.#available >= need) {
+      this.#available -= need;
       return;
     }
-    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    await new Promise<void>((wake) => this.#waiting.push({ need, wake }));
   }
 
-  /** Hands the slot to the next waiter, or frees it. */
-  release(): void {
-    const next = this.#waiting.shift();
-    if (next) next();
-    else this.#held--;
-  }
-
-  async run<T>(body: () => Promise<T>): Promise<T> {
-    await this.acquire();
-    try {
-      return await body();
-    } finally {
-      this.release();
+  #release(need: number): void {
+    this.#available += need;
+    while (this.#waiting.length > 0 && this.#available >= this.#waiting[0]!.need) {
+      const next = this.#waiting.shift()!;
+      this.#available -= next.need;
+      next.wake();
     }
   }
 }

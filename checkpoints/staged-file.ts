@@ -8,6 +8,9 @@ import { open, type FileHandle } from 'node:fs/promises';
  */
 const APPEND_BUFFER_BYTES = 1024 * 1024;
 
+/** Node refuses single reads of 2 GiB or more; larger ranges are read in 1 GiB steps. */
+const MAX_READ_BYTES = 1024 * 1024 * 1024;
+
 /**
  * The staged bytes of one file version, in a file on a local tier. Appends are buffered
  * (see above); reads see buffered bytes too. Not durable until `sync` resolves.
@@ -69,7 +72,14 @@ export class StagedFile {
   async read(offset: number, length: number): Promise<Buffer> {
     const end = Math.min(offset + length, this.#size);
     if (end <= offset) return Buffer.alloc(0);
-    const out = Buffer.allocUnsafe(end - offset);
+    return this.readInto(Buffer.allocUnsafe(end - offset), offset);
+  }
+
+  /** Fills `out` (or its first `size - offset` bytes) from `offset`; answers the filled part. */
+  async readInto(out: Buffer, offset: number): Promise<Buffer> {
+    const end = Math.min(offset + out.length, this.#size);
+    if (end <= offset) return out.subarray(0, 0);
+    if (end - offset < out.length) out = out.subarray(0, end - offset);
     // Copy the buffered part first and synchronously: a flush may move it to the file meanwhile.
     const bufferStart = this.#bufferStart;
     const bufferEnd = bufferStart + this.#bufferLength;
@@ -80,7 +90,7 @@ export class StagedFile {
     const diskEnd = Math.min(end, this.#bufferLength > 0 ? bufferStart : end);
     let done = 0;
     while (offset + done < diskEnd) {
-      const { bytesRead } = await this.#handle.read(out, done, diskEnd - offset - done, offset + done);
+      const { bytesRead } = await this.#handle.read(out, done, Math.min(diskEnd - offset - done, MAX_READ_BYTES), offset + done);
       if (bytesRead === 0) {
         out.fill(0, done, diskEnd - offset); // a hole past the file's written end reads as zeros
         break;

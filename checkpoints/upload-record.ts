@@ -11,7 +11,8 @@ export type RecordState = 'writing' | 'closed' | 'committing';
 
 /**
  * One upload as the journal keeps it: enough to finish it after a crash. `parts` are the
- * parts known to be in the store for `uploadId`; the store's ListParts is the final word.
+ * parts known to be in the store for `uploadId` when the record was last written (at
+ * release and before completion, not after every part): the store's ListParts is the final word.
  */
 export interface UploadRecord {
   readonly version: 1;

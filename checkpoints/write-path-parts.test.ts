@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../telemetry/index.js';
 import { backoffDelay } from './backoff.js';
-import { MAX_PARTS, partRange, partsOf } from './part-layout.js';
+import { MAX_PART_BYTES, MAX_PARTS, partRange, partsOf } from './part-layout.js';
 import { StagedFile } from './staged-file.js';
 import { StagingSpace } from './staging-space.js';
 import { UploadJournal } from './upload-journal.js';
@@ -33,10 +33,13 @@ describe('part layout', () => {
     expect(partsOf(5 * MiB, 0)).toEqual([]);
   });
 
-  it('doubles the part size every 1,000 parts so 10,000 parts cover more than 1,000 x 1,023 base parts', () => {
+  it('doubles the part size every 1,000 parts up to 512 MiB, so 10,000 parts of a 16 MiB base cover about 3 TiB', () => {
     expect(partRange(16 * MiB, 1000).end).toBe(partRange(16 * MiB, 1001).start);
     expect(partRange(16 * MiB, 1001).end - partRange(16 * MiB, 1001).start).toBe(32 * MiB);
-    expect(partRange(16 * MiB, MAX_PARTS).end).toBe(16 * MiB * 1000 * 1023);
+    const last = partRange(16 * MiB, MAX_PARTS);
+    expect(last.end - last.start).toBe(MAX_PART_BYTES);
+    expect(last.end).toBe(1000 * MiB * (16 + 32 + 64 + 128 + 256 + 512 * 5));
+    for (let n = 2; n <= MAX_PARTS; n += 997) expect(partRange(16 * MiB, n).start).toBe(partRange(16 * MiB, n - 1).end);
   });
 });
 

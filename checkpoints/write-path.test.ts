@@ -128,6 +128,21 @@ describe('WritePath over the local store', () => {
     expect(await multipartLeft(r)).toEqual([]);
   });
 
+  it('limits the parts a file streams while it is written to streamingPartsPerFile', async () => {
+    const r = await rig({ streamingPartsPerFile: 1 });
+    const open = r.store.hold('uploadPart');
+    const h = await r.writePath.open({ storeId: STORE_ID, key: 'slow.bin' }, { truncate: true });
+    const data = randomBytes(3 * PART);
+    await writeSequentially(r, h, data);
+    await new Promise((res) => setTimeout(res, 30));
+    expect(r.store.count('uploadPart')).toBe(1);
+    open();
+    await until(() => r.writePath.uploads()[0]!.uploadedBytes === 3 * PART, 'the other parts, one after the other');
+    await r.writePath.release(h);
+    await r.writePath.flush();
+    expect((await stored(r, 'slow.bin'))?.equals(data)).toBe(true);
+  });
+
   it('falls back to a whole-file upload after an out-of-order write and aborts the streamed upload', async () => {
     const r = await rig();
     const h = await r.writePath.open({ storeId: STORE_ID, key: 'ooo.bin' }, { truncate: true });

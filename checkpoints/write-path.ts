@@ -7,11 +7,11 @@ import { StoreError, type MultipartUpload, type ObjectStore } from '../store/ind
 import { backoffDelay } from './backoff.js';
 import { WritePathError } from './write-path-error.js';
 import { writePathMetrics } from './write-path-metrics.js';
-import { syncDir } from './durable-file.js';
+import { syncDir } from '../durable/index.js';
 import { NewestPins } from './newest-pins.js';
 import { partRange, partsOf } from './part-layout.js';
 import { PendingUpload } from './pending-upload.js';
-import { Slots } from './slots.js';
+import { UploadSlots } from './slots.js';
 import { StagedFile } from './staged-file.js';
 import { StagingSpace } from './staging-space.js';
 import { UploadJournal } from './upload-journal.js';
@@ -48,7 +48,7 @@ export class WritePath {
   readonly #stores: (storeId: string) => ObjectStore;
   readonly #adopt: AdoptHook | undefined;
   readonly #space: StagingSpace;
-  readonly #slots: Slots;
+  readonly #slots: UploadSlots;
   readonly #pins: NewestPins;
   readonly #stagedDir: string;
   #journal: UploadJournal | undefined;
@@ -70,7 +70,7 @@ export class WritePath {
     this.#stores = stores;
     this.#adopt = adopt;
     this.#space = new StagingSpace(this.#config.stagingLimitBytes, this.#config.stagingWaitMs, realSleep);
-    this.#slots = new Slots(this.#config.maxConcurrentParts);
+    this.#slots = new UploadSlots(this.#config.maxConcurrentParts, this.#config.partSizeBytes);
     this.#stagedDir = join(this.#config.stagingDir, STAGED_DIR);
     this.#pins = new NewestPins(this.#config.keepNewest, this.#config.pins, join(this.#config.stagingDir, PINS_FILE), this.#config.logger);
   }
@@ -114,10 +114,8 @@ export class WritePath {
     const staged = await StagedFile.create(join(this.#stagedDir, `${id}${STAGED_SUFFIX}`));
     const upload = new PendingUpload({ id, storeId: target.storeId, key: target.key, staged, partSize: this.#config.partSizeBytes, mtimeMs: this.#config.now(), openSeq: ++this.#openSeq });
     try {
-      if (!options.truncate) {
-        await this.#copyCurrent(upload, options.existing);
-        upload.dirty = false;
-      }
+      // An unchanged copy of an existing file uploads nothing at release; a new file is created even if empty.
+      if (!options.truncate) upload.dirty = !(await this.#copyCurrent(upload, options.existing));
     } catch (err) {
       this.#space.free(upload.reserved);
       await staged.close();
@@ -391,8 +389,8 @@ export class WritePath {
     upload.reserved = end;
   }
 
-  /** Stages the bytes the file has now: the newest pending version's, else the committed object's. */
-  async #copyCurrent(upload: PendingUpload, existing: ObjectRef | undefined): Promise<void> {
+  /** Stages the bytes the file has now: the newest pending version's, else the committed object's. Answers whether there was a file. */
+  async #copyCurrent(upload: PendingUpload, existing: ObjectRef | undefined): Promise<boolean> {
     const source = this.#newest(upload.storeId, upload.key);
     const size = source ? source.staged.size : (existing?.size ?? 0);
     const chunk = this.#config.partSizeBytes;
@@ -404,6 +402,7 @@ export class WritePath {
       await this.#grow(upload, offset + bytes.length);
       await upload.staged.write(offset, bytes);
     }
+    return source !== undefined || existing !== undefined;
   }
 
   #fallBack(upload: PendingUpload, why: string): void {
@@ -430,7 +429,7 @@ export class WritePath {
       }
       return;
     }
-    for (;;) {
+    while (upload.inflight.size < this.#config.streamingPartsPerFile) {
       const range = partRange(upload.partSize, upload.nextPart);
       if (range.end > size) break;
       upload.nextPart++;
@@ -447,14 +446,15 @@ export class WritePath {
         try {
           const multipart = await this.#ensureMultipart(upload, generation);
           if (!multipart) return;
-          const part = await this.#slots.run(async () => {
-            const body = await upload.staged.read(start, end - start);
+          const part = await this.#slots.run(end - start, async (buffer) => {
+            const body = await upload.staged.readInto(buffer, start);
             return this.#stores(upload.storeId).uploadPart(multipart, partNumber, body);
           });
           if (upload.generation !== generation) return;
+          // Not journaled per part: after a crash the store's ListParts is the authority, and
+          // two fsyncs per part would compete with the writes being staged.
           upload.parts.set(partNumber, part);
           if (upload.state === 'retrying') upload.state = upload.released ? 'uploading' : 'writing';
-          void this.#persist(upload).catch((err: unknown) => this.#config.logger.warn({ err, key: upload.key }, 'journal update failed'));
           return;
         } catch (err) {
           if (signal.aborted || upload.generation !== generation) return;
@@ -464,6 +464,7 @@ export class WritePath {
       }
     })().finally(() => {
       if (upload.inflight.get(partNumber) === run && upload.generation === generation) upload.inflight.delete(partNumber);
+      this.#dispatchParts(upload, false); // streaming: a part slot of this file is free
     });
     upload.inflight.set(partNumber, run);
   }
@@ -546,9 +547,12 @@ export class WritePath {
     let etag: string;
     if (size < upload.partSize) {
       if (upload.multipart) this.#dropMultipart(upload);
-      const body = await upload.staged.read(0, size);
-      if (signal.aborted) return undefined;
-      etag = (await this.#slots.run(() => store.put(upload.key, body, { signal }))).etag;
+      const put = await this.#slots.run(size, async (buffer) => {
+        const body = await upload.staged.readInto(buffer, 0);
+        return signal.aborted ? undefined : store.put(upload.key, body, { signal });
+      });
+      if (!put) return undefined;
+      etag = put.etag;
     } else {
       for (;;) {
         this.#dispatchParts(upload, true);
