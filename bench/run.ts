@@ -19,6 +19,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   warmup: () => import('./warmup.js'),
   'checkpoint-mount': () => import('./checkpoint-mount.js'),
   'checkpoint-write': () => import('./checkpoint-write.js'),
+  'params-lookup': () => import('./params-lookup.js'),
 };
 
 const wanted = process.argv.slice(2);

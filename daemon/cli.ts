@@ -3,6 +3,7 @@ import { StrataError } from '../errors/index.js';
 import { runMount, runServe } from './mount-command.js';
 import { runJobs } from './jobs-command.js';
 import { runLinks } from './links-command.js';
+import { runParams } from './params-command.js';
 import { runStatus } from './status-command.js';
 import { runWarmup } from './warmup-command.js';
 import { runDistribute } from './distribute-command.js';
@@ -46,6 +47,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await runLinks(values, positionals);
       case 'jobs':
         return await runJobs(values, positionals);
+      case 'params':
+        return await runParams(positionals[0] ?? '', values, positionals.slice(1));
       case 'warmup':
         return await runWarmup(values, positionals);
       case 'distribute':

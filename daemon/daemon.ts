@@ -1,5 +1,6 @@
 import { mkdir, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { ParamsService } from '../params/index.js';
 import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
 import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange } from '../cache/index.js';
@@ -35,6 +36,8 @@ export interface DaemonServices {
   readonly peers: PeerNode | undefined;
   /** Starts this daemon's share of distributing mount `paths` and asks every live peer to start theirs. */
   distribute(paths: readonly string[]): Promise<{ job: JobStatus; peers: PeerDistribution[] }>;
+  /** Parameter tables served from the persistent tier. */
+  readonly params: ParamsService;
   /** The write path: staged files, their uploads, flush. */
   readonly writes: WritePath;
   /** Uploads not yet committed for the link at a mount path. */
@@ -108,6 +111,7 @@ export class Daemon {
 
       const jobs = new JobManager(logger.child({ component: 'jobs' }));
       cleanups.push(() => jobs.close());
+      const params = await openParams(config, logger);
       let mount: FuseMount | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
@@ -137,6 +141,7 @@ export class Daemon {
           ),
         healthy: () => mount !== undefined,
         writes,
+        params,
         pendingUploads: (path) => {
           const live = links.all().find((l) => l.link.path === path);
           return live ? writes.pendingUnder(live.storeId, '').length : 0;
@@ -171,6 +176,25 @@ export class Daemon {
       await cleanup().catch((err) => this.#services.logger.warn({ err }, 'shutdown step failed'));
     }
   }
+}
+
+/**
+ * Parameter tables live next to the pmem pool (the persistent-memory tier) when there is
+ * one, else in the state dir; tables served before a crash are served again at once.
+ */
+async function openParams(config: DaemonConfig, logger: Logger): Promise<ParamsService> {
+  const onPmem = config.tiers.pmem !== undefined;
+  const dir = onPmem ? join(dirname(config.tiers.pmem!.path), 'strata-params') : join(config.stateDir, 'params');
+  await mkdir(dir, { recursive: true });
+  const params = new ParamsService({
+    dir,
+    tier: onPmem ? 'pmem' : 'state-dir',
+    logger: logger.child({ component: 'params' }),
+    store: { endpoint: config.endpoint, region: config.region },
+  });
+  const report = await params.recover();
+  if (report.tables > 0 || report.failed.length > 0) logger.info({ tables: report.tables, failed: report.failed, ms: report.ms }, 'parameter tables recovered');
+  return params;
 }
 
 /**

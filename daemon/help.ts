@@ -113,6 +113,17 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--json', 'print this daemon\'s final job and the peers\' jobs as JSON'],
     ],
   },
+  params: {
+    usage: 'strata params build|load|mget ...',
+    summary: 'Build parameter tables (embedding lookups), load them into the daemon, look up keys.',
+    options: { ...apiOption, json: { type: 'boolean' }, dim: { type: 'string' }, shards: { type: 'string' }, strict: { type: 'boolean' } },
+    optionHelp: [
+      ['build --dim D [--shards N] [--strict] INPUT DEST', 'turn (uint64 key, D x float32) records into the served format (runs locally)'],
+      ['load NAME SOURCE', 'load or replace a table from a file, a path in the mount or a store URL'],
+      ['mget NAME KEY...', 'print the vectors of decimal keys'],
+      ['--api HOST:PORT, --json', 'the daemon to talk to; machine-readable output'],
+    ],
+  },
   jobs: {
     usage: 'strata jobs [ls] | strata jobs cancel ID [--api HOST:PORT] [--json]',
     summary: 'List background jobs (prefetch, sync, eager import) with their progress, or cancel one.',

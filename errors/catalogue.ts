@@ -70,6 +70,16 @@ export const ERROR_CATALOGUE = {
   P2P_UNAUTHORIZED: { http: 401, summary: 'A peer request has no valid STRATA_PEER_SECRET signature, or its timestamp is too far off.' },
   P2P_PEER_FAILED: { http: 502, summary: 'A peer did not answer, timed out, refused or sent a block that failed its checksum; reads fall back to the store.' },
 
+  // Parameter tables (params/)
+  PARAMS_TABLE_NOT_FOUND: { http: 404, summary: 'No parameter table is loaded under that name.' },
+  PARAMS_BAD_INPUT: { http: 400, summary: 'The builder input is invalid: dim of 0, length not a multiple of the record size, unreadable file.' },
+  PARAMS_DUPLICATE_KEY: { http: 400, summary: 'The builder input repeats a key and --strict was given.' },
+  PARAMS_BAD_TABLE: { http: 422, summary: 'A table file failed validation (magic, version, size or checksum); it is not served.' },
+  PARAMS_UNSUPPORTED_MEDIA_TYPE: { http: 415, summary: 'The request body has the wrong Content-Type (mget and delta take application/octet-stream).' },
+  PARAMS_BAD_KEYS: { http: 400, summary: 'A lookup body is malformed: length not a multiple of 8 bytes, or a key that is not a decimal uint64.' },
+  PARAMS_BATCH_TOO_LARGE: { http: 413, summary: 'A lookup asks for more keys than one request may (100,000).' },
+  PARAMS_BAD_DELTA: { http: 400, summary: 'A delta body is malformed or its dim differs from the table\'s.' },
+
   INTERNAL: { http: 500, summary: 'An unexpected internal error; the log has details.' },
 } as const satisfies Record<string, { http: number; summary: string }>;
 

@@ -70,6 +70,16 @@ export const ERRNO_BY_CODE = {
   P2P_UNAUTHORIZED: E.EACCES,
   P2P_PEER_FAILED: E.EIO,
 
+  // Parameter-table codes reach the API and the CLI only; listed for exhaustiveness.
+  PARAMS_TABLE_NOT_FOUND: E.ENOENT,
+  PARAMS_BAD_INPUT: E.EINVAL,
+  PARAMS_DUPLICATE_KEY: E.EINVAL,
+  PARAMS_BAD_TABLE: E.EIO,
+  PARAMS_UNSUPPORTED_MEDIA_TYPE: E.EINVAL,
+  PARAMS_BAD_KEYS: E.EINVAL,
+  PARAMS_BATCH_TOO_LARGE: E.E2BIG,
+  PARAMS_BAD_DELTA: E.EINVAL,
+
   INTERNAL: E.EIO,
 } as const satisfies Record<ErrorCode, number>;
 

@@ -6,6 +6,7 @@ import type { DaemonServices } from '../daemon.js';
 import { registerEventRoutes } from './events-routes.js';
 import { registerJobRoutes } from './jobs-routes.js';
 import { registerLinkRoutes } from './links-routes.js';
+import { registerParamsRoutes } from './params-routes.js';
 import { registerUploadRoutes } from './uploads-routes.js';
 import { registerP2pRoutes } from './p2p-routes.js';
 import { openApiDocument } from './openapi.js';
@@ -82,6 +83,7 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
   registerJobRoutes(app, services);
   registerEventRoutes(app, services);
   registerUploadRoutes(app, services);
+  registerParamsRoutes(app, services.params);
   registerP2pRoutes(app, services);
   return app;
 }

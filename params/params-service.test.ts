@@ -1,0 +1,139 @@
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { encodeDelta } from './delta-body.js';
+import { ParamsService } from './params-service.js';
+import { buildTable } from './table-builder.js';
+import { decodeAnswer, keysBody, vectorOf, writeRecords } from './testing/records.js';
+
+let work: string;
+let tier: string;
+beforeEach(async () => {
+  work = await mkdtemp('/dev/shm/params-svc-');
+  tier = join(work, 'tier');
+});
+afterEach(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+async function table(name: string, keys: bigint[], dim: number, salt = 0, shards = 1): Promise<string> {
+  await writeRecords(join(work, `${name}.bin`), keys, dim, salt);
+  await buildTable(join(work, `${name}.bin`), join(work, `${name}.params`), { dim, shards });
+  return join(work, `${name}.params`);
+}
+
+describe('ParamsService', () => {
+  it('loads a table from a path or file:// URL, lists it and answers mget and lookup', async () => {
+    const keys = Array.from({ length: 1000 }, (_, i) => BigInt(i) * 3n);
+    const source = await table('emb', keys, 4, 0, 3);
+    const service = new ParamsService({ dir: tier });
+    await service.recover();
+    const info = await service.load('emb', `file://${source}`);
+    expect(info).toMatchObject({ name: 'emb', version: 1, keys: 1000, dim: 4, shards: 3, tier: 'pmem', mapping: 'mmap' });
+    expect(service.list()).toEqual([info]);
+    const answer = decodeAnswer(service.mget('emb', keysBody([3n, 4n])), 2, 4);
+    expect(answer).toEqual([vectorOf(3n, 4), undefined]);
+    expect(service.lookup('emb', ['6', '7'])).toEqual({ found: [true, false], vectors: [Array.from(vectorOf(6n, 4)), null] });
+    expect(() => service.mget('nope', keysBody([1n]))).toThrow(expect.objectContaining({ code: 'PARAMS_TABLE_NOT_FOUND' }));
+    expect(() => service.mget('emb', Buffer.alloc(7))).toThrow(expect.objectContaining({ code: 'PARAMS_BAD_KEYS' }));
+    expect(() => service.mget('emb', Buffer.alloc(8 * 100_001))).toThrow(expect.objectContaining({ code: 'PARAMS_BATCH_TOO_LARGE' }));
+    expect(() => service.lookup('emb', ['18446744073709551616'])).toThrow(expect.objectContaining({ code: 'PARAMS_BAD_KEYS' }));
+    expect(() => service.lookup('emb', ['-1'])).toThrow(expect.objectContaining({ code: 'PARAMS_BAD_KEYS' }));
+    // A body at an odd byte offset is still read right.
+    const odd = Buffer.alloc(17);
+    odd.writeBigUInt64LE(9n, 1);
+    odd.writeBigUInt64LE(10n, 9);
+    expect(decodeAnswer(service.mget('emb', odd.subarray(1)), 2, 4)).toEqual([vectorOf(9n, 4), undefined]);
+  });
+
+  it('refuses a damaged source and keeps serving the old version', async () => {
+    const service = new ParamsService({ dir: tier });
+    await service.load('emb', await table('a', [1n, 2n], 2));
+    const bad = join(work, 'bad.params');
+    await writeFile(bad, Buffer.alloc(8192));
+    await expect(service.load('emb', bad)).rejects.toMatchObject({ code: 'PARAMS_BAD_TABLE' });
+    await expect(service.load('emb', join(work, 'missing.params'))).rejects.toMatchObject({ code: 'PARAMS_BAD_INPUT' });
+    await expect(service.load('../x', bad)).rejects.toMatchObject({ code: 'PARAMS_BAD_INPUT' });
+    expect(service.list()).toMatchObject([{ name: 'emb', version: 1 }]);
+    expect(decodeAnswer(service.mget('emb', keysBody([2n])), 1, 2)).toEqual([vectorOf(2n, 2)]);
+    expect((await readdir(tier)).sort()).toEqual(['emb.v1.params', 'manifest.json']);
+  });
+
+  it('switches versions atomically: concurrent lookups see the old or the new version whole, never a mix or an error', async () => {
+    const keys = Array.from({ length: 20_000 }, (_, i) => BigInt(i));
+    const v1 = await table('v1', keys, 8, 0);
+    const v2 = await table('v2', keys, 8, 1000);
+    const service = new ParamsService({ dir: tier });
+    await service.load('emb', v1);
+    const body = keysBody(keys.filter((_, i) => i % 97 === 0));
+    const n = body.length / 8;
+    const seen = new Set<number>();
+    let stop = false;
+    const reader = (async () => {
+      while (!stop) {
+        const answer = decodeAnswer(service.mget('emb', body), n, 8);
+        // Every vector of one answer carries the same salt: 0 (v1) or 1000 (v2).
+        const salts = new Set(answer.map((v, i) => Math.round(v![0]! - Number(BigInt(i * 97) % 1_000_003n))));
+        expect(salts.size).toBe(1);
+        seen.add([...salts][0]!);
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    for (let round = 0; round < 4; round++) await service.load('emb', round % 2 === 0 ? v2 : v1);
+    stop = true;
+    await reader;
+    expect(seen).toEqual(new Set([0, 1000]));
+    expect(service.list()[0]!.version).toBe(5);
+    expect((await readdir(tier)).sort()).toEqual(['emb.v5.params', 'manifest.json']);
+  });
+
+  it('recovers after a crash: a new service serves the manifest tables without the sources, and drops leftovers', async () => {
+    const keys = Array.from({ length: 5000 }, (_, i) => BigInt(i) * 11n);
+    const source = await table('emb', keys, 4, 0, 2);
+    const first = new ParamsService({ dir: tier });
+    await first.load('emb', source);
+    await first.load('other', await table('o', [5n], 1));
+    // The crash: no close(); the source disappears; a temp file of an interrupted load stays behind.
+    await rm(source);
+    await writeFile(join(tier, '.tmp-emb.v9.params-dead'), 'partial');
+    await writeFile(join(tier, 'emb.v0.params'), 'an old version');
+    const second = new ParamsService({ dir: tier });
+    const report = await second.recover();
+    expect(report).toMatchObject({ tables: 2, failed: [] });
+    expect(report.ms).toBeLessThan(1000);
+    expect(decodeAnswer(second.mget('emb', keysBody([11n * 4999n, 12n])), 2, 4)).toEqual([vectorOf(11n * 4999n, 4), undefined]);
+    expect((await readdir(tier)).sort()).toEqual(['emb.v1.params', 'manifest.json', 'other.v1.params']);
+    // Versions continue after the recovered ones.
+    expect(await second.load('other', await table('o2', [6n], 1))).toMatchObject({ version: 2 });
+  });
+
+  it('recovery leaves out a table whose file was damaged and serves the rest', async () => {
+    const first = new ParamsService({ dir: tier });
+    await first.load('good', await table('g', [1n], 2));
+    await first.load('bad', await table('b', [2n], 2));
+    await writeFile(join(tier, 'bad.v1.params'), Buffer.alloc(100));
+    const second = new ParamsService({ dir: tier });
+    const report = await second.recover();
+    expect(report.tables).toBe(1);
+    expect(report.failed).toMatchObject([{ name: 'bad', message: expect.stringContaining('header') }]);
+    expect(second.list().map((t) => t.name)).toEqual(['good']);
+  });
+
+  it('applies a delta of upserts and deletes as a new version', async () => {
+    const keys = Array.from({ length: 3000 }, (_, i) => BigInt(i));
+    const service = new ParamsService({ dir: tier });
+    await service.load('emb', await table('emb', keys, 4, 0, 2));
+    const delta = encodeDelta(4, [[5n, [9, 9, 9, 9]], [1_000_000n, [1, 2, 3, 4]], [7n, [7, 7, 7, 7]]], [6n, 7n, 424242n]);
+    const info = await service.applyDelta('emb', delta);
+    expect(info).toMatchObject({ version: 2, keys: 3000 - 1 + 1, shards: 2 });
+    const answer = decodeAnswer(service.mget('emb', keysBody([5n, 1_000_000n, 6n, 7n, 8n])), 5, 4);
+    expect(answer.map((v) => (v ? [...v] : null))).toEqual([[9, 9, 9, 9], [1, 2, 3, 4], null, [7, 7, 7, 7], [...vectorOf(8n, 4)]]);
+    await expect(service.applyDelta('emb', encodeDelta(3, [], []))).rejects.toMatchObject({ code: 'PARAMS_BAD_DELTA' });
+    await expect(service.applyDelta('emb', delta.subarray(0, delta.length - 1))).rejects.toMatchObject({ code: 'PARAMS_BAD_DELTA' });
+    await expect(service.applyDelta('nope', delta)).rejects.toMatchObject({ code: 'PARAMS_TABLE_NOT_FOUND' });
+    // The delta survives a crash like a load does.
+    const again = new ParamsService({ dir: tier });
+    await again.recover();
+    expect(decodeAnswer(again.mget('emb', keysBody([6n, 1_000_000n])), 2, 4).map((v) => (v ? [...v] : null))).toEqual([null, [1, 2, 3, 4]]);
+  });
+});

@@ -1,0 +1,308 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { syncDir, TEMP_PREFIX } from '../durable/index.js';
+import type { OpenStoreOptions } from '../store/index.js';
+import { silentLogger, type Logger } from '../telemetry/index.js';
+import { decodeDelta } from './delta-body.js';
+import { KeySet } from './key-set.js';
+import { ParamsError } from './params-error.js';
+import { mgetAnswerBytes, ServedTable } from './served-table.js';
+import { MANIFEST_FILE, TableManifest, type ManifestEntry } from './table-manifest.js';
+import { defaultTableMapper, type TableMapper } from './table-mapper.js';
+import { fetchTableFile } from './table-source.js';
+import { TableWriter } from './table-writer.js';
+
+/** Most keys one mget or lookup may ask for: 800 KB of keys, an answer of 6.4 MB at dim 16. */
+export const MAX_BATCH_KEYS = 100_000;
+
+/** Table names: a file-name-safe word, so `<name>.v<version>.params` is a plain file name. */
+const TABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const TABLE_FILE = /^(.+)\.v(\d+)\.params$/;
+
+export interface ParamsServiceConfig {
+  /** Directory holding one file per table version and the manifest: the pmem tier's directory, normally. */
+  readonly dir: string;
+  /** The tier `dir` is on, as `GET /v1/params/tables` reports it. */
+  readonly tier?: string;
+  readonly logger?: Logger;
+  /** Endpoint and region for s3:// sources. */
+  readonly store?: OpenStoreOptions;
+  /** Default: mmap through the native addon, or plain reads without it. */
+  readonly mapper?: TableMapper;
+}
+
+export interface ParamsTableInfo {
+  readonly name: string;
+  readonly version: number;
+  readonly keys: number;
+  readonly dim: number;
+  readonly shards: number;
+  readonly tier: string;
+  readonly bytes: number;
+  readonly source: string;
+  /** `mmap` when served from a mapping, `read` when copied into memory. */
+  readonly mapping: string;
+}
+
+export interface RecoveryReport {
+  readonly tables: number;
+  /** Tables in the manifest that failed validation and are not served. */
+  readonly failed: ReadonlyArray<{ name: string; message: string }>;
+  readonly ms: number;
+}
+
+interface Served {
+  readonly table: ServedTable;
+  readonly entry: ManifestEntry;
+}
+
+/**
+ * Serves parameter tables: loads versions into its directory, switches names to new
+ * versions atomically, answers lookups, and recovers what it served after a crash.
+ *
+ * Atomic switch: a name points at one immutable ServedTable; a load or delta builds the
+ * new version beside the old one and replaces that one reference. Lookups are synchronous
+ * and read the reference once, so each sees one version whole. The old file is removed
+ * after the manifest names the new one; its mapping is released when the last Buffer over
+ * it is garbage-collected.
+ */
+export class ParamsService {
+  readonly #dir: string;
+  readonly #tier: string;
+  readonly #logger: Logger;
+  readonly #store: OpenStoreOptions;
+  readonly #mapper: TableMapper;
+  readonly #manifest: TableManifest;
+  readonly #tables = new Map<string, Served>();
+  /** Highest version ever used per name, so a version number is never reused. */
+  readonly #versions = new Map<string, number>();
+  /** Loads and deltas of one name run one at a time. */
+  readonly #queues = new Map<string, Promise<unknown>>();
+  #ready: Promise<void> | undefined;
+
+  constructor(config: ParamsServiceConfig) {
+    this.#dir = config.dir;
+    this.#tier = config.tier ?? 'pmem';
+    this.#logger = (config.logger ?? silentLogger()).child({ component: 'params' });
+    this.#store = config.store ?? {};
+    this.#mapper = config.mapper ?? defaultTableMapper();
+    this.#manifest = new TableManifest(config.dir);
+  }
+
+  /**
+   * Serves again every table the manifest lists, validating header and index checksum
+   * but not reading the values (they are mapped, not loaded). A table that fails is
+   * logged, left out and reported; the others are served. Leftover temp files and
+   * versions no longer listed are removed afterwards.
+   */
+  async recover(): Promise<RecoveryReport> {
+    const started = performance.now();
+    await this.#ensureDir();
+    const entries = await this.#manifest.read();
+    const failed: Array<{ name: string; message: string }> = [];
+    for (const entry of entries) {
+      this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
+      try {
+        const table = ServedTable.open(join(this.#dir, entry.file), this.#mapper);
+        this.#tables.set(entry.name, { table, entry });
+      } catch (err) {
+        failed.push({ name: entry.name, message: (err as Error).message });
+        this.#logger.error({ err, table: entry.name }, 'parameter table failed validation at recovery; not served until reloaded');
+      }
+    }
+    const ms = performance.now() - started;
+    this.#logger.info({ tables: this.#tables.size, failed: failed.length, ms }, 'parameter tables recovered');
+    await this.#removeOrphans(entries);
+    return { tables: this.#tables.size, failed, ms };
+  }
+
+  /**
+   * Loads (or replaces) table `name` from `source` (a local path, file:// or s3:// URL):
+   * copies it into the directory as a new version, validates it fully (header, index
+   * and values checksums) and switches the name to it. Answers the new table's info.
+   */
+  async load(name: string, source: string): Promise<ParamsTableInfo> {
+    checkName(name);
+    return this.#serialised(name, async () => {
+      const { version, file, temp } = await this.#nextVersion(name);
+      try {
+        await fetchTableFile(source, temp, this.#store);
+        await rename(temp, join(this.#dir, file));
+      } catch (err) {
+        await rm(temp, { force: true });
+        throw err;
+      }
+      return this.#switchTo(name, { name, version, file, source }, { verifyValues: true });
+    });
+  }
+
+  /**
+   * Applies a delta body (see delta-body.ts) to `name` copy-on-write: the new version holds
+   * the old rows minus the deletes plus the upserts (deletes first), and replaces the old
+   * one atomically. Cost is a rewrite of the table, so deltas suit hourly updates, not a
+   * stream of single keys.
+   */
+  applyDelta(name: string, body: Buffer): Promise<ParamsTableInfo> {
+    return this.#serialised(name, async () => {
+      const current = this.#served(name);
+      const delta = decodeDelta(body);
+      const { header } = current.table;
+      if (delta.dim !== header.dim) throw new ParamsError('PARAMS_BAD_DELTA', `delta has dim ${delta.dim}, table ${name} has dim ${header.dim}`);
+      const { version, file, temp } = await this.#nextVersion(name);
+      const writer = new TableWriter(temp, { dim: header.dim, shards: header.shardCount, seed: header.seed, maxRecords: header.keyCount + delta.upserts });
+      try {
+        const deleted = delta.deletes > 0 ? new KeySet(delta.deleteKeys) : undefined;
+        current.table.forEachEntry((lo, hi, bytes, offset) => {
+          if (!deleted?.has(lo, hi)) writer.add(lo, hi, bytes, offset);
+        });
+        const recordBytes = 8 + 4 * header.dim;
+        for (let at = 0; at < delta.records.length; at += recordBytes) {
+          writer.add(delta.records.readUInt32LE(at), delta.records.readUInt32LE(at + 4), delta.records, at + 8);
+        }
+        writer.finish();
+        await rename(temp, join(this.#dir, file));
+      } catch (err) {
+        writer.abort();
+        await rm(temp, { force: true });
+        throw err;
+      }
+      const source = `${current.entry.source} + delta`;
+      return this.#switchTo(name, { name, version, file, source }, { verifyValues: false });
+    });
+  }
+
+  /** The served tables, by name. */
+  list(): ParamsTableInfo[] {
+    return [...this.#tables.values()].map((s) => this.#info(s)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** The served version of `name`; PARAMS_TABLE_NOT_FOUND when there is none. */
+  table(name: string): ServedTable {
+    return this.#served(name).table;
+  }
+
+  /**
+   * Looks up little-endian uint64 keys (raw bytes or a BigUint64Array) in `name` and
+   * answers the mget body: found-bitmap padded to 4 bytes, then one dim-float32 row per
+   * key (zeros when missing), in one buffer allocated for this answer.
+   */
+  mget(name: string, keys: Uint8Array | BigUint64Array): Buffer {
+    const table = this.#served(name).table;
+    const bytes = keys.byteLength;
+    if (bytes % 8 !== 0) throw new ParamsError('PARAMS_BAD_KEYS', `the body is ${bytes} bytes, not a multiple of 8 (one little-endian uint64 per key)`);
+    const n = bytes / 8;
+    if (n > MAX_BATCH_KEYS) throw new ParamsError('PARAMS_BATCH_TOO_LARGE', `${n} keys in one request; at most ${MAX_BATCH_KEYS}`);
+    // Typed-array views need 4-byte alignment; a body at an odd offset is copied once.
+    const words =
+      keys.byteOffset % 4 === 0
+        ? new Uint32Array(keys.buffer, keys.byteOffset, n * 2)
+        : new Uint32Array(new Uint8Array(keys.buffer, keys.byteOffset, bytes).slice().buffer);
+    const out = Buffer.allocUnsafeSlow(mgetAnswerBytes(n, table.dim));
+    table.mgetInto(words, n, new Uint32Array(out.buffer, out.byteOffset, out.length / 4));
+    return out;
+  }
+
+  /** The JSON twin of mget: decimal key strings in, `{found, vectors}` out (null vector when missing). */
+  lookup(name: string, keys: readonly string[]): { found: boolean[]; vectors: Array<number[] | null> } {
+    const table = this.#served(name).table;
+    if (keys.length > MAX_BATCH_KEYS) throw new ParamsError('PARAMS_BATCH_TOO_LARGE', `${keys.length} keys in one request; at most ${MAX_BATCH_KEYS}`);
+    const packed = new BigUint64Array(keys.length);
+    keys.forEach((k, i) => (packed[i] = parseKey(k)));
+    const answer = this.mget(name, packed);
+    const dim = table.dim;
+    const bitmapBytes = ((keys.length + 31) >>> 5) * 4;
+    const floats = new Float32Array(answer.buffer, answer.byteOffset + bitmapBytes, keys.length * dim);
+    const found = keys.map((_, i) => (answer[i >>> 3]! & (1 << (i & 7))) !== 0);
+    return { found, vectors: found.map((f, i) => (f ? Array.from(floats.subarray(i * dim, (i + 1) * dim)) : null)) };
+  }
+
+  /** Stops serving; mappings are released as their Buffers are collected. */
+  close(): void {
+    this.#tables.clear();
+  }
+
+  #served(name: string): Served {
+    const served = this.#tables.get(name);
+    if (!served) throw new ParamsError('PARAMS_TABLE_NOT_FOUND', `no parameter table named "${name}" is loaded`);
+    return served;
+  }
+
+  #info({ table, entry }: Served): ParamsTableInfo {
+    const h = table.header;
+    return { name: entry.name, version: entry.version, keys: h.keyCount, dim: h.dim, shards: h.shardCount, tier: this.#tier, bytes: h.fileBytes, source: entry.source, mapping: table.mapping };
+  }
+
+  async #switchTo(name: string, entry: ManifestEntry, options: { verifyValues: boolean }): Promise<ParamsTableInfo> {
+    const path = join(this.#dir, entry.file);
+    let table: ServedTable;
+    try {
+      table = ServedTable.open(path, this.#mapper, options);
+    } catch (err) {
+      await rm(path, { force: true });
+      throw err;
+    }
+    const previous = this.#tables.get(name);
+    const served = { table, entry };
+    this.#tables.set(name, served); // the switch: one reference
+    await this.#manifest.write([...this.#tables.values()].map((s) => s.entry));
+    if (previous && previous.entry.file !== entry.file) await rm(join(this.#dir, previous.entry.file), { force: true });
+    this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');
+    return this.#info(served);
+  }
+
+  async #nextVersion(name: string): Promise<{ version: number; file: string; temp: string }> {
+    await this.#ensureDir();
+    const version = (this.#versions.get(name) ?? 0) + 1;
+    this.#versions.set(name, version);
+    const file = `${name}.v${version}.params`;
+    return { version, file, temp: join(this.#dir, `${TEMP_PREFIX}${file}-${randomBytes(4).toString('hex')}`) };
+  }
+
+  #ensureDir(): Promise<void> {
+    this.#ready ??= mkdir(this.#dir, { recursive: true }).then(() => undefined);
+    return this.#ready;
+  }
+
+  #serialised<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.#queues.get(name) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    const settled = next.catch(() => undefined);
+    this.#queues.set(name, settled);
+    void settled.then(() => {
+      if (this.#queues.get(name) === settled) this.#queues.delete(name);
+    });
+    return next;
+  }
+
+  /** Removes temp files from interrupted loads and table versions the manifest no longer lists. */
+  async #removeOrphans(entries: readonly ManifestEntry[]): Promise<void> {
+    const listed = new Set(entries.map((e) => e.file));
+    let removed = 0;
+    for (const file of await readdir(this.#dir)) {
+      if (file === MANIFEST_FILE || listed.has(file)) continue;
+      if (!file.startsWith(TEMP_PREFIX) && !TABLE_FILE.test(file)) continue;
+      await rm(join(this.#dir, file), { force: true });
+      removed++;
+    }
+    if (removed > 0) {
+      await syncDir(this.#dir);
+      this.#logger.info({ removed }, 'removed leftover parameter table files');
+    }
+  }
+}
+
+function checkName(name: string): void {
+  if (!TABLE_NAME.test(name)) throw new ParamsError('PARAMS_BAD_INPUT', `table name "${name}" must be 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit`);
+}
+
+const UINT64_MAX = 2n ** 64n - 1n;
+
+/** A key as the JSON routes take it: a decimal string of a uint64. */
+export function parseKey(text: string): bigint {
+  if (typeof text !== 'string' || !/^[0-9]{1,20}$/.test(text)) throw new ParamsError('PARAMS_BAD_KEYS', `key ${JSON.stringify(text)} is not a decimal uint64`);
+  const key = BigInt(text);
+  if (key > UINT64_MAX) throw new ParamsError('PARAMS_BAD_KEYS', `key ${text} is above 2^64 - 1`);
+  return key;
+}

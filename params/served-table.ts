@@ -1,0 +1,170 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
+import { keyHash, scaleToRange, shardOf } from './key-hash.js';
+import { ParamsError } from './params-error.js';
+import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_WORDS, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type TableHeader } from './table-format.js';
+import type { FileRegion, TableMapper } from './table-mapper.js';
+
+export interface OpenTableOptions {
+  /** Also check the values checksum (reads every value): on a first load, not on recovery. */
+  readonly verifyValues?: boolean;
+}
+
+/** The size of the answer to an mget of `n` keys: bitmap padded to 4 bytes, then n rows. */
+export function mgetAnswerBytes(n: number, dim: number): number {
+  return ((n + 31) >>> 5) * 4 + n * dim * 4;
+}
+
+/**
+ * One table file brought into memory (mapped, normally) and checked, ready for lookups.
+ * Immutable: a new version is a new ServedTable. Lookups are synchronous and touch only
+ * typed arrays over the file's regions; no per-key objects.
+ */
+export class ServedTable {
+  readonly path: string;
+  readonly header: TableHeader;
+  readonly mapping: TableMapper['kind'];
+  readonly #index: Uint32Array;
+  readonly #shardFirst: Float64Array;
+  readonly #shardSlots: Float64Array;
+  readonly #chunks: Uint32Array[];
+  readonly #chunkBytes: Buffer[];
+  readonly #chunkShift: number;
+
+  private constructor(path: string, header: TableHeader, mapping: TableMapper['kind'], buffers: Buffer[], shardFirst: Float64Array, shardSlots: Float64Array) {
+    this.path = path;
+    this.header = header;
+    this.mapping = mapping;
+    const [index, ...chunks] = buffers;
+    this.#index = new Uint32Array(index!.buffer, index!.byteOffset, index!.length / 4);
+    this.#chunkBytes = chunks;
+    this.#chunks = chunks.map((c) => new Uint32Array(c.buffer, c.byteOffset, c.length / 4));
+    this.#chunkShift = valuesChunkShift(header.dim);
+    this.#shardFirst = shardFirst;
+    this.#shardSlots = shardSlots;
+  }
+
+  /**
+   * Opens and validates a table file: header fields and checksum, sizes, the shard
+   * directory and the index checksum (and the values checksum with `verifyValues`).
+   * Throws PARAMS_BAD_TABLE naming the problem.
+   */
+  static open(path: string, mapper: TableMapper, options: OpenTableOptions = {}): ServedTable {
+    const { page, size } = readHeaderPage(path);
+    const { header, shards } = decodeHeader(page, size, path);
+    const rowBytes = header.dim * 4;
+    const shift = valuesChunkShift(header.dim);
+    const regions: FileRegion[] = [{ offset: header.indexOffset, length: header.indexBytes }];
+    const chunkRows = 2 ** shift;
+    for (let row = 0; row < header.keyCount; row += chunkRows) {
+      regions.push({ offset: header.valuesOffset + row * rowBytes, length: Math.min(chunkRows, header.keyCount - row) * rowBytes });
+    }
+    const { buffers } = mapper.mapRegions(path, () => regions);
+    const indexCrc = crc32(buffers[0]!, crc32(directoryBytes(page, header.shardCount)));
+    if (indexCrc !== header.indexCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: index checksum mismatch`);
+    if (options.verifyValues) {
+      let crc = 0;
+      for (const chunk of buffers.slice(1)) crc = crc32(chunk, crc);
+      if (crc !== header.valuesCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: values checksum mismatch`);
+    }
+    const first = Float64Array.from(shards, (s) => s.firstSlot);
+    const slots = Float64Array.from(shards, (s) => s.slotCount);
+    return new ServedTable(path, header, mapper.kind, buffers, first, slots);
+  }
+
+  get dim(): number {
+    return this.header.dim;
+  }
+
+  get keyCount(): number {
+    return this.header.keyCount;
+  }
+
+  /**
+   * Looks up `n` keys given as uint32 halves (`keys[2i]` low, `keys[2i+1]` high) and
+   * writes the mget answer into `out` from word 0: found-bitmap words, then n rows of dim
+   * float32 (bit-exact copies; zeros for missing keys). `out` holds at least
+   * mgetAnswerBytes(n, dim) / 4 words. Answers how many keys were found.
+   */
+  mgetInto(keys: Uint32Array, n: number, out: Uint32Array): number {
+    const dim = this.header.dim;
+    const seed = this.header.seed;
+    const shardCount = this.header.shardCount;
+    const index = this.#index;
+    const shardFirst = this.#shardFirst;
+    const shardSlots = this.#shardSlots;
+    const chunks = this.#chunks;
+    const shift = this.#chunkShift;
+    const mask = 2 ** shift - 1;
+    const bitmapWords = (n + 31) >>> 5;
+    out.fill(0, 0, bitmapWords);
+    let found = 0;
+    let o = bitmapWords;
+    for (let i = 0; i < n; i++, o += dim) {
+      const lo = keys[2 * i]!;
+      const hi = keys[2 * i + 1]!;
+      const h = keyHash(lo, hi, seed);
+      const s = shardCount === 1 ? 0 : shardOf(h, shardCount);
+      const first = shardFirst[s]!;
+      const end = first + shardSlots[s]!;
+      let slot = first + scaleToRange(h, shardSlots[s]!);
+      let row = -1;
+      for (;;) {
+        const p = slot * SLOT_WORDS;
+        const r = index[p + 2]!;
+        if (r === EMPTY_ROW) break;
+        if (index[p] === lo && index[p + 1] === hi) {
+          row = r;
+          break;
+        }
+        slot++;
+        if (slot === end) slot = first;
+      }
+      if (row < 0) {
+        for (let d = 0; d < dim; d++) out[o + d] = 0;
+        continue;
+      }
+      found++;
+      out[i >>> 5] |= 1 << (i & 31);
+      const chunk = chunks[row >>> shift]!;
+      const base = (row & mask) * dim;
+      for (let d = 0; d < dim; d++) out[o + d] = chunk[base + d]!;
+    }
+    return found;
+  }
+
+  /** Calls `visit` for every key with its row's values (`bytes` at `offset`, dim x 4 bytes), in slot order. */
+  forEachEntry(visit: (lo: number, hi: number, bytes: Buffer, offset: number) => void): void {
+    const index = this.#index;
+    const rowBytes = this.header.dim * 4;
+    const shift = this.#chunkShift;
+    const mask = 2 ** shift - 1;
+    for (let p = 0; p < index.length; p += SLOT_WORDS) {
+      const row = index[p + 2]!;
+      if (row === EMPTY_ROW) continue;
+      visit(index[p]!, index[p + 1]!, this.#chunkBytes[row >>> shift]!, (row & mask) * rowBytes);
+    }
+  }
+}
+
+/** The header and shard directory, read plainly (a few KiB), and the file's size. */
+function readHeaderPage(path: string): { page: Buffer; size: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new ParamsError('PARAMS_BAD_TABLE', `cannot open table file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const head = Buffer.alloc(Math.min(size, HEADER_BYTES));
+    readSync(fd, head, 0, head.length, 0);
+    const shards = head.length >= HEADER_BYTES ? head.readUInt32LE(24) : 1;
+    const want = Math.min(size, valuesOffsetFor(Math.min(Math.max(shards, 1), MAX_SHARDS)));
+    const page = Buffer.alloc(want);
+    readSync(fd, page, 0, want, 0);
+    return { page, size };
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,240 @@
+import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
+import { keyHash, scaleToRange, shardOf } from './key-hash.js';
+import { ParamsError } from './params-error.js';
+import {
+  DEFAULT_SEED,
+  EMPTY_ROW,
+  MAX_DIM,
+  MAX_INDEX_BYTES,
+  MAX_SHARDS,
+  REGION_ALIGN,
+  SLOT_BYTES,
+  SLOT_WORDS,
+  alignUp,
+  directoryBytes,
+  encodeHeader,
+  slotsFor,
+  valuesOffsetFor,
+  type ShardEntry,
+} from './table-format.js';
+
+export interface TableWriterOptions {
+  readonly dim: number;
+  readonly shards: number;
+  /** Upper bound of the records `add` will see (distinct keys are at most this many). */
+  readonly maxRecords: number;
+  /** A repeated key throws PARAMS_DUPLICATE_KEY instead of replacing the earlier record. */
+  readonly strict?: boolean;
+  readonly seed?: number;
+}
+
+export interface TableWriterResult {
+  readonly keys: number;
+  readonly duplicates: number;
+  readonly bytes: number;
+}
+
+/** Rows are written out in batches of this many bytes: large sequential writes, bounded memory. */
+const WRITE_BATCH_BYTES = 8 * 1024 * 1024;
+/** Slots per record of the dedupe table: load 0.5 keeps the build-time probes short. */
+const DEDUPE_SLOTS_PER_RECORD = 2;
+
+/**
+ * Writes one table file: `add` records in any order, then `finish`. Values stream out as
+ * rows in first-seen key order; a repeated key overwrites its row (the last record wins)
+ * and is counted, or fails with `strict`. The index is built in memory at `finish`.
+ * Memory: about 12 bytes per record for deduplication, plus the index (12 bytes per slot).
+ * Synchronous file I/O on an fd the writer owns; the caller renames the file when done.
+ */
+export class TableWriter {
+  readonly #fd: number;
+  readonly #dim: number;
+  readonly #shards: number;
+  readonly #maxRecords: number;
+  readonly #strict: boolean;
+  readonly #seed: number;
+  readonly #rowBytes: number;
+  readonly #valuesOffset: number;
+  /** Dedupe table: row + 1 per slot, 0 for empty. */
+  readonly #dedupe: Uint32Array;
+  /** Key halves by row: [lo, hi, lo, hi, ...]. */
+  readonly #keys: Uint32Array;
+  readonly #batch: Buffer;
+  readonly #batchRows: number;
+  #batchStart = 0;
+  #rows = 0;
+  #duplicates = 0;
+  #valuesCrc = 0;
+  /** A duplicate rewrote a row already written out, so the streamed checksum is stale. */
+  #crcStale = false;
+
+  constructor(path: string, options: TableWriterOptions) {
+    const { dim, shards, maxRecords } = options;
+    if (!Number.isInteger(dim) || dim < 1 || dim > MAX_DIM) throw new ParamsError('PARAMS_BAD_INPUT', `dim must be an integer in 1..${MAX_DIM}, got ${dim}`);
+    if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new ParamsError('PARAMS_BAD_INPUT', `shards must be an integer in 1..${MAX_SHARDS}, got ${shards}`);
+    // Rows are uint32 with one value reserved for "empty".
+    if (!Number.isInteger(maxRecords) || maxRecords < 0 || maxRecords >= EMPTY_ROW) throw new ParamsError('PARAMS_BAD_INPUT', `a table holds fewer than ${EMPTY_ROW} keys`);
+    this.#dim = dim;
+    this.#shards = shards;
+    this.#maxRecords = maxRecords;
+    this.#strict = options.strict === true;
+    this.#seed = (options.seed ?? DEFAULT_SEED) >>> 0;
+    this.#rowBytes = dim * 4;
+    this.#valuesOffset = valuesOffsetFor(shards);
+    this.#dedupe = new Uint32Array(Math.max(1, maxRecords * DEDUPE_SLOTS_PER_RECORD));
+    this.#keys = new Uint32Array(maxRecords * 2);
+    this.#batchRows = Math.max(1, Math.floor(WRITE_BATCH_BYTES / this.#rowBytes));
+    this.#batch = Buffer.allocUnsafeSlow(this.#batchRows * this.#rowBytes);
+    this.#fd = openSync(path, 'w+');
+  }
+
+  get rows(): number {
+    return this.#rows;
+  }
+
+  /**
+   * Adds the record for key (`lo`, `hi`) whose dim float32 values are the bytes of
+   * `source` at `offset`. Answers false when the key was already present (its row replaced).
+   */
+  add(lo: number, hi: number, source: Uint8Array, offset: number): boolean {
+    const dedupe = this.#dedupe;
+    const keys = this.#keys;
+    const slots = dedupe.length;
+    let slot = scaleToRange(keyHash(lo, hi, this.#seed), slots);
+    for (;;) {
+      const entry = dedupe[slot]!;
+      if (entry === 0) break;
+      const row = entry - 1;
+      if (keys[2 * row] === lo >>> 0 && keys[2 * row + 1] === hi >>> 0) {
+        if (this.#strict) {
+          const key = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+          throw new ParamsError('PARAMS_DUPLICATE_KEY', `key ${key} appears more than once (--strict)`);
+        }
+        this.#duplicates++;
+        this.#writeRow(row, source, offset);
+        return false;
+      }
+      slot = slot + 1 === slots ? 0 : slot + 1;
+    }
+    if (this.#rows === this.#maxRecords) throw new ParamsError('INTERNAL', 'more records than the writer was sized for');
+    const row = this.#rows++;
+    dedupe[slot] = row + 1;
+    keys[2 * row] = lo;
+    keys[2 * row + 1] = hi;
+    this.#writeRow(row, source, offset);
+    return true;
+  }
+
+  #writeRow(row: number, source: Uint8Array, offset: number): void {
+    const bytes = this.#rowBytes;
+    if (row >= this.#batchStart) {
+      const at = (row - this.#batchStart) * bytes;
+      this.#batch.set(source.subarray(offset, offset + bytes), at);
+      if (row - this.#batchStart + 1 === this.#batchRows) this.#flush();
+      return;
+    }
+    writeSync(this.#fd, source, offset, bytes, this.#valuesOffset + row * bytes);
+    this.#crcStale = true;
+  }
+
+  #flush(): void {
+    const count = this.#rows - this.#batchStart;
+    if (count === 0) return;
+    const chunk = this.#batch.subarray(0, count * this.#rowBytes);
+    writeAll(this.#fd, chunk, this.#valuesOffset + this.#batchStart * this.#rowBytes);
+    this.#valuesCrc = crc32(chunk, this.#valuesCrc);
+    this.#batchStart = this.#rows;
+  }
+
+  /** Writes the index and header, fsyncs and closes the file. The writer is done after this. */
+  finish(): TableWriterResult {
+    try {
+      this.#flush();
+      const rows = this.#rows;
+      const valuesBytes = rows * this.#rowBytes;
+      const indexOffset = alignUp(this.#valuesOffset + valuesBytes, REGION_ALIGN);
+      const { index, shards } = this.#buildIndex();
+      const indexBytes = index.byteLength;
+      const page = encodeHeader(
+        { dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, indexCrc: 0, valuesCrc: 0, duplicates: this.#duplicates },
+        shards,
+      );
+      const indexView = Buffer.from(index.buffer, index.byteOffset, indexBytes);
+      const indexCrc = crc32(indexView, crc32(directoryBytes(page, this.#shards)));
+      const valuesCrc = this.#crcStale ? this.#rereadValuesCrc(valuesBytes) : this.#valuesCrc;
+      writeAll(this.#fd, indexView, indexOffset);
+      const final = encodeHeader(
+        { dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, indexCrc, valuesCrc, duplicates: this.#duplicates },
+        shards,
+      );
+      writeAll(this.#fd, final, 0);
+      ftruncateSync(this.#fd, indexOffset + indexBytes);
+      fsyncSync(this.#fd);
+      return { keys: rows, duplicates: this.#duplicates, bytes: indexOffset + indexBytes };
+    } finally {
+      closeSync(this.#fd);
+    }
+  }
+
+  /** Closes the file without finishing it (the caller removes it). */
+  abort(): void {
+    try {
+      closeSync(this.#fd);
+    } catch {
+      // already closed by finish
+    }
+  }
+
+  #buildIndex(): { index: Uint32Array; shards: ShardEntry[] } {
+    const rows = this.#rows;
+    const keys = this.#keys;
+    const seed = this.#seed;
+    const shardCount = this.#shards;
+    const hashes = new Uint32Array(rows);
+    const shardOfRow = new Uint16Array(rows);
+    const counts = new Array<number>(shardCount).fill(0);
+    for (let r = 0; r < rows; r++) {
+      const h = keyHash(keys[2 * r]!, keys[2 * r + 1]!, seed);
+      const s = shardOf(h, shardCount);
+      hashes[r] = h;
+      shardOfRow[r] = s;
+      counts[s]!++;
+    }
+    const shards: ShardEntry[] = [];
+    let firstSlot = 0;
+    for (let s = 0; s < shardCount; s++) {
+      const slotCount = slotsFor(counts[s]!);
+      shards.push({ firstSlot, slotCount, keyCount: counts[s]! });
+      firstSlot += slotCount;
+    }
+    if (firstSlot * SLOT_BYTES > MAX_INDEX_BYTES) throw new ParamsError('PARAMS_BAD_INPUT', `${rows} keys need an index above 4 GiB; split the table`);
+    const index = new Uint32Array(firstSlot * SLOT_WORDS);
+    for (let i = 2; i < index.length; i += SLOT_WORDS) index[i] = EMPTY_ROW;
+    for (let r = 0; r < rows; r++) {
+      const shard = shards[shardOfRow[r]!]!;
+      const end = shard.firstSlot + shard.slotCount;
+      let slot = shard.firstSlot + scaleToRange(hashes[r]!, shard.slotCount);
+      while (index[slot * SLOT_WORDS + 2] !== EMPTY_ROW) slot = slot + 1 === end ? shard.firstSlot : slot + 1;
+      index[slot * SLOT_WORDS] = keys[2 * r]!;
+      index[slot * SLOT_WORDS + 1] = keys[2 * r + 1]!;
+      index[slot * SLOT_WORDS + 2] = r;
+    }
+    return { index, shards };
+  }
+
+  #rereadValuesCrc(valuesBytes: number): number {
+    let crc = 0;
+    for (let done = 0; done < valuesBytes; ) {
+      const n = readSync(this.#fd, this.#batch, 0, Math.min(this.#batch.length, valuesBytes - done), this.#valuesOffset + done);
+      if (n === 0) throw new ParamsError('INTERNAL', 'table file shorter than the rows written');
+      crc = crc32(this.#batch.subarray(0, n), crc);
+      done += n;
+    }
+    return crc;
+  }
+}
+
+function writeAll(fd: number, data: Uint8Array, position: number): void {
+  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position + done);
+}
