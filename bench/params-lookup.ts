@@ -20,6 +20,8 @@ import { printTable } from './lib/table.js';
 const KEYS = Number(process.env.PARAMS_BENCH_KEYS ?? 10_000_000);
 const DIM = 16;
 const CLIENTS = 4;
+/** Lookup threads of the second server: one per core of this 2-core machine. */
+const THREADS = Number(process.env.PARAMS_LOOKUP_THREADS ?? 2);
 const BATCHES = [1_000, 20_000] as const;
 /** Each configuration runs this long: enough for thousands of 1,000-key requests and a stable p99. */
 const RUN_MS = Number(process.env.PARAMS_BENCH_RUN_MS ?? 5_000);
@@ -27,6 +29,11 @@ const RUN_MS = Number(process.env.PARAMS_BENCH_RUN_MS ?? 5_000);
 const BODIES = 64;
 const TSX = join(import.meta.dirname, '../node_modules/.bin/tsx');
 const SERVER = join(import.meta.dirname, 'params-server.ts');
+
+/** Progress on stderr, so a long run shows where it is. */
+function step(what: string): void {
+  process.stderr.write(`params-lookup: ${what}\n`);
+}
 
 interface Rate {
   keysPerSec: number;
@@ -44,36 +51,56 @@ export async function run(): Promise<Record<string, unknown>> {
   const children: ChildProcess[] = [];
   try {
     const input = join(work, 'input.bin');
+    step(`writing ${KEYS} records`);
     let started = performance.now();
     const keys = await writeInput(input);
     const inputMs = performance.now() - started;
+    step('building');
     started = performance.now();
     const built = await buildTable(input, `file://${storeDir}/emb.params`, { dim: DIM, shards: 4 });
     const buildMs = performance.now() - started;
     await rm(input);
     const bodies = Object.fromEntries(BATCHES.map((b) => [b, makeBodies(keys, b)])) as Record<number, Buffer[]>;
 
-    // First load from the store, in a fresh server process.
-    const first = await startServer(tierDir, ['load', 'emb', `file://${storeDir}/emb.params`], bodies[1_000]![0]!, children);
+    step('first load from the store');
+    // First load from the store, in a fresh server process answering on its main thread.
+    const first = await startServer(tierDir, ['load', 'emb', `file://${storeDir}/emb.params`], bodies[1_000]![0]!, children, 0);
     const http: Record<string, Rate> = {};
-    for (const batch of BATCHES) http[batch] = await httpRate(first.port, bodies[batch]!, batch);
+    for (const batch of BATCHES) {
+      step(`HTTP, main thread, ${batch}-key batches`);
+      http[`main-${batch}`] = await httpRate(first.port, bodies[batch]!, batch);
+    }
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));
 
-    // The crash: the same directory, a new process that recovers.
-    const again = await startServer(tierDir, ['recover'], bodies[1_000]![0]!, children);
+    step('SIGKILL and recover');
+    // The crash: the same directory, a new process that recovers (and starts lookup threads).
+    const again = await startServer(tierDir, ['recover'], bodies[1_000]![0]!, children, THREADS);
+    // Give the threads time to map the table before measuring them.
+    await new Promise((r) => setTimeout(r, 500));
+    for (const batch of BATCHES) {
+      step(`HTTP, ${THREADS} lookup threads, ${batch}-key batches`);
+      http[`threads-${batch}`] = await httpRate(again.port, bodies[batch]!, batch);
+    }
     again.child.kill('SIGKILL');
 
-    // In-process: the same lookups without HTTP.
-    const service = new ParamsService({ dir: tierDir });
+    step('in-process');
+    // In-process: the same lookups without HTTP, on this thread and on lookup threads.
+    const service = new ParamsService({ dir: tierDir, lookupThreads: THREADS });
     const recovered = await service.recover();
+    await new Promise((r) => setTimeout(r, 500));
     const inproc: Record<string, Rate> = {};
-    for (const batch of BATCHES) inproc[batch] = inProcessRate(service, bodies[batch]!, batch);
-    service.close();
+    for (const batch of BATCHES) inproc[`main-${batch}`] = inProcessRate(service, bodies[batch]!, batch);
+    for (const batch of BATCHES) inproc[`threads-${batch}`] = await pooledRate(service, bodies[batch]!, batch);
+    await service.close();
 
-    const httpRows = BATCHES.map((b) => [`HTTP, ${CLIENTS} clients, ${b} keys/batch`, http[b]!.keysPerSec / 1e6, http[b]!.p50Ms, http[b]!.p99Ms, http[b]!.requests]);
-    const inRows = BATCHES.map((b) => [`in-process, 1 thread, ${b} keys/batch`, inproc[b]!.keysPerSec / 1e6, inproc[b]!.p50Ms, inproc[b]!.p99Ms, inproc[b]!.requests]);
-    printTable(`mget, ${KEYS} keys of dim ${DIM} (4 shards), random hits`, ['case', 'Mkeys/s', 'p50 ms', 'p99 ms', 'requests'], [...httpRows, ...inRows]);
+    const row = (label: string, r: Rate) => [label, r.keysPerSec / 1e6, r.p50Ms, r.p99Ms, r.requests];
+    printTable(`mget, ${KEYS} keys of dim ${DIM} (4 shards), random hits`, ['case', 'Mkeys/s', 'p50 ms', 'p99 ms', 'requests'], [
+      ...BATCHES.map((b) => row(`HTTP, ${CLIENTS} clients, main thread, ${b} keys/batch`, http[`main-${b}`]!)),
+      ...BATCHES.map((b) => row(`HTTP, ${CLIENTS} clients, ${THREADS} lookup threads, ${b} keys/batch`, http[`threads-${b}`]!)),
+      ...BATCHES.map((b) => row(`in-process, 1 thread, ${b} keys/batch`, inproc[`main-${b}`]!)),
+      ...BATCHES.map((b) => row(`in-process, ${CLIENTS} callers, ${THREADS} lookup threads, ${b} keys/batch`, inproc[`threads-${b}`]!)),
+    ]);
     printTable('start to first correct answer (server child)', ['case', 'total ms', 'process+imports ms', 'data ms', 'listen+answer ms'], [
       ['first load from the file:// store', first.firstAnswerMs, first.timings.entryMs + first.timings.importMs, first.timings.loadMs, first.firstAnswerMs - first.timings.entryMs - first.timings.importMs - first.timings.loadMs - first.timings.recoverMs],
       ['restart after SIGKILL (recover)', again.firstAnswerMs, again.timings.entryMs + again.timings.importMs, again.timings.recoverMs, again.firstAnswerMs - again.timings.entryMs - again.timings.importMs - again.timings.recoverMs],
@@ -155,9 +182,9 @@ interface ServerStart {
 }
 
 /** Spawns the server child and times spawn to its first correct mget answer. */
-async function startServer(tierDir: string, args: string[], probe: Buffer, children: ChildProcess[]): Promise<ServerStart> {
+async function startServer(tierDir: string, args: string[], probe: Buffer, children: ChildProcess[], threads: number): Promise<ServerStart> {
   const t0 = performance.now();
-  const child = spawn(TSX, [SERVER, tierDir, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(TSX, [SERVER, tierDir, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PARAMS_LOOKUP_THREADS: String(threads) } });
   children.push(child);
   const lines = createInterface({ input: child.stdout! });
   const line = await new Promise<string>((resolve, reject) => {
@@ -220,6 +247,24 @@ function inProcessRate(service: ParamsService, bodies: Buffer[], batch: number):
     service.mget('emb', bodies[i % bodies.length]!);
     latencies.push(performance.now() - sent);
   }
+  return summarise(latencies, batch, (performance.now() - begin) / 1000);
+}
+
+/** CLIENTS concurrent callers of ParamsService.mgetAsync (the lookup threads answer). */
+async function pooledRate(service: ParamsService, bodies: Buffer[], batch: number): Promise<Rate> {
+  if (!correct(bodies[0]!, await service.mgetAsync('emb', bodies[0]!))) throw new Error('wrong answer from the lookup threads');
+  const latencies: number[] = [];
+  const deadline = performance.now() + RUN_MS;
+  const begin = performance.now();
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, c) => {
+      for (let i = c; performance.now() < deadline; i += CLIENTS) {
+        const sent = performance.now();
+        await service.mgetAsync('emb', bodies[i % bodies.length]!);
+        latencies.push(performance.now() - sent);
+      }
+    }),
+  );
   return summarise(latencies, batch, (performance.now() - begin) / 1000);
 }
 

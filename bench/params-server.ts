@@ -6,6 +6,8 @@
  *
  *   tsx bench/params-server.ts DIR recover
  *   tsx bench/params-server.ts DIR load NAME SOURCE
+ *
+ * PARAMS_LOOKUP_THREADS=N answers mget on N worker threads.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -16,7 +18,7 @@ const { ParamsService } = await import('../params/index.js');
 const { registerParamsRoutes } = await import('../daemon/api/params-routes.js');
 const importedMs = performance.now();
 
-const service = new ParamsService({ dir: dir!, tier: 'pmem' });
+const service = new ParamsService({ dir: dir!, tier: 'pmem', lookupThreads: Number(process.env.PARAMS_LOOKUP_THREADS ?? 0) });
 const recovered = await service.recover();
 const recoveredMs = performance.now();
 let loadMs = 0;

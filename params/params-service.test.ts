@@ -137,3 +137,39 @@ describe('ParamsService', () => {
     expect(decodeAnswer(again.mget('emb', keysBody([6n, 1_000_000n])), 2, 4).map((v) => (v ? [...v] : null))).toEqual([null, [1, 2, 3, 4]]);
   });
 });
+
+describe('ParamsService with lookup threads', () => {
+  it('answers mgetAsync on worker threads, splitting large batches, and switches versions atomically', async () => {
+    const keys = Array.from({ length: 30_000 }, (_, i) => BigInt(i) * 5n);
+    const v1 = await table('v1', keys, 4, 0, 2);
+    const v2 = await table('v2', keys, 4, 1000, 2);
+    const service = new ParamsService({ dir: tier, lookupThreads: 2 });
+    try {
+      await service.load('emb', v1);
+      // 10,001 keys: split across both threads at a 32-key boundary; the last key is missing.
+      const asked = [...keys.slice(0, 10_000), 7n];
+      const answer = decodeAnswer(await service.mgetAsync('emb', keysBody(asked)), asked.length, 4);
+      asked.forEach((k, i) => expect(answer[i], `key ${k}`).toEqual(i < 10_000 ? vectorOf(k, 4) : undefined));
+      expect(decodeAnswer(await service.mgetAsync('emb', keysBody([5n])), 1, 4)).toEqual([vectorOf(5n, 4)]);
+      await expect(service.mgetAsync('emb', Buffer.alloc(9))).rejects.toMatchObject({ code: 'PARAMS_BAD_KEYS' });
+
+      const body = keysBody(keys.slice(0, 5000));
+      let stop = false;
+      const salts = new Set<number>();
+      const readers = [0, 1, 2].map(async () => {
+        while (!stop) {
+          const got = decodeAnswer(await service.mgetAsync('emb', body), 5000, 4);
+          const one = new Set(got.map((v, i) => Math.round(v![0]! - Number((BigInt(i) * 5n) % 1_000_003n))));
+          expect(one.size).toBe(1);
+          salts.add([...one][0]!);
+        }
+      });
+      for (let round = 0; round < 4; round++) await service.load('emb', round % 2 === 0 ? v2 : v1);
+      stop = true;
+      await Promise.all(readers);
+      expect(salts).toEqual(new Set([0, 1000]));
+    } finally {
+      await service.close();
+    }
+  });
+});

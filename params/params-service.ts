@@ -12,6 +12,7 @@ import { mgetAnswerBytes, ServedTable } from './served-table.js';
 import { MANIFEST_FILE, TableManifest, type ManifestEntry } from './table-manifest.js';
 import { defaultTableMapper, type TableMapper } from './table-mapper.js';
 import { fetchTableFile } from './table-source.js';
+import { LookupPool } from './lookup-pool.js';
 import { TableWriter } from './table-writer.js';
 
 /** Most keys one mget or lookup may ask for: 800 KB of keys, an answer of 6.4 MB at dim 16. */
@@ -31,6 +32,11 @@ export interface ParamsServiceConfig {
   readonly store?: OpenStoreOptions;
   /** Default: mmap through the native addon, or plain reads without it. */
   readonly mapper?: TableMapper;
+  /**
+   * Worker threads answering `mgetAsync` (0: on the calling thread). Each maps the same
+   * files, so threads add no memory. See docs/PARAMS.md for when they pay off.
+   */
+  readonly lookupThreads?: number;
 }
 
 export interface ParamsTableInfo {
@@ -56,6 +62,8 @@ export interface RecoveryReport {
 interface Served {
   readonly table: ServedTable;
   readonly entry: ManifestEntry;
+  /** The lookup threads have this version mapped. */
+  readonly pooled: boolean;
 }
 
 /**
@@ -80,6 +88,9 @@ export class ParamsService {
   readonly #versions = new Map<string, number>();
   /** Loads and deltas of one name run one at a time. */
   readonly #queues = new Map<string, Promise<unknown>>();
+  readonly #lookupThreads: number;
+  /** Started after recovery (or at the first load), so booting threads never slow recovery down. */
+  #pool: LookupPool | undefined;
   #ready: Promise<void> | undefined;
 
   constructor(config: ParamsServiceConfig) {
@@ -89,6 +100,7 @@ export class ParamsService {
     this.#store = config.store ?? {};
     this.#mapper = config.mapper ?? defaultTableMapper();
     this.#manifest = new TableManifest(config.dir);
+    this.#lookupThreads = config.lookupThreads ?? 0;
   }
 
   /**
@@ -106,7 +118,8 @@ export class ParamsService {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
         const table = ServedTable.open(join(this.#dir, entry.file), this.#mapper);
-        this.#tables.set(entry.name, { table, entry });
+        const served: Served = { table, entry, pooled: false };
+        this.#tables.set(entry.name, served);
       } catch (err) {
         failed.push({ name: entry.name, message: (err as Error).message });
         this.#logger.error({ err, table: entry.name }, 'parameter table failed validation at recovery; not served until reloaded');
@@ -114,6 +127,16 @@ export class ParamsService {
     }
     const ms = performance.now() - started;
     this.#logger.info({ tables: this.#tables.size, failed: failed.length, ms }, 'parameter tables recovered');
+    // Served on this thread at once; each moves to the lookup threads once they have it mapped.
+    const pool = this.#startPool();
+    for (const served of pool ? this.#tables.values() : []) {
+      pool!.open(served.table.path).then(
+        () => {
+          if (this.#tables.get(served.entry.name) === served) this.#tables.set(served.entry.name, { ...served, pooled: true });
+        },
+        (err: unknown) => this.#logger.warn({ err, table: served.entry.name }, 'lookup threads could not map a recovered table; serving it on the main thread'),
+      );
+    }
     await this.#removeOrphans(entries);
     return { tables: this.#tables.size, failed, ms };
   }
@@ -190,18 +213,27 @@ export class ParamsService {
    */
   mget(name: string, keys: Uint8Array | BigUint64Array): Buffer {
     const table = this.#served(name).table;
-    const bytes = keys.byteLength;
-    if (bytes % 8 !== 0) throw new ParamsError('PARAMS_BAD_KEYS', `the body is ${bytes} bytes, not a multiple of 8 (one little-endian uint64 per key)`);
-    const n = bytes / 8;
-    if (n > MAX_BATCH_KEYS) throw new ParamsError('PARAMS_BATCH_TOO_LARGE', `${n} keys in one request; at most ${MAX_BATCH_KEYS}`);
+    const n = batchSize(keys);
     // Typed-array views need 4-byte alignment; a body at an odd offset is copied once.
     const words =
       keys.byteOffset % 4 === 0
         ? new Uint32Array(keys.buffer, keys.byteOffset, n * 2)
-        : new Uint32Array(new Uint8Array(keys.buffer, keys.byteOffset, bytes).slice().buffer);
+        : new Uint32Array(new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength).slice().buffer);
     const out = Buffer.allocUnsafeSlow(mgetAnswerBytes(n, table.dim));
     table.mgetInto(words, n, new Uint32Array(out.buffer, out.byteOffset, out.length / 4));
     return out;
+  }
+
+  /**
+   * mget on the lookup threads when there are any (and they have the table mapped), else
+   * on this thread. The version is chosen when the call is made, so a switch during
+   * the lookup does not change the answer.
+   */
+  async mgetAsync(name: string, keys: Uint8Array): Promise<Buffer> {
+    const served = this.#served(name);
+    batchSize(keys);
+    if (!this.#pool?.healthy || !served.pooled) return this.mget(name, keys);
+    return this.#pool.mget(served.table.path, served.table.dim, keys);
   }
 
   /** The JSON twin of mget: decimal key strings in, `{found, vectors}` out (null vector when missing). */
@@ -218,9 +250,10 @@ export class ParamsService {
     return { found, vectors: found.map((f, i) => (f ? Array.from(floats.subarray(i * dim, (i + 1) * dim)) : null)) };
   }
 
-  /** Stops serving; mappings are released as their Buffers are collected. */
-  close(): void {
+  /** Stops serving and the lookup threads; mappings are released as their Buffers are collected. */
+  async close(): Promise<void> {
     this.#tables.clear();
+    await this.#pool?.terminate();
   }
 
   #served(name: string): Served {
@@ -243,13 +276,28 @@ export class ParamsService {
       await rm(path, { force: true });
       throw err;
     }
+    const pool = this.#startPool();
+    if (pool) {
+      try {
+        await pool.open(path);
+      } catch (err) {
+        await rm(path, { force: true });
+        throw err;
+      }
+    }
     const previous = this.#tables.get(name);
-    const served = { table, entry };
+    const served: Served = { table, entry, pooled: pool !== undefined };
     this.#tables.set(name, served); // the switch: one reference
+    if (previous) this.#pool?.close(previous.table.path);
     await this.#manifest.write([...this.#tables.values()].map((s) => s.entry));
     if (previous && previous.entry.file !== entry.file) await rm(join(this.#dir, previous.entry.file), { force: true });
     this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');
     return this.#info(served);
+  }
+
+  #startPool(): LookupPool | undefined {
+    if (this.#lookupThreads > 0) this.#pool ??= new LookupPool(this.#lookupThreads);
+    return this.#pool;
   }
 
   async #nextVersion(name: string): Promise<{ version: number; file: string; temp: string }> {
@@ -291,6 +339,15 @@ export class ParamsService {
       this.#logger.info({ removed }, 'removed leftover parameter table files');
     }
   }
+}
+
+/** Keys in a raw batch; PARAMS_BAD_KEYS or PARAMS_BATCH_TOO_LARGE when it cannot be one. */
+function batchSize(keys: Uint8Array | BigUint64Array): number {
+  const bytes = keys.byteLength;
+  if (bytes % 8 !== 0) throw new ParamsError('PARAMS_BAD_KEYS', `the body is ${bytes} bytes, not a multiple of 8 (one little-endian uint64 per key)`);
+  const n = bytes / 8;
+  if (n > MAX_BATCH_KEYS) throw new ParamsError('PARAMS_BATCH_TOO_LARGE', `${n} keys in one request; at most ${MAX_BATCH_KEYS}`);
+  return n;
 }
 
 function checkName(name: string): void {

@@ -2,13 +2,26 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { keyHash, scaleToRange, shardOf } from './key-hash.js';
 import { ParamsError } from './params-error.js';
-import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_WORDS, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type TableHeader } from './table-format.js';
+import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, SLOT_WORDS, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type TableHeader } from './table-format.js';
 import type { FileRegion, TableMapper } from './table-mapper.js';
 
 export interface OpenTableOptions {
   /** Also check the values checksum (reads every value): on a first load, not on recovery. */
   readonly verifyValues?: boolean;
+  /** Skip the index checksum: for a lookup thread opening a file the main thread just validated. */
+  readonly trusted?: boolean;
 }
+
+/** Per-key working space of mgetInto, shared by every table of this thread (lookups are synchronous). */
+let scratch = new Uint32Array(1024);
+/**
+ * Keys looked up together: the cache lines one block touches (an index and a values line
+ * per key, 128 KiB) stay in L2 between the passes; 20,000 keys at once ran 40% slower.
+ * A multiple of 32, so blocks write whole bitmap words.
+ */
+const BLOCK_KEYS = 1024;
+/** Where mgetInto leaves the result of its cache-warming loads, so they are not dead code. */
+let sink = 0;
 
 /** The size of the answer to an mget of `n` keys: bitmap padded to 4 bytes, then n rows. */
 export function mgetAnswerBytes(n: number, dim: number): number {
@@ -60,15 +73,21 @@ export class ServedTable {
       regions.push({ offset: header.valuesOffset + row * rowBytes, length: Math.min(chunkRows, header.keyCount - row) * rowBytes });
     }
     const { buffers } = mapper.mapRegions(path, () => regions);
-    const indexCrc = crc32(buffers[0]!, crc32(directoryBytes(page, header.shardCount)));
+    const index = buffers[0]!;
+    const indexCrc = options.trusted ? header.indexCrc : crc32(directoryBytes(page, header.shardCount), crc32(index));
     if (indexCrc !== header.indexCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: index checksum mismatch`);
+    // Probes run forward until an empty slot; the slot before each next shard (and the last) must be one.
+    for (let s = 0; s < shards.length; s++) {
+      const end = s + 1 < shards.length ? shards[s + 1]!.firstSlot : header.indexBytes / SLOT_BYTES;
+      if (index.readUInt32LE((end - 1) * SLOT_BYTES + 8) !== EMPTY_ROW) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: shard ${s} of the index does not end with an empty slot`);
+    }
     if (options.verifyValues) {
       let crc = 0;
       for (const chunk of buffers.slice(1)) crc = crc32(chunk, crc);
       if (crc !== header.valuesCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: values checksum mismatch`);
     }
     const first = Float64Array.from(shards, (s) => s.firstSlot);
-    const slots = Float64Array.from(shards, (s) => s.slotCount);
+    const slots = Float64Array.from(shards, (s) => s.homeSlots);
     return new ServedTable(path, header, mapper.kind, buffers, first, slots);
   }
 
@@ -87,6 +106,21 @@ export class ServedTable {
    * mgetAnswerBytes(n, dim) / 4 words. Answers how many keys were found.
    */
   mgetInto(keys: Uint32Array, n: number, out: Uint32Array): number {
+    return this.mgetRange(keys, n, 0, n, out);
+  }
+
+  /**
+   * The part of mgetInto for keys [from, to) of an n-key batch: their bitmap words and
+   * rows. `from` is a multiple of 32 (and `to` too, unless it is n), so that threads
+   * answering different ranges of one batch write disjoint words.
+   */
+  mgetRange(keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number {
+    let found = 0;
+    for (let start = from; start < to; start += BLOCK_KEYS) found += this.#mgetBlock(keys, n, start, Math.min(to, start + BLOCK_KEYS), out);
+    return found;
+  }
+
+  #mgetBlock(keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number {
     const dim = this.header.dim;
     const seed = this.header.seed;
     const shardCount = this.header.shardCount;
@@ -96,19 +130,27 @@ export class ServedTable {
     const chunks = this.#chunks;
     const shift = this.#chunkShift;
     const mask = 2 ** shift - 1;
-    const bitmapWords = (n + 31) >>> 5;
-    out.fill(0, 0, bitmapWords);
-    let found = 0;
-    let o = bitmapWords;
-    for (let i = 0; i < n; i++, o += dim) {
+    const count = to - from;
+    if (scratch.length < count) scratch = new Uint32Array(Math.max(count, scratch.length * 2));
+    const rows = scratch; // rows[i - from] for key i
+    // Passes, each a short loop whose iterations do not depend on one another, so
+    // the CPU overlaps the cache misses of many keys (one loop per key measured about
+    // half as fast on a table much larger than the caches).
+    // 1: the home slot of every key, and a first touch of it so its cache line is on the way.
+    let touched = 0;
+    for (let i = from; i < to; i++) {
+      const h = keyHash(keys[2 * i]!, keys[2 * i + 1]!, seed);
+      const s = shardCount === 1 ? 0 : shardOf(h, shardCount);
+      const slot = shardFirst[s]! + scaleToRange(h, shardSlots[s]!);
+      rows[i - from] = slot;
+      touched ^= index[slot * SLOT_WORDS + 2]!;
+    }
+    // 2: probe the index; rows[i] becomes the key's row or EMPTY_ROW.
+    for (let i = from; i < to; i++) {
       const lo = keys[2 * i]!;
       const hi = keys[2 * i + 1]!;
-      const h = keyHash(lo, hi, seed);
-      const s = shardCount === 1 ? 0 : shardOf(h, shardCount);
-      const first = shardFirst[s]!;
-      const end = first + shardSlots[s]!;
-      let slot = first + scaleToRange(h, shardSlots[s]!);
-      let row = -1;
+      let slot = rows[i - from]!;
+      let row = EMPTY_ROW;
       for (;;) {
         const p = slot * SLOT_WORDS;
         const r = index[p + 2]!;
@@ -117,10 +159,23 @@ export class ServedTable {
           row = r;
           break;
         }
-        slot++;
-        if (slot === end) slot = first;
+        slot++; // never past the region: it ends with an empty slot (checked at open)
       }
-      if (row < 0) {
+      rows[i - from] = row;
+    }
+    // 3: touch every found row, then copy (the same trick as in 1: short loops overlap misses).
+    for (let i = 0; i < count; i++) {
+      const row = rows[i]!;
+      if (row !== EMPTY_ROW) touched ^= chunks[row >>> shift]![(row & mask) * dim]!;
+    }
+    sink = touched; // keeps the touching loads from being optimised away
+    // 4: bitmap and values.
+    const bitmapWords = (n + 31) >>> 5;
+    out.fill(0, from >>> 5, (to + 31) >>> 5);
+    let found = 0;
+    for (let i = from, o = bitmapWords + from * dim; i < to; i++, o += dim) {
+      const row = rows[i - from]!;
+      if (row === EMPTY_ROW) {
         for (let d = 0; d < dim; d++) out[o + d] = 0;
         continue;
       }

@@ -5,10 +5,13 @@ import { ParamsError } from './params-error.js';
  * The served table format, version 1 (docs/PARAMS.md documents it byte by byte).
  *
  *   [0, 128)                 header (fields below), little-endian
- *   [128, 128 + 16 * shards) shard directory: per shard u64 firstSlot, u32 slotCount, u32 keyCount
+ *   [128, 128 + 16 * shards) shard directory: per shard u64 firstSlot, u32 homeSlots, u32 keyCount
  *   [valuesOffset, ...)      values: keyCount rows of dim float32, row r at valuesOffset + r * dim * 4
  *   [indexOffset, ...)       index: totalSlots slots of 3 uint32 (key lo, key hi, row);
- *                            row 0xFFFFFFFF marks an empty slot, so every uint64 is a valid key
+ *                            row 0xFFFFFFFF marks an empty slot, so every uint64 is a valid key.
+ *                            A shard's region runs from its firstSlot to the next shard's; a key's
+ *                            home slot is in the first homeSlots of it and probing goes forward
+ *                            without wrapping: the region always ends with an empty slot.
  *
  * Values come before the index so the builder can stream rows out before it knows how
  * many distinct keys there are. Both regions start on a 4096-byte boundary so each can
@@ -26,8 +29,8 @@ export const SLOT_BYTES = SLOT_WORDS * 4;
 export const EMPTY_ROW = 0xffffffff;
 /** Page size the regions are aligned to (x86-64 and arm64 with 4 KiB pages; larger pages would need a new version). */
 export const REGION_ALIGN = 4096;
-/** Slots per key: linear probing at load 0.7 averages about 2.2 probes per hit and 6 per miss. */
-export const LOAD_FACTOR = 0.7;
+/** Keys per home slot: linear probing at 0.8 averages about 3 slots per hit (one cache line, mostly) and 13 per miss; the index checksum at recovery reads 12/0.8 = 15 bytes per key. */
+export const LOAD_FACTOR = 0.8;
 /** Most values per float32 row; keeps a row under 256 KiB and a values chunk page-aligned (see valuesChunkShift). */
 export const MAX_DIM = 65536;
 /** Shards are a directory entry each in the header region; 4096 keeps that region at 64 KiB. */
@@ -39,7 +42,8 @@ export const MAX_INDEX_BYTES = 2 ** 32 - REGION_ALIGN;
 
 export interface ShardEntry {
   readonly firstSlot: number;
-  readonly slotCount: number;
+  /** Home slots: a key's probe starts at firstSlot + scaleToRange(hash, homeSlots). */
+  readonly homeSlots: number;
   readonly keyCount: number;
 }
 
@@ -67,9 +71,9 @@ export function valuesOffsetFor(shards: number): number {
   return alignUp(HEADER_BYTES + SHARD_ENTRY_BYTES * shards, REGION_ALIGN);
 }
 
-/** Slots a shard of `keys` keys gets: at least one empty slot always, so a miss ends. */
-export function slotsFor(keys: number): number {
-  return Math.max(keys + 1, Math.ceil(keys / LOAD_FACTOR));
+/** Home slots of a shard of `keys` keys (its region adds the overflow past the last one). */
+export function homeSlotsFor(keys: number): number {
+  return Math.max(1, Math.ceil(keys / LOAD_FACTOR));
 }
 
 /**
@@ -102,7 +106,7 @@ export function encodeHeader(h: TableHeader, shards: readonly ShardEntry[]): Buf
   shards.forEach((s, i) => {
     const at = HEADER_BYTES + SHARD_ENTRY_BYTES * i;
     out.writeBigUInt64LE(BigInt(s.firstSlot), at);
-    out.writeUInt32LE(s.slotCount, at + 8);
+    out.writeUInt32LE(s.homeSlots, at + 8);
     out.writeUInt32LE(s.keyCount, at + 12);
   });
   out.writeUInt32LE(crc32(out.subarray(0, 124)), 124);
@@ -150,19 +154,21 @@ export function decodeHeader(page: Buffer, actualBytes: number, what: string): {
   if (header.indexOffset !== alignUp(header.valuesOffset + header.valuesBytes, REGION_ALIGN)) throw bad('index offset does not follow the values');
   if (header.fileBytes !== header.indexOffset + header.indexBytes) throw bad('file size in the header does not match its regions');
   if (actualBytes !== header.fileBytes) throw bad(`file is ${actualBytes} bytes, header says ${header.fileBytes} (truncated or padded)`);
-  if (page.length < header.valuesOffset && page.length < HEADER_BYTES + SHARD_ENTRY_BYTES * shardCount) throw bad('directory missing');
+  if (page.length < HEADER_BYTES + SHARD_ENTRY_BYTES * shardCount) throw bad('shard directory missing');
+  const totalSlots = header.indexBytes / SLOT_BYTES;
+  if (!Number.isInteger(totalSlots)) throw bad('index size is not a whole number of slots');
   const shards: ShardEntry[] = [];
-  let slots = 0;
   let keys = 0;
   for (let i = 0; i < shardCount; i++) {
     const at = HEADER_BYTES + SHARD_ENTRY_BYTES * i;
-    const entry = { firstSlot: num(at), slotCount: page.readUInt32LE(at + 8), keyCount: page.readUInt32LE(at + 12) };
-    if (entry.firstSlot !== slots || entry.slotCount <= entry.keyCount) throw bad(`shard ${i} directory entry is inconsistent`);
-    slots += entry.slotCount;
+    const entry = { firstSlot: num(at), homeSlots: page.readUInt32LE(at + 8), keyCount: page.readUInt32LE(at + 12) };
+    const end = i + 1 < shardCount ? num(at + SHARD_ENTRY_BYTES) : totalSlots;
+    if (i === 0 && entry.firstSlot !== 0) throw bad('shard 0 does not start the index');
+    // The region holds the home slots and every key, plus the empty slot that ends it.
+    if (entry.homeSlots < 1 || end - entry.firstSlot <= Math.max(entry.homeSlots, entry.keyCount)) throw bad(`shard ${i} directory entry is inconsistent`);
     keys += entry.keyCount;
     shards.push(entry);
   }
   if (keys !== keyCount) throw bad('shard key counts do not add up to the key count');
-  if (slots * SLOT_BYTES !== header.indexBytes) throw bad('index size does not match the shard slot counts');
   return { header, shards };
 }

@@ -14,7 +14,7 @@ import {
   alignUp,
   directoryBytes,
   encodeHeader,
-  slotsFor,
+  homeSlotsFor,
   valuesOffsetFor,
   type ShardEntry,
 } from './table-format.js';
@@ -154,21 +154,13 @@ export class TableWriter {
       const rows = this.#rows;
       const valuesBytes = rows * this.#rowBytes;
       const indexOffset = alignUp(this.#valuesOffset + valuesBytes, REGION_ALIGN);
-      const { index, shards } = this.#buildIndex();
-      const indexBytes = index.byteLength;
-      const page = encodeHeader(
-        { dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, indexCrc: 0, valuesCrc: 0, duplicates: this.#duplicates },
-        shards,
-      );
-      const indexView = Buffer.from(index.buffer, index.byteOffset, indexBytes);
-      const indexCrc = crc32(indexView, crc32(directoryBytes(page, this.#shards)));
+      const { shards, totalSlots, crc } = this.#writeIndex(indexOffset);
+      const indexBytes = totalSlots * SLOT_BYTES;
+      const header = { dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, duplicates: this.#duplicates };
+      const draft = encodeHeader({ ...header, indexCrc: 0, valuesCrc: 0 }, shards);
+      const indexCrc = crc32(directoryBytes(draft, this.#shards), crc);
       const valuesCrc = this.#crcStale ? this.#rereadValuesCrc(valuesBytes) : this.#valuesCrc;
-      writeAll(this.#fd, indexView, indexOffset);
-      const final = encodeHeader(
-        { dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, indexCrc, valuesCrc, duplicates: this.#duplicates },
-        shards,
-      );
-      writeAll(this.#fd, final, 0);
+      writeAll(this.#fd, encodeHeader({ ...header, indexCrc, valuesCrc }, shards), 0);
       ftruncateSync(this.#fd, indexOffset + indexBytes);
       fsyncSync(this.#fd);
       return { keys: rows, duplicates: this.#duplicates, bytes: indexOffset + indexBytes };
@@ -186,41 +178,63 @@ export class TableWriter {
     }
   }
 
-  #buildIndex(): { index: Uint32Array; shards: ShardEntry[] } {
+  /**
+   * Builds and writes each shard's index region in turn (one region in memory at a
+   * time). Answers the directory, the slot total and the CRC-32 of the index region.
+   */
+  #writeIndex(indexOffset: number): { shards: ShardEntry[]; totalSlots: number; crc: number } {
     const rows = this.#rows;
     const keys = this.#keys;
-    const seed = this.#seed;
     const shardCount = this.#shards;
     const hashes = new Uint32Array(rows);
     const shardOfRow = new Uint16Array(rows);
-    const counts = new Array<number>(shardCount).fill(0);
+    const counts = new Uint32Array(shardCount + 1);
     for (let r = 0; r < rows; r++) {
-      const h = keyHash(keys[2 * r]!, keys[2 * r + 1]!, seed);
+      const h = keyHash(keys[2 * r]!, keys[2 * r + 1]!, this.#seed);
       const s = shardOf(h, shardCount);
       hashes[r] = h;
       shardOfRow[r] = s;
-      counts[s]!++;
+      counts[s + 1]!++;
     }
+    // Rows grouped by shard (a counting sort): shard s owns byShard[starts[s], starts[s + 1]).
+    const starts = new Float64Array(shardCount + 1);
+    for (let s = 0; s < shardCount; s++) starts[s + 1] = starts[s]! + counts[s + 1]!;
+    const fill = Float64Array.from(starts);
+    const byShard = new Uint32Array(rows);
+    for (let r = 0; r < rows; r++) byShard[fill[shardOfRow[r]!]!++] = r;
+
     const shards: ShardEntry[] = [];
     let firstSlot = 0;
+    let crc = 0;
     for (let s = 0; s < shardCount; s++) {
-      const slotCount = slotsFor(counts[s]!);
-      shards.push({ firstSlot, slotCount, keyCount: counts[s]! });
-      firstSlot += slotCount;
+      const keyCount = starts[s + 1]! - starts[s]!;
+      const homeSlots = homeSlotsFor(keyCount);
+      let region: Uint32Array = new Uint32Array((homeSlots + 1 + (homeSlots >>> 6)) * SLOT_WORDS);
+      for (let i = 2; i < region.length; i += SLOT_WORDS) region[i] = EMPTY_ROW;
+      let last = homeSlots - 1; // the last slot in use or home
+      for (let k = starts[s]!; k < starts[s + 1]!; k++) {
+        const r = byShard[k]!;
+        let slot = scaleToRange(hashes[r]!, homeSlots);
+        for (;;) {
+          // Keep room for this slot and the empty one after it.
+          if ((slot + 2) * SLOT_WORDS > region.length) region = grow(region);
+          if (region[slot * SLOT_WORDS + 2] === EMPTY_ROW) break;
+          slot++;
+        }
+        region[slot * SLOT_WORDS] = keys[2 * r]!;
+        region[slot * SLOT_WORDS + 1] = keys[2 * r + 1]!;
+        region[slot * SLOT_WORDS + 2] = r;
+        if (slot > last) last = slot;
+      }
+      const slots = last + 2; // one empty slot ends every probe
+      const bytes = Buffer.from(region.buffer, 0, slots * SLOT_BYTES);
+      if ((firstSlot + slots) * SLOT_BYTES > MAX_INDEX_BYTES) throw new ParamsError('PARAMS_BAD_INPUT', `${rows} keys need an index above 4 GiB; split the table`);
+      writeAll(this.#fd, bytes, indexOffset + firstSlot * SLOT_BYTES);
+      crc = crc32(bytes, crc);
+      shards.push({ firstSlot, homeSlots, keyCount });
+      firstSlot += slots;
     }
-    if (firstSlot * SLOT_BYTES > MAX_INDEX_BYTES) throw new ParamsError('PARAMS_BAD_INPUT', `${rows} keys need an index above 4 GiB; split the table`);
-    const index = new Uint32Array(firstSlot * SLOT_WORDS);
-    for (let i = 2; i < index.length; i += SLOT_WORDS) index[i] = EMPTY_ROW;
-    for (let r = 0; r < rows; r++) {
-      const shard = shards[shardOfRow[r]!]!;
-      const end = shard.firstSlot + shard.slotCount;
-      let slot = shard.firstSlot + scaleToRange(hashes[r]!, shard.slotCount);
-      while (index[slot * SLOT_WORDS + 2] !== EMPTY_ROW) slot = slot + 1 === end ? shard.firstSlot : slot + 1;
-      index[slot * SLOT_WORDS] = keys[2 * r]!;
-      index[slot * SLOT_WORDS + 1] = keys[2 * r + 1]!;
-      index[slot * SLOT_WORDS + 2] = r;
-    }
-    return { index, shards };
+    return { shards, totalSlots: firstSlot, crc };
   }
 
   #rereadValuesCrc(valuesBytes: number): number {
@@ -237,4 +251,12 @@ export class TableWriter {
 
 function writeAll(fd: number, data: Uint8Array, position: number): void {
   for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position + done);
+}
+
+/** The region with twice the overflow room, new slots empty. */
+function grow(region: Uint32Array): Uint32Array {
+  const bigger = new Uint32Array(region.length * 2);
+  bigger.set(region);
+  for (let i = region.length + 2; i < bigger.length; i += SLOT_WORDS) bigger[i] = EMPTY_ROW;
+  return bigger;
 }

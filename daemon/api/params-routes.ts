@@ -43,7 +43,7 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
       service.table(name);
       requireType(request, OCTET_STREAM);
       const body = (request.body as Buffer | undefined) ?? Buffer.alloc(0);
-      return reply.type(OCTET_STREAM).send(service.mget(name, body));
+      return reply.type(OCTET_STREAM).send(await service.mgetAsync(name, body));
     });
 
     scope.post('/v1/params/:name/lookup', async (request) => {

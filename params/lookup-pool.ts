@@ -1,0 +1,145 @@
+import { Worker } from 'node:worker_threads';
+import type { FromWorker, ToWorker } from './lookup-messages.js';
+import { ParamsError } from './params-error.js';
+import { mgetAnswerBytes } from './served-table.js';
+
+/**
+ * Batches of at least this many keys are split across all threads, so one large batch
+ * is answered by every core (a 20,000-key batch takes about 4 ms on one thread here).
+ */
+const SPLIT_KEYS = 4096;
+
+interface Pending {
+  remaining: number;
+  error?: string;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * Worker threads that answer mget batches over their own mappings of the same table
+ * files (MAP_SHARED: no extra memory). Keys and answer travel in one SharedArrayBuffer,
+ * so nothing is copied back. Each thread handles its messages in order, so a `close`
+ * sent after a switch runs after every lookup queued before it.
+ */
+export class LookupPool {
+  readonly #workers: Worker[];
+  readonly #pending = new Map<number, Pending>();
+  readonly #opening = new Map<string, { remaining: number; errors: string[]; resolve: () => void; reject: (err: Error) => void }>();
+  /** Outstanding lookups per worker, to send a small batch to the least busy one. */
+  readonly #busy: number[];
+  #nextId = 1;
+  /** Lookups and opens not yet answered: the threads keep the process alive only while there are some. */
+  #inFlight = 0;
+  #failed: Error | undefined;
+
+  constructor(threads: number) {
+    this.#workers = Array.from({ length: threads }, () => new Worker(new URL('./lookup-worker-boot.mjs', import.meta.url)));
+    this.#busy = this.#workers.map(() => 0);
+    this.#workers.forEach((worker, w) => {
+      worker.unref();
+      worker.on('message', (message: FromWorker) => this.#onMessage(w, message));
+      worker.on('error', (err) => this.#failAll(err));
+    });
+  }
+
+  get threads(): number {
+    return this.#workers.length;
+  }
+
+  /** False once a thread has died; the service then answers on its own thread. */
+  get healthy(): boolean {
+    return this.#failed === undefined;
+  }
+
+  #begin(): void {
+    if (this.#inFlight++ === 0) for (const w of this.#workers) w.ref();
+  }
+
+  #end(): void {
+    if (--this.#inFlight === 0) for (const w of this.#workers) w.unref();
+  }
+
+  /** Maps `path` in every thread; resolves when all have it. */
+  open(path: string): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    this.#begin();
+    return new Promise((resolve, reject) => {
+      const settle = (err?: Error) => {
+        this.#end();
+        if (err) reject(err);
+        else resolve();
+      };
+      this.#opening.set(path, { remaining: this.#workers.length, errors: [], resolve: () => settle(), reject: settle });
+      for (const worker of this.#workers) worker.postMessage({ type: 'open', path } satisfies ToWorker);
+    });
+  }
+
+  /** Drops `path` in every thread after the lookups already sent to it. */
+  close(path: string): void {
+    for (const worker of this.#workers) worker.postMessage({ type: 'close', path } satisfies ToWorker);
+  }
+
+  /** The mget answer for `keys` (whole little-endian uint64s) from the table file `path` of dimension `dim`. */
+  async mget(path: string, dim: number, keys: Uint8Array): Promise<Buffer> {
+    const n = keys.byteLength / 8;
+    const shared = new SharedArrayBuffer(n * 8 + mgetAnswerBytes(n, dim));
+    new Uint8Array(shared, 0, n * 8).set(keys);
+    const parts = n >= SPLIT_KEYS ? this.#workers.length : 1;
+    // Ranges start on multiples of 32 so each thread writes whole bitmap words.
+    const step = Math.ceil(n / parts / 32) * 32;
+    if (this.#failed) throw this.#failed;
+    const id = this.#nextId++;
+    this.#begin();
+    const done = new Promise<void>((resolve, reject) => this.#pending.set(id, { remaining: 0, resolve, reject })).finally(() => this.#end());
+    const pending = this.#pending.get(id)!;
+    for (let p = 0, from = 0; from < n || (n === 0 && p === 0); p++, from += step) {
+      const w = parts === 1 ? this.#leastBusy() : p;
+      this.#busy[w]!++;
+      pending.remaining++;
+      this.#workers[w]!.postMessage({ type: 'mget', id, path, shared, n, from, to: Math.min(n, from + step) } satisfies ToWorker);
+      if (n === 0) break;
+    }
+    await done;
+    return Buffer.from(shared, n * 8);
+  }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.#workers.map((w) => w.terminate()));
+  }
+
+  #leastBusy(): number {
+    let best = 0;
+    for (let w = 1; w < this.#busy.length; w++) if (this.#busy[w]! < this.#busy[best]!) best = w;
+    return best;
+  }
+
+  #onMessage(w: number, message: FromWorker): void {
+    if (message.type === 'opened') {
+      const opening = this.#opening.get(message.path);
+      if (!opening) return;
+      if (message.error) opening.errors.push(message.error);
+      if (--opening.remaining > 0) return;
+      this.#opening.delete(message.path);
+      if (opening.errors.length > 0) opening.reject(new ParamsError('PARAMS_BAD_TABLE', opening.errors[0]!));
+      else opening.resolve();
+      return;
+    }
+    this.#busy[w]!--;
+    const pending = this.#pending.get(message.id);
+    if (!pending) return;
+    if (message.error) pending.error = message.error;
+    if (--pending.remaining > 0) return;
+    this.#pending.delete(message.id);
+    if (pending.error) pending.reject(new ParamsError('INTERNAL', pending.error));
+    else pending.resolve();
+  }
+
+  #failAll(err: Error): void {
+    this.#failed = new ParamsError('INTERNAL', `a lookup thread failed: ${err.message}`, { cause: err });
+    for (const pending of this.#pending.values()) pending.reject(this.#failed);
+    for (const opening of this.#opening.values()) opening.reject(this.#failed);
+    this.#pending.clear();
+    this.#opening.clear();
+  }
+}
