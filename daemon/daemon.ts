@@ -112,6 +112,7 @@ export class Daemon {
       const jobs = new JobManager(logger.child({ component: 'jobs' }));
       cleanups.push(() => jobs.close());
       const params = await openParams(config, logger);
+      cleanups.push(() => params.close());
       let mount: FuseMount | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
