@@ -7,6 +7,8 @@ export interface MmapBinding {
   sync(buffer: Buffer, offset: number, length: number): void;
   allocate(fd: number, length: number): void;
   pageSize(): number;
+  /** Bytes of the buffer's pages resident in memory now (mincore). */
+  resident(buffer: Buffer): number;
 }
 
 const ADDON_PATH = '../native/build/Release/strata_mmap.node';

@@ -91,6 +91,9 @@ const DEFAULT_PEER_TIMEOUT_SECONDS = 5;
 /** Shortest STRATA_PEER_SECRET accepted: 16 characters, so the HMAC key cannot be guessed. */
 const MIN_PEER_SECRET_LENGTH = 16;
 
+/** Most lookup threads for parameter tables: beyond the cores they only add queueing. */
+const MAX_LOOKUP_THREADS = 64;
+
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
   .object({
@@ -133,6 +136,17 @@ export const mountOptionsSchema = z
         }
         return seconds;
       }),
+    lookupThreads: z
+      .string()
+      .default('0')
+      .transform((text, ctx) => {
+        const threads = Number(text);
+        if (!/^\d+$/.test(text) || threads > MAX_LOOKUP_THREADS) {
+          ctx.addIssue({ code: 'custom', message: `--lookup-threads: "${text}" is not a whole number from 0 to ${MAX_LOOKUP_THREADS}` });
+          return z.NEVER;
+        }
+        return threads;
+      }),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: '--log-level: must be one of trace, debug, info, warn, error' }).default('info'),
   })
   .strict();
@@ -170,6 +184,8 @@ export interface DaemonConfig {
   /** `--advertise`: this daemon's API URL as its peers know it. */
   readonly advertise?: string;
   readonly peerTimeoutMs: number;
+  /** Worker threads answering parameter-table mget (0: the event loop; tables on NVMe always use at least one). */
+  readonly lookupThreads: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -223,6 +239,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.peers ? { peers: o.peers } : {}),
     ...(o.advertise ? { advertise: o.advertise } : {}),
     peerTimeoutMs: o.peerTimeout * 1000,
+    lookupThreads: o.lookupThreads,
     logLevel: o.logLevel,
   });
 }

@@ -181,15 +181,20 @@ export class Daemon {
 
 /**
  * Parameter tables live next to the pmem pool (the persistent-memory tier) when there is
- * one, else in the state dir; tables served before a crash are served again at once.
+ * one, in the NVMe tier's directory when pmem lacks room for a table (or there is no pmem),
+ * else in the state dir; tables served before a crash are served again at once.
  */
 async function openParams(config: DaemonConfig, logger: Logger): Promise<ParamsService> {
-  const onPmem = config.tiers.pmem !== undefined;
-  const dir = onPmem ? join(dirname(config.tiers.pmem!.path), 'strata-params') : join(config.stateDir, 'params');
+  const { pmem, nvme } = config.tiers;
+  const nvmeDir = nvme && { dir: join(nvme.path, 'strata-params'), tier: 'nvme' };
+  const first = pmem ? { dir: join(dirname(pmem.path), 'strata-params'), tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
+  const dir = first.dir;
   await mkdir(dir, { recursive: true });
   const params = new ParamsService({
     dir,
-    tier: onPmem ? 'pmem' : 'state-dir',
+    tier: first.tier,
+    ...(pmem && nvmeDir ? { overflow: nvmeDir } : {}),
+    lookupThreads: config.lookupThreads,
     logger: logger.child({ component: 'params' }),
     store: { endpoint: config.endpoint, region: config.region },
   });

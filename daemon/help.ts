@@ -26,6 +26,7 @@ const DAEMON_OPTIONS = {
   peers: { type: 'string' },
   advertise: { type: 'string' },
   'peer-timeout': { type: 'string' },
+  'lookup-threads': { type: 'string' },
   'read-only': { type: 'boolean' },
   staging: { type: 'string' },
   'log-level': { type: 'string' },
@@ -55,6 +56,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--peers LIST', 'share cached blocks with peer daemons: API URLs (http://10.0.0.1:7070,...) or dns:NAME:PORT; needs STRATA_PEER_SECRET'],
       ['--advertise URL', 'this daemon\'s API URL as its peers list it (default: found in --peers by address and port)'],
       ['--peer-timeout SECONDS', 'how long to wait for a block from its owner peer before reading the store (default 5)'],
+      ['--lookup-threads N', 'worker threads for parameter-table lookups (default 0: the event loop, fastest with the native kernel on 2 cores)'],
       ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],
     ],
   },
@@ -116,10 +118,10 @@ export const COMMANDS: Record<string, CommandSpec> = {
   params: {
     usage: 'strata params build|load|mget ...',
     summary: 'Build parameter tables (embedding lookups), load them into the daemon, look up keys.',
-    options: { ...apiOption, json: { type: 'boolean' }, dim: { type: 'string' }, shards: { type: 'string' }, strict: { type: 'boolean' } },
+    options: { ...apiOption, json: { type: 'boolean' }, dim: { type: 'string' }, shards: { type: 'string' }, strict: { type: 'boolean' }, tier: { type: 'string' } },
     optionHelp: [
       ['build --dim D [--shards N] [--strict] INPUT DEST', 'turn (uint64 key, D x float32) records into the served format (runs locally)'],
-      ['load NAME SOURCE', 'load or replace a table from a file, a path in the mount or a store URL'],
+      ['load NAME SOURCE [--tier pmem|nvme]', 'load or replace a table from a file, a path in the mount or a store URL (default tier: pmem, nvme when pmem lacks room)'],
       ['mget NAME KEY...', 'print the vectors of decimal keys'],
       ['--api HOST:PORT, --json', 'the daemon to talk to; machine-readable output'],
     ],

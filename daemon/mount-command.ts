@@ -40,6 +40,7 @@ function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
     peers: str('peers'),
     advertise: str('advertise'),
     peerTimeout: str('peer-timeout'),
+    lookupThreads: str('lookup-threads'),
     logLevel: str('log-level') as never,
   };
 }

@@ -65,7 +65,9 @@ export function buildProgressLine(done: number, total: number, seconds: number):
 }
 
 async function load(values: Values, positionals: string[]): Promise<number> {
-  if (positionals.length !== 2) throw new UsageError('USAGE', 'params load needs NAME and SOURCE: strata params load NAME SOURCE [--api HOST:PORT]');
+  if (positionals.length !== 2) throw new UsageError('USAGE', 'params load needs NAME and SOURCE: strata params load NAME SOURCE [--tier pmem|nvme] [--api HOST:PORT]');
+  const tier = typeof values.tier === 'string' ? values.tier : undefined;
+  if (tier !== undefined && tier !== 'pmem' && tier !== 'nvme') throw new UsageError('USAGE', `params load --tier: "${tier}" is not pmem or nvme`);
   const [name, given] = positionals as [string, string];
   // The daemon has its own working directory: send local paths absolute.
   const source = given.includes('://') || isAbsolute(given) ? given : resolve(given);
@@ -74,7 +76,7 @@ async function load(values: Values, positionals: string[]): Promise<number> {
   if (process.env.STRATA_TOKEN) headers.authorization = `Bearer ${process.env.STRATA_TOKEN}`;
   let response: Response;
   try {
-    response = await fetch(new URL('/v1/params/tables', base), { method: 'POST', headers, body: JSON.stringify({ name, source }), signal: AbortSignal.timeout(LOAD_TIMEOUT_MS) });
+    response = await fetch(new URL('/v1/params/tables', base), { method: 'POST', headers, body: JSON.stringify({ name, source, ...(tier ? { tier } : {}) }), signal: AbortSignal.timeout(LOAD_TIMEOUT_MS) });
   } catch (err) {
     const reason = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
     throw new ApiClientError('API_UNREACHABLE', `no Strata daemon answers at ${base} (${reason}); is it running? pass --api HOST:PORT`);

@@ -79,6 +79,7 @@ export const ERROR_CATALOGUE = {
   PARAMS_BAD_KEYS: { http: 400, summary: 'A lookup body is malformed: length not a multiple of 8 bytes, or a key that is not a decimal uint64.' },
   PARAMS_BATCH_TOO_LARGE: { http: 413, summary: 'A lookup asks for more keys than one request may (100,000).' },
   PARAMS_BAD_DELTA: { http: 400, summary: 'A delta body is malformed or its dim differs from the table\'s.' },
+  PARAMS_NO_SPACE: { http: 507, summary: 'No parameter tier has room for the table (pmem, then nvme); free space or give a larger tier.' },
 
   INTERNAL: { http: 500, summary: 'An unexpected internal error; the log has details.' },
 } as const satisfies Record<string, { http: number; summary: string }>;

@@ -79,6 +79,7 @@ export const ERRNO_BY_CODE = {
   PARAMS_BAD_KEYS: E.EINVAL,
   PARAMS_BATCH_TOO_LARGE: E.E2BIG,
   PARAMS_BAD_DELTA: E.EINVAL,
+  PARAMS_NO_SPACE: E.ENOSPC,
 
   INTERNAL: E.EIO,
 } as const satisfies Record<ErrorCode, number>;

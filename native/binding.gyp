@@ -4,6 +4,12 @@
       "target_name": "strata_mmap",
       "sources": ["src/strata_mmap.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "strata_lookup",
+      "sources": ["src/strata_lookup.c"],
+      "cflags": ["-O3", "-Wall", "-Wextra"],
+      "libraries": ["-lpthread"]
     }
   ]
 }

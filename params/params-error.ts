@@ -9,6 +9,7 @@ export type ParamsErrorCode =
   | 'PARAMS_BAD_KEYS'
   | 'PARAMS_BATCH_TOO_LARGE'
   | 'PARAMS_BAD_DELTA'
+  | 'PARAMS_NO_SPACE'
   | 'INTERNAL';
 
 /** Any failure of the parameter-table service reported on purpose. */

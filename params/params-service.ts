@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { syncDir, TEMP_PREFIX } from '../durable/index.js';
@@ -11,7 +11,7 @@ import { ParamsError } from './params-error.js';
 import { mgetAnswerBytes, ServedTable } from './served-table.js';
 import { MANIFEST_FILE, TableManifest, type ManifestEntry } from './table-manifest.js';
 import { defaultTableMapper, type TableMapper } from './table-mapper.js';
-import { fetchTableFile } from './table-source.js';
+import { fetchTableFile, tableSourceSize } from './table-source.js';
 import { LookupPool } from './lookup-pool.js';
 import { TableWriter } from './table-writer.js';
 
@@ -22,11 +22,23 @@ export const MAX_BATCH_KEYS = 100_000;
 const TABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const TABLE_FILE = /^(.+)\.v(\d+)\.params$/;
 
+/** Tiers whose pages may have to come from a device: their lookups never run on the event loop. */
+const DEVICE_TIERS = new Set(['nvme']);
+/** Kept free on a tier when choosing it: the manifest, temp files and other users of a shared tmpfs. */
+const TIER_RESERVE_BYTES = 16 * 1024 * 1024;
+
 export interface ParamsServiceConfig {
   /** Directory holding one file per table version and the manifest: the pmem tier's directory, normally. */
   readonly dir: string;
   /** The tier `dir` is on, as `GET /v1/params/tables` reports it. */
   readonly tier?: string;
+  /**
+   * Where a table goes when `dir` lacks room for it: the NVMe tier's directory. Its files
+   * are mapped like the others; the kernel's page cache keeps the pages of hot keys in DRAM.
+   * Lookups of tables there run on lookup threads (at least one), so a page read from the
+   * device never stalls the event loop.
+   */
+  readonly overflow?: { readonly dir: string; readonly tier: string };
   readonly logger?: Logger;
   /** Endpoint and region for s3:// sources. */
   readonly store?: OpenStoreOptions;
@@ -50,6 +62,15 @@ export interface ParamsTableInfo {
   readonly source: string;
   /** `mmap` when served from a mapping, `read` when copied into memory. */
   readonly mapping: string;
+  /** `native` (the addon's kernel) or `js`. */
+  readonly kernel: string;
+  /** Bytes of the table now in DRAM (page cache), for tables on a device tier; all of it otherwise. */
+  readonly residentBytes: number;
+}
+
+export interface LoadOptions {
+  /** Put the table on this tier instead of the first with room (`pmem` or `nvme`, as configured). */
+  readonly tier?: string;
 }
 
 export interface RecoveryReport {
@@ -66,6 +87,12 @@ interface Served {
   readonly pooled: boolean;
 }
 
+/** A directory tables may be placed in. */
+interface Placement {
+  readonly dir: string;
+  readonly tier: string;
+}
+
 /**
  * Serves parameter tables: loads versions into its directory, switches names to new
  * versions atomically, answers lookups, and recovers what it served after a crash.
@@ -78,7 +105,8 @@ interface Served {
  */
 export class ParamsService {
   readonly #dir: string;
-  readonly #tier: string;
+  /** Where tables may go, in order of preference: `dir` first, then the overflow tier. */
+  readonly #placements: readonly Placement[];
   readonly #logger: Logger;
   readonly #store: OpenStoreOptions;
   readonly #mapper: TableMapper;
@@ -95,7 +123,7 @@ export class ParamsService {
 
   constructor(config: ParamsServiceConfig) {
     this.#dir = config.dir;
-    this.#tier = config.tier ?? 'pmem';
+    this.#placements = [{ dir: config.dir, tier: config.tier ?? 'pmem' }, ...(config.overflow ? [config.overflow] : [])];
     this.#logger = (config.logger ?? silentLogger()).child({ component: 'params' });
     this.#store = config.store ?? {};
     this.#mapper = config.mapper ?? defaultTableMapper();
@@ -117,7 +145,7 @@ export class ParamsService {
     for (const entry of entries) {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
-        const table = ServedTable.open(join(this.#dir, entry.file), this.#mapper);
+        const table = ServedTable.open(this.#pathOf(entry), this.#mapper);
         const served: Served = { table, entry, pooled: false };
         this.#tables.set(entry.name, served);
       } catch (err) {
@@ -128,9 +156,9 @@ export class ParamsService {
     const ms = performance.now() - started;
     this.#logger.info({ tables: this.#tables.size, failed: failed.length, ms }, 'parameter tables recovered');
     // Served on this thread at once; each moves to the lookup threads once they have it mapped.
-    const pool = this.#startPool();
-    for (const served of pool ? this.#tables.values() : []) {
-      pool!.open(served.table.path).then(
+    for (const served of this.#tables.values()) {
+      const pool = this.#poolFor(served.entry);
+      pool?.open(served.table.path).then(
         () => {
           if (this.#tables.get(served.entry.name) === served) this.#tables.set(served.entry.name, { ...served, pooled: true });
         },
@@ -146,18 +174,22 @@ export class ParamsService {
    * copies it into the directory as a new version, validates it fully (header, index
    * and values checksums) and switches the name to it. Answers the new table's info.
    */
-  async load(name: string, source: string): Promise<ParamsTableInfo> {
+  async load(name: string, source: string, options: LoadOptions = {}): Promise<ParamsTableInfo> {
     checkName(name);
+    if (options.tier !== undefined && !this.#placements.some((p) => p.tier === options.tier)) {
+      throw new ParamsError('PARAMS_BAD_INPUT', `tier "${options.tier}" holds no parameter tables here; configured: ${this.#placements.map((p) => p.tier).join(', ')}`);
+    }
     return this.#serialised(name, async () => {
-      const { version, file, temp } = await this.#nextVersion(name);
+      const placement = await this.#choosePlacement(await tableSourceSize(source, this.#store), options.tier);
+      const { version, file, temp } = await this.#nextVersion(name, placement.dir);
       try {
         await fetchTableFile(source, temp, this.#store);
-        await rename(temp, join(this.#dir, file));
+        await rename(temp, join(placement.dir, file));
       } catch (err) {
         await rm(temp, { force: true });
         throw err;
       }
-      return this.#switchTo(name, { name, version, file, source }, { verifyValues: true });
+      return this.#switchTo(name, { name, version, file, source, ...this.#tierField(placement) }, { verifyValues: true });
     });
   }
 
@@ -173,7 +205,8 @@ export class ParamsService {
       const delta = decodeDelta(body);
       const { header } = current.table;
       if (delta.dim !== header.dim) throw new ParamsError('PARAMS_BAD_DELTA', `delta has dim ${delta.dim}, table ${name} has dim ${header.dim}`);
-      const { version, file, temp } = await this.#nextVersion(name);
+      const placement = this.#placementOf(current.entry);
+      const { version, file, temp } = await this.#nextVersion(name, placement.dir);
       const writer = new TableWriter(temp, { dim: header.dim, shards: header.shardCount, seed: header.seed, maxRecords: header.keyCount + delta.upserts });
       try {
         const deleted = delta.deletes > 0 ? new KeySet(delta.deleteKeys) : undefined;
@@ -185,14 +218,14 @@ export class ParamsService {
           writer.add(delta.records.readUInt32LE(at), delta.records.readUInt32LE(at + 4), delta.records, at + 8);
         }
         writer.finish();
-        await rename(temp, join(this.#dir, file));
+        await rename(temp, join(placement.dir, file));
       } catch (err) {
         writer.abort();
         await rm(temp, { force: true });
         throw err;
       }
       const source = `${current.entry.source} + delta`;
-      return this.#switchTo(name, { name, version, file, source }, { verifyValues: false });
+      return this.#switchTo(name, { name, version, file, source, ...this.#tierField(placement) }, { verifyValues: false });
     });
   }
 
@@ -236,6 +269,11 @@ export class ParamsService {
     return this.#pool.mget(served.table.path, served.table.dim, keys);
   }
 
+  /** Whether `name`'s lookups run on lookup threads (configured, or its tier is a device). */
+  runsOnThreads(name: string): boolean {
+    return this.#served(name).pooled;
+  }
+
   /** The JSON twin of mget: decimal key strings in, `{found, vectors}` out (null vector when missing). */
   lookup(name: string, keys: readonly string[]): { found: boolean[]; vectors: Array<number[] | null> } {
     const table = this.#served(name).table;
@@ -264,11 +302,52 @@ export class ParamsService {
 
   #info({ table, entry }: Served): ParamsTableInfo {
     const h = table.header;
-    return { name: entry.name, version: entry.version, keys: h.keyCount, dim: h.dim, shards: h.shardCount, tier: this.#tier, bytes: h.fileBytes, source: entry.source, mapping: table.mapping };
+    const tier = this.#placementOf(entry).tier;
+    const residentBytes = DEVICE_TIERS.has(tier) ? table.residentBytes() : h.fileBytes;
+    return { name: entry.name, version: entry.version, keys: h.keyCount, dim: h.dim, shards: h.shardCount, tier, bytes: h.fileBytes, source: entry.source, mapping: table.mapping, kernel: table.kernel, residentBytes };
+  }
+
+  /** The placement an entry's file is in: the one its tier names, else the first. */
+  #placementOf(entry: ManifestEntry): Placement {
+    return (entry.tier !== undefined && this.#placements.find((p) => p.tier === entry.tier)) || this.#placements[0]!;
+  }
+
+  #pathOf(entry: ManifestEntry): string {
+    return join(this.#placementOf(entry).dir, entry.file);
+  }
+
+  /** The manifest records a tier only for files outside the first directory (older manifests have none). */
+  #tierField(placement: Placement): { tier?: string } {
+    return placement === this.#placements[0] ? {} : { tier: placement.tier };
+  }
+
+  /**
+   * The tier for a new table of `bytes`: the one asked for, or the first with room for it
+   * beside what is there (the old version stays until the switch). PARAMS_NO_SPACE when none has.
+   */
+  async #choosePlacement(bytes: number, tier: string | undefined): Promise<Placement> {
+    const candidates = tier === undefined ? this.#placements : this.#placements.filter((p) => p.tier === tier);
+    const free: string[] = [];
+    for (const placement of candidates) {
+      await mkdir(placement.dir, { recursive: true });
+      const fs = await statfs(placement.dir);
+      const available = fs.bavail * fs.bsize;
+      if (bytes + TIER_RESERVE_BYTES <= available) return placement;
+      free.push(`${placement.tier} has ${formatMiB(available)} free`);
+    }
+    throw new ParamsError('PARAMS_NO_SPACE', `the table is ${formatMiB(bytes)} and no parameter tier has room for it (${free.join(', ')})`);
+  }
+
+  /** The lookup threads a table of this entry is served on, if any (started on first need). */
+  #poolFor(entry: ManifestEntry): LookupPool | undefined {
+    const onDevice = DEVICE_TIERS.has(this.#placementOf(entry).tier);
+    if (this.#lookupThreads === 0 && !onDevice) return undefined;
+    this.#pool ??= new LookupPool(Math.max(1, this.#lookupThreads));
+    return this.#pool;
   }
 
   async #switchTo(name: string, entry: ManifestEntry, options: { verifyValues: boolean }): Promise<ParamsTableInfo> {
-    const path = join(this.#dir, entry.file);
+    const path = this.#pathOf(entry);
     let table: ServedTable;
     try {
       table = ServedTable.open(path, this.#mapper, options);
@@ -276,7 +355,7 @@ export class ParamsService {
       await rm(path, { force: true });
       throw err;
     }
-    const pool = this.#startPool();
+    const pool = this.#poolFor(entry);
     if (pool) {
       try {
         await pool.open(path);
@@ -290,22 +369,18 @@ export class ParamsService {
     this.#tables.set(name, served); // the switch: one reference
     if (previous) this.#pool?.close(previous.table.path);
     await this.#manifest.write([...this.#tables.values()].map((s) => s.entry));
-    if (previous && previous.entry.file !== entry.file) await rm(join(this.#dir, previous.entry.file), { force: true });
+    if (previous && this.#pathOf(previous.entry) !== path) await rm(this.#pathOf(previous.entry), { force: true });
     this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');
     return this.#info(served);
   }
 
-  #startPool(): LookupPool | undefined {
-    if (this.#lookupThreads > 0) this.#pool ??= new LookupPool(this.#lookupThreads);
-    return this.#pool;
-  }
-
-  async #nextVersion(name: string): Promise<{ version: number; file: string; temp: string }> {
+  async #nextVersion(name: string, dir: string): Promise<{ version: number; file: string; temp: string }> {
     await this.#ensureDir();
+    await mkdir(dir, { recursive: true });
     const version = (this.#versions.get(name) ?? 0) + 1;
     this.#versions.set(name, version);
     const file = `${name}.v${version}.params`;
-    return { version, file, temp: join(this.#dir, `${TEMP_PREFIX}${file}-${randomBytes(4).toString('hex')}`) };
+    return { version, file, temp: join(dir, `${TEMP_PREFIX}${file}-${randomBytes(4).toString('hex')}`) };
   }
 
   #ensureDir(): Promise<void> {
@@ -324,21 +399,34 @@ export class ParamsService {
     return next;
   }
 
-  /** Removes temp files from interrupted loads and table versions the manifest no longer lists. */
+  /** Removes temp files from interrupted loads and table versions the manifest no longer lists, on every tier. */
   async #removeOrphans(entries: readonly ManifestEntry[]): Promise<void> {
-    const listed = new Set(entries.map((e) => e.file));
+    const listed = new Set(entries.map((e) => this.#pathOf(e)));
     let removed = 0;
-    for (const file of await readdir(this.#dir)) {
-      if (file === MANIFEST_FILE || listed.has(file)) continue;
-      if (!file.startsWith(TEMP_PREFIX) && !TABLE_FILE.test(file)) continue;
-      await rm(join(this.#dir, file), { force: true });
-      removed++;
+    for (const { dir } of this.#placements) {
+      let files: string[];
+      try {
+        files = await readdir(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      let here = 0;
+      for (const file of files) {
+        if (file === MANIFEST_FILE || listed.has(join(dir, file))) continue;
+        if (!file.startsWith(TEMP_PREFIX) && !TABLE_FILE.test(file)) continue;
+        await rm(join(dir, file), { force: true });
+        here++;
+      }
+      if (here > 0) await syncDir(dir);
+      removed += here;
     }
-    if (removed > 0) {
-      await syncDir(this.#dir);
-      this.#logger.info({ removed }, 'removed leftover parameter table files');
-    }
+    if (removed > 0) this.#logger.info({ removed }, 'removed leftover parameter table files');
   }
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /** Keys in a raw batch; PARAMS_BAD_KEYS or PARAMS_BATCH_TOO_LARGE when it cannot be one. */

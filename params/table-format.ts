@@ -1,8 +1,10 @@
 import { crc32 } from 'node:zlib';
+import { crc32c, crc32cRegion } from './crc32c.js';
 import { ParamsError } from './params-error.js';
 
 /**
- * The served table format, version 1 (docs/PARAMS.md documents it byte by byte).
+ * The served table format, version 2 (docs/PARAMS.md documents it byte by byte). Version 1
+ * is the same layout with CRC-32 (zlib) checksums instead of CRC-32C; it is still read.
  *
  *   [0, 128)                 header (fields below), little-endian
  *   [128, 128 + 16 * shards) shard directory: per shard u64 firstSlot, u32 homeSlots, u32 keyCount
@@ -19,7 +21,10 @@ import { ParamsError } from './params-error.js';
  */
 
 export const MAGIC = 'STRATAPT';
-export const FORMAT_VERSION = 1;
+/** The version the builder writes. */
+export const FORMAT_VERSION = 2;
+/** Versions this code serves: 1 differs only in its checksum function. */
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 export const HEADER_BYTES = 128;
 export const SHARD_ENTRY_BYTES = 16;
 /** Three uint32 per slot: key low half, key high half, row. */
@@ -47,7 +52,20 @@ export interface ShardEntry {
   readonly keyCount: number;
 }
 
+/** A checksum over bytes, continuing an earlier value (0 to start). */
+export type Checksum = (data: Uint8Array, crc?: number) => number;
+
+/**
+ * The checksum of a format version: CRC-32 (zlib) for version 1, CRC-32C from version 2.
+ * `region`: for whole index or values regions, which may run on several threads.
+ */
+export function checksumFor(version: number, region = false): Checksum {
+  if (version === 1) return (data, crc) => crc32(data, crc);
+  return region ? crc32cRegion : crc32c;
+}
+
 export interface TableHeader {
+  readonly version: number;
   readonly dim: number;
   readonly keyCount: number;
   readonly shardCount: number;
@@ -86,10 +104,11 @@ export function valuesChunkShift(dim: number): number {
   return Math.max(10, Math.floor(Math.log2(2 ** 30 / rowBytes)));
 }
 
+/** The header page of `h` (its `version` says which checksum seals it) and shard directory. */
 export function encodeHeader(h: TableHeader, shards: readonly ShardEntry[]): Buffer {
   const out = Buffer.alloc(HEADER_BYTES + SHARD_ENTRY_BYTES * shards.length);
   out.write(MAGIC, 0, 'latin1');
-  out.writeUInt32LE(FORMAT_VERSION, 8);
+  out.writeUInt32LE(h.version, 8);
   out.writeUInt32LE(h.dim, 12);
   out.writeBigUInt64LE(BigInt(h.keyCount), 16);
   out.writeUInt32LE(h.shardCount, 24);
@@ -109,7 +128,7 @@ export function encodeHeader(h: TableHeader, shards: readonly ShardEntry[]): Buf
     out.writeUInt32LE(s.homeSlots, at + 8);
     out.writeUInt32LE(s.keyCount, at + 12);
   });
-  out.writeUInt32LE(crc32(out.subarray(0, 124)), 124);
+  out.writeUInt32LE(checksumFor(h.version)(out.subarray(0, 124)), 124);
   return out;
 }
 
@@ -128,10 +147,11 @@ export function decodeHeader(page: Buffer, actualBytes: number, what: string): {
   if (page.length < HEADER_BYTES) throw bad(`only ${page.length} bytes, shorter than the ${HEADER_BYTES}-byte header`);
   if (page.toString('latin1', 0, 8) !== MAGIC) throw bad('not a Strata parameter table (bad magic)');
   const version = page.readUInt32LE(8);
-  if (version !== FORMAT_VERSION) throw bad(`format version ${version}; this Strata reads version ${FORMAT_VERSION}`);
-  if (page.readUInt32LE(124) !== crc32(page.subarray(0, 124))) throw bad('header checksum mismatch');
+  if (!READABLE_VERSIONS.includes(version)) throw bad(`format version ${version}; this Strata reads versions ${READABLE_VERSIONS.join(' and ')}`);
+  if (page.readUInt32LE(124) !== checksumFor(version)(page.subarray(0, 124))) throw bad('header checksum mismatch');
   const num = (at: number) => Number(page.readBigUInt64LE(at));
   const header: TableHeader = {
+    version,
     dim: page.readUInt32LE(12),
     keyCount: num(16),
     shardCount: page.readUInt32LE(24),

@@ -6,8 +6,10 @@ import { writeFileDurably } from '../durable/index.js';
 export interface ManifestEntry {
   readonly name: string;
   readonly version: number;
-  /** File name inside the tables directory. */
+  /** File name inside the directory of its tier. */
   readonly file: string;
+  /** The tier the file is on when it is not the service's first directory (`nvme`, normally). */
+  readonly tier?: string;
   /** Where it was loaded from, for `GET /v1/params/tables` and the log. */
   readonly source: string;
 }

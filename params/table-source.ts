@@ -1,10 +1,28 @@
-import { copyFile, open } from 'node:fs/promises';
+import { copyFile, open, stat } from 'node:fs/promises';
 import { openStore, StoreError, type OpenStoreOptions } from '../store/index.js';
 import { ParamsError } from './params-error.js';
 import { parseTableLocation } from './table-destination.js';
 
 /** Store reads are ranged GETs of this size: large enough for throughput, small enough to retry. */
 const STORE_READ_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The size in bytes of the table file `source` names (a stat, or a HEAD in its store),
+ * so a load can choose a tier with room before copying anything.
+ */
+export async function tableSourceSize(source: string, storeOptions: OpenStoreOptions = {}): Promise<number> {
+  const location = parseTableLocation(source);
+  if (location.kind === 'local') {
+    try {
+      return (await stat(location.path)).size;
+    } catch (err) {
+      throw new ParamsError('PARAMS_BAD_INPUT', `cannot read table ${location.path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+  }
+  const info = await openStore(location.storeUrl, storeOptions).head(location.key);
+  if (!info) throw new StoreError('STORE_NOT_FOUND', `${source}: no such object`);
+  return info.size;
+}
 
 /**
  * Copies the table file named by `source` (a local path, `file://` or `s3://` URL) to

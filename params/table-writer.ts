@@ -1,21 +1,24 @@
 import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
-import { crc32 } from 'node:zlib';
 import { keyHash, scaleToRange, shardOf } from './key-hash.js';
 import { ParamsError } from './params-error.js';
 import {
   DEFAULT_SEED,
   EMPTY_ROW,
+  FORMAT_VERSION,
   MAX_DIM,
   MAX_INDEX_BYTES,
   MAX_SHARDS,
+  READABLE_VERSIONS,
   REGION_ALIGN,
   SLOT_BYTES,
   SLOT_WORDS,
   alignUp,
+  checksumFor,
   directoryBytes,
   encodeHeader,
   homeSlotsFor,
   valuesOffsetFor,
+  type Checksum,
   type ShardEntry,
 } from './table-format.js';
 
@@ -27,6 +30,8 @@ export interface TableWriterOptions {
   /** A repeated key throws PARAMS_DUPLICATE_KEY instead of replacing the earlier record. */
   readonly strict?: boolean;
   readonly seed?: number;
+  /** The format version to write (default: the current one); older versions only for tests of reading them. */
+  readonly version?: number;
 }
 
 export interface TableWriterResult {
@@ -54,6 +59,8 @@ export class TableWriter {
   readonly #maxRecords: number;
   readonly #strict: boolean;
   readonly #seed: number;
+  readonly #version: number;
+  readonly #checksum: Checksum;
   readonly #rowBytes: number;
   readonly #valuesOffset: number;
   /** Dedupe table: row + 1 per slot, 0 for empty. */
@@ -80,6 +87,9 @@ export class TableWriter {
     this.#maxRecords = maxRecords;
     this.#strict = options.strict === true;
     this.#seed = (options.seed ?? DEFAULT_SEED) >>> 0;
+    this.#version = options.version ?? FORMAT_VERSION;
+    if (!READABLE_VERSIONS.includes(this.#version)) throw new ParamsError('PARAMS_BAD_INPUT', `cannot write table format version ${this.#version}; versions: ${READABLE_VERSIONS.join(', ')}`);
+    this.#checksum = checksumFor(this.#version);
     this.#rowBytes = dim * 4;
     this.#valuesOffset = valuesOffsetFor(shards);
     this.#dedupe = new Uint32Array(Math.max(1, maxRecords * DEDUPE_SLOTS_PER_RECORD));
@@ -143,7 +153,7 @@ export class TableWriter {
     if (count === 0) return;
     const chunk = this.#batch.subarray(0, count * this.#rowBytes);
     writeAll(this.#fd, chunk, this.#valuesOffset + this.#batchStart * this.#rowBytes);
-    this.#valuesCrc = crc32(chunk, this.#valuesCrc);
+    this.#valuesCrc = this.#checksum(chunk, this.#valuesCrc);
     this.#batchStart = this.#rows;
   }
 
@@ -156,9 +166,9 @@ export class TableWriter {
       const indexOffset = alignUp(this.#valuesOffset + valuesBytes, REGION_ALIGN);
       const { shards, totalSlots, crc } = this.#writeIndex(indexOffset);
       const indexBytes = totalSlots * SLOT_BYTES;
-      const header = { dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, duplicates: this.#duplicates };
+      const header = { version: this.#version, dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, duplicates: this.#duplicates };
       const draft = encodeHeader({ ...header, indexCrc: 0, valuesCrc: 0 }, shards);
-      const indexCrc = crc32(directoryBytes(draft, this.#shards), crc);
+      const indexCrc = this.#checksum(directoryBytes(draft, this.#shards), crc);
       const valuesCrc = this.#crcStale ? this.#rereadValuesCrc(valuesBytes) : this.#valuesCrc;
       writeAll(this.#fd, encodeHeader({ ...header, indexCrc, valuesCrc }, shards), 0);
       ftruncateSync(this.#fd, indexOffset + indexBytes);
@@ -180,7 +190,7 @@ export class TableWriter {
 
   /**
    * Builds and writes each shard's index region in turn (one region in memory at a
-   * time). Answers the directory, the slot total and the CRC-32 of the index region.
+   * time). Answers the directory, the slot total and the checksum of the index region.
    */
   #writeIndex(indexOffset: number): { shards: ShardEntry[]; totalSlots: number; crc: number } {
     const rows = this.#rows;
@@ -230,7 +240,7 @@ export class TableWriter {
       const bytes = Buffer.from(region.buffer, 0, slots * SLOT_BYTES);
       if ((firstSlot + slots) * SLOT_BYTES > MAX_INDEX_BYTES) throw new ParamsError('PARAMS_BAD_INPUT', `${rows} keys need an index above 4 GiB; split the table`);
       writeAll(this.#fd, bytes, indexOffset + firstSlot * SLOT_BYTES);
-      crc = crc32(bytes, crc);
+      crc = this.#checksum(bytes, crc);
       shards.push({ firstSlot, homeSlots, keyCount });
       firstSlot += slots;
     }
@@ -242,7 +252,7 @@ export class TableWriter {
     for (let done = 0; done < valuesBytes; ) {
       const n = readSync(this.#fd, this.#batch, 0, Math.min(this.#batch.length, valuesBytes - done), this.#valuesOffset + done);
       if (n === 0) throw new ParamsError('INTERNAL', 'table file shorter than the rows written');
-      crc = crc32(this.#batch.subarray(0, n), crc);
+      crc = this.#checksum(this.#batch.subarray(0, n), crc);
       done += n;
     }
     return crc;

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { linkCreateSchema, linkPatchSchema, s3EventSchema } from '../../sync/index.js';
 import { pinBodySchema, prefetchBodySchema } from './jobs-routes.js';
 import { distributeBodySchema } from './p2p-routes.js';
+import { paramsLoadBodySchema, paramsLookupBodySchema } from './params-routes.js';
 import { flushBodySchema } from './uploads-routes.js';
 
 const errorSchema = {
@@ -68,6 +69,30 @@ export function openApiDocument(): Record<string, unknown> {
       '/v1/uploads': { get: { responses: answers({ 200: '{uploads: [{path, key, bytes, uploadedBytes, state, attempts, lastError?}], stagingUsedBytes}' }) } },
       '/v1/uploads/flush': { post: { requestBody: body(flushBodySchema), responses: answers({ 200: 'everything (or that file) is in the store', 400: 'not a file in a link' }) } },
       '/v1/events': { post: { requestBody: body(s3EventSchema), responses: answers({ 202: '{records, matched, job?}', 400: 'not an S3 event notification' }) } },
+      '/v1/params/tables': {
+        get: { responses: answers({ 200: '{tables: [{name, version, keys, dim, shards, tier, bytes, source, mapping, kernel, residentBytes}]}' }) },
+        post: {
+          requestBody: body(paramsLoadBodySchema),
+          responses: answers({ 200: 'the table served now', 400: 'invalid body or unreadable source', 404: 'source not in the store', 415: 'not JSON', 422: 'the table failed validation', 507: 'no tier has room' }),
+        },
+      },
+      '/v1/params/tables/{name}/delta': {
+        post: {
+          parameters: name,
+          requestBody: { required: true, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', description: 'delta body (docs/PARAMS.md)' } } } },
+          responses: answers({ 200: 'the new version', 400: 'malformed delta', 404: 'no such table', 415: 'not application/octet-stream' }),
+        },
+      },
+      '/v1/params/{name}/mget': {
+        post: {
+          parameters: name,
+          requestBody: { required: true, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', description: 'N little-endian uint64 keys' } } } },
+          responses: answers({ 200: 'found bitmap padded to 4 bytes, then N x dim float32 (application/octet-stream)', 400: 'not a multiple of 8 bytes', 404: 'no such table', 413: 'more than 100,000 keys', 415: 'not application/octet-stream' }),
+        },
+      },
+      '/v1/params/{name}/lookup': {
+        post: { parameters: name, requestBody: body(paramsLookupBodySchema), responses: answers({ 200: '{found, vectors}', 400: 'a key is not a decimal uint64', 404: 'no such table', 413: 'too many keys' }) },
+      },
     },
   };
 }

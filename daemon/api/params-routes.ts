@@ -10,8 +10,8 @@ const MGET_BODY_LIMIT = MAX_BATCH_KEYS * 8 * 2;
 const DELTA_BODY_LIMIT = 256 * 1024 * 1024;
 
 const nameParams = z.object({ name: z.string().min(1).max(128) });
-const loadBody = z.object({ name: z.string().min(1).max(128), source: z.string().min(1).max(4096) }).strict();
-const lookupBody = z.object({ keys: z.array(z.string()).max(MAX_BATCH_KEYS * 2) }).strict();
+export const paramsLoadBodySchema = z.object({ name: z.string().min(1).max(128), source: z.string().min(1).max(4096), tier: z.enum(['pmem', 'nvme', 'state-dir']).optional() }).strict();
+export const paramsLookupBodySchema = z.object({ keys: z.array(z.string()).max(MAX_BATCH_KEYS * 2) }).strict();
 
 /**
  * `/v1/params`: parameter tables (docs/PARAMS.md). Registered in its own encapsulated
@@ -27,8 +27,8 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
 
     scope.post('/v1/params/tables', async (request) => {
       requireType(request, 'application/json');
-      const { name, source } = parseOrReject(loadBody, request.body, 'body');
-      return service.load(name, source);
+      const { name, source, tier } = parseOrReject(paramsLoadBodySchema, request.body, 'body');
+      return service.load(name, source, tier === undefined ? {} : { tier });
     });
 
     scope.post('/v1/params/tables/:name/delta', { bodyLimit: DELTA_BODY_LIMIT }, async (request) => {
@@ -50,7 +50,7 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
       const { name } = parseOrReject(nameParams, request.params, 'name');
       service.table(name);
       requireType(request, 'application/json');
-      const { keys } = parseOrReject(lookupBody, request.body, 'body');
+      const { keys } = parseOrReject(paramsLookupBodySchema, request.body, 'body');
       return service.lookup(name, keys);
     });
   });

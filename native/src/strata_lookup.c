@@ -1,0 +1,505 @@
+/*
+ * strata_lookup: the parameter-table lookup kernel and the CRC-32C the table format uses,
+ * as a Node-API addon. params/lookup-binding.ts loads it; without it the same work runs in
+ * JavaScript (params/served-table.ts, params/crc32c.ts), slower but with the same answers.
+ *
+ *   crc32c(data: Uint8Array, crc: number, threads?: number) -> number
+ *       CRC-32C (Castagnoli, reflected, initial and final value 0xFFFFFFFF) of `data`,
+ *       continuing `crc` (0 to start), like zlib's crc32(). SSE4.2 when the CPU has it.
+ *       With threads > 1 and a large input, the parts are checksummed on that many threads
+ *       at once and joined (recovery checks a 150 MB index this way).
+ *
+ *   table(index, first, homes, chunks, chunkShift, dim, seed, keyCount) -> handle
+ *       index:  Buffer of the index region (slots of 3 uint32: key lo, key hi, row)
+ *       first, homes: Float64Array per shard (first slot, home slots)
+ *       chunks: Array of Buffers, the values chunks (2^chunkShift rows of dim float32 each)
+ *       The handle keeps references to every Buffer, so the mappings live as long as it.
+ *
+ *   mget(handle, keys: Uint32Array, n, from, to, out: Uint32Array) -> found
+ *       Keys [from, to) of an n-key batch, given as uint32 halves (keys[2i] low,
+ *       keys[2i+1] high): sets their found bits in the bitmap at out[0 .. ceil(n/32)) and
+ *       writes their rows after it (zeros when missing). `from` is a multiple of 32 and `to`
+ *       too unless it is n, so callers answering parts of one batch write disjoint words.
+ *
+ * The hash, shard and slot functions are the ones of params/key-hash.ts: they are the
+ * format, and params/served-table.test.ts checks both kernels give the same answers.
+ * Every slot and row read is bounds-checked, so a table file changed under its mapping
+ * gives wrong answers at worst, never a read outside the mapping.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+/* ---------- CRC-32C ---------- */
+
+#define CRC32C_POLY 0x82f63b78u /* Castagnoli polynomial, bit-reversed */
+
+static uint32_t crc_table[8][256];
+/* x^(2^k) modulo the polynomial, for shifting a CRC over k-th powers of two bits. */
+static uint32_t x2n_table[64];
+static int have_sse42 = 0;
+
+/* a * b modulo the polynomial, in the reflected representation (bit 31 is x^0). */
+static uint32_t gf2_multiply(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t bit = 1u << 31; bit != 0; bit >>= 1) {
+    if (a & bit) product ^= b;
+    b = (b & 1) ? (b >> 1) ^ CRC32C_POLY : b >> 1;
+  }
+  return product;
+}
+
+/* x^(8 * bytes) modulo the polynomial: multiplying a raw CRC state by it appends `bytes` zeros. */
+static uint32_t shift_for_bytes(uint64_t bytes) {
+  uint32_t result = 1u << 31; /* x^0 */
+  for (int k = 3; bytes != 0; bytes >>= 1, k++) {
+    if (bytes & 1) result = gf2_multiply(x2n_table[k & 63], result);
+  }
+  return result;
+}
+
+static void crc_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int b = 0; b < 8; b++) c = (c & 1) ? (c >> 1) ^ CRC32C_POLY : c >> 1;
+    crc_table[0][i] = c;
+  }
+  for (uint32_t i = 0; i < 256; i++) {
+    for (int t = 1; t < 8; t++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+  }
+  uint32_t p = 1u << 30; /* x^1 */
+  for (int k = 0; k < 64; k++) {
+    x2n_table[k] = p;
+    p = gf2_multiply(p, p);
+  }
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  have_sse42 = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+/* Raw state update (no pre/post inversion), eight bytes a step by table lookups. */
+static uint32_t crc_software(uint32_t crc, const uint8_t *p, size_t n) {
+  while (n > 0 && ((uintptr_t)p & 7) != 0) {
+    crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+    n--;
+  }
+  while (n >= 8) {
+    uint64_t word;
+    memcpy(&word, p, 8);
+    word ^= crc;
+    crc = crc_table[7][word & 0xff] ^ crc_table[6][(word >> 8) & 0xff] ^ crc_table[5][(word >> 16) & 0xff] ^
+          crc_table[4][(word >> 24) & 0xff] ^ crc_table[3][(word >> 32) & 0xff] ^ crc_table[2][(word >> 40) & 0xff] ^
+          crc_table[1][(word >> 48) & 0xff] ^ crc_table[0][word >> 56];
+    p += 8;
+    n -= 8;
+  }
+  while (n-- > 0) crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+  return crc;
+}
+
+#if defined(__x86_64__)
+/*
+ * The crc32 instruction has a latency of 3 cycles and a throughput of 1, so three
+ * independent streams over thirds of a stripe keep it busy; the three states are then
+ * joined by shifting the first two over the bytes that follow them (a GF(2) multiply).
+ * 8 KiB a stream: the two shift constants are computed once per call, and a 150 MB index
+ * is about 6,100 stripes, so the joins cost nothing measurable.
+ */
+#define STREAM_BYTES 8192
+
+__attribute__((target("sse4.2"))) static uint32_t crc_hardware(uint32_t crc, const uint8_t *p, size_t n) {
+  uint64_t c0 = crc;
+  while (n > 0 && ((uintptr_t)p & 7) != 0) {
+    c0 = _mm_crc32_u8((uint32_t)c0, *p++);
+    n--;
+  }
+  if (n >= 3 * STREAM_BYTES) {
+    const uint32_t shift1 = shift_for_bytes(STREAM_BYTES);
+    const uint32_t shift2 = shift_for_bytes(2 * STREAM_BYTES);
+    while (n >= 3 * STREAM_BYTES) {
+      uint64_t c1 = 0, c2 = 0;
+      const uint8_t *a = p, *b = p + STREAM_BYTES, *c = p + 2 * STREAM_BYTES;
+      for (size_t i = 0; i < STREAM_BYTES; i += 8) {
+        uint64_t wa, wb, wc;
+        memcpy(&wa, a + i, 8);
+        memcpy(&wb, b + i, 8);
+        memcpy(&wc, c + i, 8);
+        c0 = _mm_crc32_u64(c0, wa);
+        c1 = _mm_crc32_u64(c1, wb);
+        c2 = _mm_crc32_u64(c2, wc);
+      }
+      c0 = gf2_multiply(shift2, (uint32_t)c0) ^ gf2_multiply(shift1, (uint32_t)c1) ^ (uint32_t)c2;
+      p += 3 * STREAM_BYTES;
+      n -= 3 * STREAM_BYTES;
+    }
+  }
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c0 = _mm_crc32_u64(c0, w);
+    p += 8;
+    n -= 8;
+  }
+  while (n-- > 0) c0 = _mm_crc32_u8((uint32_t)c0, *p++);
+  return (uint32_t)c0;
+}
+#endif
+
+/* Raw state update over any bytes, by the fastest means the CPU has. */
+static uint32_t crc_raw(uint32_t state, const uint8_t *p, size_t n) {
+#if defined(__x86_64__)
+  if (have_sse42) return crc_hardware(state, p, n);
+#endif
+  return crc_software(state, p, n);
+}
+
+static uint32_t crc32c_update(uint32_t crc, const uint8_t *p, size_t n) { return ~crc_raw(~crc, p, n); }
+
+/* Parts of one input checksummed on several threads: each part starts from a zero state. */
+#define MAX_CRC_THREADS 16
+/* Below this, starting a thread costs more than it saves (about 50 us against 4 MiB at 12 GB/s). */
+#define PARALLEL_MIN_BYTES (4u << 20)
+
+typedef struct {
+  const uint8_t *p;
+  size_t n;
+  uint32_t state;
+} crc_part;
+
+static void *crc_part_run(void *arg) {
+  crc_part *part = arg;
+  part->state = crc_raw(0, part->p, part->n);
+  return NULL;
+}
+
+static uint32_t crc32c_parallel(uint32_t crc, const uint8_t *p, size_t n, uint32_t threads) {
+  if (threads > MAX_CRC_THREADS) threads = MAX_CRC_THREADS;
+  if (threads < 2 || n < PARALLEL_MIN_BYTES) return crc32c_update(crc, p, n);
+  crc_part parts[MAX_CRC_THREADS];
+  pthread_t ids[MAX_CRC_THREADS];
+  int started[MAX_CRC_THREADS] = {0};
+  const size_t step = n / threads;
+  for (uint32_t t = 0; t < threads; t++) {
+    parts[t].p = p + t * step;
+    parts[t].n = t + 1 == threads ? n - t * step : step;
+    /* Part 0 runs on this thread, from the caller's state. */
+    if (t > 0) started[t] = pthread_create(&ids[t], NULL, crc_part_run, &parts[t]) == 0;
+  }
+  uint32_t state = crc_raw(~crc, parts[0].p, parts[0].n);
+  for (uint32_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(ids[t], NULL);
+    else crc_part_run(&parts[t]); /* no thread to be had: do the part here */
+    /* Linear in the state: shift what came before over this part, then add the part. */
+    state = gf2_multiply(shift_for_bytes(parts[t].n), state) ^ parts[t].state;
+  }
+  return ~state;
+}
+
+/* ---------- helpers ---------- */
+
+static napi_value fail(napi_env env, const char *message) {
+  napi_throw_type_error(env, "EINVAL", message);
+  return NULL;
+}
+
+static int get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *length) {
+  napi_typedarray_type type;
+  size_t elements;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_get_typedarray_info(env, value, &type, &elements, &raw, &buffer, &offset) != napi_ok) return 0;
+  size_t width = 1;
+  switch (type) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: width = 1; break;
+    case napi_int16_array: case napi_uint16_array: width = 2; break;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: width = 4; break;
+    default: width = 8; break;
+  }
+  *data = raw;
+  *length = elements * width;
+  return 1;
+}
+
+static int get_u32_array(napi_env env, napi_value value, uint32_t **data, size_t *words) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_get_typedarray_info(env, value, &type, words, &raw, &buffer, &offset) != napi_ok) return 0;
+  if (type != napi_uint32_array) return 0;
+  *data = raw;
+  return 1;
+}
+
+static int get_f64_array(napi_env env, napi_value value, double **data, size_t *count) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_get_typedarray_info(env, value, &type, count, &raw, &buffer, &offset) != napi_ok) return 0;
+  if (type != napi_float64_array) return 0;
+  *data = raw;
+  return 1;
+}
+
+static int get_u32(napi_env env, napi_value value, uint32_t *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || d < 0 || d > 4294967295.0 || d != (double)(uint32_t)d) return 0;
+  *out = (uint32_t)d;
+  return 1;
+}
+
+/* ---------- crc32c(data, crc) ---------- */
+
+static napi_value js_crc32c(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint8_t *data;
+  size_t length;
+  uint32_t crc = 0, threads = 1;
+  napi_valuetype type = napi_undefined;
+  if (argc < 1 || !get_bytes(env, argv[0], &data, &length)) return fail(env, "crc32c(data, crc, threads) expects a typed array");
+  if (argc >= 2 && napi_typeof(env, argv[1], &type) == napi_ok && type != napi_undefined && !get_u32(env, argv[1], &crc))
+    return fail(env, "crc32c(data, crc, threads): crc must be a uint32");
+  if (argc >= 3 && napi_typeof(env, argv[2], &type) == napi_ok && type != napi_undefined && (!get_u32(env, argv[2], &threads) || threads == 0))
+    return fail(env, "crc32c(data, crc, threads): threads must be a positive integer");
+  napi_value result;
+  napi_create_uint32(env, crc32c_parallel(crc, data, length, threads), &result);
+  return result;
+}
+
+/* ---------- tables ---------- */
+
+typedef struct {
+  const uint32_t *index;
+  uint64_t index_slots;
+  uint32_t shard_count;
+  uint64_t *shard_first;
+  uint64_t *shard_homes;
+  uint32_t chunk_count;
+  const uint32_t **chunks;
+  uint64_t *chunk_rows;
+  uint32_t chunk_shift;
+  uint32_t dim;
+  uint32_t seed;
+  uint64_t key_count;
+  uint32_t ref_count;
+  napi_ref *refs;
+} lookup_table;
+
+static void free_table(lookup_table *t) {
+  free(t->shard_first);
+  free(t->shard_homes);
+  free((void *)t->chunks);
+  free(t->chunk_rows);
+  free(t->refs);
+  free(t);
+}
+
+static void finalize_table(napi_env env, void *data, void *hint) {
+  (void)hint;
+  lookup_table *t = data;
+  for (uint32_t i = 0; i < t->ref_count; i++) napi_delete_reference(env, t->refs[i]);
+  free_table(t);
+}
+
+static napi_value js_table(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 8) return fail(env, "table(index, first, homes, chunks, chunkShift, dim, seed, keyCount) takes 8 arguments");
+  uint8_t *index;
+  size_t index_bytes;
+  double *first, *homes;
+  size_t shards, homes_count;
+  uint32_t chunk_count, chunk_shift, dim, seed;
+  double key_count;
+  bool is_array;
+  if (!get_bytes(env, argv[0], &index, &index_bytes) || ((uintptr_t)index & 3) != 0) return fail(env, "table: index must be a 4-byte aligned Buffer");
+  if (!get_f64_array(env, argv[1], &first, &shards) || !get_f64_array(env, argv[2], &homes, &homes_count) || shards != homes_count || shards == 0)
+    return fail(env, "table: first and homes must be Float64Arrays of one entry per shard");
+  if (napi_is_array(env, argv[3], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[3], &chunk_count) != napi_ok)
+    return fail(env, "table: chunks must be an Array of Buffers");
+  if (!get_u32(env, argv[4], &chunk_shift) || chunk_shift > 31 || !get_u32(env, argv[5], &dim) || dim == 0 || !get_u32(env, argv[6], &seed) ||
+      napi_get_value_double(env, argv[7], &key_count) != napi_ok || key_count < 0)
+    return fail(env, "table: chunkShift, dim, seed and keyCount must be integers (dim > 0)");
+
+  lookup_table *t = calloc(1, sizeof *t);
+  if (!t) return fail(env, "table: out of memory");
+  t->index = (const uint32_t *)index;
+  t->index_slots = index_bytes / 12;
+  t->shard_count = (uint32_t)shards;
+  t->chunk_count = chunk_count;
+  t->chunk_shift = chunk_shift;
+  t->dim = dim;
+  t->seed = seed;
+  t->key_count = (uint64_t)key_count;
+  t->shard_first = calloc(shards, sizeof(uint64_t));
+  t->shard_homes = calloc(shards, sizeof(uint64_t));
+  t->chunks = calloc(chunk_count + 1, sizeof(uint32_t *));
+  t->chunk_rows = calloc(chunk_count + 1, sizeof(uint64_t));
+  t->refs = calloc(chunk_count + 1, sizeof(napi_ref));
+  if (!t->shard_first || !t->shard_homes || !t->chunks || !t->chunk_rows || !t->refs) {
+    free_table(t);
+    return fail(env, "table: out of memory");
+  }
+  for (size_t s = 0; s < shards; s++) {
+    if (first[s] < 0 || homes[s] < 1 || first[s] + homes[s] > (double)t->index_slots) {
+      free_table(t);
+      return fail(env, "table: a shard lies outside the index");
+    }
+    t->shard_first[s] = (uint64_t)first[s];
+    t->shard_homes[s] = (uint64_t)homes[s];
+  }
+  for (uint32_t c = 0; c < chunk_count; c++) {
+    napi_value chunk;
+    uint8_t *data;
+    size_t bytes;
+    if (napi_get_element(env, argv[3], c, &chunk) != napi_ok || !get_bytes(env, chunk, &data, &bytes) || ((uintptr_t)data & 3) != 0) {
+      for (uint32_t i = 0; i < t->ref_count; i++) napi_delete_reference(env, t->refs[i]);
+      free_table(t);
+      return fail(env, "table: every chunk must be a 4-byte aligned Buffer");
+    }
+    t->chunks[c] = (const uint32_t *)data;
+    t->chunk_rows[c] = bytes / ((uint64_t)dim * 4);
+    napi_create_reference(env, chunk, 1, &t->refs[t->ref_count++]);
+  }
+  napi_create_reference(env, argv[0], 1, &t->refs[t->ref_count++]);
+
+  napi_value handle;
+  if (napi_create_external(env, t, finalize_table, NULL, &handle) != napi_ok) {
+    for (uint32_t i = 0; i < t->ref_count; i++) napi_delete_reference(env, t->refs[i]);
+    free_table(t);
+    return fail(env, "table: could not create the handle");
+  }
+  return handle;
+}
+
+/* MurmurHash3 x86_32 of the 8 key bytes, as params/key-hash.ts computes it. */
+static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+static inline uint32_t key_hash(uint32_t lo, uint32_t hi, uint32_t seed) {
+  uint32_t h = seed, k = lo * 0xcc9e2d51u;
+  k = rotl32(k, 15);
+  h ^= k * 0x1b873593u;
+  h = rotl32(h, 13);
+  h = h * 5 + 0xe6546b64u;
+  k = rotl32(hi * 0xcc9e2d51u, 15);
+  h ^= k * 0x1b873593u;
+  h = rotl32(h, 13);
+  h = h * 5 + 0xe6546b64u;
+  h ^= 8;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+/* floor(h * n / 2^32): exact in 64 bits for n below 2^32 (home slots and shard counts are). */
+static inline uint64_t scale_to_range(uint32_t h, uint64_t n) { return ((uint64_t)h * n) >> 32; }
+
+static inline uint32_t shard_of(uint32_t h, uint32_t shards) {
+  return (uint32_t)scale_to_range((h ^ (h >> 15)) * 0x2c1b3c6du, shards);
+}
+
+#define EMPTY_ROW 0xffffffffu
+/*
+ * Keys handled per pass: hashing all of them and touching their home slots first, then
+ * probing, then touching rows, then copying, lets the CPU overlap the cache misses of a
+ * whole group. 64 keys keep about 8 KiB of index and values lines in flight, well within L1
+ * and the line-fill buffers' reach over a pass.
+ */
+#define GROUP 64
+
+static napi_value js_mget(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  lookup_table *t;
+  uint32_t *keys, *out;
+  size_t key_words, out_words;
+  uint32_t n, from, to;
+  if (argc < 6 || napi_get_value_external(env, argv[0], (void **)&t) != napi_ok) return fail(env, "mget(handle, keys, n, from, to, out): bad handle");
+  if (!get_u32_array(env, argv[1], &keys, &key_words) || !get_u32(env, argv[2], &n) || !get_u32(env, argv[3], &from) ||
+      !get_u32(env, argv[4], &to) || !get_u32_array(env, argv[5], &out, &out_words))
+    return fail(env, "mget(handle, keys: Uint32Array, n, from, to, out: Uint32Array)");
+  const uint64_t dim = t->dim;
+  const uint64_t bitmap_words = ((uint64_t)n + 31) / 32;
+  if ((uint64_t)key_words < 2 * (uint64_t)n || from > to || to > n || (from & 31) != 0 || (to != n && (to & 31) != 0) ||
+      (uint64_t)out_words < bitmap_words + (uint64_t)n * dim)
+    return fail(env, "mget: keys, range or answer buffer do not fit the batch");
+
+  const uint32_t *index = t->index;
+  const uint32_t shift = t->chunk_shift;
+  const uint64_t mask = ((uint64_t)1 << shift) - 1;
+  uint64_t slots[GROUP];
+  uint32_t rows[GROUP];
+  uint32_t found = 0;
+  for (uint32_t w = from / 32; w < (to + 31) / 32; w++) out[w] = 0;
+  for (uint32_t start = from; start < to; start += GROUP) {
+    const uint32_t count = to - start < GROUP ? to - start : GROUP;
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t lo = keys[2 * (start + i)], hi = keys[2 * (start + i) + 1];
+      const uint32_t h = key_hash(lo, hi, t->seed);
+      const uint32_t s = t->shard_count == 1 ? 0 : shard_of(h, t->shard_count);
+      slots[i] = t->shard_first[s] + scale_to_range(h, t->shard_homes[s]);
+      __builtin_prefetch(index + slots[i] * 3);
+    }
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t lo = keys[2 * (start + i)], hi = keys[2 * (start + i) + 1];
+      uint32_t row = EMPTY_ROW;
+      for (uint64_t slot = slots[i]; slot < t->index_slots; slot++) {
+        const uint32_t *entry = index + slot * 3;
+        if (entry[2] == EMPTY_ROW) break;
+        if (entry[0] == lo && entry[1] == hi) {
+          row = entry[2];
+          break;
+        }
+      }
+      if (row != EMPTY_ROW && (row >= t->key_count || (row >> shift) >= t->chunk_count || (row & mask) >= t->chunk_rows[row >> shift])) row = EMPTY_ROW;
+      rows[i] = row;
+      if (row != EMPTY_ROW) __builtin_prefetch(t->chunks[row >> shift] + (row & mask) * dim);
+    }
+    uint32_t *dest = out + bitmap_words + (uint64_t)start * dim;
+    for (uint32_t i = 0; i < count; i++, dest += dim) {
+      const uint32_t row = rows[i];
+      if (row == EMPTY_ROW) {
+        memset(dest, 0, dim * 4);
+        continue;
+      }
+      found++;
+      out[(start + i) >> 5] |= 1u << ((start + i) & 31);
+      memcpy(dest, t->chunks[row >> shift] + (row & mask) * dim, dim * 4);
+    }
+  }
+  napi_value result;
+  napi_create_uint32(env, found, &result);
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  /* Lookup threads load the addon too; the tables are built once for the process. */
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, crc_init);
+  napi_property_descriptor props[] = {
+    {"crc32c", NULL, js_crc32c, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"table", NULL, js_table, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"mget", NULL, js_mget, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

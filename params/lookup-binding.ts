@@ -1,0 +1,31 @@
+import { createRequire } from 'node:module';
+
+/** An opaque table handle of the native kernel; it keeps the table's Buffers alive. */
+export type NativeTableHandle = { readonly __nativeTable: unique symbol };
+
+/** The calls of native/src/strata_lookup.c (its header comment has the contracts). */
+export interface LookupBinding {
+  crc32c(data: Uint8Array, crc?: number, threads?: number): number;
+  table(index: Buffer, first: Float64Array, homes: Float64Array, chunks: Buffer[], chunkShift: number, dim: number, seed: number, keyCount: number): NativeTableHandle;
+  mget(handle: NativeTableHandle, keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number;
+}
+
+const ADDON_PATH = '../native/build/Release/strata_lookup.node';
+let loaded: LookupBinding | null | undefined;
+
+/**
+ * The native lookup kernel and CRC-32C, built by `npm install` / `npm ci` with the mmap
+ * addon, or undefined when it is not built: callers then use the JavaScript versions, which
+ * give the same answers more slowly. Setting STRATA_PARAMS_NATIVE=0 forces that fallback
+ * (the tests and the benchmark compare the two).
+ */
+export function lookupBinding(): LookupBinding | undefined {
+  if (loaded === undefined) {
+    try {
+      loaded = process.env.STRATA_PARAMS_NATIVE === '0' ? null : (createRequire(import.meta.url)(ADDON_PATH) as LookupBinding);
+    } catch {
+      loaded = null;
+    }
+  }
+  return loaded ?? undefined;
+}
