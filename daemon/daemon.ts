@@ -181,13 +181,15 @@ export class Daemon {
 
 /**
  * Parameter tables live next to the pmem pool (the persistent-memory tier) when there is
- * one, in the NVMe tier's directory when pmem lacks room for a table (or there is no pmem),
- * else in the state dir; tables served before a crash are served again at once.
+ * one, in `<pool>.params/` (named after the pool, so two daemons with pools in one
+ * /dev/shm never share a manifest); in the NVMe tier's directory when pmem lacks room for
+ * a table (or there is no pmem); else in the state dir. Tables served before a crash are
+ * served again at once.
  */
 async function openParams(config: DaemonConfig, logger: Logger): Promise<ParamsService> {
   const { pmem, nvme } = config.tiers;
   const nvmeDir = nvme && { dir: join(nvme.path, 'strata-params'), tier: 'nvme' };
-  const first = pmem ? { dir: join(dirname(pmem.path), 'strata-params'), tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
+  const first = pmem ? { dir: `${pmem.path}.params`, tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
   const dir = first.dir;
   await mkdir(dir, { recursive: true });
   const params = new ParamsService({
