@@ -14,7 +14,10 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import { buildTable, ParamsService } from '../params/index.js';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { crc32 as zlibCrc32 } from 'node:zlib';
+import { buildTable, defaultTableMapper, mgetAnswerBytes, ParamsService, ServedTable } from '../params/index.js';
+import { crc32cRegion } from '../params/crc32c.js';
 import { printTable } from './lib/table.js';
 
 const KEYS = Number(process.env.PARAMS_BENCH_KEYS ?? 10_000_000);
@@ -47,6 +50,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const storeDir = join(work, 'store');
   const tierDir = join(work, 'tier');
   await mkdir(storeDir);
+  await mkdir(join(work, 'empty'));
   const children: ChildProcess[] = [];
   try {
     const input = join(work, 'input.bin');
@@ -66,52 +70,84 @@ export async function run(): Promise<Record<string, unknown>> {
     const first = await startServer(tierDir, ['load', 'emb', `file://${storeDir}/emb.params`], bodies[1_000]![0]!, children, 0);
     const http: Record<string, Rate> = {};
     for (const batch of BATCHES) {
-      step(`HTTP, main thread, ${batch}-key batches`);
-      http[`main-${batch}`] = await httpRate(first.port, bodies[batch]!, batch);
+      step(`HTTP, native kernel on the event loop, ${batch}-key batches`);
+      http[`native-${batch}`] = await httpRate(first.port, bodies[batch]!, batch);
     }
+    step('HTTP, one client, 20,000-key batches');
+    http['native-1client-20000'] = await httpRate(first.port, bodies[20_000]!, 20_000, 1);
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));
 
     step('SIGKILL and recover');
-    // The crash: the same directory, a new process that recovers (and starts lookup threads).
-    const again = await startServer(tierDir, ['recover'], bodies[1_000]![0]!, children, THREADS);
+    // The crash: the same directory, a new process that recovers and answers on its event loop.
+    const again = await startServer(tierDir, ['recover'], bodies[1_000]![0]!, children, 0);
+    again.child.kill('SIGKILL');
+    await new Promise((r) => again.child.once('exit', r));
+
+    // The same table served by the JavaScript kernel (the baseline), then by lookup threads.
+    const js = await startServer(tierDir, ['recover'], bodies[1_000]![0]!, children, 0, { STRATA_PARAMS_NATIVE: '0' });
+    for (const batch of BATCHES) {
+      step(`HTTP, JavaScript kernel on the event loop, ${batch}-key batches`);
+      http[`js-${batch}`] = await httpRate(js.port, bodies[batch]!, batch);
+    }
+    js.child.kill('SIGKILL');
+    const pooled = await startServer(tierDir, ['recover'], bodies[1_000]![0]!, children, THREADS);
     // Give the threads time to map the table before measuring them.
     await new Promise((r) => setTimeout(r, 500));
     for (const batch of BATCHES) {
-      step(`HTTP, ${THREADS} lookup threads, ${batch}-key batches`);
-      http[`threads-${batch}`] = await httpRate(again.port, bodies[batch]!, batch);
+      step(`HTTP, native kernel on ${THREADS} lookup threads, ${batch}-key batches`);
+      http[`threads-${batch}`] = await httpRate(pooled.port, bodies[batch]!, batch);
     }
-    again.child.kill('SIGKILL');
-    await new Promise((r) => again.child.once('exit', r));
+    pooled.child.kill('SIGKILL');
+    // HTTP alone: the same route, bodies and answer sizes, no lookup.
+    const transport = await startServer(join(work, 'empty'), ['transport', String(DIM)], undefined, children, 0);
+    for (const batch of BATCHES) {
+      step(`HTTP transport alone, ${batch}-key batches`);
+      http[`transport-${batch}`] = await httpRate(transport.port, bodies[batch]!, batch, CLIENTS, false);
+    }
+    transport.child.kill('SIGKILL');
 
     step('in-process');
     // In-process: the same lookups without HTTP, on this thread and on lookup threads.
     const service = new ParamsService({ dir: tierDir, lookupThreads: THREADS });
+    step('in-process: recover');
     const recovered = await service.recover();
     await new Promise((r) => setTimeout(r, 500));
+    step('in-process: lookups');
+    const jsTable = ServedTable.open(service.table('emb').path, defaultTableMapper(), { kernel: 'js', trusted: true });
     const inproc: Record<string, Rate> = {};
-    for (const batch of BATCHES) inproc[`main-${batch}`] = inProcessRate(service, bodies[batch]!, batch);
+    for (const batch of BATCHES) inproc[`js-${batch}`] = inProcessRate((body) => mgetWith(jsTable, body), bodies[batch]!, batch);
+    for (const batch of BATCHES) inproc[`native-${batch}`] = inProcessRate((body) => service.mget('emb', body), bodies[batch]!, batch);
+    step('in-process: lookup threads');
     for (const batch of BATCHES) inproc[`threads-${batch}`] = await pooledRate(service, bodies[batch]!, batch);
+    step('in-process: index checks');
+    const indexCheck = indexCheckTimes(service.table('emb').path);
     await service.close();
 
-    const row = (label: string, r: Rate) => [label, r.keysPerSec / 1e6, r.p50Ms, r.p99Ms, r.requests];
-    printTable(`mget, ${KEYS} keys of dim ${DIM} (4 shards), random hits`, ['case', 'Mkeys/s', 'p50 ms', 'p99 ms', 'requests'], [
-      ...BATCHES.map((b) => row(`HTTP, ${CLIENTS} clients, main thread, ${b} keys/batch`, http[`main-${b}`]!)),
-      ...BATCHES.map((b) => row(`HTTP, ${CLIENTS} clients, ${THREADS} lookup threads, ${b} keys/batch`, http[`threads-${b}`]!)),
-      ...BATCHES.map((b) => row(`in-process, 1 thread, ${b} keys/batch`, inproc[`main-${b}`]!)),
-      ...BATCHES.map((b) => row(`in-process, ${CLIENTS} callers, ${THREADS} lookup threads, ${b} keys/batch`, inproc[`threads-${b}`]!)),
+    const row = (label: string, r: Rate, base?: Rate) => [label, r.keysPerSec / 1e6, base ? r.keysPerSec / base.keysPerSec : '', r.p50Ms, r.p99Ms, r.requests];
+    printTable(`mget, ${KEYS} keys of dim ${DIM} (4 shards), random hits; x = rate against the JavaScript kernel in the same run`, ['case', 'Mkeys/s', 'x JS', 'p50 ms', 'p99 ms', 'requests'], [
+      ...BATCHES.map((b) => row(`HTTP, ${CLIENTS} clients, JS kernel, event loop, ${b} keys/batch`, http[`js-${b}`]!)),
+      ...BATCHES.map((b) => row(`HTTP, ${CLIENTS} clients, native kernel, event loop, ${b} keys/batch`, http[`native-${b}`]!, http[`js-${b}`])),
+      ...BATCHES.map((b) => row(`HTTP, ${CLIENTS} clients, native kernel, ${THREADS} lookup threads, ${b} keys/batch`, http[`threads-${b}`]!, http[`js-${b}`])),
+      row('HTTP, 1 client, native kernel, event loop, 20000 keys/batch', http['native-1client-20000']!),
+      ...BATCHES.map((b) => row(`HTTP transport alone (no lookup), ${CLIENTS} clients, ${b} keys/batch`, http[`transport-${b}`]!)),
+      ...BATCHES.map((b) => row(`in-process, 1 thread, JS kernel, ${b} keys/batch`, inproc[`js-${b}`]!)),
+      ...BATCHES.map((b) => row(`in-process, 1 thread, native kernel, ${b} keys/batch`, inproc[`native-${b}`]!, inproc[`js-${b}`])),
+      ...BATCHES.map((b) => row(`in-process, ${CLIENTS} callers, ${THREADS} lookup threads, native, ${b} keys/batch`, inproc[`threads-${b}`]!, inproc[`js-${b}`])),
     ]);
     const other = (s: ServerStart, data: number) => s.firstAnswerMs - s.timings.entryMs - s.timings.importMs - data;
     printTable('start to first correct answer (server child)', ['case', 'total ms', 'process+imports ms', 'data ms', 'rest ms (listen, answer)'], [
       ['first load from the file:// store (copy, all checksums)', first.firstAnswerMs, first.timings.entryMs + first.timings.importMs, first.timings.loadMs, other(first, first.timings.loadMs)],
       ['restart after SIGKILL (recover: map, check index)', again.firstAnswerMs, again.timings.entryMs + again.timings.importMs, again.timings.recoverReportMs, other(again, again.timings.recoverReportMs)],
     ]);
-    printTable('build', ['step', 'ms'], [
+    printTable('build and checks', ['step', 'ms'], [
       [`write ${KEYS} random records (input)`, inputMs],
       [`build, 4 shards (${(built.bytes / 2 ** 20).toFixed(0)} MiB table)`, buildMs],
       ['recover in this process (open, map, check index)', recovered.ms],
+      [`index check, CRC-32C native on the mapping (format 2), ${(indexCheck.bytes / 2 ** 20).toFixed(0)} MiB`, indexCheck.crc32cMs],
+      ['index check, node:zlib CRC-32 over reads (format 1, the old way)', indexCheck.zlibMs],
     ]);
-    return { keys: KEYS, dim: DIM, clients: CLIENTS, tableBytes: built.bytes, buildMs, http, inProcess: inproc, firstLoad: first, recovery: again, recoverInProcessMs: recovered.ms };
+    return { keys: KEYS, dim: DIM, clients: CLIENTS, tableBytes: built.bytes, buildMs, http, inProcess: inproc, firstLoad: first, recovery: again, recoverInProcessMs: recovered.ms, indexCheck };
   } finally {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await rm(work, { recursive: true, force: true });
@@ -183,10 +219,10 @@ interface ServerStart {
 }
 
 /** Spawns the server child and times spawn to its first correct mget answer. */
-async function startServer(tierDir: string, args: string[], probe: Buffer, children: ChildProcess[], threads: number): Promise<ServerStart> {
+async function startServer(tierDir: string, args: string[], probe: Buffer | undefined, children: ChildProcess[], threads: number, env: NodeJS.ProcessEnv = {}): Promise<ServerStart> {
   const t0 = performance.now();
   // node itself with tsx's loader (not the tsx wrapper, which would run the server as a grandchild): SIGKILL must hit the server.
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER, tierDir, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PARAMS_LOOKUP_THREADS: String(threads) } });
+  const child = spawn(process.execPath, ['--import', 'tsx', SERVER, tierDir, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env, PARAMS_LOOKUP_THREADS: String(threads) } });
   children.push(child);
   const lines = createInterface({ input: child.stdout! });
   const line = await new Promise<string>((resolve, reject) => {
@@ -195,9 +231,12 @@ async function startServer(tierDir: string, args: string[], probe: Buffer, child
   });
   const timings = JSON.parse(line) as ServerStart['timings'] & { port: number };
   const agent = new Agent({ keepAlive: false });
-  const answer = await post(agent, timings.port, probe);
-  const firstAnswerMs = performance.now() - t0;
-  if (!correct(probe, answer)) throw new Error('the first answer after start was wrong');
+  let firstAnswerMs = performance.now() - t0;
+  if (probe) {
+    const answer = await post(agent, timings.port, probe);
+    firstAnswerMs = performance.now() - t0;
+    if (!correct(probe, answer)) throw new Error('the first answer after start was wrong');
+  }
   return { child, port: timings.port, firstAnswerMs, timings };
 }
 
@@ -217,16 +256,19 @@ function post(agent: Agent, port: number, body: Buffer): Promise<Buffer> {
   });
 }
 
-/** CLIENTS keep-alive connections, each sending the next request when its answer is in. */
-async function httpRate(port: number, bodies: Buffer[], batch: number): Promise<Rate> {
-  const agent = new Agent({ keepAlive: true, maxSockets: CLIENTS });
-  for (let i = 0; i < CLIENTS; i++) if (!correct(bodies[i]!, await post(agent, port, bodies[i]!))) throw new Error('wrong answer over HTTP');
+/** `clients` keep-alive connections, each sending the next request when its answer is in. */
+async function httpRate(port: number, bodies: Buffer[], batch: number, clients = CLIENTS, check = true): Promise<Rate> {
+  const agent = new Agent({ keepAlive: true, maxSockets: clients });
+  for (let i = 0; i < clients; i++) {
+    const answer = await post(agent, port, bodies[i]!);
+    if (check && !correct(bodies[i]!, answer)) throw new Error('wrong answer over HTTP');
+  }
   const latencies: number[] = [];
   const deadline = performance.now() + RUN_MS;
   const begin = performance.now();
   await Promise.all(
-    Array.from({ length: CLIENTS }, async (_, c) => {
-      for (let i = c; performance.now() < deadline; i += CLIENTS) {
+    Array.from({ length: clients }, async (_, c) => {
+      for (let i = c; performance.now() < deadline; i += clients) {
         const sent = performance.now();
         await post(agent, port, bodies[i % bodies.length]!);
         latencies.push(performance.now() - sent);
@@ -238,15 +280,23 @@ async function httpRate(port: number, bodies: Buffer[], batch: number): Promise<
   return summarise(latencies, batch, seconds);
 }
 
-/** The same batches through ParamsService.mget on this thread, back to back. */
-function inProcessRate(service: ParamsService, bodies: Buffer[], batch: number): Rate {
-  for (const body of bodies.slice(0, 4)) if (!correct(body, service.mget('emb', body))) throw new Error('wrong answer in-process');
+/** An mget answer from one table, as ParamsService.mget makes it. */
+function mgetWith(table: ServedTable, body: Buffer): Buffer {
+  const n = body.length / 8;
+  const out = Buffer.allocUnsafeSlow(mgetAnswerBytes(n, table.dim));
+  table.mgetInto(new Uint32Array(body.buffer, body.byteOffset, n * 2), n, new Uint32Array(out.buffer, out.byteOffset, out.length / 4));
+  return out;
+}
+
+/** The same batches through `mget` on this thread, back to back. */
+function inProcessRate(mget: (body: Buffer) => Buffer, bodies: Buffer[], batch: number): Rate {
+  for (const body of bodies.slice(0, 4)) if (!correct(body, mget(body))) throw new Error('wrong answer in-process');
   const latencies: number[] = [];
   const deadline = performance.now() + RUN_MS;
   const begin = performance.now();
   for (let i = 0; performance.now() < deadline; i++) {
     const sent = performance.now();
-    service.mget('emb', bodies[i % bodies.length]!);
+    mget(bodies[i % bodies.length]!);
     latencies.push(performance.now() - sent);
   }
   return summarise(latencies, batch, (performance.now() - begin) / 1000);
@@ -268,6 +318,39 @@ async function pooledRate(service: ParamsService, bodies: Buffer[], batch: numbe
     }),
   );
   return summarise(latencies, batch, (performance.now() - begin) / 1000);
+}
+
+/**
+ * The recovery-time index check both ways on the same file: CRC-32C natively over a fresh
+ * mapping (format 2, what recovery does now) and node:zlib's CRC-32 over 1 MiB reads
+ * (format 1, what it did before). Each in its own fresh mapping or read, best of three.
+ */
+function indexCheckTimes(path: string): { bytes: number; crc32cMs: number; zlibMs: number } {
+  const head = Buffer.alloc(128);
+  const fd = openSync(path, 'r');
+  readSync(fd, head, 0, 128, 0);
+  const offset = Number(head.readBigUInt64LE(56));
+  const bytes = Number(head.readBigUInt64LE(64));
+  const best = (f: () => void) => Math.min(...[0, 1, 2].map(() => {
+    const t = performance.now();
+    f();
+    return performance.now() - t;
+  }));
+  const crc32cMs = best(() => {
+    const [index] = defaultTableMapper().mapRegions(path, () => [{ offset, length: bytes }]).buffers;
+    crc32cRegion(index!);
+  });
+  const chunk = Buffer.allocUnsafeSlow(1024 * 1024);
+  const zlibMs = best(() => {
+    let crc = 0;
+    for (let done = 0; done < bytes; ) {
+      const n = readSync(fd, chunk, 0, Math.min(chunk.length, bytes - done), offset + done);
+      crc = zlibCrc32(chunk.subarray(0, n), crc);
+      done += n;
+    }
+  });
+  closeSync(fd);
+  return { bytes, crc32cMs, zlibMs };
 }
 
 function summarise(latencies: number[], batch: number, seconds: number): Rate {

@@ -6,15 +6,19 @@
  *
  *   tsx bench/params-server.ts DIR recover
  *   tsx bench/params-server.ts DIR load NAME SOURCE
+ *   tsx bench/params-server.ts DIR transport DIM
  *
- * PARAMS_LOOKUP_THREADS=N answers mget on N worker threads.
+ * PARAMS_LOOKUP_THREADS=N answers mget on N worker threads; STRATA_PARAMS_NATIVE=0 uses
+ * the JavaScript kernel. `transport` serves the mget route with no table and no lookup:
+ * the body is read and an answer of the right size (one buffer kept per size) sent, which
+ * is what HTTP alone costs.
  */
 import { performance } from 'node:perf_hooks';
 
 const entryMs = performance.now();
 const [dir, mode, name, source] = process.argv.slice(2);
 const { default: Fastify } = await import('fastify');
-const { ParamsService } = await import('../params/index.js');
+const { ParamsService, mgetAnswerBytes } = await import('../params/index.js');
 const { registerParamsRoutes } = await import('../daemon/api/params-routes.js');
 const importedMs = performance.now();
 
@@ -28,7 +32,21 @@ if (mode === 'load') {
   loadMs = performance.now() - before;
 }
 const app = Fastify({ logger: false });
-registerParamsRoutes(app, service);
+if (mode === 'transport') {
+  const dim = Number(name);
+  const answers = new Map<number, Buffer>();
+  app.register(async (scope) => {
+    scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+    scope.post('/v1/params/:name/mget', { bodyLimit: 2 * 1024 * 1024 }, async (request, reply) => {
+      const n = (request.body as Buffer).length / 8;
+      let answer = answers.get(n);
+      if (!answer) answers.set(n, (answer = Buffer.alloc(mgetAnswerBytes(n, dim))));
+      return reply.type('application/octet-stream').send(answer);
+    });
+  });
+} else {
+  registerParamsRoutes(app, service);
+}
 await app.listen({ host: '127.0.0.1', port: 0 });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : 0;

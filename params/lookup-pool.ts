@@ -105,6 +105,9 @@ export class LookupPool {
   }
 
   async terminate(): Promise<void> {
+    // Referenced while they stop: an idle pool's threads are unref'd, and the loop would
+    // otherwise end before their exit events, leaving this promise unsettled.
+    for (const w of this.#workers) w.ref();
     await Promise.all(this.#workers.map((w) => w.terminate()));
   }
 

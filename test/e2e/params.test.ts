@@ -11,7 +11,7 @@ import { apiUrlOf, cleanupDir, runStrata, startMount, tempDir, type StrataProces
 const DIM = 8;
 
 async function mget(api: string, name: string, keys: bigint[]): Promise<{ status: number; answer: Array<Float32Array | undefined> }> {
-  const res = await fetch(`${api}/v1/params/${name}/mget`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: keysBody(keys) });
+  const res = await fetch(`${api}/v1/params/${name}/mget`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(keysBody(keys)) });
   const bytes = Buffer.from(await res.arrayBuffer());
   return { status: res.status, answer: res.status === 200 ? decodeAnswer(bytes, keys.length, DIM) : [] };
 }
@@ -66,7 +66,7 @@ describe('parameter tables in a running daemon', () => {
       expect(missing.stderr).toMatch(/^strata: params load: 400 /);
       const badTier = await runStrata(['params', 'load', 'x', join(mnt, 'tables/emb.params'), '--tier', 'dram', '--api', api]);
       expect(badTier.code).toBe(2);
-      const odd = await fetch(`${api}/v1/params/emb/mget`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(12) });
+      const odd = await fetch(`${api}/v1/params/emb/mget`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(12) });
       expect([odd.status, ((await odd.json()) as { code: string }).code]).toEqual([400, 'PARAMS_BAD_KEYS']);
 
       // The crash: no unmount, no shutdown; the next daemon serves the table at once.
