@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { AnswerBuffers, type AnswerLease } from './answer-buffers.js';
 import type { FromWorker, ToWorker } from './lookup-messages.js';
 import { ParamsError } from './params-error.js';
 import { mgetAnswerBytes } from './served-table.js';
@@ -28,6 +29,8 @@ export class LookupPool {
   readonly #opening = new Map<string, { remaining: number; errors: string[]; resolve: () => void; reject: (err: Error) => void }>();
   /** Outstanding lookups per worker, to send a small batch to the least busy one. */
   readonly #busy: number[];
+  /** Slabs for leased answers (keys then answer), reused across requests. */
+  readonly #slabs = new AnswerBuffers((bytes) => new SharedArrayBuffer(bytes));
   #nextId = 1;
   /** Lookups and opens not yet answered: the threads keep the process alive only while there are some. */
   #inFlight = 0;
@@ -84,6 +87,25 @@ export class LookupPool {
   async mget(path: string, dim: number, keys: Uint8Array): Promise<Buffer> {
     const n = keys.byteLength / 8;
     const shared = new SharedArrayBuffer(n * 8 + mgetAnswerBytes(n, dim));
+    await this.#run(path, dim, keys, shared);
+    return Buffer.from(shared, n * 8, mgetAnswerBytes(n, dim));
+  }
+
+  /** Like mget, into a reused buffer: release the lease once the answer is sent. */
+  async mgetLease(path: string, dim: number, keys: Uint8Array): Promise<AnswerLease> {
+    const n = keys.byteLength / 8;
+    const { slab, release } = this.#slabs.acquire(n * 8 + mgetAnswerBytes(n, dim));
+    try {
+      await this.#run(path, dim, keys, slab);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    return { bytes: Buffer.from(slab, n * 8, mgetAnswerBytes(n, dim)), release };
+  }
+
+  async #run(path: string, dim: number, keys: Uint8Array, shared: SharedArrayBuffer): Promise<void> {
+    const n = keys.byteLength / 8;
     new Uint8Array(shared, 0, n * 8).set(keys);
     const parts = n >= SPLIT_KEYS ? this.#workers.length : 1;
     // Ranges start on multiples of 32 so each thread writes whole bitmap words.
@@ -101,7 +123,6 @@ export class LookupPool {
       if (n === 0) break;
     }
     await done;
-    return Buffer.from(shared, n * 8);
   }
 
   async terminate(): Promise<void> {

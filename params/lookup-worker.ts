@@ -1,6 +1,6 @@
 import { parentPort } from 'node:worker_threads';
 import type { FromWorker, ToWorker } from './lookup-messages.js';
-import { ServedTable } from './served-table.js';
+import { mgetAnswerBytes, ServedTable } from './served-table.js';
 import { defaultTableMapper } from './table-mapper.js';
 
 /** A lookup thread: maps the table files the pool names and answers ranges of mget batches. */
@@ -27,7 +27,7 @@ port.on('message', (message: ToWorker) => {
     } else {
       const { shared, n, from, to } = message;
       const keys = new Uint32Array(shared, 0, n * 2);
-      const out = new Uint32Array(shared, n * 8);
+      const out = new Uint32Array(shared, n * 8, mgetAnswerBytes(n, table.dim) / 4);
       table.mgetRange(keys, n, from, to, out);
       reply = { type: 'done', id: message.id };
     }

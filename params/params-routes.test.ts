@@ -89,3 +89,38 @@ describe('/v1/params routes', () => {
     expect(res.rawPayload.length).toBe(0);
   });
 });
+
+describe('mget over a real socket', () => {
+  it('reuses answer buffers only once an answer is sent: concurrent batches each get their own keys', async () => {
+    const keys = Array.from({ length: 40_000 }, (_, i) => BigInt(i) * 3n);
+    await writeRecords(join(work, 'big.bin'), keys, 4);
+    await buildTable(join(work, 'big.bin'), join(work, 'big.params'), { dim: 4, shards: 2 });
+    for (const threads of [0, 2]) {
+      const service = new ParamsService({ dir: join(work, `tier-socket-${threads}`), lookupThreads: threads });
+      const server = Fastify();
+      registerParamsRoutes(server, service);
+      try {
+        await service.load('big', join(work, 'big.params'));
+        await server.listen({ host: '127.0.0.1', port: 0 });
+        const address = server.server.address();
+        const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/v1/params/big/mget`;
+        // 20,000-key batches (answers of 400 KB, pooled), 8 in flight, 4 rounds, each batch its own slice.
+        for (let round = 0; round < 4; round++) {
+          await Promise.all(
+            Array.from({ length: 8 }, async (_, c) => {
+              const asked = keys.slice((round * 8 + c) * 500, (round * 8 + c) * 500 + 20_000).concat([1n]);
+              const res = await fetch(url, { method: 'POST', headers: octet, body: new Uint8Array(keysBody(asked)) });
+              const answer = decodeAnswer(Buffer.from(await res.arrayBuffer()), asked.length, 4);
+              expect(res.status).toBe(200);
+              expect(answer.at(-1)).toBeUndefined();
+              for (const i of [0, 9_999, asked.length - 2]) expect(answer[i], `threads ${threads}, key ${asked[i]}`).toEqual(vectorOf(asked[i]!, 4));
+            }),
+          );
+        }
+      } finally {
+        await server.close();
+        await service.close();
+      }
+    }
+  });
+});

@@ -12,6 +12,7 @@ import { mgetAnswerBytes, ServedTable } from './served-table.js';
 import { MANIFEST_FILE, TableManifest, type ManifestEntry } from './table-manifest.js';
 import { defaultTableMapper, type TableMapper } from './table-mapper.js';
 import { fetchTableFile, tableSourceSize } from './table-source.js';
+import { AnswerBuffers, type AnswerLease } from './answer-buffers.js';
 import { LookupPool } from './lookup-pool.js';
 import { TableWriter } from './table-writer.js';
 
@@ -120,6 +121,8 @@ export class ParamsService {
   /** Started after recovery (or at the first load), so booting threads never slow recovery down. */
   #pool: LookupPool | undefined;
   #ready: Promise<void> | undefined;
+  /** Reused answers of mgetLease on this thread. */
+  readonly #answers = new AnswerBuffers((bytes) => new ArrayBuffer(bytes));
 
   constructor(config: ParamsServiceConfig) {
     this.#dir = config.dir;
@@ -247,14 +250,23 @@ export class ParamsService {
   mget(name: string, keys: Uint8Array | BigUint64Array): Buffer {
     const table = this.#served(name).table;
     const n = batchSize(keys);
-    // Typed-array views need 4-byte alignment; a body at an odd offset is copied once.
-    const words =
-      keys.byteOffset % 4 === 0
-        ? new Uint32Array(keys.buffer, keys.byteOffset, n * 2)
-        : new Uint32Array(new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength).slice().buffer);
     const out = Buffer.allocUnsafeSlow(mgetAnswerBytes(n, table.dim));
-    table.mgetInto(words, n, new Uint32Array(out.buffer, out.byteOffset, out.length / 4));
+    table.mgetInto(keyWords(keys, n), n, new Uint32Array(out.buffer, out.byteOffset, out.length / 4));
     return out;
+  }
+
+  /**
+   * mgetAsync into a reused buffer: what the HTTP route uses. The caller releases the lease
+   * once the answer has been sent (and must not touch its bytes after that).
+   */
+  async mgetLease(name: string, keys: Uint8Array): Promise<AnswerLease> {
+    const served = this.#served(name);
+    const n = batchSize(keys);
+    if (this.#pool?.healthy && served.pooled) return this.#pool.mgetLease(served.table.path, served.table.dim, keys);
+    const bytes = mgetAnswerBytes(n, served.table.dim);
+    const { slab, release } = this.#answers.acquire(bytes);
+    served.table.mgetInto(keyWords(keys, n), n, new Uint32Array(slab, 0, bytes / 4));
+    return { bytes: Buffer.from(slab, 0, bytes), release };
   }
 
   /**
@@ -436,6 +448,12 @@ function batchSize(keys: Uint8Array | BigUint64Array): number {
   const n = bytes / 8;
   if (n > MAX_BATCH_KEYS) throw new ParamsError('PARAMS_BATCH_TOO_LARGE', `${n} keys in one request; at most ${MAX_BATCH_KEYS}`);
   return n;
+}
+
+/** The keys as uint32 halves; typed-array views need 4-byte alignment, so a body at an odd offset is copied once. */
+function keyWords(keys: Uint8Array | BigUint64Array, n: number): Uint32Array {
+  if (keys.byteOffset % 4 === 0) return new Uint32Array(keys.buffer, keys.byteOffset, n * 2);
+  return new Uint32Array(new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength).slice().buffer);
 }
 
 function checkName(name: string): void {

@@ -43,7 +43,11 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
       service.table(name);
       requireType(request, OCTET_STREAM);
       const body = (request.body as Buffer | undefined) ?? Buffer.alloc(0);
-      return reply.type(OCTET_STREAM).send(await service.mgetAsync(name, body));
+      const lease = await service.mgetLease(name, body);
+      // 'close' comes once the answer is written out or the connection is gone: either way
+      // the socket is done with the bytes and the buffer can serve the next request.
+      reply.raw.once('close', lease.release);
+      return reply.type(OCTET_STREAM).send(lease.bytes);
     });
 
     scope.post('/v1/params/:name/lookup', async (request) => {
