@@ -277,7 +277,8 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
   const fetchRange: FetchRange = async (ref, start, length, signal) => {
     const store = links.store(ref.storeId);
     if (!store) throw new StrataError('STORE_NOT_FOUND', `the link serving ${ref.key} was removed`);
-    const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, ...(signal ? { signal } : {}) });
+    // The ref's size lets a block that is the whole object (any file up to a block) go out as a plain GET.
+    const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, objectSize: ref.size, ...(signal ? { signal } : {}) });
     return result.body;
   };
   // With peers, a miss asks the block's owner first and falls back to fetchRange.

@@ -40,6 +40,14 @@ export interface GetRangeOptions {
    */
   readonly ifMatch?: string;
   readonly signal?: AbortSignal;
+  /**
+   * The object's size as the caller last saw it (a listing, a HEAD). When the range is the
+   * whole object (`start === 0 && length === objectSize`), a backend may fetch it without a
+   * range: on Ceph RGW a plain GET of a 100 KiB object costs the gateway about 15% less CPU
+   * than the same bytes as `Range: bytes=0-...`. The answer is the same either way; should
+   * the object turn out to have another size, the backend falls back to the ranged read.
+   */
+  readonly objectSize?: number;
 }
 
 export interface GetRangeResult {

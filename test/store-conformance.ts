@@ -172,6 +172,24 @@ export function describeObjectStore(name: string, makeStore: () => Promise<Objec
       expect(await storeErrorCode(store.getRange('v.bin', 0, 10, { ifMatch: changed!.etag }))).toBe('STORE_PRECONDITION_FAILED');
     });
 
+    it('answers the same bytes when told the object size, also when that size is out of date', async () => {
+      const first = randomBytes(4096);
+      const { etag } = await store.put('sized.bin', first);
+      const whole = await store.getRange('sized.bin', 0, first.length, { ifMatch: etag, objectSize: first.length });
+      expect(whole.body.equals(first)).toBe(true);
+      expect(whole.size).toBe(first.length);
+      expect(whole.etag).toBe(etag);
+      expect((await store.getRange('sized.bin', 100, 50, { objectSize: first.length })).body.equals(first.subarray(100, 150))).toBe(true);
+
+      // Replaced by a larger object: a caller that still believes the old size gets exactly the range it asked for.
+      const second = randomBytes(6000);
+      await harness.seed('sized.bin', second);
+      const stale = await store.getRange('sized.bin', 0, first.length, { objectSize: first.length });
+      expect(stale.body.equals(second.subarray(0, first.length))).toBe(true);
+      expect(stale.size).toBe(second.length);
+      expect(await storeErrorCode(store.getRange('sized.bin', 0, first.length, { ifMatch: etag, objectSize: first.length }))).toBe('STORE_PRECONDITION_FAILED');
+    });
+
     it('lists one level with a delimiter, folders holding only folders included', async () => {
       const keys = ['train/class_a/x.jpg', 'train/class_a/y.jpg', 'train/class_b/z.jpg', 'train/readme.txt', 'top.txt', 'trainer.txt'];
       for (const key of keys) await store.put(key, Buffer.from(key));
