@@ -168,6 +168,78 @@ describe('BlockCache', () => {
     }
   });
 
+  describe('warmBlock', () => {
+    const warmAll = async (cache: BlockCache, ref: ObjectRef, tier?: 'dram' | 'pmem' | 'nvme') => {
+      const results = [];
+      for (let index = 0; index * BLOCK < ref.size; index += 1) results.push(await cache.warmBlock(ref, index, tier));
+      return results;
+    };
+
+    it('without a tier caches a block as a read does, so the read after it costs no fetch', async () => {
+      const bytes = randomBytes(2 * BLOCK + 10);
+      const ref = store.add('obj', bytes);
+      const cache = await makeCache();
+      expect(await warmAll(cache, ref)).toEqual([{ bytes: BLOCK, placed: true }, { bytes: BLOCK, placed: true }, { bytes: 10, placed: true }]);
+      expect(store.fetches).toBe(3);
+      expect((await readAll(cache, ref)).equals(bytes)).toBe(true);
+      expect(store.fetches).toBe(3);
+      expect(cache.stats()[0]).toMatchObject({ name: 'dram', blocks: 3 });
+    });
+
+    it('with tier nvme writes fetched blocks to nvme before answering, and leaves DRAM alone', async () => {
+      const nvme = { dir: join(dir, 'nvme'), capacityBytes: 64 * MiB, reserveBytes: 0 };
+      const bytes = randomBytes(3 * BLOCK);
+      const ref = store.add('obj', bytes);
+      const cache = await makeCache({ nvme });
+      expect((await warmAll(cache, ref, 'nvme')).every((b) => b.placed)).toBe(true);
+      const [dram, nvmeStats] = cache.stats();
+      expect(dram).toMatchObject({ name: 'dram', blocks: 0 });
+      expect(nvmeStats).toMatchObject({ name: 'nvme', blocks: 3 });
+      // Already there: a second warm asks nobody.
+      await warmAll(cache, ref, 'nvme');
+      expect(store.fetches).toBe(3);
+      expect((await readAll(cache, ref)).equals(bytes)).toBe(true);
+      expect(store.fetches).toBe(3);
+    });
+
+    it('with tier nvme copies a block DRAM already holds instead of fetching it again, and reports a refusal', async () => {
+      // An nvme tier that refuses writes until told otherwise (as a tier full of pinned blocks does).
+      const held = new Map<string, Buffer>();
+      let accepting = false;
+      const picky: Tier = {
+        name: 'nvme',
+        capacityBytes: 64 * MiB,
+        get usedBytes() { return [...held.values()].reduce((sum, b) => sum + b.length, 0); },
+        get: async (id) => held.get(id),
+        put: async (id, bytes) => { if (accepting) held.set(id, Buffer.from(bytes)); return accepting; },
+        delete: async (id) => { held.delete(id); },
+        has: (id) => held.has(id),
+        stats: (): TierStats => ({ name: 'nvme', capacityBytes: 64 * MiB, usedBytes: 0, blocks: held.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
+        close: async () => undefined,
+      };
+      const bytes = randomBytes(2 * BLOCK);
+      const ref = store.add('obj', bytes);
+      const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 0 }), logger, store.fetchRange, { nvme: picky });
+      caches.push(cache);
+      await readAll(cache, ref);
+      expect(await warmAll(cache, ref, 'nvme')).toEqual([{ bytes: BLOCK, placed: false }, { bytes: BLOCK, placed: false }]);
+      accepting = true;
+      expect((await warmAll(cache, ref, 'nvme')).every((b) => b.placed)).toBe(true);
+      expect(held.size).toBe(2);
+      expect([...held.values()].map((b) => b.equals(bytes.subarray(0, BLOCK)) || b.equals(bytes.subarray(BLOCK)))).toEqual([true, true]);
+      expect(store.fetches).toBe(2);
+    });
+
+    it('refuses a tier the cache does not have', async () => {
+      const ref = store.add('obj', randomBytes(10));
+      const cache = await makeCache();
+      await expect(cache.warmBlock(ref, 0, 'nvme')).rejects.toMatchObject({ code: 'CACHE_TIER_INVALID' });
+      const noDram = await makeCache({ dram: false });
+      await expect(noDram.warmBlock(ref, 0, 'dram')).rejects.toMatchObject({ code: 'CACHE_TIER_INVALID' });
+      expect(store.fetches).toBe(0);
+    });
+  });
+
   it('refetches a block whose nvme file is corrupt and counts the mismatch', async () => {
     const nvme = { dir: join(dir, 'nvme'), capacityBytes: 64 * MiB, reserveBytes: 0 };
     const bytes = randomBytes(BLOCK);

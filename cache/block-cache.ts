@@ -11,7 +11,8 @@ import { NvmeTier } from './nvme-tier.js';
 import type { ObjectReader, ObjectRef, ReadSession } from './object-reader.js';
 import { PmemTier } from './pmem-tier.js';
 import { SequentialDetector } from './sequential-detector.js';
-import type { Tier, TierStats } from './tier.js';
+import type { Tier, TierName, TierStats } from './tier.js';
+import { CacheError } from './cache-error.js';
 
 /**
  * Reads `length` bytes at `start` of the object version `ref` from the store. Must
@@ -45,6 +46,14 @@ export interface MemoryStats {
   readonly ioPoolUsedBytes: number;
   readonly usedBytes: number;
   readonly peakBytes: number;
+}
+
+/** What `BlockCache.warmBlock` did with one block. */
+export interface WarmedBlock {
+  /** The block's length in bytes. */
+  readonly bytes: number;
+  /** Whether the block is now in the target tier (false: that tier refused it, e.g. full of pinned blocks). */
+  readonly placed: boolean;
 }
 
 /** Reads within this distance of the previous read's end count as sequential (8 FUSE requests of 128 KiB). */
@@ -170,6 +179,53 @@ export class BlockCache implements ObjectReader {
       return block.subarray(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + block.length) - blockStart);
     });
     return Buffer.concat(parts, end - offset);
+  }
+
+  /**
+   * Caches block `index` of `ref` for a prefetch job, without handing its bytes to anyone.
+   *
+   * - `tier` absent or `'dram'`: exactly what a read of the block does (DRAM, written
+   *   through in the background to every persistent tier).
+   * - `tier` `'pmem'` or `'nvme'`: the block ends up in that tier before this resolves. If
+   *   that tier has it already, nothing happens. If another tier (or DRAM) has it, it is
+   *   copied from there. Otherwise it is fetched and written to every persistent tier, as
+   *   a fetched block always is, but not put into DRAM, so warming a data set onto NVMe
+   *   does not push the DRAM working set out.
+   *
+   * Concurrent reads of the same block share the fetch. Throws CACHE_TIER_INVALID if
+   * `tier` is not configured, and what a read throws when the store fails.
+   */
+  async warmBlock(ref: ObjectRef, index: number, tier?: TierName): Promise<WarmedBlock> {
+    const length = blockLength(ref.size, this.#config.blockSize, index);
+    if (tier === undefined || tier === 'dram') {
+      if (tier === 'dram' && this.#dram === undefined) throw new CacheError('CACHE_TIER_INVALID', 'there is no dram tier to warm blocks into');
+      await this.#loadBlock(ref, index);
+      return { bytes: length, placed: true };
+    }
+    const target = this.#lower.find((t) => t.name === tier);
+    if (target === undefined) throw new CacheError('CACHE_TIER_INVALID', `there is no ${tier} tier to warm blocks into`);
+    if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
+    const id = blockId(blockKeyOf(ref, index));
+    if (this.#safeHas(target, id)) return { bytes: length, placed: true };
+    await this.#pool.reserve(length, this.#abort.signal);
+    this.#notePeak();
+    try {
+      const known = this.#dram?.peekNow(id) ?? this.#writing.get(id) ?? (await this.#loads.get(id)) ?? (await this.#fromOtherTiers(id, length, target));
+      if (known !== undefined && known.length === length) return { bytes: length, placed: await this.#safePut(target, id, known) };
+      const fetch = this.#fetchBlock(ref, index, length);
+      // Reads of this block while it is fetched wait for these bytes instead of fetching again.
+      this.#loads.set(id, fetch);
+      const bytes = await fetch.finally(() => this.#loads.delete(id));
+      this.#writing.set(id, bytes);
+      try {
+        const placed = await Promise.all(this.#lower.map((t) => this.#safePut(t, id, bytes)));
+        return { bytes: length, placed: placed[this.#lower.indexOf(target)]! };
+      } finally {
+        if (this.#writing.get(id) === bytes) this.#writing.delete(id);
+      }
+    } finally {
+      this.#pool.release(length);
+    }
   }
 
   /** Per tier, fastest first: capacity, use, hits, misses, evictions, checksum mismatches, I/O errors. */
@@ -343,15 +399,8 @@ export class BlockCache implements ObjectReader {
         }
         return bytes;
       }
-      const bytes = await this.#fetchRange(ref, index * this.#config.blockSize, length, this.#abort.signal);
-      if (bytes.length !== length) {
-        throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
-      }
-      this.#fetch.blocksFetched += 1;
-      this.#fetch.bytesFetched += length;
+      const bytes = await this.#fetchBlock(ref, index, length);
       if (readahead) this.#fetch.readaheadBlocks += 1;
-      fetchedBlocksMetric.inc();
-      fetchedBytesMetric.inc(length);
       this.#promote(id, bytes);
       if (this.#lower.length > 0) {
         releaseNow = false;
@@ -361,6 +410,29 @@ export class BlockCache implements ObjectReader {
     } finally {
       if (releaseNow) this.#pool.release(length);
     }
+  }
+
+  /** Block `index` of `ref` from the store, exactly `length` bytes, counted. */
+  async #fetchBlock(ref: ObjectRef, index: number, length: number): Promise<Buffer> {
+    const bytes = await this.#fetchRange(ref, index * this.#config.blockSize, length, this.#abort.signal);
+    if (bytes.length !== length) {
+      throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
+    }
+    this.#fetch.blocksFetched += 1;
+    this.#fetch.bytesFetched += length;
+    fetchedBlocksMetric.inc();
+    fetchedBytesMetric.inc(length);
+    return bytes;
+  }
+
+  /** The block from a persistent tier other than `except`, or undefined. */
+  async #fromOtherTiers(id: string, length: number, except: Tier): Promise<Buffer | undefined> {
+    for (const tier of this.#lower) {
+      if (tier === except || !this.#safeHas(tier, id)) continue;
+      const bytes = await this.#safeGet(tier, id);
+      if (bytes !== undefined && bytes.length === length) return bytes;
+    }
+    return undefined;
   }
 
   #promote(id: string, bytes: Buffer): void {

@@ -84,6 +84,11 @@ export class DramTier implements Tier {
     return entry.bytes;
   }
 
+  /** The block's bytes without touching recency or counters (a copy to another tier is not a use). */
+  peekNow(id: string): Buffer | undefined {
+    return this.#lru.peek(id)?.bytes;
+  }
+
   async put(id: string, bytes: Buffer): Promise<boolean> {
     return this.putNow(id, bytes);
   }

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { ParamsService } from '../params/index.js';
 import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
-import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange } from '../cache/index.js';
+import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
 import type { ObjectRef } from '../cache/object-reader.js';
@@ -30,7 +30,7 @@ export interface DaemonServices {
   /** Pinned paths: their blocks are never evicted from the persistent tiers. */
   readonly pins: PinSet;
   /** Starts a prefetch job over mount paths (pinning what it finds with `pin`); answers the job's status. */
-  prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string; pin?: boolean }): ReturnType<JobManager['submit']>;
+  prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string; pin?: boolean; tier?: TierName }): ReturnType<JobManager['submit']>;
   healthy(): boolean;
   /** Block sharing with peer daemons (`--peers`); absent without it. */
   readonly peers: PeerNode | undefined;
@@ -131,9 +131,10 @@ export class Daemon {
           jobs.submit(
             options.kind ?? 'prefetch',
             backgroundJob(scheduler, prefetchJob(
-              { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize },
+              { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize, warmBlock: (ref, index, tier) => cache.warmBlock(ref, index, tier) },
               {
                 paths,
+                ...(options.tier ? { tier: options.tier } : {}),
                 ...(options.include ? { include: options.include } : {}),
                 ...(options.exclude ? { exclude: options.exclude } : {}),
                 ...(options.pin ? { onFile: (root: string, ref: ObjectRef) => pins.cover(root, ref) } : {}),

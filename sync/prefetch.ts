@@ -1,9 +1,11 @@
 import picomatch from 'picomatch';
 import type { ObjectRef, ObjectReader } from '../cache/object-reader.js';
+import type { TierName } from '../cache/tier.js';
 import type { MountRoutes } from '../fuse/mount-routes.js';
 import { isStrataError } from '../errors/index.js';
 import type { JobBody, JobProgress } from './job-manager.js';
 import { SyncError } from './sync-error.js';
+import { CacheError } from '../cache/cache-error.js';
 
 export interface PrefetchSource {
   /** The link table as it is now (links may change while a job runs). */
@@ -11,6 +13,12 @@ export interface PrefetchSource {
   readonly reader: ObjectReader;
   /** Bytes read per request: the cache's block size, so each request fills one block. */
   readonly blockSize: number;
+  /**
+   * Puts block `index` of `ref` into `tier` (absent: wherever a read would cache it) and
+   * says whether that tier has it now (BlockCache.warmBlock). Without it, the job reads
+   * each block through `reader` and cannot honour `tier`.
+   */
+  readonly warmBlock?: (ref: ObjectRef, index: number, tier: TierName | undefined) => Promise<{ bytes: number; placed: boolean }>;
 }
 
 export interface PrefetchOptions {
@@ -21,6 +29,8 @@ export interface PrefetchOptions {
   readonly exclude?: readonly string[];
   /** Files fetched at once (default 32). */
   readonly parallelFiles?: number;
+  /** The tier every block of the job must end up in (see BlockCache.warmBlock); needs `warmBlock`. */
+  readonly tier?: TierName;
   /** Called with each file found, before it is fetched (pins use it to cover the file). */
   readonly onFile?: (root: string, ref: ObjectRef) => void;
 }
@@ -44,6 +54,9 @@ interface FileToFetch {
  */
 export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): JobBody {
   return async (progress) => {
+    if (options.tier !== undefined && source.warmBlock === undefined) {
+      throw new SyncError('API_BAD_REQUEST', `tier: this job cannot choose a tier (asked for ${options.tier})`);
+    }
     const routes = source.routes();
     for (const path of options.paths) {
       if (!routes.route(path)) throw new SyncError('API_BAD_REQUEST', `no such file or folder in the mount: ${path}`);
@@ -71,12 +84,14 @@ export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): J
         wakeAll();
       }
     })();
+    const refused = { blocks: 0 };
     const worker = async () => {
       for (;;) {
         if (progress.signal.aborted) return;
         const file = queue.shift();
         if (file) {
-          await fetchFile(source, file, progress);
+          if (source.warmBlock) refused.blocks += await warmFile(source.warmBlock, source.blockSize, file, options.tier, progress);
+          else await fetchFile(source, file, progress);
           continue;
         }
         if (!walking) return;
@@ -84,7 +99,29 @@ export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): J
       }
     };
     await Promise.all([walker, ...Array.from({ length: options.parallelFiles ?? DEFAULT_PARALLEL_FILES }, worker)]);
+    if (refused.blocks > 0 && !progress.signal.aborted) {
+      throw new CacheError('CACHE_TIER_IO', `${refused.blocks} blocks could not be written to the ${options.tier ?? 'dram'} tier (full of pinned blocks, too small, or failing); the others are there`);
+    }
   };
+}
+
+/** Warms every block of one file; answers how many blocks the target tier refused. */
+async function warmFile(warmBlock: NonNullable<PrefetchSource['warmBlock']>, blockSize: number, file: FileToFetch, tier: TierName | undefined, progress: JobProgress): Promise<number> {
+  let refused = 0;
+  try {
+    for (let index = 0; index * blockSize < file.ref.size; index += 1) {
+      if (progress.signal.aborted) return refused;
+      const block = await warmBlock(file.ref, index, tier);
+      if (!block.placed) refused += 1;
+      progress.addDone(0, block.bytes);
+    }
+    progress.addDone(1, 0);
+  } catch (err) {
+    // A file that changed or vanished since it was listed is skipped, not a failed job.
+    if (!isStrataError(err, 'STORE_PRECONDITION_FAILED', 'STORE_NOT_FOUND')) throw err;
+    progress.addDone(1, 0);
+  }
+  return refused;
 }
 
 async function fetchFile(source: PrefetchSource, file: FileToFetch, progress: JobProgress): Promise<void> {

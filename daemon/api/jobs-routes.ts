@@ -35,7 +35,7 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
       requirePersistentTier(services);
       for (const path of paths) await services.pins.add(path);
     }
-    const job = services.prefetch(paths, { pin: body.pin });
+    const job = services.prefetch(paths, { pin: body.pin, ...(body.tier ? { tier: body.tier } : {}) });
     return reply.status(202).send(job);
   });
 

@@ -68,6 +68,30 @@ describe('block cache tiers through a real mount', () => {
     });
   }
 
+  it('warmup --tier nvme puts every block in NVMe before it ends, without filling DRAM', async () => {
+    const args = ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state-warm-nvme'), '--dram', '8MiB', '--memory', '24MiB', '--nvme', `${join(work, 'nvme-warm')}:64MiB`, '--log-level', 'warn'];
+    const daemon = await startMount(`s3://${bucket}`, mnt, args);
+    try {
+      const api = apiUrlOf(daemon);
+      const warm = await runStrata(['warmup', `${mnt}/models`, '--tier', 'nvme', '--api', api]);
+      expect(warm.code).toBe(0);
+      expect(warm.stdout).toMatch(/warmup done: 1\/1 files/);
+      const tiers = (JSON.parse((await runStrata(['status', '--api', api, '--json'])).stdout) as { tiers: Array<{ name: string; usedBytes: number }> }).tiers;
+      expect(tiers.find((t) => t.name === 'nvme')!.usedBytes).toBeGreaterThanOrEqual(model.length);
+      expect(tiers.find((t) => t.name === 'dram')!.usedBytes).toBe(0);
+      const fetched = await storeBytes(api);
+      expect(fetched).toBe(model.length);
+      await dropPageCache();
+      expect((await sh(`sha256sum ${mnt}/models/model.bin`)).split(' ')[0]).toBe(sum(model));
+      expect(await storeBytes(api)).toBe(fetched);
+      const noPmem = await runStrata(['warmup', `${mnt}/models`, '--tier', 'pmem', '--api', api]);
+      expect(noPmem.code).toBe(1);
+      expect(noPmem.stderr).toMatch(/"pmem" is not configured/);
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
+  });
+
   it('keeps pinned files in the NVMe tier while other reads would evict them', async () => {
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'other/big.bin', Body: randomBytes(24 * MiB) }));
     // Room for about 26 MiB: the 20 MiB model and the 24 MiB file cannot both stay.
