@@ -40,7 +40,7 @@ export function crc32c(data: Uint8Array, crc = 0): number {
  * many native threads: the parts are checksummed at once and joined, so a 150 MB index
  * is checked in about half the time on this 2-core machine.
  */
-const REGION_THREADS = Math.min(4, availableParallelism());
+export const REGION_THREADS = Math.min(4, availableParallelism());
 
 /** crc32c over a large region, on several threads when the addon is built. */
 export function crc32cRegion(data: Uint8Array, crc = 0): number {

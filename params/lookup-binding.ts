@@ -8,6 +8,10 @@ export interface LookupBinding {
   crc32c(data: Uint8Array, crc?: number, threads?: number): number;
   table(index: Buffer, first: Float64Array, homes: Float64Array, chunks: Buffer[], chunkShift: number, dim: number, seed: number, keyCount: number): NativeTableHandle;
   mget(handle: NativeTableHandle, keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number;
+  mapTable(fd: number, indexOffset: number, indexBytes: number, valuesOffset: number, valuesBytes: number, first: Float64Array, homes: Float64Array, dim: number, seed: number, keyCount: number): NativeTableHandle;
+  crc32cOf(handle: NativeTableHandle, region: 0 | 1, crc: number, threads: number): number;
+  slotRow(handle: NativeTableHandle, slot: number): number;
+  resident(handle: NativeTableHandle): number;
 }
 
 const ADDON_PATH = '../native/build/Release/strata_lookup.node';

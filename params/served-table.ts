@@ -3,7 +3,8 @@ import { loadMmapBinding } from '../cache/mmap-binding.js';
 import { keyHash, scaleToRange, shardOf } from './key-hash.js';
 import { lookupBinding, type LookupBinding, type NativeTableHandle } from './lookup-binding.js';
 import { ParamsError } from './params-error.js';
-import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, SLOT_WORDS, checksumFor, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type TableHeader } from './table-format.js';
+import { crc32c, REGION_THREADS } from './crc32c.js';
+import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, SLOT_WORDS, checksumFor, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type ShardEntry, type TableHeader } from './table-format.js';
 import type { FileRegion, TableMapper } from './table-mapper.js';
 
 export interface OpenTableOptions {
@@ -45,28 +46,24 @@ export class ServedTable {
   readonly mapping: TableMapper['kind'];
   /** Which lookup kernel answers this table. */
   readonly kernel: 'native' | 'js';
-  readonly #index: Uint32Array;
-  readonly #indexBytes: Buffer;
   readonly #shardFirst: Float64Array;
   readonly #shardSlots: Float64Array;
-  readonly #chunks: Uint32Array[];
-  readonly #chunkBytes: Buffer[];
   readonly #chunkShift: number;
-  readonly #native: { binding: LookupBinding; handle: NativeTableHandle } | undefined;
+  readonly #native: NativeKernel | undefined;
+  /** The regions as Buffers: given at open, or mapped on first need when the addon mapped the file. */
+  #regions: JsRegions | undefined;
+  readonly #mapRegions: () => Buffer[];
 
-  private constructor(path: string, header: TableHeader, mapping: TableMapper['kind'], buffers: Buffer[], shardFirst: Float64Array, shardSlots: Float64Array, binding: LookupBinding | undefined) {
-    this.path = path;
-    this.header = header;
-    this.mapping = mapping;
-    const [index, ...chunks] = buffers;
-    this.#index = new Uint32Array(index!.buffer, index!.byteOffset, index!.length / 4);
-    this.#indexBytes = index!;
-    this.#chunkBytes = chunks;
-    this.#chunks = chunks.map((c) => new Uint32Array(c.buffer, c.byteOffset, c.length / 4));
-    this.#chunkShift = valuesChunkShift(header.dim);
-    this.#shardFirst = shardFirst;
-    this.#shardSlots = shardSlots;
-    this.#native = binding && { binding, handle: binding.table(index!, shardFirst, shardSlots, chunks, this.#chunkShift, header.dim, header.seed, header.keyCount) };
+  private constructor(init: { path: string; header: TableHeader; mapping: TableMapper['kind']; first: Float64Array; homes: Float64Array; native?: NativeKernel; buffers?: Buffer[]; mapRegions: () => Buffer[] }) {
+    this.path = init.path;
+    this.header = init.header;
+    this.mapping = init.mapping;
+    this.#chunkShift = valuesChunkShift(init.header.dim);
+    this.#shardFirst = init.first;
+    this.#shardSlots = init.homes;
+    this.#mapRegions = init.mapRegions;
+    if (init.buffers) this.#regions = jsRegions(init.buffers);
+    this.#native = init.native;
     this.kernel = this.#native ? 'native' : 'js';
   }
 
@@ -74,36 +71,62 @@ export class ServedTable {
    * Opens and validates a table file: header fields and checksum, sizes, the shard
    * directory and the index checksum (and the values checksum with `verifyValues`).
    * Throws PARAMS_BAD_TABLE naming the problem.
+   *
+   * With the addon, a mmap mapper and format 2, the addon maps the file itself and no
+   * Buffer stands for the regions until the JavaScript side needs one (forEachEntry):
+   * 800 MB of Buffers made V8 run several collections "for external memory pressure",
+   * tens of milliseconds of a recovery.
    */
   static open(path: string, mapper: TableMapper, options: OpenTableOptions = {}): ServedTable {
     const { page, size } = readHeaderPage(path);
     const { header, shards } = decodeHeader(page, size, path);
+    const first = Float64Array.from(shards, (s) => s.firstSlot);
+    const homes = Float64Array.from(shards, (s) => s.homeSlots);
     const rowBytes = header.dim * 4;
-    const shift = valuesChunkShift(header.dim);
+    const chunkRows = 2 ** valuesChunkShift(header.dim);
     const regions: FileRegion[] = [{ offset: header.indexOffset, length: header.indexBytes }];
-    const chunkRows = 2 ** shift;
     for (let row = 0; row < header.keyCount; row += chunkRows) {
       regions.push({ offset: header.valuesOffset + row * rowBytes, length: Math.min(chunkRows, header.keyCount - row) * rowBytes });
     }
-    const { buffers } = mapper.mapRegions(path, () => regions);
+    const mapRegions = () => mapper.mapRegions(path, () => regions).buffers;
+    const binding = options.kernel === 'js' ? undefined : lookupBinding();
+    const bad = (why: string) => new ParamsError('PARAMS_BAD_TABLE', `${path}: ${why}`);
+    const slotCount = header.indexBytes / SLOT_BYTES;
+
+    if (binding && mapper.kind === 'mmap' && header.version >= 2) {
+      const fd = openSync(path, 'r');
+      let handle: NativeTableHandle;
+      try {
+        handle = binding.mapTable(fd, header.indexOffset, header.indexBytes, header.valuesOffset, header.valuesBytes, first, homes, header.dim, header.seed, header.keyCount);
+      } catch (err) {
+        throw new ParamsError('PARAMS_BAD_TABLE', `${path}: cannot map the table: ${(err as Error).message}`, { cause: err });
+      } finally {
+        closeSync(fd); // a mapping outlives its descriptor
+      }
+      if (!options.trusted && crc32c(directoryBytes(page, header.shardCount), binding.crc32cOf(handle, 0, 0, REGION_THREADS)) !== header.indexCrc) throw bad('index checksum mismatch');
+      checkShardEnds(shards, slotCount, (slot) => binding.slotRow(handle, slot), bad);
+      if (options.verifyValues && binding.crc32cOf(handle, 1, 0, REGION_THREADS) !== header.valuesCrc) throw bad('values checksum mismatch');
+      return new ServedTable({ path, header, mapping: mapper.kind, first, homes, native: { binding, handle, mapped: true }, mapRegions });
+    }
+
+    const buffers = mapRegions();
     const index = buffers[0]!;
     const checksum = checksumFor(header.version);
-    const indexCrc = options.trusted ? header.indexCrc : checksum(directoryBytes(page, header.shardCount), indexChecksum(path, header, index, mapper.kind));
-    if (indexCrc !== header.indexCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: index checksum mismatch`);
-    // Probes run forward until an empty slot; the slot before each next shard (and the last) must be one.
-    for (let s = 0; s < shards.length; s++) {
-      const end = s + 1 < shards.length ? shards[s + 1]!.firstSlot : header.indexBytes / SLOT_BYTES;
-      if (index.readUInt32LE((end - 1) * SLOT_BYTES + 8) !== EMPTY_ROW) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: shard ${s} of the index does not end with an empty slot`);
-    }
+    if (!options.trusted && checksum(directoryBytes(page, header.shardCount), indexChecksum(path, header, index, mapper.kind)) !== header.indexCrc) throw bad('index checksum mismatch');
+    checkShardEnds(shards, slotCount, (slot) => index.readUInt32LE(slot * SLOT_BYTES + 8), bad);
     if (options.verifyValues) {
       let crc = 0;
       for (const chunk of buffers.slice(1)) crc = checksumFor(header.version, true)(chunk, crc);
-      if (crc !== header.valuesCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: values checksum mismatch`);
+      if (crc !== header.valuesCrc) throw bad('values checksum mismatch');
     }
-    const first = Float64Array.from(shards, (s) => s.firstSlot);
-    const slots = Float64Array.from(shards, (s) => s.homeSlots);
-    const binding = options.kernel === 'js' ? undefined : lookupBinding();
-    return new ServedTable(path, header, mapper.kind, buffers, first, slots, binding);
+    const native = binding && { binding, handle: binding.table(index, first, homes, buffers.slice(1), valuesChunkShift(header.dim), header.dim, header.seed, header.keyCount), mapped: false };
+    return new ServedTable({ path, header, mapping: mapper.kind, first, homes, ...(native ? { native } : {}), buffers, mapRegions });
+  }
+
+  /** The regions as typed arrays, for the JavaScript kernel and forEachEntry. */
+  #js(): JsRegions {
+    this.#regions ??= jsRegions(this.#mapRegions());
+    return this.#regions;
   }
 
   get dim(): number {
@@ -140,10 +163,9 @@ export class ServedTable {
     const dim = this.header.dim;
     const seed = this.header.seed;
     const shardCount = this.header.shardCount;
-    const index = this.#index;
+    const { index, chunks } = this.#js();
     const shardFirst = this.#shardFirst;
     const shardSlots = this.#shardSlots;
-    const chunks = this.#chunks;
     const shift = this.#chunkShift;
     const mask = 2 ** shift - 1;
     const count = to - from;
@@ -207,23 +229,52 @@ export class ServedTable {
   /** Bytes of the table's regions in memory now: what the page cache holds of a mapped file. */
   residentBytes(): number {
     if (this.mapping === 'read') return this.header.fileBytes;
+    if (this.#native?.mapped) return this.#native.binding.resident(this.#native.handle);
     const binding = loadMmapBinding();
-    let bytes = binding.resident(this.#indexBytes);
-    for (const chunk of this.#chunkBytes) bytes += binding.resident(chunk);
+    const { indexBytes, chunkBytes } = this.#js();
+    let bytes = binding.resident(indexBytes);
+    for (const chunk of chunkBytes) bytes += binding.resident(chunk);
     return bytes;
   }
 
   /** Calls `visit` for every key with its row's values (`bytes` at `offset`, dim x 4 bytes), in slot order. */
   forEachEntry(visit: (lo: number, hi: number, bytes: Buffer, offset: number) => void): void {
-    const index = this.#index;
+    const { index, chunkBytes } = this.#js();
     const rowBytes = this.header.dim * 4;
     const shift = this.#chunkShift;
     const mask = 2 ** shift - 1;
     for (let p = 0; p < index.length; p += SLOT_WORDS) {
       const row = index[p + 2]!;
       if (row === EMPTY_ROW) continue;
-      visit(index[p]!, index[p + 1]!, this.#chunkBytes[row >>> shift]!, (row & mask) * rowBytes);
+      visit(index[p]!, index[p + 1]!, chunkBytes[row >>> shift]!, (row & mask) * rowBytes);
     }
+  }
+}
+
+/** The addon's table handle; `mapped` when the addon made the mappings itself (mapTable). */
+interface NativeKernel {
+  readonly binding: LookupBinding;
+  readonly handle: NativeTableHandle;
+  readonly mapped: boolean;
+}
+
+interface JsRegions {
+  readonly index: Uint32Array;
+  readonly indexBytes: Buffer;
+  readonly chunks: Uint32Array[];
+  readonly chunkBytes: Buffer[];
+}
+
+function jsRegions(buffers: Buffer[]): JsRegions {
+  const [index, ...chunkBytes] = buffers;
+  return { index: new Uint32Array(index!.buffer, index!.byteOffset, index!.length / 4), indexBytes: index!, chunks: chunkBytes.map((c) => new Uint32Array(c.buffer, c.byteOffset, c.length / 4)), chunkBytes };
+}
+
+/** Probes run forward until an empty slot: the slot before each next shard (and the last) must be one. */
+function checkShardEnds(shards: readonly ShardEntry[], slotCount: number, rowAt: (slot: number) => number, bad: (why: string) => Error): void {
+  for (let s = 0; s < shards.length; s++) {
+    const end = s + 1 < shards.length ? shards[s + 1]!.firstSlot : slotCount;
+    if (rowAt(end - 1) !== EMPTY_ROW) throw bad(`shard ${s} of the index does not end with an empty slot`);
   }
 }
 

@@ -15,6 +15,17 @@
  *       chunks: Array of Buffers, the values chunks (2^chunkShift rows of dim float32 each)
  *       The handle keeps references to every Buffer, so the mappings live as long as it.
  *
+ *   mapTable(fd, indexOffset, indexBytes, valuesOffset, valuesBytes, first, homes, dim, seed, keyCount) -> handle
+ *       The same handle over mappings this addon makes itself (read-only, MAP_SHARED; the
+ *       offsets are page multiples), unmapped when the handle is garbage-collected. No
+ *       JavaScript Buffer stands for them, so V8 counts none of it as external memory: a
+ *       table of 800 MB in Buffers set off several garbage collections "for external memory
+ *       pressure" while a daemon recovered.
+ *   crc32cOf(handle, region, crc, threads) -> number   CRC-32C of a mapTable handle's index
+ *       (region 0) or values (region 1), as crc32c() computes it.
+ *   slotRow(handle, slot) -> number     the row field of an index slot (0xFFFFFFFF: empty).
+ *   resident(handle) -> number          bytes of a mapTable handle's mappings in memory (mincore).
+ *
  *   mget(handle, keys: Uint32Array, n, from, to, out: Uint32Array) -> found
  *       Keys [from, to) of an n-key batch, given as uint32 halves (keys[2i] low,
  *       keys[2i+1] high): sets their found bits in the bitmap at out[0 .. ceil(n/32)) and
@@ -29,9 +40,13 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -295,9 +310,15 @@ typedef struct {
   uint64_t key_count;
   uint32_t ref_count;
   napi_ref *refs;
+  /* Mappings made by mapTable (none for a table over Buffers). */
+  void *mapped[2];
+  size_t mapped_bytes[2];
 } lookup_table;
 
 static void free_table(lookup_table *t) {
+  for (int i = 0; i < 2; i++) {
+    if (t->mapped[i]) munmap(t->mapped[i], t->mapped_bytes[i]);
+  }
   free(t->shard_first);
   free(t->shard_homes);
   free((void *)t->chunks);
@@ -330,7 +351,7 @@ static napi_value js_table(napi_env env, napi_callback_info info) {
     return fail(env, "table: first and homes must be Float64Arrays of one entry per shard");
   if (napi_is_array(env, argv[3], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[3], &chunk_count) != napi_ok)
     return fail(env, "table: chunks must be an Array of Buffers");
-  if (!get_u32(env, argv[4], &chunk_shift) || chunk_shift > 31 || !get_u32(env, argv[5], &dim) || dim == 0 || !get_u32(env, argv[6], &seed) ||
+  if (!get_u32(env, argv[4], &chunk_shift) || chunk_shift > 32 || !get_u32(env, argv[5], &dim) || dim == 0 || !get_u32(env, argv[6], &seed) ||
       napi_get_value_double(env, argv[7], &key_count) != napi_ok || key_count < 0)
     return fail(env, "table: chunkShift, dim, seed and keyCount must be integers (dim > 0)");
 
@@ -442,7 +463,7 @@ static napi_value js_mget(napi_env env, napi_callback_info info) {
     return fail(env, "mget: keys, range or answer buffer do not fit the batch");
 
   const uint32_t *index = t->index;
-  const uint32_t shift = t->chunk_shift;
+  const uint32_t shift = t->chunk_shift; /* up to 32: rows are split with 64-bit shifts */
   const uint64_t mask = ((uint64_t)1 << shift) - 1;
   uint64_t slots[GROUP];
   uint32_t rows[GROUP];
@@ -468,9 +489,9 @@ static napi_value js_mget(napi_env env, napi_callback_info info) {
           break;
         }
       }
-      if (row != EMPTY_ROW && (row >= t->key_count || (row >> shift) >= t->chunk_count || (row & mask) >= t->chunk_rows[row >> shift])) row = EMPTY_ROW;
+      if (row != EMPTY_ROW && (row >= t->key_count || ((uint64_t)row >> shift) >= t->chunk_count || (row & mask) >= t->chunk_rows[(uint64_t)row >> shift])) row = EMPTY_ROW;
       rows[i] = row;
-      if (row != EMPTY_ROW) __builtin_prefetch(t->chunks[row >> shift] + (row & mask) * dim);
+      if (row != EMPTY_ROW) __builtin_prefetch(t->chunks[(uint64_t)row >> shift] + (row & mask) * dim);
     }
     uint32_t *dest = out + bitmap_words + (uint64_t)start * dim;
     for (uint32_t i = 0; i < count; i++, dest += dim) {
@@ -481,11 +502,160 @@ static napi_value js_mget(napi_env env, napi_callback_info info) {
       }
       found++;
       out[(start + i) >> 5] |= 1u << ((start + i) & 31);
-      memcpy(dest, t->chunks[row >> shift] + (row & mask) * dim, dim * 4);
+      memcpy(dest, t->chunks[(uint64_t)row >> shift] + (row & mask) * dim, dim * 4);
     }
   }
   napi_value result;
   napi_create_uint32(env, found, &result);
+  return result;
+}
+
+static napi_value throw_errno(napi_env env, const char *op, int err) {
+  char message[160];
+  snprintf(message, sizeof message, "%s failed: %s", op, strerror(err));
+  napi_throw_error(env, err == ENOMEM ? "ENOMEM" : err == EACCES ? "EACCES" : err == EINVAL ? "EINVAL" : "EIO", message);
+  return NULL;
+}
+
+static int get_size(napi_env env, napi_value value, uint64_t *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || d < 0 || d > 9007199254740991.0 || d != (double)(uint64_t)d) return 0;
+  *out = (uint64_t)d;
+  return 1;
+}
+
+static napi_value js_map_table(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint64_t fd, index_offset, index_bytes, values_offset, values_bytes, key_count;
+  uint32_t dim, seed;
+  double *first, *homes;
+  size_t shards, homes_count;
+  if (argc < 10 || !get_size(env, argv[0], &fd) || !get_size(env, argv[1], &index_offset) || !get_size(env, argv[2], &index_bytes) ||
+      !get_size(env, argv[3], &values_offset) || !get_size(env, argv[4], &values_bytes) || !get_f64_array(env, argv[5], &first, &shards) ||
+      !get_f64_array(env, argv[6], &homes, &homes_count) || shards != homes_count || shards == 0 || !get_u32(env, argv[7], &dim) || dim == 0 ||
+      !get_u32(env, argv[8], &seed) || !get_size(env, argv[9], &key_count))
+    return fail(env, "mapTable(fd, indexOffset, indexBytes, valuesOffset, valuesBytes, first, homes, dim, seed, keyCount)");
+  const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  if (index_bytes == 0 || index_offset % page != 0 || values_offset % page != 0 || values_bytes != key_count * (uint64_t)dim * 4 || key_count >= EMPTY_ROW)
+    return fail(env, "mapTable: regions must start on pages, the index must not be empty and values must hold keyCount rows");
+
+  lookup_table *t = calloc(1, sizeof *t);
+  if (!t) return fail(env, "mapTable: out of memory");
+  t->shard_first = calloc(shards, sizeof(uint64_t));
+  t->shard_homes = calloc(shards, sizeof(uint64_t));
+  t->chunks = calloc(1, sizeof(uint32_t *));
+  t->chunk_rows = calloc(1, sizeof(uint64_t));
+  if (!t->shard_first || !t->shard_homes || !t->chunks || !t->chunk_rows) {
+    free_table(t);
+    return fail(env, "mapTable: out of memory");
+  }
+  /*
+   * The index is read whole at once (its checksum, then every probe), so its page tables
+   * are filled in the mmap call: one pass in the kernel instead of a fault per 64 KiB,
+   * which in a starting Node process (V8 changing its own mappings on other threads)
+   * measured several times slower. The values are left to fault in as keys are asked for.
+   */
+  void *index = mmap(NULL, index_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, (int)fd, (off_t)index_offset);
+  if (index == MAP_FAILED) {
+    int err = errno;
+    free_table(t);
+    return throw_errno(env, "mmap of the index", err);
+  }
+  t->mapped[0] = index;
+  t->mapped_bytes[0] = index_bytes;
+  if (values_bytes > 0) {
+    void *values = mmap(NULL, values_bytes, PROT_READ, MAP_SHARED, (int)fd, (off_t)values_offset);
+    if (values == MAP_FAILED) {
+      int err = errno;
+      free_table(t);
+      return throw_errno(env, "mmap of the values", err);
+    }
+    t->mapped[1] = values;
+    t->mapped_bytes[1] = values_bytes;
+    t->chunks[0] = values;
+    t->chunk_rows[0] = key_count;
+    t->chunk_count = 1;
+  }
+  t->index = index;
+  t->index_slots = index_bytes / 12;
+  t->shard_count = (uint32_t)shards;
+  t->chunk_shift = 32; /* one mapping holds every row */
+  t->dim = dim;
+  t->seed = seed;
+  t->key_count = key_count;
+  for (size_t s = 0; s < shards; s++) {
+    if (first[s] < 0 || homes[s] < 1 || first[s] + homes[s] > (double)t->index_slots) {
+      free_table(t);
+      return fail(env, "mapTable: a shard lies outside the index");
+    }
+    t->shard_first[s] = (uint64_t)first[s];
+    t->shard_homes[s] = (uint64_t)homes[s];
+  }
+  napi_value handle;
+  if (napi_create_external(env, t, finalize_table, NULL, &handle) != napi_ok) {
+    free_table(t);
+    return fail(env, "mapTable: could not create the handle");
+  }
+  return handle;
+}
+
+static lookup_table *mapped_table(napi_env env, napi_value value) {
+  lookup_table *t;
+  if (napi_get_value_external(env, value, (void **)&t) != napi_ok || !t->mapped[0]) return NULL;
+  return t;
+}
+
+static napi_value js_crc32c_of(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  lookup_table *t = argc >= 4 ? mapped_table(env, argv[0]) : NULL;
+  uint32_t region, crc, threads;
+  if (!t || !get_u32(env, argv[1], &region) || region > 1 || !get_u32(env, argv[2], &crc) || !get_u32(env, argv[3], &threads) || threads == 0)
+    return fail(env, "crc32cOf(mapTable handle, region 0|1, crc, threads)");
+  napi_value result;
+  napi_create_uint32(env, t->mapped[region] ? crc32c_parallel(crc, t->mapped[region], t->mapped_bytes[region], threads) : crc, &result);
+  return result;
+}
+
+static napi_value js_slot_row(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  lookup_table *t;
+  uint64_t slot;
+  if (argc < 2 || napi_get_value_external(env, argv[0], (void **)&t) != napi_ok || !get_size(env, argv[1], &slot) || slot >= t->index_slots)
+    return fail(env, "slotRow(handle, slot): slot outside the index");
+  napi_value result;
+  napi_create_uint32(env, t->index[slot * 3 + 2], &result);
+  return result;
+}
+
+static napi_value js_resident(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  lookup_table *t = argc >= 1 ? mapped_table(env, argv[0]) : NULL;
+  if (!t) return fail(env, "resident(mapTable handle)");
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  unsigned char vec[4096];
+  int64_t pages_in = 0;
+  for (int r = 0; r < 2; r++) {
+    if (!t->mapped[r]) continue;
+    const size_t pages = (t->mapped_bytes[r] + page - 1) / page;
+    for (size_t at = 0; at < pages; at += sizeof vec) {
+      const size_t count = pages - at < sizeof vec ? pages - at : sizeof vec;
+      const size_t bytes = at + count == pages ? t->mapped_bytes[r] - at * page : count * page;
+      if (mincore((uint8_t *)t->mapped[r] + at * page, bytes, vec) != 0) return throw_errno(env, "mincore", errno);
+      for (size_t i = 0; i < count; i++) pages_in += vec[i] & 1;
+    }
+  }
+  int64_t total = pages_in * (int64_t)page;
+  const int64_t most = (int64_t)(t->mapped_bytes[0] + t->mapped_bytes[1]);
+  napi_value result;
+  napi_create_int64(env, total > most ? most : total, &result);
   return result;
 }
 
@@ -497,6 +667,10 @@ static napi_value init(napi_env env, napi_value exports) {
     {"crc32c", NULL, js_crc32c, NULL, NULL, NULL, napi_enumerable, NULL},
     {"table", NULL, js_table, NULL, NULL, NULL, napi_enumerable, NULL},
     {"mget", NULL, js_mget, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"mapTable", NULL, js_map_table, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"crc32cOf", NULL, js_crc32c_of, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"slotRow", NULL, js_slot_row, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"resident", NULL, js_resident, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
