@@ -47,6 +47,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "resident.h"
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -266,10 +267,18 @@ static int get_f64_array(napi_env env, napi_value value, double **data, size_t *
   return 1;
 }
 
-static int get_u32(napi_env env, napi_value value, uint32_t *out) {
+/* A whole number a JavaScript double holds exactly (below 2^53). */
+static int get_size(napi_env env, napi_value value, uint64_t *out) {
   double d;
-  if (napi_get_value_double(env, value, &d) != napi_ok || d < 0 || d > 4294967295.0 || d != (double)(uint32_t)d) return 0;
-  *out = (uint32_t)d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || d < 0 || d > 9007199254740991.0 || d != (double)(uint64_t)d) return 0;
+  *out = (uint64_t)d;
+  return 1;
+}
+
+static int get_u32(napi_env env, napi_value value, uint32_t *out) {
+  uint64_t v;
+  if (!get_size(env, value, &v) || v > UINT32_MAX) return 0;
+  *out = (uint32_t)v;
   return 1;
 }
 
@@ -327,6 +336,16 @@ static void free_table(lookup_table *t) {
   free(t);
 }
 
+/* Copies the shard directory in, after checking every shard's home slots lie in the index. */
+static int set_shards(lookup_table *t, const double *first, const double *homes, size_t shards) {
+  for (size_t s = 0; s < shards; s++) {
+    if (first[s] < 0 || homes[s] < 1 || first[s] + homes[s] > (double)t->index_slots) return 0;
+    t->shard_first[s] = (uint64_t)first[s];
+    t->shard_homes[s] = (uint64_t)homes[s];
+  }
+  return 1;
+}
+
 static void finalize_table(napi_env env, void *data, void *hint) {
   (void)hint;
   lookup_table *t = data;
@@ -374,13 +393,9 @@ static napi_value js_table(napi_env env, napi_callback_info info) {
     free_table(t);
     return fail(env, "table: out of memory");
   }
-  for (size_t s = 0; s < shards; s++) {
-    if (first[s] < 0 || homes[s] < 1 || first[s] + homes[s] > (double)t->index_slots) {
-      free_table(t);
-      return fail(env, "table: a shard lies outside the index");
-    }
-    t->shard_first[s] = (uint64_t)first[s];
-    t->shard_homes[s] = (uint64_t)homes[s];
+  if (!set_shards(t, first, homes, shards)) {
+    free_table(t);
+    return fail(env, "table: a shard lies outside the index");
   }
   for (uint32_t c = 0; c < chunk_count; c++) {
     napi_value chunk;
@@ -517,13 +532,6 @@ static napi_value throw_errno(napi_env env, const char *op, int err) {
   return NULL;
 }
 
-static int get_size(napi_env env, napi_value value, uint64_t *out) {
-  double d;
-  if (napi_get_value_double(env, value, &d) != napi_ok || d < 0 || d > 9007199254740991.0 || d != (double)(uint64_t)d) return 0;
-  *out = (uint64_t)d;
-  return 1;
-}
-
 static napi_value js_map_table(napi_env env, napi_callback_info info) {
   size_t argc = 10;
   napi_value argv[10];
@@ -585,13 +593,9 @@ static napi_value js_map_table(napi_env env, napi_callback_info info) {
   t->dim = dim;
   t->seed = seed;
   t->key_count = key_count;
-  for (size_t s = 0; s < shards; s++) {
-    if (first[s] < 0 || homes[s] < 1 || first[s] + homes[s] > (double)t->index_slots) {
-      free_table(t);
-      return fail(env, "mapTable: a shard lies outside the index");
-    }
-    t->shard_first[s] = (uint64_t)first[s];
-    t->shard_homes[s] = (uint64_t)homes[s];
+  if (!set_shards(t, first, homes, shards)) {
+    free_table(t);
+    return fail(env, "mapTable: a shard lies outside the index");
   }
   napi_value handle;
   if (napi_create_external(env, t, finalize_table, NULL, &handle) != napi_ok) {
@@ -639,20 +643,14 @@ static napi_value js_resident(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   lookup_table *t = argc >= 1 ? mapped_table(env, argv[0]) : NULL;
   if (!t) return fail(env, "resident(mapTable handle)");
-  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  unsigned char vec[4096];
-  int64_t pages_in = 0;
+  int64_t total = 0;
   for (int r = 0; r < 2; r++) {
+    size_t bytes = 0;
     if (!t->mapped[r]) continue;
-    const size_t pages = (t->mapped_bytes[r] + page - 1) / page;
-    for (size_t at = 0; at < pages; at += sizeof vec) {
-      const size_t count = pages - at < sizeof vec ? pages - at : sizeof vec;
-      const size_t bytes = at + count == pages ? t->mapped_bytes[r] - at * page : count * page;
-      if (mincore((uint8_t *)t->mapped[r] + at * page, bytes, vec) != 0) return throw_errno(env, "mincore", errno);
-      for (size_t i = 0; i < count; i++) pages_in += vec[i] & 1;
-    }
+    int err = resident_bytes(t->mapped[r], t->mapped_bytes[r], &bytes);
+    if (err != 0) return throw_errno(env, "mincore", err);
+    total += (int64_t)bytes;
   }
-  int64_t total = pages_in * (int64_t)page;
   const int64_t most = (int64_t)(t->mapped_bytes[0] + t->mapped_bytes[1]);
   napi_value result;
   napi_create_int64(env, total > most ? most : total, &result);

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "resident.h"
 
 static napi_value throw_errno(napi_env env, const char *op, int err) {
   char message[160];
@@ -136,25 +137,12 @@ static napi_value resident(napi_env env, napi_callback_info info) {
     napi_create_int64(env, 0, &result);
     return result;
   }
-  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t start = (uintptr_t)data & ~(page - 1);
-  size_t span = (size_t)((uintptr_t)data + length - start);
-  size_t pages = (span + page - 1) / page;
-  /* A vector byte per page: 4 KiB for every 16 MiB of table, done in slices to stay small. */
-  unsigned char vec[4096];
-  int64_t in_memory = 0;
-  for (size_t first = 0; first < pages; first += sizeof vec) {
-    size_t count = pages - first < sizeof vec ? pages - first : sizeof vec;
-    size_t bytes = count * page;
-    if (first + count == pages) bytes = span - first * page;
-    if (mincore((void *)(start + first * page), bytes, vec) != 0) return throw_errno(env, "mincore", errno);
-    for (size_t i = 0; i < count; i++) in_memory += vec[i] & 1;
-  }
-  int64_t total = (int64_t)(in_memory * (int64_t)page);
-  napi_create_int64(env, total > (int64_t)length ? (int64_t)length : total, &result);
+  size_t bytes = 0;
+  int err = resident_bytes(data, length, &bytes);
+  if (err != 0) return throw_errno(env, "mincore", err);
+  napi_create_int64(env, (int64_t)bytes, &result);
   return result;
 }
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"map", NULL, map_file, NULL, NULL, NULL, napi_enumerable, NULL},
