@@ -5,8 +5,9 @@ import { ParamsError } from './params-error.js';
 import { mgetAnswerBytes } from './served-table.js';
 
 /**
- * Batches of at least this many keys are split across all threads, so one large batch
- * is answered by every core (a 20,000-key batch takes about 4 ms on one thread here).
+ * Batches of at least this many keys are split across the threads that are idle, so one
+ * large batch alone is answered by every core; under load (no thread idle) each batch
+ * goes whole to the least busy thread, as splitting then only adds messages.
  */
 const SPLIT_KEYS = 4096;
 
@@ -107,7 +108,8 @@ export class LookupPool {
   async #run(path: string, dim: number, keys: Uint8Array, shared: SharedArrayBuffer): Promise<void> {
     const n = keys.byteLength / 8;
     new Uint8Array(shared, 0, n * 8).set(keys);
-    const parts = n >= SPLIT_KEYS ? this.#workers.length : 1;
+    const idle = this.#busy.flatMap((count, w) => (count === 0 ? [w] : []));
+    const parts = n >= SPLIT_KEYS && idle.length > 1 ? idle.length : 1;
     // Ranges start on multiples of 32 so each thread writes whole bitmap words.
     const step = Math.ceil(n / parts / 32) * 32;
     if (this.#failed) throw this.#failed;
@@ -116,7 +118,7 @@ export class LookupPool {
     const done = new Promise<void>((resolve, reject) => this.#pending.set(id, { remaining: 0, resolve, reject })).finally(() => this.#end());
     const pending = this.#pending.get(id)!;
     for (let p = 0, from = 0; from < n || (n === 0 && p === 0); p++, from += step) {
-      const w = parts === 1 ? this.#leastBusy() : p;
+      const w = parts === 1 ? this.#leastBusy() : idle[p]!;
       this.#busy[w]!++;
       pending.remaining++;
       this.#workers[w]!.postMessage({ type: 'mget', id, path, shared, n, from, to: Math.min(n, from + step) } satisfies ToWorker);
