@@ -12,6 +12,7 @@ export interface LookupBinding {
   crc32cOf(handle: NativeTableHandle, region: 0 | 1, crc: number, threads: number): number;
   slotRow(handle: NativeTableHandle, slot: number): number;
   resident(handle: NativeTableHandle): number;
+  unmapTable(handle: NativeTableHandle): void;
 }
 
 const ADDON_PATH = '../native/build/Release/strata_lookup.node';

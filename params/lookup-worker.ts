@@ -18,6 +18,8 @@ port.on('message', (message: ToWorker) => {
       reply = { type: 'opened', path: message.path, error: (err as Error).message };
     }
   } else if (message.type === 'close') {
+    // Messages run in order: every lookup sent before this one has been answered.
+    tables.get(message.path)?.close();
     tables.delete(message.path);
     return;
   } else {

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { encodeDelta } from './delta-body.js';
@@ -85,6 +85,11 @@ describe('ParamsService', () => {
     expect(seen).toEqual(new Set([0, 1000]));
     expect(service.list()[0]!.version).toBe(5);
     expect((await readdir(tier)).sort()).toEqual(['emb.v5.params', 'manifest.json']);
+    // Replaced versions are unmapped at the switch, not at some later garbage collection:
+    // their (unlinked) files hold no memory once the new version serves.
+    const maps = await readFile('/proc/self/maps', 'utf8');
+    expect(maps).toContain(join(tier, 'emb.v5.params'));
+    for (const old of [1, 2, 3, 4]) expect(maps).not.toContain(join(tier, `emb.v${old}.params`));
   });
 
   it('recovers after a crash: a new service serves the manifest tables without the sources, and drops leftovers', async () => {

@@ -101,8 +101,7 @@ interface Placement {
  * Atomic switch: a name points at one immutable ServedTable; a load or delta builds the
  * new version beside the old one and replaces that one reference. Lookups are synchronous
  * and read the reference once, so each sees one version whole. The old file is removed
- * after the manifest names the new one; its mapping is released when the last Buffer over
- * it is garbage-collected.
+ * after the manifest names the new one, and its mappings are released at the switch.
  */
 export class ParamsService {
   readonly #dir: string;
@@ -300,10 +299,12 @@ export class ParamsService {
     return { found, vectors: found.map((f, i) => (f ? Array.from(floats.subarray(i * dim, (i + 1) * dim)) : null)) };
   }
 
-  /** Stops serving and the lookup threads; mappings are released as their Buffers are collected. */
+  /** Stops serving and the lookup threads, and releases the tables' mappings. */
   async close(): Promise<void> {
+    const tables = [...this.#tables.values()];
     this.#tables.clear();
     await this.#pool?.terminate();
+    for (const served of tables) served.table.close();
   }
 
   #served(name: string): Served {
@@ -379,7 +380,12 @@ export class ParamsService {
     const previous = this.#tables.get(name);
     const served: Served = { table, entry, pooled: pool !== undefined };
     this.#tables.set(name, served); // the switch: one reference
-    if (previous) this.#pool?.close(previous.table.path);
+    if (previous) {
+      // Lookups on this thread are synchronous, so none is still in the old version; the
+      // threads drop theirs after the lookups queued before. Its mappings go at once.
+      this.#pool?.close(previous.table.path);
+      previous.table.close();
+    }
     await this.#manifest.write([...this.#tables.values()].map((s) => s.entry));
     if (previous && this.#pathOf(previous.entry) !== path) await rm(this.#pathOf(previous.entry), { force: true });
     this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');

@@ -53,6 +53,7 @@ export class ServedTable {
   /** The regions as Buffers: given at open, or mapped on first need when the addon mapped the file. */
   #regions: JsRegions | undefined;
   readonly #mapRegions: () => Buffer[];
+  #closed = false;
 
   private constructor(init: { path: string; header: TableHeader; mapping: TableMapper['kind']; first: Float64Array; homes: Float64Array; native?: NativeKernel; buffers?: Buffer[]; mapRegions: () => Buffer[] }) {
     this.path = init.path;
@@ -153,6 +154,7 @@ export class ServedTable {
    * answering different ranges of one batch write disjoint words.
    */
   mgetRange(keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number {
+    if (this.#closed) throw new ParamsError('INTERNAL', `${this.path}: lookup in a closed table version`);
     if (this.#native) return this.#native.binding.mget(this.#native.handle, keys, n, from, to, out);
     let found = 0;
     for (let start = from; start < to; start += BLOCK_KEYS) found += this.#mgetBlock(keys, n, start, Math.min(to, start + BLOCK_KEYS), out);
@@ -224,6 +226,18 @@ export class ServedTable {
       for (let d = 0; d < dim; d++) out[o + d] = chunk[base + d]!;
     }
     return found;
+  }
+
+  /**
+   * Releases the addon's mappings now instead of at a garbage collection, so a replaced
+   * version's memory (on tmpfs: the unlinked file's pages) is freed at once. Only for a
+   * version no lookup can reach any more; lookups after this throw. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#native) this.#native.binding.unmapTable(this.#native.handle);
+    this.#regions = undefined;
   }
 
   /** Bytes of the table's regions in memory now: what the page cache holds of a mapped file. */

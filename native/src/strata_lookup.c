@@ -25,6 +25,9 @@
  *       (region 0) or values (region 1), as crc32c() computes it.
  *   slotRow(handle, slot) -> number     the row field of an index slot (0xFFFFFFFF: empty).
  *   resident(handle) -> number          bytes of a mapTable handle's mappings in memory (mincore).
+ *   unmapTable(handle)                  releases a handle's mappings now (a replaced version's
+ *                                       memory on tmpfs is freed at once, not at some later
+ *                                       garbage collection); the handle then finds no key.
  *
  *   mget(handle, keys: Uint32Array, n, from, to, out: Uint32Array) -> found
  *       Keys [from, to) of an n-key batch, given as uint32 halves (keys[2i] low,
@@ -324,10 +327,20 @@ typedef struct {
   size_t mapped_bytes[2];
 } lookup_table;
 
-static void free_table(lookup_table *t) {
+static void unmap_table(lookup_table *t) {
   for (int i = 0; i < 2; i++) {
     if (t->mapped[i]) munmap(t->mapped[i], t->mapped_bytes[i]);
+    t->mapped[i] = NULL;
+    t->mapped_bytes[i] = 0;
   }
+  /* Nothing left to read: every probe ends at once and every row is out of range. */
+  t->index_slots = 0;
+  t->key_count = 0;
+  t->chunk_count = 0;
+}
+
+static void free_table(lookup_table *t) {
+  unmap_table(t);
   free(t->shard_first);
   free(t->shard_homes);
   free((void *)t->chunks);
@@ -605,6 +618,16 @@ static napi_value js_map_table(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+static napi_value js_unmap_table(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  lookup_table *t;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&t) != napi_ok) return fail(env, "unmapTable(handle)");
+  unmap_table(t);
+  return NULL;
+}
+
 static lookup_table *mapped_table(napi_env env, napi_value value) {
   lookup_table *t;
   if (napi_get_value_external(env, value, (void **)&t) != napi_ok || !t->mapped[0]) return NULL;
@@ -669,6 +692,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"crc32cOf", NULL, js_crc32c_of, NULL, NULL, NULL, napi_enumerable, NULL},
     {"slotRow", NULL, js_slot_row, NULL, NULL, NULL, napi_enumerable, NULL},
     {"resident", NULL, js_resident, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"unmapTable", NULL, js_unmap_table, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
