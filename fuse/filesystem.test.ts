@@ -2,7 +2,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Namespace } from '../cache/namespace.js';
-import { DirectReader } from '../daemon/direct-reader.js';
+import { DirectReader } from '../test/fixtures/direct-reader.js';
 import { openStore, type ObjectStore } from '../store/index.js';
 import { silentLogger } from '../telemetry/index.js';
 import { cleanupDir, tempDir } from '../test/fixtures/strata-process.js';
