@@ -2,20 +2,43 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 
 /**
- * Writes at the end are gathered in memory up to this size before one `pwrite`: libfuse 2
- * delivers 4 KiB writes (FACTS.md), and one syscall per 1 MiB instead of per 4 KiB is what
- * lets staging keep up with a local disk.
+ * Writes at the end are gathered in memory up to this size before one `pwrite`: FUSE delivers
+ * 128 KiB writes at most (4 KiB without big_writes, FACTS.md), and one syscall per 1 MiB instead
+ * of per request is what lets staging keep up with a local disk.
  */
 const APPEND_BUFFER_BYTES = 1024 * 1024;
+
+/**
+ * While a file is appended to, an `fdatasync` is started in the background after every 64 MiB
+ * handed to the kernel, so that the disk writes the staged bytes while the writer is still
+ * writing and the `sync` at close has at most about this much left to flush. 64 MiB is a tenth
+ * of a second of a local NVMe disk or of this machine's virtual one (800 MB/s with O_DIRECT),
+ * and 32 calls for a 2 GiB checkpoint.
+ */
+const BACKGROUND_SYNC_BYTES = 64 * 1024 * 1024;
 
 /** Node refuses single reads of 2 GiB or more; larger ranges are read in 1 GiB steps. */
 const MAX_READ_BYTES = 1024 * 1024 * 1024;
 
+/** One full append buffer being written to the file in the background. */
+interface Spill {
+  readonly buffer: Buffer;
+  readonly start: number;
+  readonly length: number;
+  readonly done: Promise<void>;
+}
+
 /**
- * The staged bytes of one file version, in a file on a local tier. Appends are buffered
- * (see above); reads see buffered bytes too. Not durable until `sync` resolves.
- * Calls that change the file must not overlap (the write path serializes them per
- * handle); `read` may run at any time.
+ * The staged bytes of one file version, in a file on a local tier. Appends are buffered and
+ * written behind the writer: a full buffer goes to the file in the background while the next
+ * one fills (two buffers per file at most), and the kernel is asked to write the file to disk
+ * as it grows (see above). A failed background write or sync is kept and thrown by the next
+ * `write`, `flush`, `truncate` or `sync`, so it reaches the caller by `close()` at the latest.
+ * Reads see buffered bytes too. Not durable until `sync` resolves.
+ *
+ * `write` never keeps a reference to its `data` once its promise settles (the FUSE adapter
+ * passes the kernel's buffer, which is reused after the answer). Calls that change the file
+ * must not overlap (the write path serializes them per handle); `read` may run at any time.
  */
 export class StagedFile {
   readonly path: string;
@@ -26,6 +49,15 @@ export class StagedFile {
   #buffer: Buffer | undefined;
   #bufferStart = 0;
   #bufferLength = 0;
+  /** The previous buffer on its way to the file; everything before its start is in the file. */
+  #spill: Spill | undefined;
+  /** A buffer whose spill finished, reused for the next one. */
+  #spare: Buffer | undefined;
+  /** Bytes handed to the kernel since the last background sync started. */
+  #unsynced = 0;
+  #backgroundSync: Promise<void> | undefined;
+  /** The first failure of a background write or sync, thrown by the next call that changes the file. */
+  #failure: unknown;
   #closed = false;
 
   private constructor(path: string, handle: FileHandle, size: number) {
@@ -53,13 +85,17 @@ export class StagedFile {
 
   /** Writes all of `data` at `offset`, extending the file (with a hole of zeros) as needed. */
   async write(offset: number, data: Buffer): Promise<void> {
+    this.#throwFailure();
     const end = offset + data.length;
     if (offset === this.#bufferStart + this.#bufferLength && data.length < APPEND_BUFFER_BYTES && offset === this.#size) {
-      this.#buffer ??= Buffer.allocUnsafe(APPEND_BUFFER_BYTES);
-      if (this.#bufferLength + data.length > APPEND_BUFFER_BYTES) await this.flush();
+      if (this.#bufferLength + data.length > APPEND_BUFFER_BYTES) await this.#spillBuffer();
+      this.#buffer ??= this.#spare ?? Buffer.allocUnsafe(APPEND_BUFFER_BYTES);
+      if (this.#buffer === this.#spare) this.#spare = undefined;
       data.copy(this.#buffer, this.#bufferLength);
       this.#bufferLength += data.length;
       this.#size = end;
+      // A full buffer starts on its way at once, so the pwrite overlaps the next requests.
+      if (this.#bufferLength === APPEND_BUFFER_BYTES) await this.#spillBuffer();
       return;
     }
     await this.flush();
@@ -80,14 +116,16 @@ export class StagedFile {
     const end = Math.min(offset + out.length, this.#size);
     if (end <= offset) return out.subarray(0, 0);
     if (end - offset < out.length) out = out.subarray(0, end - offset);
-    // Copy the buffered part first and synchronously: a flush may move it to the file meanwhile.
-    const bufferStart = this.#bufferStart;
-    const bufferEnd = bufferStart + this.#bufferLength;
-    const fromBuffer = Math.max(offset, bufferStart);
-    if (this.#buffer && fromBuffer < Math.min(end, bufferEnd)) {
-      this.#buffer.copy(out, fromBuffer - offset, fromBuffer - bufferStart, Math.min(end, bufferEnd) - bufferStart);
+    // Copy the buffered parts first and synchronously: a spill may move them to the file
+    // (and the buffers be reused) meanwhile. Everything before the first buffered byte is in the file.
+    let diskEnd = end;
+    for (const held of [this.#spill, { buffer: this.#buffer, start: this.#bufferStart, length: this.#bufferLength }]) {
+      if (!held?.buffer || held.length === 0) continue;
+      const from = Math.max(offset, held.start);
+      const to = Math.min(end, held.start + held.length);
+      if (from < to) held.buffer.copy(out, from - offset, from - held.start, to - held.start);
+      diskEnd = Math.min(diskEnd, Math.max(offset, held.start));
     }
-    const diskEnd = Math.min(end, this.#bufferLength > 0 ? bufferStart : end);
     let done = 0;
     while (offset + done < diskEnd) {
       const { bytesRead } = await this.#handle.read(out, done, Math.min(diskEnd - offset - done, MAX_READ_BYTES), offset + done);
@@ -108,18 +146,20 @@ export class StagedFile {
     this.#bufferStart = size;
   }
 
-  /** Moves buffered bytes to the file (not yet durable). */
+  /** Moves buffered bytes to the file (not yet durable); throws a failed background write. */
   async flush(): Promise<void> {
-    if (this.#bufferLength === 0 || !this.#buffer) return;
-    await this.#writeAll(this.#buffer.subarray(0, this.#bufferLength), this.#bufferStart);
-    this.#bufferStart += this.#bufferLength;
-    this.#bufferLength = 0;
+    await this.#spillBuffer();
+    await this.#spill?.done;
+    this.#throwFailure();
   }
 
   /** Makes every byte written so far durable (flush, then fdatasync). */
   async sync(): Promise<void> {
     await this.flush();
+    await this.#backgroundSync;
+    this.#unsynced = 0;
     await this.#handle.datasync();
+    this.#throwFailure();
   }
 
   /** MD5 of all the bytes, hex: what S3 and RGW answer as the ETag of a single-PUT object. */
@@ -131,10 +171,57 @@ export class StagedFile {
     return hash.digest('hex');
   }
 
+  /** Closes the file; buffered bytes not yet flushed are dropped (callers `sync` what they keep). */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#spill?.done;
+    await this.#backgroundSync;
     await this.#handle.close();
+  }
+
+  /**
+   * Starts writing the buffer to the file in the background, once the previous spill is done
+   * (at most one in flight: two buffers per file), and a background sync every
+   * BACKGROUND_SYNC_BYTES. Failures are kept for `#throwFailure`.
+   */
+  async #spillBuffer(): Promise<void> {
+    if (this.#bufferLength === 0 || !this.#buffer) return;
+    await this.#spill?.done;
+    this.#throwFailure();
+    const spill = { buffer: this.#buffer, start: this.#bufferStart, length: this.#bufferLength };
+    const done = this.#writeAll(spill.buffer.subarray(0, spill.length), spill.start).then(
+      () => {
+        if (this.#spill?.buffer === spill.buffer) this.#spill = undefined;
+        this.#spare = spill.buffer;
+        this.#unsynced += spill.length;
+        if (this.#unsynced >= BACKGROUND_SYNC_BYTES && !this.#backgroundSync) this.#startBackgroundSync();
+      },
+      (err: unknown) => {
+        this.#failure ??= err;
+      },
+    );
+    this.#spill = { ...spill, done };
+    this.#buffer = undefined;
+    this.#bufferStart += this.#bufferLength;
+    this.#bufferLength = 0;
+  }
+
+  #startBackgroundSync(): void {
+    this.#unsynced = 0;
+    this.#backgroundSync = this.#handle.datasync().then(
+      () => {
+        this.#backgroundSync = undefined;
+      },
+      (err: unknown) => {
+        this.#failure ??= err;
+        this.#backgroundSync = undefined;
+      },
+    );
+  }
+
+  #throwFailure(): void {
+    if (this.#failure !== undefined) throw this.#failure;
   }
 
   async #writeAll(data: Buffer, position: number): Promise<void> {

@@ -132,6 +132,7 @@ export class WritePath {
    * Writes `data` at `offset` and answers the bytes written (all of them). Waits for staging
    * space (bounded), then throws CHECKPOINT_STAGING_FULL. A write that is not at the current
    * end switches the file to whole-file upload after release and aborts its streamed parts.
+   * `data` is copied or written before the promise settles and never kept after that.
    */
   write(handle: WriteHandle, offset: number, data: Buffer): Promise<number> {
     return this.#serial(handle, async (upload) => {

@@ -158,6 +158,7 @@ export class Filesystem {
     return this.#openWriter(path, route, true);
   }
 
+  /** Writes `data` (the kernel's buffer: not kept once the promise settles) and answers the bytes written. */
   async write(handle: number, offset: number, data: Buffer): Promise<number> {
     const file = this.#writerOf(handle);
     if (offset < 0) throw new FsError('FS_INVALID_ARGUMENT', `negative offset for ${file.path}`);

@@ -66,9 +66,13 @@ export class FuseMount {
     // or an object invalidated by an event then disappears within a second (fuse-native
     // cannot push invalidations to the kernel).
     const ttl = Math.min(options.metadataTtlSeconds, KERNEL_METADATA_SECONDS);
-    // libfuse 2 delivers writes in 4 KiB pieces unless big_writes is set (FACTS.md);
-    // 1 MiB pieces cut the per-request cost of a checkpoint write 256-fold.
-    const extra = [`negative_timeout=${ttl}`, 'big_writes', `max_write=${MAX_WRITE_BYTES}`];
+    // libfuse 2 delivers writes in 4 KiB pieces unless big_writes is set (FACTS.md). The
+    // kernel still caps them at 128 KiB (32 pages: libfuse 2 cannot negotiate more), so a
+    // 2 GiB `dd bs=4M` arrives as 16,384 writes, answered one after the other.
+    // atomic_o_trunc: open(O_TRUNC) of an existing file arrives as one OPEN with O_TRUNC,
+    // instead of an OPEN without it (which stages a copy of the current object) followed by
+    // a truncate to 0 that throws the copy away.
+    const extra = [`negative_timeout=${ttl}`, 'big_writes', `max_write=${MAX_WRITE_BYTES}`, 'atomic_o_trunc'];
     const fuse = new (strataFuseClass(Fuse, extra))(mountPoint, operations(fs, logger), {
       timeout: OPERATION_TIMEOUT_MS,
       // auto_cache keeps the kernel's page cache across opens only while mtime and size
@@ -197,10 +201,12 @@ function operations(fs: Filesystem, logger: Logger): Record<string, (...args: ne
       );
     },
     write: (path: string, handle: number, buffer: Buffer, length: number, position: number, cb: FuseCallback) => {
-      // The buffer belongs to the FUSE thread and is reused once answered: copy it first.
-      const data = Buffer.from(buffer.subarray(0, length));
+      // The buffer belongs to the FUSE thread, which waits for the answer before reusing it,
+      // so it is passed on without a copy: Filesystem.write keeps no reference once settled.
+      // (fuse-native answers ETIMEDOUT by itself after OPERATION_TIMEOUT_MS; that write has
+      // then failed for the caller, and the handle's later writes are applied after it.)
       const started = performance.now();
-      fs.write(handle, position, data).then(
+      fs.write(handle, position, buffer.subarray(0, length)).then(
         (written) => {
           opSeconds.observe({ op: 'write' }, (performance.now() - started) / 1000);
           cb(written);
