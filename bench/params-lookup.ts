@@ -92,9 +92,8 @@ export async function run(): Promise<Record<string, unknown>> {
       http[`js-${batch}`] = await httpRate(js.port, bodies[batch]!, batch);
     }
     js.child.kill('SIGKILL');
+    // The server answers once its lookup threads have the table mapped.
     const pooled = await startServer(tierDir, ['recover'], bodies[1_000]![0]!, children, THREADS);
-    // Give the threads time to map the table before measuring them.
-    await new Promise((r) => setTimeout(r, 500));
     for (const batch of BATCHES) {
       step(`HTTP, native kernel on ${THREADS} lookup threads, ${batch}-key batches`);
       http[`threads-${batch}`] = await httpRate(pooled.port, bodies[batch]!, batch);
@@ -116,7 +115,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const service = new ParamsService({ dir: tierDir, lookupThreads: THREADS });
     step('in-process: recover');
     const recovered = await service.recover();
-    await new Promise((r) => setTimeout(r, 500));
+    while (!service.runsOnThreads('emb')) await new Promise((r) => setTimeout(r, 10));
     step('in-process: lookups');
     const jsTable = ServedTable.open(service.table('emb').path, defaultTableMapper(), { kernel: 'js', trusted: true });
     const inproc: Record<string, Rate> = {};

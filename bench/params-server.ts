@@ -31,6 +31,11 @@ if (mode === 'load') {
   await service.load(name!, source!);
   loadMs = performance.now() - before;
 }
+// With lookup threads, serve only once they have every table mapped, so a measurement
+// never runs on the main thread by accident (threads take a while to start on a busy machine).
+while (Number(process.env.PARAMS_LOOKUP_THREADS ?? 0) > 0 && !service.list().every((t) => service.runsOnThreads(t.name))) {
+  await new Promise((r) => setTimeout(r, 10));
+}
 const app = Fastify({ logger: false });
 if (mode === 'transport') {
   const dim = Number(name);

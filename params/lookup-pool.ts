@@ -36,6 +36,8 @@ export class LookupPool {
   /** Lookups and opens not yet answered: the threads keep the process alive only while there are some. */
   #inFlight = 0;
   #failed: Error | undefined;
+  /** Set by terminate: the threads stay referenced until they have exited. */
+  #terminating = false;
 
   constructor(threads: number) {
     this.#workers = Array.from({ length: threads }, () => new Worker(new URL('./lookup-worker-boot.mjs', import.meta.url)));
@@ -61,7 +63,7 @@ export class LookupPool {
   }
 
   #end(): void {
-    if (--this.#inFlight === 0) for (const w of this.#workers) w.unref();
+    if (--this.#inFlight === 0 && !this.#terminating) for (const w of this.#workers) w.unref();
   }
 
   /** Maps `path` in every thread; resolves when all have it. */
@@ -130,8 +132,11 @@ export class LookupPool {
   async terminate(): Promise<void> {
     // Referenced while they stop: an idle pool's threads are unref'd, and the loop would
     // otherwise end before their exit events, leaving this promise unsettled.
+    // An answer arriving now (an open that finished late) must not unref them again.
+    this.#terminating = true;
     for (const w of this.#workers) w.ref();
     await Promise.all(this.#workers.map((w) => w.terminate()));
+    this.#failAll(new Error('the lookup threads were stopped'));
   }
 
   #leastBusy(): number {
