@@ -1,6 +1,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { WritePath } from '../checkpoints/index.js';
 import { Namespace } from '../cache/namespace.js';
 import { DirectReader } from '../test/fixtures/direct-reader.js';
 import { openStore, type ObjectStore } from '../store/index.js';
@@ -79,6 +80,57 @@ describe('Filesystem (no mount)', () => {
     expect(await fs.readdir('/datasets/one')).toEqual(['data']);
     expect((await fs.getattr('/models/data/a.txt')).size).toBe(11);
     await expect(fs.getattr('/elsewhere')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+  });
+});
+
+describe('Filesystem writes (no mount)', () => {
+  let dir: string;
+  let store: ObjectStore;
+  let writes: WritePath;
+  let fs: Filesystem;
+
+  beforeEach(async () => {
+    dir = await tempDir('fs-writes');
+    await mkdir(join(dir, 'store'));
+    store = openStore(`file://${join(dir, 'store')}`, {});
+    writes = new WritePath({ stagingDir: join(dir, 'staging'), stagingLimitBytes: 64 * 1024 * 1024, closeMode: 'async', logger: silentLogger() }, () => store);
+    await writes.recover();
+    const namespace = new Namespace(store, { metadataTtlMs: 60_000 });
+    fs = new Filesystem({ routes: new MountRoutes([{ path: '/', name: 'root', namespace, store, storeId: store.url }]), reader: new DirectReader(store), logger: silentLogger(), writes });
+  });
+  afterEach(async () => {
+    await writes.close();
+    await store.close();
+    await cleanupDir(dir);
+  });
+
+  it('keeps writing through a handle after a FLUSH from a dup()ed descriptor, and fsync waits for the store', async () => {
+    // The kernel's view of: fd = open(O_CREAT); fd2 = dup(fd); write(fd, "first "); close(fd); write(fd2, ...); close(fd2).
+    const h = await fs.create('/dup.txt');
+    expect(await fs.write(h, 0, Buffer.from('first '))).toBe(6);
+    await fs.flush(h); // close(fd): the file so far is finalised
+    await fs.fsync(h); // fsync(fd2) before writing again: the store has the first version
+    expect((await store.getRange('dup.txt', 0, 100)).body.toString()).toBe('first ');
+    expect(await fs.write(h, 6, Buffer.from('second'))).toBe(6);
+    await fs.truncate('/dup.txt', 13, h);
+    expect(await fs.write(h, 13, Buffer.from('!'))).toBe(1);
+    await fs.flush(h);
+    await fs.release(h);
+    await writes.flush();
+    const body = (await store.getRange('dup.txt', 0, 100)).body;
+    expect(body).toEqual(Buffer.concat([Buffer.from('first second'), Buffer.alloc(1), Buffer.from('!')]));
+    expect(fs.openHandles).toBe(0);
+    expect(writes.uploads()).toEqual([]);
+  });
+
+  it('uploads nothing more when a flushed handle is only released', async () => {
+    const h = await fs.create('/once.txt');
+    await fs.write(h, 0, Buffer.from('only'));
+    await fs.flush(h);
+    await fs.release(h);
+    await writes.flush();
+    expect((await store.getRange('once.txt', 0, 100)).body.toString()).toBe('only');
+    expect(writes.uploads()).toEqual([]);
   });
 });
 

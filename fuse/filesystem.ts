@@ -68,8 +68,13 @@ type OpenFile =
   | { readonly kind: 'read'; readonly path: string; readonly route: LinkRoute; readonly session: ReadSession }
   | { readonly kind: 'staged'; readonly path: string; readonly route: LinkRoute; readonly storeId: string; readonly key: string }
   | { readonly kind: 'write'; readonly path: string; readonly route: LinkRoute; readonly writer: WriteHandle }
-  /** A writer whose descriptor was closed (FLUSH); RELEASE is still to come. */
-  | { readonly kind: 'flushed'; readonly path: string; readonly route: LinkRoute };
+  /**
+   * A writer whose file was finalised by a FLUSH (close() of one of its descriptors); RELEASE
+   * is still to come. A write through another (dup()ed) descriptor reopens it as a new version.
+   */
+  | { readonly kind: 'flushed'; readonly path: string; readonly route: LinkRoute; reopening?: Promise<void> };
+
+type WriterFile = Extract<OpenFile, { kind: 'write' }>;
 
 /**
  * The file system as the kernel sees it, without FUSE: every method takes plain
@@ -160,7 +165,7 @@ export class Filesystem {
 
   /** Writes `data` (the kernel's buffer: not kept once the promise settles) and answers the bytes written. */
   async write(handle: number, offset: number, data: Buffer): Promise<number> {
-    const file = this.#writerOf(handle);
+    const file = await this.#liveWriter(handle);
     if (offset < 0) throw new FsError('FS_INVALID_ARGUMENT', `negative offset for ${file.path}`);
     this.#dirty.add(handle);
     return this.#writes!.write(file.writer, offset, data);
@@ -169,7 +174,7 @@ export class Filesystem {
   /** Truncates an open writer (`ftruncate`), or a path (`truncate`): then through a short-lived writer. */
   async truncate(path: string, size: number, handle?: number): Promise<void> {
     if (size < 0) throw new FsError('FS_INVALID_ARGUMENT', `negative size for ${path}`);
-    const open = handle !== undefined ? this.#writerOf(handle) : [...this.#handles.values()].find((f): f is Extract<OpenFile, { kind: 'write' }> => f.kind === 'write' && f.path === path);
+    const open = handle !== undefined ? await this.#liveWriter(handle) : [...this.#handles.values()].find((f): f is WriterFile => f.kind === 'write' && f.path === path);
     if (open) {
       for (const [h, f] of this.#handles) if (f === open) this.#dirty.add(h);
       return this.#writes!.truncate(open.writer, size);
@@ -184,11 +189,15 @@ export class Filesystem {
     }
   }
 
-  /** Waits until the store has what was written through `handle` (readers: nothing to do). */
+  /**
+   * Waits until the store has what was written through `handle` (readers: nothing to do). A
+   * handle finalised by a FLUSH waits for the upload that FLUSH started.
+   */
   async fsync(handle: number): Promise<void> {
     const file = this.#handles.get(handle);
     if (!file) throw new FsError('FS_BAD_HANDLE', `file handle ${handle} is not open`);
     if (file.kind === 'write') await this.#writes!.fsync(file.writer);
+    if (file.kind === 'flushed' && file.route.link.storeId) await this.#writes!.flush({ storeId: file.route.link.storeId, key: innerKey(file.route.innerPath) });
   }
 
   async unlink(path: string): Promise<void> {
@@ -294,8 +303,9 @@ export class Filesystem {
    * `close()` of a file descriptor. FUSE sends RELEASE only after close() has returned, so a
    * writer is made durable (async mode) or committed (sync mode) here, on FLUSH. Shells and
    * dd open a file, dup() it and close the original before writing: a FLUSH of a writer that
-   * has not written yet is therefore ignored. After a FLUSH that finalised the file, the
-   * handle takes no more writes (a duplicated descriptor written after that gets EBADF).
+   * has not written yet is therefore ignored. A descriptor duplicated before a FLUSH that
+   * finalised the file still writes: its next write or ftruncate opens a new version holding
+   * the bytes so far (a copy of the staged file), finalised by the next FLUSH or RELEASE.
    */
   async flush(handle: number): Promise<void> {
     const file = this.#handles.get(handle);
@@ -356,6 +366,12 @@ export class Filesystem {
   }
 
   async #openWriter(path: string, route: LinkRoute, truncate: boolean): Promise<number> {
+    const writer = await this.#newWriter(path, route, truncate);
+    return this.#add({ kind: 'write', path, route, writer });
+  }
+
+  /** A new version of `path` on the write path: empty (`truncate`), else holding the current bytes. */
+  async #newWriter(path: string, route: LinkRoute, truncate: boolean): Promise<WriteHandle> {
     const { storeId } = this.#writable(path);
     const key = innerKey(route.innerPath);
     let existing;
@@ -370,10 +386,26 @@ export class Filesystem {
     const closeMode = route.link.closeMode;
     const writer = await this.#writes!.open({ storeId, key }, { truncate, ...(existing ? { existing } : {}), ...(closeMode ? { closeMode } : {}) });
     route.link.namespace.invalidate(route.innerPath);
-    return this.#add({ kind: 'write', path, route, writer });
+    return writer;
   }
 
-  #writerOf(handle: number): Extract<OpenFile, { kind: 'write' }> {
+  /**
+   * The writer of `handle`; a handle finalised by a FLUSH is reopened first (once, however
+   * many writes arrive meanwhile), as a new version of the same path with the bytes so far.
+   */
+  async #liveWriter(handle: number): Promise<WriterFile> {
+    const file = this.#handles.get(handle);
+    if (file?.kind === 'flushed') {
+      file.reopening ??= this.#newWriter(file.path, file.route, false).then(async (writer) => {
+        if (this.#handles.get(handle) === file) this.#handles.set(handle, { kind: 'write', path: file.path, route: file.route, writer });
+        else await this.#writes!.release(writer); // released meanwhile: the new version is clean and uploads nothing
+      });
+      await file.reopening;
+    }
+    return this.#writerOf(handle);
+  }
+
+  #writerOf(handle: number): WriterFile {
     const file = this.#handles.get(handle);
     if (!file) throw new FsError('FS_BAD_HANDLE', `file handle ${handle} is not open`);
     if (file.kind === 'flushed') throw new FsError('FS_BAD_HANDLE', `${file.path} was closed; it takes no more writes`);

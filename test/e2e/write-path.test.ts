@@ -96,6 +96,32 @@ describe('writes through the mount (checkpoint path) over Ceph RGW', () => {
     expect(await sh(`cat ${mnt}/untar/x/1.txt`)).toBe('one\n');
   });
 
+  it('overwrites a stored file with dd and a shell redirect without fetching it, and writes through a dup()ed descriptor after close', async () => {
+    await sh(`dd if=/dev/urandom of=${mnt}/again.bin bs=1M count=6 status=none`);
+    await flush(apiUrlOf(daemon));
+    await new Promise((r) => setTimeout(r, 1100)); // past the kernel's attribute TTL: the file is a stored object now
+    const before = await storeBytes(apiUrlOf(daemon));
+    await sh(`dd if=/dev/zero of=${mnt}/again.bin bs=1M count=2 status=none && printf 'tail' >> ${mnt}/again.bin`);
+    await sh(`printf 'replaced' > ${mnt}/redirect.txt && printf 'again' > ${mnt}/redirect.txt`);
+    // fd2 = dup(fd); close(fd) ends the first version; fd2 still writes and closes the second.
+    const script = [
+      'import os',
+      `fd = os.open('${mnt}/dup.bin', os.O_WRONLY | os.O_CREAT | os.O_TRUNC)`,
+      'fd2 = os.dup(fd)',
+      "os.write(fd, b'a' * 1000)",
+      'os.close(fd)',
+      "os.write(fd2, b'b' * 1000)",
+      'os.close(fd2)',
+    ].join('\n');
+    await writeFile(join(work, 'dup.py'), script);
+    await sh(`python3 ${join(work, 'dup.py')}`);
+    await flush(apiUrlOf(daemon));
+    expect(await storeBytes(apiUrlOf(daemon))).toBe(before);
+    expect((await stored(client, bucket, 'ckpt/again.bin'))).toEqual(Buffer.concat([Buffer.alloc(2 * MiB), Buffer.from('tail')]));
+    expect((await stored(client, bucket, 'ckpt/redirect.txt'))?.toString()).toBe('again');
+    expect((await stored(client, bucket, 'ckpt/dup.bin'))?.toString()).toBe('a'.repeat(1000) + 'b'.repeat(1000));
+  });
+
   it('loses no closed file when the daemon is killed right after close', async () => {
     const body = randomBytes(24 * MiB);
     await writeFile(join(work, 'ckpt.bin'), body);
