@@ -45,6 +45,8 @@ export class PendingUpload {
   order: readonly [number, number] = [0, 0];
 
   multipart: MultipartUpload | undefined;
+  /** When the CreateMultipartUpload whose answer is not journaled yet was first sent (see UploadRecord). */
+  creatingSinceMs: number | undefined;
   creating: Promise<MultipartUpload | undefined> | undefined;
   readonly parts = new Map<number, UploadedPart>();
   readonly inflight = new Map<number, Promise<void>>();
@@ -109,6 +111,7 @@ export class PendingUpload {
       state: this.recordState,
       order: this.order,
       mtimeMs: this.mtimeMs,
+      ...(this.creatingSinceMs !== undefined && !this.multipart ? { creatingSinceMs: this.creatingSinceMs } : {}),
     };
   }
 }

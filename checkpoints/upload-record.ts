@@ -31,6 +31,11 @@ export interface UploadRecord {
   readonly order: readonly [number, number];
   /** Modification time shown for the pending file (ms since the epoch). */
   readonly mtimeMs: number;
+  /**
+   * Set (ms since the epoch) just before a CreateMultipartUpload whose answer is not journaled
+   * yet. Found at start without `uploadId`, it sends recovery looking for that upload in the store.
+   */
+  readonly creatingSinceMs?: number | undefined;
 }
 
 /** Validates a record read from disk; `undefined` for anything malformed. */
@@ -54,6 +59,7 @@ export function parseRecord(text: string): UploadRecord | undefined {
     Array.isArray(r.parts) &&
     (r.state === 'writing' || r.state === 'closed' || r.state === 'committing') &&
     Array.isArray(r.order) &&
-    typeof r.mtimeMs === 'number';
+    typeof r.mtimeMs === 'number' &&
+    (r.creatingSinceMs === undefined || typeof r.creatingSinceMs === 'number');
   return ok ? (r as UploadRecord) : undefined;
 }

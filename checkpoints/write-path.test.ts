@@ -513,6 +513,42 @@ describe('WritePath over the local store', () => {
     await second.writePath.close();
   });
 
+  it('journals a CreateMultipartUpload before sending it, and at start aborts the upload a crash left unnamed, and only that one', async () => {
+    const storeDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-store-'));
+    const stagingDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-staging-'));
+    cleanups.push(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
+    const first = await rig({}, { storeDir, stagingDir });
+    first.store.hold('createMultipart');
+    const h = await first.writePath.open({ storeId: STORE_ID, key: 'ckpt.pt' }, { truncate: true });
+    await first.writePath.write(h, 0, randomBytes(PART)); // a full part: streaming starts
+    await until(() => first.store.count('createMultipart') === 1, 'the CreateMultipartUpload');
+    const journalDir = join(stagingDir, 'journal');
+    const records = await Promise.all((await readdir(journalDir)).map(async (name) => JSON.parse(await readFile(join(journalDir, name), 'utf8')) as Record<string, unknown>));
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ key: 'ckpt.pt', state: 'writing' });
+    expect(records[0]!.creatingSinceMs).toBeTypeOf('number');
+    expect(records[0]!.uploadId).toBeUndefined();
+
+    // The crash: the store created the upload, its answer never reached the journal. Beside
+    // it, another writer's upload of the same key (it holds a part) and one of another key.
+    const inner = openStore(`file://${storeDir}`);
+    const lost = await inner.createMultipart('ckpt.pt');
+    const theirs = await inner.createMultipart('ckpt.pt');
+    await inner.uploadPart(theirs, 1, randomBytes(100));
+    const elsewhere = await inner.createMultipart('other.pt');
+
+    const second = await rig({}, { storeDir, stagingDir });
+    expect((await inner.listMultipart('ckpt.pt')).map((m) => m.upload.uploadId)).toEqual([theirs.uploadId]);
+    expect((await inner.listMultipart('other.pt')).map((m) => m.upload.uploadId)).toEqual([elsewhere.uploadId]);
+    expect(lost.uploadId).not.toBe(theirs.uploadId);
+    expect(await readdir(journalDir)).toEqual([]);
+    expect(second.writePath.pending(STORE_ID, 'ckpt.pt')).toBeUndefined();
+    await second.writePath.close();
+    first.store.openAll();
+    await first.writePath.close();
+    await inner.close();
+  });
+
   it('refuses calls on a released handle', async () => {
     const r = await rig();
     const h = await r.writePath.open({ storeId: STORE_ID, key: 'closed.bin' }, { truncate: true });

@@ -31,6 +31,13 @@ const STAGED_DIR = 'staged';
 const JOURNAL_DIR = 'journal';
 const PINS_FILE = 'pins.json';
 const STAGED_SUFFIX = '.data';
+/**
+ * How long after the journaled start of a CreateMultipartUpload the store may have created it:
+ * the S3 client makes up to 4 attempts of at most 60 s each (store/s3-store.ts), so 5 minutes.
+ */
+const ORPHAN_WINDOW_MS = 5 * 60_000;
+/** Store clocks (S3's Initiated, to the second) may run this far from ours. */
+const STORE_CLOCK_SKEW_MS = 60_000;
 /** Random bytes in an upload id: 96 bits never collide among the uploads of one staging folder. */
 const UPLOAD_ID_BYTES = 12;
 
@@ -88,11 +95,18 @@ export class WritePath {
     this.#journal = journal;
     const records = (await journal.list()).sort((a, b) => a.order[0] - b.order[0] || a.order[1] - b.order[1]);
     const keep = new Set<string>();
+    const journaled = new Set(records.flatMap((r) => (r.uploadId ? [r.uploadId] : [])));
+    // Before any upload resumes (and creates uploads of its own): abort what a crash left
+    // between journaling a CreateMultipartUpload and journaling its id.
+    const unresolved = new Set<string>();
+    for (const record of records) {
+      if (record.creatingSinceMs !== undefined && !record.uploadId && !(await this.#abortOrphans(record, journaled))) unresolved.add(record.id);
+    }
     for (const record of records) {
       if (record.state === 'writing') {
         await rm(record.stagedFile, { force: true });
         if (record.uploadId) this.#abortInStore(record.storeId, { key: record.key, uploadId: record.uploadId }, () => journal.remove(record.id));
-        else await journal.remove(record.id);
+        else if (!unresolved.has(record.id)) await journal.remove(record.id); // else kept: the next start looks again
         continue;
       }
       keep.add(record.stagedFile);
@@ -475,12 +489,17 @@ export class WritePath {
     if (upload.multipart) return upload.multipart;
     upload.creating ??= (async () => {
       const key = upload.key;
+      // The intent is journaled first: a crash after the store created the upload but before
+      // the record names it would leave an upload nobody aborts; recover() looks for it then.
+      upload.creatingSinceMs ??= this.#config.now();
+      await this.#persist(upload, true);
       const created = await this.#stores(upload.storeId).createMultipart(key);
       if (upload.generation !== generation || upload.key !== key) {
         this.#abortInStore(upload.storeId, created);
         return undefined;
       }
       upload.multipart = created;
+      upload.creatingSinceMs = undefined;
       await this.#persist(upload, true);
       return created;
     })();
@@ -688,13 +707,45 @@ export class WritePath {
     void run.finally(() => this.#aborts.delete(run));
   }
 
+  /**
+   * Finds and aborts the multipart upload a crash left between journaling its creation and
+   * journaling its id (`record.creatingSinceMs`); `false` if the store could not be asked (the
+   * S3 client's own retries included). Only an upload that is surely ours is touched: of the
+   * record's key, begun within ORPHAN_WINDOW_MS of the journaled time (store clocks may differ
+   * from ours by STORE_CLOCK_SKEW_MS), holding no parts (ours never got one: parts start only
+   * once its id is journaled) and named by no journal record. Runs before any upload resumes,
+   * so none of this process's own uploads exists yet.
+   */
+  async #abortOrphans(record: UploadRecord, journaled: ReadonlySet<string>): Promise<boolean> {
+    const since = record.creatingSinceMs!;
+    try {
+      const store = this.#stores(record.storeId);
+      for (const { upload, initiated } of await store.listMultipart(record.key)) {
+        const at = initiated.getTime();
+        if (journaled.has(upload.uploadId) || at < since - STORE_CLOCK_SKEW_MS || at > since + ORPHAN_WINDOW_MS + STORE_CLOCK_SKEW_MS) continue;
+        if ((await store.listParts(upload)).length > 0) continue;
+        await store.abortMultipart(upload);
+        this.#config.logger.info({ key: record.key, uploadId: upload.uploadId }, 'aborted a multipart upload created just before a crash');
+      }
+      return true;
+    } catch (err) {
+      this.#config.logger.warn(
+        { err, key: record.key },
+        record.state === 'writing'
+          ? 'could not look for a multipart upload left by a crash; its record stays for the next start'
+          : 'could not look for a multipart upload left by a crash; one may stay in the store (a lifecycle rule for incomplete uploads removes it)',
+      );
+      return false;
+    }
+  }
+
   // ---- journal ----
 
   /** Writes the upload's record if it needs one (released, or holding a multipart upload to abort after a crash). */
   async #persist(upload: PendingUpload, force = false): Promise<void> {
     if (upload.gone || this.#closing) return;
     if (!force && !upload.hasRecord) return;
-    if (!upload.released && !upload.multipart && !upload.hasRecord) return;
+    if (!upload.released && !upload.multipart && !upload.hasRecord && upload.creatingSinceMs === undefined) return;
     upload.hasRecord = true;
     await this.#requireJournal().write(upload.record());
   }

@@ -4,7 +4,7 @@ import type { ObjectStore } from './object-store.js';
 import { S3Store } from './s3-store.js';
 import { parseStoreUrl } from './url.js';
 
-export type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PutOptions, UploadedPart } from './object-store.js';
+export type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 export { StoreError, type StoreErrorCode } from './errors.js';
 export { parseStoreUrl, type StoreLocation } from './url.js';
 

@@ -4,7 +4,7 @@ import { copyFile, mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unli
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StoreError } from './errors.js';
-import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart } from './object-store.js';
+import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, UploadedPart } from './object-store.js';
 
 /** Folder of multipart uploads in progress, at the top of the store directory; never listed. */
 const MULTIPART_DIR = '.strata-multipart';
@@ -255,6 +255,27 @@ export class LocalStore implements ObjectStore {
     await rm(join(this.#root, MULTIPART_DIR, upload.uploadId), { recursive: true, force: true }).catch((err: unknown) => {
       throw ioError(err, upload.key);
     });
+  }
+
+  async listMultipart(key: string): Promise<PendingMultipart[]> {
+    const root = join(this.#root, MULTIPART_DIR);
+    const found: PendingMultipart[] = [];
+    try {
+      const ids = await readdir(root).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return [];
+        throw err;
+      });
+      for (const uploadId of ids) {
+        if (!UPLOAD_ID.test(uploadId)) continue;
+        const keyFile = join(root, uploadId, 'key');
+        const [owner, info] = await Promise.all([readFile(keyFile, 'utf8').catch(() => undefined), stat(keyFile).catch(() => undefined)]);
+        // The key file is written once, at creation: its mtime is when the upload began.
+        if (owner === key && info) found.push({ upload: { key, uploadId }, initiated: info.mtime });
+      }
+    } catch (err) {
+      throw ioError(err, key);
+    }
+    return found.sort((a, b) => a.initiated.getTime() - b.initiated.getTime());
   }
 
   async close(): Promise<void> {}

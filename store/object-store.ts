@@ -69,6 +69,13 @@ export interface MultipartUpload {
   readonly uploadId: string;
 }
 
+/** A multipart upload the store holds, as `listMultipart` answers it. */
+export interface PendingMultipart {
+  readonly upload: MultipartUpload;
+  /** When the store created it (the store's clock). */
+  readonly initiated: Date;
+}
+
 export interface UploadedPart {
   readonly partNumber: number;
   readonly etag: string;
@@ -127,6 +134,12 @@ export interface ObjectStore {
   completeMultipart(upload: MultipartUpload, parts: readonly UploadedPart[]): Promise<{ etag: string }>;
   /** Drops an upload and its parts; succeeds when it is already gone. */
   abortMultipart(upload: MultipartUpload): Promise<void>;
+  /**
+   * The multipart uploads of exactly `key` (not of longer keys it prefixes) that are neither
+   * completed nor aborted, oldest first. Any writer's are listed: a caller cleaning up after a
+   * crash decides which are its own.
+   */
+  listMultipart(key: string): Promise<PendingMultipart[]>;
 
   /** Releases sockets and file handles. */
   close(): Promise<void>;

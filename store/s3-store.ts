@@ -13,6 +13,7 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListMultipartUploadsCommand,
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
@@ -22,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
-import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PutOptions, UploadedPart } from './object-store.js';
+import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 
 export interface S3StoreConfig {
   readonly bucket: string;
@@ -298,6 +299,29 @@ export class S3Store implements ObjectStore {
       const mapped = this.#error(err, upload.key);
       if (mapped.code !== 'STORE_NOT_FOUND') throw mapped;
     }
+  }
+
+  async listMultipart(key: string): Promise<PendingMultipart[]> {
+    const found: PendingMultipart[] = [];
+    const full = this.#prefix + key;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    try {
+      do {
+        const out = await this.#client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.#bucket, Prefix: full, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(uploadIdMarker ? { UploadIdMarker: uploadIdMarker } : {}) }),
+        );
+        for (const u of out.Uploads ?? []) {
+          if (u.Key === full && u.UploadId) found.push({ upload: { key, uploadId: u.UploadId }, initiated: u.Initiated ?? new Date(0) });
+        }
+        const more = out.IsTruncated === true;
+        keyMarker = more ? out.NextKeyMarker : undefined;
+        uploadIdMarker = more ? out.NextUploadIdMarker : undefined;
+      } while (keyMarker);
+    } catch (err) {
+      throw this.#error(err, key);
+    }
+    return found.sort((a, b) => a.initiated.getTime() - b.initiated.getTime());
   }
 
   async close(): Promise<void> {

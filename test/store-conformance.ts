@@ -350,6 +350,24 @@ export function describeObjectStore(name: string, makeStore: () => Promise<Objec
       expect((await store.list('')).objects.map((o) => o.key)).toEqual(['big/model.bin']);
     });
 
+    it('lists the multipart uploads in progress of exactly one key', async () => {
+      const before = Date.now();
+      const first = await store.createMultipart('runs/ckpt.pt');
+      const second = await store.createMultipart('runs/ckpt.pt');
+      const longer = await store.createMultipart('runs/ckpt.pt.tmp');
+      const listed = await store.listMultipart('runs/ckpt.pt');
+      expect(listed.map((m) => m.upload.uploadId).sort()).toEqual([first.uploadId, second.uploadId].sort());
+      expect(listed.every((m) => m.upload.key === 'runs/ckpt.pt')).toBe(true);
+      // Store clocks are to the second (S3) and may run a little apart from ours.
+      for (const m of listed) expect(Math.abs(m.initiated.getTime() - before)).toBeLessThan(60_000);
+      await store.abortMultipart(first);
+      expect((await store.listMultipart('runs/ckpt.pt')).map((m) => m.upload.uploadId)).toEqual([second.uploadId]);
+      await store.abortMultipart(second);
+      await store.abortMultipart(longer);
+      expect(await store.listMultipart('runs/ckpt.pt')).toEqual([]);
+      expect(await store.listMultipart('never/written')).toEqual([]);
+    });
+
     it('treats a key ending in / as a folder marker, reported as-is', async () => {
       await store.put('marked/', Buffer.alloc(0));
       const marker = await store.head('marked/');

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { StoreError, type GetRangeOptions, type ListOptions, type MultipartUpload, type ObjectStore, type PutOptions, type UploadedPart } from '../../store/index.js';
 
-type Method = 'head' | 'put' | 'createMultipart' | 'uploadPart' | 'listParts' | 'completeMultipart' | 'abortMultipart' | 'getRange';
+type Method = 'head' | 'put' | 'createMultipart' | 'uploadPart' | 'listParts' | 'completeMultipart' | 'abortMultipart' | 'listMultipart' | 'getRange';
 
 /**
  * Test double around a real store: records the calls the write path makes, fails the next N
@@ -109,6 +109,10 @@ export class ScriptedStore implements ObjectStore {
   async abortMultipart(upload: MultipartUpload) {
     await this.#enter('abortMultipart');
     return this.#inner.abortMultipart(upload);
+  }
+  async listMultipart(key: string) {
+    await this.#enter('listMultipart');
+    return this.#inner.listMultipart(key);
   }
   close(): Promise<void> {
     return this.#inner.close();
