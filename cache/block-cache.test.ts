@@ -168,6 +168,28 @@ describe('BlockCache', () => {
     }
   });
 
+  it('marks the store fetches of background sessions, their readahead and warmBlock as background', async () => {
+    const seen: Array<[string, number, boolean]> = [];
+    const marking: FetchRange = (ref, start, length, signal, background) => {
+      seen.push([ref.key, start / BLOCK, background === true]);
+      return store.fetchRange(ref, start, length, signal);
+    };
+    const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 2 }), logger, marking);
+    caches.push(cache);
+    const user = store.add('user', randomBytes(BLOCK));
+    const job = store.add('job', randomBytes(4 * BLOCK));
+    const warmed = store.add('warmed', randomBytes(BLOCK));
+    await readAll(cache, user);
+    const session = cache.openSession(job, { background: true });
+    for (let offset = 0; offset < 2 * BLOCK; offset += 128 * 1024) await cache.read(session, offset, 128 * 1024);
+    cache.closeSession(session);
+    await cache.warmBlock(warmed, 0);
+    expect(seen.filter(([key]) => key === 'user')).toEqual([['user', 0, false]]);
+    expect(seen.filter(([key]) => key === 'job').length).toBeGreaterThan(2); // readahead went ahead of the reads
+    expect(seen.filter(([key]) => key === 'job').every(([, , background]) => background)).toBe(true);
+    expect(seen.filter(([key]) => key === 'warmed')).toEqual([['warmed', 0, true]]);
+  });
+
   describe('warmBlock', () => {
     const warmAll = async (cache: BlockCache, ref: ObjectRef, tier?: 'dram' | 'pmem' | 'nvme') => {
       const results = [];

@@ -8,7 +8,7 @@ import type { BlockCacheConfig } from './block-cache-config.js';
 import { DramTier } from './dram-tier.js';
 import { MemoryBudget } from './memory-budget.js';
 import { NvmeTier } from './nvme-tier.js';
-import type { ObjectReader, ObjectRef, ReadSession } from './object-reader.js';
+import type { ObjectReader, ObjectRef, ReadSession, ReadSessionOptions } from './object-reader.js';
 import { PmemTier } from './pmem-tier.js';
 import { SequentialDetector } from './sequential-detector.js';
 import type { Tier, TierName, TierStats } from './tier.js';
@@ -17,9 +17,11 @@ import { CacheError } from './cache-error.js';
 /**
  * Reads `length` bytes at `start` of the object version `ref` from the store. Must
  * answer exactly that many bytes, or throw; a changed object is a StoreError
- * STORE_PRECONDITION_FAILED (the daemon passes `ifMatch: ref.etag`).
+ * STORE_PRECONDITION_FAILED (the daemon passes `ifMatch: ref.etag`). `background` is
+ * true when the block is wanted by background work (a prefetch job, a background
+ * session and its readahead), so a scheduler may let foreground fetches go first.
  */
-export type FetchRange = (ref: ObjectRef, start: number, length: number, signal?: AbortSignal) => Promise<Buffer>;
+export type FetchRange = (ref: ObjectRef, start: number, length: number, signal?: AbortSignal, background?: boolean) => Promise<Buffer>;
 
 /** The persistent tiers a cache runs over, already open (tests pass their own). */
 export interface PersistentTiers {
@@ -65,12 +67,15 @@ const fetchedBytesMetric = counter('strata_cache_store_bytes_total', 'Bytes the 
 class CacheSession implements ReadSession {
   readonly ref: ObjectRef;
   readonly detector: SequentialDetector;
+  /** Fetches for this session (and its readahead) are background work. */
+  readonly background: boolean;
   /** Without a DRAM tier, the block this session read last (its bytes reserved in the I/O pool). */
   held: { index: number; bytes: Buffer } | undefined;
 
-  constructor(ref: ObjectRef, detector: SequentialDetector) {
+  constructor(ref: ObjectRef, detector: SequentialDetector, background: boolean) {
     this.ref = ref;
     this.detector = detector;
+    this.background = background;
   }
 }
 
@@ -151,8 +156,8 @@ export class BlockCache implements ObjectReader {
     return this.#config;
   }
 
-  openSession(ref: ObjectRef): ReadSession {
-    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#readaheadBlocks, SEQUENTIAL_TOLERANCE));
+  openSession(ref: ObjectRef, options: ReadSessionOptions = {}): ReadSession {
+    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#readaheadBlocks, SEQUENTIAL_TOLERANCE), options.background ?? false);
   }
 
   closeSession(session: ReadSession): void {
@@ -173,7 +178,7 @@ export class BlockCache implements ObjectReader {
       const block = await this.#sessionBlock(cacheSession, first);
       return block.subarray(offset - first * size, end - first * size);
     }
-    const blocks = await this.#loadAll(ref, first, last);
+    const blocks = await this.#loadAll(ref, first, last, cacheSession.background);
     const parts = blocks.map((block, i) => {
       const blockStart = (first + i) * size;
       return block.subarray(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + block.length) - blockStart);
@@ -199,7 +204,7 @@ export class BlockCache implements ObjectReader {
     const length = blockLength(ref.size, this.#config.blockSize, index);
     if (tier === undefined || tier === 'dram') {
       if (tier === 'dram' && this.#dram === undefined) throw new CacheError('CACHE_TIER_INVALID', 'there is no dram tier to warm blocks into');
-      await this.#loadBlock(ref, index);
+      await this.#loadBlock(ref, index, true);
       return { bytes: length, placed: true };
     }
     const target = this.#lower.find((t) => t.name === tier);
@@ -212,7 +217,7 @@ export class BlockCache implements ObjectReader {
     try {
       const known = this.#dram?.peekNow(id) ?? this.#writing.get(id) ?? (await this.#loads.get(id)) ?? (await this.#fromOtherTiers(id, length, target));
       if (known !== undefined && known.length === length) return { bytes: length, placed: await this.#safePut(target, id, known) };
-      const fetch = this.#fetchBlock(ref, index, length);
+      const fetch = this.#fetchBlock(ref, index, length, true);
       // Reads of this block while it is fetched wait for these bytes instead of fetching again.
       this.#loads.set(id, fetch);
       const bytes = await fetch.finally(() => this.#loads.delete(id));
@@ -312,7 +317,7 @@ export class BlockCache implements ObjectReader {
 
   async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {
     if (session.held?.index === index) return session.held.bytes;
-    const bytes = await this.#loadBlock(session.ref, index);
+    const bytes = await this.#loadBlock(session.ref, index, session.background);
     if (this.#dram === undefined) {
       this.#dropHeld(session);
       // Readahead-class: a held block never takes the share kept free for demand reads,
@@ -331,13 +336,13 @@ export class BlockCache implements ObjectReader {
     session.held = undefined;
   }
 
-  async #loadAll(ref: ObjectRef, first: number, last: number): Promise<Buffer[]> {
+  async #loadAll(ref: ObjectRef, first: number, last: number, background: boolean): Promise<Buffer[]> {
     const blocks: Buffer[] = new Array<Buffer>(last - first + 1);
     let next = first;
     const worker = async (): Promise<void> => {
       while (next <= last) {
         const index = next++;
-        blocks[index - first] = await this.#loadBlock(ref, index);
+        blocks[index - first] = await this.#loadBlock(ref, index, background);
       }
     };
     const workers = Math.min(this.#config.maxParallelFetches, last - first + 1);
@@ -346,7 +351,7 @@ export class BlockCache implements ObjectReader {
   }
 
   /** A block for a demand read: from DRAM, a coalesced load, a lower tier or the store. */
-  async #loadBlock(ref: ObjectRef, index: number): Promise<Buffer> {
+  async #loadBlock(ref: ObjectRef, index: number, background: boolean): Promise<Buffer> {
     if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
     const id = blockId(blockKeyOf(ref, index));
     const hit = this.#dram?.getNow(id);
@@ -354,22 +359,22 @@ export class BlockCache implements ObjectReader {
     const length = blockLength(ref.size, this.#config.blockSize, index);
     let load = this.#loads.get(id);
     if (load === undefined) {
-      load = this.#startLoad(ref, index, id, length, false);
+      load = this.#startLoad(ref, index, id, length, false, background);
     } else {
       this.#fetch.coalescedWaits += 1;
     }
     const bytes = await load;
     // A readahead load that was skipped for lack of memory answers undefined: load again on demand.
-    return bytes ?? (await this.#loadBlock(ref, index));
+    return bytes ?? (await this.#loadBlock(ref, index, background));
   }
 
-  #startLoad(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean): Promise<Buffer | undefined> {
-    const load = this.#load(ref, index, id, length, readahead).finally(() => this.#loads.delete(id));
+  #startLoad(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean, background: boolean): Promise<Buffer | undefined> {
+    const load = this.#load(ref, index, id, length, readahead, background).finally(() => this.#loads.delete(id));
     this.#loads.set(id, load);
     return load;
   }
 
-  async #load(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean): Promise<Buffer | undefined> {
+  async #load(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean, background: boolean): Promise<Buffer | undefined> {
     if (readahead) {
       if (!this.#pool.tryReserveReadahead(length)) {
         this.#fetch.readaheadSkipped += 1;
@@ -399,7 +404,7 @@ export class BlockCache implements ObjectReader {
         }
         return bytes;
       }
-      const bytes = await this.#fetchBlock(ref, index, length);
+      const bytes = await this.#fetchBlock(ref, index, length, background);
       if (readahead) this.#fetch.readaheadBlocks += 1;
       this.#promote(id, bytes);
       if (this.#lower.length > 0) {
@@ -413,8 +418,8 @@ export class BlockCache implements ObjectReader {
   }
 
   /** Block `index` of `ref` from the store, exactly `length` bytes, counted. */
-  async #fetchBlock(ref: ObjectRef, index: number, length: number): Promise<Buffer> {
-    const bytes = await this.#fetchRange(ref, index * this.#config.blockSize, length, this.#abort.signal);
+  async #fetchBlock(ref: ObjectRef, index: number, length: number, background: boolean): Promise<Buffer> {
+    const bytes = await this.#fetchRange(ref, index * this.#config.blockSize, length, this.#abort.signal, background);
     if (bytes.length !== length) {
       throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
     }
@@ -476,7 +481,7 @@ export class BlockCache implements ObjectReader {
       const id = blockId(blockKeyOf(ref, index));
       if (this.#loads.has(id)) continue;
       if (this.#dram !== undefined ? this.#dram.has(id) : this.#lower.some((tier) => this.#safeHas(tier, id))) continue;
-      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), true);
+      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), true, session.background);
       load.catch((err: unknown) => this.#logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
     }
   }

@@ -19,6 +19,15 @@ export interface ReadSession {
   readonly ref: ObjectRef;
 }
 
+export interface ReadSessionOptions {
+  /**
+   * The session reads for background work (a prefetch or distribute job), not for a user
+   * waiting on a file: its store fetches may be held back while foreground reads fetch.
+   * Default false.
+   */
+  readonly background?: boolean;
+}
+
 /**
  * Reads byte ranges of an object version. The file system calls this for every FUSE
  * read; implementations are the direct store reader and the tiered block cache.
@@ -29,7 +38,7 @@ export interface ReadSession {
  * never bytes of another version.
  */
 export interface ObjectReader {
-  openSession(ref: ObjectRef): ReadSession;
+  openSession(ref: ObjectRef, options?: ReadSessionOptions): ReadSession;
   read(session: ReadSession, offset: number, length: number): Promise<Buffer>;
   closeSession(session: ReadSession): void;
 }

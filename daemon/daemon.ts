@@ -8,7 +8,7 @@ import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
 import type { ObjectRef } from '../cache/object-reader.js';
 import { distributeJob, openPeerNode, type PeerDistribution, type PeerNode } from '../p2p/index.js';
-import { JobManager, LinkRegistry, type JobBody, type JobStatus, type PrefetchSource, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
+import { JobManager, LinkRegistry, type JobStatus, type PrefetchSource, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
 import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
 import { startApiServer, type ApiServer } from './api/server.js';
 import type { DaemonConfig } from './config.js';
@@ -116,7 +116,7 @@ export class Daemon {
       let mount: FuseMount | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
-        jobs.submit('distribute', backgroundJob(scheduler, distributeJob(distributeSource, (ref, index) => peers?.owns(ref, index) ?? true, paths)));
+        jobs.submit('distribute', distributeJob(distributeSource, (ref, index) => peers?.owns(ref, index) ?? true, paths));
       peers?.serveFrom(cache, distributeHere);
       const services: DaemonServices = {
         config,
@@ -130,7 +130,7 @@ export class Daemon {
         prefetch: (paths, options = {}) =>
           jobs.submit(
             options.kind ?? 'prefetch',
-            backgroundJob(scheduler, prefetchJob(
+            prefetchJob(
               { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize, warmBlock: (ref, index, tier) => cache.warmBlock(ref, index, tier) },
               {
                 paths,
@@ -139,7 +139,7 @@ export class Daemon {
                 ...(options.exclude ? { exclude: options.exclude } : {}),
                 ...(options.pin ? { onFile: (root: string, ref: ObjectRef) => pins.cover(root, ref) } : {}),
               },
-            )),
+            ),
           ),
         healthy: () => mount !== undefined,
         writes,
@@ -234,11 +234,6 @@ async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: Pin
     },
   );
   return writes;
-}
-
-/** A job body whose store fetches yield to foreground reads. */
-function backgroundJob(scheduler: FetchScheduler, body: JobBody): JobBody {
-  return (progress) => scheduler.background(() => body(progress));
 }
 
 /** The include/exclude globs of a link's eager import, as prefetch options. */

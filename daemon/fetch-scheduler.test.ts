@@ -11,7 +11,7 @@ describe('FetchScheduler', () => {
     const inFlight = (key: string) => pending.filter((p) => p.key === key).length;
     const fetch = scheduler.wrap((r) => new Promise<Buffer>((resolve) => pending.push({ key: r.key, done: () => resolve(Buffer.alloc(0)) })));
 
-    const idleBatch = scheduler.background(() => Promise.all(Array.from({ length: 40 }, () => fetch({ ...ref, key: 'idle' }, 0, 1))));
+    const idleBatch = Promise.all(Array.from({ length: 40 }, () => fetch({ ...ref, key: 'idle' }, 0, 1, undefined, true)));
     await tick();
     expect(inFlight('idle')).toBe(32);
     for (const p of pending.splice(0)) p.done();
@@ -20,7 +20,7 @@ describe('FetchScheduler', () => {
     await idleBatch;
 
     const foreground = fetch({ ...ref, key: 'fg' }, 0, 1);
-    const busyBatch = scheduler.background(() => Promise.all(Array.from({ length: 20 }, () => fetch({ ...ref, key: 'busy' }, 0, 1))));
+    const busyBatch = Promise.all(Array.from({ length: 20 }, () => fetch({ ...ref, key: 'busy' }, 0, 1, undefined, true)));
     await tick();
     expect(inFlight('fg')).toBe(1);
     expect(inFlight('busy')).toBe(4);

@@ -1,4 +1,4 @@
-import type { ObjectReader, ObjectRef, ReadSession } from '../cache/object-reader.js';
+import type { ObjectReader, ObjectRef, ReadSession, ReadSessionOptions } from '../cache/object-reader.js';
 import { prefetchJob, type JobBody, type JobProgress, type PrefetchSource } from '../sync/index.js';
 
 /** Whether this daemon fetches block `index` of `ref` from the store itself. */
@@ -20,8 +20,8 @@ class SelectedBlocksReader implements ObjectReader {
     this.#wanted = wanted;
   }
 
-  openSession(ref: ObjectRef): ReadSession {
-    return this.#inner.openSession(ref);
+  openSession(ref: ObjectRef, options?: ReadSessionOptions): ReadSession {
+    return this.#inner.openSession(ref, options);
   }
 
   async read(session: ReadSession, offset: number, length: number): Promise<Buffer> {
