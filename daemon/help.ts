@@ -101,7 +101,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optionHelp: [
       ['PATH...', 'paths in the mount (/mnt/strata/datasets/x or /datasets/x)'],
       ['--manifest FILE', 'a file with one path per line'],
-      ['--tier dram|pmem|nvme', 'refuse unless that tier is configured'],
+      ['--tier dram|pmem|nvme', 'the tier every block must be in when the job is done (pmem/nvme: fetched blocks skip DRAM)'],
       ['--pin', 'keep the files cached'],
       ['--json', 'print the final job as JSON'],
     ],
