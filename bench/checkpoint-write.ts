@@ -167,6 +167,11 @@ export async function run(): Promise<Record<string, unknown>> {
       [`async, ${CONCURRENCY} parts while writing: in the store`, unthrottled.stored, mbps(unthrottled.stored), unthrottled.stored / sdk],
       ['SDK Upload from memory (baseline for upload)', sdk, mbps(sdk), 1],
     ]);
+    // Best-of figures come from different rounds; the ratios within each round are what the goals compare.
+    process.stdout.write(
+      `per round: async close / local fsync ${asyncRuns.map((r, i) => (r.release / locals[i]!).toFixed(2)).join(' ')}; ` +
+        `upload throughput vs SDK ${asyncRuns.map((r, i) => `${((100 * sdks[i]!) / r.stored).toFixed(0)}%`).join(' ')}\n`,
+    );
     process.stdout.write(
       `async close / local fsync: ${(asyncRun.release / local).toFixed(2)}x (goal <= 1.2x); ` +
         `upload throughput vs SDK: ${((100 * sdk) / asyncRun.stored).toFixed(0)}% (goal >= 90%)\n`,
@@ -189,6 +194,8 @@ export async function run(): Promise<Record<string, unknown>> {
       unthrottledInStoreSeconds: unthrottled.stored,
       sdkUploadSeconds: sdk,
       asyncCloseVsLocal: asyncRun.release / local,
+      asyncCloseVsLocalPerRound: asyncRuns.map((r, i) => r.release / locals[i]!),
+      uploadThroughputVsSdkPerRound: asyncRuns.map((r, i) => sdks[i]! / r.stored),
       uploadThroughputVsSdk: sdk / asyncRun.stored,
     };
   } finally {
