@@ -6,7 +6,11 @@ import { formatSize } from './sizes.js';
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
-/** How often progress is polled: four redraws a second look live without loading the daemon. */
+/**
+ * How long each progress request may wait: four redraws a second look live without loading
+ * the daemon, and the daemon answers at once when the job ends, so the command exits
+ * without a polling lag (`GET /v1/jobs/:id?waitMs=`).
+ */
 const POLL_MS = 250;
 /** Without a terminal, a progress line every few seconds keeps CI logs short. */
 const PLAIN_LINE_EVERY_MS = 5000;
@@ -35,8 +39,7 @@ export async function runWarmup(values: Values, positionals: string[]): Promise<
   let status = started;
   try {
     while (status.state === 'queued' || status.state === 'running') {
-      await new Promise((r) => setTimeout(r, POLL_MS));
-      status = (await callApi(base, 'GET', `/v1/jobs/${started.id}`)) as JobStatus;
+      status = (await callApi(base, 'GET', `/v1/jobs/${started.id}?waitMs=${POLL_MS}`)) as JobStatus;
       const line = progressLine(status, (Date.now() - begin) / 1000);
       if (tty) process.stderr.write(`\r${line}\x1b[K`);
       else if (Date.now() - lastPlain >= PLAIN_LINE_EVERY_MS) {

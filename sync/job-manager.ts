@@ -118,6 +118,15 @@ export class JobManager {
     return job.status();
   }
 
+  /** Resolves with the job's status once it has ended or after `ms`, whichever comes first. */
+  async waitUpTo(id: string, ms: number): Promise<JobStatus> {
+    const job = this.#job(id);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([job.finished, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
+    return job.status();
+  }
+
   /** Cancels a queued or running job; cancelling a finished job changes nothing. */
   cancel(id: string): JobStatus {
     const job = this.#job(id);

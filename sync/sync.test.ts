@@ -69,6 +69,19 @@ describe('JobManager', () => {
     expect(await jobs.wait(failing.id)).toMatchObject({ state: 'failed', error: 'store on fire' });
     expect(() => jobs.get('nope')).toThrow(expect.objectContaining({ code: 'JOB_NOT_FOUND' }));
   });
+
+  it('waitUpTo answers when the job ends, or after the wait with the job still running', async () => {
+    const jobs = new JobManager(silentLogger());
+    let finish!: () => void;
+    const job = jobs.submit('t', () => new Promise<void>((resolve) => (finish = resolve)));
+    const started = Date.now();
+    expect((await jobs.waitUpTo(job.id, 50)).state).toBe('running');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(45);
+    const waiting = jobs.waitUpTo(job.id, 60_000);
+    finish();
+    expect((await waiting).state).toBe('done');
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
 });
 
 describe('S3 events and globs', () => {

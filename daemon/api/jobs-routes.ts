@@ -17,6 +17,10 @@ export const pinBodySchema = z.object({ path: z.string().min(1).max(4096).starts
 
 const jobParams = z.object({ id: z.string().uuid('is not a job id') });
 
+/** Longest a `GET /v1/jobs/:id?waitMs=` holds the answer: well under any HTTP client's timeout. */
+const MAX_JOB_WAIT_MS = 10_000;
+const jobQuery = z.object({ waitMs: z.coerce.number().int().min(0).max(MAX_JOB_WAIT_MS).optional() }).strict();
+
 /** `/v1/prefetch` and `/v1/jobs`: background work with progress. */
 export function registerJobRoutes(app: FastifyInstance, services: DaemonServices): void {
   app.post('/v1/prefetch', async (request, reply) => {
@@ -60,6 +64,9 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
 
   app.get('/v1/jobs/:id', async (request) => {
     const { id } = parseOrReject(jobParams, request.params, 'id');
+    const { waitMs } = parseOrReject(jobQuery, request.query, 'query');
+    // With waitMs, answer as soon as the job ends, or after waitMs with its progress then.
+    if (waitMs !== undefined && waitMs > 0) return services.jobs.waitUpTo(id, waitMs);
     return services.jobs.get(id);
   });
 

@@ -59,7 +59,10 @@ export function openApiDocument(): Record<string, unknown> {
       },
       '/v1/jobs': { get: { responses: answers({ 200: '{jobs: [...]}' }) } },
       '/v1/jobs/{id}': {
-        get: { parameters: id, responses: answers({ 200: '{id, kind, state, filesDone, filesTotal, bytesDone, bytesTotal, error?}', 404: 'no such job' }) },
+        get: {
+          parameters: [...id, { name: 'waitMs', in: 'query', required: false, description: 'answer once the job ends or after this many ms (at most 10,000)', schema: { type: 'integer', minimum: 0, maximum: 10_000 } }],
+          responses: answers({ 200: '{id, kind, state, filesDone, filesTotal, bytesDone, bytesTotal, error?}', 400: 'bad waitMs', 404: 'no such job' }),
+        },
         delete: { parameters: id, responses: answers({ 200: 'the job, cancelled', 404: 'no such job' }) },
       },
       '/v1/distribute': { post: { requestBody: body(distributeBodySchema), responses: answers({ 202: 'the local job and the jobs started on peers', 400: 'invalid body', 404: 'peers not enabled' }) } },

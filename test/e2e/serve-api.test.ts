@@ -105,7 +105,13 @@ describe('strata serve: links, prefetch, events and the admin API over a real mo
     await sh(`cat ${mnt}/datasets/imagenet/train/* > /dev/null`);
     expect(await storeBytes(base)).toBe(before);
     const jobs = await api(base, 'GET', '/v1/jobs');
-    expect(jobs.body!.jobs.some((j: { state: string; filesDone: number }) => j.state === 'done' && j.filesDone === 12)).toBe(true);
+    const done = jobs.body!.jobs.find((j: { state: string; filesDone: number }) => j.state === 'done' && j.filesDone === 12);
+    expect(done).toBeDefined();
+    // A finished job answers a long poll at once; a bad wait is refused naming the field.
+    const started = Date.now();
+    expect(await api(base, 'GET', `/v1/jobs/${done.id}?waitMs=10000`)).toMatchObject({ status: 200, body: { state: 'done' } });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await api(base, 'GET', `/v1/jobs/${done.id}?waitMs=soon`)).toMatchObject({ status: 400, body: { code: 'API_BAD_REQUEST' } });
   });
 
   it('applies S3 event notifications at once, despite a long metadata TTL', async () => {
