@@ -1,4 +1,4 @@
-import { homedir, totalmem } from 'node:os';
+import { availableParallelism, homedir, totalmem } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_BLOCK_SIZE } from '../cache/index.js';
@@ -93,6 +93,13 @@ const MIN_PEER_SECRET_LENGTH = 16;
 
 /** Most lookup threads for parameter tables: beyond the cores they only add queueing. */
 const MAX_LOOKUP_THREADS = 64;
+/**
+ * Lookup threads by default: two, or one on a single core. On this 2-core machine two
+ * threads beat the event loop in three idle runs of 1,000-key batches (3.6-4.3 against
+ * 2.8-3.8 Mkeys/s) and in two of three of 20,000-key batches, and they keep FUSE requests
+ * from waiting behind lookups. They start only once a table is served.
+ */
+const DEFAULT_LOOKUP_THREADS = Math.min(2, availableParallelism());
 
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
@@ -138,7 +145,7 @@ export const mountOptionsSchema = z
       }),
     lookupThreads: z
       .string()
-      .default('0')
+      .default(String(DEFAULT_LOOKUP_THREADS))
       .transform((text, ctx) => {
         const threads = Number(text);
         if (!/^\d+$/.test(text) || threads > MAX_LOOKUP_THREADS) {
@@ -184,7 +191,7 @@ export interface DaemonConfig {
   /** `--advertise`: this daemon's API URL as its peers know it. */
   readonly advertise?: string;
   readonly peerTimeoutMs: number;
-  /** Worker threads answering parameter-table mget (0: the event loop; tables on NVMe always use at least one). */
+  /** Worker threads answering parameter-table mget (0: the event loop; tables on NVMe always use at least one). Default 2. */
   readonly lookupThreads: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }

@@ -56,7 +56,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--peers LIST', 'share cached blocks with peer daemons: API URLs (http://10.0.0.1:7070,...) or dns:NAME:PORT; needs STRATA_PEER_SECRET'],
       ['--advertise URL', 'this daemon\'s API URL as its peers list it (default: found in --peers by address and port)'],
       ['--peer-timeout SECONDS', 'how long to wait for a block from its owner peer before reading the store (default 5)'],
-      ['--lookup-threads N', 'worker threads for parameter-table lookups (default 0: the event loop, fastest with the native kernel on 2 cores)'],
+      ['--lookup-threads N', 'worker threads for parameter-table lookups (default 2, or 1 on one core; 0: the event loop)'],
       ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],
     ],
   },
