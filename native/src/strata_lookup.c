@@ -248,26 +248,21 @@ static int get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len
   return 1;
 }
 
-static int get_u32_array(napi_env env, napi_value value, uint32_t **data, size_t *words) {
+/* The elements of a typed array that must be of `want` type (Uint32Array, Float64Array). */
+static int get_typed(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *count) {
   napi_typedarray_type type;
   napi_value buffer;
   size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, value, &type, words, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_uint32_array) return 0;
-  *data = raw;
-  return 1;
+  if (napi_get_typedarray_info(env, value, &type, count, data, &buffer, &offset) != napi_ok) return 0;
+  return type == want;
+}
+
+static int get_u32_array(napi_env env, napi_value value, uint32_t **data, size_t *words) {
+  return get_typed(env, value, napi_uint32_array, (void **)data, words);
 }
 
 static int get_f64_array(napi_env env, napi_value value, double **data, size_t *count) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, value, &type, count, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_float64_array) return 0;
-  *data = raw;
-  return 1;
+  return get_typed(env, value, napi_float64_array, (void **)data, count);
 }
 
 /* A whole number a JavaScript double holds exactly (below 2^53). */
