@@ -63,7 +63,8 @@ describe('block cache tiers through a real mount', () => {
         expect(tiers[1]!.usedBytes).toBeGreaterThanOrEqual(model.length);
       } finally {
         await daemon.stop();
-        await sh(`rm -f /dev/shm/strata-test-${process.pid}-*.pool`);
+        // The pool and the parameter-table folder the daemon keeps beside it.
+        await sh(`rm -rf /dev/shm/strata-test-${process.pid}-*.pool /dev/shm/strata-test-${process.pid}-*.pool.params`);
       }
     });
   }
