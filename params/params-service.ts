@@ -11,7 +11,7 @@ import { ParamsError } from './params-error.js';
 import { mgetAnswerBytes, ServedTable } from './served-table.js';
 import { MANIFEST_FILE, TableManifest, type ManifestEntry } from './table-manifest.js';
 import { defaultTableMapper, type TableMapper } from './table-mapper.js';
-import { fetchTableFile, tableSourceSize } from './table-source.js';
+import { openTableSource } from './table-source.js';
 import { AnswerBuffers, type AnswerLease } from './answer-buffers.js';
 import { LookupPool } from './lookup-pool.js';
 import { TableWriter } from './table-writer.js';
@@ -182,10 +182,11 @@ export class ParamsService {
       throw new ParamsError('PARAMS_BAD_INPUT', `tier "${options.tier}" holds no parameter tables here; configured: ${this.#placements.map((p) => p.tier).join(', ')}`);
     }
     return this.#serialised(name, async () => {
-      const placement = await this.#choosePlacement(await tableSourceSize(source, this.#store), options.tier);
+      const found = await openTableSource(source, this.#store);
+      const placement = await this.#choosePlacement(found.size, options.tier);
       const { version, file, temp } = await this.#nextVersion(name, placement.dir);
       try {
-        await fetchTableFile(source, temp, this.#store);
+        await found.copyTo(temp);
         await rename(temp, join(placement.dir, file));
       } catch (err) {
         await rm(temp, { force: true });
@@ -393,8 +394,7 @@ export class ParamsService {
   }
 
   async #nextVersion(name: string, dir: string): Promise<{ version: number; file: string; temp: string }> {
-    await this.#ensureDir();
-    await mkdir(dir, { recursive: true });
+    await this.#ensureDir(); // `dir` itself exists: chosen by #choosePlacement, or holding the current version
     const version = (this.#versions.get(name) ?? 0) + 1;
     this.#versions.set(name, version);
     const file = `${name}.v${version}.params`;
