@@ -20,6 +20,7 @@ import { buildTable, defaultTableMapper, mgetAnswerBytes, ParamsService, ServedT
 import { REGION_THREADS } from '../params/crc32c.js';
 import { lookupBinding } from '../params/lookup-binding.js';
 import { freePort } from '../test/fixtures/rgw.js';
+import { spawnStrata, startMount } from '../test/fixtures/strata-process.js';
 import { printTable } from './lib/table.js';
 
 const KEYS = Number(process.env.PARAMS_BENCH_KEYS ?? 10_000_000);
@@ -109,7 +110,7 @@ export async function run(): Promise<Record<string, unknown>> {
     transport.child.kill('SIGKILL');
 
     step('the daemon: first load from the store, SIGKILL, restart');
-    const daemon = await daemonRecovery(work, storeDir, bodies[1_000]![0]!, children);
+    const daemon = await daemonRecovery(work, storeDir, bodies[1_000]![0]!);
 
     step('in-process');
     // In-process: the same lookups without HTTP, on this thread and on lookup threads.
@@ -346,74 +347,64 @@ async function pooledRate(service: ParamsService, bodies: Buffer[], batch: numbe
   return summarise(latencies, batch, (performance.now() - begin) / 1000);
 }
 
-const STRATA = join(import.meta.dirname, '../bin/strata.js');
-
 /**
  * The whole daemon: `strata mount` of the store with a pmem tier, the table loaded through the
  * API, SIGKILL, and a new daemon timed from spawn to its first correct mget answer (the API
  * starts before the FUSE mount, so the answer may come first). The data part and the mount
  * time come from the daemon's own log lines.
  */
-async function daemonRecovery(work: string, storeDir: string, probe: Buffer, children: ChildProcess[]): Promise<{ loadMs: number; firstAnswerMs: number; dataMs: number; mountedMs: number }> {
+async function daemonRecovery(work: string, storeDir: string, probe: Buffer): Promise<{ loadMs: number; firstAnswerMs: number; dataMs: number; mountedMs: number }> {
   const mnt = join(work, 'mnt');
   await mkdir(mnt, { recursive: true });
   const port = await freePort();
-  const args = ['mount', `file://${storeDir}`, mnt, '--pmem', `${join(work, 'daemon.pool')}:64MiB`, '--state-dir', join(work, 'daemon-state'), '--api', `127.0.0.1:${port}`, '--log-level', 'info'];
-  const start = () => {
-    const child = spawn(process.execPath, [STRATA, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let out = '';
-    const log: Array<Record<string, unknown>> = [];
-    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      try {
-        log.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        // not a log line
-      }
-    });
-    return { child, log, mounted: () => out.includes('strata: mounted') };
-  };
-  const stop = async (child: ChildProcess, signal: NodeJS.Signals) => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill(signal);
-    await exited;
-  };
-  const until = async (ready: () => boolean, what: string) => {
-    const deadline = performance.now() + 60_000;
-    while (!ready()) {
-      if (performance.now() > deadline) throw new Error(`the daemon did not ${what} within 60 s`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
-  const first = start();
-  await until(first.mounted, 'mount');
+  // A fixed port (the later --api wins over startMount's), so the restarted daemon can be asked before it says where it listens.
+  const flags = ['--pmem', `${join(work, 'daemon.pool')}:64MiB`, '--state-dir', join(work, 'daemon-state'), '--api', `127.0.0.1:${port}`, '--log-level', 'info'];
+  const first = await startMount(`file://${storeDir}`, mnt, flags);
   let began = performance.now();
-  const loaded = await fetch(`http://127.0.0.1:${port}/v1/params/tables`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'emb', source: `file://${storeDir}/emb.params` }) });
-  if (!loaded.ok) throw new Error(`the daemon's load answered ${loaded.status}: ${await loaded.text()}`);
-  const loadMs = performance.now() - began;
-  await stop(first.child, 'SIGKILL');
+  let loadMs: number;
+  try {
+    const loaded = await fetch(`http://127.0.0.1:${port}/v1/params/tables`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'emb', source: `file://${storeDir}/emb.params` }) });
+    if (!loaded.ok) throw new Error(`the daemon's load answered ${loaded.status}: ${await loaded.text()}`);
+    loadMs = performance.now() - began;
+  } finally {
+    await first.stop('SIGKILL'); // the crash (and the cleanup if the load failed)
+  }
 
   const spawnedAt = Date.now();
   began = performance.now();
-  const again = start();
-  const agent = new Agent({ keepAlive: false });
-  for (;;) {
-    try {
-      if (correct(probe, await post(agent, port, probe))) break;
-    } catch {
-      // not listening yet, or the table not served yet: ask again
+  const again = spawnStrata(['mount', `file://${storeDir}`, mnt, ...flags]);
+  try {
+    const agent = new Agent({ keepAlive: false });
+    for (;;) {
+      try {
+        if (correct(probe, await post(agent, port, probe))) break;
+      } catch {
+        // not listening yet, or the table not served yet: ask again
+      }
+      if (again.child.exitCode !== null) throw new Error(`the restarted daemon exited:\n${again.stderr()}`);
+      await new Promise((r) => setTimeout(r, 1));
     }
-    if (again.child.exitCode !== null) throw new Error('the restarted daemon exited');
-    await new Promise((r) => setTimeout(r, 1));
+    const firstAnswerMs = performance.now() - began;
+    const deadline = performance.now() + 60_000;
+    // Its "mounted" log line (stderr), which the timing below reads, and its "strata: mounted"
+    // (stdout), printed once it handles SIGTERM, so the stop below unmounts.
+    while (!again.stderr().includes('"msg":"mounted"') || !again.stdout().includes('strata: mounted')) {
+      if (performance.now() > deadline) throw new Error('the restarted daemon did not mount within 60 s');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const log = again.stderr().split('\n').flatMap((line) => {
+      try {
+        return [JSON.parse(line) as Record<string, unknown>];
+      } catch {
+        return []; // not a log line
+      }
+    });
+    const recoveredLine = log.find((l) => l.msg === 'parameter tables recovered');
+    const mountedLine = log.find((l) => l.msg === 'mounted');
+    return { loadMs, firstAnswerMs, dataMs: Number(recoveredLine?.ms ?? NaN), mountedMs: Number(mountedLine?.time ?? NaN) - spawnedAt };
+  } finally {
+    await again.stop('SIGTERM');
   }
-  const firstAnswerMs = performance.now() - began;
-  await until(again.mounted, 'mount');
-  const recoveredLine = again.log.find((l) => l.msg === 'parameter tables recovered');
-  const mountedLine = again.log.find((l) => l.msg === 'mounted');
-  await stop(again.child, 'SIGTERM');
-  return { loadMs, firstAnswerMs, dataMs: Number(recoveredLine?.ms ?? NaN), mountedMs: Number(mountedLine?.time ?? NaN) - spawnedAt };
 }
 
 /**
