@@ -354,6 +354,22 @@ static int set_shards(lookup_table *t, const double *first, const double *homes,
   return 1;
 }
 
+/* A table with room for `shards` shard entries and `chunk_slots` chunks (and as many Buffer references); NULL when out of memory. */
+static lookup_table *alloc_table(size_t shards, uint32_t chunk_slots) {
+  lookup_table *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->shard_first = calloc(shards, sizeof(uint64_t));
+  t->shard_homes = calloc(shards, sizeof(uint64_t));
+  t->chunks = calloc(chunk_slots, sizeof(uint32_t *));
+  t->chunk_rows = calloc(chunk_slots, sizeof(uint64_t));
+  t->refs = calloc(chunk_slots, sizeof(napi_ref));
+  if (!t->shard_first || !t->shard_homes || !t->chunks || !t->chunk_rows || !t->refs) {
+    free_table(t);
+    return NULL;
+  }
+  return t;
+}
+
 static void finalize_table(napi_env env, void *data, void *hint) {
   (void)hint;
   lookup_table *t = data;
@@ -382,7 +398,8 @@ static napi_value js_table(napi_env env, napi_callback_info info) {
       napi_get_value_double(env, argv[7], &key_count) != napi_ok || key_count < 0)
     return fail(env, "table: chunkShift, dim, seed and keyCount must be integers (dim > 0)");
 
-  lookup_table *t = calloc(1, sizeof *t);
+  /* One chunk slot more than chunks: the index Buffer's reference. */
+  lookup_table *t = alloc_table(shards, chunk_count + 1);
   if (!t) return fail(env, "table: out of memory");
   t->index = (const uint32_t *)index;
   t->index_slots = index_bytes / 12;
@@ -392,15 +409,6 @@ static napi_value js_table(napi_env env, napi_callback_info info) {
   t->dim = dim;
   t->seed = seed;
   t->key_count = (uint64_t)key_count;
-  t->shard_first = calloc(shards, sizeof(uint64_t));
-  t->shard_homes = calloc(shards, sizeof(uint64_t));
-  t->chunks = calloc(chunk_count + 1, sizeof(uint32_t *));
-  t->chunk_rows = calloc(chunk_count + 1, sizeof(uint64_t));
-  t->refs = calloc(chunk_count + 1, sizeof(napi_ref));
-  if (!t->shard_first || !t->shard_homes || !t->chunks || !t->chunk_rows || !t->refs) {
-    free_table(t);
-    return fail(env, "table: out of memory");
-  }
   if (!set_shards(t, first, homes, shards)) {
     free_table(t);
     return fail(env, "table: a shard lies outside the index");
@@ -410,8 +418,7 @@ static napi_value js_table(napi_env env, napi_callback_info info) {
     uint8_t *data;
     size_t bytes;
     if (napi_get_element(env, argv[3], c, &chunk) != napi_ok || !get_bytes(env, chunk, &data, &bytes) || ((uintptr_t)data & 3) != 0) {
-      for (uint32_t i = 0; i < t->ref_count; i++) napi_delete_reference(env, t->refs[i]);
-      free_table(t);
+      finalize_table(env, t, NULL);
       return fail(env, "table: every chunk must be a 4-byte aligned Buffer");
     }
     t->chunks[c] = (const uint32_t *)data;
@@ -422,8 +429,7 @@ static napi_value js_table(napi_env env, napi_callback_info info) {
 
   napi_value handle;
   if (napi_create_external(env, t, finalize_table, NULL, &handle) != napi_ok) {
-    for (uint32_t i = 0; i < t->ref_count; i++) napi_delete_reference(env, t->refs[i]);
-    free_table(t);
+    finalize_table(env, t, NULL);
     return fail(env, "table: could not create the handle");
   }
   return handle;
@@ -557,16 +563,8 @@ static napi_value js_map_table(napi_env env, napi_callback_info info) {
   if (index_bytes == 0 || index_offset % page != 0 || values_offset % page != 0 || values_bytes != key_count * (uint64_t)dim * 4 || key_count >= EMPTY_ROW)
     return fail(env, "mapTable: regions must start on pages, the index must not be empty and values must hold keyCount rows");
 
-  lookup_table *t = calloc(1, sizeof *t);
+  lookup_table *t = alloc_table(shards, 1); /* one chunk: the values mapping */
   if (!t) return fail(env, "mapTable: out of memory");
-  t->shard_first = calloc(shards, sizeof(uint64_t));
-  t->shard_homes = calloc(shards, sizeof(uint64_t));
-  t->chunks = calloc(1, sizeof(uint32_t *));
-  t->chunk_rows = calloc(1, sizeof(uint64_t));
-  if (!t->shard_first || !t->shard_homes || !t->chunks || !t->chunk_rows) {
-    free_table(t);
-    return fail(env, "mapTable: out of memory");
-  }
   /*
    * The index is read whole at once (its checksum, then every probe), so its page tables
    * are filled in the mmap call: one pass in the kernel instead of a fault per 64 KiB,
