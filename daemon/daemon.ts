@@ -1,5 +1,5 @@
 import { mkdir, statfs } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { ParamsService } from '../params/index.js';
 import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
