@@ -36,6 +36,8 @@ interface Round {
   readonly sdkToFiles: number;
   readonly sdkDiscard: number;
   readonly warmup: number;
+  /** The same warmup with block GETs sent through the SDK's command stack (STRATA_S3_GET=sdk): the path before s3-get.ts. */
+  readonly warmupSdkGet: number;
 }
 
 export async function runBench(): Promise<Record<string, unknown>> {
@@ -54,7 +56,8 @@ export async function runBench(): Promise<Record<string, unknown>> {
       await cleanupDir(join(work, `download-${round}`));
       const discard = await sdkDownload(client, undefined);
       const warm = await withDaemon(rgw, work, `r${round}`, async (mnt, api, env) => timedWarmup(mnt, api, env));
-      rounds.push({ sdkToFiles: toFiles, sdkDiscard: discard, warmup: warm });
+      const warmSdkGet = await withDaemon(rgw, work, `r${round}-sdk`, async (mnt, api, env) => timedWarmup(mnt, api, env), { STRATA_S3_GET: 'sdk' });
+      rounds.push({ sdkToFiles: toFiles, sdkDiscard: discard, warmup: warm, warmupSdkGet: warmSdkGet });
     }
     client.destroy();
 
@@ -71,8 +74,10 @@ export async function runBench(): Promise<Record<string, unknown>> {
       ['SDK download to local files (16 in flight)', ...rounds.map((r) => rate(r.sdkToFiles)), median(rounds.map((r) => rate(r.sdkToFiles)))],
       ['SDK download, bytes discarded (16 in flight)', ...rounds.map((r) => rate(r.sdkDiscard)), median(rounds.map((r) => rate(r.sdkDiscard)))],
       ['strata warmup (into DRAM)', ...rounds.map((r) => rate(r.warmup)), median(rounds.map((r) => rate(r.warmup)))],
+      ['strata warmup, GETs through the SDK (before)', ...rounds.map((r) => rate(r.warmupSdkGet)), median(rounds.map((r) => rate(r.warmupSdkGet)))],
       ['warmup / SDK to files', ...rounds.map((r) => r.sdkToFiles / r.warmup), median(rounds.map((r) => r.sdkToFiles / r.warmup))],
       ['warmup / SDK discarding', ...rounds.map((r) => r.sdkDiscard / r.warmup), median(rounds.map((r) => r.sdkDiscard / r.warmup))],
+      ['warmup / warmup with SDK GETs', ...rounds.map((r) => r.warmupSdkGet / r.warmup), median(rounds.map((r) => r.warmupSdkGet / r.warmup))],
     ]);
     printTable('Foreground reads of 100 KiB files through the mount (cold), one at a time', ['case', 'p50 ms', 'p99 ms'], [
       ['idle daemon', percentile(latency.idle, 0.5), percentile(latency.idle, 0.99)],
@@ -80,9 +85,10 @@ export async function runBench(): Promise<Record<string, unknown>> {
     ]);
     printTable('The warmup those reads ran during', ['case', 'files/s'], [['strata warmup with foreground reads', rate(latency.warmSeconds)]]);
     return {
-      rounds: rounds.map((r) => ({ sdkToFilesFilesPerSecond: rate(r.sdkToFiles), sdkDiscardFilesPerSecond: rate(r.sdkDiscard), warmupFilesPerSecond: rate(r.warmup) })),
+      rounds: rounds.map((r) => ({ sdkToFilesFilesPerSecond: rate(r.sdkToFiles), sdkDiscardFilesPerSecond: rate(r.sdkDiscard), warmupFilesPerSecond: rate(r.warmup), warmupSdkGetFilesPerSecond: rate(r.warmupSdkGet) })),
       warmupOverSdkToFiles: median(rounds.map((r) => r.sdkToFiles / r.warmup)),
       warmupOverSdkDiscard: median(rounds.map((r) => r.sdkDiscard / r.warmup)),
+      warmupOverWarmupSdkGet: median(rounds.map((r) => r.warmupSdkGet / r.warmup)),
       foregroundIdleMs: { p50: percentile(latency.idle, 0.5), p99: percentile(latency.idle, 0.99) },
       foregroundDuringWarmupMs: { p50: percentile(latency.busy, 0.5), p99: percentile(latency.busy, 0.99) },
       warmupWithForegroundFilesPerSecond: rate(latency.warmSeconds),
@@ -120,12 +126,12 @@ async function sdkDownload(client: S3Client, dir: string | undefined): Promise<n
   return (performance.now() - started) / 1000;
 }
 
-/** Runs `body` against a fresh daemon (empty cache, 1.5 GiB of DRAM) with the bucket linked at /warm. */
-async function withDaemon<T>(rgw: RgwHandle, work: string, name: string, body: (mnt: string, api: string, env: NodeJS.ProcessEnv) => Promise<T>): Promise<T> {
+/** Runs `body` against a fresh daemon (empty cache, 1.5 GiB of DRAM, `daemonEnv` added) with the bucket linked at /warm. */
+async function withDaemon<T>(rgw: RgwHandle, work: string, name: string, body: (mnt: string, api: string, env: NodeJS.ProcessEnv) => Promise<T>, daemonEnv: NodeJS.ProcessEnv = {}): Promise<T> {
   const mnt = join(work, `mnt-${name}`);
   await shell(`mkdir -p ${mnt}`);
   const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey, AWS_REGION: rgw.region };
-  const daemon: StrataProcess = await startServe(mnt, ['--state-dir', join(work, `state-${name}`), '--dram', '1536MiB', '--log-level', 'warn'], env);
+  const daemon: StrataProcess = await startServe(mnt, ['--state-dir', join(work, `state-${name}`), '--dram', '1536MiB', '--log-level', 'warn'], { ...env, ...daemonEnv });
   try {
     const api = apiUrlOf(daemon);
     const added = await runStrata(['links', 'add', 'warm', '/warm', 's3://warm', '--endpoint', rgw.endpoint, '--api', api], env);

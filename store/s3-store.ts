@@ -23,6 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
+import { objectAddress, SignedGet } from './s3-get.js';
 import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 
 export interface S3StoreConfig {
@@ -63,6 +64,7 @@ export class S3Store implements ObjectStore {
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #endpoint: string;
+  readonly #signedGet: SignedGet | undefined;
 
   constructor(config: S3StoreConfig) {
     this.#bucket = config.bucket;
@@ -71,8 +73,13 @@ export class S3Store implements ObjectStore {
     const endpoint = config.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
     this.#endpoint = endpoint ?? 'the default AWS endpoint';
     const logger = config.logger;
+    const region = config.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1';
+    const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS });
+    // AWS_CA_BUNDLE (honoured by the AWS CLI, not by SDK v3 itself) applies to TLS only:
+    // plain-HTTP endpoints such as a loopback gateway go through the HTTP agent untouched.
+    const httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...caBundle() });
     this.#client = new S3Client({
-      region: config.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      region,
       // Compatible stores are reached by host and port, without wildcard DNS for bucket names.
       ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
       // S3-compatible stores (Ceph RGW 16) reject or store verbatim the CRC trailers the
@@ -81,10 +88,8 @@ export class S3Store implements ObjectStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: MAX_ATTEMPTS,
       requestHandler: new NodeHttpHandler({
-        httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
-        // AWS_CA_BUNDLE (honoured by the AWS CLI, not by SDK v3 itself) applies to TLS only:
-        // plain-HTTP endpoints such as a loopback gateway go through the HTTP agent untouched.
-        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...caBundle() }),
+        httpAgent,
+        httpsAgent,
         connectionTimeout: CONNECT_TIMEOUT_MS,
         requestTimeout: SOCKET_TIMEOUT_MS,
       }),
@@ -100,6 +105,22 @@ export class S3Store implements ObjectStore {
         : {}),
     });
     if (logger) this.#logRetries(logger);
+    // Block fetches skip the SDK's command stack where the object address is certain (see s3-get.ts).
+    const address = process.env.STRATA_S3_GET === 'sdk' ? undefined : objectAddress(config.bucket, region, endpoint);
+    if (address) {
+      this.#signedGet = new SignedGet({
+        address,
+        region,
+        credentials: this.#client.config.credentials,
+        agent: address.protocol === 'https:' ? httpsAgent : httpAgent,
+        maxAttempts: MAX_ATTEMPTS,
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        socketTimeoutMs: SOCKET_TIMEOUT_MS,
+        logger,
+        storeUrl: this.url,
+        endpointName: this.#endpoint,
+      });
+    }
   }
 
   /**
@@ -171,35 +192,48 @@ export class S3Store implements ObjectStore {
     if (length <= 0) return this.#emptyRange(key, start, options);
     const whole = start === 0 && length === options.objectSize;
     try {
-      const out = await this.#client.send(
-        new GetObjectCommand({
-          Bucket: this.#bucket,
-          Key: this.#prefix + key,
-          ...(whole ? {} : { Range: `bytes=${start}-${start + length - 1}` }),
-          ...(options.ifMatch ? { IfMatch: `"${options.ifMatch}"` } : {}),
-        }),
-        options.signal ? { abortSignal: options.signal } : {},
-      );
-      const etag = stripQuotes(out.ETag);
+      const out = await this.#sendGet(this.#prefix + key, whole ? undefined : [start, start + length - 1], options);
       // Some stores ignore If-Match: compare the answer's ETag as well, before reading the body.
-      if (options.ifMatch !== undefined && etag !== options.ifMatch) {
-        (out.Body as Readable | undefined)?.destroy();
-        throw new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url} (ETag ${etag}, expected ${options.ifMatch})`);
+      if (options.ifMatch !== undefined && out.etag !== options.ifMatch) {
+        out.body.destroy();
+        throw new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url} (ETag ${out.etag}, expected ${options.ifMatch})`);
       }
-      if (whole && out.ContentLength !== length) {
+      if (whole && out.contentLength !== length) {
         // Not the size the caller saw (no If-Match to tell): read the range it asked for instead.
-        (out.Body as Readable | undefined)?.destroy();
+        out.body.destroy();
         return await this.getRange(key, start, length, { ...options, objectSize: undefined });
       }
-      const size = totalSize(out.ContentRange) ?? out.ContentLength ?? 0;
-      const body = await readBody(out.Body as Readable, out.ContentLength ?? 0);
-      return { body, etag, size };
+      const size = totalSize(out.contentRange) ?? out.contentLength;
+      const body = await readBody(out.body, out.contentLength);
+      return { body, etag: out.etag, size };
     } catch (err) {
       const mapped = err instanceof StoreError ? err : this.#error(err, key);
       // An empty object has no byte 0: S3 answers 416 where the range starts at its end.
       if (mapped.code === 'STORE_INVALID_RANGE') return this.#emptyRange(key, start, options);
       throw mapped;
     }
+  }
+
+  /** One GET, through the signed fast path where there is one, else the SDK; the body is left to read. */
+  async #sendGet(fullKey: string, range: readonly [number, number] | undefined, options: GetRangeOptions): Promise<GetAnswer> {
+    if (this.#signedGet) {
+      const res = await this.#signedGet.get({ key: fullKey, range, ifMatch: options.ifMatch || undefined, signal: options.signal });
+      const header = (name: string) => {
+        const value = res.headers[name];
+        return Array.isArray(value) ? value[0] : value;
+      };
+      return { etag: stripQuotes(header('etag')), contentLength: Number(header('content-length') ?? 0), contentRange: header('content-range'), body: res };
+    }
+    const out = await this.#client.send(
+      new GetObjectCommand({
+        Bucket: this.#bucket,
+        Key: fullKey,
+        ...(range ? { Range: `bytes=${range[0]}-${range[1]}` } : {}),
+        ...(options.ifMatch ? { IfMatch: `"${options.ifMatch}"` } : {}),
+      }),
+      options.signal ? { abortSignal: options.signal } : {},
+    );
+    return { etag: stripQuotes(out.ETag), contentLength: out.ContentLength ?? 0, contentRange: out.ContentRange, body: out.Body as Readable };
   }
 
   async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
@@ -391,6 +425,14 @@ async function signWithPayloadHash(command: { middlewareStack: { add: (...args: 
     name: 'strataPayloadHash',
     override: true,
   });
+}
+
+/** A GET's answer before its body is read, from either path. */
+interface GetAnswer {
+  readonly etag: string;
+  readonly contentLength: number;
+  readonly contentRange: string | undefined;
+  readonly body: Readable;
 }
 
 type RelativeMiddleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
