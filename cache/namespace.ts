@@ -20,6 +20,12 @@ export interface NamespaceConfig {
    * endpoint too when one URL may name different stores (`s3://b` on two endpoints).
    */
   readonly storeId?: string;
+  /**
+   * Wraps the store requests of lookups and folder listings, which a reader waits on, so the
+   * daemon's fetch scheduler can hold background work back meanwhile. `walkFiles` (the
+   * listing prefetch jobs use) is not wrapped.
+   */
+  readonly foreground?: <T>(work: () => Promise<T>) => Promise<T>;
   /** Injected clock (milliseconds), so TTL behaviour is testable without waiting. */
   readonly now?: () => number;
 }
@@ -51,6 +57,7 @@ export class Namespace {
   readonly #storeId: string;
   readonly #ttlMs: number;
   readonly #now: () => number;
+  readonly #foreground: <T>(work: () => Promise<T>) => Promise<T>;
   readonly #entries = new Map<string, Cached<NamespaceEntry | null>>();
   readonly #listings = new Map<string, Cached<DirectoryEntry[]>>();
   readonly #pendingLookups = new Map<string, Promise<NamespaceEntry | null>>();
@@ -61,6 +68,7 @@ export class Namespace {
     this.#storeId = config.storeId ?? store.url;
     this.#ttlMs = config.metadataTtlMs;
     this.#now = config.now ?? Date.now;
+    this.#foreground = config.foreground ?? ((work) => work());
   }
 
   get storeId(): string {
@@ -86,7 +94,7 @@ export class Namespace {
     if (entry.kind !== 'dir') throw new NamespaceError('FS_NOT_A_DIRECTORY', `not a folder: ${normal}`);
     const cached = this.#fresh(this.#listings.get(normal));
     if (cached) return cached.value;
-    return coalesce(this.#pendingListings, normal, () => this.#listFromStore(normal));
+    return coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)));
   }
 
   /** Forgets what is known about `path` and its parent's listing (after an ESTALE, an event, a write). */
@@ -140,15 +148,15 @@ export class Namespace {
       const name = path.slice(path.lastIndexOf('/') + 1);
       return parentListing.value.find((e) => e.name === name)?.entry ?? null;
     }
-    return coalesce(this.#pendingLookups, path, () => this.#lookupInStore(path, known?.value?.kind === 'file'));
+    return coalesce(this.#pendingLookups, path, () => this.#foreground(() => this.#lookupInStore(path, known?.value?.kind === 'file')));
   }
 
   async #lookupInStore(path: string, wasFile: boolean): Promise<NamespaceEntry | null> {
     const key = path.slice(1);
     if (!isRepresentable(key)) return this.#remember(path, null);
     if (wasFile) {
-      // Revalidating a file (an open after the TTL): HEAD alone, 2 ms on RGW where a LIST
-      // takes about 50. A folder that appeared under the same name since shows at the
+      // Revalidating a file (an open after the TTL): HEAD alone, the cheapest request a
+      // store answers. A folder that appeared under the same name since shows at the
       // next listing of the parent.
       const info = await this.#store.head(key);
       if (info) return this.#remember(path, this.#fileEntry(info));
@@ -156,7 +164,7 @@ export class Namespace {
     // A HEAD and a one-key LIST in parallel: the LIST tells whether `key/` is a folder,
     // the HEAD whether `key` is a file. A single LIST on `key` cannot tell both, because
     // keys such as `key-a` or `key.b` sort between `key` and `key/`. A file is answered as
-    // soon as the HEAD finds it (2 ms on RGW, where the LIST takes about 50); should the
+    // soon as the HEAD finds it (a LIST costs a store more, and may be slower); should the
     // LIST then find a folder of the same name, the folder wins from then on.
     const listed = this.#store.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
     const isFolder = listed.then((page) => page.objects.length > 0 || page.prefixes.length > 0);
@@ -212,7 +220,7 @@ export class Namespace {
 
   /**
    * When an entry must be checked again. That a folder exists is trusted for at least
-   * FOLDER_TTL_MS: re-checking costs a LIST (about 50 ms on RGW, against 2 ms for a HEAD),
+   * FOLDER_TTL_MS: re-checking costs a LIST (the dearer request, and several ms on RGW),
    * and a folder whose keys all vanished merely lists empty meanwhile. Its contents
    * (the listing) still follow the metadata TTL.
    */

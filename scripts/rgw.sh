@@ -132,7 +132,10 @@ osd objectstore = memstore
 memstore device bytes = $memstore_bytes
 
 [client.rgw.gw]
-rgw frontends = beast endpoint=127.0.0.1:$port
+# tcp_nodelay: without it the gateway's last segment of an answer waits for the client's delayed
+# ACK, and one GET or LIST in ten took 45-50 ms instead of 2-5 (measured on loopback). S3 itself
+# answers without that stall, so tests and benchmarks should see a gateway that does too.
+rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
 rgw enable usage log = false
 rgw enable ops log = false
 # Per-request log lines would cost disk bandwidth during benchmarks; errors are still logged.
