@@ -69,6 +69,24 @@ describe('Namespace over a local-directory store', () => {
     expect((await ns.lookup('/b')).kind).toBe('file');
   });
 
+  it('runs the store requests of lookups and listings as foreground work, and the walk of a prefetch not', async () => {
+    await mkdir(join(dir, 'set/a'), { recursive: true });
+    await writeFile(join(dir, 'set/a/1.bin'), '1');
+    await writeFile(join(dir, 'set/a/2.bin'), '2');
+    let marked = 0;
+    const marking = new Namespace(store, { metadataTtlMs: 1000, now: () => now, foreground: (work) => (marked++, work()) });
+    expect((await marking.lookup('/set/a/1.bin')).kind).toBe('file');
+    expect(marked).toBe(1);
+    expect((await marking.list('/set/a')).map((e) => e.name)).toEqual(['1.bin', '2.bin']);
+    const afterList = marked;
+    expect(afterList).toBeGreaterThan(1);
+    expect(await marking.lookup('/set/a/2.bin')).toMatchObject({ kind: 'file' }); // from the listing: no store request
+    const walked: string[] = [];
+    for await (const file of marking.walkFiles('/set')) walked.push(file.path);
+    expect(walked.sort()).toEqual(['/set/a/1.bin', '/set/a/2.bin']);
+    expect(marked).toBe(afterList);
+  });
+
   it('coalesces concurrent lookups of one path', async () => {
     await writeFile(join(dir, 'same'), 'x');
     let heads = 0;

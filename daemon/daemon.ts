@@ -75,10 +75,10 @@ export class Daemon {
       await prepareMountPoint(config.mountPoint, logger);
       await mkdir(config.stateDir, { recursive: true });
       let fs: Filesystem | undefined;
-      const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes) });
+      const scheduler = new FetchScheduler();
+      const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes), foreground: scheduler.foreground });
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
-      const scheduler = new FetchScheduler();
       const peerSecret = process.env.STRATA_PEER_SECRET ?? '';
       const peers = config.peers ? await openPeerNode({ peers: config.peers, peerTimeoutMs: config.peerTimeoutMs, secret: peerSecret, apiToken: process.env.STRATA_TOKEN }, logger.child({ component: 'p2p' })) : undefined;
       if (peers) cleanups.push(() => peers.close());

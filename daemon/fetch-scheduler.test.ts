@@ -5,7 +5,7 @@ const ref = { storeId: 's', key: 'k', etag: 'e', size: 1 };
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe('FetchScheduler', () => {
-  it('admits 32 background fetches when idle, 4 while a foreground fetch is in flight', async () => {
+  it('admits 32 background fetches when idle, 2 while a foreground fetch is in flight', async () => {
     const scheduler = new FetchScheduler();
     const pending: Array<{ key: string; done: () => void }> = [];
     const inFlight = (key: string) => pending.filter((p) => p.key === key).length;
@@ -23,7 +23,7 @@ describe('FetchScheduler', () => {
     const busyBatch = Promise.all(Array.from({ length: 20 }, () => fetch({ ...ref, key: 'busy' }, 0, 1, undefined, true)));
     await tick();
     expect(inFlight('fg')).toBe(1);
-    expect(inFlight('busy')).toBe(4);
+    expect(inFlight('busy')).toBe(2);
     pending.find((p) => p.key === 'fg')!.done();
     await foreground;
     await new Promise((r) => setTimeout(r, 250)); // past the foreground linger
@@ -42,5 +42,41 @@ describe('FetchScheduler', () => {
       await tick();
     }
     await busyBatch;
+  });
+
+  it('throttles background fetches while other foreground work (a lookup) runs, and for the linger after', async () => {
+    const scheduler = new FetchScheduler();
+    const pending: Array<() => void> = [];
+    const fetch = scheduler.wrap(() => new Promise<Buffer>((resolve) => pending.push(() => resolve(Buffer.alloc(0)))));
+    let finishLookup!: (value: string) => void;
+    const lookup = scheduler.foreground(() => new Promise<string>((resolve) => (finishLookup = resolve)));
+    const batch = Promise.all(Array.from({ length: 10 }, () => fetch(ref, 0, 1, undefined, true)));
+    await tick();
+    expect(pending).toHaveLength(2);
+    finishLookup('found');
+    expect(await lookup).toBe('found');
+    pending.shift()!();
+    await tick();
+    await tick();
+    expect(pending).toHaveLength(2); // still within the linger: one out, one in
+    await new Promise((r) => setTimeout(r, 250));
+    expect(pending).toHaveLength(9);
+    while (pending.length > 0) {
+      pending.shift()!();
+      await tick();
+    }
+    await batch;
+  });
+
+  it('passes a foreground failure through and still re-admits background work', async () => {
+    const scheduler = new FetchScheduler();
+    await expect(scheduler.foreground(() => Promise.reject(new Error('store down')))).rejects.toThrow('store down');
+    const pending: Array<() => void> = [];
+    const fetch = scheduler.wrap(() => new Promise<Buffer>((resolve) => pending.push(() => resolve(Buffer.alloc(0)))));
+    const batch = Promise.all(Array.from({ length: 5 }, () => fetch(ref, 0, 1, undefined, true)));
+    await new Promise((r) => setTimeout(r, 250));
+    expect(pending).toHaveLength(5);
+    pending.splice(0).forEach((done) => done());
+    await batch;
   });
 });

@@ -1,4 +1,4 @@
-import { Namespace } from '../cache/namespace.js';
+import { Namespace, type NamespaceConfig } from '../cache/namespace.js';
 import { MountRoutes } from '../fuse/index.js';
 import { openStore, type ObjectStore } from '../store/index.js';
 import type { Link } from '../sync/index.js';
@@ -30,11 +30,14 @@ export class LinkRuntime {
   readonly #logger: Logger;
   readonly #metadataTtlMs: number;
   readonly #onRoutes: (routes: MountRoutes) => void;
+  readonly #foreground: NamespaceConfig['foreground'];
 
-  constructor(options: { logger: Logger; metadataTtlMs: number; onRoutes: (routes: MountRoutes) => void }) {
+  /** `foreground` marks the store requests of lookups as work a reader waits on (FetchScheduler.foreground). */
+  constructor(options: { logger: Logger; metadataTtlMs: number; onRoutes: (routes: MountRoutes) => void; foreground?: NamespaceConfig['foreground'] }) {
     this.#logger = options.logger;
     this.#metadataTtlMs = options.metadataTtlMs;
     this.#onRoutes = options.onRoutes;
+    this.#foreground = options.foreground;
   }
 
   /** Opens the link's store and checks it (bucket exists, credentials work) before it appears. */
@@ -42,7 +45,7 @@ export class LinkRuntime {
     if (options.check) await this.check(link);
     const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
     const storeId = storeIdOf(store.url, link.endpoint);
-    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId }) };
+    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId, ...(this.#foreground ? { foreground: this.#foreground } : {}) }) };
     const previous = this.#links.get(link.name);
     this.#links.set(link.name, live);
     this.#stores.set(storeId, store);
