@@ -1,12 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { StrataError } from '../errors/index.js';
-import { runMount, runServe } from './mount-command.js';
-import { runJobs } from './jobs-command.js';
-import { runLinks } from './links-command.js';
-import { runParams } from './params-command.js';
-import { runStatus } from './status-command.js';
-import { runWarmup } from './warmup-command.js';
-import { runDistribute } from './distribute-command.js';
 import { COMMANDS, helpText } from './help.js';
 
 export class UsageError extends StrataError<'USAGE'> {}
@@ -36,23 +29,25 @@ export async function main(argv: readonly string[]): Promise<number> {
       return EXIT.ok;
     }
     const { values, positionals } = parseCommandLine(command, spec.options, rest);
+    // Each command's module is loaded when it runs: the API clients (warmup, links, jobs...)
+    // then start without loading the daemon, its SDK and its addons (0.55 s -> 0.2 s here).
     switch (command) {
       case 'mount':
-        return await runMount(values, positionals);
+        return await (await import('./mount-command.js')).runMount(values, positionals);
       case 'serve':
-        return await runServe(values, positionals);
+        return await (await import('./mount-command.js')).runServe(values, positionals);
       case 'status':
-        return await runStatus(values);
+        return await (await import('./status-command.js')).runStatus(values);
       case 'links':
-        return await runLinks(values, positionals);
+        return await (await import('./links-command.js')).runLinks(values, positionals);
       case 'jobs':
-        return await runJobs(values, positionals);
+        return await (await import('./jobs-command.js')).runJobs(values, positionals);
       case 'params':
-        return await runParams(positionals[0] ?? '', values, positionals.slice(1));
+        return await (await import('./params-command.js')).runParams(positionals[0] ?? '', values, positionals.slice(1));
       case 'warmup':
-        return await runWarmup(values, positionals);
+        return await (await import('./warmup-command.js')).runWarmup(values, positionals);
       case 'distribute':
-        return await runDistribute(values, positionals);
+        return await (await import('./distribute-command.js')).runDistribute(values, positionals);
       default:
         throw new UsageError('USAGE', `"${command}" is not available yet`);
     }
