@@ -304,6 +304,14 @@ export class BlockCache implements ObjectReader {
     };
   }
 
+  /**
+   * Resolves once the write-throughs and demotions in progress now have finished (later ones
+   * are not waited for): a prefetch job is done when its blocks are in the persistent tiers.
+   */
+  async writesSettled(): Promise<void> {
+    await Promise.allSettled([...this.#background]);
+  }
+
   /** Waits for write-through in progress, then closes the tiers. Reads after close fail. */
   async close(): Promise<void> {
     if (this.#closed) return;

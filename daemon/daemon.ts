@@ -131,7 +131,13 @@ export class Daemon {
           jobs.submit(
             options.kind ?? 'prefetch',
             prefetchJob(
-              { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize, warmBlock: (ref, index, tier) => cache.warmBlock(ref, index, tier) },
+              {
+                routes: () => links.routes(),
+                reader: cache,
+                blockSize: cache.config.blockSize,
+                warmBlock: (ref, index, tier) => cache.warmBlock(ref, index, tier),
+                writesSettled: () => cache.writesSettled(),
+              },
               {
                 paths,
                 ...(options.tier ? { tier: options.tier } : {}),

@@ -19,6 +19,12 @@ export interface PrefetchSource {
    * each block through `reader` and cannot honour `tier`.
    */
   readonly warmBlock?: (ref: ObjectRef, index: number, tier: TierName | undefined) => Promise<{ bytes: number; placed: boolean }>;
+  /**
+   * Resolves once the cache's write-through in progress has finished (BlockCache.writesSettled):
+   * the job ends after it, so its files are in the persistent tiers, not only in DRAM, when it
+   * reports done.
+   */
+  readonly writesSettled?: () => Promise<void>;
 }
 
 export interface PrefetchOptions {
@@ -99,10 +105,20 @@ export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): J
       }
     };
     await Promise.all([walker, ...Array.from({ length: options.parallelFiles ?? DEFAULT_PARALLEL_FILES }, worker)]);
+    if (source.writesSettled && !progress.signal.aborted) await untilAborted(source.writesSettled(), progress.signal);
     if (refused.blocks > 0 && !progress.signal.aborted) {
       throw new CacheError('CACHE_TIER_IO', `${refused.blocks} blocks could not be written to the ${options.tier ?? 'dram'} tier (full of pinned blocks, too small, or failing); the others are there`);
     }
   };
+}
+
+/** `work`, or less if `signal` aborts first (a cancelled job does not wait for the write-through). */
+function untilAborted(work: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => resolve();
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** Warms every block of one file; answers how many blocks the target tier refused. */

@@ -69,6 +69,23 @@ describe('block cache tiers through a real mount', () => {
     });
   }
 
+  it('a warmup without --tier ends once its blocks are written through to NVMe: a SIGKILL right after loses none', async () => {
+    const args = ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state-warm-through'), '--dram', '32MiB', '--memory', '64MiB', '--nvme', `${join(work, 'nvme-through')}:64MiB`, '--log-level', 'warn'];
+    let daemon = await startMount(`s3://${bucket}`, mnt, args);
+    try {
+      const warm = await runStrata(['warmup', `${mnt}/models`, '--api', apiUrlOf(daemon)]);
+      expect(warm.code).toBe(0);
+      expect(warm.stdout).toMatch(/warmup done: 1\/1 files/);
+      await daemon.stop('SIGKILL');
+      daemon = await startMount(`s3://${bucket}`, mnt, args);
+      await dropPageCache();
+      expect((await sh(`sha256sum ${mnt}/models/model.bin`)).split(' ')[0]).toBe(sum(model));
+      expect(await storeBytes(apiUrlOf(daemon))).toBe(0);
+    } finally {
+      await daemon.stop();
+    }
+  });
+
   it('warmup --tier nvme puts every block in NVMe before it ends, without filling DRAM', async () => {
     const args = ['--endpoint', testS3().endpoint, '--state-dir', join(work, 'state-warm-nvme'), '--dram', '8MiB', '--memory', '24MiB', '--nvme', `${join(work, 'nvme-warm')}:64MiB`, '--log-level', 'warn'];
     const daemon = await startMount(`s3://${bucket}`, mnt, args);
