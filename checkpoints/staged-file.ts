@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
+import { WritePathError } from './write-path-error.js';
 
 /**
  * Writes at the end are gathered in memory up to this size before one `pwrite`: FUSE delivers
@@ -158,7 +159,7 @@ export class StagedFile {
     await this.flush();
     await this.#backgroundSync;
     this.#unsynced = 0;
-    await this.#handle.datasync();
+    await this.#datasync();
     this.#throwFailure();
   }
 
@@ -209,7 +210,7 @@ export class StagedFile {
 
   #startBackgroundSync(): void {
     this.#unsynced = 0;
-    this.#backgroundSync = this.#handle.datasync().then(
+    this.#backgroundSync = this.#datasync().then(
       () => {
         this.#backgroundSync = undefined;
       },
@@ -226,9 +227,30 @@ export class StagedFile {
 
   async #writeAll(data: Buffer, position: number): Promise<void> {
     let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.#handle.write(data, done, data.length - done, position + done);
-      done += bytesWritten;
+    try {
+      while (done < data.length) {
+        const { bytesWritten } = await this.#handle.write(data, done, data.length - done, position + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw this.#fullOr(err);
     }
+  }
+
+  async #datasync(): Promise<void> {
+    await this.#handle.datasync().catch((err: unknown) => {
+      throw this.#fullOr(err);
+    });
+  }
+
+  /**
+   * A full (or over-quota) staging file system as CHECKPOINT_STAGING_FULL, which the FUSE edge
+   * answers with ENOSPC: the writer learns it is out of space, not that a disk failed. A write
+   * behind the writer fails the same way at the next write, flush or close.
+   */
+  #fullOr(err: unknown): unknown {
+    const code = (err as { code?: string }).code;
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') return err;
+    return new WritePathError('CHECKPOINT_STAGING_FULL', `no space left for ${this.path} in the staging folder (${code})`, { cause: err });
   }
 }

@@ -122,6 +122,23 @@ describe('writes through the mount (checkpoint path) over Ceph RGW', () => {
     expect((await stored(client, bucket, 'ckpt/dup.bin'))?.toString()).toBe('a'.repeat(1000) + 'b'.repeat(1000));
   });
 
+  it('answers ENOSPC, not EIO, when the staging file system fills before the staging limit does', async () => {
+    // A 4 MiB tmpfs as the state folder, with a staging limit far above it.
+    const state = join(work, 'small-state');
+    const smallMnt = join(work, 'small-mnt');
+    await sh(`mkdir -p ${state} ${smallMnt} && mount -t tmpfs -o size=4m tmpfs ${state}`);
+    const small = await startMount(`s3://${bucket}/small`, smallMnt, ['--endpoint', testS3().endpoint, '--state-dir', state, '--staging', '64MiB', '--log-level', 'warn']);
+    try {
+      const dd = await shResult(`dd if=/dev/urandom of=${smallMnt}/big.bin bs=1M count=16 2>&1`);
+      expect(dd.code).not.toBe(0);
+      expect(dd.stdout).toMatch(/No space left on device/);
+      expect(dd.stdout).not.toMatch(/Input\/output error/);
+    } finally {
+      await small.stop();
+      await sh(`umount ${state}`);
+    }
+  });
+
   it('loses no closed file when the daemon is killed right after close', async () => {
     const body = randomBytes(24 * MiB);
     await writeFile(join(work, 'ckpt.bin'), body);
