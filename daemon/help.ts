@@ -67,8 +67,8 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optionHelp: [['--mount DIR', 'the mount point (an empty folder)'], ['(others)', 'as for strata mount']],
   },
   links: {
-    usage: 'strata links ls|add|rm|sync [NAME PATH STORE-URL] [options]',
-    summary: 'List, add, remove or sync bucket links of a running `strata serve`.',
+    usage: 'strata links ls|add|set|rm|sync [NAME PATH STORE-URL] [options]',
+    summary: 'List, add, change, remove or sync bucket links of a running `strata serve`.',
     options: {
       ...apiOption,
       json: { type: 'boolean' },
@@ -84,6 +84,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     },
     optionHelp: [
       ['add NAME PATH STORE-URL', 'link s3://bucket/prefix (or file:///dir) at PATH inside the mount'],
+      ['set NAME [options]', 'change a link\'s policies (the options below; name, path and store stay)'],
       ['rm NAME [--force]', 'remove a link (refused while it has pending uploads, unless --force)'],
       ['sync NAME', 'revalidate the link against the store; eager links refetch what changed'],
       ['--import lazy|eager', 'lazy loads on first read; eager prefetches matching objects'],

@@ -90,6 +90,26 @@ describe('strata serve: links, prefetch, events and the admin API over a real mo
     expect(listed.stdout).toMatch(/imagenet\s+\/datasets\/imagenet\s+s3:\/\//);
   });
 
+  it('changes a link with strata links set, keeping what it does not name, and refuses bad changes', async () => {
+    const include = await runStrata(['links', 'set', 'imagenet', '--include', 'train/**', '--on-event', 'preload', '--api', base]);
+    expect(include.stderr).toBe('');
+    expect(include.stdout).toBe('updated link "imagenet": import lazy, export async\n');
+    const mode = await runStrata(['links', 'set', 'imagenet', '--export', 'sync', '--json', '--api', base]);
+    expect(JSON.parse(mode.stdout)).toMatchObject({ name: 'imagenet', import: { mode: 'lazy', include: ['train/**'], onEvent: 'preload' }, export: { mode: 'sync' } });
+    const bad = await runStrata(['links', 'set', 'imagenet', '--import', 'sometimes', '--api', base]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/^strata: .*import/);
+    const nothing = await runStrata(['links', 'set', 'imagenet', '--api', base]);
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toMatch(/needs an option to change/);
+    const missing = await runStrata(['links', 'set', 'nope', '--export', 'none', '--api', base]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/nope/);
+    // Back as the later tests expect it.
+    const back = await api(base, 'PATCH', '/v1/links/imagenet', { import: { mode: 'lazy' }, export: { mode: 'async' } });
+    expect(back.status).toBe(200);
+  });
+
   it('refuses overlapping links and duplicate names with 409', async () => {
     const inside = await api(base, 'POST', '/v1/links', { name: 'inner', path: '/datasets/imagenet/train', store: `s3://${bucket}`, endpoint: testS3().endpoint });
     expect(inside).toMatchObject({ status: 409, body: { code: 'LINK_OVERLAP' } });
