@@ -1,5 +1,8 @@
 import { counter, gauge } from '../telemetry/index.js';
 
+/** Per open WritePath: seconds its oldest queued upload has waited (0 when none waits). */
+export const queuedAges = new Set<() => number>();
+
 /** Prometheus series of the write path (one set per process, shared by every WritePath in it). */
 export const writePathMetrics = {
   committed: counter('strata_uploads_committed_total', 'Files (versions) the write path committed to the store'),
@@ -7,4 +10,7 @@ export const writePathMetrics = {
   failures: counter('strata_upload_failures_total', 'Store calls of the write path that failed and will be retried'),
   stagingUsed: gauge('strata_staging_used_bytes', 'Bytes staged on the local tier, waiting for or in upload'),
   pending: gauge('strata_uploads_pending', 'Files written or released but not yet committed to the store'),
+  oldestAge: gauge('strata_upload_oldest_pending_seconds', 'Seconds the oldest file waiting for the store has waited since it was queued (closed, fsync\'d or renamed); 0 when none waits', [], (g) => {
+    g.set(Math.max(0, ...[...queuedAges].map((age) => age())));
+  }),
 };

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ObjectRef } from '../cache/index.js';
 import { isStrataError } from '../errors/index.js';
 import { openStore } from '../store/index.js';
-import { silentLogger } from '../telemetry/index.js';
+import { metricsRegistry, silentLogger } from '../telemetry/index.js';
 import { ScriptedStore } from './testing/scripted-store.js';
 import { WritePath, type WritePathConfig } from './index.js';
 
@@ -382,6 +382,29 @@ describe('WritePath over the local store', () => {
     r.store.failNext(0);
     await r.writePath.flush();
     expect(await stored(r, 'stuck.bin')).toEqual(Buffer.from('precious'));
+  });
+
+  it('reports the age of the oldest upload waiting for the store, and 0 once it is in', async () => {
+    let now = 1_000_000;
+    const r = await rig({ now: () => now, retryBaseDelayMs: 1, retryMaxDelayMs: 5 });
+    const scrape = async () => {
+      const text = await metricsRegistry.getSingleMetricAsString('strata_upload_oldest_pending_seconds');
+      return Number(/^strata_upload_oldest_pending_seconds (\S+)$/m.exec(text)?.[1]);
+    };
+    expect(r.writePath.oldestQueuedSeconds()).toBe(0);
+    r.store.failNext(1_000_000);
+    const h = await r.writePath.open({ storeId: STORE_ID, key: 'waiting.bin' }, { truncate: true });
+    await r.writePath.write(h, 0, Buffer.from('queued'));
+    now += 5_000; // an open handle is not waiting for the store yet
+    expect(r.writePath.oldestQueuedSeconds()).toBe(0);
+    await r.writePath.release(h);
+    now += 42_000;
+    expect(r.writePath.oldestQueuedSeconds()).toBe(42);
+    expect(await scrape()).toBeGreaterThanOrEqual(42);
+    r.store.failNext(0);
+    await r.writePath.flush();
+    expect(r.writePath.oldestQueuedSeconds()).toBe(0);
+    expect(await scrape()).toBe(0);
   });
 
   it('when staging is full a write waits for space, then fails with CHECKPOINT_STAGING_FULL', async () => {

@@ -6,7 +6,7 @@ import { isStrataError } from '../errors/index.js';
 import { StoreError, type MultipartUpload, type ObjectStore } from '../store/index.js';
 import { backoffDelay } from './backoff.js';
 import { WritePathError } from './write-path-error.js';
-import { writePathMetrics } from './write-path-metrics.js';
+import { queuedAges, writePathMetrics } from './write-path-metrics.js';
 import { syncDir } from '../durable/index.js';
 import { NewestPins } from './newest-pins.js';
 import { partRange, partsOf } from './part-layout.js';
@@ -90,6 +90,7 @@ export class WritePath {
    * (`flush()` waits for those).
    */
   async recover(): Promise<void> {
+    queuedAges.add(this.oldestQueuedSeconds);
     await mkdir(this.#stagedDir, { recursive: true });
     const journal = await UploadJournal.open(join(this.#config.stagingDir, JOURNAL_DIR), this.#config.logger);
     this.#journal = journal;
@@ -368,6 +369,7 @@ export class WritePath {
    * released, so they are not kept).
    */
   async close(): Promise<void> {
+    queuedAges.delete(this.oldestQueuedSeconds);
     this.#closing = true;
     this.#closed.abort();
     for (const upload of this.#uploads.values()) {
@@ -841,6 +843,13 @@ export class WritePath {
   }
 
   /** Uploads that still stand for a file: not cancelled, not committed. */
+  /** Seconds the oldest upload waiting for the store has waited since it was queued (0: none waits). */
+  readonly oldestQueuedSeconds = (): number => {
+    let oldest = Infinity;
+    for (const upload of this.#live()) if (upload.released && upload.order[0] < oldest) oldest = upload.order[0];
+    return Number.isFinite(oldest) ? Math.max(0, (this.#config.now() - oldest) / 1000) : 0;
+  };
+
   #live(): PendingUpload[] {
     return [...this.#uploads.values()].filter((u) => !u.cancelled && !u.settled && !u.gone);
   }

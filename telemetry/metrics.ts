@@ -22,10 +22,17 @@ export function counter<L extends string>(name: string, help: string, labelNames
   return new Counter({ name, help, labelNames: [...labelNames], registers: [metricsRegistry] });
 }
 
-export function gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
+/** A gauge; `collect` (if given) sets it at every scrape, for values that change without an event (ages). */
+export function gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = [], collect?: (gauge: Gauge<L>) => void): Gauge<L> {
   const existing = metricsRegistry.getSingleMetric(name);
   if (existing) return existing as Gauge<L>;
-  return new Gauge({ name, help, labelNames: [...labelNames], registers: [metricsRegistry] });
+  return new Gauge({
+    name,
+    help,
+    labelNames: [...labelNames],
+    registers: [metricsRegistry],
+    ...(collect ? { collect(this: Gauge<L>) { collect(this); } } : {}),
+  });
 }
 
 export function histogram<L extends string>(
