@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, statfs } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { syncDir, TEMP_PREFIX } from '../durable/index.js';
@@ -209,6 +209,8 @@ export class ParamsService {
       const { header } = current.table;
       if (delta.dim !== header.dim) throw new ParamsError('PARAMS_BAD_DELTA', `delta has dim ${delta.dim}, table ${name} has dim ${header.dim}`);
       const placement = this.#placementOf(current.entry);
+      // The new version is written beside the old one on the same tier: at most the old file plus the upserts.
+      await this.#requireRoom(placement, (await stat(this.#pathOf(current.entry))).size + delta.records.length, name);
       const { version, file, temp } = await this.#nextVersion(name, placement.dir);
       const writer = new TableWriter(temp, { dim: header.dim, shards: header.shardCount, seed: header.seed, maxRecords: header.keyCount + delta.upserts });
       try {
@@ -225,6 +227,8 @@ export class ParamsService {
       } catch (err) {
         writer.abort();
         await rm(temp, { force: true });
+        const code = (err as { code?: string }).code;
+        if (code === 'ENOSPC' || code === 'EDQUOT') throw new ParamsError('PARAMS_NO_SPACE', `the ${placement.tier} tier filled up while the delta for ${name} was written; the served version is unchanged`, { cause: err });
         throw err;
       }
       const source = `${current.entry.source} + delta`;
@@ -350,6 +354,15 @@ export class ParamsService {
       free.push(`${placement.tier} has ${formatMiB(available)} free`);
     }
     throw new ParamsError('PARAMS_NO_SPACE', `the table is ${formatMiB(bytes)} and no parameter tier has room for it (${free.join(', ')})`);
+  }
+
+  /** PARAMS_NO_SPACE unless `placement` has room for `bytes` more beside its reserve. */
+  async #requireRoom(placement: Placement, bytes: number, name: string): Promise<void> {
+    const fs = await statfs(placement.dir);
+    const available = fs.bavail * fs.bsize;
+    if (bytes + TIER_RESERVE_BYTES > available) {
+      throw new ParamsError('PARAMS_NO_SPACE', `a delta of ${name} needs ${formatMiB(bytes)} on its ${placement.tier} tier beside the served version, which has ${formatMiB(available)} free; the served version is unchanged`);
+    }
   }
 
   /** The lookup threads a table of this entry is served on, if any (started on first need). */

@@ -28,7 +28,8 @@ beforeAll(async () => {
   await mkdir(nvme);
   // 24 MiB: a 2 MB table fits beside the 16 MiB reserve, a 12 MB one does not.
   mountTmpfs(pmem, '24m');
-  mountTmpfs(nvme, '40m');
+  // 44 MiB: the 12 MB table, a 2 MB one, and room to write a delta's new version of the 12 MB one.
+  mountTmpfs(nvme, '44m');
 });
 afterAll(async () => {
   for (const dir of [pmem, nvme]) execFileSync('umount', ['-l', dir]);
@@ -84,6 +85,22 @@ describe('parameter tables on pmem and NVMe', () => {
       expect((await readdir(join(nvme, 'strata-params'))).sort()).toEqual(['big.v2.params', 'small.v2.params']);
     } finally {
       await again.close();
+    }
+  });
+
+  it('refuses a delta its tier has no room for with PARAMS_NO_SPACE, and keeps serving the old version', async () => {
+    const mid = await table('mid', 18_000); // about 5 MB: loads (24 MiB free), but two versions and the reserve do not fit
+    const service = new ParamsService({ dir: join(pmem, 'strata-params-delta'), tier: 'pmem' });
+    try {
+      await service.recover();
+      expect(await service.load('mid', mid.path)).toMatchObject({ tier: 'pmem', version: 1 });
+      await expect(service.applyDelta('mid', encodeDelta(DIM, [], [mid.keys[0]!]))).rejects.toMatchObject({ code: 'PARAMS_NO_SPACE', message: expect.stringMatching(/delta of mid needs .* on its pmem tier/) });
+      expect(service.list().map((t) => [t.name, t.version, t.keys])).toEqual([['mid', 1, 18_000]]);
+      expect(decodeAnswer(await service.mgetAsync('mid', keysBody([mid.keys[0]!])), 1, DIM)).toEqual([vectorOf(mid.keys[0]!, DIM)]);
+      expect((await readdir(join(pmem, 'strata-params-delta'))).sort()).toEqual(['manifest.json', 'mid.v1.params']);
+    } finally {
+      await service.close();
+      await rm(join(pmem, 'strata-params-delta'), { recursive: true, force: true });
     }
   });
 });
