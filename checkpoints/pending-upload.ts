@@ -66,6 +66,13 @@ export class PendingUpload {
 
   readonly finished: Promise<void>;
   readonly #resolveFinished: () => void;
+  /**
+   * Resolves once the store has this version, before the cache has copied its bytes and its
+   * staged file is gone (or when it settles without reaching the store): a sync close waits
+   * for this, not for the cache.
+   */
+  readonly inStore: Promise<void>;
+  readonly #resolveInStore: () => void;
 
   constructor(fields: { id: string; storeId: string; key: string; staged: StagedFile; partSize: number; mtimeMs: number; openSeq: number }) {
     this.id = fields.id;
@@ -78,11 +85,20 @@ export class PendingUpload {
     let resolve!: () => void;
     this.finished = new Promise<void>((r) => (resolve = r));
     this.#resolveFinished = resolve;
+    let stored!: () => void;
+    this.inStore = new Promise<void>((r) => (stored = r));
+    this.#resolveInStore = stored;
   }
 
-  /** Committed or cancelled: resolves `finished`. */
+  /** The store has committed this version: resolves `inStore`. */
+  markInStore(): void {
+    this.#resolveInStore();
+  }
+
+  /** Committed or cancelled: resolves `finished` (and `inStore`). */
   settle(state: 'done' | 'cancelled'): void {
     this.state = state;
+    this.#resolveInStore();
     this.#resolveFinished();
   }
 

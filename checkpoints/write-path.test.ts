@@ -196,6 +196,42 @@ describe('WritePath over the local store', () => {
     expect(await stored(r, 'sync.bin')).toEqual(Buffer.from('sync'));
   });
 
+  it('a sync release returns once the store has the file, while the cache still copies it', async () => {
+    const storeDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-store-'));
+    const stagingDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-staging-'));
+    let adopting!: () => void;
+    const adopted = new Promise<void>((resolve) => (adopting = resolve));
+    let adoptStarted = false;
+    const writePath = new WritePath(
+      { stagingDir, stagingLimitBytes: 64 * MiB, closeMode: 'sync', partSizeBytes: PART, logger: silentLogger(), sleep: instantSleep },
+      () => openStore(`file://${storeDir}`),
+      async () => {
+        adoptStarted = true;
+        await adopted; // a cache slow to take the bytes
+      },
+    );
+    await writePath.recover();
+    try {
+      const h = await writePath.open({ storeId: STORE_ID, key: 'fast.bin' }, { truncate: true });
+      const data = randomBytes(2 * PART + 10);
+      for (let off = 0; off < data.length; off += MiB) await writePath.write(h, off, data.subarray(off, off + MiB));
+      await writePath.release(h);
+      expect(await readFile(join(storeDir, 'fast.bin'))).toEqual(data);
+      expect(adoptStarted).toBe(true);
+      // Until the cache is done the file is still pending, and reads come from its staged bytes.
+      expect(writePath.uploads().map((u) => u.key)).toEqual(['fast.bin']);
+      expect(await writePath.readPending(STORE_ID, 'fast.bin', 0, 10)).toEqual(data.subarray(0, 10));
+      adopting();
+      await writePath.flush();
+      expect(writePath.uploads()).toEqual([]);
+    } finally {
+      adopting();
+      await writePath.close();
+      await rm(storeDir, { recursive: true, force: true });
+      await rm(stagingDir, { recursive: true, force: true });
+    }
+  });
+
   it('fsync waits until the store has the bytes written so far; later writes make a new version', async () => {
     const r = await rig();
     const h = await r.writePath.open({ storeId: STORE_ID, key: 'f.bin' }, { truncate: true });

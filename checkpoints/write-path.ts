@@ -240,7 +240,8 @@ export class WritePath {
       upload.state = 'queued';
       await this.#persist(upload, true);
       this.#startCommit(upload);
-      if (state!.closeMode === 'sync') await this.#withDeadline(upload.finished, upload, () => undefined);
+      // The store has the object once `inStore` resolves; the cache's copy of it goes on behind.
+      if (state!.closeMode === 'sync') await this.#withDeadline(upload.inStore, upload, () => undefined);
     });
     return done;
   }
@@ -647,6 +648,7 @@ export class WritePath {
 
   /** Committed: hand the bytes to the cache, pin, then delete the record and the staged file. */
   async #finish(upload: PendingUpload, ref: ObjectRef): Promise<void> {
+    upload.markInStore();
     await this.#adoptBytes(ref, upload);
     await this.#pins.committed(ref, this.#config.now());
     await this.#discard(upload);
