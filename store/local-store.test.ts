@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -113,5 +113,24 @@ describe('LocalStore specifics', () => {
     const [current] = await store.listParts(upload);
     await store.completeMultipart(upload, [current!]);
     expect((await store.getRange('m', 0, 100)).body.toString()).toBe('second!');
+  });
+
+  it('leaves no half-removed upload behind: a removal a crash cut short is finished by the next store', async () => {
+    const done = await store.createMultipart('done.bin');
+    const part = await store.uploadPart(done, 1, Buffer.from('bytes'));
+    await store.completeMultipart(done, [part]);
+    const aborted = await store.createMultipart('aborted.bin');
+    await store.uploadPart(aborted, 1, Buffer.from('bytes'));
+    await store.abortMultipart(aborted);
+    expect(await readdir(join(dir, '.strata-multipart'))).toEqual([]);
+    // A crash after an upload folder was renamed for removal, before it was deleted.
+    const cut = await store.createMultipart('cut.bin');
+    await store.uploadPart(cut, 1, Buffer.from('bytes'));
+    await rename(join(dir, '.strata-multipart', cut.uploadId), join(dir, '.strata-multipart', `removing-${cut.uploadId}`));
+    const next = new LocalStore(dir);
+    expect(await next.listMultipart('cut.bin')).toEqual([]);
+    expect(await readdir(join(dir, '.strata-multipart'))).toEqual([]);
+    expect(await storeErrorCode(next.listParts(cut))).toBe('STORE_NOT_FOUND');
+    await next.close();
   });
 });

@@ -17,6 +17,12 @@ const FOLDER_ETAG = 'folder';
 /** 12 random bytes: upload ids nobody guesses or reuses by accident. */
 const UPLOAD_ID_BYTES = 12;
 const UPLOAD_ID = /^[0-9a-f]{24}$/;
+/**
+ * An upload folder is renamed to this prefix before it is deleted (complete, abort): a crash
+ * in the middle of the deletion then leaves a folder no call takes for an upload, instead of
+ * half an upload, and the first multipart call of the next LocalStore removes it.
+ */
+const REMOVING_PREFIX = 'removing-';
 /** S3 numbers parts 1 to 10,000; the local store keeps the same limits. */
 const MAX_PART_NUMBER = 10_000;
 /** Chunk of the copy loop that joins parts: big enough for few syscalls, small enough to stay out of the memory budget. */
@@ -48,6 +54,7 @@ interface Candidate {
 export class LocalStore implements ObjectStore {
   readonly url: string;
   readonly #root: string;
+  #swept: Promise<void> | undefined;
 
   /** @param dir absolute path of the store directory (it is not created). */
   constructor(dir: string) {
@@ -246,18 +253,43 @@ export class LocalStore implements ObjectStore {
       const chunk = Buffer.allocUnsafe(JOIN_CHUNK);
       for (const part of ordered) await appendFileTo(handle, join(dir, `part-${part.partNumber}`), chunk);
     });
-    await rm(dir, { recursive: true, force: true });
+    await this.#removeUpload(upload.uploadId);
     return result;
   }
 
   async abortMultipart(upload: MultipartUpload): Promise<void> {
     if (!UPLOAD_ID.test(upload.uploadId)) return; // never created here, so already gone
-    await rm(join(this.#root, MULTIPART_DIR, upload.uploadId), { recursive: true, force: true }).catch((err: unknown) => {
+    await this.#removeUpload(upload.uploadId).catch((err: unknown) => {
       throw ioError(err, upload.key);
     });
   }
 
+  /** Renames the upload's folder out of the way (atomic), then deletes it; see REMOVING_PREFIX. */
+  async #removeUpload(uploadId: string): Promise<void> {
+    await this.#sweepRemovals();
+    const root = join(this.#root, MULTIPART_DIR);
+    const doomed = join(root, `${REMOVING_PREFIX}${uploadId}`);
+    try {
+      await rename(join(root, uploadId), doomed);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    await rm(doomed, { recursive: true, force: true });
+  }
+
+  /** Deletes the upload folders a crash left half-removed; once per LocalStore, on its first multipart call. */
+  #sweepRemovals(): Promise<void> {
+    this.#swept ??= (async () => {
+      const root = join(this.#root, MULTIPART_DIR);
+      const names = await readdir(root).catch(() => [] as string[]);
+      for (const name of names) if (name.startsWith(REMOVING_PREFIX)) await rm(join(root, name), { recursive: true, force: true });
+    })();
+    return this.#swept;
+  }
+
   async listMultipart(key: string): Promise<PendingMultipart[]> {
+    await this.#sweepRemovals();
     const root = join(this.#root, MULTIPART_DIR);
     const found: PendingMultipart[] = [];
     try {
@@ -282,6 +314,7 @@ export class LocalStore implements ObjectStore {
 
   /** The folder of a live upload for this key, or STORE_NOT_FOUND (as S3's NoSuchUpload). */
   async #uploadDir(upload: MultipartUpload): Promise<string> {
+    await this.#sweepRemovals();
     const gone = new StoreError('STORE_NOT_FOUND', `no multipart upload ${upload.uploadId} for ${upload.key} in ${this.url}`);
     if (!UPLOAD_ID.test(upload.uploadId)) throw gone;
     const dir = join(this.#root, MULTIPART_DIR, upload.uploadId);
