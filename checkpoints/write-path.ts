@@ -7,6 +7,7 @@ import { StoreError, type MultipartUpload, type ObjectStore } from '../store/ind
 import { backoffDelay } from './backoff.js';
 import { WritePathError } from './write-path-error.js';
 import { queuedAges, writePathMetrics } from './write-path-metrics.js';
+import { untilAborted } from '../async/until-aborted.js';
 import { syncDir } from '../durable/index.js';
 import { NewestPins } from './newest-pins.js';
 import { partRange, partsOf } from './part-layout.js';
@@ -882,22 +883,4 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };
-}
-
-/**
- * `work`'s value, or `undefined` as soon as `signal` aborts (never rejects because of it). The
- * abort listener is removed once `work` settles, so long-lived signals do not collect listeners.
- */
-async function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) return undefined;
-  let onAbort!: () => void;
-  const abort = new Promise<undefined>((resolve) => {
-    onAbort = () => resolve(undefined);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([work, abort]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
 }

@@ -2,6 +2,7 @@ import picomatch from 'picomatch';
 import type { ObjectRef, ObjectReader } from '../cache/object-reader.js';
 import type { TierName } from '../cache/tier.js';
 import type { MountRoutes } from '../fuse/mount-routes.js';
+import { untilAborted } from '../async/until-aborted.js';
 import { isStrataError } from '../errors/index.js';
 import type { JobBody, JobProgress } from './job-manager.js';
 import { SyncError } from './sync-error.js';
@@ -105,20 +106,12 @@ export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): J
       }
     };
     await Promise.all([walker, ...Array.from({ length: options.parallelFiles ?? DEFAULT_PARALLEL_FILES }, worker)]);
+    // A cancelled job does not wait for the write-through.
     if (source.writesSettled && !progress.signal.aborted) await untilAborted(source.writesSettled(), progress.signal);
     if (refused.blocks > 0 && !progress.signal.aborted) {
       throw new CacheError('CACHE_TIER_IO', `${refused.blocks} blocks could not be written to the ${options.tier ?? 'dram'} tier (full of pinned blocks, too small, or failing); the others are there`);
     }
   };
-}
-
-/** `work`, or less if `signal` aborts first (a cancelled job does not wait for the write-through). */
-function untilAborted(work: Promise<void>, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => resolve();
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 /** Warms every block of one file; answers how many blocks the target tier refused. */
