@@ -348,19 +348,24 @@ export class ParamsService {
     const free: string[] = [];
     for (const placement of candidates) {
       await mkdir(placement.dir, { recursive: true });
-      const fs = await statfs(placement.dir);
-      const available = fs.bavail * fs.bsize;
-      if (bytes + TIER_RESERVE_BYTES <= available) return placement;
+      const { fits, available } = await this.#room(placement, bytes);
+      if (fits) return placement;
       free.push(`${placement.tier} has ${formatMiB(available)} free`);
     }
     throw new ParamsError('PARAMS_NO_SPACE', `the table is ${formatMiB(bytes)} and no parameter tier has room for it (${free.join(', ')})`);
   }
 
-  /** PARAMS_NO_SPACE unless `placement` has room for `bytes` more beside its reserve. */
-  async #requireRoom(placement: Placement, bytes: number, name: string): Promise<void> {
+  /** The free bytes of `placement`'s file system, and whether `bytes` more fit there beside the reserve. */
+  async #room(placement: Placement, bytes: number): Promise<{ fits: boolean; available: number }> {
     const fs = await statfs(placement.dir);
     const available = fs.bavail * fs.bsize;
-    if (bytes + TIER_RESERVE_BYTES > available) {
+    return { fits: bytes + TIER_RESERVE_BYTES <= available, available };
+  }
+
+  /** PARAMS_NO_SPACE unless `placement` has room for `bytes` more beside its reserve. */
+  async #requireRoom(placement: Placement, bytes: number, name: string): Promise<void> {
+    const { fits, available } = await this.#room(placement, bytes);
+    if (!fits) {
       throw new ParamsError('PARAMS_NO_SPACE', `a delta of ${name} needs ${formatMiB(bytes)} on its ${placement.tier} tier beside the served version, which has ${formatMiB(available)} free; the served version is unchanged`);
     }
   }
