@@ -158,7 +158,7 @@ export class SignedGet {
           socket.once('connect', () => clearTimeout(connectTimer));
         }
       });
-      req.setTimeout(this.#options.socketTimeoutMs, () => req.destroy(new GetFailure('TimeoutError', `no answer from ${address.hostname} within ${this.#options.socketTimeoutMs} ms`, undefined, 'ETIMEDOUT')));
+      req.setTimeout(this.#options.socketTimeoutMs, () => req.destroy(networkError('ETIMEDOUT', `no answer from ${address.hostname} within ${this.#options.socketTimeoutMs} ms`)));
       req.once('error', (err) => {
         clearTimeout(connectTimer);
         reject(err);
@@ -191,6 +191,7 @@ function retryable(err: unknown): boolean {
   return code !== undefined && RETRY_NETWORK.has(code);
 }
 
+/** A connection that failed or went silent, as the SDK reports one: a TimeoutError with the errno-style code. */
 function networkError(code: string, message: string): GetFailure {
   return new GetFailure('TimeoutError', message, undefined, code);
 }
