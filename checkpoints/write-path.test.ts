@@ -385,12 +385,48 @@ describe('WritePath over the local store', () => {
     const old = await r.writePath.open({ storeId: STORE_ID, key: 'save.pt' }, { truncate: true });
     await r.writePath.write(old, 0, Buffer.from('old'));
     await r.writePath.release(old);
-    await r.writePath.rename(STORE_ID, 'save.tmp', 'save.pt');
-    expect(await r.writePath.readPending(STORE_ID, 'save.pt', 0, 10)).toEqual(Buffer.from('new'));
+    // Both PUTs are in flight: the rename waits for them (a PUT once sent is never aborted).
+    const renaming = r.writePath.rename(STORE_ID, 'save.tmp', 'save.pt');
     open();
+    expect(await renaming).toBe(true);
     await r.writePath.flush();
-    await new Promise((res) => setTimeout(res, 20));
     expect(await stored(r, 'save.pt')).toEqual(Buffer.from('new'));
+    expect(await stored(r, 'save.tmp')).toBeUndefined();
+  });
+
+  it('rename over a file still open for writing replaces its pending version', async () => {
+    const r = await rig();
+    const tmp = await r.writePath.open({ storeId: STORE_ID, key: 'open.tmp' }, { truncate: true });
+    await r.writePath.write(tmp, 0, Buffer.from('new'));
+    await r.writePath.release(tmp);
+    const old = await r.writePath.open({ storeId: STORE_ID, key: 'open.pt' }, { truncate: true });
+    await r.writePath.write(old, 0, Buffer.from('old'));
+    expect(await r.writePath.rename(STORE_ID, 'open.tmp', 'open.pt')).toBe(true);
+    await r.writePath.release(old); // cancelled by the rename: uploads nothing
+    await r.writePath.flush();
+    expect(await stored(r, 'open.pt')).toEqual(Buffer.from('new'));
+    expect(await stored(r, 'open.tmp')).toBeUndefined();
+  });
+
+  it('an unlink racing a PUT in flight waits for it and leaves nothing in the store', async () => {
+    const r = await rig();
+    const open = r.store.hold('put');
+    const h = await r.writePath.open({ storeId: STORE_ID, key: 'race.bin' }, { truncate: true });
+    await r.writePath.write(h, 0, Buffer.from('bytes'));
+    await r.writePath.release(h);
+    await until(() => r.store.count('put') === 1, 'the PUT in flight');
+    const unlinking = r.writePath.unlink(STORE_ID, 'race.bin');
+    open();
+    await unlinking;
+    await r.writePath.flush();
+    expect(await stored(r, 'race.bin')).toBeUndefined();
+    expect(r.writePath.pending(STORE_ID, 'race.bin')).toBeUndefined();
+  });
+
+  it('rename answers false and changes nothing when there is no file', async () => {
+    const r = await rig();
+    expect(await r.writePath.rename(STORE_ID, 'absent', 'elsewhere')).toBe(false);
+    expect(await stored(r, 'elsewhere')).toBeUndefined();
   });
 
   it('retries with backoff while the store is down, reports attempts, and loses nothing', async () => {

@@ -7,6 +7,7 @@ import { StoreError, type MultipartUpload, type ObjectStore } from '../store/ind
 import { backoffDelay } from './backoff.js';
 import { WritePathError } from './write-path-error.js';
 import { queuedAges, writePathMetrics } from './write-path-metrics.js';
+import { KeyLock } from '../async/key-lock.js';
 import { untilAborted } from '../async/until-aborted.js';
 import { syncDir } from '../durable/index.js';
 import { NewestPins } from './newest-pins.js';
@@ -15,6 +16,7 @@ import { PendingUpload } from './pending-upload.js';
 import { UploadSlots } from './slots.js';
 import { StagedFile } from './staged-file.js';
 import { StagingSpace } from './staging-space.js';
+import { TreeRenames } from './tree-rename.js';
 import { UploadJournal } from './upload-journal.js';
 import type { UploadRecord } from './upload-record.js';
 import { WriteHandle, type AdoptHook, type OpenOptions, type PendingFile, type UploadStatus, type WriteTarget } from './write-handle.js';
@@ -31,6 +33,7 @@ interface HandleState {
 const STAGED_DIR = 'staged';
 const JOURNAL_DIR = 'journal';
 const PINS_FILE = 'pins.json';
+const RENAMES_DIR = 'renames';
 const STAGED_SUFFIX = '.data';
 /**
  * How long after the journaled start of a CreateMultipartUpload the store may have created it:
@@ -60,6 +63,14 @@ export class WritePath {
   readonly #pins: NewestPins;
   readonly #stagedDir: string;
   #journal: UploadJournal | undefined;
+  /**
+   * Orders, per key, the store calls that create or remove an object: a commit's PUT or
+   * CompleteMultipartUpload (with its HEAD), an unlink's DELETE, a rename's copy and delete.
+   * Those calls are never aborted once sent (an aborted PUT may still land in the store after
+   * a later DELETE); an unlink or rename waits for the one in flight instead.
+   */
+  readonly #locks = new KeyLock();
+  readonly #trees: TreeRenames;
   readonly #uploads = new Map<string, PendingUpload>();
   readonly #handles = new Map<WriteHandle, HandleState>();
   /** Store aborts of dropped multipart uploads still retrying. */
@@ -81,6 +92,7 @@ export class WritePath {
     this.#slots = new UploadSlots(this.#config.maxConcurrentParts, this.#config.partSizeBytes);
     this.#stagedDir = join(this.#config.stagingDir, STAGED_DIR);
     this.#pins = new NewestPins(this.#config.keepNewest, this.#config.pins, join(this.#config.stagingDir, PINS_FILE), this.#config.logger);
+    this.#trees = new TreeRenames(join(this.#config.stagingDir, RENAMES_DIR), stores, <T>(storeId: string, keys: readonly string[], work: () => Promise<T>) => this.#locked(storeId, keys, work), this.#config.logger);
   }
 
   /**
@@ -95,6 +107,9 @@ export class WritePath {
     await mkdir(this.#stagedDir, { recursive: true });
     const journal = await UploadJournal.open(join(this.#config.stagingDir, JOURNAL_DIR), this.#config.logger);
     this.#journal = journal;
+    // Folder renames a crash interrupted are finished first, and uploads journaled under their
+    // old folder move with them (tree-rename.ts has the argument).
+    await this.#trees.recover();
     const records = (await journal.list()).sort((a, b) => a.order[0] - b.order[0] || a.order[1] - b.order[1]);
     const keep = new Set<string>();
     const journaled = new Set(records.flatMap((r) => (r.uploadId ? [r.uploadId] : [])));
@@ -160,6 +175,20 @@ export class WritePath {
       this.#dispatchParts(upload, false);
       return data.length;
     });
+  }
+
+  /**
+   * Bytes [offset, offset + length) of the file as written through `handle` so far (fewer at its
+   * end; zeros where nothing was written), in order with the handle's writes: an O_RDWR
+   * descriptor reads what it wrote a moment ago.
+   */
+  read(handle: WriteHandle, offset: number, length: number): Promise<Buffer> {
+    return this.#serial(handle, (upload) => upload.staged.read(offset, length));
+  }
+
+  /** The size of the file as written through `handle` so far (for fstat of an unlinked file). */
+  sizeOf(handle: WriteHandle): number | undefined {
+    return this.#handles.get(handle)?.upload.staged.size;
   }
 
   /** Sets the file's size (cut or zero-extended). Any change of size falls back to whole-file upload. */
@@ -280,11 +309,80 @@ export class WritePath {
   }
 
   /**
-   * Cancels every pending version of `key`: nothing more of it reaches the store, and its
-   * multipart upload is aborted. An open handle keeps accepting writes, which are dropped
-   * at release. Does not delete a committed object: the caller does that afterwards.
+   * Removes `key`: every pending version is cancelled (nothing more of it reaches the store, its
+   * multipart upload is aborted) and the object is deleted from the store, after any commit of
+   * the key already sent has landed, so an unlink always wins over the upload it races. An open
+   * handle keeps accepting writes, which are dropped at release.
    */
   async unlink(storeId: string, key: string): Promise<void> {
+    await this.#locked(storeId, [key], async () => {
+      await this.#cancel(storeId, key);
+      await this.#stores(storeId).delete(key);
+    });
+  }
+
+  /**
+   * Moves the file at `fromKey` to `toKey`, as rename(2) does: what was at `toKey` is replaced
+   * (its pending versions cancelled), the committed object is copied and deleted in the store,
+   * and pending versions (open ones included) move with it: their uploads restart under the new
+   * key from the staged bytes and commit after the copy. Ordered with every commit of either
+   * key (see #locks). Answers `false`, changing nothing, when there is no file at `fromKey`.
+   */
+  async rename(storeId: string, fromKey: string, toKey: string): Promise<boolean> {
+    if (fromKey === toKey) return true;
+    const moved = await this.#locked(storeId, [fromKey, toKey], () => this.#renameLocked(storeId, fromKey, toKey));
+    return moved === true;
+  }
+
+  /**
+   * Moves a folder: every object under `fromPrefix` (folder markers included) and every pending
+   * file. The caller has checked that nothing but an empty folder is at `toPrefix`. See
+   * tree-rename.ts for the order and what a crash or a store failure leaves.
+   */
+  async renameTree(storeId: string, fromPrefix: string, toPrefix: string): Promise<void> {
+    await this.#trees.run(storeId, fromPrefix, toPrefix, async () => {
+      for (const pending of this.pendingUnder(storeId, fromPrefix)) {
+        await this.rename(storeId, pending.key, `${toPrefix}${pending.key.slice(fromPrefix.length)}`);
+      }
+    });
+  }
+
+  async #renameLocked(storeId: string, fromKey: string, toKey: string): Promise<boolean> {
+    const movers = this.#live().filter((u) => u.storeId === storeId && u.key === fromKey);
+    for (const upload of movers) await this.#interrupt(upload);
+    let rekeyed = false;
+    try {
+      const store = this.#stores(storeId);
+      // Asked after the interrupts: a commit that landed meanwhile is in the store now.
+      const committed = await store.head(fromKey);
+      const pending = movers.filter((u) => !u.settled);
+      if (!committed && pending.length === 0) return false;
+      await this.#cancel(storeId, toKey);
+      if (committed) {
+        await store.copy(fromKey, toKey);
+        await store.delete(fromKey);
+      }
+      rekeyed = true;
+      for (const upload of pending) {
+        upload.key = toKey;
+        if (upload.released) upload.order = this.#nextOrder();
+        await this.#persist(upload);
+      }
+      await this.#pins.forget(storeId, fromKey);
+      return true;
+    } finally {
+      // Restarted whatever happened: under the new key, or the old one if the move failed.
+      for (const upload of movers) {
+        if (upload.settled || (!rekeyed && upload.cancelled)) continue;
+        if (upload.released) this.#startCommit(upload);
+        else this.#dispatchParts(upload, false);
+      }
+      this.#notify();
+    }
+  }
+
+  /** Cancels every pending version of `key` (the caller holds its lock). */
+  async #cancel(storeId: string, key: string): Promise<void> {
     const victims = this.#live().filter((u) => u.storeId === storeId && u.key === key);
     for (const upload of victims) {
       upload.cancelled = true;
@@ -295,37 +393,6 @@ export class WritePath {
       upload.settle('cancelled');
     }
     await this.#pins.forget(storeId, key);
-    this.#notify();
-  }
-
-  /**
-   * Moves every pending version of `fromKey` to `toKey`: its multipart upload restarts under
-   * the new key from the staged bytes, and it commits after anything already at `toKey`.
-   * As rename(2) replaces its target, pending versions of `toKey` are cancelled first (as by
-   * `unlink`). A version whose commit under `fromKey` was already under way when this was
-   * called is moved in the store (copy to `toKey`, delete `fromKey`) before the others
-   * restart, so no bytes are lost to the race. An older committed object at `fromKey` is the
-   * caller's to move.
-   */
-  async rename(storeId: string, fromKey: string, toKey: string): Promise<void> {
-    if (fromKey === toKey) return;
-    await this.unlink(storeId, toKey);
-    const movers = this.#live().filter((u) => u.storeId === storeId && u.key === fromKey);
-    for (const upload of movers) await this.#interrupt(upload);
-    if (movers.some((u) => u.state === 'done')) {
-      const store = this.#stores(storeId);
-      await store.copy(fromKey, toKey);
-      await store.delete(fromKey);
-    }
-    for (const upload of movers) {
-      if (upload.settled) continue;
-      upload.key = toKey;
-      if (upload.released) upload.order = this.#nextOrder();
-      await this.#persist(upload);
-      if (upload.released) this.#startCommit(upload);
-      else this.#dispatchParts(upload, false);
-    }
-    await this.#pins.forget(storeId, fromKey);
     this.#notify();
   }
 
@@ -568,48 +635,64 @@ export class WritePath {
       upload.recovered = false;
     }
     upload.state = 'uploading';
-    let etag: string;
+    const key = upload.key;
+    // The call that makes the object, and the HEAD that confirms it, hold the key's lock and
+    // are not aborted once sent: see #locks. `undefined` when interrupted before it was sent.
+    const create = (send: () => Promise<string>): Promise<string | undefined> =>
+      this.#locked(upload.storeId, [key], async () => {
+        if (signal.aborted || upload.cancelled || upload.key !== key) return undefined;
+        return this.#confirm(store, key, size, await send());
+      }, signal);
     if (size < upload.partSize) {
       if (upload.multipart) this.#dropMultipart(upload);
-      const put = await this.#slots.run(size, async (buffer) => {
+      return this.#slots.run(size, async (buffer) => {
         const body = await upload.staged.readInto(buffer, 0);
-        return signal.aborted ? undefined : store.put(upload.key, body, { signal });
+        return create(async () => (await store.put(key, body)).etag);
       });
-      if (!put) return undefined;
-      etag = put.etag;
-    } else {
-      for (;;) {
-        this.#dispatchParts(upload, true);
-        if (upload.inflight.size === 0) break;
-        await untilAborted(Promise.all(upload.inflight.values()), signal);
-        if (signal.aborted) return undefined;
-      }
-      const parts = partsOf(upload.partSize, size).map((range) => upload.parts.get(range.partNumber));
-      const multipart = upload.multipart;
-      if (!multipart || parts.some((p) => !p)) throw new StoreError('STORE_IO', `parts of ${upload.key} are missing after upload`);
-      upload.state = 'committing';
-      upload.recordState = 'committing';
-      await this.#persist(upload);
+    }
+    for (;;) {
+      this.#dispatchParts(upload, true);
+      if (upload.inflight.size === 0) break;
+      await untilAborted(Promise.all(upload.inflight.values()), signal);
+      if (signal.aborted) return undefined;
+    }
+    const parts = partsOf(upload.partSize, size).map((range) => upload.parts.get(range.partNumber));
+    const multipart = upload.multipart;
+    if (!multipart || parts.some((p) => !p)) throw new StoreError('STORE_IO', `parts of ${upload.key} are missing after upload`);
+    upload.state = 'committing';
+    upload.recordState = 'committing';
+    await this.#persist(upload);
+    return create(async () => {
       try {
-        etag = (await store.completeMultipart(multipart, parts.map((p) => p!))).etag;
+        return (await store.completeMultipart(multipart, parts.map((p) => p!))).etag;
       } catch (err) {
         if (!isStrataError(err, 'STORE_NOT_FOUND')) throw err;
         // Gone: completed by an earlier attempt whose answer was lost, or dropped by the store.
-        const head = await store.head(upload.key);
+        const head = await store.head(key);
         if (head && head.size === size) return head.etag;
         upload.recordState = 'closed';
         this.#dropMultipart(upload);
         throw err;
       }
-    }
-    // The store must have it before the staged bytes go. The commit's own ETag names our
-    // version; HEAD's only stands in when the store answered none.
-    const head = await store.head(upload.key);
-    if (!head) throw new StoreError('STORE_IO', `${upload.key} is missing right after it was committed`);
+    });
+  }
+
+  /**
+   * The store must have the object before the staged bytes go. The commit's own ETag names our
+   * version; HEAD's only stands in when the store answered none.
+   */
+  async #confirm(store: ObjectStore, key: string, size: number, etag: string): Promise<string> {
+    const head = await store.head(key);
+    if (!head) throw new StoreError('STORE_IO', `${key} is missing right after it was committed`);
     if (head.size !== size || (etag && head.etag !== etag)) {
-      this.#config.logger.warn({ key: upload.key, size, storeSize: head.size }, 'the object changed in the store right after this upload; another writer won');
+      this.#config.logger.warn({ key, size, storeSize: head.size }, 'the object changed in the store right after this upload; another writer won');
     }
     return etag || head.etag;
+  }
+
+  /** Runs `work` holding the locks of `keys` in `storeId`; `undefined` if `signal` aborts first. */
+  #locked<T>(storeId: string, keys: readonly string[], work: () => Promise<T>, signal?: AbortSignal): Promise<T | undefined> {
+    return this.#locks.with(keys.map((k) => `${storeId}\0${k}`), work, signal);
   }
 
   /**
@@ -775,6 +858,15 @@ export class WritePath {
     upload.order = record.order;
     upload.multipart = record.uploadId ? { key: record.key, uploadId: record.uploadId } : undefined;
     for (const part of record.parts) upload.parts.set(part.partNumber, part);
+    const key = this.#trees.moved(record.storeId, record.key);
+    if (key !== record.key) {
+      // Its folder was renamed before the crash: it commits under the new name, from the start.
+      upload.key = key;
+      upload.recovered = false;
+      upload.recordState = 'closed';
+      this.#dropMultipart(upload);
+      await this.#persist(upload);
+    }
     upload.reserved = staged.size;
     this.#space.claim(staged.size);
     this.#uploads.set(upload.id, upload);

@@ -31,6 +31,8 @@ export const ERROR_CATALOGUE = {
   FS_INVALID_ARGUMENT: { http: 400, summary: 'An argument is out of range (negative offset, bad flags).' },
   FS_EXISTS: { http: 409, summary: 'Something already exists at that path.' },
   FS_NOT_EMPTY: { http: 409, summary: 'The folder is not empty.' },
+  FS_CROSS_DEVICE: { http: 400, summary: 'A rename between two links; copy the file instead (mv does so by itself).' },
+  FS_NOT_PERMITTED: { http: 403, summary: 'The operation is not permitted on this file system (hard links).' },
 
   // Mounting
   MOUNT_POINT_MISSING: { http: 400, summary: 'The mount point does not exist.' },

@@ -96,6 +96,8 @@ export class Filesystem {
   /** Writers that have written or truncated since they were opened. */
   readonly #dirty = new Set<number>();
   readonly #mountedAt = new Date();
+  /** Hidden names of files unlinked while open (see `hide`), to the path they were opened as. */
+  readonly #hidden = new Map<string, string>();
   #nextHandle = 1;
 
   constructor(config: FilesystemConfig) {
@@ -113,6 +115,8 @@ export class Filesystem {
   }
 
   async getattr(path: string): Promise<FileStat> {
+    const hidden = this.#hidden.get(path);
+    if (hidden !== undefined) return this.#statOf(FILE_MODE, this.#openSize(hidden), new Date(), 0);
     const route = this.#route(path);
     if (route.kind === 'virtual') return this.#stat({ kind: 'dir' });
     const staged = this.#staged(route);
@@ -200,47 +204,66 @@ export class Filesystem {
     if (file.kind === 'flushed' && file.route.link.storeId) await this.#writes!.flush({ storeId: file.route.link.storeId, key: innerKey(file.route.innerPath) });
   }
 
+  /**
+   * Removes a file: its pending versions are cancelled and the object deleted, after any upload
+   * of it already sent has landed (the unlink always wins). Open handles keep their state.
+   */
   async unlink(path: string): Promise<void> {
-    const { route, link, store, storeId } = this.#writable(path);
-    const key = innerKey(route.innerPath);
-    const entry = await link.namespace.lookup(route.innerPath).catch(() => undefined);
-    if (entry?.kind === 'dir') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
-    const staged = this.#staged(route);
-    if (!entry && !staged) throw new FsError('FS_NOT_FOUND', `no such file: ${path}`);
-    await this.#writes!.unlink(storeId, key);
-    if (entry) await store.delete(key);
-    link.namespace.invalidate(route.innerPath);
+    if (this.#hidden.delete(path)) return;
+    const { route, link, storeId } = this.#writable(path);
+    const kind = await this.#kindOf(route);
+    if (kind === 'dir') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
+    if (!kind) throw new FsError('FS_NOT_FOUND', `no such file: ${path}`);
+    try {
+      await this.#writes!.unlink(storeId, innerKey(route.innerPath));
+    } finally {
+      link.namespace.invalidate(route.innerPath);
+    }
   }
 
-  /** Renames a file, or a folder by copying its objects (the store has no rename). */
+  /**
+   * libfuse 2 keeps a file that is unlinked while open by renaming it to a hidden name
+   * (`.fuse_hidden…`) and unlinking that at the last close. Here the file is unlinked at once (it
+   * leaves the store, its pending uploads are cancelled) and `alias` answers `stat` and `unlink`
+   * until then; the open handles go on reading and writing what they opened.
+   */
+  async hide(path: string, alias: string): Promise<void> {
+    await this.unlink(path);
+    this.#hidden.set(alias, path);
+  }
+
+  /**
+   * Renames a file or a folder, as rename(2) does: a file replaces a file, a folder replaces an
+   * empty folder (ENOTEMPTY otherwise); a folder never replaces a file (ENOTDIR) nor the other
+   * way round (EISDIR). The store has no rename: objects are copied and deleted, in the order
+   * checkpoints/tree-rename.ts documents for folders.
+   */
   async rename(from: string, to: string): Promise<void> {
     const source = this.#writable(from);
     const target = this.#writable(to);
-    if (source.link !== target.link) throw new FsError('FS_NOT_SUPPORTED', `cannot move ${from} to another link (${to}); copy it instead`);
-    const { link, store, storeId } = source;
+    if (source.link !== target.link) throw new FsError('FS_CROSS_DEVICE', `cannot move ${from} to another link (${to}); copy it instead`);
+    const { link, storeId } = source;
     const fromKey = innerKey(source.route.innerPath);
     const toKey = innerKey(target.route.innerPath);
-    const entry = await link.namespace.lookup(source.route.innerPath).catch(() => undefined);
-    const staged = this.#staged(source.route);
-    if (!entry && !staged) throw new FsError('FS_NOT_FOUND', `no such file or folder: ${from}`);
-    if (entry?.kind === 'dir') {
-      for await (const file of link.namespace.walkFiles(source.route.innerPath)) {
-        const rest = file.ref.key.slice(fromKey.length);
-        await store.copy(file.ref.key, `${toKey}${rest}`);
-        await store.delete(file.ref.key);
+    if (fromKey === toKey) return;
+    const [sourceKind, targetKind] = await Promise.all([this.#kindOf(source.route), this.#kindOf(target.route)]);
+    if (!sourceKind) throw new FsError('FS_NOT_FOUND', `no such file or folder: ${from}`);
+    try {
+      if (sourceKind === 'dir') {
+        if (targetKind === 'file') throw new FsError('FS_NOT_A_DIRECTORY', `${to} is a file; a folder cannot replace it`);
+        if (toKey.startsWith(`${fromKey}/`)) throw new FsError('FS_INVALID_ARGUMENT', `cannot move ${from} into itself (${to})`);
+        if (targetKind === 'dir' && !(await this.#isEmptyFolder(target.route))) throw new FsError('FS_NOT_EMPTY', `folder ${to} is not empty`);
+        await this.#writes!.renameTree(storeId, `${fromKey}/`, `${toKey}/`);
+      } else {
+        if (targetKind === 'dir') throw new FsError('FS_IS_A_DIRECTORY', `${to} is a folder; a file cannot replace it`);
+        if (!(await this.#writes!.rename(storeId, fromKey, toKey))) throw new FsError('FS_NOT_FOUND', `no such file: ${from}`);
       }
-      for (const pending of this.#writes!.pendingUnder(storeId, `${fromKey}/`)) await this.#writes!.rename(storeId, pending.key, `${toKey}${pending.key.slice(fromKey.length)}`);
-      await store.delete(`${fromKey}/`);
-    } else {
-      if (staged) await this.#writes!.rename(storeId, fromKey, toKey);
-      else await this.#writes!.unlink(storeId, toKey);
-      if (entry) {
-        if (!staged) await store.copy(fromKey, toKey);
-        await store.delete(fromKey);
-      }
+    } finally {
+      // A folder rename changes every path below it: forget them all.
+      if (sourceKind === 'dir') link.namespace.invalidateAll();
+      link.namespace.invalidate(source.route.innerPath);
+      link.namespace.invalidate(target.route.innerPath);
     }
-    link.namespace.invalidate(source.route.innerPath);
-    link.namespace.invalidate(target.route.innerPath);
   }
 
   /** A folder is a marker object `key/` in the store (what S3 consoles and tools create). */
@@ -256,9 +279,7 @@ export class Filesystem {
     const { route, link, store } = this.#writable(path);
     const entry = await link.namespace.lookup(route.innerPath);
     if (entry.kind !== 'dir') throw new FsError('FS_NOT_A_DIRECTORY', `not a folder: ${path}`);
-    if (this.#stagedUnder(route).length > 0 || (await link.namespace.list(route.innerPath)).length > 0) {
-      throw new FsError('FS_NOT_EMPTY', `folder ${path} is not empty`);
-    }
+    if (!(await this.#isEmptyFolder(route))) throw new FsError('FS_NOT_EMPTY', `folder ${path} is not empty`);
     await store.delete(`${innerKey(route.innerPath)}/`);
     link.namespace.invalidate(route.innerPath);
   }
@@ -272,9 +293,12 @@ export class Filesystem {
     const file = this.#handles.get(handle);
     if (!file) throw new FsError('FS_BAD_HANDLE', `file handle ${handle} is not open`);
     if (offset < 0 || length < 0) throw new FsError('FS_INVALID_ARGUMENT', `negative offset or length for ${file.path}`);
-    if (file.kind === 'write' || file.kind === 'flushed') throw new FsError('FS_BAD_HANDLE', `${file.path} is open for writing only; open it again to read`);
-    if (file.kind === 'staged') {
-      const bytes = await this.#writes?.readPending(file.storeId, file.key, offset, length);
+    // The kernel sends reads only for descriptors opened for reading: a writer here is O_RDWR.
+    if (file.kind === 'write') return this.#writes!.read(file.writer, offset, length);
+    if (file.kind === 'staged' || file.kind === 'flushed') {
+      const storeId = file.route.link.storeId!;
+      const key = innerKey(file.route.innerPath);
+      const bytes = await this.#writes?.readPending(storeId, key, offset, length);
       if (bytes) return bytes;
       // Committed meanwhile: read the stored object.
       file.route.link.namespace.invalidate(file.route.innerPath);
@@ -411,6 +435,32 @@ export class Filesystem {
     if (file.kind === 'flushed') throw new FsError('FS_BAD_HANDLE', `${file.path} was closed; it takes no more writes`);
     if (file.kind !== 'write') throw new FsError('FS_BAD_HANDLE', `${file.path} is open for reading only`);
     return file;
+  }
+
+  /** A file, a folder, or nothing at `route` (files and folders still being uploaded count). */
+  async #kindOf(route: LinkRoute): Promise<'file' | 'dir' | undefined> {
+    if (this.#staged(route)) return 'file';
+    try {
+      return (await route.link.namespace.lookup(route.innerPath)).kind;
+    } catch (err) {
+      if (!isStrataError(err, 'FS_NOT_FOUND')) throw err;
+      return this.#stagedUnder(route).length > 0 ? 'dir' : undefined;
+    }
+  }
+
+  /** Asks the store itself (never a cached listing) whether anything is under the folder. */
+  async #isEmptyFolder(route: LinkRoute): Promise<boolean> {
+    if (this.#stagedUnder(route).length > 0) return false;
+    const prefix = innerKey(route.innerPath, true);
+    const page = await route.link.store!.list(prefix, { maxKeys: 2 });
+    return page.objects.every((o) => o.key === prefix);
+  }
+
+  /** Size of a file unlinked while open, from one of its open writers (0 for readers). */
+  #openSize(path: string): number {
+    for (const file of this.#handles.values()) if (file.kind === 'write' && file.path === path) return this.#writes!.sizeOf(file.writer) ?? 0;
+    for (const file of this.#handles.values()) if (file.kind === 'read' && file.path === path) return file.session.ref.size;
+    return 0;
   }
 
   /** The link of `path` if it takes writes; else FS_READ_ONLY. */

@@ -10,7 +10,9 @@ export type FsErrorCode =
   | 'FS_BAD_HANDLE'
   | 'FS_INVALID_ARGUMENT'
   | 'FS_EXISTS'
-  | 'FS_NOT_EMPTY';
+  | 'FS_NOT_EMPTY'
+  | 'FS_CROSS_DEVICE'
+  | 'FS_NOT_PERMITTED';
 
 /** A file system call that cannot be carried out; `fuse/errno.ts` turns it into an errno. */
 export class FsError extends StrataError<FsErrorCode> {}

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { StrataError, isStrataError } from '../errors/index.js';
 import { counter, histogram, type Logger } from '../telemetry/index.js';
@@ -29,6 +29,8 @@ const OPERATION_TIMEOUT_MS = 120_000;
 const DEFAULT_MAX_READ = 128 * 1024;
 const KERNEL_METADATA_SECONDS = 1;
 const MAX_WRITE_BYTES = 1024 * 1024;
+/** libfuse 2's name for a file unlinked while open (its `hide_file`), unless `hard_remove` is set. */
+const LIBFUSE_HIDDEN_PREFIX = '.fuse_hidden';
 
 const opSeconds = histogram('strata_fuse_operation_seconds', 'Latency of FUSE operations', ['op'], [
   0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
@@ -216,12 +218,16 @@ function operations(fs: Filesystem, logger: Logger): Record<string, (...args: ne
     },
     truncate: (path: string, size: number, cb: FuseCallback) => serve('truncate', path, logger, cb, () => fs.truncate(path, size), ok),
     ftruncate: (path: string, handle: number, size: number, cb: FuseCallback) => serve('truncate', path, logger, cb, () => fs.truncate(path, size, handle), ok),
-    fsync: (path: string, handle: number, _datasync: boolean, cb: FuseCallback) => serve('fsync', path, logger, cb, () => fs.fsync(handle), ok),
+    // fuse-native passes (path, datasync, handle): see its index.js `_op_fsync`. fdatasync
+    // arrives here too (datasync = 1) and waits for the store the same way.
+    fsync: (path: string, _datasync: number, handle: number, cb: FuseCallback) => serve('fsync', path, logger, cb, () => fs.fsync(handle), ok),
     flush: (path: string, handle: number, cb: FuseCallback) => serve('flush', path, logger, cb, () => fs.flush(handle), ok),
     release: (path: string, handle: number, cb: FuseCallback) => serve('release', path, logger, cb, () => fs.release(handle), ok),
     statfs: (path: string, cb: FuseCallback) => serve('statfs', path, logger, cb, () => fs.statfs(), (s) => [s]),
     unlink: (path: string, cb: FuseCallback) => serve('unlink', path, logger, cb, () => fs.unlink(path), ok),
-    rename: (from: string, to: string, cb: FuseCallback) => serve('rename', from, logger, cb, () => fs.rename(from, to), ok),
+    // libfuse 2 renames a file unlinked while open to `.fuse_hidden…` (see Filesystem.hide).
+    rename: (from: string, to: string, cb: FuseCallback) =>
+      serve('rename', from, logger, cb, () => (basename(to).startsWith(LIBFUSE_HIDDEN_PREFIX) ? fs.hide(from, to) : fs.rename(from, to)), ok),
     mkdir: (path: string, _mode: number, cb: FuseCallback) => serve('mkdir', path, logger, cb, () => fs.mkdir(path), ok),
     rmdir: (path: string, cb: FuseCallback) => serve('rmdir', path, logger, cb, () => fs.rmdir(path), ok),
     // Objects have no owner, mode or times to set: accepted and ignored, so cp -p, tar -x and
