@@ -4,7 +4,8 @@ import type { ObjectStore } from './object-store.js';
 import { S3Store } from './s3-store.js';
 import { parseStoreUrl } from './url.js';
 
-export type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
+export type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
+export { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, metaFromHeaders, metaToHeaders, type ObjectMeta } from './object-meta.js';
 export { StoreError, type StoreErrorCode } from './errors.js';
 export { parseStoreUrl, type StoreLocation } from './url.js';
 

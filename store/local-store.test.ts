@@ -80,12 +80,16 @@ describe('LocalStore specifics', () => {
     expect((await stat(join(dir, 'empty'))).isDirectory()).toBe(true);
   });
 
-  it('follows symbolic links and skips dangling ones', async () => {
+  it('shows symbolic links as links: their target as bytes, dangling ones included', async () => {
     await writeFile(join(dir, 'target'), 'hello');
     await symlink(join(dir, 'target'), join(dir, 'link'));
-    await symlink(join(dir, 'nowhere'), join(dir, 'dangling'));
-    expect((await store.list('')).objects.map((o) => o.key)).toEqual(['link', 'target']);
-    expect((await store.getRange('link', 0, 5)).body.toString()).toBe('hello');
+    await symlink('nowhere', join(dir, 'dangling'));
+    expect((await store.list('')).objects.map((o) => o.key)).toEqual(['dangling', 'link', 'target']);
+    const link = (await store.head('link'))!;
+    expect(link.meta?.mode).toBe(0o120777);
+    expect((await store.getRange('link', 0, link.size)).body.toString()).toBe(join(dir, 'target'));
+    expect((await store.getRange('dangling', 0, 100)).body.toString()).toBe('nowhere');
+    expect((await store.getRange('target', 0, 5)).body.toString()).toBe('hello');
   });
 
   it('changes the ETag when a file is rewritten in place with another size', async () => {

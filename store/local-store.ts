@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { BigIntStats, Dirent } from 'node:fs';
-import { copyFile, mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { chmod, chown, copyFile, lchown, lstat, lutimes, mkdir, open, readdir, readFile, readlink, rename, rm, rmdir, stat, symlink, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StoreError } from './errors.js';
-import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, UploadedPart } from './object-store.js';
+import type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
+import { S_IFLNK, S_IFMT, isSymlinkMeta, type ObjectMeta } from './object-meta.js';
 
 /** Folder of multipart uploads in progress, at the top of the store directory; never listed. */
 const MULTIPART_DIR = '.strata-multipart';
@@ -27,6 +29,8 @@ const REMOVING_PREFIX = 'removing-';
 const MAX_PART_NUMBER = 10_000;
 /** Chunk of the copy loop that joins parts: big enough for few syscalls, small enough to stay out of the memory budget. */
 const JOIN_CHUNK = 1024 * 1024;
+/** Attributes of a multipart upload, applied to the object at completion. */
+const META_FILE = 'meta.json';
 
 /** A name read from a directory, with the key it sorts by (folders end in `/`, as their keys do). */
 interface Candidate {
@@ -50,6 +54,10 @@ interface Candidate {
  * - The ETag is derived from the file's inode, size and modification time (ns), so it
  *   changes whenever the file does; `getRange` checks it before and after reading.
  * - Listings are in UTF-8 byte order, like S3; the token is the last key of the previous page.
+ * - Object attributes (object-meta.ts) are the file's own: its mode, owner and modification
+ *   time, reported by `head` and by listings (they cost nothing extra here). A symbolic link
+ *   to a folder is that folder; any other symbolic link (a dangling one too) is an object
+ *   whose bytes are its target, with an `S_IFLNK` mode.
  */
 export class LocalStore implements ObjectStore {
   readonly url: string;
@@ -78,13 +86,18 @@ export class LocalStore implements ObjectStore {
     if (path === undefined) return undefined;
     let info: BigIntStats;
     try {
-      info = await stat(path, { bigint: true });
+      info = await lstat(path, { bigint: true });
+      if (info.isSymbolicLink()) {
+        // A link to a folder is that folder (listed as one); any other link is a link object.
+        const target = await stat(path, { bigint: true }).catch(() => undefined);
+        if (key.endsWith('/') || target?.isDirectory()) info = target ?? info;
+      }
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw ioError(err, key);
     }
     if (key.endsWith('/')) return info.isDirectory() ? { key, size: 0, etag: FOLDER_ETAG, lastModified: mtimeOf(info) } : undefined;
-    return info.isFile() ? objectInfo(key, info) : undefined;
+    return info.isFile() || info.isSymbolicLink() ? objectInfo(key, info) : undefined;
   }
 
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
@@ -112,9 +125,10 @@ export class LocalStore implements ObjectStore {
     if (key.endsWith('/')) return this.#markerRange(key, start, options);
     let handle: FileHandle;
     try {
-      handle = await open(path, 'r');
+      handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     } catch (err) {
       if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'EISDIR') throw this.#notFound(key);
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') return this.#linkRange(key, path, start, length, options);
       throw ioError(err, key);
     }
     try {
@@ -146,7 +160,7 @@ export class LocalStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Buffer | Readable): Promise<{ etag: string }> {
+  async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
     const path = this.#writePath(key);
     if (key.endsWith('/')) {
       await mkdir(path, { recursive: true }).catch((err: unknown) => {
@@ -154,13 +168,15 @@ export class LocalStore implements ObjectStore {
       });
       return { etag: FOLDER_ETAG };
     }
-    return this.#writeAtomically(path, key, async (handle) => {
-      if (Buffer.isBuffer(body)) {
-        await handle.writeFile(body);
-        return;
-      }
+    if (isSymlinkMeta(options.meta)) {
+      const target = Buffer.isBuffer(body) ? body : await readAll(body as AsyncIterable<Buffer | string>);
+      return this.#linkAtomically(path, key, target.toString('utf8'), options.meta!);
+    }
+    return this.#writeAtomically(path, key, async (handle, temp) => {
+      if (Buffer.isBuffer(body)) await handle.writeFile(body);
       // One chunk at a time: the stream's own buffering is the only memory used.
-      for await (const chunk of body as AsyncIterable<Buffer | string>) await handle.write(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+      else for await (const chunk of body as AsyncIterable<Buffer | string>) await handle.write(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+      await applyMeta(temp, options.meta);
     });
   }
 
@@ -178,21 +194,38 @@ export class LocalStore implements ObjectStore {
     }
   }
 
-  async copy(fromKey: string, toKey: string): Promise<{ etag: string }> {
+  async copy(fromKey: string, toKey: string, options: CopyOptions = {}): Promise<{ etag: string }> {
     const from = this.#readPath(fromKey);
     const source = from === undefined ? undefined : await this.head(fromKey);
     if (from === undefined || !source) throw this.#notFound(fromKey);
     if (fromKey.endsWith('/')) return this.put(toKey, Buffer.alloc(0));
+    const meta = options.meta ?? source.meta;
+    if (isSymlinkMeta(source.meta) || isSymlinkMeta(meta)) {
+      const target = (await this.getRange(fromKey, 0, source.size)).body;
+      return this.#linkAtomically(this.#writePath(toKey), toKey, target.toString('utf8'), { ...meta, mode: S_IFLNK | 0o777 });
+    }
+    if (fromKey === toKey) {
+      // Attributes only: applied in place (the ETag follows the file's ctime-free identity, so
+      // only a changed mtime changes it, as a metadata-only copy changes it in S3).
+      await applyMeta(from, options.meta).catch((err: unknown) => {
+        throw ioError(err, toKey);
+      });
+      return { etag: etagOf(await stat(from, { bigint: true })) };
+    }
     // copyFile opens the temporary file again with O_TRUNC: same inode, so the handle's fsync covers it.
-    return this.#writeAtomically(this.#writePath(toKey), toKey, (_handle, temp) => copyFile(from, temp));
+    return this.#writeAtomically(this.#writePath(toKey), toKey, async (_handle, temp) => {
+      await copyFile(from, temp);
+      await applyMeta(temp, { ...meta, mtime: options.meta?.mtime });
+    });
   }
 
-  async createMultipart(key: string): Promise<MultipartUpload> {
+  async createMultipart(key: string, options: { readonly meta?: ObjectMeta } = {}): Promise<MultipartUpload> {
     this.#writePath(key); // refuse a key that cannot be completed, now rather than at the end
     const uploadId = randomBytes(UPLOAD_ID_BYTES).toString('hex');
     const dir = join(this.#root, MULTIPART_DIR, uploadId);
     try {
       await mkdir(dir, { recursive: true });
+      if (options.meta) await writeFile(join(dir, META_FILE), JSON.stringify(options.meta));
       await writeFile(join(dir, 'key'), key);
     } catch (err) {
       throw ioError(err, key);
@@ -249,9 +282,11 @@ export class LocalStore implements ObjectStore {
       if (!info) throw new StoreError('STORE_IO', `part ${part.partNumber} of the upload of ${upload.key} was never uploaded`);
       if (etagOf(info) !== part.etag) throw new StoreError('STORE_PRECONDITION_FAILED', `part ${part.partNumber} of the upload of ${upload.key} is not the one listed (ETag ${etagOf(info)}, expected ${part.etag})`);
     }
-    const result = await this.#writeAtomically(this.#writePath(upload.key), upload.key, async (handle) => {
+    const meta = await readFile(join(dir, META_FILE), 'utf8').then((text) => JSON.parse(text) as ObjectMeta, () => undefined);
+    const result = await this.#writeAtomically(this.#writePath(upload.key), upload.key, async (handle, temp) => {
       const chunk = Buffer.allocUnsafe(JOIN_CHUNK);
       for (const part of ordered) await appendFileTo(handle, join(dir, `part-${part.partNumber}`), chunk);
+      await applyMeta(temp, meta);
     });
     await this.#removeUpload(upload.uploadId);
     return result;
@@ -321,6 +356,41 @@ export class LocalStore implements ObjectStore {
     const key = await readFile(join(dir, 'key'), 'utf8').catch(() => undefined);
     if (key !== upload.key) throw gone;
     return dir;
+  }
+
+  /** Bytes of a symbolic link's object: its target. */
+  async #linkRange(key: string, path: string, start: number, length: number, options: GetRangeOptions): Promise<GetRangeResult> {
+    let info: BigIntStats;
+    let target: Buffer;
+    try {
+      info = await lstat(path, { bigint: true });
+      target = Buffer.from(await readlink(path), 'utf8');
+    } catch (err) {
+      if (isMissing(err)) throw this.#notFound(key);
+      throw ioError(err, key);
+    }
+    const etag = etagOf(info);
+    if (options.ifMatch !== undefined && options.ifMatch !== etag) throw new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url}`);
+    if (start > target.length) throw new StoreError('STORE_INVALID_RANGE', `range start ${start} is past the end of ${key} (${target.length} bytes)`);
+    return { body: target.subarray(start, start + length), etag, size: target.length };
+  }
+
+  /** Makes `path` a symbolic link to `target` atomically (a temporary link renamed over it). */
+  async #linkAtomically(path: string, key: string, target: string, meta: ObjectMeta): Promise<{ etag: string }> {
+    const folder = dirname(path);
+    const temp = join(folder, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    try {
+      await mkdir(folder, { recursive: true });
+      await symlink(target, temp);
+      if (meta.uid !== undefined || meta.gid !== undefined) await lchown(temp, meta.uid ?? -1, meta.gid ?? -1);
+      if (meta.mtime !== undefined) await lutimes(temp, meta.mtime, meta.mtime);
+      await rename(temp, path);
+      await syncFolder(folder);
+      return { etag: etagOf(await lstat(path, { bigint: true })) };
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw ioError(err, key);
+    }
   }
 
   /** Writes a temporary file through `fill`, fsyncs it, renames it over `path`, fsyncs the folder. */
@@ -415,9 +485,9 @@ export class LocalStore implements ObjectStore {
       if (!name.startsWith(namePrefix) || isReservedName(name, base === '')) continue;
       let folder = dirent.isDirectory();
       if (dirent.isSymbolicLink()) {
+        // A link to a folder is that folder; any other link (dangling ones too) is a link object.
         const target = await stat(join(path, name)).catch(() => undefined);
-        if (!target) continue; // a dangling link is no object
-        folder = target.isDirectory();
+        folder = target?.isDirectory() ?? false;
       } else if (!folder && !dirent.isFile()) {
         continue; // sockets, fifos, devices are not objects
       }
@@ -472,7 +542,22 @@ function startsWith(whole: Buffer, start: Buffer): boolean {
 }
 
 function objectInfo(key: string, info: BigIntStats): ObjectInfo {
-  return { key, size: Number(info.size), etag: etagOf(info), lastModified: mtimeOf(info) };
+  const meta: ObjectMeta = { mode: Number(info.mode), uid: Number(info.uid), gid: Number(info.gid) };
+  return { key, size: Number(info.size), etag: etagOf(info), lastModified: mtimeOf(info), meta };
+}
+
+/** Sets a file's mode bits, owner and modification time from `meta` (what it leaves out stays). */
+async function applyMeta(path: string, meta: ObjectMeta | undefined): Promise<void> {
+  if (!meta) return;
+  if (meta.mode !== undefined && (meta.mode & S_IFMT) !== S_IFLNK) await chmod(path, meta.mode & 0o7777);
+  if (meta.uid !== undefined || meta.gid !== undefined) await chown(path, meta.uid ?? -1, meta.gid ?? -1);
+  if (meta.mtime !== undefined) await utimes(path, meta.mtime, meta.mtime);
+}
+
+async function readAll(body: AsyncIterable<Buffer | string>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  return Buffer.concat(chunks);
 }
 
 function etagOf(info: { ino: bigint; size: bigint; mtimeNs: bigint }): string {

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { ObjectMeta } from './object-meta.js';
 
 /** Metadata of one object, as HEAD or LIST reports it. */
 export interface ObjectInfo {
@@ -11,6 +12,11 @@ export interface ObjectInfo {
    */
   readonly etag: string;
   readonly lastModified: Date;
+  /**
+   * POSIX attributes stored with the object (object-meta.ts). Only `head` reports them (an S3
+   * listing carries no user metadata); absent when the object has none.
+   */
+  readonly meta?: ObjectMeta;
 }
 
 /** One page of a listing with a delimiter. */
@@ -61,6 +67,13 @@ export interface GetRangeResult {
 
 export interface PutOptions {
   readonly signal?: AbortSignal;
+  /** Attributes stored with the object. A symbolic link (`S_IFLNK` mode) holds its target as its bytes. */
+  readonly meta?: ObjectMeta;
+}
+
+export interface CopyOptions {
+  /** Replace the object's attributes with these; without it the copy keeps the source's. */
+  readonly meta?: ObjectMeta;
 }
 
 /** A multipart upload in progress. Parts are numbered from 1 as in S3. */
@@ -123,10 +136,14 @@ export interface ObjectStore {
   /** Deletes one object; succeeds when it is already missing. */
   delete(key: string): Promise<void>;
 
-  /** Copies an object within the store (server side where the backend can). */
-  copy(fromKey: string, toKey: string): Promise<{ etag: string }>;
+  /**
+   * Copies an object within the store (server side where the backend can), with its attributes
+   * unless `options.meta` replaces them. `fromKey === toKey` with `meta` changes attributes only.
+   */
+  copy(fromKey: string, toKey: string, options?: CopyOptions): Promise<{ etag: string }>;
 
-  createMultipart(key: string): Promise<MultipartUpload>;
+  /** Starts a multipart upload; the completed object carries `options.meta`. */
+  createMultipart(key: string, options?: { readonly meta?: ObjectMeta }): Promise<MultipartUpload>;
   /** Uploads part `partNumber` (1-based). Every part but the last must be at least 5 MiB on S3. */
   uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart>;
   /** The parts the store holds for an upload, in part-number order. */

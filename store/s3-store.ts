@@ -24,7 +24,8 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
 import { objectAddress, SignedGet } from './s3-get.js';
-import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
+import type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
+import { metaFromHeaders, metaToHeaders, type ObjectMeta } from './object-meta.js';
 
 export interface S3StoreConfig {
   readonly bucket: string;
@@ -158,7 +159,8 @@ export class S3Store implements ObjectStore {
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
-      return { key, size: out.ContentLength ?? 0, etag: stripQuotes(out.ETag), lastModified: out.LastModified ?? new Date(0) };
+      const meta = metaFromHeaders(out.Metadata);
+      return { key, size: out.ContentLength ?? 0, etag: stripQuotes(out.ETag), lastModified: out.LastModified ?? new Date(0), ...(meta ? { meta } : {}) };
     } catch (err) {
       const mapped = this.#error(err, key);
       if (mapped.code === 'STORE_NOT_FOUND') return undefined;
@@ -239,12 +241,12 @@ export class S3Store implements ObjectStore {
   async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
     try {
       if (Buffer.isBuffer(body)) {
-        const command = new PutObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key, Body: body });
+        const command = new PutObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key, Body: body, Metadata: metaToHeaders(options.meta) });
         await signWithPayloadHash(command, body);
         const out = await this.#client.send(command, options.signal ? { abortSignal: options.signal } : {});
         return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(key)) };
       }
-      const upload = new Upload({ client: this.#client, params: { Bucket: this.#bucket, Key: this.#prefix + key, Body: body } });
+      const upload = new Upload({ client: this.#client, params: { Bucket: this.#bucket, Key: this.#prefix + key, Body: body, Metadata: metaToHeaders(options.meta) } });
       options.signal?.addEventListener('abort', () => void upload.abort(), { once: true });
       const out = await upload.done();
       return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(key)) };
@@ -262,19 +264,20 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async copy(fromKey: string, toKey: string): Promise<{ etag: string }> {
+  async copy(fromKey: string, toKey: string, options: CopyOptions = {}): Promise<{ etag: string }> {
     try {
       const source = `${this.#bucket}/${(this.#prefix + fromKey).split('/').map(encodeURIComponent).join('/')}`;
-      const out = await this.#client.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + toKey, CopySource: source }));
+      const replace = options.meta ? { MetadataDirective: 'REPLACE' as const, Metadata: metaToHeaders(options.meta) ?? {} } : {};
+      const out = await this.#client.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + toKey, CopySource: source, ...replace }));
       return { etag: stripQuotes(out.CopyObjectResult?.ETag) || (await this.#etagAfterWrite(toKey)) };
     } catch (err) {
       throw this.#error(err, fromKey);
     }
   }
 
-  async createMultipart(key: string): Promise<MultipartUpload> {
+  async createMultipart(key: string, options: { readonly meta?: ObjectMeta } = {}): Promise<MultipartUpload> {
     try {
-      const out = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+      const out = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#prefix + key, Metadata: metaToHeaders(options.meta) }));
       return { key, uploadId: out.UploadId! };
     } catch (err) {
       throw this.#error(err, key);

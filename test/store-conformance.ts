@@ -302,6 +302,32 @@ export function describeObjectStore(name: string, makeStore: () => Promise<Objec
       expect(await store.head('dst/x.bin')).toBeUndefined();
     });
 
+    it('keeps POSIX attributes (s3fs names) through put, copy, multipart and a metadata-only copy', async () => {
+      const meta = { mode: 0o100640, uid: 1234, gid: 4321, mtime: 1_600_000_000 };
+      await store.put('attrs/a.txt', Buffer.from('abc'), { meta });
+      const stored = (await store.head('attrs/a.txt'))!;
+      expect(stored.meta).toMatchObject({ mode: meta.mode, uid: meta.uid, gid: meta.gid });
+      // A backend whose objects have a modification time of their own (a file) reports it there.
+      expect(stored.meta?.mtime ?? stored.lastModified.getTime() / 1000).toBe(meta.mtime);
+      await store.copy('attrs/a.txt', 'attrs/b.txt');
+      expect((await store.head('attrs/b.txt'))?.meta).toMatchObject({ mode: meta.mode, uid: meta.uid, gid: meta.gid });
+      await store.copy('attrs/a.txt', 'attrs/a.txt', { meta: { ...meta, mode: 0o100600 } });
+      expect((await store.head('attrs/a.txt'))?.meta).toMatchObject({ mode: 0o100600, uid: 1234 });
+      expect((await store.getRange('attrs/a.txt', 0, 3)).body.toString()).toBe('abc');
+      const upload = await store.createMultipart('attrs/m.bin', { meta: { mode: 0o100700 } });
+      const part = await store.uploadPart(upload, 1, Buffer.from('parts'));
+      await store.completeMultipart(upload, [part]);
+      expect((await store.head('attrs/m.bin'))?.meta?.mode).toBe(0o100700);
+      // A symbolic link is an object whose bytes are its target.
+      await store.put('attrs/latest', Buffer.from('a.txt'), { meta: { mode: 0o120777 } });
+      const link = await store.head('attrs/latest');
+      expect(link?.meta?.mode).toBe(0o120777);
+      expect(link?.size).toBe(5);
+      expect((await store.getRange('attrs/latest', 0, 5)).body.toString()).toBe('a.txt');
+      await store.copy('attrs/latest', 'attrs/newest');
+      expect((await store.head('attrs/newest'))?.meta?.mode).toBe(0o120777);
+    });
+
     it('writes an object from a stream', async () => {
       // More than one S3 part, so backends that split streams do.
       const chunks = Array.from({ length: 13 }, () => randomBytes(512 * 1024));

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { StoreError, type GetRangeOptions, type ListOptions, type MultipartUpload, type ObjectStore, type PutOptions, type UploadedPart } from '../../store/index.js';
+import { StoreError, type CopyOptions, type GetRangeOptions, type ListOptions, type MultipartUpload, type ObjectMeta, type ObjectStore, type PutOptions, type UploadedPart } from '../../store/index.js';
 
 type Method = 'head' | 'put' | 'createMultipart' | 'uploadPart' | 'listParts' | 'completeMultipart' | 'abortMultipart' | 'listMultipart' | 'getRange';
 
@@ -86,12 +86,12 @@ export class ScriptedStore implements ObjectStore {
   delete(key: string) {
     return this.#inner.delete(key);
   }
-  copy(fromKey: string, toKey: string) {
-    return this.#inner.copy(fromKey, toKey);
+  copy(fromKey: string, toKey: string, options?: CopyOptions) {
+    return this.#inner.copy(fromKey, toKey, options);
   }
-  async createMultipart(key: string) {
+  async createMultipart(key: string, options?: { readonly meta?: ObjectMeta }) {
     await this.#enter('createMultipart');
-    return this.#inner.createMultipart(key);
+    return this.#inner.createMultipart(key, options);
   }
   async uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart> {
     await this.#enter('uploadPart');
