@@ -1,10 +1,17 @@
-import type { ObjectInfo, ObjectStore } from '../store/index.js';
+import { LRUCache } from 'lru-cache';
+import type { ObjectInfo, ObjectMeta, ObjectStore } from '../store/index.js';
 import type { ObjectRef } from './object-reader.js';
 import { NamespaceError } from './namespace-error.js';
 
 /** What a path in the mount is. */
 export type NamespaceEntry =
-  | { readonly kind: 'file'; readonly ref: ObjectRef; readonly lastModified: Date }
+  | {
+      readonly kind: 'file';
+      readonly ref: ObjectRef;
+      readonly lastModified: Date;
+      /** POSIX attributes stored with the object, when known (a HEAD saw them; listings carry none). */
+      readonly meta?: ObjectMeta;
+    }
   | { readonly kind: 'dir' };
 
 export interface DirectoryEntry {
@@ -28,6 +35,12 @@ export interface NamespaceConfig {
   readonly foreground?: <T>(work: () => Promise<T>) => Promise<T>;
   /** Injected clock (milliseconds), so TTL behaviour is testable without waiting. */
   readonly now?: () => number;
+  /**
+   * Look up the attributes of files seen only in a listing with a HEAD, once per object
+   * version (S3 listings carry no user metadata). Off: such files show the mount's defaults
+   * until a lookup by path (or a write through the mount) tells their attributes.
+   */
+  readonly metadataFromHead?: boolean;
 }
 
 interface Cached<T> {
@@ -39,6 +52,8 @@ interface Cached<T> {
 const LIST_PAGE_SIZE = 1000;
 /** See `#expiry`. */
 const FOLDER_TTL_MS = 30_000;
+/** Object versions whose attributes are remembered (about 100 bytes each): a 10 MB bound. */
+const KNOWN_META_VERSIONS = 100_000;
 
 /**
  * Maps mount paths (`/a/b.txt`) to objects of one store, inferring folders from `/`
@@ -62,6 +77,15 @@ export class Namespace {
   readonly #listings = new Map<string, Cached<DirectoryEntry[]>>();
   readonly #pendingLookups = new Map<string, Promise<NamespaceEntry | null>>();
   readonly #pendingListings = new Map<string, Promise<DirectoryEntry[]>>();
+  /** Attributes per object version (`key` NUL `etag`); `0`: that version has none. */
+  readonly #knownMeta = new LRUCache<string, ObjectMeta | 0>({ max: KNOWN_META_VERSIONS });
+  readonly #pendingHeads = new Map<string, Promise<ObjectInfo | undefined>>();
+  readonly #metadataFromHead: boolean;
+  /**
+   * Bumped by every invalidation: a lookup or listing that started before one does not cache
+   * what it found (it may predate the change), and later callers do not join it.
+   */
+  #epoch = 0;
 
   constructor(store: ObjectStore, config: NamespaceConfig) {
     this.#store = store;
@@ -69,6 +93,7 @@ export class Namespace {
     this.#ttlMs = config.metadataTtlMs;
     this.#now = config.now ?? Date.now;
     this.#foreground = config.foreground ?? ((work) => work());
+    this.#metadataFromHead = config.metadataFromHead ?? false;
   }
 
   get storeId(): string {
@@ -84,7 +109,24 @@ export class Namespace {
     const normal = normalisePath(path);
     const entry = await this.#lookupNormal(normal);
     if (!entry) throw new NamespaceError('FS_NOT_FOUND', `no such file or folder: ${normal}`);
+    if (entry.kind === 'file' && entry.meta === undefined && this.#metadataFromHead) {
+      const version = versionOf(entry.ref);
+      let known = this.#knownMeta.get(version);
+      if (known === undefined) {
+        const info = await coalesce(this.#pendingHeads, version, () => this.#foreground(() => this.#store.head(entry.ref.key)));
+        // A changed object's attributes belong to its new version: learnt at its next lookup.
+        if (info?.etag !== entry.ref.etag) return entry;
+        known = info.meta ?? 0;
+        this.#knownMeta.set(version, known);
+      }
+      if (known) return { ...entry, meta: known };
+    }
     return entry;
+  }
+
+  /** Remembers the attributes of one object version (written through the mount, so known without a HEAD). */
+  learn(ref: ObjectRef, meta: ObjectMeta | undefined): void {
+    this.#knownMeta.set(versionOf(ref), meta ?? 0);
   }
 
   /** The entries of the folder at `path`, sorted by name. */
@@ -100,9 +142,13 @@ export class Namespace {
   /** Forgets what is known about `path` and its parent's listing (after an ESTALE, an event, a write). */
   invalidate(path: string): void {
     const normal = normalisePath(path);
+    this.#epoch++;
     this.#entries.delete(normal);
     this.#listings.delete(normal);
     this.#listings.delete(parentOf(normal));
+    this.#pendingLookups.delete(normal);
+    this.#pendingListings.delete(normal);
+    this.#pendingListings.delete(parentOf(normal));
   }
 
   /**
@@ -133,8 +179,11 @@ export class Namespace {
 
   /** Forgets everything (a sync, a link change). */
   invalidateAll(): void {
+    this.#epoch++;
     this.#entries.clear();
     this.#listings.clear();
+    this.#pendingLookups.clear();
+    this.#pendingListings.clear();
   }
 
   async #lookupNormal(path: string): Promise<NamespaceEntry | null> {
@@ -152,14 +201,16 @@ export class Namespace {
   }
 
   async #lookupInStore(path: string, wasFile: boolean): Promise<NamespaceEntry | null> {
+    const epoch = this.#epoch;
+    const remember = (value: NamespaceEntry | null): NamespaceEntry | null => (epoch === this.#epoch ? this.#remember(path, value) : value);
     const key = path.slice(1);
-    if (!isRepresentable(key)) return this.#remember(path, null);
+    if (!isRepresentable(key)) return remember(null);
     if (wasFile) {
       // Revalidating a file (an open after the TTL): HEAD alone, the cheapest request a
       // store answers. A folder that appeared under the same name since shows at the
       // next listing of the parent.
       const info = await this.#store.head(key);
-      if (info) return this.#remember(path, this.#fileEntry(info));
+      if (info) return remember(this.#fileEntry(info));
     }
     // A HEAD and a one-key LIST in parallel: the LIST tells whether `key/` is a folder,
     // the HEAD whether `key` is a file. A single LIST on `key` cannot tell both, because
@@ -173,13 +224,14 @@ export class Namespace {
       throw err;
     });
     if (info && !info.key.endsWith('/')) {
-      isFolder.then((folder) => folder && this.#remember(path, DIRECTORY), () => undefined);
-      return this.#remember(path, this.#fileEntry(info));
+      isFolder.then((folder) => folder && remember(DIRECTORY), () => undefined);
+      return remember(this.#fileEntry(info));
     }
-    return this.#remember(path, (await isFolder) ? DIRECTORY : null);
+    return remember((await isFolder) ? DIRECTORY : null);
   }
 
   async #listFromStore(path: string): Promise<DirectoryEntry[]> {
+    const epoch = this.#epoch;
     const prefix = path === '/' ? '' : `${path.slice(1)}/`;
     const byName = new Map<string, NamespaceEntry>();
     let token: string | undefined;
@@ -199,6 +251,7 @@ export class Namespace {
     } while (token);
 
     const entries = [...byName].map(([name, entry]) => ({ name, entry })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    if (epoch !== this.#epoch) return entries; // invalidated meanwhile: answer, but do not keep
     const expiresAt = this.#now() + this.#ttlMs;
     for (const { name, entry } of entries) this.#entries.set(path === '/' ? `/${name}` : `${path}/${name}`, { value: entry, expiresAt: this.#expiry(entry) });
     this.#listings.set(path, { value: entries, expiresAt });
@@ -206,11 +259,10 @@ export class Namespace {
   }
 
   #fileEntry(info: ObjectInfo): NamespaceEntry {
-    return {
-      kind: 'file',
-      ref: { storeId: this.#storeId, key: info.key, etag: info.etag, size: info.size },
-      lastModified: info.lastModified,
-    };
+    const ref = { storeId: this.#storeId, key: info.key, etag: info.etag, size: info.size };
+    if (info.meta) this.#knownMeta.set(versionOf(ref), info.meta);
+    const meta = info.meta ?? (this.#knownMeta.get(versionOf(ref)) || undefined);
+    return { kind: 'file', ref, lastModified: info.lastModified, ...(meta ? { meta } : {}) };
   }
 
   #remember(path: string, value: NamespaceEntry | null): NamespaceEntry | null {
@@ -239,6 +291,11 @@ const DIRECTORY: NamespaceEntry = Object.freeze({ kind: 'dir' });
 export function normalisePath(path: string): string {
   const parts = path.split('/').filter((p) => p.length > 0);
   return `/${parts.join('/')}`;
+}
+
+/** The cache key of one version of an object. */
+function versionOf(ref: ObjectRef): string {
+  return `${ref.key}\0${ref.etag}`;
 }
 
 function parentOf(path: string): string {

@@ -1,4 +1,4 @@
-import type { MultipartUpload, UploadedPart } from '../store/index.js';
+import type { MultipartUpload, ObjectMeta, UploadedPart } from '../store/index.js';
 import type { StagedFile } from './staged-file.js';
 import type { RecordState, UploadRecord } from './upload-record.js';
 
@@ -39,6 +39,12 @@ export class PendingUpload {
   /** Staging bytes accounted to this upload. */
   reserved = 0;
   mtimeMs: number;
+  /** Attributes the object is committed with (mode, owner, an explicit mtime). */
+  meta: ObjectMeta | undefined;
+  /** The store call that creates the object succeeded (the commit is finishing): attributes changed now go to the object. */
+  landed = false;
+  /** Attributes changed after the multipart upload was created (which fixed them): applied by a copy after the commit. */
+  metaAfterCommit = false;
   /** Open order within this process; the newest open version of a key is the one reads and listings see. */
   readonly openSeq: number;
   /** Release order; versions of one key are committed in this order. */
@@ -90,6 +96,16 @@ export class PendingUpload {
     this.#resolveInStore = stored;
   }
 
+  /** The content changed: an explicit modification time no longer holds. */
+  touched(nowMs: number): void {
+    this.dirty = true;
+    this.mtimeMs = nowMs;
+    if (this.meta?.mtime !== undefined) {
+      const { mtime: _dropped, ...rest } = this.meta;
+      this.meta = rest;
+    }
+  }
+
   /** The store has committed this version: resolves `inStore`. */
   markInStore(): void {
     this.#resolveInStore();
@@ -127,6 +143,7 @@ export class PendingUpload {
       state: this.recordState,
       order: this.order,
       mtimeMs: this.mtimeMs,
+      ...(this.meta ? { meta: this.meta } : {}),
       ...(this.creatingSinceMs !== undefined && !this.multipart ? { creatingSinceMs: this.creatingSinceMs } : {}),
     };
   }

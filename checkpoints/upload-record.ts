@@ -1,4 +1,4 @@
-import type { UploadedPart } from '../store/index.js';
+import type { ObjectMeta, UploadedPart } from '../store/index.js';
 
 /**
  * - `writing`: a handle is still open; the staged bytes are incomplete and not durable.
@@ -31,6 +31,8 @@ export interface UploadRecord {
   readonly order: readonly [number, number];
   /** Modification time shown for the pending file (ms since the epoch). */
   readonly mtimeMs: number;
+  /** Attributes the object is committed with. */
+  readonly meta?: ObjectMeta | undefined;
   /**
    * Set (ms since the epoch) just before a CreateMultipartUpload whose answer is not journaled
    * yet. Found at start without `uploadId`, it sends recovery looking for that upload in the store.
@@ -60,6 +62,7 @@ export function parseRecord(text: string): UploadRecord | undefined {
     (r.state === 'writing' || r.state === 'closed' || r.state === 'committing') &&
     Array.isArray(r.order) &&
     typeof r.mtimeMs === 'number' &&
-    (r.creatingSinceMs === undefined || typeof r.creatingSinceMs === 'number');
+    (r.creatingSinceMs === undefined || typeof r.creatingSinceMs === 'number') &&
+    (r.meta === undefined || (typeof r.meta === 'object' && r.meta !== null));
   return ok ? (r as UploadRecord) : undefined;
 }

@@ -1,4 +1,5 @@
 import type { ObjectRef } from '../cache/index.js';
+import type { ObjectMeta } from '../store/index.js';
 import type { UploadState } from './pending-upload.js';
 import type { CloseMode } from './write-path-config.js';
 
@@ -18,6 +19,8 @@ export interface OpenOptions {
    */
   readonly existing?: ObjectRef | undefined;
   readonly closeMode?: CloseMode | undefined;
+  /** The attributes the file is committed with (mode at create, or the existing object's). */
+  readonly meta?: ObjectMeta | undefined;
 }
 
 /** One entry of `uploads()`, the shape `GET /v1/uploads` serves (the caller adds `path`). */
@@ -37,6 +40,7 @@ export interface PendingFile {
   readonly key: string;
   readonly size: number;
   readonly mtime: Date;
+  readonly meta?: ObjectMeta | undefined;
 }
 
 /** Hands the staged bytes of a committed version to the block cache (it may copy or link the file, not keep it). */

@@ -3,7 +3,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ObjectRef } from '../cache/index.js';
 import { isStrataError } from '../errors/index.js';
-import { StoreError, type MultipartUpload, type ObjectStore } from '../store/index.js';
+import { StoreError, type MultipartUpload, type ObjectMeta, type ObjectStore } from '../store/index.js';
 import { backoffDelay } from './backoff.js';
 import { WritePathError } from './write-path-error.js';
 import { queuedAges, writePathMetrics } from './write-path-metrics.js';
@@ -144,6 +144,7 @@ export class WritePath {
     const id = randomBytes(UPLOAD_ID_BYTES).toString('hex');
     const staged = await StagedFile.create(join(this.#stagedDir, `${id}${STAGED_SUFFIX}`));
     const upload = new PendingUpload({ id, storeId: target.storeId, key: target.key, staged, partSize: this.#config.partSizeBytes, mtimeMs: this.#config.now(), openSeq: ++this.#openSeq });
+    upload.meta = options.meta ?? this.#newest(target.storeId, target.key)?.meta;
     try {
       // An unchanged copy of an existing file uploads nothing at release; a new file is created even if empty.
       if (!options.truncate) upload.dirty = !(await this.#copyCurrent(upload, options.existing));
@@ -170,8 +171,7 @@ export class WritePath {
       await this.#grow(upload, offset + data.length);
       if (upload.mode === 'stream' && offset !== upload.staged.size) this.#fallBack(upload, `write at ${offset}, not at the end (${upload.staged.size})`);
       await upload.staged.write(offset, data);
-      upload.dirty = true;
-      upload.mtimeMs = this.#config.now();
+      upload.touched(this.#config.now());
       this.#dispatchParts(upload, false);
       return data.length;
     });
@@ -194,8 +194,7 @@ export class WritePath {
   /** Sets the file's size (cut or zero-extended). Any change of size falls back to whole-file upload. */
   truncate(handle: WriteHandle, size: number): Promise<void> {
     return this.#serial(handle, async (upload) => {
-      upload.dirty = true;
-      upload.mtimeMs = this.#config.now();
+      upload.touched(this.#config.now());
       if (size === upload.staged.size) return;
       await this.#grow(upload, size);
       if (upload.mode === 'stream') this.#fallBack(upload, `truncate to ${size}`);
@@ -238,6 +237,7 @@ export class WritePath {
       upload.multipart = undefined;
       this.#dropMultipart(upload);
       upload.dirty = false;
+      upload.landed = false;
       upload.state = 'writing';
       upload.recordState = 'writing';
       if (upload.hasRecord) await this.#persist(upload);
@@ -277,9 +277,9 @@ export class WritePath {
   }
 
   /** The newest not-yet-committed version of `key`, if any (files still open included). */
-  pending(storeId: string, key: string): { size: number; mtime: Date } | undefined {
+  pending(storeId: string, key: string): { size: number; mtime: Date; meta?: ObjectMeta | undefined } | undefined {
     const upload = this.#newest(storeId, key);
-    return upload ? { size: upload.staged.size, mtime: new Date(upload.mtimeMs) } : undefined;
+    return upload ? { size: upload.staged.size, mtime: new Date(upload.mtimeMs), meta: upload.meta } : undefined;
   }
 
   /** Every key under `prefix` (recursively, `''` for all) with a version not yet committed; one entry per key. */
@@ -319,6 +319,43 @@ export class WritePath {
       await this.#cancel(storeId, key);
       await this.#stores(storeId).delete(key);
     });
+  }
+
+  /**
+   * Changes the attributes of `key` (chmod, chown, an explicit mtime): on its pending versions,
+   * committed with them, and on the object in the store (a metadata-only copy) unless a pending
+   * version will replace it. Answers `false` when there is no file.
+   */
+  async setMeta(storeId: string, key: string, patch: ObjectMeta): Promise<boolean> {
+    const done = await this.#locked(storeId, [key], async () => {
+      const pending = this.#live().filter((u) => u.storeId === storeId && u.key === key);
+      for (const upload of pending) {
+        upload.meta = { ...upload.meta, ...patch };
+        if (!upload.landed && (upload.multipart || upload.creating)) upload.metaAfterCommit = true;
+        await this.#persist(upload);
+      }
+      // A version still to be committed carries the change; a clean copy (opened for writing,
+      // not written: `touch`) or one already in the store does not, so the object is changed.
+      if (pending.some((u) => u.dirty && !u.landed)) return true;
+      const store = this.#stores(storeId);
+      const head = await store.head(key);
+      if (!head) return pending.length > 0;
+      await store.copy(key, key, { meta: { ...head.meta, ...patch } });
+      return true;
+    });
+    return done === true;
+  }
+
+  /**
+   * Writes a small object whole (a symbolic link's target), replacing the file at `key` and its
+   * pending versions, in order with the key's other store calls. Answers the new ETag.
+   */
+  async writeObject(storeId: string, key: string, body: Buffer, meta: ObjectMeta): Promise<string> {
+    const etag = await this.#locked(storeId, [key], async () => {
+      await this.#cancel(storeId, key);
+      return (await this.#stores(storeId).put(key, body, { meta })).etag;
+    });
+    return etag!;
   }
 
   /**
@@ -564,7 +601,8 @@ export class WritePath {
       // the record names it would leave an upload nobody aborts; recover() looks for it then.
       upload.creatingSinceMs ??= this.#config.now();
       await this.#persist(upload, true);
-      const created = await this.#stores(upload.storeId).createMultipart(key);
+      const created = await this.#stores(upload.storeId).createMultipart(key, upload.meta ? { meta: upload.meta } : {});
+      upload.metaAfterCommit = false;
       if (upload.generation !== generation || upload.key !== key) {
         this.#abortInStore(upload.storeId, created);
         return undefined;
@@ -641,13 +679,15 @@ export class WritePath {
     const create = (send: () => Promise<string>): Promise<string | undefined> =>
       this.#locked(upload.storeId, [key], async () => {
         if (signal.aborted || upload.cancelled || upload.key !== key) return undefined;
-        return this.#confirm(store, key, size, await send());
+        const etag = await this.#confirm(store, key, size, await send());
+        upload.landed = true;
+        return etag;
       }, signal);
     if (size < upload.partSize) {
       if (upload.multipart) this.#dropMultipart(upload);
       return this.#slots.run(size, async (buffer) => {
         const body = await upload.staged.readInto(buffer, 0);
-        return create(async () => (await store.put(key, body)).etag);
+        return create(async () => (await store.put(key, body, upload.meta ? { meta: upload.meta } : {})).etag);
       });
     }
     for (;;) {
@@ -732,6 +772,14 @@ export class WritePath {
 
   /** Committed: hand the bytes to the cache, pin, then delete the record and the staged file. */
   async #finish(upload: PendingUpload, ref: ObjectRef): Promise<void> {
+    if (upload.metaAfterCommit && upload.meta) {
+      const meta = upload.meta;
+      const copied = await this.#locked(upload.storeId, [ref.key], () => this.#stores(upload.storeId).copy(ref.key, ref.key, { meta })).catch((err: unknown) => {
+        this.#config.logger.warn({ err, key: ref.key }, 'could not set the attributes of a committed file');
+        return undefined;
+      });
+      if (copied) ref = { ...ref, etag: copied.etag };
+    }
     upload.markInStore();
     await this.#adoptBytes(ref, upload);
     await this.#pins.committed(ref, this.#config.now());
@@ -850,6 +898,7 @@ export class WritePath {
       this.#config.logger.error({ key: record.key, size: staged.size, expected: record.size }, 'staged file has the wrong size; uploading what is there');
     }
     const upload = new PendingUpload({ id: record.id, storeId: record.storeId, key: record.key, staged, partSize: record.partSizeBytes, mtimeMs: record.mtimeMs, openSeq: ++this.#openSeq });
+    upload.meta = record.meta;
     upload.released = true;
     upload.recovered = true;
     upload.hasRecord = true;

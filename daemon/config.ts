@@ -101,6 +101,33 @@ const MAX_LOOKUP_THREADS = 64;
  */
 const DEFAULT_LOOKUP_THREADS = Math.min(2, availableParallelism());
 
+/** Largest uid or gid (32 bits, less the -1 that means "unchanged"). */
+const MAX_ID = 0xffff_fffe;
+
+/** A whole number from 0 to `max`, given as decimal text. */
+function wholeNumber(flag: string, max: number) {
+  return z.string().transform((text, ctx) => {
+    const value = Number(text);
+    if (!/^\d+$/.test(text) || value > max) {
+      ctx.addIssue({ code: 'custom', message: `${flag}: "${text}" is not a whole number from 0 to ${max}` });
+      return z.NEVER;
+    }
+    return value;
+  });
+}
+
+/** Permission bits as octal text (`644`, `0755`, `0o700`). */
+function octalMode(flag: string) {
+  return z.string().transform((text, ctx) => {
+    const digits = text.replace(/^0o/, '');
+    if (!/^[0-7]{1,4}$/.test(digits)) {
+      ctx.addIssue({ code: 'custom', message: `${flag}: "${text}" is not an octal mode such as 0644` });
+      return z.NEVER;
+    }
+    return parseInt(digits, 8);
+  });
+}
+
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
   .object({
@@ -128,6 +155,12 @@ export const mountOptionsSchema = z
         return seconds;
       }),
     allowOther: z.boolean().default(false),
+    allowRoot: z.boolean().default(false),
+    uid: wholeNumber('--uid', MAX_ID).optional(),
+    gid: wholeNumber('--gid', MAX_ID).optional(),
+    fileMode: octalMode('--file-mode').optional(),
+    dirMode: octalMode('--dir-mode').optional(),
+    objectMetadata: z.enum(['listed', 'known'], { message: '--object-metadata: must be listed or known' }).default('known'),
     readOnly: z.boolean().default(false),
     staging: sizeText('--staging').optional(),
     peers: peerList.optional(),
@@ -186,6 +219,15 @@ export interface DaemonConfig {
   readonly stagingBytes?: number;
   readonly metadataTtlSeconds: number;
   readonly allowOther: boolean;
+  /** `--allow-root`: root may use the mount besides the daemon's user. */
+  readonly allowRoot: boolean;
+  /** Attributes shown for files and folders whose object carries none. */
+  readonly uid?: number;
+  readonly gid?: number;
+  readonly fileMode?: number;
+  readonly dirMode?: number;
+  /** `listed`: a HEAD per file seen only in a listing, for its attributes; `known`: what lookups and writes saw. */
+  readonly objectMetadata: 'listed' | 'known';
   /** `--peers`: share blocks with these daemons (requires STRATA_PEER_SECRET). */
   readonly peers?: PeerSource;
   /** `--advertise`: this daemon's API URL as its peers know it. */
@@ -222,6 +264,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
       `--memory (${formatSize(memoryBudgetBytes)}) must exceed --dram (${formatSize(dramBytes)}) by at least two blocks (${formatSize(minimumIoBytes)}) for in-flight reads`,
     );
   }
+  if (o.allowOther && o.allowRoot) throw new ConfigError('CONFIG_INVALID', '--allow-root: give either --allow-other or --allow-root (allow-other already includes root)');
   if (o.peers && (env.STRATA_PEER_SECRET ?? '').length < MIN_PEER_SECRET_LENGTH) {
     throw new ConfigError('CONFIG_INVALID', `--peers: set STRATA_PEER_SECRET (the same value on every peer, at least ${MIN_PEER_SECRET_LENGTH} characters) so peer traffic is authenticated`);
   }
@@ -243,6 +286,12 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.staging ? { stagingBytes: o.staging } : {}),
     metadataTtlSeconds: o.metadataTtl,
     allowOther: o.allowOther,
+    allowRoot: o.allowRoot,
+    ...(o.uid !== undefined ? { uid: o.uid } : {}),
+    ...(o.gid !== undefined ? { gid: o.gid } : {}),
+    ...(o.fileMode !== undefined ? { fileMode: o.fileMode } : {}),
+    ...(o.dirMode !== undefined ? { dirMode: o.dirMode } : {}),
+    objectMetadata: o.objectMetadata,
     ...(o.peers ? { peers: o.peers } : {}),
     ...(o.advertise ? { advertise: o.advertise } : {}),
     peerTimeoutMs: o.peerTimeout * 1000,

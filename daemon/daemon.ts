@@ -76,7 +76,13 @@ export class Daemon {
       await mkdir(config.stateDir, { recursive: true });
       let fs: Filesystem | undefined;
       const scheduler = new FetchScheduler();
-      const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes), foreground: scheduler.foreground });
+      const links = new LinkRuntime({
+        logger,
+        metadataTtlMs: config.metadataTtlSeconds * 1000,
+        onRoutes: (routes) => fs?.setRoutes(routes),
+        foreground: scheduler.foreground,
+        metadataFromHead: config.objectMetadata === 'listed',
+      });
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
       const peerSecret = process.env.STRATA_PEER_SECRET ?? '';
@@ -86,7 +92,16 @@ export class Daemon {
       cleanups.push(() => cache.close());
       const writes = await openWritePath(config, links, pins, cache, logger);
 
-      fs = new Filesystem({ routes: new MountRoutes([]), reader: cache, logger, writes });
+      fs = new Filesystem({
+        routes: new MountRoutes([]),
+        reader: cache,
+        logger,
+        writes,
+        ...(config.uid !== undefined ? { uid: config.uid } : {}),
+        ...(config.gid !== undefined ? { gid: config.gid } : {}),
+        ...(config.fileMode !== undefined ? { fileMode: config.fileMode } : {}),
+        ...(config.dirMode !== undefined ? { dirMode: config.dirMode } : {}),
+      });
 
       let registry: LinkRegistry | undefined;
       if (config.store) {
@@ -160,7 +175,7 @@ export class Daemon {
       const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, services });
       cleanups.push(() => api.close());
       peers?.listening(config.api.host, api.port, config.advertise);
-      mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, fsName: 'strata' }, logger);
+      mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, allowRoot: config.allowRoot, fsName: 'strata' }, logger);
       const mounted = mount;
       cleanups.push(async () => {
         const how = await mounted.unmount();

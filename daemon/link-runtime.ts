@@ -31,13 +31,18 @@ export class LinkRuntime {
   readonly #metadataTtlMs: number;
   readonly #onRoutes: (routes: MountRoutes) => void;
   readonly #foreground: NamespaceConfig['foreground'];
+  readonly #metadataFromHead: boolean;
 
-  /** `foreground` marks the store requests of lookups as work a reader waits on (FetchScheduler.foreground). */
-  constructor(options: { logger: Logger; metadataTtlMs: number; onRoutes: (routes: MountRoutes) => void; foreground?: NamespaceConfig['foreground'] }) {
+  /**
+   * `foreground` marks the store requests of lookups as work a reader waits on (FetchScheduler.foreground);
+   * `metadataFromHead`: see NamespaceConfig.
+   */
+  constructor(options: { logger: Logger; metadataTtlMs: number; onRoutes: (routes: MountRoutes) => void; foreground?: NamespaceConfig['foreground']; metadataFromHead?: boolean }) {
     this.#logger = options.logger;
     this.#metadataTtlMs = options.metadataTtlMs;
     this.#onRoutes = options.onRoutes;
     this.#foreground = options.foreground;
+    this.#metadataFromHead = options.metadataFromHead ?? false;
   }
 
   /** Opens the link's store and checks it (bucket exists, credentials work) before it appears. */
@@ -45,7 +50,7 @@ export class LinkRuntime {
     if (options.check) await this.check(link);
     const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
     const storeId = storeIdOf(store.url, link.endpoint);
-    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId, ...(this.#foreground ? { foreground: this.#foreground } : {}) }) };
+    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId, metadataFromHead: this.#metadataFromHead, ...(this.#foreground ? { foreground: this.#foreground } : {}) }) };
     const previous = this.#links.get(link.name);
     this.#links.set(link.name, live);
     this.#stores.set(storeId, store);

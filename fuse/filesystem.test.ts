@@ -56,7 +56,8 @@ describe('Filesystem (no mount)', () => {
     await expect(fs.open('/data', 0)).rejects.toMatchObject({ code: 'FS_IS_A_DIRECTORY' });
     await expect(fs.mkdir('/x')).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
     await expect(fs.create('/data/new')).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
-    expect(() => fs.refuseWrite('symlink', '/x')).toThrow(expect.objectContaining({ code: 'FS_NOT_SUPPORTED' }));
+    await expect(fs.symlink('target', '/data/link')).rejects.toMatchObject({ code: 'FS_READ_ONLY' });
+    expect(() => fs.link('/data/a.txt', '/data/b')).toThrow(expect.objectContaining({ code: 'FS_NOT_PERMITTED' }));
   });
 
   it('answers FS_STALE when the object changes under an open handle, and the next open sees the new version', async () => {

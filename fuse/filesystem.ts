@@ -3,6 +3,7 @@ import type { NamespaceEntry } from '../cache/namespace.js';
 import type { ObjectReader, ReadSession } from '../cache/object-reader.js';
 import type { WriteHandle, WritePath } from '../checkpoints/index.js';
 import { isStrataError } from '../errors/index.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, type ObjectMeta } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { FsError } from './fs-error.js';
 import type { MountRoutes, Route } from './mount-routes.js';
@@ -40,15 +41,21 @@ export interface FilesystemConfig {
   readonly logger: Logger;
   /** The write path; without it the mount is read-only (EROFS). */
   readonly writes?: WritePath | undefined;
-  /** Owner shown for every file: the daemon's user unless configured. */
+  /** Owner shown for files and folders whose object carries none: the daemon's user unless configured. */
   readonly uid?: number;
   readonly gid?: number;
+  /** Permission bits (0-0o7777) shown for files and folders whose object carries none. */
+  readonly fileMode?: number;
+  readonly dirMode?: number;
 }
 
-const S_IFREG = 0o100000;
-const S_IFDIR = 0o040000;
-const FILE_MODE = S_IFREG | 0o644;
-const DIR_MODE = S_IFDIR | 0o755;
+/** Permission bits shown for objects that carry none, unless `--file-mode`/`--dir-mode` say otherwise. */
+export const DEFAULT_FILE_MODE = 0o644;
+export const DEFAULT_DIR_MODE = 0o755;
+/** PATH_MAX of Linux: the longest target a symbolic link may hold. */
+const PATH_MAX = 4096;
+/** chown's "leave unchanged" (-1 as an unsigned 32-bit id). */
+const ID_UNCHANGED = 0xffff_ffff;
 /** `st_blocks` counts 512-byte units whatever the block size. */
 const STAT_BLOCK_UNIT = 512;
 /** Preferred I/O size reported to programs such as `cp` and `dd`: FUSE's 128 KiB request size (FACTS.md). */
@@ -92,6 +99,8 @@ export class Filesystem {
   readonly #writes: WritePath | undefined;
   readonly #uid: number;
   readonly #gid: number;
+  readonly #fileMode: number;
+  readonly #dirMode: number;
   readonly #handles = new Map<number, OpenFile>();
   /** Writers that have written or truncated since they were opened. */
   readonly #dirty = new Set<number>();
@@ -107,6 +116,8 @@ export class Filesystem {
     this.#writes = config.writes;
     this.#uid = config.uid ?? process.getuid?.() ?? 0;
     this.#gid = config.gid ?? process.getgid?.() ?? 0;
+    this.#fileMode = S_IFREG | (config.fileMode ?? DEFAULT_FILE_MODE);
+    this.#dirMode = S_IFDIR | (config.dirMode ?? DEFAULT_DIR_MODE);
   }
 
   /** Swaps the link table at once; open handles keep reading what they opened. */
@@ -116,11 +127,11 @@ export class Filesystem {
 
   async getattr(path: string): Promise<FileStat> {
     const hidden = this.#hidden.get(path);
-    if (hidden !== undefined) return this.#statOf(FILE_MODE, this.#openSize(hidden), new Date(), 0);
+    if (hidden !== undefined) return this.#statOf(this.#fileMode, this.#openSize(hidden), new Date(), 0);
     const route = this.#route(path);
     if (route.kind === 'virtual') return this.#stat({ kind: 'dir' });
     const staged = this.#staged(route);
-    if (staged) return this.#statOf(FILE_MODE, staged.size, staged.mtime, 1);
+    if (staged) return this.#statOf(this.#modeOf(staged.meta), staged.size, staged.meta?.mtime !== undefined ? new Date(staged.meta.mtime * 1000) : staged.mtime, 1, staged.meta);
     try {
       return this.#stat(await route.link.namespace.lookup(route.innerPath));
     } catch (err) {
@@ -160,11 +171,66 @@ export class Filesystem {
     return this.#add({ kind: 'read', path, route, session: this.#reader.openSession(entry.ref) });
   }
 
-  /** Creates (or empties) a file and opens it for writing. */
-  async create(path: string): Promise<number> {
+  /** Creates (or empties) a file with permission bits `mode` and opens it for writing (and reading). */
+  async create(path: string, mode?: number): Promise<number> {
     const route = this.#route(path);
     if (route.kind === 'virtual') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
-    return this.#openWriter(path, route, true);
+    return this.#openWriter(path, route, true, mode === undefined ? undefined : { mode: S_IFREG | (mode & 0o7777) });
+  }
+
+  /** chmod: the permission bits are kept with the object (`x-amz-meta-mode`). */
+  async chmod(path: string, mode: number): Promise<void> {
+    const current = await this.getattr(path);
+    if ((current.mode & S_IFMT) === S_IFDIR) return this.#folderAttributes(path);
+    await this.#setMeta(path, { mode: S_IFREG | (mode & 0o7777) });
+  }
+
+  /** chown: owner and group are kept with the object; -1 leaves one unchanged. */
+  async chown(path: string, uid: number, gid: number): Promise<void> {
+    const current = await this.getattr(path);
+    if ((current.mode & S_IFMT) === S_IFDIR) return this.#folderAttributes(path);
+    const patch: { uid?: number; gid?: number } = {};
+    if (uid !== ID_UNCHANGED && uid >= 0) patch.uid = uid;
+    if (gid !== ID_UNCHANGED && gid >= 0) patch.gid = gid;
+    if (patch.uid !== undefined || patch.gid !== undefined) await this.#setMeta(path, patch);
+  }
+
+  /** Sets the modification time (whole seconds are kept: `x-amz-meta-mtime`). */
+  async utimens(path: string, mtime: Date): Promise<void> {
+    const current = await this.getattr(path);
+    if ((current.mode & S_IFMT) === S_IFDIR) return this.#folderAttributes(path);
+    await this.#setMeta(path, { mtime: Math.floor(mtime.getTime() / 1000) });
+  }
+
+  /** Creates a symbolic link: an object holding `target`, with a link mode (as s3fs stores one). */
+  async symlink(target: string, path: string): Promise<void> {
+    const { route, link, storeId } = this.#writable(path);
+    const body = Buffer.from(target, 'utf8');
+    if (body.length === 0 || body.length >= PATH_MAX) throw new FsError('FS_INVALID_ARGUMENT', `a link target must be 1 to ${PATH_MAX - 1} bytes (${path})`);
+    if (await this.#kindOf(route)) throw new FsError('FS_EXISTS', `${path} already exists`);
+    try {
+      const key = innerKey(route.innerPath);
+      const meta = { mode: S_IFLNK | 0o777 };
+      const etag = await this.#writes!.writeObject(storeId, key, body, meta);
+      // Listings carry no attributes: remember that this version is a link.
+      link.namespace.learn({ storeId: link.namespace.storeId, key, etag, size: body.length }, meta);
+    } finally {
+      link.namespace.invalidate(route.innerPath);
+    }
+  }
+
+  /** The target of a symbolic link. */
+  async readlink(path: string): Promise<string> {
+    const route = this.#route(path);
+    if (route.kind === 'virtual') throw new FsError('FS_INVALID_ARGUMENT', `not a link: ${path}`);
+    const entry = await route.link.namespace.lookup(route.innerPath);
+    if (entry.kind !== 'file' || !isSymlinkMeta(entry.meta)) throw new FsError('FS_INVALID_ARGUMENT', `not a link: ${path}`);
+    const session = this.#reader.openSession(entry.ref);
+    try {
+      return (await this.#reader.read(session, 0, Math.min(entry.ref.size, PATH_MAX))).toString('utf8');
+    } finally {
+      this.#reader.closeSession(session);
+    }
   }
 
   /** Writes `data` (the kernel's buffer: not kept once the promise settles) and answers the bytes written. */
@@ -378,9 +444,9 @@ export class Filesystem {
     };
   }
 
-  /** Calls the store cannot express (links, symlinks). */
-  refuseWrite(operation: string, path: string): never {
-    throw new FsError('FS_NOT_SUPPORTED', `${operation} ${path}: object stores have no links`);
+  /** Hard links: an object store cannot give one object two names. */
+  link(_target: string, path: string): never {
+    throw new FsError('FS_NOT_PERMITTED', `${path}: hard links are not supported; copy the file or make a symbolic link`);
   }
 
   #add(file: OpenFile): number {
@@ -389,16 +455,22 @@ export class Filesystem {
     return handle;
   }
 
-  async #openWriter(path: string, route: LinkRoute, truncate: boolean): Promise<number> {
-    const writer = await this.#newWriter(path, route, truncate);
+  async #openWriter(path: string, route: LinkRoute, truncate: boolean, meta?: ObjectMeta): Promise<number> {
+    const writer = await this.#newWriter(path, route, truncate, meta);
     return this.#add({ kind: 'write', path, route, writer });
   }
 
   /** A new version of `path` on the write path: empty (`truncate`), else holding the current bytes. */
-  async #newWriter(path: string, route: LinkRoute, truncate: boolean): Promise<WriteHandle> {
+  async #newWriter(path: string, route: LinkRoute, truncate: boolean, createMeta?: ObjectMeta): Promise<WriteHandle> {
     const { storeId } = this.#writable(path);
     const key = innerKey(route.innerPath);
     let existing;
+    let meta = createMeta;
+    if (!createMeta && !this.#staged(route)) {
+      // A rewrite keeps the file's attributes (its mode, owner), as a local file system does.
+      const entry = await route.link.namespace.lookup(route.innerPath).catch(() => undefined);
+      if (entry?.kind === 'file' && entry.meta) meta = entry.meta;
+    }
     if (!truncate && !this.#staged(route)) {
       const entry = await route.link.namespace.lookup(route.innerPath).catch((err: unknown) => {
         if (isStrataError(err, 'FS_NOT_FOUND')) return undefined;
@@ -408,7 +480,7 @@ export class Filesystem {
       existing = entry?.ref;
     }
     const closeMode = route.link.closeMode;
-    const writer = await this.#writes!.open({ storeId, key }, { truncate, ...(existing ? { existing } : {}), ...(closeMode ? { closeMode } : {}) });
+    const writer = await this.#writes!.open({ storeId, key }, { truncate, ...(existing ? { existing } : {}), ...(closeMode ? { closeMode } : {}), ...(meta ? { meta } : {}) });
     route.link.namespace.invalidate(route.innerPath);
     return writer;
   }
@@ -435,6 +507,20 @@ export class Filesystem {
     if (file.kind === 'flushed') throw new FsError('FS_BAD_HANDLE', `${file.path} was closed; it takes no more writes`);
     if (file.kind !== 'write') throw new FsError('FS_BAD_HANDLE', `${file.path} is open for reading only`);
     return file;
+  }
+
+  async #setMeta(path: string, patch: ObjectMeta): Promise<void> {
+    const { route, link, storeId } = this.#writable(path);
+    try {
+      if (!(await this.#writes!.setMeta(storeId, innerKey(route.innerPath), patch))) throw new FsError('FS_NOT_FOUND', `no such file: ${path}`);
+    } finally {
+      link.namespace.invalidate(route.innerPath);
+    }
+  }
+
+  /** Folders show the mount's owner and `--dir-mode`: their attributes are accepted and not kept. */
+  async #folderAttributes(path: string): Promise<void> {
+    this.#writable(path);
   }
 
   /** A file, a folder, or nothing at `route` (files and folders still being uploaded count). */
@@ -474,7 +560,7 @@ export class Filesystem {
   }
 
   /** A file of this path still staged (written, not yet in the store). */
-  #staged(route: LinkRoute): { size: number; mtime: Date } | undefined {
+  #staged(route: LinkRoute): { size: number; mtime: Date; meta?: ObjectMeta | undefined } | undefined {
     if (!this.#writes || !route.link.storeId || route.innerPath === '/') return undefined;
     return this.#writes.pending(route.link.storeId, innerKey(route.innerPath));
   }
@@ -492,12 +578,21 @@ export class Filesystem {
 
   #stat(entry: NamespaceEntry): FileStat {
     if (entry.kind === 'dir') {
-      return this.#statOf(DIR_MODE, 0, this.#mountedAt, 2);
+      return this.#statOf(this.#dirMode, 0, this.#mountedAt, 2);
     }
-    return this.#statOf(FILE_MODE, entry.ref.size, versionedMtime(entry.lastModified, entry.ref.etag), 1);
+    const { meta } = entry;
+    const mtime = meta?.mtime !== undefined ? new Date(meta.mtime * 1000) : versionedMtime(entry.lastModified, entry.ref.etag);
+    return this.#statOf(this.#modeOf(meta), entry.ref.size, mtime, 1, meta);
   }
 
-  #statOf(mode: number, size: number, mtime: Date, nlink: number): FileStat {
+  /** The file's mode: its object's (a regular file unless it says a link), else the mount's default. */
+  #modeOf(meta: ObjectMeta | undefined): number {
+    if (meta?.mode === undefined) return this.#fileMode;
+    if (isSymlinkMeta(meta)) return S_IFLNK | 0o777;
+    return S_IFREG | (meta.mode & 0o7777);
+  }
+
+  #statOf(mode: number, size: number, mtime: Date, nlink: number, meta?: ObjectMeta): FileStat {
     return {
       mode,
       size,
@@ -505,8 +600,8 @@ export class Filesystem {
       atime: mtime,
       ctime: mtime,
       nlink,
-      uid: this.#uid,
-      gid: this.#gid,
+      uid: meta?.uid ?? this.#uid,
+      gid: meta?.gid ?? this.#gid,
       blocks: Math.ceil(size / STAT_BLOCK_UNIT),
       blksize: PREFERRED_IO_SIZE,
     };

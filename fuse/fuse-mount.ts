@@ -12,8 +12,13 @@ export class FuseUnavailableError extends StrataError<'FUSE_UNAVAILABLE'> {}
 export interface FuseMountOptions {
   /** Seconds the kernel may trust attributes and names (and negative lookups): the metadata TTL. */
   readonly metadataTtlSeconds: number;
-  /** Let users other than the daemon's read the mount (needs `user_allow_other` for non-root daemons). */
+  /**
+   * Let users other than the daemon's use the mount (needs `user_allow_other` for non-root
+   * daemons); the kernel then checks their access against each file's mode and owner.
+   */
   readonly allowOther?: boolean;
+  /** Let root use the mount besides the daemon's user. */
+  readonly allowRoot?: boolean;
   /** Largest read request; 128 KiB is what the kernel sends anyway (FACTS.md). */
   readonly maxReadBytes?: number;
   readonly fsName?: string;
@@ -31,6 +36,8 @@ const KERNEL_METADATA_SECONDS = 1;
 const MAX_WRITE_BYTES = 1024 * 1024;
 /** libfuse 2's name for a file unlinked while open (its `hide_file`), unless `hard_remove` is set. */
 const LIBFUSE_HIDDEN_PREFIX = '.fuse_hidden';
+/** UTIME_NOW and UTIME_OMIT (2^30 - 1 and - 2 ns, seconds 0) as fuse-native's milliseconds. */
+const UTIME_SPECIAL_MS = 1073;
 
 const opSeconds = histogram('strata_fuse_operation_seconds', 'Latency of FUSE operations', ['op'], [
   0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
@@ -85,7 +92,11 @@ export class FuseMount {
       maxRead: options.maxReadBytes ?? DEFAULT_MAX_READ,
       fsname: options.fsName ?? 'strata',
       subtype: 'strata',
+      // default_permissions: the kernel checks access against the modes and owners shown, as
+      // users of a shared mount expect once chmod and chown are kept.
+      ...(options.allowOther || options.allowRoot ? { defaultPermissions: true } : {}),
       ...(options.allowOther ? { allowOther: true } : {}),
+      ...(options.allowRoot ? { allowRoot: true } : {}),
     });
     await new Promise<void>((resolve, reject) => {
       fuse.mount((err) => {
@@ -187,7 +198,7 @@ function operations(fs: Filesystem, logger: Logger): Record<string, (...args: ne
     fgetattr: (path: string, _fd: number, cb: FuseCallback) => serve('getattr', path, logger, cb, () => fs.getattr(path), (s) => [s]),
     readdir: (path: string, cb: FuseCallback) => serve('readdir', path, logger, cb, () => fs.readdir(path), (names) => [names]),
     open: (path: string, flags: number, cb: FuseCallback) => serve('open', path, logger, cb, () => fs.open(path, flags), (h) => [h]),
-    create: (path: string, _mode: number, cb: FuseCallback) => serve('create', path, logger, cb, () => fs.create(path), (h) => [h]),
+    create: (path: string, mode: number, cb: FuseCallback) => serve('create', path, logger, cb, () => fs.create(path, mode), (h) => [h]),
     read: (path: string, handle: number, buffer: Buffer, length: number, position: number, cb: FuseCallback) => {
       const started = performance.now();
       fs.read(handle, position, length).then(
@@ -230,12 +241,15 @@ function operations(fs: Filesystem, logger: Logger): Record<string, (...args: ne
       serve('rename', from, logger, cb, () => (basename(to).startsWith(LIBFUSE_HIDDEN_PREFIX) ? fs.hide(from, to) : fs.rename(from, to)), ok),
     mkdir: (path: string, _mode: number, cb: FuseCallback) => serve('mkdir', path, logger, cb, () => fs.mkdir(path), ok),
     rmdir: (path: string, cb: FuseCallback) => serve('rmdir', path, logger, cb, () => fs.rmdir(path), ok),
-    // Objects have no owner, mode or times to set: accepted and ignored, so cp -p, tar -x and
-    // rsync work (docs/SEMANTICS.md says so).
-    chmod: (path: string, _mode: number, cb: FuseCallback) => serve('chmod', path, logger, cb, () => fs.getattr(path), ok),
-    chown: (path: string, _uid: number, _gid: number, cb: FuseCallback) => serve('chown', path, logger, cb, () => fs.getattr(path), ok),
-    utimens: (path: string, _atime: unknown, _mtime: unknown, cb: FuseCallback) => serve('utimens', path, logger, cb, () => fs.getattr(path), ok),
-    symlink: (target: string, path: string, cb: FuseCallback) => serve('symlink', path, logger, cb, () => fs.refuseWrite('symlink', path), ok),
-    link: (target: string, path: string, cb: FuseCallback) => serve('link', path, logger, cb, () => fs.refuseWrite('link', path), ok),
+    // Modes, owners and times are kept with the object (docs/SEMANTICS.md). fuse-native hands
+    // utimens the access time twice (its C side passes `atime` for both), and libfuse 2 sends
+    // "now" as UTIME_NOW/UTIME_OMIT in the nanoseconds, which arrive as 1,073 ms: "now" then.
+    chmod: (path: string, mode: number, cb: FuseCallback) => serve('chmod', path, logger, cb, () => fs.chmod(path, mode), ok),
+    chown: (path: string, uid: number, gid: number, cb: FuseCallback) => serve('chown', path, logger, cb, () => fs.chown(path, uid, gid), ok),
+    utimens: (path: string, _atime: number, mtime: number, cb: FuseCallback) =>
+      serve('utimens', path, logger, cb, () => fs.utimens(path, mtime === UTIME_SPECIAL_MS ? new Date() : new Date(mtime)), ok),
+    symlink: (target: string, path: string, cb: FuseCallback) => serve('symlink', path, logger, cb, () => fs.symlink(target, path), ok),
+    readlink: (path: string, cb: FuseCallback) => serve('readlink', path, logger, cb, () => fs.readlink(path), (target) => [target]),
+    link: (target: string, path: string, cb: FuseCallback) => serve('link', path, logger, cb, () => fs.link(target, path), ok),
   };
 }

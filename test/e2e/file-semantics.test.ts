@@ -1,4 +1,4 @@
-import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
@@ -115,6 +115,72 @@ for a, b in (("r", "plain"), ("plain", "q")):
     expect(out).toBe("ENOTEMPTY\nP Q\n['f.txt'] False\nENOTDIR\nEISDIR\n");
   });
 
+  it('reads and writes on one O_RDWR descriptor: w+b, r+b, memmap-style pwrite/pread, holes', async () => {
+    const out = await py(`
+import os
+with open("rw.bin", "w+b") as f:
+    f.write(b"hello world"); f.seek(0); print(f.read())
+with open("rw.bin", "r+b") as f:
+    print(f.read(5)); f.seek(6); f.write(b"WORLD"); f.seek(0); print(f.read())
+fd = os.open("rw.bin", os.O_RDWR)
+os.pwrite(fd, b"!", 20)
+print(os.pread(fd, 32, 0))
+os.close(fd)
+print(open("rw.bin", "rb").read())
+`);
+    expect(out).toBe("b'hello world'\nb'hello'\nb'hello WORLD'\nb'hello WORLD\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00!'\nb'hello WORLD\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00!'\n");
+    await flush();
+    expect(await keys('rw.bin')).toEqual(['rw.bin']);
+  });
+
+  it('keeps a file unlinked while open usable until closed, and leaves no .fuse_hidden object', async () => {
+    const out = await py(`
+import os
+fd = os.open("scratch", os.O_RDWR | os.O_CREAT)
+os.write(fd, b"temporary")
+os.unlink("scratch")
+os.pwrite(fd, b"T", 0)
+print(os.pread(fd, 20, 0), os.fstat(fd).st_size, os.path.exists("scratch"))
+os.close(fd)
+print(sorted(n for n in os.listdir(".") if n.startswith(".fuse")))
+`);
+    expect(out).toBe("b'Temporary' 9 False\n[]\n");
+    await flush();
+    expect((await keys()).filter((k) => k.includes('scratch') || k.includes('.fuse_hidden'))).toEqual([]);
+  });
+
+  it('stores symbolic links as objects and reads them back as links', async () => {
+    await sh(`cd ${mnt} && mkdir -p ck && echo v1 > ck/step-1.pt && ln -s step-1.pt ck/latest`);
+    expect(await sh(`readlink ${mnt}/ck/latest`)).toBe('step-1.pt\n');
+    expect(await sh(`cat ${mnt}/ck/latest`)).toBe('v1\n');
+    expect(await sh(`stat -c '%F' ${mnt}/ck/latest`)).toBe('symbolic link\n');
+    await new Promise((r) => setTimeout(r, 1200)); // the listing is fetched again: the link stays a link
+    expect(await sh(`ls -l ${mnt}/ck | grep latest`)).toMatch(/^l.* latest -> step-1\.pt/);
+    // Replacing the link, as checkpoint tools do: a new link renamed over it.
+    await sh(`cd ${mnt}/ck && echo v2 > step-2.pt && ln -s step-2.pt latest.tmp && mv -T latest.tmp latest`);
+    expect(await sh(`cat ${mnt}/ck/latest`)).toBe('v2\n');
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'ck/latest' }));
+    expect(head.Metadata?.mode).toBe(String(0o120777));
+    expect((await shResult(`ln ${mnt}/ck/step-1.pt ${mnt}/ck/hard`)).stderr).toMatch(/Operation not permitted/);
+  });
+
+  it('keeps modes, owners and modification times as s3fs metadata', async () => {
+    await sh(`cd ${mnt} && echo x > m.txt && chmod 0751 m.txt && chown 1234:4321 m.txt && touch -d '2021-02-03 04:05:06 UTC' m.txt`);
+    expect(await sh(`stat -c '%a %u %g %Y' ${mnt}/m.txt`)).toBe(`751 1234 4321 ${Date.UTC(2021, 1, 3, 4, 5, 6) / 1000}\n`);
+    await flush();
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'm.txt' }));
+    expect(head.Metadata).toMatchObject({ mode: String(0o100751), uid: '1234', gid: '4321', mtime: String(Date.UTC(2021, 1, 3, 4, 5, 6) / 1000) });
+    // A rewrite keeps mode and owner, and its modification time is the rewrite's.
+    await sh(`echo y >> ${mnt}/m.txt`);
+    await flush();
+    const after = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'm.txt' }));
+    expect(after.Metadata).toMatchObject({ mode: String(0o100751), uid: '1234' });
+    expect(after.Metadata?.mtime).toBeUndefined();
+    // A file created with a mode keeps it.
+    await py('import os; os.close(os.open("x.sh", os.O_CREAT | os.O_WRONLY, 0o700))');
+    expect(await sh(`stat -c '%a' ${mnt}/x.sh`)).toBe('700\n');
+  });
+
   it('orders a rename of a file just written with its upload (100 trials, nothing lost)', async () => {
     const out = await py(`
 import os, random
@@ -132,7 +198,7 @@ print(bad)
 `);
     expect(out).toBe('0\n');
     await flush();
-    expect((await keys('r')).filter((k) => k.endsWith('.bin'))).toEqual(['rb.bin']);
+    expect((await keys('r')).filter((k) => /^r[ab]\.bin$/.test(k))).toEqual(['rb.bin']);
   }, 180_000);
 
 });
