@@ -1,9 +1,11 @@
 import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
 import { sh, shResult } from '../fixtures/shell.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
+
+const EXERCISER = resolve(import.meta.dirname, '../fixtures/rw_exerciser.py');
 
 /**
  * POSIX calls that everyday tools rely on, through a real mount over the gateway: fsync,
@@ -181,6 +183,18 @@ print(sorted(n for n in os.listdir(".") if n.startswith(".fuse")))
     expect(await sh(`stat -c '%a' ${mnt}/x.sh`)).toBe('700\n');
   });
 
+  it('random read/write/truncate sequences on one O_RDWR descriptor match a local file (3 seeds, 4,500 operations)', async () => {
+    const local = join(work, 'local');
+    await sh(`mkdir -p ${local}`);
+    for (const seed of [1, 2, 3]) {
+      const r = await shResult(`python3 ${EXERCISER} ${mnt}/exercise-${seed}.bin ${local}/exercise-${seed}.bin ${seed} 1500`, { timeoutMs: 300_000 });
+      expect(r.stderr).toBe('');
+      expect(JSON.parse(r.stdout)).toMatchObject({ ops: 1500, mismatches: [] });
+    }
+    await flush();
+    for (const seed of [1, 2, 3]) expect(await sh(`cmp ${mnt}/exercise-${seed}.bin ${local}/exercise-${seed}.bin && echo same`)).toBe('same\n');
+  }, 600_000);
+
   it('orders a rename of a file just written with its upload (100 trials, nothing lost)', async () => {
     const out = await py(`
 import os, random
@@ -201,4 +215,44 @@ print(bad)
     expect((await keys('r')).filter((k) => /^r[ab]\.bin$/.test(k))).toEqual(['rb.bin']);
   }, 180_000);
 
+});
+
+describe('attributes written by s3fs, through --object-metadata listed', () => {
+  let client: S3Client;
+  let bucket: string;
+  let work: string;
+  let daemon: StrataProcess;
+
+  beforeAll(async () => {
+    testS3();
+    client = testS3Client();
+    bucket = await createTestBucket('s3fs-attrs');
+    // What s3fs writes: the whole st_mode in decimal, owner, group and mtime in seconds.
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'run/model.pt', Body: 'weights', Metadata: { mode: String(0o100600), uid: '1001', gid: '1002', mtime: '1600000000' } }));
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'run/latest', Body: 'model.pt', Metadata: { mode: String(0o120777) } }));
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'run/plain.txt', Body: 'no metadata' }));
+    work = await tempDir('s3fs-attrs');
+    await sh(`mkdir -p ${work}/mnt`);
+    daemon = await startMount(`s3://${bucket}`, join(work, 'mnt'), [
+      '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--log-level', 'warn',
+      '--object-metadata', 'listed', '--uid', '77', '--gid', '88', '--file-mode', '0640',
+    ]);
+  });
+
+  afterAll(async () => {
+    if (daemon) expect(await daemon.stop()).toBe(0);
+    client?.destroy();
+    if (work) await cleanupDir(work);
+  });
+
+  it('shows modes, owners, times and links from a listing, and the defaults where an object has none', async () => {
+    const mnt = join(work, 'mnt');
+    const lines = (await sh(`cd ${mnt}/run && stat -c '%n %A %u %g %Y' * | sort`)).trim().split('\n');
+    expect(lines).toEqual([
+      'latest lrwxrwxrwx 77 88 ' + lines[0]!.split(' ')[4],
+      'model.pt -rw------- 1001 1002 1600000000',
+      'plain.txt -rw-r----- 77 88 ' + lines[2]!.split(' ')[4],
+    ]);
+    expect(await sh(`cat ${mnt}/run/latest`)).toBe('weights');
+  });
 });
