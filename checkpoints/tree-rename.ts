@@ -115,7 +115,7 @@ export class TreeRenames {
     try {
       await this.#copyAll(record, copied, false);
     } catch (err) {
-      await this.#undo(record, path, copied);
+      await this.#undo(record, path);
       throw err;
     }
     // From here on the rename completes: a failure leaves the record, finished at the next start.
@@ -142,10 +142,20 @@ export class TreeRenames {
   }
 
   async #deleteSources(record: TreeRenameRecord): Promise<void> {
-    const store = this.#stores(record.storeId);
     const keys: string[] = [];
     for await (const key of this.#keys(record.storeId, record.from)) keys.push(key);
-    await pool(keys, COPY_CONCURRENCY, (key) => this.#locked(record.storeId, [key], () => store.delete(key)).then(() => undefined));
+    await this.#deleteAll(record.storeId, keys);
+  }
+
+  /**
+   * Deletes `keys`: objects first, then folder markers deepest first (in the local store a
+   * marker is a directory, which goes only once it is empty).
+   */
+  async #deleteAll(storeId: string, keys: readonly string[]): Promise<void> {
+    const store = this.#stores(storeId);
+    const remove = (key: string) => this.#locked(storeId, [key], () => store.delete(key)).then(() => undefined);
+    await pool(keys.filter((k) => !k.endsWith('/')), COPY_CONCURRENCY, remove);
+    for (const marker of keys.filter((k) => k.endsWith('/')).sort().reverse()) await remove(marker);
   }
 
   async #rollForward(record: TreeRenameRecord): Promise<void> {
@@ -154,9 +164,9 @@ export class TreeRenames {
   }
 
   /** Removes the copies of a failed rename; if that fails too, the record says `rollback` for the next start. */
-  async #undo(record: TreeRenameRecord, path: string, copied: ReadonlySet<string>): Promise<void> {
+  async #undo(record: TreeRenameRecord, path: string): Promise<void> {
     try {
-      await this.#removeCopies(record, [...copied]);
+      await this.#rollBack(record);
       await removeFileDurably(path);
     } catch (err) {
       this.#logger.error({ err, from: record.from, to: record.to }, 'could not remove the copies of a failed folder rename; removing them at the next start');
@@ -171,19 +181,27 @@ export class TreeRenames {
   }
 
   async #removeCopies(record: TreeRenameRecord, sources: readonly string[]): Promise<void> {
-    const store = this.#stores(record.storeId);
     const targets = sources.map((key) => `${record.to}${key.slice(record.from.length)}`).filter((t) => !(record.targetMarker && t === record.to));
-    await pool(targets, COPY_CONCURRENCY, (target) => this.#locked(record.storeId, [target], () => store.delete(target)).then(() => undefined));
+    await this.#deleteAll(record.storeId, targets);
   }
 
+  /**
+   * Every key under `prefix`, folder markers included. Walked one folder at a time with a
+   * delimiter: the local store reports a folder's marker (its directory) in a delimiter
+   * listing of the folder, not in a recursive one, and empty folders must move too.
+   */
   async *#keys(storeId: string, prefix: string): AsyncGenerator<string> {
     const store = this.#stores(storeId);
-    let token: string | undefined;
-    do {
-      const page = await store.list(prefix, { maxKeys: LIST_PAGE, ...(token ? { token } : {}) });
-      for (const info of page.objects) yield info.key;
-      token = page.nextToken;
-    } while (token);
+    const folders = [prefix];
+    for (let folder = folders.shift(); folder !== undefined; folder = folders.shift()) {
+      let token: string | undefined;
+      do {
+        const page = await store.list(folder, { delimiter: '/', maxKeys: LIST_PAGE, ...(token ? { token } : {}) });
+        for (const info of page.objects) yield info.key;
+        folders.push(...page.prefixes);
+        token = page.nextToken;
+      } while (token);
+    }
   }
 }
 

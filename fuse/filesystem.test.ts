@@ -135,6 +135,28 @@ describe('Filesystem writes (no mount)', () => {
   });
 });
 
+describe('Filesystem renames between links', () => {
+  it('answers FS_CROSS_DEVICE (EXDEV), so mv copies instead', async () => {
+    const dir = await tempDir('fs-links');
+    await mkdir(join(dir, 'a'));
+    await mkdir(join(dir, 'b'));
+    await writeFile(join(dir, 'a/f'), 'x');
+    const stores = [openStore(`file://${join(dir, 'a')}`, {}), openStore(`file://${join(dir, 'b')}`, {})];
+    const writes = new WritePath({ stagingDir: join(dir, 'staging'), stagingLimitBytes: 1024 * 1024, closeMode: 'async', logger: silentLogger() }, (id) => stores.find((s) => s.url === id)!);
+    await writes.recover();
+    const links = stores.map((store, i) => ({ path: `/${'ab'[i]}`, name: 'ab'[i]!, namespace: new Namespace(store, { metadataTtlMs: 60_000 }), store, storeId: store.url }));
+    const fs = new Filesystem({ routes: new MountRoutes(links), reader: new DirectReader(stores[0]!), logger: silentLogger(), writes });
+    try {
+      await expect(fs.rename('/a/f', '/b/f')).rejects.toMatchObject({ code: 'FS_CROSS_DEVICE' });
+      expect((await fs.getattr('/a/f')).size).toBe(1);
+    } finally {
+      await writes.close();
+      for (const store of stores) await store.close();
+      await cleanupDir(dir);
+    }
+  });
+});
+
 describe('versionedMtime', () => {
   it('keeps the second and changes the milliseconds with the ETag', () => {
     const t = new Date('2026-01-02T03:04:05.000Z');

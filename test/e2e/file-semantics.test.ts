@@ -1,4 +1,5 @@
 import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
@@ -194,6 +195,28 @@ print(sorted(n for n in os.listdir(".") if n.startswith(".fuse")))
     await flush();
     for (const seed of [1, 2, 3]) expect(await sh(`cmp ${mnt}/exercise-${seed}.bin ${local}/exercise-${seed}.bin && echo same`)).toBe('same\n');
   }, 600_000);
+
+  it('answers every errno of the table in docs/SEMANTICS.md', async () => {
+    const doc = await readFile(resolve(import.meta.dirname, '../../docs/SEMANTICS.md'), 'utf8');
+    const section = doc.slice(doc.indexOf('## Every call and its errno'));
+    const rows = [...section.matchAll(/^\| `[^|]+` \| [^|]+ \| `(E[A-Z]+)`[^|]* \| `(.+)` \|$/gm)].map((m) => ({ errno: m[1]!, example: m[2]!.replace(/\\\|/g, '|') }));
+    expect(rows.length).toBeGreaterThanOrEqual(20);
+    const script = `
+import errno, json, os, sys
+os.chdir(sys.argv[1])
+os.mkdir("dir"); os.mkdir("empty"); open("dir/f", "w").write("f"); open("file", "w").write("x")
+out = []
+for example in json.loads(sys.argv[2]):
+    try:
+        eval(example); out.append("OK")
+    except OSError as e:
+        out.append(errno.errorcode.get(e.errno, str(e.errno)))
+print(json.dumps(out))
+`;
+    await sh(`mkdir -p ${mnt}/errno-table`);
+    const got = JSON.parse(await sh(`python3 -c '${script}' ${mnt}/errno-table '${JSON.stringify(rows.map((r) => r.example)).replace(/'/g, `'"'"'`)}'`)) as string[];
+    expect(rows.map((r, i) => `${r.example} -> ${got[i]}`)).toEqual(rows.map((r) => `${r.example} -> ${r.errno}`));
+  });
 
   it('orders a rename of a file just written with its upload (100 trials, nothing lost)', async () => {
     const out = await py(`
