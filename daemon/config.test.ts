@@ -28,6 +28,12 @@ describe('daemonConfig', () => {
     expect(Object.isFrozen(config)).toBe(true);
   });
 
+  it('reads owners and modes for objects without metadata', () => {
+    const config = daemonConfig({ ...base, uid: '1000', gid: '100', fileMode: '0640', dirMode: '750', objectMetadata: 'listed', allowRoot: true }, {});
+    expect(config).toMatchObject({ uid: 1000, gid: 100, fileMode: 0o640, dirMode: 0o750, objectMetadata: 'listed', allowRoot: true });
+    expect(daemonConfig(base, {}).objectMetadata).toBe('known');
+  });
+
   it('parses tiers with sizes', () => {
     const config = daemonConfig({ ...base, dram: '2GiB', pmem: '/dev/shm/s.pool:8GiB', nvme: '/nvme/strata' }, {});
     expect(config.tiers).toEqual({ dramBytes: 2 * 1024 ** 3, pmem: { path: '/dev/shm/s.pool', bytes: 8 * 1024 ** 3 }, nvme: { path: '/nvme/strata' } });
@@ -48,6 +54,12 @@ describe('daemonConfig', () => {
     [{ endpoint: 'not a url' }, /--endpoint/],
     [{ dram: '1GiB', memory: '512MiB' }, /--memory/],
     [{ blockSize: '64MiB' }, /--block-size/],
+    [{ fileMode: '0999' }, /--file-mode: "0999" is not an octal mode/],
+    [{ dirMode: 'rwx' }, /--dir-mode/],
+    [{ uid: '-1' }, /--uid: "-1" is not a whole number/],
+    [{ gid: 'staff' }, /--gid/],
+    [{ objectMetadata: 'all' }, /--object-metadata: must be listed or known/],
+    [{ allowOther: true, allowRoot: true }, /--allow-root/],
   ])('refuses %o with a message naming the option', (override, message) => {
     expect(() => daemonConfig({ ...base, ...override } as never, {})).toThrow(message);
   });
