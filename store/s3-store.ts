@@ -24,6 +24,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
 import { objectAddress, SignedGet } from './s3-get.js';
+import { timedRequest } from './store-metrics.js';
 import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 
 export interface S3StoreConfig {
@@ -119,6 +120,7 @@ export class S3Store implements ObjectStore {
         logger,
         storeUrl: this.url,
         endpointName: this.#endpoint,
+        maxIdleSockets: MAX_SOCKETS,
       });
     }
   }
@@ -157,7 +159,7 @@ export class S3Store implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+      const out = await timedRequest('head', () => this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key })));
       return { key, size: out.ContentLength ?? 0, etag: stripQuotes(out.ETag), lastModified: out.LastModified ?? new Date(0) };
     } catch (err) {
       const mapped = this.#error(err, key);
@@ -168,7 +170,7 @@ export class S3Store implements ObjectStore {
 
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     try {
-      const out = await this.#client.send(
+      const out = await timedRequest('list', () => this.#client.send(
         new ListObjectsV2Command({
           Bucket: this.#bucket,
           Prefix: this.#prefix + prefix,
@@ -176,7 +178,7 @@ export class S3Store implements ObjectStore {
           ...(options.token ? { ContinuationToken: options.token } : {}),
           MaxKeys: Math.max(1, Math.min(options.maxKeys ?? 1000, 1000)), // S3 answers at most 1,000 keys a page
         }),
-      );
+      ));
       const cut = this.#prefix.length;
       return {
         objects: (out.Contents ?? []).map((o) => ({ key: o.Key!.slice(cut), size: o.Size ?? 0, etag: stripQuotes(o.ETag), lastModified: o.LastModified ?? new Date(0) })),
@@ -190,21 +192,25 @@ export class S3Store implements ObjectStore {
 
   async getRange(key: string, start: number, length: number, options: GetRangeOptions = {}): Promise<GetRangeResult> {
     if (length <= 0) return this.#emptyRange(key, start, options);
+    return timedRequest('get', () => this.#getRange(key, start, length, options));
+  }
+
+  async #getRange(key: string, start: number, length: number, options: GetRangeOptions): Promise<GetRangeResult> {
     const whole = start === 0 && length === options.objectSize;
     try {
       const out = await this.#sendGet(this.#prefix + key, whole ? undefined : [start, start + length - 1], options);
       // Some stores ignore If-Match: compare the answer's ETag as well, before reading the body.
       if (options.ifMatch !== undefined && out.etag !== options.ifMatch) {
-        out.body.destroy();
+        out.discard();
         throw new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url} (ETag ${out.etag}, expected ${options.ifMatch})`);
       }
       if (whole && out.contentLength !== length) {
         // Not the size the caller saw (no If-Match to tell): read the range it asked for instead.
-        out.body.destroy();
-        return await this.getRange(key, start, length, { ...options, objectSize: undefined });
+        out.discard();
+        return await this.#getRange(key, start, length, { ...options, objectSize: undefined });
       }
       const size = totalSize(out.contentRange) ?? out.contentLength;
-      const body = await readBody(out.body, out.contentLength);
+      const body = await out.read();
       return { body, etag: out.etag, size };
     } catch (err) {
       const mapped = err instanceof StoreError ? err : this.#error(err, key);
@@ -216,13 +222,18 @@ export class S3Store implements ObjectStore {
 
   /** One GET, through the signed fast path where there is one, else the SDK; the body is left to read. */
   async #sendGet(fullKey: string, range: readonly [number, number] | undefined, options: GetRangeOptions): Promise<GetAnswer> {
+    const request = { key: fullKey, range, ifMatch: options.ifMatch || undefined, signal: options.signal, allocate: options.allocate };
+    if (this.#signedGet?.readsDirect) {
+      const { header, body } = await this.#signedGet.getBody(request);
+      return { etag: stripQuotes(header('etag')), contentLength: body.length, contentRange: header('content-range'), read: async () => body, discard: () => undefined };
+    }
     if (this.#signedGet) {
-      const res = await this.#signedGet.get({ key: fullKey, range, ifMatch: options.ifMatch || undefined, signal: options.signal });
+      const res = await this.#signedGet.get(request);
       const header = (name: string) => {
         const value = res.headers[name];
         return Array.isArray(value) ? value[0] : value;
       };
-      return { etag: stripQuotes(header('etag')), contentLength: Number(header('content-length') ?? 0), contentRange: header('content-range'), body: res };
+      return streamed(stripQuotes(header('etag')), Number(header('content-length') ?? 0), header('content-range'), res, options.allocate);
     }
     const out = await this.#client.send(
       new GetObjectCommand({
@@ -233,7 +244,7 @@ export class S3Store implements ObjectStore {
       }),
       options.signal ? { abortSignal: options.signal } : {},
     );
-    return { etag: stripQuotes(out.ETag), contentLength: out.ContentLength ?? 0, contentRange: out.ContentRange, body: out.Body as Readable };
+    return streamed(stripQuotes(out.ETag), out.ContentLength ?? 0, out.ContentRange, out.Body as Readable, options.allocate);
   }
 
   async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
@@ -359,6 +370,7 @@ export class S3Store implements ObjectStore {
   }
 
   async close(): Promise<void> {
+    this.#signedGet?.close();
     this.#client.destroy();
   }
 
@@ -427,12 +439,18 @@ async function signWithPayloadHash(command: { middlewareStack: { add: (...args: 
   });
 }
 
-/** A GET's answer before its body is read, from either path. */
+/** A GET's answer before its body is read (or, over plain HTTP, already read), from any path. */
 interface GetAnswer {
   readonly etag: string;
   readonly contentLength: number;
   readonly contentRange: string | undefined;
-  readonly body: Readable;
+  read(): Promise<Buffer>;
+  /** Drops a body that will not be read. */
+  discard(): void;
+}
+
+function streamed(etag: string, contentLength: number, contentRange: string | undefined, body: Readable, allocate: (bytes: number) => Buffer = Buffer.allocUnsafe): GetAnswer {
+  return { etag, contentLength, contentRange, read: () => readBody(body, contentLength, allocate), discard: () => body.destroy() };
 }
 
 type RelativeMiddleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
@@ -459,8 +477,8 @@ function totalSize(contentRange: string | undefined): number | undefined {
 }
 
 /** Reads a response body into one buffer sized from Content-Length (no chunk list to concatenate). */
-async function readBody(stream: Readable, expected: number): Promise<Buffer> {
-  const body = Buffer.allocUnsafe(expected);
+async function readBody(stream: Readable, expected: number, allocate: (bytes: number) => Buffer): Promise<Buffer> {
+  const body = allocate(expected);
   let offset = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     if (offset + chunk.length > expected) throw new StoreError('STORE_IO', `the store sent more than the ${expected} bytes it announced`);
