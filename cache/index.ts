@@ -7,7 +7,6 @@ export {
   type BlockCacheOptions,
 } from './block-cache-config.js';
 export { blockId, type BlockKey } from './block-key.js';
-export { blockMemory } from './block-memory.js';
 export { CacheError, type CacheErrorCode } from './cache-error.js';
 export { DramTier, type DramTierConfig } from './dram-tier.js';
 export { NvmeTier, type NvmeTierConfig } from './nvme-tier.js';

@@ -9,8 +9,6 @@ export interface MmapBinding {
   pageSize(): number;
   /** Bytes of the buffer's pages resident in memory now (mincore). */
   resident(buffer: Buffer): number;
-  /** Anonymous memory on 2 MiB boundaries, advised for huge pages (cache/block-memory.ts). */
-  blockMemory(length: number): Buffer;
 }
 
 const ADDON_PATH = '../native/build/Release/strata_mmap.node';

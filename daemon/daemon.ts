@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ParamsService } from '../params/index.js';
 import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
-import { BlockCache, blockMemory, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
+import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
 import type { ObjectRef } from '../cache/object-reader.js';
@@ -280,8 +280,7 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     const store = links.store(ref.storeId);
     if (!store) throw new StrataError('STORE_NOT_FOUND', `the link serving ${ref.key} was removed`);
     // The ref's size lets a block that is the whole object (any file up to a block) go out as a plain GET.
-    // The block cache keeps the body as the block itself: read it into block memory (cache/block-memory.ts).
-    const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, objectSize: ref.size, allocate: blockMemory, ...(signal ? { signal } : {}) });
+    const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, objectSize: ref.size, ...(signal ? { signal } : {}) });
     return result.body;
   };
   // With peers, a miss asks the block's owner first and falls back to fetchRange.

@@ -36,8 +36,6 @@ export interface HttpBodyResponse {
 export interface HttpExchange {
   /** Request line and headers, without the blank line that ends them. */
   readonly head: string;
-  /** Memory for a 2xx body, of its Content-Length. */
-  readonly allocate: (bytes: number) => Buffer;
   readonly signal?: AbortSignal | undefined;
   readonly socketTimeoutMs: number;
   readonly connectTimeoutMs: number;
@@ -70,7 +68,6 @@ class BodyConnection {
   readonly #scratch = Buffer.allocUnsafe(HEAD_BYTES + ERROR_BODY_BYTES);
   #scratchUsed = 0;
   #pending: Pending | undefined;
-  #allocate: (bytes: number) => Buffer = Buffer.allocUnsafe;
   #status = 0;
   #headers: Map<string, string> | undefined;
   #body: Buffer | undefined;
@@ -122,7 +119,6 @@ class BodyConnection {
     this.#body = undefined;
     this.#filled = 0;
     this.#answered = false;
-    this.#allocate = request.allocate;
     return new Promise<HttpBodyResponse>((resolve, reject) => {
       const signal = request.signal;
       let connectTimer: NodeJS.Timeout | undefined;
@@ -201,8 +197,7 @@ class BodyConnection {
       }
       const early = this.#scratchUsed - bodyStart;
       if (early > length) return this.#fail(new HttpProtocolError('the store sent more than the Content-Length it announced'));
-      this.#body = this.#allocate(length);
-      if (this.#body.length !== length) return this.#fail(new Error(`an allocator answered ${this.#body.length} bytes for ${length}`));
+      this.#body = Buffer.allocUnsafe(length);
       this.#scratch.copy(this.#body, 0, bodyStart, this.#scratchUsed);
       this.#filled = early;
       this.#scratchUsed = 0;

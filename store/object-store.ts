@@ -48,12 +48,6 @@ export interface GetRangeOptions {
    * the object turn out to have another size, the backend falls back to the ranged read.
    */
   readonly objectSize?: number;
-  /**
-   * Where the body's memory comes from (default `Buffer.allocUnsafe`): a cache passes memory
-   * suited to keeping blocks. Backends that read a body into one buffer of its final size
-   * take it from here; the answer's `body` is then that buffer.
-   */
-  readonly allocate?: (bytes: number) => Buffer;
 }
 
 export interface GetRangeResult {

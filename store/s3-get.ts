@@ -61,8 +61,6 @@ export interface GetRequest {
   /** ETag without quotes; the store answers 412 if the object's differs. */
   readonly ifMatch?: string | undefined;
   readonly signal?: AbortSignal | undefined;
-  /** Memory for the body read by `getBody` (default `Buffer.allocUnsafe`). */
-  readonly allocate?: ((bytes: number) => Buffer) | undefined;
 }
 
 /** What a failed GET looks like to the S3 store's error mapping: the shape of an SDK service error. */
@@ -146,7 +144,7 @@ export class SignedGet {
       const head = await this.#signedHead(request);
       let answer: HttpBodyResponse;
       try {
-        answer = await pool.send({ head, allocate: request.allocate ?? Buffer.allocUnsafe, signal: request.signal, socketTimeoutMs: this.#options.socketTimeoutMs, connectTimeoutMs: this.#options.connectTimeoutMs });
+        answer = await pool.send({ head, signal: request.signal, socketTimeoutMs: this.#options.socketTimeoutMs, connectTimeoutMs: this.#options.connectTimeoutMs });
       } catch (err) {
         if (err instanceof HttpProtocolError) return undefined;
         if (err instanceof HttpNetworkError) throw networkError(err.code, err.message);

@@ -222,7 +222,7 @@ export class S3Store implements ObjectStore {
 
   /** One GET, through the signed fast path where there is one, else the SDK; the body is left to read. */
   async #sendGet(fullKey: string, range: readonly [number, number] | undefined, options: GetRangeOptions): Promise<GetAnswer> {
-    const request = { key: fullKey, range, ifMatch: options.ifMatch || undefined, signal: options.signal, allocate: options.allocate };
+    const request = { key: fullKey, range, ifMatch: options.ifMatch || undefined, signal: options.signal };
     if (this.#signedGet?.readsDirect) {
       const { header, body } = await this.#signedGet.getBody(request);
       return { etag: stripQuotes(header('etag')), contentLength: body.length, contentRange: header('content-range'), read: async () => body, discard: () => undefined };
@@ -233,7 +233,7 @@ export class S3Store implements ObjectStore {
         const value = res.headers[name];
         return Array.isArray(value) ? value[0] : value;
       };
-      return streamed(stripQuotes(header('etag')), Number(header('content-length') ?? 0), header('content-range'), res, options.allocate);
+      return streamed(stripQuotes(header('etag')), Number(header('content-length') ?? 0), header('content-range'), res);
     }
     const out = await this.#client.send(
       new GetObjectCommand({
@@ -244,7 +244,7 @@ export class S3Store implements ObjectStore {
       }),
       options.signal ? { abortSignal: options.signal } : {},
     );
-    return streamed(stripQuotes(out.ETag), out.ContentLength ?? 0, out.ContentRange, out.Body as Readable, options.allocate);
+    return streamed(stripQuotes(out.ETag), out.ContentLength ?? 0, out.ContentRange, out.Body as Readable);
   }
 
   async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
@@ -449,8 +449,8 @@ interface GetAnswer {
   discard(): void;
 }
 
-function streamed(etag: string, contentLength: number, contentRange: string | undefined, body: Readable, allocate: (bytes: number) => Buffer = Buffer.allocUnsafe): GetAnswer {
-  return { etag, contentLength, contentRange, read: () => readBody(body, contentLength, allocate), discard: () => body.destroy() };
+function streamed(etag: string, contentLength: number, contentRange: string | undefined, body: Readable): GetAnswer {
+  return { etag, contentLength, contentRange, read: () => readBody(body, contentLength), discard: () => body.destroy() };
 }
 
 type RelativeMiddleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
@@ -477,8 +477,8 @@ function totalSize(contentRange: string | undefined): number | undefined {
 }
 
 /** Reads a response body into one buffer sized from Content-Length (no chunk list to concatenate). */
-async function readBody(stream: Readable, expected: number, allocate: (bytes: number) => Buffer): Promise<Buffer> {
-  const body = allocate(expected);
+async function readBody(stream: Readable, expected: number): Promise<Buffer> {
+  const body = Buffer.allocUnsafe(expected);
   let offset = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     if (offset + chunk.length > expected) throw new StoreError('STORE_IO', `the store sent more than the ${expected} bytes it announced`);

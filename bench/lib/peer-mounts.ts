@@ -40,7 +40,8 @@ export async function mountPeer(name: PeerName, s3: S3Endpoint, bucket: string, 
     await writeFile(passwd, `${s3.accessKeyId}:${s3.secretAccessKey}\n`, { mode: 0o600 });
     child = spawn('s3fs', [bucket, mnt, '-f', '-o', `url=${s3.endpoint},use_path_request_style,passwd_file=${passwd},endpoint=${s3.region}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   } else {
-    const remote = `:s3,provider=Ceph,env_auth=false,access_key_id=${s3.accessKeyId},secret_access_key=${s3.secretAccessKey},endpoint=${s3.endpoint}:${bucket}`;
+    // Values holding ':' are quoted, as rclone's connection-string syntax requires.
+    const remote = `:s3,provider=Ceph,env_auth=false,access_key_id=${s3.accessKeyId},secret_access_key=${s3.secretAccessKey},endpoint='${s3.endpoint}':${bucket}`;
     // rclone cannot apply AWS_CA_BUNDLE to its transport and refuses to start with it set (plain HTTP here).
     const { AWS_CA_BUNDLE: _unused, ...env } = process.env;
     child = spawn('rclone', ['mount', remote, mnt, '--read-only'], { stdio: ['ignore', 'ignore', 'pipe'], env });

@@ -13,11 +13,6 @@
  *   resident(buffer) -> number          bytes of the buffer's pages now in memory
  *                                       (mincore), for reporting how much of a
  *                                       table on NVMe the page cache holds.
- *   blockMemory(length) -> Buffer       anonymous memory for one cached block, aligned
- *                                       to 2 MiB and advised MADV_HUGEPAGE, so filling
- *                                       it faults in 2 MiB pages instead of 512 times as
- *                                       many 4 KiB ones. Counted as external memory for
- *                                       the garbage collector; unmapped when collected.
  *
  * Errors are thrown as JavaScript Errors carrying the errno name in `code`.
  */
@@ -148,50 +143,6 @@ static napi_value resident(napi_env env, napi_callback_info info) {
   napi_create_int64(env, (int64_t)bytes, &result);
   return result;
 }
-/* Transparent huge pages are 2 MiB on x86-64 and arm64 with 4 KiB base pages. */
-#define HUGE_PAGE_BYTES ((size_t)2 << 20)
-/* A block is at most 16 MiB (cache/block-cache-config.ts); refuse absurd sizes outright. */
-#define MAX_BLOCK_MEMORY_BYTES ((int64_t)1 << 30)
-
-static void release_block_memory(napi_env env, void *data, void *hint) {
-  size_t length = (size_t)(uintptr_t)hint;
-  munmap(data, length);
-  int64_t ignored;
-  napi_adjust_external_memory(env, -(int64_t)length, &ignored);
-}
-
-static napi_value block_memory(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int64_t length;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || !get_int64(env, argv[0], &length) || length == 0 || length > MAX_BLOCK_MEMORY_BYTES) {
-    napi_throw_range_error(env, "EINVAL", "blockMemory(length) expects 1 byte to 1 GiB");
-    return NULL;
-  }
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  size_t mapped = ((size_t)length + page - 1) / page * page;
-  /* Over-map by one huge page, then trim both ends so the block starts on a huge page boundary. */
-  uint8_t *raw = mmap(NULL, mapped + HUGE_PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) return throw_errno(env, "mmap", errno);
-  uint8_t *start = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1));
-  size_t head = (size_t)(start - raw);
-  size_t tail = HUGE_PAGE_BYTES - head;
-  if (head > 0) munmap(raw, head);
-  if (tail > 0) munmap(start + mapped, tail);
-  /* Advice only: without transparent huge pages the memory works the same, in small pages. */
-  (void)madvise(start, mapped, MADV_HUGEPAGE);
-  napi_value buffer;
-  if (napi_create_external_buffer(env, (size_t)length, start, release_block_memory, (void *)(uintptr_t)mapped, &buffer) != napi_ok) {
-    munmap(start, mapped);
-    napi_throw_error(env, "ENOMEM", "could not wrap block memory in a Buffer");
-    return NULL;
-  }
-  int64_t ignored;
-  napi_adjust_external_memory(env, (int64_t)mapped, &ignored);
-  return buffer;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"map", NULL, map_file, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -199,7 +150,6 @@ static napi_value init(napi_env env, napi_value exports) {
     {"allocate", NULL, allocate, NULL, NULL, NULL, napi_enumerable, NULL},
     {"pageSize", NULL, page_size, NULL, NULL, NULL, napi_enumerable, NULL},
     {"resident", NULL, resident, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"blockMemory", NULL, block_memory, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
