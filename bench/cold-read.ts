@@ -22,7 +22,7 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startRgw, type RgwHandle } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
 import { createBucket, dropPageCache, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
-import { cpuSecondsOf, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
+import { cpuTimesOf, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
 
 const MiB = 1024 * 1024;
@@ -40,6 +40,8 @@ const BUCKET = 'cold';
 interface Sample {
   readonly rate: number;
   readonly cpuPerGiB: number;
+  /** The kernel's share of cpuPerGiB (page faults, socket and FUSE copies); absent for the SDK. */
+  readonly systemPerGiB?: number;
 }
 
 type Client = 'sdk' | 'strata' | 'strata+nvme' | PeerName;
@@ -102,16 +104,19 @@ export async function run(): Promise<Record<string, unknown>> {
       const sdk = median((samples.get('sdk') ?? []).map((s) => s.rate));
       return [...samples].map(([name, list]) => {
         const rates = list.map((s) => s.rate);
-        return [label(name), median(rates), `${fmt(Math.min(...rates))}-${fmt(Math.max(...rates))}`, median(rates) / sdk, median(list.map((s) => s.cpuPerGiB)), unit];
+        const system = list.every((s) => s.systemPerGiB !== undefined) ? fmt(median(list.map((s) => s.systemPerGiB!))) : '';
+        return [label(name), median(rates), `${fmt(Math.min(...rates))}-${fmt(Math.max(...rates))}`, median(rates) / sdk, median(list.map((s) => s.cpuPerGiB)), system, unit];
       });
     };
-    printTable(`Cold 1 GiB sequential read (dd bs=1M), ${ROUNDS} interleaved rounds`, ['client', 'MiB/s', 'range', 'x SDK', 'CPU s/GiB', ''], rows(large, 'MiB/s'));
-    printTable(`Cold epoch, ${SMALL_FILES} x 256 KiB, ${READERS} readers, ${ROUNDS} interleaved rounds`, ['client', 'files/s', 'range', 'x SDK', 'CPU s/GiB', ''], rows(small, 'files/s'));
+    printTable(`Cold 1 GiB sequential read (dd bs=1M), ${ROUNDS} interleaved rounds`, ['client', 'MiB/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(large, 'MiB/s'));
+    printTable(`Cold epoch, ${SMALL_FILES} x 256 KiB, ${READERS} readers, ${ROUNDS} interleaved rounds`, ['client', 'files/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(small, 'files/s'));
     const breakdown = averageOf(breakdowns);
     printTable('Strata, cold 256 KiB file: milliseconds per file (sum over the epoch / files; calls overlap across the 8 readers)', ['step', 'ms per file'], Object.entries(breakdown).map(([k, v]) => [k, v]));
     const summary = (samples: Map<Client, Sample[]>) =>
       Object.fromEntries([...samples].map(([name, list]) => [name, { rates: list.map((s) => s.rate), cpuPerGiB: list.map((s) => s.cpuPerGiB) }]));
-    return { rounds: ROUNDS, large: summary(large), small: summary(small), smallFileBreakdownMs: breakdown };
+    const load = (await shell('cat /proc/loadavg')).split(' ').slice(0, 3).join(' ');
+    process.stdout.write(`load average at the end: ${load}\n`);
+    return { rounds: ROUNDS, large: summary(large), small: summary(small), smallFileBreakdownMs: breakdown, loadAverage: load };
   } finally {
     await cleanupDir(work);
     await rgw.stop();
@@ -129,7 +134,7 @@ function epochOf(mnt: string): string {
 function label(name: Client): string {
   switch (name) {
     case 'sdk':
-      return 'AWS SDK (8 parallel GETs; 8 MiB ranges for the 1 GiB file)';
+      return 'AWS SDK, 8 parallel GETs (8 MiB ranges of the 1 GiB file)';
     case 'strata':
       return 'Strata (DRAM)';
     case 'strata+nvme':
@@ -142,10 +147,11 @@ function label(name: Client): string {
 /** Runs `read` after dropping the page cache; answers its rate (`units` per second) and the CPU `pid` spent per GiB. */
 async function measured(pid: number, bytes: number, read: () => Promise<number>, units: number): Promise<Sample> {
   await dropPageCache();
-  const cpuBefore = await cpuSecondsOf(pid);
+  const before = await cpuTimesOf(pid);
   const seconds = await read();
-  const cpu = (await cpuSecondsOf(pid)) - cpuBefore;
-  return { rate: units / seconds, cpuPerGiB: cpu / (bytes / GiB) };
+  const after = await cpuTimesOf(pid);
+  const gib = bytes / GiB;
+  return { rate: units / seconds, cpuPerGiB: (after.user + after.system - before.user - before.system) / gib, systemPerGiB: (after.system - before.system) / gib };
 }
 
 /** `node --cpu-prof` into STRATA_BENCH_PROFILE, when set. */

@@ -87,6 +87,8 @@ class CacheSession implements ReadSession {
   readonly background: boolean;
   /** Without a DRAM tier, the block this session read last (its bytes reserved in the I/O pool). */
   held: { index: number; bytes: Buffer } | undefined;
+  /** The last block and window readahead looked at: reads within one block (32 of 128 KiB in 4 MiB) look once. */
+  readaheadSeen = { lastBlock: -1, window: 0 };
 
   constructor(ref: ObjectRef, detector: SequentialDetector, background: boolean) {
     this.ref = ref;
@@ -545,6 +547,8 @@ export class BlockCache implements ObjectReader {
   #readahead(session: CacheSession, offset: number, end: number, lastBlock: number): void {
     const window = session.detector.observe(offset, end);
     if (window === 0 || this.#closed || (this.#dram === undefined && this.#lower.length === 0)) return;
+    if (session.readaheadSeen.lastBlock === lastBlock && session.readaheadSeen.window === window) return;
+    session.readaheadSeen = { lastBlock, window };
     const { ref } = session;
     const count = blockCount(ref.size, this.#config.blockSize);
     for (let index = lastBlock + 1; index <= Math.min(lastBlock + window, count - 1); index += 1) {

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { createServer, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../test/fixtures/rgw.js';
+import { PayloadHasher } from './payload-hasher.js';
 import { GetFailure, objectAddress, SignedGet, type SignedGetOptions } from './s3-get.js';
 
 describe('objectAddress', () => {
@@ -274,5 +276,21 @@ describe('SignedGet.getBody over plain HTTP', () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 100);
     await expect(getter(port).getBody({ key: 'k', signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError' });
+  });
+});
+
+describe('PayloadHasher', () => {
+  it('hashes shared and ordinary bodies on worker threads, as node:crypto does', async () => {
+    const hasher = new PayloadHasher();
+    try {
+      const shared = Buffer.from(new SharedArrayBuffer(3 * 1024 * 1024 + 5));
+      shared.fill(0x5a);
+      const plain = Buffer.from('hello, store');
+      const [a, b] = await Promise.all([hasher.hash(shared), hasher.hash(plain)]);
+      expect(a).toBe(createHash('sha256').update(shared).digest('hex'));
+      expect(b).toBe(createHash('sha256').update(plain).digest('hex'));
+    } finally {
+      hasher.close();
+    }
   });
 });

@@ -1,4 +1,3 @@
-import { webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
@@ -24,6 +23,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
 import { objectAddress, SignedGet } from './s3-get.js';
+import { PayloadHasher } from './payload-hasher.js';
 import { timedRequest } from './store-metrics.js';
 import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 
@@ -66,6 +66,7 @@ export class S3Store implements ObjectStore {
   readonly #prefix: string;
   readonly #endpoint: string;
   readonly #signedGet: SignedGet | undefined;
+  readonly #hasher = new PayloadHasher();
 
   constructor(config: S3StoreConfig) {
     this.#bucket = config.bucket;
@@ -251,7 +252,7 @@ export class S3Store implements ObjectStore {
     try {
       if (Buffer.isBuffer(body)) {
         const command = new PutObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key, Body: body });
-        await signWithPayloadHash(command, body);
+        await signWithPayloadHash(command, body, this.#hasher);
         const out = await this.#client.send(command, options.signal ? { abortSignal: options.signal } : {});
         return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(key)) };
       }
@@ -295,7 +296,7 @@ export class S3Store implements ObjectStore {
   async uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart> {
     try {
       const command = new UploadPartCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId, PartNumber: partNumber, Body: body });
-      await signWithPayloadHash(command, body);
+      await signWithPayloadHash(command, body, this.#hasher);
       const out = await this.#client.send(command);
       return { partNumber, etag: stripQuotes(out.ETag), size: body.length };
     } catch (err) {
@@ -371,6 +372,7 @@ export class S3Store implements ObjectStore {
 
   async close(): Promise<void> {
     this.#signedGet?.close();
+    this.#hasher.close();
     this.#client.destroy();
   }
 
@@ -418,15 +420,15 @@ export class S3Store implements ObjectStore {
 const OFF_THREAD_HASH_MIN_BYTES = 1024 * 1024;
 
 /**
- * Hands the SigV4 payload hash (SHA-256 of `body`) to the signer as its header, computed by
- * WebCrypto on the libuv threadpool. Without it the SDK hashes a Buffer body synchronously on
+ * Hands the SigV4 payload hash (SHA-256 of `body`) to the signer as its header, computed on a
+ * worker thread (payload-hasher.ts). Without it the SDK hashes a Buffer body synchronously on
  * the event loop (with no checksum trailer, as here, over plain HTTP and HTTPS alike): 20-40 ms
  * per 16 MiB part here, during which the FUSE requests of a file being written wait. The
  * store still checks the hash, so the payload stays signed.
  */
-async function signWithPayloadHash(command: { middlewareStack: { add: (...args: never[]) => void } }, body: Buffer): Promise<void> {
+async function signWithPayloadHash(command: { middlewareStack: { add: (...args: never[]) => void } }, body: Buffer, hasher: PayloadHasher): Promise<void> {
   if (body.length < OFF_THREAD_HASH_MIN_BYTES) return;
-  const hash = Buffer.from(await webcrypto.subtle.digest('SHA-256', body)).toString('hex');
+  const hash = await hasher.hash(body);
   const middleware = (next: (args: unknown) => Promise<unknown>) => async (args: unknown) => {
     const request = (args as { request?: { headers?: Record<string, string> } }).request;
     if (request?.headers) request.headers['x-amz-content-sha256'] = hash;

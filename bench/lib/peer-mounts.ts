@@ -72,10 +72,16 @@ export async function mountPeer(name: PeerName, s3: S3Endpoint, bucket: string, 
 
 /** CPU seconds (user + system, all threads) a process has used so far, from /proc. */
 export async function cpuSecondsOf(pid: number): Promise<number> {
+  const { user, system } = await cpuTimesOf(pid);
+  return user + system;
+}
+
+/** User and system CPU seconds (all threads) a process has used so far, from /proc. */
+export async function cpuTimesOf(pid: number): Promise<{ user: number; system: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
 }
 
 /** Linux's USER_HZ, which /proc reports times in (100 on every mainstream architecture). */
