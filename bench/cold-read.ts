@@ -44,7 +44,7 @@ interface Sample {
   readonly systemPerGiB?: number;
 }
 
-type Client = 'sdk' | 'strata' | 'strata+nvme' | PeerName;
+type Client = 'sdk' | 'strata' | 'strata-8m' | 'strata+nvme' | PeerName;
 
 export async function run(): Promise<Record<string, unknown>> {
   const rgw = await startRgw();
@@ -67,9 +67,9 @@ export async function run(): Promise<Record<string, unknown>> {
     for (let round = 0; round < ROUNDS; round++) {
       note(large, 'sdk', await sdkLarge(client));
       note(small, 'sdk', await sdkSmall(client, keys));
-      for (const nvme of [false, true]) {
-        const name: Client = nvme ? 'strata+nvme' : 'strata';
-        const args = ['--state-dir', join(work, `state-${round}-${name}`), '--dram', '1280MiB', ...(nvme ? ['--nvme', `${join(work, `nvme-${round}`)}:2GiB`] : [])];
+      for (const name of ['strata', 'strata-8m', 'strata+nvme'] as const) {
+        const tierArgs = name === 'strata+nvme' ? ['--nvme', `${join(work, `nvme-${round}`)}:2GiB`] : name === 'strata-8m' ? ['--block-size', '8MiB'] : [];
+        const args = ['--state-dir', join(work, `state-${round}-${name}`), '--dram', '1280MiB', ...tierArgs];
         note(large, name, await withStrata(rgw, mnt, args, async (pid) => measured(pid, MODEL_BYTES, () => timeCommand(ddOf(mnt)), MODEL_BYTES / MiB)));
       }
       const smallArgs = ['--state-dir', join(work, `state-${round}-small`), '--dram', '1GiB'];
@@ -136,7 +136,9 @@ function label(name: Client): string {
     case 'sdk':
       return 'AWS SDK, 8 parallel GETs (8 MiB ranges of the 1 GiB file)';
     case 'strata':
-      return 'Strata (DRAM)';
+      return 'Strata (DRAM, 4 MiB blocks)';
+    case 'strata-8m':
+      return 'Strata (DRAM, 8 MiB blocks)';
     case 'strata+nvme':
       return 'Strata (DRAM + NVMe write-through)';
     default:

@@ -64,6 +64,22 @@ async function bodyOf(res: IncomingMessage): Promise<string> {
   return text;
 }
 
+/** A SignedGet's options for the scripted server on `port`. */
+function testOptions(port: number, agent: Agent, overrides: Partial<SignedGetOptions>): SignedGetOptions {
+  return {
+    address: { protocol: 'http:', hostname: '127.0.0.1', port, basePath: '/bucket' },
+    region: 'us-east-1',
+    credentials: async () => ({ accessKeyId: 'AKTEST', secretAccessKey: 'secret-not-in-logs' }),
+    agent,
+    maxAttempts: 4,
+    connectTimeoutMs: 1_000,
+    socketTimeoutMs: 5_000,
+    storeUrl: 's3://bucket',
+    endpointName: `http://127.0.0.1:${port}`,
+    ...overrides,
+  };
+}
+
 describe('SignedGet', () => {
   const server = new ScriptedServer();
   const agent = new Agent({ keepAlive: true });
@@ -73,18 +89,7 @@ describe('SignedGet', () => {
   });
 
   function getter(port: number, overrides: Partial<SignedGetOptions> = {}): SignedGet {
-    return new SignedGet({
-      address: { protocol: 'http:', hostname: '127.0.0.1', port, basePath: '/bucket' },
-      region: 'us-east-1',
-      credentials: async () => ({ accessKeyId: 'AKTEST', secretAccessKey: 'secret-not-in-logs' }),
-      agent,
-      maxAttempts: 4,
-      connectTimeoutMs: 1_000,
-      socketTimeoutMs: 5_000,
-      storeUrl: 's3://bucket',
-      endpointName: `http://127.0.0.1:${port}`,
-      ...overrides,
-    });
+    return new SignedGet(testOptions(port, agent, overrides));
   }
 
   it('sends a SigV4-signed GET with the key encoded per segment, its range and If-Match', async () => {
@@ -177,19 +182,7 @@ describe('SignedGet.getBody over plain HTTP', () => {
   });
 
   function getter(port: number, overrides: Partial<SignedGetOptions> = {}): SignedGet {
-    const g = new SignedGet({
-      address: { protocol: 'http:', hostname: '127.0.0.1', port, basePath: '/bucket' },
-      region: 'us-east-1',
-      credentials: async () => ({ accessKeyId: 'AKTEST', secretAccessKey: 'secret-not-in-logs' }),
-      agent,
-      maxAttempts: 4,
-      connectTimeoutMs: 1_000,
-      socketTimeoutMs: 5_000,
-      storeUrl: 's3://bucket',
-      endpointName: `http://127.0.0.1:${port}`,
-      maxIdleSockets: 4,
-      ...overrides,
-    });
+    const g = new SignedGet(testOptions(port, agent, { maxIdleSockets: 4, ...overrides }));
     getters.push(g);
     return g;
   }
