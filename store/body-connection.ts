@@ -169,7 +169,13 @@ class BodyConnection {
     }
     this.#scratchUsed += bytes;
     if (this.#headers === undefined) this.#parseHead();
-    else if (this.#scratchUsed >= this.#errorEnd) this.#complete();
+    else if (this.#errorBodyDone()) this.#complete();
+  }
+
+  /** Whether the error body is all here: its Content-Length, the cap, or (chunked) the last chunk. */
+  #errorBodyDone(): boolean {
+    if (this.#scratchUsed >= this.#errorEnd) return true;
+    return !this.#headers!.has('content-length') && this.#scratch.subarray(0, this.#scratchUsed).includes('0\r\n\r\n', 0, 'latin1');
   }
 
   #parseHead(): void {
@@ -209,7 +215,7 @@ class BodyConnection {
     this.#scratch.copyWithin(0, bodyStart, this.#scratchUsed);
     this.#scratchUsed -= bodyStart;
     this.#errorEnd = length !== undefined && Number.isSafeInteger(length) ? Math.min(length, ERROR_BODY_BYTES) : ERROR_BODY_BYTES;
-    if (this.#scratchUsed >= this.#errorEnd || this.#scratch.subarray(0, this.#scratchUsed).includes('0\r\n\r\n', 0, 'latin1')) this.#complete();
+    if (this.#errorBodyDone()) this.#complete();
   }
 
   #complete(): void {

@@ -228,6 +228,15 @@ describe('SignedGet.getBody over plain HTTP', () => {
     expect((await g.getBody({ key: 'k' })).body.toString()).toBe('ok');
   });
 
+  it('reads a chunked error answer that arrives in pieces', async () => {
+    const port = await server.start((_req, res) => {
+      res.writeHead(403, { 'content-type': 'application/xml' }); // no Content-Length: chunked
+      res.write('<?xml version="1.0"?><Error><Code>AccessDenied</Code>');
+      setTimeout(() => res.end('<Message>no</Message></Error>'), 30);
+    });
+    await expect(getter(port, { socketTimeoutMs: 2_000 }).getBody({ key: 'k' })).rejects.toMatchObject({ name: 'AccessDenied', $metadata: { httpStatusCode: 403 } });
+  });
+
   it('retries throttling as get() does', async () => {
     const port = await server.start((_req, res, n) => {
       if (n === 1) return xmlError(res, 503, 'SlowDown');
