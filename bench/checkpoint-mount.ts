@@ -1,85 +1,137 @@
 /**
- * Checkpoint saves through the mount (issue 4): a 2 GiB file written with `dd bs=4M` into a
- * Strata mount over Ceph RGW. Time until `close()` returns in async mode, next to a local
- * `dd conv=fsync` of the same size on the same disk in the same round, and next to sync mode;
- * and the time until the object is in the store.
+ * Checkpoint saves through the mount: a 1 GiB file written with `dd bs=4M` into a Strata mount
+ * over Ceph RGW. Time until `close()` returns in async mode, next to a local `dd conv=fsync` of
+ * the same size on the same disk; the time until the object is complete in the store, next to
+ * the AWS SDK's own multipart upload of the same file (8 MiB parts, 8 in flight, from the local
+ * file); sync mode's close; and the daemon's CPU seconds per GiB.
  *
- * The machine has 2 cores shared with the gateway (and with other work), and writing 2 GiB into
- * the page cache alone took 1.8 to 8.6 s here depending on what the cache held, so each round
- * drops the page cache before every run, runs local, async and sync back to back, and the table
- * gives each round's ratios (never a ratio of figures from different rounds). RGW's memstore
- * frees deleted objects only when its garbage collector runs, so every round gets a fresh gateway.
+ * The machine has 2 cores shared with the gateway (and with other work), so every round runs
+ * local, SDK, async and sync back to back, drops the page cache before each, and the table gives
+ * the medians of each round's ratios (never a ratio of figures from different rounds). RGW's
+ * memstore frees deleted objects only when its garbage collector runs, so every upload gets a
+ * fresh gateway. `STRATA_BENCH_ROUNDS` sets the rounds (default 3), `STRATA_BENCH_CKPT_MIB` the
+ * size; `STRATA_BENCH_PROFILE=DIR` writes a CPU profile of every daemon (see cold-read.ts).
  */
+import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Upload } from '@aws-sdk/lib-storage';
 import { startRgw } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
+import { profileArgs } from './cold-read.js';
 import { createBucket, dropPageCache, s3Client, shell, timeCommand } from './lib/harness.js';
+import { cpuSecondsOf } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
 
-const COUNT = 512; // × 4 MiB = 2 GiB
-/** Two rounds: one unlucky burst of load elsewhere shows as a round apart, not as the result. */
-const ROUNDS = 2;
+const MiB = 1024 * 1024;
+const FILE_MIB = Number(process.env.STRATA_BENCH_CKPT_MIB ?? 1024);
+const COUNT = FILE_MIB / 4; // dd bs=4M
+const ROUNDS = Number(process.env.STRATA_BENCH_ROUNDS ?? 3);
+/** The SDK baseline's multipart settings (FACTS: 8 MiB parts, 8 in flight). */
+const SDK_PART_BYTES = 8 * MiB;
+const SDK_QUEUE = 8;
 
 interface Round {
   readonly localSeconds: number;
-  readonly async: { closeSeconds: number; storeSeconds: number };
-  readonly sync: { closeSeconds: number; storeSeconds: number };
+  readonly sdkSeconds: number;
+  readonly async: Strata;
+  readonly sync: Strata;
 }
 
-async function round(work: string): Promise<Round> {
+interface Strata {
+  readonly closeSeconds: number;
+  readonly storeSeconds: number;
+  readonly cpuPerGiB: number;
+}
+
+async function withGateway<T>(body: (rgw: Awaited<ReturnType<typeof startRgw>>) => Promise<T>): Promise<T> {
   const rgw = await startRgw({ startTimeoutMs: 120_000 });
   try {
     const client = s3Client(rgw);
     await createBucket(client, 'ckpt');
     client.destroy();
-    const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey, AWS_REGION: rgw.region };
-    const mnt = join(work, 'mnt');
-    await shell(`mkdir -p ${mnt}`);
-    const dd = (target: string, extra = '') => `dd if=/dev/zero of=${target} bs=4M count=${COUNT} status=none ${extra}`;
-
-    await dropPageCache();
-    const localSeconds = await timeCommand(dd(join(work, 'local.bin'), 'conv=fsync'));
-    await shell(`rm -f ${join(work, 'local.bin')}`);
-    const modes: { async?: Round['async']; sync?: Round['sync'] } = {};
-    for (const mode of ['async', 'sync'] as const) {
-      const daemon = await startMount('s3://ckpt', mnt, ['--endpoint', rgw.endpoint, '--state-dir', join(work, `state-${mode}`), '--close', mode, '--log-level', 'warn'], env);
-      try {
-        await dropPageCache();
-        const started = performance.now();
-        await shell(dd(`${mnt}/${mode}.bin`));
-        const closeSeconds = (performance.now() - started) / 1000;
-        const flushed = await fetch(`${apiUrlOf(daemon)}/v1/uploads/flush`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
-        if (flushed.status !== 200) throw new Error(`flush answered ${flushed.status}: ${await flushed.text()}`);
-        modes[mode] = { closeSeconds, storeSeconds: (performance.now() - started) / 1000 };
-      } finally {
-        await daemon.stop();
-      }
-    }
-    return { localSeconds, async: modes.async!, sync: modes.sync! };
+    return await body(rgw);
   } finally {
     await rgw.stop();
   }
+}
+
+const dd = (target: string, extra = '') => `dd if=/dev/zero of=${target} bs=4M count=${COUNT} status=none ${extra}`;
+
+async function strataRun(work: string, mode: 'async' | 'sync', round: number): Promise<Strata> {
+  return withGateway(async (rgw) => {
+    const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey, AWS_REGION: rgw.region };
+    const mnt = join(work, 'mnt');
+    await shell(`mkdir -p ${mnt}`);
+    const daemon = await startMount('s3://ckpt', mnt, ['--endpoint', rgw.endpoint, '--state-dir', join(work, `state-${mode}-${round}`), '--close', mode, '--log-level', 'warn'], env, profileArgs());
+    try {
+      await dropPageCache();
+      const pid = daemon.child.pid!;
+      const cpuBefore = await cpuSecondsOf(pid);
+      const started = performance.now();
+      await shell(dd(`${mnt}/${mode}.bin`));
+      const closeSeconds = (performance.now() - started) / 1000;
+      const flushed = await fetch(`${apiUrlOf(daemon)}/v1/uploads/flush`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      if (flushed.status !== 200) throw new Error(`flush answered ${flushed.status}: ${await flushed.text()}`);
+      const storeSeconds = (performance.now() - started) / 1000;
+      const cpu = (await cpuSecondsOf(pid)) - cpuBefore;
+      return { closeSeconds, storeSeconds, cpuPerGiB: cpu / (FILE_MIB / 1024) };
+    } finally {
+      await daemon.stop();
+      await cleanupDir(join(work, `state-${mode}-${round}`));
+    }
+  });
+}
+
+async function sdkRun(file: string): Promise<number> {
+  return withGateway(async (rgw) => {
+    const client = s3Client(rgw);
+    try {
+      await dropPageCache();
+      const started = performance.now();
+      await new Upload({ client, params: { Bucket: 'ckpt', Key: 'sdk.bin', Body: createReadStream(file) }, partSize: SDK_PART_BYTES, queueSize: SDK_QUEUE }).done();
+      return (performance.now() - started) / 1000;
+    } finally {
+      client.destroy();
+    }
+  });
 }
 
 export async function run(): Promise<Record<string, unknown>> {
   const work = await tempDir('bench-ckpt');
   try {
     const rounds: Round[] = [];
-    for (let i = 0; i < ROUNDS; i++) rounds.push(await round(work));
-    const rows: Array<[string, number, number]> = [];
-    rounds.forEach((r, i) => {
-      const n = `round ${i + 1}`;
-      rows.push([`${n}: local dd conv=fsync (same disk)`, r.localSeconds, 1]);
-      rows.push([`${n}: strata async: close() returned`, r.async.closeSeconds, r.async.closeSeconds / r.localSeconds]);
-      rows.push([`${n}: strata async: object in the store`, r.async.storeSeconds, r.async.storeSeconds / r.localSeconds]);
-      rows.push([`${n}: strata sync: close() returned`, r.sync.closeSeconds, r.sync.closeSeconds / r.localSeconds]);
-    });
-    printTable('2 GiB checkpoint written with dd bs=4M (ratios within each round)', ['case', 'seconds', 'x local'], rows);
-    return { rounds, asyncCloseOverLocal: rounds.map((r) => r.async.closeSeconds / r.localSeconds) };
+    for (let i = 0; i < ROUNDS; i++) {
+      const local = join(work, 'local.bin');
+      await dropPageCache();
+      const localSeconds = await timeCommand(dd(local, 'conv=fsync'));
+      const sdkSeconds = await sdkRun(local);
+      await shell(`rm -f ${local}`);
+      const async = await strataRun(work, 'async', i);
+      const sync = await strataRun(work, 'sync', i);
+      rounds.push({ localSeconds, sdkSeconds, async, sync });
+    }
+    const med = (f: (r: Round) => number) => median(rounds.map(f));
+    const range = (f: (r: Round) => number) => `${Math.min(...rounds.map(f)).toFixed(2)}-${Math.max(...rounds.map(f)).toFixed(2)}`;
+    const rows: Array<[string, number, string, number, string]> = [
+      ['local dd conv=fsync (same disk)', med((r) => r.localSeconds), range((r) => r.localSeconds), 1, ''],
+      ['SDK multipart upload of the file (8 MiB x 8)', med((r) => r.sdkSeconds), range((r) => r.sdkSeconds), 1, ''],
+      ['strata async: close() returned (x local)', med((r) => r.async.closeSeconds), range((r) => r.async.closeSeconds), med((r) => r.async.closeSeconds / r.localSeconds), '<= 1.2'],
+      ['strata async: object in the store (x SDK)', med((r) => r.async.storeSeconds), range((r) => r.async.storeSeconds), med((r) => r.async.storeSeconds / r.sdkSeconds), '<= 1.1'],
+      ['strata sync: close() returned (x SDK)', med((r) => r.sync.closeSeconds), range((r) => r.sync.closeSeconds), med((r) => r.sync.closeSeconds / r.sdkSeconds), ''],
+    ];
+    printTable(`${FILE_MIB} MiB checkpoint written with dd bs=4M, ${ROUNDS} rounds (medians of per-round ratios)`, ['case', 'seconds', 'range', 'ratio', 'target'], rows);
+    process.stdout.write(`daemon CPU s/GiB: async ${med((r) => r.async.cpuPerGiB).toFixed(2)}, sync ${med((r) => r.sync.cpuPerGiB).toFixed(2)}\n`);
+    return { fileMiB: FILE_MIB, rounds };
   } finally {
     await cleanupDir(work);
   }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

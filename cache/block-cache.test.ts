@@ -7,6 +7,7 @@ import { StoreError } from '../store/errors.js';
 import { silentLogger } from '../telemetry/index.js';
 import { BlockCache, type FetchRange } from './block-cache.js';
 import { resolveBlockCacheConfig, type BlockCacheOptions } from './block-cache-config.js';
+import { blockChecksum } from './checksum.js';
 import type { ObjectRef } from './object-reader.js';
 import type { Tier, TierStats } from './tier.js';
 
@@ -342,6 +343,42 @@ describe('BlockCache', () => {
     const got = await cache.read(cache.openSession(late), 0, 2 * BLOCK);
     expect(got.equals(store.objects.get('late')!.bytes)).toBe(true);
     expect(cache.memory().peakBytes).toBeLessThanOrEqual(3 * BLOCK);
+  });
+
+  it('writes through behind the reader: a stalled tier delays no read, holds no I/O pool bytes, and gets every block once it moves', async () => {
+    const written = new Map<string, { bytes: Buffer; checksum: number | undefined }>();
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let puts = 0;
+    const slow: Tier = {
+      name: 'nvme',
+      capacityBytes: 1 << 30,
+      usedBytes: 0,
+      get: async (id) => written.get(id)?.bytes,
+      put: async (id, bytes, checksum) => {
+        puts += 1;
+        await gate;
+        written.set(id, { bytes: Buffer.from(bytes), checksum });
+        return true;
+      },
+      delete: async (id) => void written.delete(id),
+      has: (id) => written.has(id),
+      stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: written.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
+      close: async () => undefined,
+    };
+    const bytes = randomBytes(12 * BLOCK);
+    const ref = store.add('obj', bytes);
+    const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 32 * MiB, readaheadMaxBlocks: 0 }), logger, store.fetchRange, { nvme: slow });
+    caches.push(cache);
+    expect((await readAll(cache, ref)).equals(bytes)).toBe(true);
+    expect(cache.memory().ioPoolUsedBytes).toBe(0);
+    expect(puts).toBe(2); // two writes in flight, the other ten queued
+    const settled = cache.writesSettled();
+    open();
+    await settled;
+    expect(written.size).toBe(12);
+    const first = written.get(JSON.stringify(['mem://test', 'obj', '"v1"', 0]))!;
+    expect(first.checksum).toBe(blockChecksum(bytes.subarray(0, BLOCK)));
   });
 
   it('treats a tier that throws as a miss and still answers the read', async () => {

@@ -89,14 +89,14 @@ export class DramTier implements Tier {
     return this.#lru.peek(id)?.bytes;
   }
 
-  async put(id: string, bytes: Buffer): Promise<boolean> {
-    return this.putNow(id, bytes);
+  async put(id: string, bytes: Buffer, checksum?: number): Promise<boolean> {
+    return this.putNow(id, bytes, checksum);
   }
 
   /** Synchronous `put` (same contract). */
-  putNow(id: string, bytes: Buffer): boolean {
+  putNow(id: string, bytes: Buffer, checksum?: number): boolean {
     if (bytes.length > this.#capacity) return false;
-    this.#lru.set(id, { bytes, checksum: this.#verify ? blockChecksum(bytes) : 0 });
+    this.#lru.set(id, { bytes, checksum: this.#verify ? (checksum ?? blockChecksum(bytes)) : 0 });
     this.#counters.sizes(this.usedBytes, this.#capacity);
     return true;
   }

@@ -36,6 +36,25 @@ describe('Namespace over a local-directory store', () => {
     expect(file.kind === 'file' && file.ref.size).toBe(1);
   });
 
+  it('after the TTL, looks names of a listed folder up with one new listing, not a HEAD each', async () => {
+    await mkdir(join(dir, 'set'), { recursive: true });
+    for (let i = 0; i < 5; i++) await writeFile(join(dir, `set/f${i}`), `v1-${i}`);
+    const calls = { head: 0, list: 0 };
+    const counted: ObjectStore = Object.assign(Object.create(store) as ObjectStore, {
+      head: (key: string) => (calls.head++, store.head(key)),
+      list: (prefix: string, options?: Parameters<ObjectStore['list']>[1]) => (calls.list++, store.list(prefix, options)),
+    });
+    const counting = new Namespace(counted, { metadataTtlMs: 1000, now: () => now });
+    await counting.list('/set');
+    Object.assign(calls, { head: 0, list: 0 });
+    now += 1001;
+    await writeFile(join(dir, 'set/f0'), 'v2-0, longer');
+    const sizes = await Promise.all([0, 1, 2, 3, 4].map(async (i) => ((await counting.lookup(`/set/f${i}`)) as { ref: { size: number } }).ref.size));
+    expect(sizes).toEqual([12, 4, 4, 4, 4]);
+    expect(calls).toEqual({ head: 0, list: 1 });
+    await expect(counting.lookup('/set/gone')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+  });
+
   it('answers FS_NOT_FOUND and FS_NOT_A_DIRECTORY', async () => {
     await writeFile(join(dir, 'f'), 'f');
     await expect(ns.lookup('/nope')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });

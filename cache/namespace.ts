@@ -54,6 +54,13 @@ const LIST_PAGE_SIZE = 1000;
 const FOLDER_TTL_MS = 30_000;
 /** Object versions whose attributes are remembered (about 100 bytes each): a 10 MB bound. */
 const KNOWN_META_VERSIONS = 100_000;
+/**
+ * A lookup in a folder listed before whose listing has expired lists the folder again instead
+ * of sending a HEAD for the one name, when the folder fit one LIST page: one request then
+ * answers every name in it. In bench/cold-read.ts (8 readers going through 2,000 files in 10
+ * folders, for longer than the metadata TTL) the per-file HEADs took as long as the GETs.
+ */
+const RELIST_MAX_ENTRIES = LIST_PAGE_SIZE;
 
 /**
  * Maps mount paths (`/a/b.txt`) to objects of one store, inferring folders from `/`
@@ -192,10 +199,14 @@ export class Namespace {
     const cached = this.#fresh(known);
     if (cached) return cached.value;
     // A fresh listing of the parent is complete, so a name absent from it is absent.
-    const parentListing = this.#fresh(this.#listings.get(parentOf(path)));
-    if (parentListing) {
-      const name = path.slice(path.lastIndexOf('/') + 1);
-      return parentListing.value.find((e) => e.name === name)?.entry ?? null;
+    const name = path.slice(path.lastIndexOf('/') + 1);
+    const parent = parentOf(path);
+    const listed = this.#listings.get(parent);
+    const parentListing = this.#fresh(listed);
+    if (parentListing) return parentListing.value.find((e) => e.name === name)?.entry ?? null;
+    if (listed && listed.value.length <= RELIST_MAX_ENTRIES) {
+      const entries = await this.list(parent).catch(() => undefined);
+      if (entries) return entries.find((e) => e.name === name)?.entry ?? null;
     }
     return coalesce(this.#pendingLookups, path, () => this.#foreground(() => this.#lookupInStore(path, known?.value?.kind === 'file')));
   }

@@ -1,7 +1,10 @@
 import { blockChecksum } from './checksum.js';
 
-/** "STRBLK" + format version 1: the first bytes of every NVMe block file. */
-const MAGIC = Buffer.from('STRBLK01', 'latin1');
+/**
+ * "STRBLK" + format version: the first bytes of every NVMe block file. Version 2 checksums with
+ * CRC-32C; files of version 1 (CRC-32) no longer decode, so they are dropped as misses.
+ */
+const MAGIC = Buffer.from('STRBLK02', 'latin1');
 /** magic (8) + id length, data length, data CRC, header CRC (4 × uint32 LE). */
 export const FIXED_HEADER_BYTES = 24;
 

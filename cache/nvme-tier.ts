@@ -164,7 +164,7 @@ export class NvmeTier implements Tier {
     return file.subarray(header.dataOffset);
   }
 
-  async put(id: string, bytes: Buffer): Promise<boolean> {
+  async put(id: string, bytes: Buffer, checksum?: number): Promise<boolean> {
     if (this.#closed) return false;
     const present = this.#entries.get(id);
     if (present !== undefined) {
@@ -174,7 +174,7 @@ export class NvmeTier implements Tier {
     }
     const pending = this.#pending.get(id);
     if (pending !== undefined) return pending;
-    const write = this.#write(id, bytes).finally(() => this.#pending.delete(id));
+    const write = this.#write(id, bytes, checksum).finally(() => this.#pending.delete(id));
     this.#pending.set(id, write);
     return write;
   }
@@ -202,13 +202,13 @@ export class NvmeTier implements Tier {
     }
   }
 
-  async #write(id: string, bytes: Buffer): Promise<boolean> {
+  async #write(id: string, bytes: Buffer, knownChecksum: number | undefined): Promise<boolean> {
     const fileBytes = blockFileSize(id, bytes.length);
     if (fileBytes > this.#capacity || !(await this.#makeRoom(fileBytes))) return false;
     this.#used += fileBytes;
     const path = this.#pathOf(id);
     const tmp = `${path}.${process.pid}.${this.#tmpSeq++}.tmp`;
-    const checksum = blockChecksum(bytes);
+    const checksum = knownChecksum ?? blockChecksum(bytes);
     try {
       await this.#ensureDir(path);
       const handle = await open(tmp, 'w');

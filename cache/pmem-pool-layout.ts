@@ -12,7 +12,8 @@ import { blockChecksum } from './checksum.js';
  * block id, and a CRC of the record itself, so a record torn by a crash is detected.
  */
 export const POOL_MAGIC = Buffer.from('STRPOOL1', 'latin1');
-export const POOL_VERSION = 1;
+/** Version 2: checksums are CRC-32C (version 1 pools, with CRC-32, are re-initialised at open). */
+export const POOL_VERSION = 2;
 /** The header gets a page of its own so flushing it never touches slot records. */
 export const HEADER_BYTES = 4096;
 /** 60 bytes of fields rounded to 64: records never straddle a cache line or a page. */

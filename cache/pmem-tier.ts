@@ -189,7 +189,7 @@ export class PmemTier implements Tier {
     return copy;
   }
 
-  async put(id: string, bytes: Buffer): Promise<boolean> {
+  async put(id: string, bytes: Buffer, knownChecksum?: number): Promise<boolean> {
     const meta = this.#meta;
     if (meta === undefined || bytes.length > this.#geometry.blockSize) return false;
     const hash = hashId(id);
@@ -212,7 +212,7 @@ export class PmemTier implements Tier {
       this.#faultHook?.('data-copied');
       this.#mmap.sync(segment, offset, bytes.length);
       this.#faultHook?.('data-flushed');
-      const checksum = blockChecksum(bytes);
+      const checksum = knownChecksum ?? blockChecksum(bytes);
       this.#sequence += 1n;
       writeSlotRecord(meta, recordAt, { length: bytes.length, checksum, sequence: this.#sequence, idHash: hash });
       this.#faultHook?.('record-written');

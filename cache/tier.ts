@@ -37,9 +37,10 @@ export interface Tier {
    * Stores a copy of (or, for DRAM, a reference to) `bytes` under `id`, evicting
    * least-recently-used blocks if needed. `true` once the block is stored and visible
    * to `get`; `false` if it could not be (larger than the tier, no space, I/O error).
-   * The caller must not modify `bytes` afterwards.
+   * The caller must not modify `bytes` afterwards. `checksum` is `blockChecksum(bytes)` when the
+   * caller has it already (it computes it once for every tier it writes); else the tier computes it.
    */
-  put(id: string, bytes: Buffer): Promise<boolean>;
+  put(id: string, bytes: Buffer, checksum?: number): Promise<boolean>;
   /** Removes the block if present; idempotent. Does not count as an eviction. */
   delete(id: string): Promise<void>;
   /** Whether the block is present, without touching recency or counters. */

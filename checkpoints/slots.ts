@@ -1,7 +1,8 @@
 /**
  * Upload buffers and the right to use them: `count` buffers of `bufferBytes` each, so that at
  * most `count` parts are in flight and their memory is allocated once (a fresh 16 MiB buffer per
- * part would cost page faults and zeroing for every byte uploaded). A body larger than one
+ * part would cost page faults and zeroing for every byte uploaded), in SharedArrayBuffers so a
+ * worker thread can hash a part in place (store/payload-hasher.ts). A body larger than one
  * buffer (parts grow for huge files, see part-layout.ts) takes as many slots as its size needs,
  * and gets a buffer of its own. Waiters are served first come, first served.
  */
@@ -36,7 +37,8 @@ export class UploadSlots {
     const buffer = this.#free.pop();
     if (buffer) return buffer;
     this.#allocated++;
-    return Buffer.allocUnsafe(this.#bufferBytes);
+    // Shared memory: the store hashes a part on a worker thread, which reads it without a copy.
+    return Buffer.from(new SharedArrayBuffer(this.#bufferBytes));
   }
 
   async #acquire(need: number): Promise<void> {

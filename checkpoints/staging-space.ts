@@ -1,22 +1,39 @@
+import type { Logger } from '../telemetry/index.js';
 import { WritePathError } from './write-path-error.js';
 import type { Sleep } from './write-path-config.js';
+import { writePathMetrics } from './write-path-metrics.js';
+
+export interface StagingSpaceOptions {
+  readonly limitBytes: number;
+  /** How long a waiting write tolerates uploads making no progress at all (no part uploaded, no space freed). */
+  readonly stallMs: number;
+  readonly sleep: Sleep;
+  readonly logger?: Logger | undefined;
+}
 
 /**
- * Accounting of staged bytes against the staging limit. `reserve` waits (up to `waitMs`)
- * for uploads to `free` space, then fails with CHECKPOINT_STAGING_FULL (ENOSPC): a write
- * is refused, never dropped.
+ * Accounting of staged bytes against the staging limit: the write path's only back-pressure.
+ * A write that does not fit waits, for as long as uploads make progress, until committed files
+ * free enough space; the wait is logged (once per episode) and counted in metrics. It fails
+ * with CHECKPOINT_STAGING_FULL (ENOSPC) only when waiting cannot help: nothing that could free
+ * space is on its way to the store (the space is held by files still open), or uploads made no
+ * progress at all for `stallMs` (the store is down). A write is refused, never dropped.
  */
 export class StagingSpace {
   readonly #limit: number;
-  readonly #waitMs: number;
+  readonly #stallMs: number;
   readonly #sleep: Sleep;
+  readonly #logger: Logger | undefined;
   #used = 0;
   readonly #waiters = new Set<() => void>();
+  /** Writes waiting now; the log line is written when the first starts to wait. */
+  #waiting = 0;
 
-  constructor(limit: number, waitMs: number, sleep: Sleep) {
-    this.#limit = limit;
-    this.#waitMs = waitMs;
-    this.#sleep = sleep;
+  constructor(options: StagingSpaceOptions) {
+    this.#limit = options.limitBytes;
+    this.#stallMs = options.stallMs;
+    this.#sleep = options.sleep;
+    this.#logger = options.logger;
   }
 
   get usedBytes(): number {
@@ -27,31 +44,47 @@ export class StagingSpace {
     return this.#limit;
   }
 
-  async reserve(bytes: number): Promise<void> {
+  /**
+   * Reserves `bytes`, waiting for space as long as `canFree()` says some staged file is on its
+   * way to the store and uploads keep making progress (`free`, `progress`).
+   */
+  async reserve(bytes: number, canFree: () => boolean = () => true): Promise<void> {
     if (bytes <= 0) return;
     if (this.#used + bytes <= this.#limit) {
       this.#used += bytes;
       return;
     }
-    if (bytes > this.#limit) this.#full(bytes);
-    const timer = new AbortController();
-    let timedOut = false;
-    const expired = this.#sleep(this.#waitMs, timer.signal).then(
-      () => (timedOut = true),
-      () => undefined,
-    );
+    if (bytes > this.#limit) this.#full(bytes, 'the write alone is larger than the staging limit');
+    if (!canFree()) this.#full(bytes, 'no closed file is being uploaded: the space is held by files still open');
+    const started = performance.now();
+    if (this.#waiting++ === 0) {
+      this.#logger?.warn({ usedBytes: this.#used, limitBytes: this.#limit, neededBytes: bytes }, 'staging is full: writes wait for uploads to free space');
+    }
+    writePathMetrics.stagingWaits.inc();
+    writePathMetrics.stagingWaiting.set(this.#waiting);
     try {
       while (this.#used + bytes > this.#limit) {
+        if (!canFree()) this.#full(bytes, 'no closed file is being uploaded: the space is held by files still open');
+        const timer = new AbortController();
         let wake!: () => void;
-        const freed = new Promise<void>((resolve) => (wake = resolve));
+        const moved = new Promise<boolean>((resolve) => (wake = () => resolve(true)));
         this.#waiters.add(wake);
-        await Promise.race([freed, expired]);
+        const stalled = this.#sleep(this.#stallMs, timer.signal).then(
+          () => false,
+          () => true,
+        );
+        const progressed = await Promise.race([moved, stalled]);
         this.#waiters.delete(wake);
-        if (timedOut && this.#used + bytes > this.#limit) this.#full(bytes);
+        timer.abort();
+        if (!progressed && this.#used + bytes > this.#limit) this.#full(bytes, `uploads made no progress for ${this.#stallMs} ms`);
       }
       this.#used += bytes;
     } finally {
-      timer.abort();
+      this.#waiting -= 1;
+      const seconds = (performance.now() - started) / 1000;
+      writePathMetrics.stagingWaitSeconds.inc(seconds);
+      writePathMetrics.stagingWaiting.set(this.#waiting);
+      if (this.#waiting === 0) this.#logger?.info({ waitedMs: Math.round(seconds * 1000), usedBytes: this.#used, limitBytes: this.#limit }, 'staging has room again: writes go on');
     }
   }
 
@@ -59,6 +92,11 @@ export class StagingSpace {
   free(bytes: number): void {
     if (bytes <= 0) return;
     this.#used = Math.max(0, this.#used - bytes);
+    this.progress();
+  }
+
+  /** An upload made progress (a part reached the store): waiting writes keep waiting, their stall timer restarts. */
+  progress(): void {
     for (const wake of [...this.#waiters]) wake();
   }
 
@@ -67,10 +105,7 @@ export class StagingSpace {
     this.#used += bytes;
   }
 
-  #full(bytes: number): never {
-    throw new WritePathError(
-      'CHECKPOINT_STAGING_FULL',
-      `staging is full: ${this.#used} of ${this.#limit} bytes in use, ${bytes} more needed, and uploads did not free enough within ${this.#waitMs} ms`,
-    );
+  #full(bytes: number, why: string): never {
+    throw new WritePathError('CHECKPOINT_STAGING_FULL', `staging is full: ${this.#used} of ${this.#limit} bytes in use and ${bytes} more needed; ${why}`);
   }
 }

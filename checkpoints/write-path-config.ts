@@ -17,7 +17,7 @@ export interface PinHooks {
 export interface WritePathConfig {
   /** Folder on a local tier (NVMe dir or state dir) for staged bytes and the journal. */
   readonly stagingDir: string;
-  /** Staged bytes allowed at once; past it writes wait (`stagingWaitMs`), then fail with ENOSPC. */
+  /** Staged bytes allowed at once; past it writes wait for uploads to free space (see `stagingWaitMs`). */
   readonly stagingLimitBytes: number;
   /** What `release` waits for unless the handle overrides it. */
   readonly closeMode: CloseMode;
@@ -33,7 +33,10 @@ export interface WritePathConfig {
    * bandwidth, and close waits for the writer: see DEFAULT_STREAMING_PARTS.
    */
   readonly streamingPartsPerFile?: number | undefined;
-  /** How long a write waits for staging space before failing with ENOSPC. */
+  /**
+   * How long a write waiting for staging space tolerates uploads making no progress at all (no
+   * part uploaded, no file committed) before failing with ENOSPC. While uploads progress it waits.
+   */
   readonly stagingWaitMs?: number | undefined;
   /** How long `fsync` and a sync `release` wait for the store before failing with EIO (the upload goes on). */
   readonly commitWaitMs?: number | undefined;
@@ -88,7 +91,10 @@ const DEFAULT_CONCURRENT_PARTS = 8;
  * 5.0 s) and the upload much later (19.4 s against 12.0 s in the store): 1 is too few.
  */
 const DEFAULT_STREAMING_PARTS = 2;
-/** A write blocks at most 30 s for space: long enough for a part or two to finish, short enough that a job sees ENOSPC. */
+/**
+ * A write waiting for space fails after 30 s without any upload progress: a part of 16 MiB takes
+ * well under a second on a working link, and the kernel's FUSE request timeout (120 s) is far off.
+ */
 const DEFAULT_STAGING_WAIT_MS = 30_000;
 /** fsync / sync close give up (EIO) after 10 minutes; a 10 GiB file at 20 MB/s still fits. */
 const DEFAULT_COMMIT_WAIT_MS = 600_000;

@@ -9,6 +9,9 @@ export const writePathMetrics = {
   committedBytes: counter('strata_upload_committed_bytes_total', 'Bytes of the files the write path committed to the store'),
   failures: counter('strata_upload_failures_total', 'Store calls of the write path that failed and will be retried'),
   stagingUsed: gauge('strata_staging_used_bytes', 'Bytes staged on the local tier, waiting for or in upload'),
+  stagingWaits: counter('strata_staging_waits_total', 'Writes that found staging full and waited for uploads to free space'),
+  stagingWaitSeconds: counter('strata_staging_wait_seconds_total', 'Seconds writes spent waiting for staging space'),
+  stagingWaiting: gauge('strata_staging_waiting_writes', 'Writes waiting for staging space now'),
   pending: gauge('strata_uploads_pending', 'Files written or released but not yet committed to the store'),
   oldestAge: gauge('strata_upload_oldest_pending_seconds', 'Seconds the oldest file waiting for the store has waited since it was queued (closed, fsync\'d or renamed); 0 when none waits', [], (g) => {
     g.set(Math.max(0, ...[...queuedAges].map((age) => age())));

@@ -1,6 +1,7 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../telemetry/index.js';
 import { backoffDelay } from './backoff.js';
@@ -74,14 +75,31 @@ describe('StagedFile', () => {
 
 describe('StagingSpace', () => {
   it('lets a reservation wait for freed space, and refuses it with ENOSPC when none comes', async () => {
-    const space = new StagingSpace(100, 50, realSleep);
+    const space = new StagingSpace({ limitBytes: 100, stallMs: 50, sleep: realSleep });
     await space.reserve(80);
     const waiting = space.reserve(40);
     space.free(30);
     await waiting;
     expect(space.usedBytes).toBe(90);
-    await expect(space.reserve(20)).rejects.toMatchObject({ code: 'CHECKPOINT_STAGING_FULL' });
+    await expect(space.reserve(20)).rejects.toMatchObject({ code: 'CHECKPOINT_STAGING_FULL', message: expect.stringContaining('no progress') });
     await expect(space.reserve(101)).rejects.toMatchObject({ code: 'CHECKPOINT_STAGING_FULL' });
+  });
+
+  it('waits as long as uploads make progress, logging the wait once, and fails at once when nothing can free space', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line).msg as string) });
+    const space = new StagingSpace({ limitBytes: 100, stallMs: 60, sleep: realSleep, logger });
+    await space.reserve(100);
+    const waiting = space.reserve(10);
+    // Progress every 30 ms for 150 ms: more than twice the stall time, and the write still waits.
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 30));
+      space.progress();
+    }
+    space.free(10);
+    await waiting;
+    expect(lines).toEqual(['staging is full: writes wait for uploads to free space', 'staging has room again: writes go on']);
+    await expect(space.reserve(1, () => false)).rejects.toMatchObject({ code: 'CHECKPOINT_STAGING_FULL', message: expect.stringContaining('files still open') });
   });
 });
 

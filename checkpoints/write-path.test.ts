@@ -481,7 +481,8 @@ describe('WritePath over the local store', () => {
   });
 
   it('when staging is full a write waits for space, then fails with CHECKPOINT_STAGING_FULL', async () => {
-    const r = await rig({ stagingLimitBytes: MiB, stagingWaitMs: 100 });
+    // The wait gives up after 1 s without upload progress: long enough for the commit below on a loaded machine.
+    const r = await rig({ stagingLimitBytes: MiB, stagingWaitMs: 1000 });
     const open = r.store.hold('put');
     const a = await r.writePath.open({ storeId: STORE_ID, key: 'a.bin' }, { truncate: true });
     await r.writePath.write(a, 0, randomBytes(MiB - 10));
@@ -489,7 +490,7 @@ describe('WritePath over the local store', () => {
     const b = await r.writePath.open({ storeId: STORE_ID, key: 'b.bin' }, { truncate: true });
     const started = Date.now();
     const err = await r.writePath.write(b, 0, randomBytes(100)).catch((e: unknown) => e);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(990);
     expect(isStrataError(err, 'CHECKPOINT_STAGING_FULL')).toBe(true);
     // Space freed while a write waits lets it go through.
     const waiting = r.writePath.write(b, 0, Buffer.from('fits once a.bin is uploaded'));

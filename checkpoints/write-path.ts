@@ -88,7 +88,7 @@ export class WritePath {
     this.#config = resolveWritePathConfig(config);
     this.#stores = stores;
     this.#adopt = adopt;
-    this.#space = new StagingSpace(this.#config.stagingLimitBytes, this.#config.stagingWaitMs, realSleep);
+    this.#space = new StagingSpace({ limitBytes: this.#config.stagingLimitBytes, stallMs: this.#config.stagingWaitMs, sleep: realSleep, logger: this.#config.logger });
     this.#slots = new UploadSlots(this.#config.maxConcurrentParts, this.#config.partSizeBytes);
     this.#stagedDir = join(this.#config.stagingDir, STAGED_DIR);
     this.#pins = new NewestPins(this.#config.keepNewest, this.#config.pins, join(this.#config.stagingDir, PINS_FILE), this.#config.logger);
@@ -508,7 +508,7 @@ export class WritePath {
 
   async #grow(upload: PendingUpload, end: number): Promise<void> {
     if (end <= upload.reserved) return;
-    await this.#space.reserve(end - upload.reserved);
+    await this.#space.reserve(end - upload.reserved, () => [...this.#uploads.values()].some((u) => u.released && !u.settled && u.reserved > 0));
     upload.reserved = end;
   }
 
@@ -577,6 +577,7 @@ export class WritePath {
           // Not journaled per part: after a crash the store's ListParts is the authority, and
           // two fsyncs per part would compete with the writes being staged.
           upload.parts.set(partNumber, part);
+          this.#space.progress();
           if (upload.state === 'retrying') upload.state = upload.released ? 'uploading' : 'writing';
           return;
         } catch (err) {

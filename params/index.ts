@@ -4,3 +4,4 @@ export { encodeDelta, decodeDelta, type DeltaBody } from './delta-body.js';
 export { ServedTable, mgetAnswerBytes } from './served-table.js';
 export { defaultTableMapper, MmapTableMapper, ReadTableMapper, type TableMapper } from './table-mapper.js';
 export { ParamsError, type ParamsErrorCode } from './params-error.js';
+export { crc32c } from './crc32c.js';

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { createServer, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../test/fixtures/rgw.js';
+import { PayloadHasher } from './payload-hasher.js';
 import { GetFailure, objectAddress, SignedGet, type SignedGetOptions } from './s3-get.js';
 
 describe('objectAddress', () => {
@@ -62,6 +64,22 @@ async function bodyOf(res: IncomingMessage): Promise<string> {
   return text;
 }
 
+/** A SignedGet's options for the scripted server on `port`. */
+function testOptions(port: number, agent: Agent, overrides: Partial<SignedGetOptions>): SignedGetOptions {
+  return {
+    address: { protocol: 'http:', hostname: '127.0.0.1', port, basePath: '/bucket' },
+    region: 'us-east-1',
+    credentials: async () => ({ accessKeyId: 'AKTEST', secretAccessKey: 'secret-not-in-logs' }),
+    agent,
+    maxAttempts: 4,
+    connectTimeoutMs: 1_000,
+    socketTimeoutMs: 5_000,
+    storeUrl: 's3://bucket',
+    endpointName: `http://127.0.0.1:${port}`,
+    ...overrides,
+  };
+}
+
 describe('SignedGet', () => {
   const server = new ScriptedServer();
   const agent = new Agent({ keepAlive: true });
@@ -71,18 +89,7 @@ describe('SignedGet', () => {
   });
 
   function getter(port: number, overrides: Partial<SignedGetOptions> = {}): SignedGet {
-    return new SignedGet({
-      address: { protocol: 'http:', hostname: '127.0.0.1', port, basePath: '/bucket' },
-      region: 'us-east-1',
-      credentials: async () => ({ accessKeyId: 'AKTEST', secretAccessKey: 'secret-not-in-logs' }),
-      agent,
-      maxAttempts: 4,
-      connectTimeoutMs: 1_000,
-      socketTimeoutMs: 5_000,
-      storeUrl: 's3://bucket',
-      endpointName: `http://127.0.0.1:${port}`,
-      ...overrides,
-    });
+    return new SignedGet(testOptions(port, agent, overrides));
   }
 
   it('sends a SigV4-signed GET with the key encoded per segment, its range and If-Match', async () => {
@@ -161,5 +168,131 @@ describe('SignedGet', () => {
     const port = await freePort();
     const err = await getter(port, { maxAttempts: 2 }).get({ key: 'k' }).then(() => undefined, (e: unknown) => e);
     expect(err).toMatchObject({ code: 'ECONNREFUSED' });
+  });
+});
+
+describe('SignedGet.getBody over plain HTTP', () => {
+  const server = new ScriptedServer();
+  const agent = new Agent({ keepAlive: true });
+  const getters: SignedGet[] = [];
+  afterEach(async () => {
+    for (const g of getters.splice(0)) g.close();
+    await server.stop();
+    server.requests.length = 0;
+  });
+
+  function getter(port: number, overrides: Partial<SignedGetOptions> = {}): SignedGet {
+    const g = new SignedGet(testOptions(port, agent, { maxIdleSockets: 4, ...overrides }));
+    getters.push(g);
+    return g;
+  }
+
+  it('reads bodies of any size whole, signed as get() signs them, over one kept-alive connection', async () => {
+    const data = Buffer.alloc(5 * 1024 * 1024 + 17);
+    for (let i = 0; i + 4 <= data.length; i += 4) data.writeUInt32LE(i, i);
+    const sockets = new Set<unknown>();
+    const port = await server.start((req, res) => {
+      sockets.add(req.socket);
+      const [first, last] = (/bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '') ?? [0, 0, data.length - 1]).slice(1).map(Number) as [number, number];
+      res.writeHead(req.headers.range ? 206 : 200, { etag: '"v1"', 'content-length': String(last - first + 1), 'content-range': `bytes ${first}-${last}/${data.length}` });
+      // Several writes, so the body arrives in several reads.
+      const body = data.subarray(first, last + 1);
+      for (let at = 0; at < body.length; at += 300_000) res.write(body.subarray(at, at + 300_000));
+      res.end();
+    });
+    const g = getter(port);
+    expect(g.readsDirect).toBe(true);
+    const whole = await g.getBody({ key: 'a b/c.bin' });
+    expect(whole.body.equals(data)).toBe(true);
+    expect(whole.header('etag')).toBe('"v1"');
+    const part = await g.getBody({ key: 'a b/c.bin', range: [3, 1_000_002], ifMatch: 'v1' });
+    expect(part.body.equals(data.subarray(3, 1_000_003))).toBe(true);
+    expect(part.header('content-range')).toBe(`bytes 3-1000002/${data.length}`);
+    const tiny = await g.getBody({ key: 'k', range: [0, 0] });
+    expect(tiny.body).toEqual(data.subarray(0, 1));
+    expect(sockets.size).toBe(1);
+    const sent = server.requests[1]!;
+    expect(sent.url).toBe('/bucket/a%20b/c.bin');
+    expect(sent.headers['if-match']).toBe('"v1"');
+    expect(sent.headers.authorization).toMatch(/^AWS4-HMAC-SHA256 Credential=AKTEST\/.*Signature=[0-9a-f]{64}$/);
+  });
+
+  it('answers an error with S3 code and status, and the next request still works', async () => {
+    const port = await server.start((req, res, n) => {
+      if (n === 1) return xmlError(res, 404, 'NoSuchKey');
+      res.writeHead(200, { 'content-length': '2' });
+      res.end('ok');
+    });
+    const g = getter(port);
+    await expect(g.getBody({ key: 'missing' })).rejects.toMatchObject({ name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } });
+    expect((await g.getBody({ key: 'k' })).body.toString()).toBe('ok');
+  });
+
+  it('reads a chunked error answer that arrives in pieces', async () => {
+    const port = await server.start((_req, res) => {
+      res.writeHead(403, { 'content-type': 'application/xml' }); // no Content-Length: chunked
+      res.write('<?xml version="1.0"?><Error><Code>AccessDenied</Code>');
+      setTimeout(() => res.end('<Message>no</Message></Error>'), 30);
+    });
+    await expect(getter(port, { socketTimeoutMs: 2_000 }).getBody({ key: 'k' })).rejects.toMatchObject({ name: 'AccessDenied', $metadata: { httpStatusCode: 403 } });
+  });
+
+  it('retries throttling as get() does', async () => {
+    const port = await server.start((_req, res, n) => {
+      if (n === 1) return xmlError(res, 503, 'SlowDown');
+      res.writeHead(200, { 'content-length': '3' });
+      res.end('yes');
+    });
+    expect((await getter(port).getBody({ key: 'k' })).body.toString()).toBe('yes');
+    expect(server.requests).toHaveLength(2);
+  });
+
+  it('reads a chunked 2xx answer through node:http instead', async () => {
+    const port = await server.start((_req, res) => {
+      res.writeHead(200, { etag: '"c"' }); // no Content-Length: chunked
+      res.write('chunk-1 ');
+      res.end('chunk-2');
+    });
+    const answer = await getter(port).getBody({ key: 'k' });
+    expect(answer.body.toString()).toBe('chunk-1 chunk-2');
+    expect(answer.header('etag')).toBe('"c"');
+  });
+
+  it('resends at once on a new connection when the store closed the kept-alive one', async () => {
+    const port = await server.start((req, res) => {
+      res.writeHead(200, { 'content-length': '2' });
+      res.end('ok');
+      // The server drops the connection right after answering, as an idle timeout does.
+      setTimeout(() => req.socket.destroy(), 20);
+    });
+    const g = getter(port, { maxAttempts: 1 });
+    expect((await g.getBody({ key: 'a' })).body.toString()).toBe('ok');
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await g.getBody({ key: 'b' })).body.toString()).toBe('ok');
+  });
+
+  it('fails a silent socket after the socket timeout, as a dropped connection, and stops at an abort', async () => {
+    const port = await server.start(() => {}); // never answers
+    const err = await getter(port, { socketTimeoutMs: 150, maxAttempts: 2 }).getBody({ key: 'k' }).then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ name: 'TimeoutError', code: 'ETIMEDOUT' });
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 100);
+    await expect(getter(port).getBody({ key: 'k', signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError' });
+  });
+});
+
+describe('PayloadHasher', () => {
+  it('hashes shared and ordinary bodies on worker threads, as node:crypto does', async () => {
+    const hasher = new PayloadHasher();
+    try {
+      const shared = Buffer.from(new SharedArrayBuffer(3 * 1024 * 1024 + 5));
+      shared.fill(0x5a);
+      const plain = Buffer.from('hello, store');
+      const [a, b] = await Promise.all([hasher.hash(shared), hasher.hash(plain)]);
+      expect(a).toBe(createHash('sha256').update(shared).digest('hex'));
+      expect(b).toBe(createHash('sha256').update(plain).digest('hex'));
+    } finally {
+      hasher.close();
+    }
   });
 });

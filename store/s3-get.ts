@@ -5,6 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentityProvider, Checksum, SourceData } from '@smithy/types';
 import type { Logger } from '../telemetry/index.js';
+import { BodyConnectionPool, HttpNetworkError, HttpProtocolError, type HttpBodyResponse } from './body-connection.js';
 
 /**
  * The GET of the block-fetch path, sent as one signed HTTP request without the SDK's command
@@ -74,6 +75,12 @@ export class GetFailure extends Error {
   }
 }
 
+/** A 200 or 206 answer read whole: its headers (lower-case names) and its body in memory of its own. */
+export interface GetBody {
+  header(name: string): string | undefined;
+  readonly body: Buffer;
+}
+
 export interface SignedGetOptions {
   readonly address: ObjectAddress;
   readonly region: string;
@@ -86,6 +93,8 @@ export interface SignedGetOptions {
   /** For log lines: the store's URL and endpoint (never a credential). */
   readonly storeUrl: string;
   readonly endpointName: string;
+  /** Idle keep-alive connections kept for `getBody` over plain HTTP; absent: `getBody` is not offered. */
+  readonly maxIdleSockets?: number | undefined;
 }
 
 /** SHA-256 of an empty body: GET requests sign it as their payload hash, as the SDK does. */
@@ -102,6 +111,8 @@ export class SignedGet {
   readonly #signer: SignatureV4;
   readonly #send: typeof httpRequest;
   readonly #hostHeader: string;
+  /** Plain-HTTP endpoints: bodies read straight into their own memory (body-connection.ts). */
+  readonly #pool: BodyConnectionPool | undefined;
 
   constructor(options: SignedGetOptions) {
     this.#options = options;
@@ -111,6 +122,51 @@ export class SignedGet {
     this.#hostHeader = address.port === undefined ? host : `${host}:${address.port}`;
     // S3 signs the path as sent (no second escaping) and takes the payload hash from its header.
     this.#signer = new SignatureV4({ service: 's3', region: options.region, credentials: options.credentials, sha256: NodeSha256, uriEscapePath: false, applyChecksum: false });
+    if (address.protocol === 'http:' && options.maxIdleSockets !== undefined) {
+      this.#pool = new BodyConnectionPool({ hostname: address.hostname, port: address.port ?? 80 }, options.maxIdleSockets);
+    }
+  }
+
+  /** Whether `getBody` reads bodies straight from the socket (plain HTTP) rather than through node:http. */
+  get readsDirect(): boolean {
+    return this.#pool !== undefined;
+  }
+
+  /**
+   * Sends the GET and reads the whole answer, retrying as `get` does. Over plain HTTP the body
+   * goes from the socket into one buffer sized from Content-Length, with no chunk in between;
+   * an answer that reader does not handle is read again through node:http. Throws as `get`.
+   */
+  async getBody(request: GetRequest): Promise<GetBody> {
+    const pool = this.#pool;
+    if (!pool) throw new Error('getBody needs a plain-HTTP endpoint (check readsDirect)');
+    const response = await this.#retrying(request, async () => {
+      const head = await this.#signedHead(request);
+      let answer: HttpBodyResponse;
+      try {
+        answer = await pool.send({ head, signal: request.signal, socketTimeoutMs: this.#options.socketTimeoutMs, connectTimeoutMs: this.#options.connectTimeoutMs });
+      } catch (err) {
+        if (err instanceof HttpProtocolError) return undefined;
+        if (err instanceof HttpNetworkError) throw networkError(err.code, err.message);
+        throw err;
+      }
+      if (answer.status === 200 || answer.status === 206) return answer;
+      throw serviceError(answer.status, answer.body.toString('utf8'));
+    });
+    if (response) return { header: (name) => response.headers.get(name), body: response.body };
+    // Not the subset body-connection.ts reads: the same GET through node:http.
+    const res = await this.get(request);
+    const length = Number(res.headers['content-length']);
+    const chunks: Buffer[] = [];
+    for await (const chunk of res as AsyncIterable<Buffer>) chunks.push(chunk);
+    const body = Buffer.concat(chunks);
+    if (Number.isSafeInteger(length) && body.length !== length) throw networkError('ECONNRESET', `the store sent ${body.length} of ${length} bytes`);
+    return { header: (name) => headerOf(res, name), body };
+  }
+
+  /** Closes idle connections. */
+  close(): void {
+    this.#pool?.close();
   }
 
   /**
@@ -119,10 +175,15 @@ export class SignedGet {
    * with a GetFailure carrying S3's error code.
    */
   async get(request: GetRequest): Promise<IncomingMessage> {
+    return this.#retrying(request, () => this.#once(request));
+  }
+
+  /** Runs `once` until it succeeds, fails for good, or the attempts are spent (the SDK's standard retry). */
+  async #retrying<T>(request: GetRequest, once: () => Promise<T>): Promise<T> {
     const { maxAttempts } = this.#options;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#once(request);
+        return await once();
       } catch (err) {
         if (attempt >= maxAttempts || request.signal?.aborted || !retryable(err)) throw err;
         this.#options.logger?.warn({ store: this.#options.storeUrl, endpoint: this.#options.endpointName, command: 'GetObject', attempt: attempt + 1 }, 'retrying a store request');
@@ -131,7 +192,8 @@ export class SignedGet {
     }
   }
 
-  async #once(request: GetRequest): Promise<IncomingMessage> {
+  /** The request's path and signed headers. */
+  async #sign(request: GetRequest): Promise<{ path: string; headers: Record<string, string> }> {
     request.signal?.throwIfAborted();
     const { address } = this.#options;
     const path = `${address.basePath}/${request.key.split('/').map(encodeSegment).join('/')}`;
@@ -139,6 +201,23 @@ export class SignedGet {
     if (request.range) headers.range = `bytes=${request.range[0]}-${request.range[1]}`;
     if (request.ifMatch !== undefined) headers['if-match'] = `"${request.ifMatch}"`;
     const signed = await this.#signer.sign({ method: 'GET', protocol: address.protocol, hostname: address.hostname, ...(address.port !== undefined ? { port: address.port } : {}), path, query: {}, headers });
+    return { path, headers: signed.headers as Record<string, string> };
+  }
+
+  /** The signed request as HTTP/1.1 text (request line and headers). */
+  async #signedHead(request: GetRequest): Promise<string> {
+    const { path, headers } = await this.#sign(request);
+    let head = `GET ${path} HTTP/1.1`;
+    for (const [name, value] of Object.entries(headers)) {
+      if (/[\r\n]/.test(value)) throw new GetFailure('InvalidRequest', `header ${name} holds a line break`, undefined);
+      head += `\r\n${name}: ${value}`;
+    }
+    return head;
+  }
+
+  async #once(request: GetRequest): Promise<IncomingMessage> {
+    const { address } = this.#options;
+    const { path, headers } = await this.#sign(request);
     return new Promise<IncomingMessage>((resolve, reject) => {
       const req = this.#send({
         method: 'GET',
@@ -146,7 +225,7 @@ export class SignedGet {
         hostname: address.hostname,
         port: address.port,
         path,
-        headers: signed.headers as OutgoingHttpHeaders,
+        headers: headers as OutgoingHttpHeaders,
         agent: this.#options.agent as HttpAgent,
         ...(request.signal ? { signal: request.signal } : {}),
       });
@@ -175,6 +254,11 @@ export class SignedGet {
       req.end();
     });
   }
+}
+
+function headerOf(res: IncomingMessage, name: string): string | undefined {
+  const value = res.headers[name];
+  return Array.isArray(value) ? value[0] : value;
 }
 
 /** S3's URI encoding of one path segment: everything but unreserved characters. */

@@ -1,4 +1,3 @@
-import { webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
@@ -24,6 +23,8 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
 import { objectAddress, SignedGet } from './s3-get.js';
+import { PayloadHasher } from './payload-hasher.js';
+import { timedRequest } from './store-metrics.js';
 import type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 import { metaFromHeaders, metaToHeaders, type ObjectMeta } from './object-meta.js';
 
@@ -66,6 +67,7 @@ export class S3Store implements ObjectStore {
   readonly #prefix: string;
   readonly #endpoint: string;
   readonly #signedGet: SignedGet | undefined;
+  readonly #hasher = new PayloadHasher();
 
   constructor(config: S3StoreConfig) {
     this.#bucket = config.bucket;
@@ -120,6 +122,7 @@ export class S3Store implements ObjectStore {
         logger,
         storeUrl: this.url,
         endpointName: this.#endpoint,
+        maxIdleSockets: MAX_SOCKETS,
       });
     }
   }
@@ -158,7 +161,7 @@ export class S3Store implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+      const out = await timedRequest('head', () => this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key })));
       const meta = metaFromHeaders(out.Metadata);
       return { key, size: out.ContentLength ?? 0, etag: stripQuotes(out.ETag), lastModified: out.LastModified ?? new Date(0), ...(meta ? { meta } : {}) };
     } catch (err) {
@@ -170,7 +173,7 @@ export class S3Store implements ObjectStore {
 
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     try {
-      const out = await this.#client.send(
+      const out = await timedRequest('list', () => this.#client.send(
         new ListObjectsV2Command({
           Bucket: this.#bucket,
           Prefix: this.#prefix + prefix,
@@ -178,7 +181,7 @@ export class S3Store implements ObjectStore {
           ...(options.token ? { ContinuationToken: options.token } : {}),
           MaxKeys: Math.max(1, Math.min(options.maxKeys ?? 1000, 1000)), // S3 answers at most 1,000 keys a page
         }),
-      );
+      ));
       const cut = this.#prefix.length;
       return {
         objects: (out.Contents ?? []).map((o) => ({ key: o.Key!.slice(cut), size: o.Size ?? 0, etag: stripQuotes(o.ETag), lastModified: o.LastModified ?? new Date(0) })),
@@ -192,21 +195,25 @@ export class S3Store implements ObjectStore {
 
   async getRange(key: string, start: number, length: number, options: GetRangeOptions = {}): Promise<GetRangeResult> {
     if (length <= 0) return this.#emptyRange(key, start, options);
+    return timedRequest('get', () => this.#getRange(key, start, length, options));
+  }
+
+  async #getRange(key: string, start: number, length: number, options: GetRangeOptions): Promise<GetRangeResult> {
     const whole = start === 0 && length === options.objectSize;
     try {
       const out = await this.#sendGet(this.#prefix + key, whole ? undefined : [start, start + length - 1], options);
       // Some stores ignore If-Match: compare the answer's ETag as well, before reading the body.
       if (options.ifMatch !== undefined && out.etag !== options.ifMatch) {
-        out.body.destroy();
+        out.discard();
         throw new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url} (ETag ${out.etag}, expected ${options.ifMatch})`);
       }
       if (whole && out.contentLength !== length) {
         // Not the size the caller saw (no If-Match to tell): read the range it asked for instead.
-        out.body.destroy();
-        return await this.getRange(key, start, length, { ...options, objectSize: undefined });
+        out.discard();
+        return await this.#getRange(key, start, length, { ...options, objectSize: undefined });
       }
       const size = totalSize(out.contentRange) ?? out.contentLength;
-      const body = await readBody(out.body, out.contentLength);
+      const body = await out.read();
       return { body, etag: out.etag, size };
     } catch (err) {
       const mapped = err instanceof StoreError ? err : this.#error(err, key);
@@ -218,13 +225,18 @@ export class S3Store implements ObjectStore {
 
   /** One GET, through the signed fast path where there is one, else the SDK; the body is left to read. */
   async #sendGet(fullKey: string, range: readonly [number, number] | undefined, options: GetRangeOptions): Promise<GetAnswer> {
+    const request = { key: fullKey, range, ifMatch: options.ifMatch || undefined, signal: options.signal };
+    if (this.#signedGet?.readsDirect) {
+      const { header, body } = await this.#signedGet.getBody(request);
+      return { etag: stripQuotes(header('etag')), contentLength: body.length, contentRange: header('content-range'), read: async () => body, discard: () => undefined };
+    }
     if (this.#signedGet) {
-      const res = await this.#signedGet.get({ key: fullKey, range, ifMatch: options.ifMatch || undefined, signal: options.signal });
+      const res = await this.#signedGet.get(request);
       const header = (name: string) => {
         const value = res.headers[name];
         return Array.isArray(value) ? value[0] : value;
       };
-      return { etag: stripQuotes(header('etag')), contentLength: Number(header('content-length') ?? 0), contentRange: header('content-range'), body: res };
+      return streamed(stripQuotes(header('etag')), Number(header('content-length') ?? 0), header('content-range'), res);
     }
     const out = await this.#client.send(
       new GetObjectCommand({
@@ -235,14 +247,14 @@ export class S3Store implements ObjectStore {
       }),
       options.signal ? { abortSignal: options.signal } : {},
     );
-    return { etag: stripQuotes(out.ETag), contentLength: out.ContentLength ?? 0, contentRange: out.ContentRange, body: out.Body as Readable };
+    return streamed(stripQuotes(out.ETag), out.ContentLength ?? 0, out.ContentRange, out.Body as Readable);
   }
 
   async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
     try {
       if (Buffer.isBuffer(body)) {
         const command = new PutObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key, Body: body, Metadata: metaToHeaders(options.meta) });
-        await signWithPayloadHash(command, body);
+        await signWithPayloadHash(command, body, this.#hasher);
         const out = await this.#client.send(command, options.signal ? { abortSignal: options.signal } : {});
         return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(key)) };
       }
@@ -287,7 +299,7 @@ export class S3Store implements ObjectStore {
   async uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart> {
     try {
       const command = new UploadPartCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId, PartNumber: partNumber, Body: body });
-      await signWithPayloadHash(command, body);
+      await signWithPayloadHash(command, body, this.#hasher);
       const out = await this.#client.send(command);
       return { partNumber, etag: stripQuotes(out.ETag), size: body.length };
     } catch (err) {
@@ -362,6 +374,8 @@ export class S3Store implements ObjectStore {
   }
 
   async close(): Promise<void> {
+    this.#signedGet?.close();
+    this.#hasher.close();
     this.#client.destroy();
   }
 
@@ -409,15 +423,15 @@ export class S3Store implements ObjectStore {
 const OFF_THREAD_HASH_MIN_BYTES = 1024 * 1024;
 
 /**
- * Hands the SigV4 payload hash (SHA-256 of `body`) to the signer as its header, computed by
- * WebCrypto on the libuv threadpool. Without it the SDK hashes a Buffer body synchronously on
+ * Hands the SigV4 payload hash (SHA-256 of `body`) to the signer as its header, computed on a
+ * worker thread (payload-hasher.ts). Without it the SDK hashes a Buffer body synchronously on
  * the event loop (with no checksum trailer, as here, over plain HTTP and HTTPS alike): 20-40 ms
  * per 16 MiB part here, during which the FUSE requests of a file being written wait. The
  * store still checks the hash, so the payload stays signed.
  */
-async function signWithPayloadHash(command: { middlewareStack: { add: (...args: never[]) => void } }, body: Buffer): Promise<void> {
+async function signWithPayloadHash(command: { middlewareStack: { add: (...args: never[]) => void } }, body: Buffer, hasher: PayloadHasher): Promise<void> {
   if (body.length < OFF_THREAD_HASH_MIN_BYTES) return;
-  const hash = Buffer.from(await webcrypto.subtle.digest('SHA-256', body)).toString('hex');
+  const hash = await hasher.hash(body);
   const middleware = (next: (args: unknown) => Promise<unknown>) => async (args: unknown) => {
     const request = (args as { request?: { headers?: Record<string, string> } }).request;
     if (request?.headers) request.headers['x-amz-content-sha256'] = hash;
@@ -430,12 +444,18 @@ async function signWithPayloadHash(command: { middlewareStack: { add: (...args: 
   });
 }
 
-/** A GET's answer before its body is read, from either path. */
+/** A GET's answer before its body is read (or, over plain HTTP, already read), from any path. */
 interface GetAnswer {
   readonly etag: string;
   readonly contentLength: number;
   readonly contentRange: string | undefined;
-  readonly body: Readable;
+  read(): Promise<Buffer>;
+  /** Drops a body that will not be read. */
+  discard(): void;
+}
+
+function streamed(etag: string, contentLength: number, contentRange: string | undefined, body: Readable): GetAnswer {
+  return { etag, contentLength, contentRange, read: () => readBody(body, contentLength), discard: () => body.destroy() };
 }
 
 type RelativeMiddleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];

@@ -1,0 +1,251 @@
+/**
+ * Cold reads against the plain tools, over one Ceph RGW on loopback: a 1 GiB object read
+ * sequentially (`dd bs=1M`) and an epoch of 2,000 files of 256 KiB read by 8 readers, through a
+ * fresh Strata mount (DRAM only, and DRAM with an NVMe tier written through), next to
+ *
+ * - the AWS SDK alone: 8 parallel 8 MiB ranged GETs of the object, 8 parallel GETs of the files
+ *   (bytes consumed and dropped), the figure a cache in front of the store must reach;
+ * - s3fs and rclone mounts of the same bucket (reference rows; skipped with a line when absent).
+ *
+ * Rounds are interleaved (every client once per round) and the table gives medians with the
+ * range, plus the CPU seconds the client process spent per GiB (all its threads, from /proc:
+ * for the SDK, this bench's own process). The page cache is dropped before every read.
+ *
+ * `STRATA_BENCH_ROUNDS` sets the rounds (default 3); `STRATA_BENCH_PROFILE=DIR` writes a CPU
+ * profile of every Strata daemon into DIR (`node --cpu-prof`), for chrome://inspect or
+ * `bench/lib/profile-summary.ts`.
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { startRgw, type RgwHandle } from '../test/fixtures/rgw.js';
+import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
+import { createBucket, dropPageCache, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
+import { cpuTimesOf, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
+import { printTable } from './lib/table.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const MODEL_BYTES = 1 * GiB;
+const SMALL_FILES = 2000;
+const SMALL_BYTES = 256 * 1024;
+const READERS = 8;
+/** The SDK baseline of the issue: 8 ranged GETs of 8 MiB in flight. */
+const SDK_RANGE_BYTES = 8 * MiB;
+const SDK_PARALLEL = 8;
+const ROUNDS = Number(process.env.STRATA_BENCH_ROUNDS ?? 3);
+const BUCKET = 'cold';
+
+interface Sample {
+  readonly rate: number;
+  readonly cpuPerGiB: number;
+  /** The kernel's share of cpuPerGiB (page faults, socket and FUSE copies); absent for the SDK. */
+  readonly systemPerGiB?: number;
+}
+
+type Client = 'sdk' | 'strata' | 'strata-8m' | 'strata+nvme' | PeerName;
+
+export async function run(): Promise<Record<string, unknown>> {
+  const rgw = await startRgw();
+  const work = await tempDir('bench-cold');
+  const large = new Map<Client, Sample[]>();
+  const small = new Map<Client, Sample[]>();
+  const breakdowns: Array<Record<string, number>> = [];
+  try {
+    const client = s3Client(rgw);
+    await createBucket(client, BUCKET);
+    await uploadLarge(client, BUCKET, 'model.bin', randomBytes(MODEL_BYTES));
+    const keys = Array.from({ length: SMALL_FILES }, (_, i) => `epoch/class_${i % 10}/sample_${i}.bin`);
+    await putMany(client, BUCKET, keys.map((key) => ({ key, body: randomBytes(SMALL_BYTES) })));
+    const peers: PeerName[] = [];
+    for (const name of ['s3fs', 'rclone'] as const) if (await peerInstalled(name)) peers.push(name);
+    const mnt = join(work, 'mnt');
+    await shell(`mkdir -p ${mnt}`);
+    const note = (into: Map<Client, Sample[]>, name: Client, sample: Sample) => into.set(name, [...(into.get(name) ?? []), sample]);
+
+    for (let round = 0; round < ROUNDS; round++) {
+      note(large, 'sdk', await sdkLarge(client));
+      note(small, 'sdk', await sdkSmall(client, keys));
+      for (const name of ['strata', 'strata-8m', 'strata+nvme'] as const) {
+        const tierArgs = name === 'strata+nvme' ? ['--nvme', `${join(work, `nvme-${round}`)}:2GiB`] : name === 'strata-8m' ? ['--block-size', '8MiB'] : [];
+        const args = ['--state-dir', join(work, `state-${round}-${name}`), '--dram', '1280MiB', ...tierArgs];
+        note(large, name, await withStrata(rgw, mnt, args, async (pid) => measured(pid, MODEL_BYTES, () => timeCommand(ddOf(mnt)), MODEL_BYTES / MiB)));
+      }
+      const smallArgs = ['--state-dir', join(work, `state-${round}-small`), '--dram', '1GiB'];
+      note(small, 'strata', await withStrata(rgw, mnt, smallArgs, async (pid, api) => {
+        const sample = await measured(pid, SMALL_FILES * SMALL_BYTES, () => timeCommand(epochOf(mnt)), SMALL_FILES);
+        breakdowns.push(await perFileBreakdown(api));
+        return sample;
+      }));
+      for (const peer of peers) {
+        // A reference row that fails (its mount or a read) is reported and left out, not fatal.
+        const mounted = await mountPeer(peer, rgw, BUCKET, mnt, work).catch((err: unknown) => void process.stdout.write(`(${peer}: ${String(err)})\n`));
+        if (!mounted) continue;
+        try {
+          const attempt = async (into: Map<Client, Sample[]>, bytes: number, command: string, units: number) => {
+            try {
+              note(into, peer, await measured(mounted.pid, bytes, () => timeCommand(command), units));
+            } catch (err) {
+              process.stdout.write(`(${peer} failed a read, left out of this round: ${String(err).split('\n')[1] ?? ''} ${mounted.errors()})\n`);
+            }
+          };
+          await attempt(large, MODEL_BYTES, ddOf(mnt), MODEL_BYTES / MiB);
+          await attempt(small, SMALL_FILES * SMALL_BYTES, epochOf(mnt), SMALL_FILES);
+        } finally {
+          await mounted.unmount();
+        }
+      }
+      await cleanupDir(join(work, `nvme-${round}`));
+    }
+    client.destroy();
+
+    const rows = (samples: Map<Client, Sample[]>, unit: string) => {
+      const sdk = median((samples.get('sdk') ?? []).map((s) => s.rate));
+      return [...samples].map(([name, list]) => {
+        const rates = list.map((s) => s.rate);
+        const system = list.every((s) => s.systemPerGiB !== undefined) ? fmt(median(list.map((s) => s.systemPerGiB!))) : '';
+        return [label(name), median(rates), `${fmt(Math.min(...rates))}-${fmt(Math.max(...rates))}`, median(rates) / sdk, median(list.map((s) => s.cpuPerGiB)), system, unit];
+      });
+    };
+    printTable(`Cold 1 GiB sequential read (dd bs=1M), ${ROUNDS} interleaved rounds`, ['client', 'MiB/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(large, 'MiB/s'));
+    printTable(`Cold epoch, ${SMALL_FILES} x 256 KiB, ${READERS} readers, ${ROUNDS} interleaved rounds`, ['client', 'files/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(small, 'files/s'));
+    const breakdown = averageOf(breakdowns);
+    printTable('Strata, cold 256 KiB file: milliseconds per file (sum over the epoch / files; calls overlap across the 8 readers)', ['step', 'ms per file'], Object.entries(breakdown).map(([k, v]) => [k, v]));
+    const summary = (samples: Map<Client, Sample[]>) =>
+      Object.fromEntries([...samples].map(([name, list]) => [name, { rates: list.map((s) => s.rate), cpuPerGiB: list.map((s) => s.cpuPerGiB) }]));
+    const load = (await shell('cat /proc/loadavg')).split(' ').slice(0, 3).join(' ');
+    process.stdout.write(`load average at the end: ${load}\n`);
+    return { rounds: ROUNDS, large: summary(large), small: summary(small), smallFileBreakdownMs: breakdown, loadAverage: load };
+  } finally {
+    await cleanupDir(work);
+    await rgw.stop();
+  }
+}
+
+function ddOf(mnt: string): string {
+  return `dd if=${mnt}/model.bin of=/dev/null bs=1M status=none`;
+}
+
+function epochOf(mnt: string): string {
+  return `cd ${mnt}/epoch && find . -type f | xargs -P ${READERS} -n 25 cat > /dev/null`;
+}
+
+function label(name: Client): string {
+  switch (name) {
+    case 'sdk':
+      return 'AWS SDK, 8 parallel GETs (8 MiB ranges of the 1 GiB file)';
+    case 'strata':
+      return 'Strata (DRAM, 4 MiB blocks)';
+    case 'strata-8m':
+      return 'Strata (DRAM, 8 MiB blocks)';
+    case 'strata+nvme':
+      return 'Strata (DRAM + NVMe write-through)';
+    default:
+      return `${name} (reference)`;
+  }
+}
+
+/** Runs `read` after dropping the page cache; answers its rate (`units` per second) and the CPU `pid` spent per GiB. */
+async function measured(pid: number, bytes: number, read: () => Promise<number>, units: number): Promise<Sample> {
+  await dropPageCache();
+  const before = await cpuTimesOf(pid);
+  const seconds = await read();
+  const after = await cpuTimesOf(pid);
+  const gib = bytes / GiB;
+  return { rate: units / seconds, cpuPerGiB: (after.user + after.system - before.user - before.system) / gib, systemPerGiB: (after.system - before.system) / gib };
+}
+
+/** `node --cpu-prof` into STRATA_BENCH_PROFILE, when set. */
+export function profileArgs(): string[] {
+  const dir = process.env.STRATA_BENCH_PROFILE;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
+async function withStrata<T>(rgw: RgwHandle, mnt: string, args: string[], body: (pid: number, api: string) => Promise<T>): Promise<T> {
+  const env: NodeJS.ProcessEnv = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey, AWS_REGION: rgw.region };
+  const daemon = await startMount(`s3://${BUCKET}`, mnt, ['--endpoint', rgw.endpoint, '--log-level', 'warn', ...args], env, profileArgs());
+  try {
+    return await body(daemon.child.pid!, apiUrlOf(daemon));
+  } finally {
+    const code = await daemon.stop('SIGTERM');
+    if (code !== 0) throw new Error(`strata exited ${code}: ${daemon.stderr()}`);
+  }
+}
+
+/** The SDK reading the 1 GiB object as 8 MiB ranges, 8 in flight; the bytes are dropped as they arrive. */
+async function sdkLarge(client: S3Client): Promise<Sample> {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < MODEL_BYTES) {
+      const start = next;
+      next += SDK_RANGE_BYTES;
+      const out = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'model.bin', Range: `bytes=${start}-${Math.min(start + SDK_RANGE_BYTES, MODEL_BYTES) - 1}` }));
+      for await (const _chunk of out.Body as AsyncIterable<Buffer>);
+    }
+  };
+  await Promise.all(Array.from({ length: SDK_PARALLEL }, worker));
+  const seconds = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpu);
+  return { rate: MODEL_BYTES / MiB / seconds, cpuPerGiB: (used.user + used.system) / 1e6 / (MODEL_BYTES / GiB) };
+}
+
+/** The SDK reading every small file whole, 8 GETs in flight. */
+async function sdkSmall(client: S3Client, keys: readonly string[]): Promise<Sample> {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < keys.length) {
+      const out = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: keys[next++]! }));
+      for await (const _chunk of out.Body as AsyncIterable<Buffer>);
+    }
+  };
+  await Promise.all(Array.from({ length: READERS }, worker));
+  const seconds = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpu);
+  return { rate: keys.length / seconds, cpuPerGiB: (used.user + used.system) / 1e6 / ((keys.length * SMALL_BYTES) / GiB) };
+}
+
+/**
+ * Where a cold small file's time goes, from the daemon's own histograms: FUSE operations by
+ * kind and store requests by kind, each as total seconds over the epoch divided by the files.
+ */
+async function perFileBreakdown(api: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${api}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const [series, label] of [
+    ['strata_fuse_operation_seconds_sum', 'op'],
+    ['strata_store_request_seconds_sum', 'request'],
+  ] as const) {
+    for (const line of text.split('\n')) {
+      if (!line.startsWith(`${series}{`)) continue;
+      const name = new RegExp(`${label}="([^"]+)"`).exec(line)?.[1];
+      if (!name) continue;
+      out[`${series.startsWith('strata_fuse') ? 'fuse' : 'store'} ${name}`] = (1000 * Number(line.split(' ').pop())) / SMALL_FILES;
+    }
+  }
+  return out;
+}
+
+function averageOf(list: Array<Record<string, number>>): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const entry of list) for (const [k, v] of Object.entries(entry)) sums[k] = (sums[k] ?? 0) + v / list.length;
+  return sums;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function fmt(n: number): string {
+  return n >= 100 ? n.toFixed(0) : n.toFixed(1);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await run();
+}

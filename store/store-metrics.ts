@@ -1,0 +1,17 @@
+import { performance } from 'node:perf_hooks';
+import { histogram } from '../telemetry/index.js';
+
+/** Store requests by kind, as a reader waits on them (a GET until its last byte arrived). */
+const requestSeconds = histogram('strata_store_request_seconds', 'Latency of store requests (GET until the whole body arrived)', ['request'], [
+  0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2,
+]);
+
+/** Runs one store request and records how long it took, failed or not. */
+export async function timedRequest<T>(request: 'head' | 'list' | 'get', work: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  try {
+    return await work();
+  } finally {
+    requestSeconds.observe({ request }, (performance.now() - started) / 1000);
+  }
+}
