@@ -10,14 +10,11 @@ export interface WriteTarget {
 }
 
 export interface OpenOptions {
-  /** Start empty (O_TRUNC, O_CREAT of a new file). Otherwise the current bytes are copied in first. */
-  readonly truncate: boolean;
   /**
-   * The committed object the file currently is, when `truncate` is false. Its bytes are copied
-   * into staging (with If-Match on its ETag). Ignored when a newer version of the key is still
-   * pending here: that version's staged bytes are copied instead.
+   * Start empty (O_TRUNC, O_CREAT of a new file). Otherwise the current bytes are copied in
+   * first: the newest pending version's, else the object's as the store has it (one HEAD).
    */
-  readonly existing?: ObjectRef | undefined;
+  readonly truncate: boolean;
   readonly closeMode?: CloseMode | undefined;
   /** The attributes the file is committed with (mode at create, or the existing object's). */
   readonly meta?: ObjectMeta | undefined;

@@ -72,6 +72,7 @@ export class WritePath {
   readonly #locks = new KeyLock();
   readonly #trees: TreeRenames;
   readonly #uploads = new Map<string, PendingUpload>();
+  readonly #landedListeners = new Set<(storeId: string, key: string) => void>();
   readonly #handles = new Map<WriteHandle, HandleState>();
   /** Store aborts of dropped multipart uploads still retrying. */
   readonly #aborts = new Set<Promise<void>>();
@@ -147,7 +148,9 @@ export class WritePath {
     upload.meta = options.meta ?? this.#newest(target.storeId, target.key)?.meta;
     try {
       // An unchanged copy of an existing file uploads nothing at release; a new file is created even if empty.
-      if (!options.truncate) upload.dirty = !(await this.#copyCurrent(upload, options.existing));
+      // Under the key's lock: a version committed meanwhile cannot slip between the look at the
+      // pending versions and the look at the store.
+      if (!options.truncate) upload.dirty = !(await this.#locked(target.storeId, [target.key], () => this.#copyCurrent(upload)));
     } catch (err) {
       this.#space.free(upload.reserved);
       await staged.close();
@@ -433,6 +436,16 @@ export class WritePath {
     this.#notify();
   }
 
+  /**
+   * Calls `listener` whenever a version lands in the store (before its staged copy goes), so
+   * whoever caches metadata of the key forgets what it learnt before. Answers a function that
+   * removes the listener.
+   */
+  onLanded(listener: (storeId: string, key: string) => void): () => void {
+    this.#landedListeners.add(listener);
+    return () => this.#landedListeners.delete(listener);
+  }
+
   /** Pending uploads (released and still open), oldest first. */
   uploads(): UploadStatus[] {
     return [...this.#uploads.values()]
@@ -512,9 +525,18 @@ export class WritePath {
     upload.reserved = end;
   }
 
-  /** Stages the bytes the file has now: the newest pending version's, else the committed object's. Answers whether there was a file. */
-  async #copyCurrent(upload: PendingUpload, existing: ObjectRef | undefined): Promise<boolean> {
+  /**
+   * Stages the bytes the file has now: the newest pending version's, else the committed object's
+   * as the store has it now (one HEAD, then GETs with If-Match). Answers whether there was a file.
+   */
+  async #copyCurrent(upload: PendingUpload): Promise<boolean> {
     const source = this.#newest(upload.storeId, upload.key);
+    let existing: { etag: string; size: number } | undefined;
+    if (!source) {
+      const head = await this.#stores(upload.storeId).head(upload.key);
+      if (head) existing = head;
+      if (head?.meta && !upload.meta) upload.meta = head.meta;
+    }
     const size = source ? source.staged.size : (existing?.size ?? 0);
     const chunk = this.#config.partSizeBytes;
     for (let offset = 0; offset < size; offset += chunk) {
@@ -682,6 +704,7 @@ export class WritePath {
         if (signal.aborted || upload.cancelled || upload.key !== key) return undefined;
         const etag = await this.#confirm(store, key, size, await send());
         upload.landed = true;
+        for (const listener of this.#landedListeners) listener(upload.storeId, key);
         return etag;
       }, signal);
     if (size < upload.partSize) {

@@ -118,6 +118,11 @@ export class Filesystem {
     this.#gid = config.gid ?? process.getgid?.() ?? 0;
     this.#fileMode = S_IFREG | (config.fileMode ?? DEFAULT_FILE_MODE);
     this.#dirMode = S_IFDIR | (config.dirMode ?? DEFAULT_DIR_MODE);
+    // A lookup answered "no such file" while the file was still being uploaded must not be
+    // trusted once it is in the store (a reopen would start from nothing).
+    this.#writes?.onLanded((storeId, key) => {
+      for (const link of this.#routes.links) if (link.storeId === storeId) link.namespace.invalidate(`/${key}`);
+    });
   }
 
   /** Swaps the link table at once; open handles keep reading what they opened. */
@@ -460,27 +465,25 @@ export class Filesystem {
     return this.#add({ kind: 'write', path, route, writer });
   }
 
-  /** A new version of `path` on the write path: empty (`truncate`), else holding the current bytes. */
+  /**
+   * A new version of `path` on the write path: empty (`truncate`), else holding the current
+   * bytes (the write path finds them itself, in order with uploads of the key).
+   */
   async #newWriter(path: string, route: LinkRoute, truncate: boolean, createMeta?: ObjectMeta): Promise<WriteHandle> {
     const { storeId } = this.#writable(path);
     const key = innerKey(route.innerPath);
-    let existing;
     let meta = createMeta;
     if (!createMeta && !this.#staged(route)) {
-      // A rewrite keeps the file's attributes (its mode, owner), as a local file system does.
-      const entry = await route.link.namespace.lookup(route.innerPath).catch(() => undefined);
-      if (entry?.kind === 'file' && entry.meta) meta = entry.meta;
-    }
-    if (!truncate && !this.#staged(route)) {
       const entry = await route.link.namespace.lookup(route.innerPath).catch((err: unknown) => {
         if (isStrataError(err, 'FS_NOT_FOUND')) return undefined;
         throw err;
       });
       if (entry?.kind === 'dir') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
-      existing = entry?.ref;
+      // A rewrite keeps the file's attributes (its mode, owner), as a local file system does.
+      if (entry?.kind === 'file' && entry.meta) meta = entry.meta;
     }
     const closeMode = route.link.closeMode;
-    const writer = await this.#writes!.open({ storeId, key }, { truncate, ...(existing ? { existing } : {}), ...(closeMode ? { closeMode } : {}), ...(meta ? { meta } : {}) });
+    const writer = await this.#writes!.open({ storeId, key }, { truncate, ...(closeMode ? { closeMode } : {}), ...(meta ? { meta } : {}) });
     route.link.namespace.invalidate(route.innerPath);
     return writer;
   }
