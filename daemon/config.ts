@@ -101,6 +101,12 @@ const MAX_LOOKUP_THREADS = 64;
  */
 const DEFAULT_LOOKUP_THREADS = Math.min(2, availableParallelism());
 
+/**
+ * How long past their TTL cached metadata is served while the store fails or hangs: a day,
+ * longer than most outages, so a cache keeps serving what it holds through one.
+ */
+const DEFAULT_STALE_ON_ERROR_SECONDS = 86_400;
+
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
   .object({
@@ -123,6 +129,17 @@ export const mountOptionsSchema = z
         const seconds = Number(text);
         if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(seconds)) {
           ctx.addIssue({ code: 'custom', message: `--metadata-ttl: "${text}" is not a number of seconds` });
+          return z.NEVER;
+        }
+        return seconds;
+      }),
+    staleOnError: z
+      .string()
+      .default(String(DEFAULT_STALE_ON_ERROR_SECONDS))
+      .transform((text, ctx) => {
+        const seconds = Number(text);
+        if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(seconds)) {
+          ctx.addIssue({ code: 'custom', message: `--stale-on-error: "${text}" is not a number of seconds (0 turns it off)` });
           return z.NEVER;
         }
         return seconds;
@@ -185,6 +202,8 @@ export interface DaemonConfig {
   /** Most bytes staged for upload (default: half the free space of the state dir at start). */
   readonly stagingBytes?: number;
   readonly metadataTtlSeconds: number;
+  /** `--stale-on-error`: how long past its TTL metadata is served when the store fails or hangs (0: never). */
+  readonly staleOnErrorSeconds: number;
   readonly allowOther: boolean;
   /** `--peers`: share blocks with these daemons (requires STRATA_PEER_SECRET). */
   readonly peers?: PeerSource;
@@ -242,6 +261,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     readOnly: o.readOnly,
     ...(o.staging ? { stagingBytes: o.staging } : {}),
     metadataTtlSeconds: o.metadataTtl,
+    staleOnErrorSeconds: o.staleOnError,
     allowOther: o.allowOther,
     ...(o.peers ? { peers: o.peers } : {}),
     ...(o.advertise ? { advertise: o.advertise } : {}),

@@ -76,7 +76,7 @@ export class Daemon {
       await mkdir(config.stateDir, { recursive: true });
       let fs: Filesystem | undefined;
       const scheduler = new FetchScheduler();
-      const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes), foreground: scheduler.foreground });
+      const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, staleOnErrorMs: config.staleOnErrorSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes), foreground: scheduler.foreground });
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
       const peerSecret = process.env.STRATA_PEER_SECRET ?? '';

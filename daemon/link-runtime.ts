@@ -31,11 +31,16 @@ export class LinkRuntime {
   readonly #metadataTtlMs: number;
   readonly #onRoutes: (routes: MountRoutes) => void;
   readonly #foreground: NamespaceConfig['foreground'];
+  readonly #staleOnErrorMs: number | undefined;
 
-  /** `foreground` marks the store requests of lookups as work a reader waits on (FetchScheduler.foreground). */
-  constructor(options: { logger: Logger; metadataTtlMs: number; onRoutes: (routes: MountRoutes) => void; foreground?: NamespaceConfig['foreground'] }) {
+  /**
+   * `foreground` marks the store requests of lookups as work a reader waits on (FetchScheduler.foreground);
+   * `staleOnErrorMs` is the namespace's fallback to known metadata through a store outage.
+   */
+  constructor(options: { logger: Logger; metadataTtlMs: number; staleOnErrorMs?: number; onRoutes: (routes: MountRoutes) => void; foreground?: NamespaceConfig['foreground'] }) {
     this.#logger = options.logger;
     this.#metadataTtlMs = options.metadataTtlMs;
+    this.#staleOnErrorMs = options.staleOnErrorMs;
     this.#onRoutes = options.onRoutes;
     this.#foreground = options.foreground;
   }
@@ -45,7 +50,14 @@ export class LinkRuntime {
     if (options.check) await this.check(link);
     const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
     const storeId = storeIdOf(store.url, link.endpoint);
-    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId, ...(this.#foreground ? { foreground: this.#foreground } : {}) }) };
+    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, {
+        metadataTtlMs: this.#metadataTtlMs,
+        storeId,
+        logger: this.#logger,
+        ...(this.#staleOnErrorMs !== undefined ? { staleOnErrorMs: this.#staleOnErrorMs } : {}),
+        ...(this.#foreground ? { foreground: this.#foreground } : {}),
+      }),
+    };
     const previous = this.#links.get(link.name);
     this.#links.set(link.name, live);
     this.#stores.set(storeId, store);

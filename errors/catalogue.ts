@@ -31,6 +31,7 @@ export const ERROR_CATALOGUE = {
   FS_INVALID_ARGUMENT: { http: 400, summary: 'An argument is out of range (negative offset, bad flags).' },
   FS_EXISTS: { http: 409, summary: 'Something already exists at that path.' },
   FS_NOT_EMPTY: { http: 409, summary: 'The folder is not empty.' },
+  FS_NAME_TOO_LONG: { http: 400, summary: 'A name is longer than 255 bytes, or the object key longer than the store\'s 1,024 bytes.' },
 
   // Mounting
   MOUNT_POINT_MISSING: { http: 400, summary: 'The mount point does not exist.' },
