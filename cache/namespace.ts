@@ -69,6 +69,12 @@ const DEFAULT_STALE_ON_ERROR_MS = 24 * 3600_000;
 const DEFAULT_REVALIDATE_DEADLINE_MS = 2_000;
 /** Store errors that say nothing about the object: the store is down, slow or failing. */
 const OUTAGE_CODES: ReadonlySet<string> = new Set(['STORE_UNREACHABLE', 'STORE_IO']);
+/**
+ * Once the store failed or hung, known metadata is served at once (no deadline wait) for this
+ * long, while a revalidation runs behind it; a store answer ends it early. Without it every
+ * `stat` through an outage would wait out the deadline again once the TTL passed.
+ */
+const DEGRADED_MS = 10_000;
 /** One log line per path per minute while stale answers are served. */
 const STALE_LOG_INTERVAL_MS = 60_000;
 
@@ -110,6 +116,8 @@ export class Namespace {
   readonly #revalidateDeadlineMs: number;
   readonly #logger: Logger | undefined;
   readonly #staleLogged = new Map<string, number>();
+  /** Until when (this.#now()) the store counts as down: see DEGRADED_MS. */
+  #degradedUntil = 0;
   /** Bytes the store URL's prefix adds to every key (`s3://bucket/a/b` adds `a/b/`). */
   readonly #keyPrefixBytes: number;
 
@@ -233,23 +241,32 @@ export class Namespace {
    * lands in the cache when it comes; a late failure is dropped (it was handled here).
    */
   async #orStale<T>(load: Promise<T>, known: Cached<T> | undefined, path: string): Promise<T> {
-    if (!known || this.#staleOnErrorMs <= 0 || this.#now() - known.expiresAt > this.#staleOnErrorMs) return load;
     const outcome = outcomeOf(load);
+    void outcome.then((o) => this.#noteStoreHealth(o));
+    if (!known || this.#staleOnErrorMs <= 0 || this.#now() - known.expiresAt > this.#staleOnErrorMs) return load;
     let timer: NodeJS.Timeout | undefined;
+    const waitMs = this.#now() < this.#degradedUntil ? 0 : this.#revalidateDeadlineMs;
     const deadline = new Promise<'deadline'>((resolve) => {
-      timer = setTimeout(() => resolve('deadline'), this.#revalidateDeadlineMs);
+      timer = setTimeout(() => resolve('deadline'), waitMs);
       timer.unref();
     });
     const first = await Promise.race([outcome, deadline]);
     clearTimeout(timer);
     if (first !== 'deadline') {
       if (first.ok) return first.value;
-      if (!(first.error instanceof StrataError) || !OUTAGE_CODES.has(first.error.code)) throw first.error;
+      if (!isOutage(first.error)) throw first.error;
     }
+    if (first === 'deadline') this.#degradedUntil = Math.max(this.#degradedUntil, this.#now() + DEGRADED_MS);
     const reason = first === 'deadline' ? 'timeout' : 'store-error';
     staleAnswers.inc({ reason });
     this.#logStale(path, reason, first === 'deadline' ? undefined : first.error);
     return known.value;
+  }
+
+  /** An answer ends a degraded period; an outage error or a hang (the store's own deadline) starts one. */
+  #noteStoreHealth(outcome: Outcome<unknown>): void {
+    if (outcome.ok) this.#degradedUntil = 0;
+    else if (isOutage(outcome.error)) this.#degradedUntil = this.#now() + DEGRADED_MS;
   }
 
   #logStale(path: string, reason: string, error: unknown): void {
@@ -349,6 +366,10 @@ export class Namespace {
 }
 
 const DIRECTORY: NamespaceEntry = Object.freeze({ kind: 'dir' });
+
+function isOutage(err: unknown): boolean {
+  return err instanceof StrataError && OUTAGE_CODES.has(err.code);
+}
 
 function newest<T>(a: Cached<T> | undefined, b: Cached<T> | undefined): Cached<T> | undefined {
   if (!a || !b) return a ?? b;

@@ -119,12 +119,16 @@ export class SignedGet {
    * with a GetFailure carrying S3's error code.
    */
   async get(request: GetRequest): Promise<IncomingMessage> {
-    const { maxAttempts } = this.#options;
+    const { maxAttempts, socketTimeoutMs } = this.#options;
+    const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.#once(request);
       } catch (err) {
-        if (attempt >= maxAttempts || request.signal?.aborted || !retryable(err)) throw err;
+        // No new attempt once one socket timeout has passed in all: a store that went silent
+        // that long is hung, and the reader waiting on it gets its error in seconds.
+        const outOfTime = Date.now() - started >= socketTimeoutMs;
+        if (attempt >= maxAttempts || outOfTime || request.signal?.aborted || !retryable(err)) throw err;
         this.#options.logger?.warn({ store: this.#options.storeUrl, endpoint: this.#options.endpointName, command: 'GetObject', attempt: attempt + 1 }, 'retrying a store request');
         await delay(Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt), undefined, request.signal ? { signal: request.signal } : {});
       }
