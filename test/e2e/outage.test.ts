@@ -96,6 +96,25 @@ describe('a mount through store outages (a TCP proxy in front of the gateway ref
     await alive();
   });
 
+  it('refuses a parameter table from a FIFO or a device at once, and the mount keeps writing', async () => {
+    const fifo = join(work, 'table.fifo');
+    await sh(`mkfifo ${fifo}`);
+    const started = Date.now();
+    const answers = await Promise.all(
+      [fifo, fifo, fifo, fifo, fifo, '/dev/zero'].map(async (source, i) => {
+        const response = await fetch(`${api}/v1/params/tables`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: `t${i}`, source }) });
+        return { status: response.status, code: ((await response.json()) as { code?: string }).code };
+      }),
+    );
+    expect(answers.every((a) => a.status === 400 && a.code === 'PARAMS_BAD_INPUT'), JSON.stringify(answers)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const size = 3 * MiB;
+    const write = await shResult(`head -c ${size} /dev/urandom > ${mnt}/data/after-fifo.bin && stat -c %s ${mnt}/data/after-fifo.bin`, { timeoutMs: 30_000 });
+    expect(write.code, write.stderr).toBe(0);
+    expect(write.stdout.trim()).toBe(String(size));
+    await alive();
+  });
+
   it('serves a cached file to new opens and to handles opened before the outage, refused or hung, within a few seconds', async () => {
     expect((await sh(`md5sum < ${mnt}/data/cached.bin && ls ${mnt}/data`)).split(' ')[0]).toBe(md5(cached));
     for (const mode of ['refuse', 'hang', 'cut'] as const) {
