@@ -72,6 +72,9 @@ const httpUrl = (option: string) =>
     try {
       const url = new URL(text);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme');
+      if (url.username || url.password) {
+        ctx.addIssue({ code: 'custom', message: `${option}: the URL may not carry credentials; they come from the AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE)` });
+      }
     } catch {
       ctx.addIssue({ code: 'custom', message: `${option}: "${text}" is not an http(s) URL` });
     }
@@ -90,6 +93,8 @@ const peerList = z.string().transform((text, ctx) => {
 const DEFAULT_PEER_TIMEOUT_SECONDS = 5;
 /** Shortest STRATA_PEER_SECRET accepted: 16 characters, so the HMAC key cannot be guessed. */
 const MIN_PEER_SECRET_LENGTH = 16;
+/** The admin token guards the same daemon the peer secret does: the same minimum. */
+const MIN_TOKEN_LENGTH = MIN_PEER_SECRET_LENGTH;
 
 /** Most lookup threads for parameter tables: beyond the cores they only add queueing. */
 const MAX_LOOKUP_THREADS = 64;
@@ -243,6 +248,9 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
   }
   if (o.peers && (env.STRATA_PEER_SECRET ?? '').length < MIN_PEER_SECRET_LENGTH) {
     throw new ConfigError('CONFIG_INVALID', `--peers: set STRATA_PEER_SECRET (the same value on every peer, at least ${MIN_PEER_SECRET_LENGTH} characters) so peer traffic is authenticated`);
+  }
+  if (env.STRATA_TOKEN && env.STRATA_TOKEN.length < MIN_TOKEN_LENGTH) {
+    throw new ConfigError('CONFIG_INVALID', `STRATA_TOKEN: must be at least ${MIN_TOKEN_LENGTH} characters (for instance: openssl rand -hex 16)`);
   }
   if (!isLoopback(o.api.host) && !env.STRATA_TOKEN) {
     throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);
