@@ -73,6 +73,7 @@ export const ERROR_CATALOGUE = {
 
   // Parameter tables (params/)
   PARAMS_TABLE_NOT_FOUND: { http: 404, summary: 'No parameter table is loaded under that name.' },
+  PARAMS_TABLE_VERIFYING: { http: 503, summary: 'The table was recovered after a restart and its values are still being checked; retry shortly.' },
   PARAMS_BAD_INPUT: { http: 400, summary: 'The builder input is invalid: dim of 0, length not a multiple of the record size, unreadable file.' },
   PARAMS_DUPLICATE_KEY: { http: 400, summary: 'The builder input repeats a key and --strict was given.' },
   PARAMS_BAD_TABLE: { http: 422, summary: 'A table file failed validation (magic, version, size or checksum); it is not served.' },

@@ -73,6 +73,7 @@ export const ERRNO_BY_CODE = {
 
   // Parameter-table codes reach the API and the CLI only; listed for exhaustiveness.
   PARAMS_TABLE_NOT_FOUND: E.ENOENT,
+  PARAMS_TABLE_VERIFYING: E.EAGAIN,
   PARAMS_BAD_INPUT: E.EINVAL,
   PARAMS_DUPLICATE_KEY: E.EINVAL,
   PARAMS_BAD_TABLE: E.EIO,
