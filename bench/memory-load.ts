@@ -42,7 +42,11 @@ export async function run(): Promise<Record<string, unknown>> {
     client.destroy();
     const mnt = join(work, 'mnt');
     await shell(`mkdir -p ${mnt}`);
-    const daemon = await startMount('s3://load', mnt, ['--endpoint', rgw.endpoint, '--state-dir', join(work, 'state'), '--dram', DRAM, '--memory', MEMORY, '--nvme', join(work, 'nvme'), '--log-level', 'warn']);
+    const daemon = await startMount('s3://load', mnt, ['--endpoint', rgw.endpoint, '--state-dir', join(work, 'state'), '--dram', DRAM, '--memory', MEMORY, '--nvme', join(work, 'nvme'), '--log-level', 'warn'], {
+      AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+      AWS_REGION: rgw.region,
+    });
     const api = apiUrlOf(daemon);
     const pid = daemon.child.pid!;
 
