@@ -125,9 +125,10 @@ export class SignedGet {
       try {
         return await this.#once(request);
       } catch (err) {
-        // No new attempt once one socket timeout has passed in all: a store that went silent
-        // that long is hung, and the reader waiting on it gets its error in seconds.
-        const outOfTime = Date.now() - started >= socketTimeoutMs;
+        // No new attempt once two socket timeouts have passed in all: one silent socket is
+        // retried on a fresh connection (a keep-alive socket the server dropped without a
+        // word), but a store silent that long is hung, and its reader gets the error in seconds.
+        const outOfTime = Date.now() - started >= 2 * socketTimeoutMs;
         if (attempt >= maxAttempts || outOfTime || request.signal?.aborted || !retryable(err)) throw err;
         this.#options.logger?.warn({ store: this.#options.storeUrl, endpoint: this.#options.endpointName, command: 'GetObject', attempt: attempt + 1 }, 'retrying a store request');
         await delay(Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt), undefined, request.signal ? { signal: request.signal } : {});

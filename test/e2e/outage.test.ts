@@ -156,8 +156,9 @@ describe('a mount through store outages (a TCP proxy in front of the gateway ref
       expect(create.ms, `${mode}: touch`).toBeLessThan(12_000);
       const read = await timed(`cat ${mnt}/data/uncached.bin > /dev/null`);
       expect(read.code).not.toBe(0);
-      // A read's socket gets 5 s of silence and no new attempt after that (plus the open's revalidation).
-      expect(read.ms, `${mode}: uncached read`).toBeLessThan(15_000);
+      console.log(`${mode}: stat ${stat.ms} ms, touch ${create.ms} ms, uncached read ${read.ms} ms`);
+      // A read's socket gets 5 s of silence, one retry on a fresh connection and no attempt after 10 s (plus the open's revalidation).
+      expect(read.ms, `${mode}: uncached read`).toBeLessThan(25_000);
       await alive();
       await proxy.setMode('pass');
     }
