@@ -105,13 +105,16 @@ describe('three daemons sharing blocks over Ceph RGW', () => {
       };
       return { first: await send(), again: send };
     };
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'second.bin' }));
-    const ref = { storeId: `s3://${bucket}@${testS3().endpoint}`, key: 'second.bin', etag: head.ETag!.replaceAll('"', ''), size: second.length };
+    // An object of its own: reading it through every mount must not warm what later tests count.
+    const target = randomBytes(12 * MiB + 7);
+    await new Upload({ client, params: { Bucket: bucket, Key: 'poison.bin', Body: target }, partSize: 8 * MiB }).done();
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'poison.bin' }));
+    const ref = { storeId: `s3://${bucket}@${testS3().endpoint}`, key: 'poison.bin', etag: head.ETag!.replaceAll('"', ''), size: target.length };
     // Every daemon is asked, so the owner of block 0 is among them.
     for (const api of apis) {
       const lying = await signed(api, 'GET', blockRequestPath({ ref: { ...ref, size: 100 }, start: 0, length: 100 }));
       expect(lying.first.status, 'a size that is not the object\'s').toBe(412);
-      const past = await signed(api, 'GET', blockRequestPath({ ref: { ...ref, size: second.length + 10 * MiB }, start: second.length, length: 4 * MiB }));
+      const past = await signed(api, 'GET', blockRequestPath({ ref: { ...ref, size: target.length + 10 * MiB }, start: target.length, length: 4 * MiB }));
       expect([412, 416], 'a size past the object\'s end').toContain(past.first.status);
       for (const bad of [{ key: 'a\0b' }, { key: 'k'.repeat(5000) }, { etag: 'bad"etag' }]) {
         const answer = await signed(api, 'GET', blockRequestPath({ ref: { ...ref, ...bad }, start: 0, length: 10 }));
@@ -124,8 +127,8 @@ describe('three daemons sharing blocks over Ceph RGW', () => {
     expect(distribute.first.status).toBe(202);
     expect(await distribute.again()).toEqual({ status: 401, code: 'P2P_UNAUTHORIZED' });
     // Every daemon still reads the whole object.
-    const sums = await Promise.all(mounts.map((m) => sh(`sha256sum < ${m}/second.bin`)));
-    for (const sum of sums) expect(sum.split(' ')[0]).toBe(sha256(second));
+    const sums = await Promise.all(mounts.map((m) => sh(`sha256sum < ${m}/poison.bin`)));
+    for (const sum of sums) expect(sum.split(' ')[0]).toBe(sha256(target));
   });
 
   it('three readers of one 64 MiB object get every byte while the store serves it about once', async () => {
