@@ -389,9 +389,13 @@ export class BlockCache implements ObjectReader {
   async #loadBlock(ref: ObjectRef, index: number, background: boolean): Promise<Buffer> {
     if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
     const id = blockId(blockKeyOf(ref, index));
-    const hit = this.#dram?.getNow(id);
-    if (hit !== undefined) return hit;
     const length = blockLength(ref.size, this.#config.blockSize, index);
+    const hit = this.#dram?.getNow(id);
+    if (hit !== undefined) {
+      if (hit.length === length) return hit;
+      // Every hit is length-checked as lower tiers' are: a block of another length is not this block.
+      await this.#dram!.delete(id);
+    }
     let load = this.#loads.get(id);
     if (load === undefined) {
       load = this.#startLoad(ref, index, id, length, false, background);

@@ -1,6 +1,8 @@
 import { LRUCache } from 'lru-cache';
+import { StrataError } from '../errors/index.js';
 import type { ObjectInfo, ObjectMeta, ObjectStore } from '../store/index.js';
 import type { ObjectRef } from './object-reader.js';
+import { counter, type Logger } from '../telemetry/index.js';
 import { NamespaceError } from './namespace-error.js';
 
 /** What a path in the mount is. */
@@ -33,6 +35,19 @@ export interface NamespaceConfig {
    * listing prefetch jobs use) is not wrapped.
    */
   readonly foreground?: <T>(work: () => Promise<T>) => Promise<T>;
+  /**
+   * How long past its TTL a known entry or listing is still served when the store fails
+   * (unreachable, 5xx) or does not answer within `revalidateDeadlineMs`: a cache keeps
+   * serving what it holds through an outage. 0 turns the fallback off. Default 24 h.
+   */
+  readonly staleOnErrorMs?: number;
+  /**
+   * How long a revalidation of a known entry waits for the store before the known entry is
+   * served (and the store's answer, when it comes, is kept for the next caller). Default 2 s.
+   */
+  readonly revalidateDeadlineMs?: number;
+  /** Logs the stale answers served through an outage (one line per path per minute at most). */
+  readonly logger?: Logger;
   /** Injected clock (milliseconds), so TTL behaviour is testable without waiting. */
   readonly now?: () => number;
   /**
@@ -47,6 +62,41 @@ interface Cached<T> {
   readonly value: T;
   readonly expiresAt: number;
 }
+
+/** A store request's outcome as a value: a promise of it never rejects, so it can be raced or left behind safely. */
+type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
+
+function outcomeOf<T>(work: Promise<T>): Promise<Outcome<T>> {
+  return work.then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error }),
+  );
+}
+
+/** A day: an outage of a store rarely lasts longer, and a cache that stops serving after minutes helps little. */
+const DEFAULT_STALE_ON_ERROR_MS = 24 * 3600_000;
+/**
+ * A HEAD or LIST on a healthy S3 store answers in milliseconds (tens under load); 2 s means
+ * it is down or hung, and a reader of a cached file should not wait longer than that.
+ */
+const DEFAULT_REVALIDATE_DEADLINE_MS = 2_000;
+/** Store errors that say nothing about the object: the store is down, slow or failing. */
+const OUTAGE_CODES: ReadonlySet<string> = new Set(['STORE_UNREACHABLE', 'STORE_IO']);
+/**
+ * Once the store failed or hung, known metadata is served at once (no deadline wait) for this
+ * long, while a revalidation runs behind it; a store answer ends it early. Without it every
+ * `stat` through an outage would wait out the deadline again once the TTL passed.
+ */
+const DEGRADED_MS = 10_000;
+/** One log line per path per minute while stale answers are served. */
+const STALE_LOG_INTERVAL_MS = 60_000;
+
+const staleAnswers = counter('strata_namespace_stale_answers_total', 'Metadata answers served past their TTL because the store failed or did not answer in time', ['reason']);
+
+/** NAME_MAX of Linux: no program can pass a longer name to open(2) on another file system. */
+const NAME_MAX_BYTES = 255;
+/** S3's limit on a key (the store URL's prefix included), in UTF-8 bytes. */
+const KEY_MAX_BYTES = 1024;
 
 /** S3 answers at most 1,000 keys a page; asking for fewer only adds round trips. */
 const LIST_PAGE_SIZE = 1000;
@@ -82,11 +132,19 @@ export class Namespace {
   readonly #foreground: <T>(work: () => Promise<T>) => Promise<T>;
   readonly #entries = new Map<string, Cached<NamespaceEntry | null>>();
   readonly #listings = new Map<string, Cached<DirectoryEntry[]>>();
-  readonly #pendingLookups = new Map<string, Promise<NamespaceEntry | null>>();
-  readonly #pendingListings = new Map<string, Promise<DirectoryEntry[]>>();
+  readonly #pendingLookups = new Map<string, Pending<NamespaceEntry | null>>();
+  readonly #pendingListings = new Map<string, Pending<DirectoryEntry[]>>();
+  readonly #staleOnErrorMs: number;
+  readonly #revalidateDeadlineMs: number;
+  readonly #logger: Logger | undefined;
+  readonly #staleLogged = new Map<string, number>();
+  /** Until when (this.#now()) the store counts as down: see DEGRADED_MS. */
+  #degradedUntil = 0;
+  /** Bytes the store URL's prefix adds to every key (`s3://bucket/a/b` adds `a/b/`). */
+  readonly #keyPrefixBytes: number;
   /** Attributes per object version (`key` NUL `etag`); `0`: that version has none. */
   readonly #knownMeta = new LRUCache<string, ObjectMeta | 0>({ max: KNOWN_META_VERSIONS });
-  readonly #pendingHeads = new Map<string, Promise<ObjectInfo | undefined>>();
+  readonly #pendingHeads = new Map<string, Pending<ObjectInfo | undefined>>();
   readonly #metadataFromHead: boolean;
   /**
    * Bumped by every invalidation: a lookup or listing that started before one does not cache
@@ -98,6 +156,10 @@ export class Namespace {
     this.#store = store;
     this.#storeId = config.storeId ?? store.url;
     this.#ttlMs = config.metadataTtlMs;
+    this.#staleOnErrorMs = config.staleOnErrorMs ?? DEFAULT_STALE_ON_ERROR_MS;
+    this.#revalidateDeadlineMs = config.revalidateDeadlineMs ?? DEFAULT_REVALIDATE_DEADLINE_MS;
+    this.#logger = config.logger;
+    this.#keyPrefixBytes = keyPrefixBytes(store.url);
     this.#now = config.now ?? Date.now;
     this.#foreground = config.foreground ?? ((work) => work());
     this.#metadataFromHead = config.metadataFromHead ?? false;
@@ -114,13 +176,15 @@ export class Namespace {
    */
   async lookup(path: string): Promise<NamespaceEntry> {
     const normal = normalisePath(path);
+    this.checkName(normal);
     const entry = await this.#lookupNormal(normal);
     if (!entry) throw new NamespaceError('FS_NOT_FOUND', `no such file or folder: ${normal}`);
     if (entry.kind === 'file' && entry.meta === undefined && this.#metadataFromHead) {
       const version = versionOf(entry.ref);
       let known = this.#knownMeta.get(version);
       if (known === undefined) {
-        const info = await coalesce(this.#pendingHeads, version, () => this.#foreground(() => this.#store.head(entry.ref.key)));
+        // Attributes are worth a request, not an error: a failed HEAD shows the defaults this time.
+        const info = await coalesce(this.#pendingHeads, version, () => this.#foreground(() => this.#store.head(entry.ref.key)), Date.now(), this.#revalidateDeadlineMs).catch(() => undefined);
         // A changed object's attributes belong to its new version: learnt at its next lookup.
         if (info?.etag !== entry.ref.etag) return entry;
         known = info.meta ?? 0;
@@ -141,9 +205,27 @@ export class Namespace {
     const normal = normalisePath(path);
     const entry = await this.lookup(normal);
     if (entry.kind !== 'dir') throw new NamespaceError('FS_NOT_A_DIRECTORY', `not a folder: ${normal}`);
-    const cached = this.#fresh(this.#listings.get(normal));
+    const known = this.#listings.get(normal);
+    const cached = this.#fresh(known);
     if (cached) return cached.value;
-    return coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)));
+    const load = coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)), Date.now(), this.#revalidateDeadlineMs);
+    return this.#orStale(load, known, normal);
+  }
+
+  /**
+   * Throws `NamespaceError('FS_NAME_TOO_LONG')` when a name in `path` is longer than
+   * NAME_MAX (255 bytes) or its object key would pass the store's 1,024-byte limit: such a
+   * path can be neither found nor created, and the store is not asked.
+   */
+  checkName(path: string): void {
+    const key = normalisePath(path).slice(1);
+    if (this.#keyPrefixBytes + Buffer.byteLength(key) + 1 > KEY_MAX_BYTES) {
+      // +1: the key of a folder marker (`key/`) must fit as well.
+      throw new NamespaceError('FS_NAME_TOO_LONG', `the object key for ${abbreviate(path)} would be longer than the store's ${KEY_MAX_BYTES} bytes`);
+    }
+    for (const name of key.split('/')) {
+      if (Buffer.byteLength(name) > NAME_MAX_BYTES) throw new NamespaceError('FS_NAME_TOO_LONG', `a name in ${abbreviate(path)} is longer than ${NAME_MAX_BYTES} bytes`);
+    }
   }
 
   /** Forgets what is known about `path` and its parent's listing (after an ESTALE, an event, a write). */
@@ -198,17 +280,64 @@ export class Namespace {
     const known = this.#entries.get(path);
     const cached = this.#fresh(known);
     if (cached) return cached.value;
-    // A fresh listing of the parent is complete, so a name absent from it is absent.
-    const name = path.slice(path.lastIndexOf('/') + 1);
+    // A listing of the parent is complete, so a name absent from it is absent; a fresh one
+    // answers, an expired one is what is known should the store fail.
     const parent = parentOf(path);
-    const listed = this.#listings.get(parent);
-    const parentListing = this.#fresh(listed);
-    if (parentListing) return parentListing.value.find((e) => e.name === name)?.entry ?? null;
-    if (listed && listed.value.length <= RELIST_MAX_ENTRIES) {
+    const listing = this.#listings.get(parent);
+    const name = path.slice(path.lastIndexOf('/') + 1);
+    const fromListing = listing && { value: listing.value.find((e) => e.name === name)?.entry ?? null, expiresAt: listing.expiresAt };
+    if (fromListing && this.#fresh(fromListing)) return fromListing.value;
+    if (listing && listing.value.length <= RELIST_MAX_ENTRIES) {
       const entries = await this.list(parent).catch(() => undefined);
       if (entries) return entries.find((e) => e.name === name)?.entry ?? null;
     }
-    return coalesce(this.#pendingLookups, path, () => this.#foreground(() => this.#lookupInStore(path, known?.value?.kind === 'file')));
+    const load = coalesce(this.#pendingLookups, path, () => this.#foreground(() => this.#lookupInStore(path, known?.value?.kind === 'file')), Date.now(), this.#revalidateDeadlineMs);
+    return this.#orStale(load, newest(known, fromListing), path);
+  }
+
+  /**
+   * The store's answer, or what was known before when the store fails with an outage
+   * error or takes longer than the revalidation deadline, as long as the known answer
+   * expired less than `staleOnErrorMs` ago. Without a known answer the caller waits for
+   * the store (whose calls are bounded themselves) and sees its error. A late answer still
+   * lands in the cache when it comes; a late failure is dropped (it was handled here).
+   */
+  async #orStale<T>(load: Promise<T>, known: Cached<T> | undefined, path: string): Promise<T> {
+    const outcome = outcomeOf(load);
+    void outcome.then((o) => this.#noteStoreHealth(o));
+    if (!known || this.#staleOnErrorMs <= 0 || this.#now() - known.expiresAt > this.#staleOnErrorMs) return load;
+    let timer: NodeJS.Timeout | undefined;
+    const waitMs = this.#now() < this.#degradedUntil ? 0 : this.#revalidateDeadlineMs;
+    const deadline = new Promise<'deadline'>((resolve) => {
+      timer = setTimeout(() => resolve('deadline'), waitMs);
+      timer.unref();
+    });
+    const first = await Promise.race([outcome, deadline]);
+    clearTimeout(timer);
+    if (first !== 'deadline') {
+      if (first.ok) return first.value;
+      if (!isOutage(first.error)) throw first.error;
+    }
+    if (first === 'deadline') this.#degradedUntil = Math.max(this.#degradedUntil, this.#now() + DEGRADED_MS);
+    const reason = first === 'deadline' ? 'timeout' : 'store-error';
+    staleAnswers.inc({ reason });
+    this.#logStale(path, reason, first === 'deadline' ? undefined : first.error);
+    return known.value;
+  }
+
+  /** An answer ends a degraded period; an outage error or a hang (the store's own deadline) starts one. */
+  #noteStoreHealth(outcome: Outcome<unknown>): void {
+    if (outcome.ok) this.#degradedUntil = 0;
+    else if (isOutage(outcome.error)) this.#degradedUntil = this.#now() + DEGRADED_MS;
+  }
+
+  #logStale(path: string, reason: string, error: unknown): void {
+    const now = this.#now();
+    const last = this.#staleLogged.get(path);
+    if (last !== undefined && now - last < STALE_LOG_INTERVAL_MS) return;
+    if (this.#staleLogged.size > 10_000) this.#staleLogged.clear(); // a bound on memory, not a policy
+    this.#staleLogged.set(path, now);
+    this.#logger?.warn({ store: this.#storeId, path, reason, err: error instanceof Error ? error.message : undefined }, 'store did not answer: serving what the cache knows');
   }
 
   async #lookupInStore(path: string, wasFile: boolean): Promise<NamespaceEntry | null> {
@@ -228,17 +357,22 @@ export class Namespace {
     // keys such as `key-a` or `key.b` sort between `key` and `key/`. A file is answered as
     // soon as the HEAD finds it (a LIST costs a store more, and may be slower); should the
     // LIST then find a folder of the same name, the folder wins from then on.
-    const listed = this.#store.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
-    const isFolder = listed.then((page) => page.objects.length > 0 || page.prefixes.length > 0);
-    const info = await this.#store.head(key).catch(async (err: unknown) => {
-      await isFolder.catch(() => undefined);
-      throw err;
-    });
+    // Both requests become outcomes at once, promises that never reject: whichever fails
+    // first, and whether or not the other is ever awaited, no rejection goes unhandled.
+    const isFolder = outcomeOf(this.#store.list(`${key}/`, { delimiter: '/', maxKeys: 1 }).then((page) => page.objects.length > 0 || page.prefixes.length > 0));
+    const head = await outcomeOf(this.#store.head(key));
+    if (!head.ok) {
+      await isFolder;
+      throw head.error;
+    }
+    const info = head.value;
     if (info && !info.key.endsWith('/')) {
-      isFolder.then((folder) => folder && remember(DIRECTORY), () => undefined);
+      void isFolder.then((folder) => folder.ok && folder.value && remember(DIRECTORY));
       return remember(this.#fileEntry(info));
     }
-    return remember((await isFolder) ? DIRECTORY : null);
+    const folder = await isFolder;
+    if (!folder.ok) throw folder.error;
+    return remember(folder.value ? DIRECTORY : null);
   }
 
   async #listFromStore(path: string): Promise<DirectoryEntry[]> {
@@ -298,6 +432,15 @@ export class Namespace {
 
 const DIRECTORY: NamespaceEntry = Object.freeze({ kind: 'dir' });
 
+function isOutage(err: unknown): boolean {
+  return err instanceof StrataError && OUTAGE_CODES.has(err.code);
+}
+
+function newest<T>(a: Cached<T> | undefined, b: Cached<T> | undefined): Cached<T> | undefined {
+  if (!a || !b) return a ?? b;
+  return a.expiresAt >= b.expiresAt ? a : b;
+}
+
 /** `/a//b/` → `/a/b`; the root is `/`. Paths from FUSE are already absolute and clean. */
 export function normalisePath(path: string): string {
   const parts = path.split('/').filter((p) => p.length > 0);
@@ -315,18 +458,43 @@ function parentOf(path: string): string {
 }
 
 function isFileName(name: string): boolean {
-  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
+  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && Buffer.byteLength(name) <= NAME_MAX_BYTES;
+}
+
+/** The bytes a store URL's prefix adds to keys: `s3://bucket/a/b` stores `x` as `a/b/x`. A local store has none. */
+function keyPrefixBytes(storeUrl: string): number {
+  const match = /^s3:\/\/[^/]+\/(.+?)\/?$/.exec(storeUrl);
+  return match ? Buffer.byteLength(match[1]!) + 1 : 0;
+}
+
+/** A path short enough for an error message. */
+function abbreviate(path: string): string {
+  return path.length > 120 ? `${path.slice(0, 100)}... (${Buffer.byteLength(path)} bytes)` : path;
 }
 
 function isRepresentable(key: string): boolean {
   return key.split('/').every(isFileName);
 }
 
-/** Runs `load` once per key at a time; concurrent callers share the result. */
-function coalesce<T>(pending: Map<string, Promise<T>>, key: string, load: () => Promise<T>): Promise<T> {
+interface Pending<T> {
+  readonly promise: Promise<T>;
+  readonly startedAt: number;
+}
+
+/**
+ * Runs `load` once per key at a time; concurrent callers share the result. A request older
+ * than `maxAgeMs` is not joined (the store hung on it): a new one starts, at most one per
+ * `maxAgeMs` per key, so a store that comes back is seen at once.
+ */
+function coalesce<T>(pending: Map<string, Pending<T>>, key: string, load: () => Promise<T>, now: number, maxAgeMs: number): Promise<T> {
   const running = pending.get(key);
-  if (running) return running;
-  const started = load().finally(() => pending.delete(key));
+  if (running && now - running.startedAt < maxAgeMs) return running.promise;
+  const started: Pending<T> = {
+    promise: load().finally(() => {
+      if (pending.get(key) === started) pending.delete(key);
+    }),
+    startedAt: now,
+  };
   pending.set(key, started);
-  return started;
+  return started.promise;
 }

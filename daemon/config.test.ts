@@ -65,6 +65,6 @@ describe('daemonConfig', () => {
   });
 
   it('allows a non-loopback API address when STRATA_TOKEN is set', () => {
-    expect(daemonConfig({ ...base, api: '0.0.0.0:7070' }, { STRATA_TOKEN: 's3cret' }).api.host).toBe('0.0.0.0');
+    expect(daemonConfig({ ...base, api: '0.0.0.0:7070' }, { STRATA_TOKEN: 's3cret-s3cret-s3cret' }).api.host).toBe('0.0.0.0');
   });
 });

@@ -72,6 +72,9 @@ const httpUrl = (option: string) =>
     try {
       const url = new URL(text);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme');
+      if (url.username || url.password) {
+        ctx.addIssue({ code: 'custom', message: `${option}: the URL may not carry credentials; they come from the AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE)` });
+      }
     } catch {
       ctx.addIssue({ code: 'custom', message: `${option}: "${text}" is not an http(s) URL` });
     }
@@ -90,6 +93,8 @@ const peerList = z.string().transform((text, ctx) => {
 const DEFAULT_PEER_TIMEOUT_SECONDS = 5;
 /** Shortest STRATA_PEER_SECRET accepted: 16 characters, so the HMAC key cannot be guessed. */
 const MIN_PEER_SECRET_LENGTH = 16;
+/** The admin token guards the same daemon the peer secret does: the same minimum. */
+const MIN_TOKEN_LENGTH = MIN_PEER_SECRET_LENGTH;
 
 /** Most lookup threads for parameter tables: beyond the cores they only add queueing. */
 const MAX_LOOKUP_THREADS = 64;
@@ -127,6 +132,11 @@ function octalMode(flag: string) {
     return parseInt(digits, 8);
   });
 }
+/**
+ * How long past their TTL cached metadata is served while the store fails or hangs: a day,
+ * longer than most outages, so a cache keeps serving what it holds through one.
+ */
+const DEFAULT_STALE_ON_ERROR_SECONDS = 86_400;
 
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
@@ -150,6 +160,17 @@ export const mountOptionsSchema = z
         const seconds = Number(text);
         if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(seconds)) {
           ctx.addIssue({ code: 'custom', message: `--metadata-ttl: "${text}" is not a number of seconds` });
+          return z.NEVER;
+        }
+        return seconds;
+      }),
+    staleOnError: z
+      .string()
+      .default(String(DEFAULT_STALE_ON_ERROR_SECONDS))
+      .transform((text, ctx) => {
+        const seconds = Number(text);
+        if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(seconds)) {
+          ctx.addIssue({ code: 'custom', message: `--stale-on-error: "${text}" is not a number of seconds (0 turns it off)` });
           return z.NEVER;
         }
         return seconds;
@@ -218,6 +239,8 @@ export interface DaemonConfig {
   /** Most bytes staged for upload (default: half the free space of the state dir at start). */
   readonly stagingBytes?: number;
   readonly metadataTtlSeconds: number;
+  /** `--stale-on-error`: how long past its TTL metadata is served when the store fails or hangs (0: never). */
+  readonly staleOnErrorSeconds: number;
   readonly allowOther: boolean;
   /** `--allow-root`: root may use the mount besides the daemon's user. */
   readonly allowRoot: boolean;
@@ -268,6 +291,9 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
   if (o.peers && (env.STRATA_PEER_SECRET ?? '').length < MIN_PEER_SECRET_LENGTH) {
     throw new ConfigError('CONFIG_INVALID', `--peers: set STRATA_PEER_SECRET (the same value on every peer, at least ${MIN_PEER_SECRET_LENGTH} characters) so peer traffic is authenticated`);
   }
+  if (env.STRATA_TOKEN && env.STRATA_TOKEN.length < MIN_TOKEN_LENGTH) {
+    throw new ConfigError('CONFIG_INVALID', `STRATA_TOKEN: must be at least ${MIN_TOKEN_LENGTH} characters (for instance: openssl rand -hex 16)`);
+  }
   if (!isLoopback(o.api.host) && !env.STRATA_TOKEN) {
     throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);
   }
@@ -285,6 +311,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     readOnly: o.readOnly,
     ...(o.staging ? { stagingBytes: o.staging } : {}),
     metadataTtlSeconds: o.metadataTtl,
+    staleOnErrorSeconds: o.staleOnError,
     allowOther: o.allowOther,
     allowRoot: o.allowRoot,
     ...(o.uid !== undefined ? { uid: o.uid } : {}),

@@ -79,6 +79,7 @@ export class Daemon {
       const links = new LinkRuntime({
         logger,
         metadataTtlMs: config.metadataTtlSeconds * 1000,
+        staleOnErrorMs: config.staleOnErrorSeconds * 1000,
         onRoutes: (routes) => fs?.setRoutes(routes),
         foreground: scheduler.foreground,
         metadataFromHead: config.objectMetadata === 'listed',
@@ -296,6 +297,9 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     if (!store) throw new StrataError('STORE_NOT_FOUND', `the link serving ${ref.key} was removed`);
     // The ref's size lets a block that is the whole object (any file up to a block) go out as a plain GET.
     const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, objectSize: ref.size, ...(signal ? { signal } : {}) });
+    // The ref's size decides every block's length; one that is not the object's (a peer's
+    // request can carry any) must not put a short or long block into the cache.
+    if (result.size !== ref.size) throw new StoreError('STORE_PRECONDITION_FAILED', `${ref.key} has ${result.size} bytes, not the ${ref.size} asked for`);
     return result.body;
   };
   // With peers, a miss asks the block's owner first and falls back to fetchRange.

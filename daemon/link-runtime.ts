@@ -32,14 +32,24 @@ export class LinkRuntime {
   readonly #onRoutes: (routes: MountRoutes) => void;
   readonly #foreground: NamespaceConfig['foreground'];
   readonly #metadataFromHead: boolean;
+  readonly #staleOnErrorMs: number | undefined;
 
   /**
    * `foreground` marks the store requests of lookups as work a reader waits on (FetchScheduler.foreground);
+   * `staleOnErrorMs` is the namespace's fallback to known metadata through a store outage;
    * `metadataFromHead`: see NamespaceConfig.
    */
-  constructor(options: { logger: Logger; metadataTtlMs: number; onRoutes: (routes: MountRoutes) => void; foreground?: NamespaceConfig['foreground']; metadataFromHead?: boolean }) {
+  constructor(options: {
+    logger: Logger;
+    metadataTtlMs: number;
+    staleOnErrorMs?: number;
+    onRoutes: (routes: MountRoutes) => void;
+    foreground?: NamespaceConfig['foreground'];
+    metadataFromHead?: boolean;
+  }) {
     this.#logger = options.logger;
     this.#metadataTtlMs = options.metadataTtlMs;
+    this.#staleOnErrorMs = options.staleOnErrorMs;
     this.#onRoutes = options.onRoutes;
     this.#foreground = options.foreground;
     this.#metadataFromHead = options.metadataFromHead ?? false;
@@ -50,7 +60,15 @@ export class LinkRuntime {
     if (options.check) await this.check(link);
     const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
     const storeId = storeIdOf(store.url, link.endpoint);
-    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, { metadataTtlMs: this.#metadataTtlMs, storeId, metadataFromHead: this.#metadataFromHead, ...(this.#foreground ? { foreground: this.#foreground } : {}) }) };
+    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, {
+        metadataTtlMs: this.#metadataTtlMs,
+        storeId,
+        logger: this.#logger,
+        metadataFromHead: this.#metadataFromHead,
+        ...(this.#staleOnErrorMs !== undefined ? { staleOnErrorMs: this.#staleOnErrorMs } : {}),
+        ...(this.#foreground ? { foreground: this.#foreground } : {}),
+      }),
+    };
     const previous = this.#links.get(link.name);
     this.#links.set(link.name, live);
     this.#stores.set(storeId, store);

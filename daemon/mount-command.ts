@@ -2,6 +2,7 @@ import { createLogger } from '../telemetry/index.js';
 import { UsageError } from './cli.js';
 import { daemonConfig, type MountOptionsInput } from './config.js';
 import { Daemon } from './daemon.js';
+import { installLastResort } from './last-resort.js';
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
@@ -34,6 +35,7 @@ function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
     api: str('api'),
     close: str('close') as never,
     metadataTtl: str('metadata-ttl'),
+    staleOnError: str('stale-on-error'),
     allowOther: values['allow-other'] === true,
     allowRoot: values['allow-root'] === true,
     uid: str('uid'),
@@ -54,12 +56,15 @@ function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
 async function runDaemon(input: MountOptionsInput, verb: string): Promise<number> {
   const config = daemonConfig(input);
   const logger = createLogger({ level: config.logLevel });
+  // From here on no stray error may end the process: the mount would be left dead.
+  const removeLastResort = installLastResort(logger);
   const daemon = await Daemon.start(config, logger);
   const what = config.store ? `${config.store} at ${config.mountPoint}` : `links of ${config.stateDir} at ${config.mountPoint}`;
   process.stdout.write(`strata: ${verb} ${what} (admin API http://${config.api.host}:${daemon.api.port}); Ctrl-C unmounts\n`);
   const signal = await waitForSignal();
   logger.info({ signal }, 'shutting down');
   await daemon.stop();
+  removeLastResort();
   return 0;
 }
 

@@ -33,6 +33,7 @@ export const ERROR_CATALOGUE = {
   FS_NOT_EMPTY: { http: 409, summary: 'The folder is not empty.' },
   FS_CROSS_DEVICE: { http: 400, summary: 'A rename between two links; copy the file instead (mv does so by itself).' },
   FS_NOT_PERMITTED: { http: 403, summary: 'The operation is not permitted on this file system (hard links).' },
+  FS_NAME_TOO_LONG: { http: 400, summary: 'A name is longer than 255 bytes, or the object key longer than the store\'s 1,024 bytes.' },
 
   // Mounting
   MOUNT_POINT_MISSING: { http: 400, summary: 'The mount point does not exist.' },
@@ -74,6 +75,7 @@ export const ERROR_CATALOGUE = {
 
   // Parameter tables (params/)
   PARAMS_TABLE_NOT_FOUND: { http: 404, summary: 'No parameter table is loaded under that name.' },
+  PARAMS_TABLE_VERIFYING: { http: 503, summary: 'The table was recovered after a restart and its values are still being checked; retry shortly.' },
   PARAMS_BAD_INPUT: { http: 400, summary: 'The builder input is invalid: dim of 0, length not a multiple of the record size, unreadable file.' },
   PARAMS_DUPLICATE_KEY: { http: 400, summary: 'The builder input repeats a key and --strict was given.' },
   PARAMS_BAD_TABLE: { http: 422, summary: 'A table file failed validation (magic, version, size or checksum); it is not served.' },

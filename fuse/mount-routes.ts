@@ -43,14 +43,15 @@ export class MountRoutes {
     return this.#links;
   }
 
-  /** The route for `path`, or undefined when the path is outside every link. */
+  /**
+   * The route for `path`, or undefined when the path is outside every link. Throws
+   * `FS_NAME_TOO_LONG` for a path inside a link whose names or key are too long for it.
+   */
   route(path: string): Route | undefined {
     const normal = normalisePath(path);
     for (const link of this.#links) {
-      if (link.path === '/') return { kind: 'link', link, innerPath: normal };
-      if (normal === link.path || normal.startsWith(`${link.path}/`)) {
-        return { kind: 'link', link, innerPath: normal.slice(link.path.length) || '/' };
-      }
+      if (link.path === '/') return linkRoute(link, normal);
+      if (normal === link.path || normal.startsWith(`${link.path}/`)) return linkRoute(link, normal.slice(link.path.length) || '/');
     }
     const above = normal === '/' ? '/' : `${normal}/`;
     const children = new Set<string>();
@@ -60,4 +61,9 @@ export class MountRoutes {
     if (children.size === 0 && normal !== '/') return undefined;
     return { kind: 'virtual', children: [...children].sort() };
   }
+}
+
+function linkRoute(link: RoutedLink, innerPath: string): Route {
+  link.namespace.checkName(innerPath);
+  return { kind: 'link', link, innerPath };
 }

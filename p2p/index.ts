@@ -10,3 +10,5 @@ export { PeerError, type PeerErrorCode } from './peer-error.js';
 export type { PeerServing } from './peer-server.js';
 export type { PeerRequest, PeerResponse, PeerTransport, PeerRequestHandler } from './transport.js';
 export { openPeerNode, type PeerConfig } from './open-peer-node.js';
+export { signRequest, SIGNATURE_HEADER, TIME_HEADER } from './signature.js';
+export { blockRequestPath, BLOCKS_PATH, DISTRIBUTE_PATH } from './protocol.js';

@@ -44,7 +44,7 @@ interface TestNode {
 
 function objectOf(size: number): { bytes: Buffer; ref: ObjectRef } {
   const bytes = randomBytes(size);
-  return { bytes, ref: { storeId: 's3://bucket', key: 'models/m.bin', etag: '"e1"', size } };
+  return { bytes, ref: { storeId: 's3://bucket', key: 'models/m.bin', etag: 'e1', size } };
 }
 
 const caches: BlockCache[] = [];

@@ -5,7 +5,7 @@ import type { Logger } from '../telemetry/index.js';
 import { p2pMetrics } from './metrics.js';
 import { PeerError } from './peer-error.js';
 import { BLOCKS_PATH, CHECKSUM_HEADER, DISTRIBUTE_PATH, formatChecksum, parseBlockRequest } from './protocol.js';
-import { SIGNATURE_HEADER, signReply, TIME_HEADER, verifyRequest } from './signature.js';
+import { MAX_CLOCK_SKEW_MS, SIGNATURE_HEADER, signReply, TIME_HEADER, verifyRequest } from './signature.js';
 import type { PeerRequest, PeerResponse } from './transport.js';
 
 /** What the daemon provides to serve peers. */
@@ -25,6 +25,12 @@ export interface PeerServerOptions {
   readonly logger: Logger;
 }
 
+/**
+ * Distribute requests remembered against replay. A distribution is started by an admin, a
+ * few a minute at most; 10,000 in one window would be an attack, and the oldest are dropped.
+ */
+const MAX_REMEMBERED = 10_000;
+
 /** Upper bound on a distribute request's path list; matches the admin API's prefetch limit. */
 const MAX_DISTRIBUTE_PATHS = 100_000;
 
@@ -37,9 +43,27 @@ const MAX_DISTRIBUTE_PATHS = 100_000;
 export class PeerServer {
   readonly #options: PeerServerOptions;
   #serving: PeerServing | undefined;
+  /** Signatures of requests that started work, with when they stop being valid, oldest first. */
+  readonly #used = new Map<string, number>();
 
   constructor(options: PeerServerOptions) {
     this.#options = options;
+  }
+
+  /**
+   * Whether this is the first use of a request signature within the window a signature is
+   * valid (MAX_CLOCK_SKEW_MS either side of its time). Remembers at most MAX_REMEMBERED.
+   */
+  #firstUse(signature: string, time: number): boolean {
+    const now = this.#options.clock();
+    for (const [seen, at] of this.#used) {
+      if (now - at <= MAX_CLOCK_SKEW_MS) break; // insertion order is arrival order, near enough to time order
+      this.#used.delete(seen);
+    }
+    if (this.#used.has(signature)) return false;
+    if (this.#used.size >= MAX_REMEMBERED) this.#used.delete(this.#used.keys().next().value!);
+    this.#used.set(signature, Math.max(now, time));
+    return true;
   }
 
   /** Connects the daemon's cache and jobs; until then every request answers 503. */
@@ -77,6 +101,12 @@ export class PeerServer {
         };
       }
       if (request.method === 'POST' && pathname === DISTRIBUTE_PATH) {
+        // A signed request stays valid for the clock-skew window: one that starts work is
+        // accepted once. (A block GET reads and starts nothing, so a replay of it is harmless.)
+        if (!this.#firstUse(signature!, time)) {
+          p2pMetrics.rejected.inc();
+          throw new PeerError('P2P_UNAUTHORIZED', 'peer request refused: replayed (this signature was already used)');
+        }
         const paths = parsePaths(request.body);
         return json(202, serving.startDistribute(paths));
       }
@@ -99,6 +129,7 @@ function parsePaths(body: Buffer): string[] {
   } catch {
     throw new PeerError('API_BAD_REQUEST', 'body: not JSON');
   }
+  if (typeof parsed !== 'object' || parsed === null) throw new PeerError('API_BAD_REQUEST', 'body: must be a JSON object {"paths": [...]}');
   const paths = (parsed as { paths?: unknown }).paths;
   if (!Array.isArray(paths) || paths.length === 0 || paths.length > MAX_DISTRIBUTE_PATHS || !paths.every((p) => typeof p === 'string' && p.startsWith('/') && !p.split('/').includes('..'))) {
     throw new PeerError('API_BAD_REQUEST', 'paths: must be a non-empty list of absolute paths inside the mount, without ..');

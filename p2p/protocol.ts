@@ -11,6 +11,13 @@ export const CHECKSUM_HEADER = 'x-strata-block-crc32';
 /** The largest range a peer serves at once: the cache's largest block size (16 MiB). */
 export const MAX_PEER_RANGE = 16 * 1024 * 1024;
 
+/** S3's key limit. */
+const MAX_KEY_BYTES = 1024;
+/** A store id is a store URL plus an endpoint URL (each limited well below this). */
+const MAX_STORE_ID_LENGTH = 4096;
+/** An ETag as stores write it (hex, `-N` for multipart), never with quotes or control characters. */
+const ETAG = /^[\x21\x23-\x7e]{1,200}$/;
+
 /** One range a peer asks for: bytes [start, start + length) of the version `ref`. */
 export interface BlockRequest {
   readonly ref: ObjectRef;
@@ -44,7 +51,13 @@ export function parseBlockRequest(query: string): BlockRequest {
     if (!/^\d{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) throw new PeerError('API_BAD_REQUEST', `${name}: "${value}" is not a non-negative integer`);
     return Number(value);
   };
-  const ref: ObjectRef = { storeId: text('store'), key: text('key'), etag: text('etag'), size: integer('size') };
+  const key = text('key');
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES || key.includes('\0')) throw new PeerError('API_BAD_REQUEST', `key: must be at most ${MAX_KEY_BYTES} bytes, without NUL`);
+  const storeId = text('store');
+  if (storeId.length > MAX_STORE_ID_LENGTH) throw new PeerError('API_BAD_REQUEST', `store: must be at most ${MAX_STORE_ID_LENGTH} characters`);
+  const etag = text('etag');
+  if (!ETAG.test(etag)) throw new PeerError('API_BAD_REQUEST', 'etag: must be 1 to 200 printable characters without quotes');
+  const ref: ObjectRef = { storeId, key, etag, size: integer('size') };
   const start = integer('start');
   const length = integer('length');
   if (length === 0 || length > MAX_PEER_RANGE) throw new PeerError('API_BAD_REQUEST', `length: must be 1 to ${MAX_PEER_RANGE} bytes`);

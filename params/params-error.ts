@@ -2,6 +2,7 @@ import { StrataError } from '../errors/index.js';
 
 export type ParamsErrorCode =
   | 'PARAMS_TABLE_NOT_FOUND'
+  | 'PARAMS_TABLE_VERIFYING'
   | 'PARAMS_BAD_INPUT'
   | 'PARAMS_DUPLICATE_KEY'
   | 'PARAMS_BAD_TABLE'

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { syncDir, TEMP_PREFIX } from '../durable/index.js';
 import type { OpenStoreOptions } from '../store/index.js';
-import { silentLogger, type Logger } from '../telemetry/index.js';
+import { counter, silentLogger, type Logger } from '../telemetry/index.js';
 import { decodeDelta } from './delta-body.js';
 import { KeySet } from './key-set.js';
 import { ParamsError } from './params-error.js';
@@ -22,6 +22,7 @@ export const MAX_BATCH_KEYS = 100_000;
 /** Table names: a file-name-safe word, so `<name>.v<version>.params` is a plain file name. */
 const TABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const TABLE_FILE = /^(.+)\.v(\d+)\.params$/;
+const verificationFailures = counter('strata_params_values_check_failures_total', 'Recovered parameter tables whose values failed their checksum (not served)');
 
 /** Tiers whose pages may have to come from a device: their lookups never run on the event loop. */
 const DEVICE_TIERS = new Set(['nvme']);
@@ -112,6 +113,10 @@ export class ParamsService {
   readonly #mapper: TableMapper;
   readonly #manifest: TableManifest;
   readonly #tables = new Map<string, Served>();
+  /** Recovered tables whose values are still to be checked: not served yet (see recover). */
+  readonly #verifying = new Map<string, Served>();
+  #verified: Promise<void> = Promise.resolve();
+  readonly #failedVerification: Array<{ name: string; message: string }> = [];
   /** Highest version ever used per name, so a version number is never reused. */
   readonly #versions = new Map<string, number>();
   /** Loads and deltas of one name run one at a time. */
@@ -144,31 +149,72 @@ export class ParamsService {
     await this.#ensureDir();
     const entries = await this.#manifest.read();
     const failed: Array<{ name: string; message: string }> = [];
+    const opened: Served[] = [];
     for (const entry of entries) {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
         const table = ServedTable.open(this.#pathOf(entry), this.#mapper);
-        const served: Served = { table, entry, pooled: false };
-        this.#tables.set(entry.name, served);
+        opened.push({ table, entry, pooled: false });
       } catch (err) {
         failed.push({ name: entry.name, message: (err as Error).message });
         this.#logger.error({ err, table: entry.name }, 'parameter table failed validation at recovery; not served until reloaded');
       }
     }
+    // The values are checked before a table answers (it reads every value: the recovery
+    // itself reads only the index): one table at a time, on the addon's threads, right
+    // after recovery. Until then a lookup answers 503 PARAMS_TABLE_VERIFYING; a table that
+    // fails is not served and is reported (`failedVerification`).
+    for (const served of opened) this.#verifying.set(served.entry.name, served);
     const ms = performance.now() - started;
-    this.#logger.info({ tables: this.#tables.size, failed: failed.length, ms }, 'parameter tables recovered');
-    // Served on this thread at once; each moves to the lookup threads once they have it mapped.
-    for (const served of this.#tables.values()) {
-      const pool = this.#poolFor(served.entry);
-      pool?.open(served.table.path).then(
-        () => {
-          if (this.#tables.get(served.entry.name) === served) this.#tables.set(served.entry.name, { ...served, pooled: true });
-        },
-        (err: unknown) => this.#logger.warn({ err, table: served.entry.name }, 'lookup threads could not map a recovered table; serving it on the main thread'),
-      );
-    }
+    this.#logger.info({ tables: opened.length, failed: failed.length, ms }, 'parameter tables recovered; checking their values');
+    this.#verified = this.#verifyRecovered(opened);
     await this.#removeOrphans(entries);
-    return { tables: this.#tables.size, failed, ms };
+    return { tables: opened.length, failed, ms };
+  }
+
+  /** Resolves once every recovered table's values were checked (tests, the CLI's status). */
+  get valuesChecked(): Promise<void> {
+    return this.#verified;
+  }
+
+  /** Tables whose values failed their check after recovery: name and why, for status and logs. */
+  get failedVerification(): ReadonlyArray<{ name: string; message: string }> {
+    return this.#failedVerification;
+  }
+
+  async #verifyRecovered(opened: readonly Served[]): Promise<void> {
+    for (const served of opened) {
+      await new Promise((resolve) => setImmediate(resolve)); // lookups of tables already checked go first
+      const { name } = served.entry;
+      if (this.#verifying.get(name) !== served) continue; // replaced by a load meanwhile
+      this.#verifying.delete(name);
+      let intact = false;
+      try {
+        intact = served.table.valuesIntact();
+      } catch (err) {
+        this.#logger.error({ err, table: name }, 'cannot read a recovered parameter table\'s values');
+      }
+      if (!intact) {
+        const message = `${this.#pathOf(served.entry)}: values checksum mismatch after restart`;
+        this.#failedVerification.push({ name, message });
+        verificationFailures.inc();
+        this.#logger.error({ table: name, version: served.entry.version }, 'parameter table values failed their checksum after restart; not served until reloaded');
+        served.table.close();
+        continue;
+      }
+      this.#tables.set(name, served);
+      this.#startPooled(served);
+    }
+  }
+
+  #startPooled(served: Served): void {
+    const pool = this.#poolFor(served.entry);
+    pool?.open(served.table.path).then(
+      () => {
+        if (this.#tables.get(served.entry.name) === served) this.#tables.set(served.entry.name, { ...served, pooled: true });
+      },
+      (err: unknown) => this.#logger.warn({ err, table: served.entry.name }, 'lookup threads could not map a recovered table; serving it on the main thread'),
+    );
   }
 
   /**
@@ -306,14 +352,16 @@ export class ParamsService {
 
   /** Stops serving and the lookup threads, and releases the tables' mappings. */
   async close(): Promise<void> {
-    const tables = [...this.#tables.values()];
+    const tables = [...this.#tables.values(), ...this.#verifying.values()];
     this.#tables.clear();
+    this.#verifying.clear();
     await this.#pool?.terminate();
     for (const served of tables) served.table.close();
   }
 
   #served(name: string): Served {
     const served = this.#tables.get(name);
+    if (!served && this.#verifying.has(name)) throw new ParamsError('PARAMS_TABLE_VERIFYING', `parameter table "${name}" was recovered and its values are being checked; retry in a moment`);
     if (!served) throw new ParamsError('PARAMS_TABLE_NOT_FOUND', `no parameter table named "${name}" is loaded`);
     return served;
   }
@@ -397,6 +445,12 @@ export class ParamsService {
       }
     }
     const previous = this.#tables.get(name);
+    const unchecked = this.#verifying.get(name);
+    if (unchecked) {
+      // A recovered version not yet checked is replaced without ever answering.
+      this.#verifying.delete(name);
+      unchecked.table.close();
+    }
     const served: Served = { table, entry, pooled: pool !== undefined };
     this.#tables.set(name, served); // the switch: one reference
     if (previous) {
@@ -405,7 +459,8 @@ export class ParamsService {
       this.#pool?.close(previous.table.path);
       previous.table.close();
     }
-    await this.#manifest.write([...this.#tables.values()].map((s) => s.entry));
+    // Tables still being checked after a recovery stay listed.
+    await this.#manifest.write([...this.#tables.values(), ...[...this.#verifying.values()].filter((v) => v.entry.name !== name)].map((s) => s.entry));
     if (previous && this.#pathOf(previous.entry) !== path) await rm(this.#pathOf(previous.entry), { force: true });
     this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');
     return this.#info(served);

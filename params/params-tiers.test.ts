@@ -75,6 +75,7 @@ describe('parameter tables on pmem and NVMe', () => {
     const again = new ParamsService(config);
     try {
       const report = await again.recover();
+      await again.valuesChecked;
       expect(report).toMatchObject({ tables: 2, failed: [] });
       expect(again.list().map((t) => [t.name, t.tier, t.version])).toEqual([
         ['big', 'nvme', 2],

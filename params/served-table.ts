@@ -124,6 +124,18 @@ export class ServedTable {
     return new ServedTable({ path, header, mapping: mapper.kind, first, homes, ...(native ? { native } : {}), buffers, mapRegions });
   }
 
+  /**
+   * Whether the values region still matches the header's values checksum: reads every value
+   * (CRC-32C on the addon's threads where it mapped the file). A recovery checks the index
+   * at once and this right after, before the table answers a lookup.
+   */
+  valuesIntact(): boolean {
+    if (this.#native?.mapped) return this.#native.binding.crc32cOf(this.#native.handle, 1, 0, REGION_THREADS) === this.header.valuesCrc;
+    let crc = 0;
+    for (const chunk of this.#js().chunkBytes) crc = checksumFor(this.header.version, true)(chunk, crc);
+    return crc === this.header.valuesCrc;
+  }
+
   /** The regions as typed arrays, for the JavaScript kernel and forEachEntry. */
   #js(): JsRegions {
     this.#regions ??= jsRegions(this.#mapRegions());

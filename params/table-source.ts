@@ -1,7 +1,17 @@
-import { copyFile, open, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { openStore, StoreError, type OpenStoreOptions } from '../store/index.js';
 import { ParamsError } from './params-error.js';
 import { parseTableLocation } from './table-destination.js';
+
+/** Local copies go in pieces of this size: a libuv thread is busy for one piece at a time. */
+const LOCAL_COPY_BYTES = 8 * 1024 * 1024;
+/**
+ * A local table is copied at disk speed (hundreds of MB/s); one that has not arrived after
+ * this long sits on a hung or very slow file system, and the load fails instead of holding
+ * a thread and the table's name.
+ */
+const LOCAL_COPY_DEADLINE_MS = 10 * 60_000;
 
 /** Store reads are ranged GETs of this size: large enough for throughput, small enough to retry. */
 const STORE_READ_BYTES = 64 * 1024 * 1024;
@@ -27,22 +37,11 @@ export async function openTableSource(source: string, storeOptions: OpenStoreOpt
   const unreadable = (path: string, err: unknown) => new ParamsError('PARAMS_BAD_INPUT', `cannot read table ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
   if (location.kind === 'local') {
     const { path } = location;
-    let size: number;
-    try {
-      size = (await stat(path)).size;
-    } catch (err) {
-      throw unreadable(path, err);
-    }
+    const size = await regularFileSize(path, unreadable);
     return {
       size,
       async copyTo(dest) {
-        try {
-          await copyFile(path, dest);
-        } catch (err) {
-          throw unreadable(path, err);
-        }
-        const handle = await open(dest, 'r+');
-        await handle.sync().finally(() => handle.close());
+        await copyRegularFile(path, size, dest, unreadable);
         return 'local';
       },
     };
@@ -68,4 +67,64 @@ export async function openTableSource(source: string, storeOptions: OpenStoreOpt
       return 'store';
     },
   };
+}
+
+type Unreadable = (path: string, err: unknown) => ParamsError;
+
+/**
+ * Opens `path` without blocking (O_NONBLOCK: opening a FIFO for reading would otherwise wait
+ * for a writer, holding a libuv thread for ever) and checks on the open file, not the name,
+ * that it is a regular file: a FIFO, a device or a socket is refused with PARAMS_BAD_INPUT.
+ */
+async function openRegular(path: string, unreadable: Unreadable): Promise<{ handle: FileHandle; size: number }> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw unreadable(path, err);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new ParamsError('PARAMS_BAD_INPUT', `cannot read table ${path}: not a regular file (a table is loaded from a file, a file:// or an s3:// URL)`);
+    return { handle, size: info.size };
+  } catch (err) {
+    await handle.close();
+    throw err instanceof ParamsError ? err : unreadable(path, err);
+  }
+}
+
+async function regularFileSize(path: string, unreadable: Unreadable): Promise<number> {
+  const { handle, size } = await openRegular(path, unreadable);
+  await handle.close();
+  return size;
+}
+
+/** Copies the `size` bytes of the regular file at `path` to `dest` in pieces, fsyncs it; bounded by LOCAL_COPY_DEADLINE_MS. */
+async function copyRegularFile(path: string, size: number, dest: string, unreadable: Unreadable): Promise<void> {
+  const { handle: source, size: now } = await openRegular(path, unreadable);
+  const started = Date.now();
+  try {
+    if (now !== size) throw new ParamsError('PARAMS_BAD_INPUT', `cannot read table ${path}: it changed size while loading (${size} then ${now} bytes)`);
+    const target = await open(dest, 'w');
+    try {
+      const piece = Buffer.allocUnsafe(Math.min(LOCAL_COPY_BYTES, Math.max(1, size)));
+      for (let at = 0; at < size; ) {
+        if (Date.now() - started > LOCAL_COPY_DEADLINE_MS) throw new ParamsError('PARAMS_BAD_INPUT', `cannot read table ${path}: copying took longer than ${LOCAL_COPY_DEADLINE_MS / 60_000} minutes`);
+        let read: number;
+        try {
+          ({ bytesRead: read } = await source.read(piece, 0, Math.min(piece.length, size - at), at));
+        } catch (err) {
+          throw unreadable(path, err);
+        }
+        if (read === 0) throw new ParamsError('PARAMS_BAD_INPUT', `cannot read table ${path}: it ended at ${at} of ${size} bytes`);
+        await target.write(piece, 0, read, at);
+        at += read;
+      }
+      await target.sync();
+    } finally {
+      await target.close();
+    }
+  } finally {
+    await source.close();
+  }
 }

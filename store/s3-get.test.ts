@@ -164,6 +164,15 @@ describe('SignedGet', () => {
     expect(server.requests).toHaveLength(2);
   });
 
+  it('starts no attempt after two socket timeouts in all, whatever maxAttempts allows (a hung store)', async () => {
+    const port = await server.start(() => {}); // never answers
+    const started = Date.now();
+    const err = await getter(port, { socketTimeoutMs: 150, maxAttempts: 10 }).get({ key: 'k' }).then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ETIMEDOUT' });
+    expect(server.requests.length).toBeLessThanOrEqual(3); // the budget can end during the second attempt's backoff at most
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
   it('reports a refused connection after its retries', async () => {
     const port = await freePort();
     const err = await getter(port, { maxAttempts: 2 }).get({ key: 'k' }).then(() => undefined, (e: unknown) => e);

@@ -178,14 +178,19 @@ export class SignedGet {
     return this.#retrying(request, () => this.#once(request));
   }
 
-  /** Runs `once` until it succeeds, fails for good, or the attempts are spent (the SDK's standard retry). */
+  /** Runs `once` until it succeeds, fails for good, or the attempts (or the time) are spent (the SDK's standard retry). */
   async #retrying<T>(request: GetRequest, once: () => Promise<T>): Promise<T> {
-    const { maxAttempts } = this.#options;
+    const { maxAttempts, socketTimeoutMs } = this.#options;
+    const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       try {
         return await once();
       } catch (err) {
-        if (attempt >= maxAttempts || request.signal?.aborted || !retryable(err)) throw err;
+        // No new attempt once two socket timeouts have passed in all: one silent socket is
+        // retried on a fresh connection (a keep-alive socket the server dropped without a
+        // word), but a store silent that long is hung, and its reader gets the error in seconds.
+        const outOfTime = Date.now() - started >= 2 * socketTimeoutMs;
+        if (attempt >= maxAttempts || outOfTime || request.signal?.aborted || !retryable(err)) throw err;
         this.#options.logger?.warn({ store: this.#options.storeUrl, endpoint: this.#options.endpointName, command: 'GetObject', attempt: attempt + 1 }, 'retrying a store request');
         await delay(Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt), undefined, request.signal ? { signal: request.signal } : {});
       }

@@ -46,8 +46,28 @@ export interface S3StoreConfig {
 const MAX_SOCKETS = 64;
 /** Connecting to an S3 endpoint takes milliseconds; 5 s means it is down or unroutable. */
 const CONNECT_TIMEOUT_MS = 5_000;
-/** A 16 MiB block at a slow 1 MB/s still fits; a hung socket fails instead of hanging a read. */
+/**
+ * Silence on an upload's socket before it is given up: a store may take a while to answer
+ * a 16 MiB part it is still writing, and the uploader retries in the background anyway.
+ */
 const SOCKET_TIMEOUT_MS = 60_000;
+/**
+ * Silence on a read's socket before it is given up (and retried, see s3-get.ts): a healthy
+ * gateway starts sending a block within milliseconds and never pauses for seconds, while a
+ * reader waiting on a hung one should fail in seconds, far from the FUSE call timeout.
+ */
+const READ_IDLE_TIMEOUT_MS = 5_000;
+/**
+ * A HEAD, retries included, answers within this or fails with STORE_UNREACHABLE: a reader
+ * waits on it, and a HEAD takes milliseconds when the store is up. The namespace serves what
+ * it knew after 2 s already (docs/SEMANTICS.md).
+ */
+const HEAD_DEADLINE_MS = 5_000;
+/**
+ * The same for a LIST page of many keys: up to 1,000, which a busy gateway takes seconds to
+ * gather. A LIST of one key (the namespace's "is this a folder" probe) gets HEAD_DEADLINE_MS.
+ */
+const LIST_DEADLINE_MS = 10_000;
 /**
  * The SDK's retries (exponential backoff with jitter) for throttling, transient 5xx and
  * dropped connections: 4 attempts in all, a few seconds at most, after which the caller
@@ -118,7 +138,7 @@ export class S3Store implements ObjectStore {
         agent: address.protocol === 'https:' ? httpsAgent : httpAgent,
         maxAttempts: MAX_ATTEMPTS,
         connectTimeoutMs: CONNECT_TIMEOUT_MS,
-        socketTimeoutMs: SOCKET_TIMEOUT_MS,
+        socketTimeoutMs: READ_IDLE_TIMEOUT_MS,
         logger,
         storeUrl: this.url,
         endpointName: this.#endpoint,
@@ -161,7 +181,9 @@ export class S3Store implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const out = await timedRequest('head', () => this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key })));
+      const out = await timedRequest('head', () =>
+        this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }), { abortSignal: AbortSignal.timeout(HEAD_DEADLINE_MS) }),
+      );
       const meta = metaFromHeaders(out.Metadata);
       return { key, size: out.ContentLength ?? 0, etag: stripQuotes(out.ETag), lastModified: out.LastModified ?? new Date(0), ...(meta ? { meta } : {}) };
     } catch (err) {
@@ -181,6 +203,7 @@ export class S3Store implements ObjectStore {
           ...(options.token ? { ContinuationToken: options.token } : {}),
           MaxKeys: Math.max(1, Math.min(options.maxKeys ?? 1000, 1000)), // S3 answers at most 1,000 keys a page
         }),
+        { abortSignal: AbortSignal.timeout((options.maxKeys ?? 1000) <= 1 ? HEAD_DEADLINE_MS : LIST_DEADLINE_MS) },
       ));
       const cut = this.#prefix.length;
       return {
@@ -412,6 +435,7 @@ export class S3Store implements ObjectStore {
     }
     if (name === 'CredentialsProviderError') return new StoreError('STORE_ACCESS_DENIED', `no AWS credentials found for ${where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`, { cause: err });
     const code = e.code ?? '';
+    if (name === 'AbortError' || code === 'ABORT_ERR') return new StoreError('STORE_UNREACHABLE', `no answer from ${this.#endpoint} in time (a HEAD gets ${HEAD_DEADLINE_MS / 1000} s, a LIST page ${LIST_DEADLINE_MS / 1000} s, retries included)`, { cause: err });
     if (['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH'].includes(code) || name === 'TimeoutError' || /timed? ?out/i.test(e.message ?? '')) {
       return new StoreError('STORE_UNREACHABLE', `cannot reach ${this.#endpoint} (${code || name})`, { cause: err });
     }

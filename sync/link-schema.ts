@@ -41,13 +41,22 @@ const mountPath = z
   })
   .transform((path) => `/${path.split('/').filter((p) => p.length > 0).join('/')}`);
 
+/** Longer endpoint URLs are not S3 endpoints; the limit keeps store requests (and the links file) sane. */
+const MAX_ENDPOINT_LENGTH = 2048;
+
 const httpUrl = z.string().superRefine((text, ctx) => {
+  let url: URL;
   try {
-    const url = new URL(text);
+    url = new URL(text);
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error();
   } catch {
     ctx.addIssue({ code: 'custom', message: 'must be an http(s) URL' });
+    return;
   }
+  // Credentials come from the AWS chain; a URL carrying them would be stored and shown by GET /v1/links.
+  if (url.username || url.password) ctx.addIssue({ code: 'custom', message: 'may not carry credentials (user:password@); they come from the AWS chain' });
+  if (text.length > MAX_ENDPOINT_LENGTH) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_ENDPOINT_LENGTH} characters` });
+  if (url.search || url.hash) ctx.addIssue({ code: 'custom', message: 'may not carry a query or fragment' });
 });
 
 /** `POST /v1/links` body. */

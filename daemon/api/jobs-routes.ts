@@ -34,7 +34,7 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
     for (const path of body.paths) {
       if (path.split('/').includes('..')) throw new ApiError('API_BAD_REQUEST', `paths: ${path} may not contain ..`);
     }
-    const paths = body.paths.map((p) => insideMount(p, services.config.mountPoint));
+    const paths = body.paths.map((p) => checkedMountPath(services, p));
     if (body.pin) {
       requirePersistentTier(services);
       for (const path of paths) await services.pins.add(path);
@@ -46,7 +46,7 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
   app.post('/v1/pins', async (request, reply) => {
     const { path } = parseOrReject(pinBodySchema, request.body, 'body');
     requirePersistentTier(services);
-    const inside = insideMount(path, services.config.mountPoint);
+    const inside = checkedMountPath(services, path);
     await services.pins.add(inside);
     return reply.status(202).send(services.prefetch([inside], { kind: 'pin', pin: true }));
   });
@@ -80,6 +80,16 @@ export function registerJobRoutes(app: FastifyInstance, services: DaemonServices
 export function insideMount(path: string, mountPoint: string): string {
   if (path === mountPoint) return '/';
   return path.startsWith(`${mountPoint}/`) ? path.slice(mountPoint.length) : path;
+}
+
+/**
+ * `insideMount`, and refuses a path no file can have (a name over 255 bytes, a key over the
+ * store's limit) with `FS_NAME_TOO_LONG` (400) before anything is stored or started.
+ */
+export function checkedMountPath(services: DaemonServices, path: string): string {
+  const inside = insideMount(path, services.config.mountPoint);
+  services.links.routes().route(inside);
+  return inside;
 }
 
 /** Pins keep blocks in pmem or NVMe; a DRAM-only daemon has nothing that outlives a restart to pin in. */

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { PeerError } from '../../p2p/index.js';
 import type { DaemonServices } from '../daemon.js';
-import { insideMount } from './jobs-routes.js';
+import { checkedMountPath } from './jobs-routes.js';
 import { ApiError, parseOrReject } from './validate.js';
 
 export const distributeBodySchema = z
@@ -20,7 +20,7 @@ export function registerP2pRoutes(app: FastifyInstance, services: DaemonServices
     for (const path of body.paths) {
       if (path.split('/').includes('..')) throw new ApiError('API_BAD_REQUEST', `paths: ${path} may not contain ..`);
     }
-    const { job, peers } = await services.distribute(body.paths.map((p) => insideMount(p, services.config.mountPoint)));
+    const { job, peers } = await services.distribute(body.paths.map((p) => checkedMountPath(services, p)));
     return reply.status(202).send({ ...job, peers });
   });
 

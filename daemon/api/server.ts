@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { StrataError } from '../../errors/index.js';
 import { metricsRegistry, type Logger } from '../../telemetry/index.js';
 import type { DaemonServices } from '../daemon.js';
@@ -40,6 +40,12 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
     bodyLimit: BODY_LIMIT_BYTES,
     // One log line per request would drown the daemon's own lines; failures are logged by the error handler.
     logController: new LogController({ disableRequestLogging: true }),
+    // Errors fastify's router raises before any route runs (a malformed %-escape, a path
+    // parameter over maxParamLength) answer with catalogue codes like every other error.
+    frameworkErrors: (err, _request, reply) => {
+      // The reply's generic type depends on a route schema there is none of yet.
+      void (reply as unknown as FastifyReply).status(400).send({ statusCode: 400, code: 'API_BAD_REQUEST', message: err.message.slice(0, 200) });
+    },
   });
 
   app.setErrorHandler((err: unknown, _request, reply) => {

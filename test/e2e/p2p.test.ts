@@ -1,12 +1,13 @@
 import { freePort } from '../fixtures/rgw.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
 import { sh } from '../fixtures/shell.js';
 import { cleanupDir, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
+import { blockRequestPath, DISTRIBUTE_PATH, SIGNATURE_HEADER, signRequest, TIME_HEADER } from '../../p2p/index.js';
 
 const MiB = 1024 * 1024;
 const SECRET = 'e2e-peer-secret-7d1c9a40';
@@ -91,6 +92,43 @@ describe('three daemons sharing blocks over Ceph RGW', () => {
     const response = await fetch(`${apis[1]}/v1/p2p/blocks?store=x&key=y&etag=z&size=10&start=0&length=10`);
     expect(response.status).toBe(401);
     expect(await response.json()).toMatchObject({ statusCode: 401, code: 'P2P_UNAUTHORIZED' });
+  });
+
+  it('refuses bad, lying and replayed signed requests with a 4xx, and a lying size poisons nothing', async () => {
+    const signed = async (base: string, method: 'GET' | 'POST', path: string, body = '') => {
+      const time = Date.now();
+      const signature = signRequest(SECRET, { method, path, body: Buffer.from(body), time });
+      const headers = { [SIGNATURE_HEADER]: signature, [TIME_HEADER]: String(time), 'content-type': 'application/json' };
+      const send = async () => {
+        const response = await fetch(`${base}${path}`, { method, headers, ...(method === 'POST' ? { body } : {}) });
+        return { status: response.status, code: response.headers.get('content-type')?.includes('json') ? ((await response.json()) as { code?: string }).code : undefined };
+      };
+      return { first: await send(), again: send };
+    };
+    // An object of its own: reading it through every mount must not warm what later tests count.
+    const target = randomBytes(12 * MiB + 7);
+    await new Upload({ client, params: { Bucket: bucket, Key: 'poison.bin', Body: target }, partSize: 8 * MiB }).done();
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'poison.bin' }));
+    const ref = { storeId: `s3://${bucket}@${testS3().endpoint}`, key: 'poison.bin', etag: head.ETag!.replaceAll('"', ''), size: target.length };
+    // Every daemon is asked, so the owner of block 0 is among them.
+    for (const api of apis) {
+      const lying = await signed(api, 'GET', blockRequestPath({ ref: { ...ref, size: 100 }, start: 0, length: 100 }));
+      expect(lying.first.status, 'a size that is not the object\'s').toBe(412);
+      const past = await signed(api, 'GET', blockRequestPath({ ref: { ...ref, size: target.length + 10 * MiB }, start: target.length, length: 4 * MiB }));
+      expect([412, 416], 'a size past the object\'s end').toContain(past.first.status);
+      for (const bad of [{ key: 'a\0b' }, { key: 'k'.repeat(5000) }, { etag: 'bad"etag' }]) {
+        const answer = await signed(api, 'GET', blockRequestPath({ ref: { ...ref, ...bad }, start: 0, length: 10 }));
+        expect(answer.first, JSON.stringify(bad).slice(0, 40)).toEqual({ status: 400, code: 'API_BAD_REQUEST' });
+      }
+      expect((await signed(api, 'POST', DISTRIBUTE_PATH, 'null')).first).toEqual({ status: 400, code: 'API_BAD_REQUEST' });
+    }
+    // A path with nothing under it: the job starts (and fails at once) without warming any cache the later tests measure.
+    const distribute = await signed(apis[0]!, 'POST', DISTRIBUTE_PATH, JSON.stringify({ paths: ['/nothing-here'] }));
+    expect(distribute.first.status).toBe(202);
+    expect(await distribute.again()).toEqual({ status: 401, code: 'P2P_UNAUTHORIZED' });
+    // Every daemon still reads the whole object.
+    const sums = await Promise.all(mounts.map((m) => sh(`sha256sum < ${m}/poison.bin`)));
+    for (const sum of sums) expect(sum.split(' ')[0]).toBe(sha256(target));
   });
 
   it('three readers of one 64 MiB object get every byte while the store serves it about once', async () => {

@@ -211,18 +211,19 @@ describe('strata serve: links, prefetch, events and the admin API over a real mo
 });
 
 describe('admin API auth', () => {
+  const TOKEN = 't0ken-t0ken-t0ken';
   it('requires the bearer token on every route but /healthz, and refuses a public bind without one', async () => {
     const work = await tempDir('auth');
     const mnt = join(work, 'mnt');
     await sh(`mkdir -p ${mnt}`);
-    const daemon = await startServe(mnt, ['--state-dir', join(work, 'state'), '--log-level', 'warn'], { STRATA_TOKEN: 't0ken' });
+    const daemon = await startServe(mnt, ['--state-dir', join(work, 'state'), '--log-level', 'warn'], { STRATA_TOKEN: TOKEN });
     try {
       const base = apiUrlOf(daemon);
       expect((await api(base, 'GET', '/healthz')).status).toBe(200);
       expect(await api(base, 'GET', '/v1/links')).toMatchObject({ status: 401, body: { code: 'API_UNAUTHORIZED' } });
       expect((await api(base, 'GET', '/v1/links', undefined, { authorization: 'Bearer wrong' })).status).toBe(401);
-      expect((await api(base, 'GET', '/v1/links', undefined, { authorization: 'Bearer t0ken' })).status).toBe(200);
-      const cli = await runStrata(['status', '--api', base], { STRATA_TOKEN: 't0ken' });
+      expect((await api(base, 'GET', '/v1/links', undefined, { authorization: `Bearer ${TOKEN}` })).status).toBe(200);
+      const cli = await runStrata(['status', '--api', base], { STRATA_TOKEN: TOKEN });
       expect(cli.code).toBe(0);
       expect(cli.stdout).toMatch(/^tier\s+capacity/);
     } finally {
@@ -231,6 +232,9 @@ describe('admin API auth', () => {
     const open = await runStrata(['serve', '--mount', mnt, '--api', '0.0.0.0:0', '--state-dir', join(work, 'state')], { STRATA_TOKEN: '' });
     expect(open.code).toBe(2);
     expect(open.stderr).toMatch(/--api: binding to 0\.0\.0\.0 needs STRATA_TOKEN/);
+    const short = await runStrata(['serve', '--mount', mnt, '--state-dir', join(work, 'state')], { STRATA_TOKEN: 'short' });
+    expect(short.code).toBe(2);
+    expect(short.stderr).toMatch(/STRATA_TOKEN: must be at least 16 characters/);
     await cleanupDir(work);
   });
 });

@@ -1,0 +1,173 @@
+/**
+ * The daemon under a mixed load, against its memory budget: 8 readers cycling through more
+ * data than the DRAM tier holds, a checkpoint writer, a warmup job every 10 s and 200 admin
+ * requests a second, for STRATA_BENCH_SECONDS (default 60). Reports the daemon's RSS (sampled
+ * from /proc every 250 ms) against `--memory`, its own accounting (`/v1/cache` memory), the
+ * latency of `/healthz` sampled every 50 ms (idle first, as the baseline of the same run, then
+ * under load) and every error the load saw.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { startRgw } from '../test/fixtures/rgw.js';
+import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
+import { createBucket, s3Client, shell, uploadLarge } from './lib/harness.js';
+import { printTable } from './lib/table.js';
+
+const MiB = 1024 * 1024;
+const DRAM = '256MiB';
+const MEMORY = '320MiB';
+const MEMORY_BYTES = 320 * MiB;
+/** 12 × 32 MiB = 384 MiB: more than the DRAM tier, so readers keep evicting and fetching. */
+const FILES = 12;
+const FILE_BYTES = 32 * MiB;
+const READERS = 8;
+const REST_PER_SECOND = 200;
+const HEALTH_EVERY_MS = 50;
+const RSS_EVERY_MS = 250;
+const IDLE_SECONDS = 10;
+
+export async function run(): Promise<Record<string, unknown>> {
+  const seconds = Number(process.env.STRATA_BENCH_SECONDS ?? 60);
+  const rgw = await startRgw();
+  const work = await tempDir('bench-memory');
+  const children: ChildProcess[] = [];
+  try {
+    const client = s3Client(rgw);
+    await createBucket(client, 'load');
+    const body = randomBytes(FILE_BYTES);
+    for (let i = 0; i < FILES; i++) await uploadLarge(client, 'load', `data/f${i}.bin`, body);
+    client.destroy();
+    const mnt = join(work, 'mnt');
+    await shell(`mkdir -p ${mnt}`);
+    const daemon = await startMount('s3://load', mnt, ['--endpoint', rgw.endpoint, '--state-dir', join(work, 'state'), '--dram', DRAM, '--memory', MEMORY, '--nvme', join(work, 'nvme'), '--log-level', 'warn'], {
+      AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+      AWS_REGION: rgw.region,
+    });
+    const api = apiUrlOf(daemon);
+    const pid = daemon.child.pid!;
+
+    const idle = await healthLatencies(api, IDLE_SECONDS * 1000);
+    const rss: number[] = [];
+    const accounted: number[] = [];
+    let stop = false;
+    const errors: string[] = [];
+    const sampler = (async () => {
+      while (!stop) {
+        rss.push(await rssOf(pid));
+        await new Promise((r) => setTimeout(r, RSS_EVERY_MS));
+      }
+    })();
+    const accounting = (async () => {
+      while (!stop) {
+        const cache = (await (await fetch(`${api}/v1/cache`)).json()) as { memory: Record<string, number> };
+        accounted.push(cache.memory.usedBytes ?? cache.memory.dramUsedBytes ?? 0);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    })();
+    // Readers: each reads the files in its own order, again and again, in a child shell.
+    for (let r = 0; r < READERS; r++) {
+      const order = Array.from({ length: FILES }, (_, i) => `${mnt}/data/f${(i * 5 + r) % FILES}.bin`).join(' ');
+      children.push(spawn('bash', ['-c', `while true; do for f in ${order}; do cat "$f" > /dev/null || echo "read failed: $f" >&2; done; done`], { stdio: ['ignore', 'ignore', 'pipe'] }));
+    }
+    // A writer: a 64 MiB checkpoint every round, removed after.
+    children.push(spawn('bash', ['-c', `i=0; while true; do dd if=/dev/urandom of=${mnt}/data/ckpt-$i.bin bs=1M count=64 status=none || echo "write failed" >&2; rm -f ${mnt}/data/ckpt-$i.bin; i=$((i+1)); done`], { stdio: ['ignore', 'ignore', 'pipe'] }));
+    for (const child of children) child.stderr!.on('data', (chunk: Buffer) => errors.push(chunk.toString().trim()));
+    const warmups = (async () => {
+      while (!stop) {
+        const response = await fetch(`${api}/v1/prefetch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ paths: ['/data'] }) });
+        if (response.status !== 202) errors.push(`prefetch: ${response.status}`);
+        await new Promise((r) => setTimeout(r, 10_000));
+      }
+    })();
+    const rest = (async () => {
+      const routes = ['/v1/cache', '/v1/jobs', '/metrics', '/v1/uploads', '/v1/links', '/v1/pins'];
+      let sent = 0;
+      const started = performance.now();
+      const inFlight = new Set<Promise<void>>();
+      while (!stop) {
+        const due = Math.floor(((performance.now() - started) / 1000) * REST_PER_SECOND);
+        while (sent < due) {
+          const route = routes[sent++ % routes.length]!;
+          const request = fetch(`${api}${route}`).then(
+            async (response) => {
+              await response.arrayBuffer();
+              if (response.status >= 400) errors.push(`${route}: ${response.status}`);
+            },
+            (err: unknown) => void errors.push(`${route}: ${(err as Error).message}`),
+          );
+          inFlight.add(request);
+          void request.finally(() => inFlight.delete(request));
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await Promise.all(inFlight);
+      return sent;
+    })();
+    const loaded = await healthLatencies(api, seconds * 1000);
+    stop = true;
+    for (const child of children) child.kill('SIGKILL');
+    const restSent = await rest;
+    await Promise.all([sampler, accounting, warmups]);
+    const alive = daemon.child.exitCode === null;
+    await daemon.stop();
+
+    const mib = (b: number) => b / MiB;
+    printTable(`Daemon RSS against --memory ${MEMORY} (--dram ${DRAM}), ${READERS} readers + writer + warmups + ${REST_PER_SECOND} REST/s for ${seconds} s`, ['figure', 'MiB'], [
+      ['--memory', mib(MEMORY_BYTES)],
+      ['RSS median', mib(quantile(rss, 0.5))],
+      ['RSS p99', mib(quantile(rss, 0.99))],
+      ['RSS max', mib(Math.max(...rss))],
+      ['RSS max over --memory', mib(Math.max(...rss) - MEMORY_BYTES)],
+      ['accounted by the cache, max', mib(Math.max(0, ...accounted))],
+    ]);
+    printTable('/healthz latency (ms), sampled every 50 ms', ['phase', 'samples', 'p50', 'p99', 'max'], [
+      ['idle (baseline, same run)', idle.length, quantile(idle, 0.5), quantile(idle, 0.99), Math.max(...idle)],
+      ['under load', loaded.length, quantile(loaded, 0.5), quantile(loaded, 0.99), Math.max(...loaded)],
+    ]);
+    printTable('Load', ['figure', 'value'], [
+      ['REST requests sent', restSent],
+      ['errors (reads, writes, REST)', errors.length],
+      ['daemon alive at the end', alive ? 'yes' : 'NO'],
+    ]);
+    if (errors.length > 0) process.stdout.write(`first errors:\n${errors.slice(0, 10).join('\n')}\n`);
+    return { seconds, memoryBytes: MEMORY_BYTES, rss: { median: quantile(rss, 0.5), p99: quantile(rss, 0.99), max: Math.max(...rss) }, accountedMax: Math.max(0, ...accounted), healthz: { idle: summary(idle), loaded: summary(loaded) }, restSent, errors: errors.length, alive };
+  } finally {
+    for (const child of children) child.kill('SIGKILL');
+    await rgw.stop();
+    await cleanupDir(work).catch(() => undefined);
+  }
+}
+
+/** `/healthz` round trips (ms), one every HEALTH_EVERY_MS, for `ms`. */
+async function healthLatencies(api: string, ms: number): Promise<number[]> {
+  const out: number[] = [];
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    const started = performance.now();
+    const response = await fetch(`${api}/healthz`);
+    await response.arrayBuffer();
+    out.push(performance.now() - started);
+    await new Promise((r) => setTimeout(r, HEALTH_EVERY_MS));
+  }
+  return out;
+}
+
+async function rssOf(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+  return kb * 1024;
+}
+
+function quantile(values: readonly number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+function summary(values: readonly number[]) {
+  return { samples: values.length, p50: quantile(values, 0.5), p99: quantile(values, 0.99), max: Math.max(...values) };
+}
