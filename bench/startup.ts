@@ -198,7 +198,7 @@ function probeBody(): Buffer {
 }
 
 async function mget(port: number, body: Buffer): Promise<Buffer> {
-  const answer = await fetch(`http://127.0.0.1:${port}/v1/params/emb/mget`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body });
+  const answer = await fetch(`http://127.0.0.1:${port}/v1/params/emb/mget`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(body) });
   if (!answer.ok) throw new Error(String(answer.status));
   return Buffer.from(await answer.arrayBuffer());
 }

@@ -24,6 +24,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
 import { objectAddress, SignedGet } from './s3-get.js';
+import { s3StoreUrl } from './url.js';
 import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 
 export interface S3StoreConfig {
@@ -69,7 +70,7 @@ export class S3Store implements ObjectStore {
   constructor(config: S3StoreConfig) {
     this.#bucket = config.bucket;
     this.#prefix = config.prefix;
-    this.url = `s3://${config.bucket}${config.prefix ? `/${config.prefix.replace(/\/$/, '')}` : ''}`;
+    this.url = s3StoreUrl(config.bucket, config.prefix);
     const endpoint = config.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
     this.#endpoint = endpoint ?? 'the default AWS endpoint';
     const logger = config.logger;
