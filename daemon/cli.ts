@@ -22,6 +22,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write('strata 0.1.0\n');
       return EXIT.ok;
     }
+    // mount(8) through mount.fuse3 (or /sbin/mount.fuse.strata) runs `strata SOURCE MOUNTPOINT -o ...`.
+    if (command.includes('://')) return await (await import('./mount-helper-command.js')).runMountHelper(argv);
     const spec = COMMANDS[command];
     if (!spec) throw new UsageError('USAGE', `unknown command "${command}"; run strata --help`);
     if (rest.includes('--help') || rest.includes('-h')) {
@@ -33,9 +35,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     // then start without loading the daemon, its SDK and its addons (0.55 s -> 0.2 s here).
     switch (command) {
       case 'mount':
-        return await (await import('./mount-command.js')).runMount(values, positionals);
+        return await (await import('./mount-command.js')).runMount(values, positionals, rest);
       case 'serve':
-        return await (await import('./mount-command.js')).runServe(values, positionals);
+        return await (await import('./mount-command.js')).runServe(values, positionals, rest);
+      case 'unmount':
+        return await (await import('./unmount-command.js')).runUnmount(values, positionals);
+      case 'config':
+        return await (await import('./config-command.js')).runConfig(values, positionals);
       case 'status':
         return await (await import('./status-command.js')).runStatus(values);
       case 'links':

@@ -9,8 +9,8 @@ interface CommandSpec {
 
 const apiOption = { api: { type: 'string' } } as const;
 
-/** Options of the daemon commands (`mount` and `serve`). */
-const DAEMON_OPTIONS = {
+/** Options of the daemon commands (`mount` and `serve`); a config file (`--config`) takes the same names. */
+export const DAEMON_OPTIONS = {
   endpoint: { type: 'string' },
   region: { type: 'string' },
   'state-dir': { type: 'string' },
@@ -30,6 +30,11 @@ const DAEMON_OPTIONS = {
   'read-only': { type: 'boolean' },
   staging: { type: 'string' },
   'log-level': { type: 'string' },
+  config: { type: 'string' },
+  background: { type: 'boolean' },
+  'pid-file': { type: 'string' },
+  'log-format': { type: 'string' },
+  'log-file': { type: 'string' },
 } as const;
 
 /** Every command and option, with its help text: `strata --help` prints this table. */
@@ -58,7 +63,24 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--peer-timeout SECONDS', 'how long to wait for a block from its owner peer before reading the store (default 5)'],
       ['--lookup-threads N', 'worker threads for parameter-table lookups (default 2, or 1 on one core; 0: the event loop)'],
       ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],
+      ['--log-format FORMAT', 'auto (default: coloured lines on a terminal, JSON otherwise), pretty or json'],
+      ['--log-file FILE', 'append logs to FILE instead of stderr'],
+      ['--config FILE', 'read options from a TOML file (the option names without --; flags win; see strata config check)'],
+      ['--background', 'return once mounted (exit 0) or with the error (non-zero); the daemon goes on, logging to --log-file or <state-dir>/strata.log'],
+      ['--pid-file FILE', 'write the daemon\'s pid there once it serves (for systemd\'s Type=forking)'],
     ],
+  },
+  unmount: {
+    usage: 'strata unmount <mountpoint> [--timeout SECONDS]',
+    summary: 'Stop the daemon serving a mount (uploads finish or are journaled) and wait until it is unmounted; detach a stale mount.',
+    options: { timeout: { type: 'string' } },
+    optionHelp: [['--timeout SECONDS', 'how long to wait for the daemon to finish (default 120)']],
+  },
+  config: {
+    usage: 'strata config check FILE',
+    summary: 'Check a config file: every option is validated as strata mount would, without mounting.',
+    options: {},
+    optionHelp: [['check FILE', 'prints the options it would run with, or one line naming the wrong one (exit 2)']],
   },
   serve: {
     usage: 'strata serve --mount DIR [options]',

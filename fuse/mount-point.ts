@@ -62,6 +62,21 @@ export async function isMountPoint(path: string): Promise<boolean> {
   return table.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === path);
 }
 
+/**
+ * The file system type the kernel lists for a mount point (`fuse.strata` for a Strata
+ * mount), or undefined when `path` is not one. The type follows the " - " separator.
+ */
+export async function mountedFsType(path: string): Promise<string | undefined> {
+  const table = await readFile('/proc/self/mountinfo', 'utf8');
+  for (const line of table.split('\n')) {
+    const fields = line.split(' ');
+    if (unescapeMountPath(fields[4] ?? '') !== path) continue;
+    const separator = fields.indexOf('-', 6);
+    return separator > 0 ? fields[separator + 1] : 'unknown';
+  }
+  return undefined;
+}
+
 /** mountinfo escapes space, tab, newline and backslash as octal `\ooo`. */
 function unescapeMountPath(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
