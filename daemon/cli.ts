@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { StrataError } from '../errors/index.js';
 import { COMMANDS, helpText } from './help.js';
+import { describeSystemError } from './system-errors.js';
 
 export class UsageError extends StrataError<'USAGE'> {}
 
@@ -76,6 +77,11 @@ function reportFailure(err: unknown): number {
   if (err instanceof StrataError) {
     process.stderr.write(`strata: ${err.message}\n`);
     return err.code === 'USAGE' || err.code === 'CONFIG_INVALID' || err.code === 'STORE_URL_INVALID' ? EXIT.usage : EXIT.failed;
+  }
+  const systemError = describeSystemError(err);
+  if (systemError) {
+    process.stderr.write(`strata: ${systemError}\n`);
+    return EXIT.failed;
   }
   process.stderr.write(`strata: unexpected failure: ${(err as Error)?.stack ?? String(err)}\n`);
   return EXIT.failed;
