@@ -139,13 +139,14 @@ export const COMMANDS: Record<string, CommandSpec> = {
     ],
   },
   params: {
-    usage: 'strata params build|load|mget ...',
+    usage: 'strata params build|load|mget|ls ...',
     summary: 'Build parameter tables (embedding lookups), load them into the daemon, look up keys.',
     options: { ...apiOption, json: { type: 'boolean' }, dim: { type: 'string' }, shards: { type: 'string' }, strict: { type: 'boolean' }, tier: { type: 'string' } },
     optionHelp: [
       ['build --dim D [--shards N] [--strict] INPUT DEST', 'turn (uint64 key, D x float32) records into the served format (runs locally)'],
       ['load NAME SOURCE [--tier pmem|nvme]', 'load or replace a table from a file, a path in the mount or a store URL (default tier: pmem, nvme when pmem lacks room)'],
-      ['mget NAME KEY...', 'print the vectors of decimal keys'],
+      ['mget NAME KEY...', 'print the vectors of decimal keys (float32 values with the digits of a float32)'],
+      ['ls', 'list the tables the daemon serves: name, version, keys, dim, shards, tier, size, source'],
       ['--api HOST:PORT, --json', 'the daemon to talk to; machine-readable output'],
     ],
   },
