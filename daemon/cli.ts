@@ -41,6 +41,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await (await import('./mount-command.js')).runServe(values, positionals, rest);
       case 'unmount':
         return await (await import('./unmount-command.js')).runUnmount(values, positionals);
+      case 'csi':
+        return await (await import('./csi-command.js')).runCsi(values, positionals);
       case 'config':
         return await (await import('./config-command.js')).runConfig(values, positionals);
       case 'status':

@@ -76,6 +76,17 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: { timeout: { type: 'string' } },
     optionHelp: [['--timeout SECONDS', 'how long to wait for the daemon to finish (default 120)']],
   },
+  csi: {
+    usage: 'strata csi --endpoint unix:///csi/csi.sock --mount DIR [--node-id NAME] [--api HOST:PORT]',
+    summary: 'The Kubernetes CSI node plugin (csi.strata.io) for the strata serve daemon on this node (docs/KUBERNETES.md).',
+    options: { ...apiOption, endpoint: { type: 'string' }, mount: { type: 'string' }, 'node-id': { type: 'string' } },
+    optionHelp: [
+      ['--endpoint unix://PATH', 'the gRPC socket the kubelet (through the registrar) calls'],
+      ['--mount DIR', 'the mount point of the node\'s strata serve; volumes are bind-mounted from its /csi folder'],
+      ['--node-id NAME', 'this node\'s name in NodeGetInfo (default: the host name)'],
+      ['--api HOST:PORT', 'the daemon\'s admin API (default 127.0.0.1:7070)'],
+    ],
+  },
   config: {
     usage: 'strata config check FILE',
     summary: 'Check a config file: every option is validated as strata mount would, without mounting.',

@@ -67,14 +67,29 @@ export async function isMountPoint(path: string): Promise<boolean> {
  * mount), or undefined when `path` is not one. The type follows the " - " separator.
  */
 export async function mountedFsType(path: string): Promise<string | undefined> {
+  return (await mountEntries()).filter((e) => e.mountPoint === path).pop()?.fsType;
+}
+
+/** One line of /proc/self/mountinfo: what is mounted where. */
+export interface MountEntry {
+  /** The folder of the mounted file system that appears here (`/` unless a bind mount of a subfolder). */
+  readonly root: string;
+  readonly mountPoint: string;
+  /** Per-mount options (`ro` or `rw` first). */
+  readonly options: readonly string[];
+  readonly fsType: string;
+}
+
+/** The mounts this process sees, in mount order (a later entry on the same path covers an earlier one). */
+export async function mountEntries(): Promise<MountEntry[]> {
   const table = await readFile('/proc/self/mountinfo', 'utf8');
-  for (const line of table.split('\n')) {
+  return table.split('\n').flatMap((line) => {
     const fields = line.split(' ');
-    if (unescapeMountPath(fields[4] ?? '') !== path) continue;
+    // After the optional fields, " - " separates the file system type.
     const separator = fields.indexOf('-', 6);
-    return separator > 0 ? fields[separator + 1] : 'unknown';
-  }
-  return undefined;
+    if (fields.length < 7 || separator < 0) return [];
+    return [{ root: unescapeMountPath(fields[3]!), mountPoint: unescapeMountPath(fields[4]!), options: fields[5]!.split(','), fsType: fields[separator + 1] ?? 'unknown' }];
+  });
 }
 
 /** mountinfo escapes space, tab, newline and backslash as octal `\ooo`. */
