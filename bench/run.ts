@@ -22,6 +22,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'checkpoint-write': () => import('./checkpoint-write.js'),
   'params-lookup': () => import('./params-lookup.js'),
   'memory-load': () => import('./memory-load.js'),
+  startup: () => import('./startup.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { loadAddon } from '../native/index.js';
 import { CacheError } from './cache-error.js';
 
 /** The calls of native/src/strata_mmap.c (see its header comment for the contracts). */
@@ -11,7 +11,6 @@ export interface MmapBinding {
   resident(buffer: Buffer): number;
 }
 
-const ADDON_PATH = '../native/build/Release/strata_mmap.node';
 let binding: MmapBinding | undefined;
 
 /**
@@ -21,7 +20,7 @@ let binding: MmapBinding | undefined;
 export function loadMmapBinding(): MmapBinding {
   if (binding !== undefined) return binding;
   try {
-    binding = createRequire(import.meta.url)(ADDON_PATH) as MmapBinding;
+    binding = loadAddon<MmapBinding>('strata_mmap');
   } catch (err) {
     throw new CacheError(
       'CACHE_TIER_INVALID',

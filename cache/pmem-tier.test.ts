@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../telemetry/index.js';
@@ -98,6 +98,13 @@ describe('PmemTier crash consistency', () => {
     expect(other.has('a')).toBe(false);
     expect(other.capacityBytes).toBe(SLOTS * BLOCK * 2);
     await other.close();
+  });
+
+  it('refuses an existing file that is not a pool, and leaves it as it was', async () => {
+    const precious = 'root:x:0:0:root:/root:/bin/bash\n';
+    await writeFile(path, precious);
+    await expect(openPool()).rejects.toMatchObject({ code: 'CACHE_TIER_INVALID', message: `pmem pool ${path} is an existing file that is not a Strata pool; it is left untouched: give a new path (or remove the file yourself)` });
+    expect(await readFile(path, 'utf8')).toBe(precious);
   });
 
   it('lays the pool out as documented and restores LRU order from sequence numbers', async () => {

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import type { Logger } from '../telemetry/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
 import { loadMmapBinding, type MmapBinding } from './mmap-binding.js';
 import {
   HEADER_BYTES,
+  POOL_MAGIC,
   RECORD_BYTES,
   clearSlotRecord,
   poolGeometry,
@@ -113,6 +114,7 @@ export class PmemTier implements Tier {
       throw new CacheError('CACHE_TIER_INVALID', `pmem pool ${config.path} cannot be opened: ${(err as Error).message}`, { cause: err });
     }
     try {
+      refuseForeignFile(fd, config.path);
       let fresh = false;
       if (fstatSync(fd).size !== geometry.fileBytes) {
         ftruncateSync(fd, 0);
@@ -320,4 +322,19 @@ export class PmemTier implements Tier {
 
 function hashId(id: string): string {
   return createHash('sha256').update(id).digest('hex');
+}
+
+/**
+ * A pool is created in a new or empty file, or re-initialised over an older Strata pool; any
+ * other file at the path (a typo'd `--pmem /etc/passwd:1GiB`, a database) is somebody's data
+ * and is refused, never truncated.
+ */
+function refuseForeignFile(fd: number, path: string): void {
+  const info = fstatSync(fd);
+  if (!info.isFile() || info.size === 0) return;
+  const head = Buffer.alloc(POOL_MAGIC.length);
+  readSync(fd, head, 0, head.length, 0);
+  if (!head.equals(POOL_MAGIC)) {
+    throw new CacheError('CACHE_TIER_INVALID', `pmem pool ${path} is an existing file that is not a Strata pool; it is left untouched: give a new path (or remove the file yourself)`);
+  }
 }

@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { StrataError } from '../errors/index.js';
 import { COMMANDS, helpText } from './help.js';
+import { describeSystemError } from './system-errors.js';
 
 export class UsageError extends StrataError<'USAGE'> {}
 
@@ -22,6 +23,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write('strata 0.1.0\n');
       return EXIT.ok;
     }
+    // mount(8) through mount.fuse3 (or /sbin/mount.fuse.strata) runs `strata SOURCE MOUNTPOINT -o ...`.
+    if (command.includes('://')) return await (await import('./mount-helper-command.js')).runMountHelper(argv);
     const spec = COMMANDS[command];
     if (!spec) throw new UsageError('USAGE', `unknown command "${command}"; run strata --help`);
     if (rest.includes('--help') || rest.includes('-h')) {
@@ -33,9 +36,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     // then start without loading the daemon, its SDK and its addons (0.55 s -> 0.2 s here).
     switch (command) {
       case 'mount':
-        return await (await import('./mount-command.js')).runMount(values, positionals);
+        return await (await import('./mount-command.js')).runMount(values, positionals, rest);
       case 'serve':
-        return await (await import('./mount-command.js')).runServe(values, positionals);
+        return await (await import('./mount-command.js')).runServe(values, positionals, rest);
+      case 'unmount':
+        return await (await import('./unmount-command.js')).runUnmount(values, positionals);
+      case 'csi':
+        return await (await import('./csi-command.js')).runCsi(values, positionals);
+      case 'config':
+        return await (await import('./config-command.js')).runConfig(values, positionals);
       case 'status':
         return await (await import('./status-command.js')).runStatus(values);
       case 'links':
@@ -70,6 +79,11 @@ function reportFailure(err: unknown): number {
   if (err instanceof StrataError) {
     process.stderr.write(`strata: ${err.message}\n`);
     return err.code === 'USAGE' || err.code === 'CONFIG_INVALID' || err.code === 'STORE_URL_INVALID' ? EXIT.usage : EXIT.failed;
+  }
+  const systemError = describeSystemError(err);
+  if (systemError) {
+    process.stderr.write(`strata: ${systemError}\n`);
+    return EXIT.failed;
   }
   process.stderr.write(`strata: unexpected failure: ${(err as Error)?.stack ?? String(err)}\n`);
   return EXIT.failed;

@@ -209,6 +209,8 @@ export const mountOptionsSchema = z
         return threads;
       }),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: '--log-level: must be one of trace, debug, info, warn, error' }).default('info'),
+    logFormat: z.enum(['auto', 'pretty', 'json'], { message: '--log-format: must be auto, pretty or json' }).default('auto'),
+    logFile: z.string().min(1).transform((p) => resolve(p)).optional(),
   })
   .strict();
 
@@ -259,6 +261,10 @@ export interface DaemonConfig {
   /** Worker threads answering parameter-table mget (0: the event loop; tables on NVMe always use at least one). Default 2. */
   readonly lookupThreads: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  /** `--log-format`: pretty lines on a terminal and JSON otherwise (auto), or one of them always. */
+  readonly logFormat: 'auto' | 'pretty' | 'json';
+  /** `--log-file`: logs appended there instead of stderr. */
+  readonly logFile?: string;
 }
 
 /**
@@ -324,6 +330,8 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     peerTimeoutMs: o.peerTimeout * 1000,
     lookupThreads: o.lookupThreads,
     logLevel: o.logLevel,
+    logFormat: o.logFormat,
+    ...(o.logFile ? { logFile: o.logFile } : {}),
   });
 }
 

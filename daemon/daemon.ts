@@ -220,7 +220,7 @@ async function openParams(config: DaemonConfig, logger: Logger): Promise<ParamsS
     tier: first.tier,
     ...(pmem && nvmeDir ? { overflow: nvmeDir } : {}),
     lookupThreads: config.lookupThreads,
-    logger: logger.child({ component: 'params' }),
+    logger, // ParamsService names its own component
     store: { endpoint: config.endpoint, region: config.region },
   });
   const report = await params.recover();

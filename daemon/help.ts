@@ -9,8 +9,8 @@ interface CommandSpec {
 
 const apiOption = { api: { type: 'string' } } as const;
 
-/** Options of the daemon commands (`mount` and `serve`). */
-const DAEMON_OPTIONS = {
+/** Options of the daemon commands (`mount` and `serve`); a config file (`--config`) takes the same names. */
+export const DAEMON_OPTIONS = {
   endpoint: { type: 'string' },
   region: { type: 'string' },
   'state-dir': { type: 'string' },
@@ -37,6 +37,11 @@ const DAEMON_OPTIONS = {
   'read-only': { type: 'boolean' },
   staging: { type: 'string' },
   'log-level': { type: 'string' },
+  config: { type: 'string' },
+  background: { type: 'boolean' },
+  'pid-file': { type: 'string' },
+  'log-format': { type: 'string' },
+  'log-file': { type: 'string' },
 } as const;
 
 /** Every command and option, with its help text: `strata --help` prints this table. */
@@ -71,7 +76,35 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--peer-timeout SECONDS', 'how long to wait for a block from its owner peer before reading the store (default 5)'],
       ['--lookup-threads N', 'worker threads for parameter-table lookups (default 2, or 1 on one core; 0: the event loop)'],
       ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],
+      ['--log-format FORMAT', 'auto (default: coloured lines on a terminal, JSON otherwise), pretty or json'],
+      ['--log-file FILE', 'append logs to FILE instead of stderr'],
+      ['--config FILE', 'read options from a TOML file (the option names without --; flags win; see strata config check)'],
+      ['--background', 'return once mounted (exit 0) or with the error (non-zero); the daemon goes on, logging to --log-file or <state-dir>/strata.log'],
+      ['--pid-file FILE', 'write the daemon\'s pid there once it serves (for systemd\'s Type=forking)'],
     ],
+  },
+  unmount: {
+    usage: 'strata unmount <mountpoint> [--timeout SECONDS]',
+    summary: 'Stop the daemon serving a mount (uploads finish or are journaled) and wait until it is unmounted; detach a stale mount.',
+    options: { timeout: { type: 'string' } },
+    optionHelp: [['--timeout SECONDS', 'how long to wait for the daemon to finish (default 120)']],
+  },
+  csi: {
+    usage: 'strata csi --endpoint unix:///csi/csi.sock --mount DIR [--node-id NAME] [--api HOST:PORT]',
+    summary: 'The Kubernetes CSI node plugin (csi.strata.io) for the strata serve daemon on this node (docs/KUBERNETES.md).',
+    options: { ...apiOption, endpoint: { type: 'string' }, mount: { type: 'string' }, 'node-id': { type: 'string' } },
+    optionHelp: [
+      ['--endpoint unix://PATH', 'the gRPC socket the kubelet (through the registrar) calls'],
+      ['--mount DIR', 'the mount point of the node\'s strata serve; volumes are bind-mounted from its /csi folder'],
+      ['--node-id NAME', 'this node\'s name in NodeGetInfo (default: the host name)'],
+      ['--api HOST:PORT', 'the daemon\'s admin API (default 127.0.0.1:7070)'],
+    ],
+  },
+  config: {
+    usage: 'strata config check FILE',
+    summary: 'Check a config file: every option is validated as strata mount would, without mounting.',
+    options: {},
+    optionHelp: [['check FILE', 'prints the options it would run with, or one line naming the wrong one (exit 2)']],
   },
   serve: {
     usage: 'strata serve --mount DIR [options]',
@@ -130,13 +163,14 @@ export const COMMANDS: Record<string, CommandSpec> = {
     ],
   },
   params: {
-    usage: 'strata params build|load|mget ...',
+    usage: 'strata params build|load|mget|ls ...',
     summary: 'Build parameter tables (embedding lookups), load them into the daemon, look up keys.',
     options: { ...apiOption, json: { type: 'boolean' }, dim: { type: 'string' }, shards: { type: 'string' }, strict: { type: 'boolean' }, tier: { type: 'string' } },
     optionHelp: [
       ['build --dim D [--shards N] [--strict] INPUT DEST', 'turn (uint64 key, D x float32) records into the served format (runs locally)'],
       ['load NAME SOURCE [--tier pmem|nvme]', 'load or replace a table from a file, a path in the mount or a store URL (default tier: pmem, nvme when pmem lacks room)'],
-      ['mget NAME KEY...', 'print the vectors of decimal keys'],
+      ['mget NAME KEY...', 'print the vectors of decimal keys (float32 values with the digits of a float32)'],
+      ['ls', 'list the tables the daemon serves: name, version, keys, dim, shards, tier, size, source'],
       ['--api HOST:PORT, --json', 'the daemon to talk to; machine-readable output'],
     ],
   },

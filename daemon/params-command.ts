@@ -1,7 +1,8 @@
 import { isAbsolute, resolve } from 'node:path';
-import { buildTable, type BuildReport } from '../params/index.js';
+import { buildTable, type BuildReport, type ParamsTableInfo } from '../params/index.js';
 import { UsageError } from './cli.js';
-import { ApiClientError, apiBase, callApi } from './api-client.js';
+import { ApiClientError, apiBase, callApi, table } from './api-client.js';
+import { float32Shortest } from './float32-text.js';
 import { formatSize } from './sizes.js';
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -23,7 +24,8 @@ export async function runParams(sub: string, values: Values, positionals: string
   if (sub === 'build') return build(values, positionals);
   if (sub === 'load') return load(values, positionals);
   if (sub === 'mget') return mget(values, positionals);
-  throw new UsageError('USAGE', 'params needs build, load or mget; run strata params --help');
+  if (sub === 'ls') return list(values, positionals);
+  throw new UsageError('USAGE', 'params needs build, load, mget or ls; run strata params --help');
 }
 
 async function build(values: Values, positionals: string[]): Promise<number> {
@@ -91,7 +93,9 @@ async function load(values: Values, positionals: string[]): Promise<number> {
 async function mget(values: Values, positionals: string[]): Promise<number> {
   const [name, ...keys] = positionals;
   if (name === undefined || keys.length === 0) throw new UsageError('USAGE', 'params mget needs NAME and at least one KEY: strata params mget NAME KEY... [--json]');
-  const answer = (await callApi(apiBase(values.api), 'POST', `/v1/params/${encodeURIComponent(name)}/lookup`, { keys })) as { found: boolean[]; vectors: Array<number[] | null> };
+  const raw = (await callApi(apiBase(values.api), 'POST', `/v1/params/${encodeURIComponent(name)}/lookup`, { keys })) as { found: boolean[]; vectors: Array<number[] | null> };
+  // The values are float32: print the digits of a float32, not of the float64 JSON carried.
+  const answer = { found: raw.found, vectors: raw.vectors.map((v) => v && v.map(float32Shortest)) };
   if (values.json === true) {
     process.stdout.write(`${JSON.stringify(keys.map((key, i) => ({ key, found: answer.found[i], vector: answer.vectors[i] })))}\n`);
   } else {
@@ -101,6 +105,19 @@ async function mget(values: Values, positionals: string[]): Promise<number> {
     }
   }
   return answer.found.every(Boolean) ? 0 : 1;
+}
+
+/** `strata params ls`: the tables the daemon serves. */
+async function list(values: Values, positionals: string[]): Promise<number> {
+  if (positionals.length > 0) throw new UsageError('USAGE', 'params ls takes no arguments: strata params ls [--api HOST:PORT] [--json]');
+  const { tables } = (await callApi(apiBase(values.api), 'GET', '/v1/params/tables')) as { tables: ParamsTableInfo[] };
+  if (values.json === true) process.stdout.write(`${JSON.stringify(tables)}\n`);
+  else if (tables.length === 0) process.stdout.write('no parameter tables loaded (strata params load NAME SOURCE)\n');
+  else {
+    const rows = tables.map((t) => [t.name, String(t.version), String(t.keys), String(t.dim), String(t.shards), t.tier, formatSize(t.bytes), t.source]);
+    process.stdout.write(table(['NAME', 'VERSION', 'KEYS', 'DIM', 'SHARDS', 'TIER', 'SIZE', 'SOURCE'], rows));
+  }
+  return 0;
 }
 
 function integerOption(values: Values, name: string, fallback: number | undefined): number {

@@ -42,6 +42,8 @@ export const ERROR_CATALOGUE = {
   MOUNT_FAILED: { http: 500, summary: 'The kernel refused the FUSE mount.' },
   FUSE_UNAVAILABLE: { http: 500, summary: 'libfuse (Debian package libfuse2) or /dev/fuse is missing.' },
   UNMOUNT_BUSY: { http: 500, summary: 'The mount point stayed busy; it was lazily detached.' },
+  NOT_MOUNTED: { http: 400, summary: 'strata unmount was given a path that is not a Strata mount.' },
+  UNMOUNT_TIMEOUT: { http: 504, summary: 'The daemon serving the mount did not stop within the timeout; it is still running.' },
 
   // Block cache
   CACHE_TIER_INVALID: { http: 400, summary: 'A tier option is malformed or its path cannot be used.' },

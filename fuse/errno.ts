@@ -42,6 +42,8 @@ export const ERRNO_BY_CODE = {
   MOUNT_FAILED: E.EIO,
   FUSE_UNAVAILABLE: E.ENODEV,
   UNMOUNT_BUSY: E.EBUSY,
+  NOT_MOUNTED: E.EINVAL,
+  UNMOUNT_TIMEOUT: E.ETIMEDOUT,
 
   CACHE_TIER_INVALID: E.EINVAL,
   // Both are handled inside the cache (refetch, treat as a miss); if one escapes, it is an I/O error.

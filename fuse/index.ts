@@ -2,5 +2,5 @@ export { Filesystem, versionedMtime, type FileStat, type FilesystemConfig, type 
 export { FsError, type FsErrorCode } from './fs-error.js';
 export { ERRNO_BY_CODE, errnoOf } from './errno.js';
 export { FuseMount, FuseUnavailableError, type FuseMountOptions } from './fuse-mount.js';
-export { MountPointError, isMountPoint, prepareMountPoint, unmountPath, DEFAULT_UNMOUNT_POLICY, type UnmountPolicy } from './mount-point.js';
+export { MountPointError, isMountPoint, mountEntries, mountedFsType, prepareMountPoint, type MountEntry, unmountPath, DEFAULT_UNMOUNT_POLICY, type UnmountPolicy } from './mount-point.js';
 export { MountRoutes, type Route, type RoutedLink } from './mount-routes.js';

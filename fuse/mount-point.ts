@@ -62,6 +62,36 @@ export async function isMountPoint(path: string): Promise<boolean> {
   return table.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === path);
 }
 
+/**
+ * The file system type the kernel lists for a mount point (`fuse.strata` for a Strata
+ * mount), or undefined when `path` is not one. The type follows the " - " separator.
+ */
+export async function mountedFsType(path: string): Promise<string | undefined> {
+  return (await mountEntries()).filter((e) => e.mountPoint === path).pop()?.fsType;
+}
+
+/** One line of /proc/self/mountinfo: what is mounted where. */
+export interface MountEntry {
+  /** The folder of the mounted file system that appears here (`/` unless a bind mount of a subfolder). */
+  readonly root: string;
+  readonly mountPoint: string;
+  /** Per-mount options (`ro` or `rw` first). */
+  readonly options: readonly string[];
+  readonly fsType: string;
+}
+
+/** The mounts this process sees, in mount order (a later entry on the same path covers an earlier one). */
+export async function mountEntries(): Promise<MountEntry[]> {
+  const table = await readFile('/proc/self/mountinfo', 'utf8');
+  return table.split('\n').flatMap((line) => {
+    const fields = line.split(' ');
+    // After the optional fields, " - " separates the file system type.
+    const separator = fields.indexOf('-', 6);
+    if (fields.length < 7 || separator < 0) return [];
+    return [{ root: unescapeMountPath(fields[3]!), mountPoint: unescapeMountPath(fields[4]!), options: fields[5]!.split(','), fsType: fields[separator + 1] ?? 'unknown' }];
+  });
+}
+
 /** mountinfo escapes space, tab, newline and backslash as octal `\ooo`. */
 function unescapeMountPath(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));

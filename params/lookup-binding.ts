@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { loadAddon } from '../native/index.js';
 
 /** An opaque table handle of the native kernel; it keeps the table's Buffers alive. */
 export type NativeTableHandle = { readonly __nativeTable: unique symbol };
@@ -15,7 +15,6 @@ export interface LookupBinding {
   unmapTable(handle: NativeTableHandle): void;
 }
 
-const ADDON_PATH = '../native/build/Release/strata_lookup.node';
 let loaded: LookupBinding | null | undefined;
 
 /**
@@ -27,7 +26,7 @@ let loaded: LookupBinding | null | undefined;
 export function lookupBinding(): LookupBinding | undefined {
   if (loaded === undefined) {
     try {
-      loaded = process.env.STRATA_PARAMS_NATIVE === '0' ? null : (createRequire(import.meta.url)(ADDON_PATH) as LookupBinding);
+      loaded = process.env.STRATA_PARAMS_NATIVE === '0' ? null : loadAddon<LookupBinding>('strata_lookup');
     } catch {
       loaded = null;
     }

@@ -24,6 +24,12 @@ interface Pending {
  * so nothing is copied back. Each thread handles its messages in order, so a `close`
  * sent after a switch runs after every lookup queued before it.
  */
+/**
+ * The worker's entry: the compiled module in the built package; from the sources (run
+ * through tsx, whose loader a worker does not inherit) a boot file that registers tsx first.
+ */
+const WORKER_ENTRY = new URL(import.meta.url.endsWith('.ts') ? './lookup-worker-boot.mjs' : './lookup-worker.js', import.meta.url);
+
 export class LookupPool {
   readonly #workers: Worker[];
   readonly #pending = new Map<number, Pending>();
@@ -40,7 +46,7 @@ export class LookupPool {
   #terminating = false;
 
   constructor(threads: number) {
-    this.#workers = Array.from({ length: threads }, () => new Worker(new URL('./lookup-worker-boot.mjs', import.meta.url)));
+    this.#workers = Array.from({ length: threads }, () => new Worker(WORKER_ENTRY));
     this.#busy = this.#workers.map(() => 0);
     this.#workers.forEach((worker, w) => {
       worker.unref();

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -60,6 +60,26 @@ describe('strata params', () => {
     expect(found.code).toBe(1); // a missing key is a failed lookup for scripts
     const json = await cli('mget', { api, json: true }, ['emb', '1']);
     expect(JSON.parse(json.stdout)).toEqual([{ key: '1', found: true, vector: [1, 1.0625] }]);
+  });
+
+  it('prints float32 values with float32 digits, and lists tables with ls', async () => {
+    const input = join(work, 'tenths.bin');
+    const record = Buffer.alloc(8 + 3 * 4);
+    record.writeBigUInt64LE(7n, 0);
+    [0.1, -2.675, 3e-8].forEach((v, d) => record.writeFloatLE(v, 8 + d * 4));
+    await writeFile(input, record);
+    await cli('build', { dim: '3' }, [input, join(work, 'tenths.params')]);
+    await cli('load', { api }, ['tenths', join(work, 'tenths.params')]);
+    expect((await cli('mget', { api }, ['tenths', '7'])).stdout).toBe('7\t0.1 -2.675 3e-8\n');
+    expect(JSON.parse((await cli('mget', { api, json: true }, ['tenths', '7'])).stdout)).toEqual([{ key: '7', found: true, vector: [0.1, -2.675, 3e-8] }]);
+
+    const listed = await cli('ls', { api }, []);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/^NAME\s+VERSION\s+KEYS\s+DIM\s+SHARDS\s+TIER\s+SIZE\s+SOURCE\n/);
+    expect(listed.stdout).toMatch(/\ntenths\s+1\s+1\s+3\s+1\s+pmem\s+[\d.]+ KiB\s+\S+tenths\.params\n/);
+    const json = JSON.parse((await cli('ls', { api, json: true }, [])).stdout) as Array<{ name: string; keys: number }>;
+    expect(json.map((t) => t.name)).toContain('tenths');
+    await expect(cli('ls', { api }, ['extra'])).rejects.toMatchObject({ code: 'USAGE' });
   });
 
   it('refuses bad command lines and reports API errors', async () => {

@@ -43,9 +43,12 @@ export async function buildTable(input: string, dest: string, options: BuildOpti
   if (!Number.isInteger(dim) || dim < 1) throw new ParamsError('PARAMS_BAD_INPUT', `--dim must be a positive integer, got ${dim}`);
   const recordBytes = 8 + 4 * dim;
   const size = await stat(input).then(
-    (s) => s.size,
+    (s) => {
+      if (s.isDirectory()) throw new ParamsError('PARAMS_BAD_INPUT', `input ${input} is a folder; give the records file`);
+      return s.size;
+    },
     (err: NodeJS.ErrnoException) => {
-      throw new ParamsError('PARAMS_BAD_INPUT', `cannot read input ${input}: ${err.code ?? err.message}`, { cause: err });
+      throw new ParamsError('PARAMS_BAD_INPUT', `cannot read input ${input}: ${err.code === 'ENOENT' ? 'it does not exist' : (err.code ?? err.message)}`, { cause: err });
     },
   );
   if (size % recordBytes !== 0) {
@@ -53,6 +56,10 @@ export async function buildTable(input: string, dest: string, options: BuildOpti
   }
   const records = size / recordBytes;
   const location = parseTableLocation(dest);
+  // Found before the input is read, not by the final rename (EISDIR) after the whole build.
+  if (location.kind === 'local' && (await stat(location.path).then((s) => s.isDirectory(), () => false))) {
+    throw new ParamsError('PARAMS_BAD_INPUT', `DEST ${location.path} is a folder; give the table's file name, such as ${join(location.path, 'table.params')}`);
+  }
   const tempDir = location.kind === 'local' ? dirname(location.path) : tmpdir();
   await mkdir(tempDir, { recursive: true });
   const temp = join(tempDir, `${TEMP_PREFIX}${location.kind === 'local' ? basename(location.path) : 'params'}-${randomBytes(4).toString('hex')}`);

@@ -1,7 +1,7 @@
 import type { Logger } from '../telemetry/index.js';
 import { LocalStore } from './local-store.js';
 import type { ObjectStore } from './object-store.js';
-import { S3Store } from './s3-store.js';
+import { LazyS3Store } from './lazy-s3-store.js';
 import { parseStoreUrl } from './url.js';
 
 export type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
@@ -20,5 +20,5 @@ export interface OpenStoreOptions {
 export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
   const location = parseStoreUrl(url);
   if (location.scheme === 'file') return new LocalStore(location.dir);
-  return new S3Store({ bucket: location.bucket, prefix: location.prefix, endpoint: options.endpoint, region: options.region, logger: options.logger });
+  return new LazyS3Store({ bucket: location.bucket, prefix: location.prefix, endpoint: options.endpoint, region: options.region, logger: options.logger });
 }

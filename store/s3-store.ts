@@ -25,6 +25,7 @@ import { StoreError } from './errors.js';
 import { objectAddress, SignedGet } from './s3-get.js';
 import { PayloadHasher } from './payload-hasher.js';
 import { timedRequest } from './store-metrics.js';
+import { s3StoreUrl } from './url.js';
 import type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 import { metaFromHeaders, metaToHeaders, type ObjectMeta } from './object-meta.js';
 
@@ -92,7 +93,7 @@ export class S3Store implements ObjectStore {
   constructor(config: S3StoreConfig) {
     this.#bucket = config.bucket;
     this.#prefix = config.prefix;
-    this.url = `s3://${config.bucket}${config.prefix ? `/${config.prefix.replace(/\/$/, '')}` : ''}`;
+    this.url = s3StoreUrl(config.bucket, config.prefix);
     const endpoint = config.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
     this.#endpoint = endpoint ?? 'the default AWS endpoint';
     const logger = config.logger;

@@ -41,3 +41,8 @@ export function parseStoreUrl(url: string): StoreLocation {
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1];
   throw new StoreError('STORE_URL_INVALID', scheme ? `unknown store scheme "${scheme}://" in "${url}"; ${accepted}` : `"${url}" is not a store URL; ${accepted}`);
 }
+
+/** The URL of an S3 store as logs and status show it: `s3://bucket` or `s3://bucket/prefix`. */
+export function s3StoreUrl(bucket: string, prefix: string): string {
+  return `s3://${bucket}${prefix ? `/${prefix.replace(/\/$/, '')}` : ''}`;
+}

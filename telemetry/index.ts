@@ -1,2 +1,2 @@
 export { metricsRegistry, collectProcessMetrics, counter, gauge, histogram } from './metrics.js';
-export { createLogger, silentLogger, type Logger, type LoggerConfig } from './logger.js';
+export { createLogger, silentLogger, type LogFormat, type Logger, type LoggerConfig } from './logger.js';
