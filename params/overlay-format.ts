@@ -43,7 +43,7 @@ const MIN_KEY_CAPACITY = 65_536;
  */
 const KEY_SHARE = 0.25;
 /** Records per key of capacity: a key updated twice between compactions costs two records. */
-const RECORDS_PER_KEY = 2;
+export const RECORDS_PER_KEY = 2;
 
 export interface OverlayLayout {
   readonly dim: number;

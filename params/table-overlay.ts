@@ -2,6 +2,7 @@ import { closeSync, openSync } from 'node:fs';
 import type { DeltaBody } from './delta-body.js';
 import type { LookupBinding, NativeOverlayHandle, NativeTableHandle } from './lookup-binding.js';
 import { ParamsError } from './params-error.js';
+import { RECORDS_PER_KEY } from './overlay-format.js';
 
 /** The committed state of an overlay: deltas applied (epoch), records in its log, index slots in use, keys in the table. */
 export interface OverlayState {
@@ -76,12 +77,13 @@ export class TableOverlay {
   }
 
   /**
-   * Past half of its records or index slots: time to fold the overlay into a new base
-   * (compaction), leaving the other half for the deltas that arrive meanwhile.
+   * Past half of its records or of the keys it was sized for: time to fold the overlay into
+   * a new base (compaction), leaving the other half for the deltas that arrive meanwhile.
    */
   wantsCompaction(): boolean {
-    const [, records, slotsUsed, , recordCapacity, maxSlotsUsed] = this.#binding.overlayInfo(this.handle);
-    return records * 2 > recordCapacity || slotsUsed * 2 > maxSlotsUsed;
+    const [, records, slotsUsed, , recordCapacity] = this.#binding.overlayInfo(this.handle);
+    const keyCapacity = recordCapacity / RECORDS_PER_KEY;
+    return records * 2 > recordCapacity || slotsUsed * 2 > keyCapacity;
   }
 
   /** Whether a delta of `changes` upserts and deletes fits now. */
