@@ -92,6 +92,12 @@ interface Served {
   readonly pooled: boolean;
 }
 
+/** A compaction of one table: its thread, and the switch to its result (see #startCompaction). */
+interface Compaction {
+  readonly running: RunningCompaction;
+  switched(): Promise<ParamsTableInfo>;
+}
+
 /** A directory tables may be placed in. */
 interface Placement {
   readonly dir: string;
@@ -124,8 +130,8 @@ export class ParamsService {
   /** Started after recovery (or at the first load), so booting threads never slow recovery down. */
   #pool: LookupPool | undefined;
   #ready: Promise<void> | undefined;
-  /** Compactions running in the background, by table name (one at a time per table). */
-  readonly #compactions = new Map<string, RunningCompaction>();
+  /** Compactions in progress, by table name (one at a time per table). */
+  readonly #compactions = new Map<string, Compaction>();
   /** Reused answers of mgetLease on this thread. */
   readonly #answers = new AnswerBuffers((bytes) => new ArrayBuffer(bytes));
 
@@ -222,7 +228,18 @@ export class ParamsService {
       if (delta.dim !== header.dim) throw new ParamsError('PARAMS_BAD_DELTA', `delta has dim ${delta.dim}, table ${name} has dim ${header.dim}`);
       const inPlace = await this.#applyInPlace(name, current, body, delta);
       if (inPlace) return inPlace;
-      if (current.table.overlay) return this.#compact(name, current, { body, delta });
+      const running = this.#compactions.get(name);
+      if (running) {
+        // The overlay is full and a compaction is under way: switch to its version in this
+        // turn and try again in its fresh overlay.
+        await running.switched().catch(() => undefined);
+        const now = this.#served(name);
+        const again = await this.#applyInPlace(name, now, body, delta);
+        if (again) return again;
+        if (now.table.overlay) return (await this.#startCompaction(name, now, { body, delta })).switched();
+        return this.#rewrite(name, now, delta);
+      }
+      if (current.table.overlay) return (await this.#startCompaction(name, current, { body, delta })).switched();
       return this.#rewrite(name, current, delta);
     });
   }
@@ -289,20 +306,29 @@ export class ParamsService {
     const current = this.#tables.get(name);
     if (!current) return;
     const started = performance.now();
-    void this.#compact(name, current).then(
-      (info) => this.#logger.info({ table: name, version: info.version, keys: info.keys, ms: performance.now() - started }, 'compacted the in-place deltas into a new version'),
-      (err: unknown) => this.#logger.warn({ err, table: name }, 'compaction failed; the deltas stay in the overlay'),
-    );
+    void this.#startCompaction(name, current)
+      .then((compaction) =>
+        compaction.running.done.then(
+          () => this.#serialised(name, () => compaction.switched()),
+          (err: unknown) => {
+            if (this.#compactions.get(name) === compaction) this.#compactions.delete(name);
+            throw err;
+          },
+        ),
+      )
+      .then(
+        (info) => this.#logger.info({ table: name, version: info.version, keys: info.keys, ms: performance.now() - started }, 'compacted the in-place deltas into a new version'),
+        (err: unknown) => this.#logger.warn({ err, table: name }, 'compaction failed; the deltas stay in the overlay'),
+      );
   }
 
   /**
-   * Folds the overlay of the served version (and `extra`, a delta that did not fit) into a new
-   * table file on a compaction thread, then, in the table's turn, carries over the deltas
-   * committed meanwhile into the new file's overlay and switches to it. Lookups and (unless
-   * `extra` is given, which runs in the table's turn already) deltas go on during the rewrite.
+   * Starts folding the overlay of the served version (and `extra`, a delta that did not fit)
+   * into a new table file on a compaction thread; lookups and in-place deltas go on meanwhile.
+   * `switched()`, called in the table's turn, waits for the file, carries over the deltas
+   * committed since into the new file's overlay, and switches to it (once, whoever calls it).
    */
-  async #compact(name: string, current: Served, extra?: { body: Buffer; delta: DeltaBody }): Promise<ParamsTableInfo> {
-    if (this.#compactions.has(name) && extra) await this.#compactions.get(name)!.done.catch(() => undefined);
+  async #startCompaction(name: string, current: Served, extra?: { body: Buffer; delta: DeltaBody }): Promise<Compaction> {
     const overlay = current.table.overlay;
     const records = overlay?.state().records ?? 0;
     const placement = this.#placementOf(current.entry);
@@ -310,12 +336,6 @@ export class ParamsService {
     await this.#requireRoom(placement, (await stat(path)).size + records * (16 + 4 * current.table.dim) + (extra?.delta.records.length ?? 0), name);
     const temp = join(placement.dir, `${TEMP_PREFIX}${name}.compact-${randomBytes(4).toString('hex')}`);
     const running = startCompaction({ basePath: path, ...(overlay ? { overlayPath: overlay.path } : {}), records, ...(extra ? { extra: extra.body } : {}), temp });
-    this.#compactions.set(name, running);
-    try {
-      await running.done;
-    } finally {
-      if (this.#compactions.get(name) === running) this.#compactions.delete(name);
-    }
     const finish = async (): Promise<ParamsTableInfo> => {
       if (this.#tables.get(name)?.table !== current.table) {
         await rm(temp, { force: true });
@@ -345,7 +365,16 @@ export class ParamsService {
       }
       return this.#switchTo(name, { ...current.entry, version, file, ...this.#tierField(placement) }, { verifyValues: false });
     };
-    return extra ? finish() : this.#serialised(name, finish);
+    let switching: Promise<ParamsTableInfo> | undefined;
+    const compaction: Compaction = {
+      running,
+      switched: () =>
+        (switching ??= running.done.then(finish).finally(() => {
+          if (this.#compactions.get(name) === compaction) this.#compactions.delete(name);
+        })),
+    };
+    this.#compactions.set(name, compaction);
+    return compaction;
   }
 
   /** The served tables, by name. */
@@ -418,7 +447,7 @@ export class ParamsService {
 
   /** Stops serving and the lookup threads, and releases the tables' mappings. */
   async close(): Promise<void> {
-    await Promise.all([...this.#compactions.values()].map((c) => c.cancel()));
+    await Promise.all([...this.#compactions.values()].map((c) => c.running.cancel()));
     const tables = [...this.#tables.values()];
     this.#tables.clear();
     await this.#pool?.terminate();
