@@ -1,5 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import { crc32cRegion } from './crc32c.js';
 import { decodeDelta } from './delta-body.js';
+import { ParamsError } from './params-error.js';
 import { KeySet } from './key-set.js';
 import { readOverlayLog, TOMBSTONE } from './overlay-format.js';
 import { ServedTable } from './served-table.js';
@@ -25,6 +27,7 @@ parentPort!.postMessage(reply);
 function compact(job: CompactionJob): CompactionResult {
   const base = ServedTable.open(job.basePath, defaultTableMapper(), { kernel: 'js', trusted: true, baseOnly: true });
   const log = job.overlayPath !== undefined && job.records > 0 ? readOverlayLog(job.overlayPath, 0, job.records) : undefined;
+  if (log && crc32cRegion(log.bytes) !== job.logCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${job.overlayPath}: overlay log checksum mismatch; the deltas stay where they are`);
   const extra = job.extra ? decodeDelta(Buffer.from(job.extra.buffer, job.extra.byteOffset, job.extra.byteLength)) : undefined;
   const { dim, shardCount, seed } = base.header;
   const seen = new KeySet(job.records + (extra ? extra.upserts + extra.deletes : 0));

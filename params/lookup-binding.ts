@@ -20,8 +20,8 @@ export interface LookupBinding {
   overlayRecover(handle: NativeOverlayHandle): [number, number, number, number, number];
   /** Resolves [epoch, records, slotsUsed, liveKeys] once the delta is committed and published. */
   overlayApply(handle: NativeOverlayHandle, body: Uint8Array, upserts: number, deletes: number): Promise<[number, number, number, number]>;
-  /** [publishedEpoch, records, slotsUsed, liveKeys, recordCapacity, maxSlotsUsed, baseTag, dim] */
-  overlayInfo(handle: NativeOverlayHandle): [number, number, number, number, number, number, number, number];
+  /** [publishedEpoch, records, slotsUsed, liveKeys, recordCapacity, maxSlotsUsed, baseTag, dim, logCrc] */
+  overlayInfo(handle: NativeOverlayHandle): [number, number, number, number, number, number, number, number, number];
   overlayUnmap(handle: NativeOverlayHandle): void;
 }
 

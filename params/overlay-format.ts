@@ -31,6 +31,8 @@ const VERSION = 1;
 const HEAD_BYTES = 16384;
 const COMMIT_AT = 4096;
 const COMMIT_MAGIC = 0x434f5053; // "SPOC"
+/** Where a commit record's own checksum sits (it covers the bytes before it). */
+const COMMIT_CRC_AT = 48;
 const BLOCK_SLOTS = 64;
 const RECORD_HEAD_BYTES = 16;
 /** The overlay keeps slots at most 7 in 10 in use (strata_overlay.c), so it is sized for that. */
@@ -106,7 +108,7 @@ export async function createOverlay(tablePath: string, layout: OverlayLayout): P
     // Commit record of epoch 0: no records, no slots used, the base's keys, the CRC of an empty log.
     head.writeUInt32LE(COMMIT_MAGIC, COMMIT_AT);
     head.writeBigUInt64LE(BigInt(layout.baseKeys), COMMIT_AT + 24);
-    head.writeUInt32LE(crc32c(head.subarray(COMMIT_AT, COMMIT_AT + 36)), COMMIT_AT + 36);
+    head.writeUInt32LE(crc32c(head.subarray(COMMIT_AT, COMMIT_AT + COMMIT_CRC_AT)), COMMIT_AT + COMMIT_CRC_AT);
     writeAll(fd, head, 0);
     const sums = Buffer.alloc((layout.slots / BLOCK_SLOTS) * 4);
     const emptyBlock = crc32c(Buffer.alloc(BLOCK_SLOTS * 12));

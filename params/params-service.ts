@@ -330,12 +330,12 @@ export class ParamsService {
    */
   async #startCompaction(name: string, current: Served, extra?: { body: Buffer; delta: DeltaBody }): Promise<Compaction> {
     const overlay = current.table.overlay;
-    const records = overlay?.state().records ?? 0;
+    const { records, logCrc } = overlay?.state() ?? { records: 0, logCrc: 0 };
     const placement = this.#placementOf(current.entry);
     const path = this.#pathOf(current.entry);
     await this.#requireRoom(placement, (await stat(path)).size + records * (16 + 4 * current.table.dim) + (extra?.delta.records.length ?? 0), name);
     const temp = join(placement.dir, `${TEMP_PREFIX}${name}.compact-${randomBytes(4).toString('hex')}`);
-    const running = startCompaction({ basePath: path, ...(overlay ? { overlayPath: overlay.path } : {}), records, ...(extra ? { extra: extra.body } : {}), temp });
+    const running = startCompaction({ basePath: path, ...(overlay ? { overlayPath: overlay.path } : {}), records, logCrc, ...(extra ? { extra: extra.body } : {}), temp });
     const finish = async (): Promise<ParamsTableInfo> => {
       if (this.#tables.get(name)?.table !== current.table) {
         await rm(temp, { force: true });

@@ -8,6 +8,8 @@ export interface CompactionJob {
   /** The overlay whose first `records` records are folded in; none for a table without one. */
   readonly overlayPath?: string;
   readonly records: number;
+  /** CRC-32C of those records, as the overlay's commit record holds it: the log is checked as it is read. */
+  readonly logCrc: number;
   /** A delta body applied on top (a delta too large for the overlay). */
   readonly extra?: Uint8Array;
   /** The new table file, written whole and fsynced; the caller renames it. */

@@ -10,6 +10,8 @@ export interface OverlayState {
   readonly records: number;
   readonly slotsUsed: number;
   readonly liveKeys: number;
+  /** CRC-32C of the log's records below `records`. */
+  readonly logCrc: number;
 }
 
 export interface OverlayOpenOptions {
@@ -72,8 +74,8 @@ export class TableOverlay {
 
   /** The committed state (the writer's view). */
   state(): OverlayState {
-    const [epoch, records, slotsUsed, liveKeys] = this.#binding.overlayInfo(this.handle);
-    return { epoch, records, slotsUsed, liveKeys };
+    const [epoch, records, slotsUsed, liveKeys, , , , , logCrc] = this.#binding.overlayInfo(this.handle);
+    return { epoch, records, slotsUsed, liveKeys, logCrc };
   }
 
   /**
@@ -99,8 +101,8 @@ export class TableOverlay {
   async apply(body: Buffer, delta: DeltaBody): Promise<OverlayState> {
     if (this.#closed) throw new ParamsError('INTERNAL', `${this.path}: delta on a closed overlay`);
     try {
-      const [epoch, records, slotsUsed, liveKeys] = await this.#binding.overlayApply(this.handle, body, delta.upserts, delta.deletes);
-      return { epoch, records, slotsUsed, liveKeys };
+      await this.#binding.overlayApply(this.handle, body, delta.upserts, delta.deletes);
+      return this.state();
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === 'ENOSPC') throw new ParamsError('PARAMS_NO_SPACE', `no room on the tier for the delta's records in ${this.path}; the served version is unchanged`, { cause: err });
