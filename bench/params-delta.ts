@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import { buildTable, ParamsService } from '../params/index.js';
+import { allocateDelta, buildTable, DELTA_HEADER_BYTES, ParamsService } from '../params/index.js';
 import { printTable } from './lib/table.js';
 import { makeBodies, summarise, writeInput, type Rate } from './params-lookup.js';
 
@@ -46,14 +46,11 @@ function load(): string {
 /** A delta of DELTA_UPSERTS upserts: half of them keys of the table, half new ones. */
 function delta(keys: Uint32Array, seed: number): Buffer {
   const recordBytes = 8 + 4 * DIM;
-  const body = Buffer.alloc(24 + DELTA_UPSERTS * recordBytes);
-  body.write('SPD1', 0, 'latin1');
-  body.writeUInt32LE(DIM, 4);
-  body.writeBigUInt64LE(BigInt(DELTA_UPSERTS), 8);
+  const body = allocateDelta(DIM, DELTA_UPSERTS, 0);
   const fresh = new Uint32Array(DELTA_UPSERTS);
   randomFillSync(fresh);
   for (let i = 0; i < DELTA_UPSERTS; i++) {
-    const at = 24 + i * recordBytes;
+    const at = DELTA_HEADER_BYTES + i * recordBytes;
     if (i % 2 === 0) {
       const k = Math.floor(Math.random() * (keys.length / 2));
       body.writeUInt32LE(keys[2 * k]!, at);

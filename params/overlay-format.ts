@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { loadMmapBinding } from '../cache/mmap-binding.js';
 import { syncDir, TEMP_PREFIX } from '../durable/index.js';
 import { crc32c } from './crc32c.js';
-import { DELTA_HEADER_BYTES, DELTA_MAGIC } from './delta-body.js';
+import { allocateDelta, DELTA_HEADER_BYTES } from './delta-body.js';
 import { KeySet } from './key-set.js';
 import { ParamsError } from './params-error.js';
 import { alignUp, REGION_ALIGN } from './table-format.js';
@@ -186,11 +186,7 @@ export function foldToDelta(log: OverlayLog): Buffer {
     ((bytes.readUInt32LE(at + 8) & TOMBSTONE) !== 0 ? deletes : upserts).push(at);
   }
   const upsertBytes = 8 + 4 * dim;
-  const body = Buffer.alloc(DELTA_HEADER_BYTES + upserts.length * upsertBytes + deletes.length * 8);
-  body.write(DELTA_MAGIC, 0, 'latin1');
-  body.writeUInt32LE(dim, 4);
-  body.writeBigUInt64LE(BigInt(upserts.length), 8);
-  body.writeBigUInt64LE(BigInt(deletes.length), 16);
+  const body = allocateDelta(dim, upserts.length, deletes.length);
   let out = DELTA_HEADER_BYTES;
   for (const at of upserts) {
     bytes.copy(body, out, at, at + 8);
