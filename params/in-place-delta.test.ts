@@ -182,6 +182,23 @@ describe('in-place deltas', () => {
     }
   });
 
+  it('applies the first delta right after a restart, while the lookup threads are still mapping the table', async () => {
+    const keys = Array.from({ length: 3000 }, (_, i) => BigInt(i));
+    const first = new ParamsService({ dir: tier });
+    await first.load('emb', await table(keys));
+    await first.close();
+    const service = new ParamsService({ dir: tier, lookupThreads: 2 });
+    try {
+      await service.recover();
+      // No wait for the threads: the overlay is made while their first open is under way.
+      expect(await service.applyDelta('emb', encodeDelta(DIM, [[2n, [5, 5, 5, 5]]], [1n]))).toMatchObject({ version: 2, keys: 2999 });
+      while (!service.runsOnThreads('emb')) await new Promise((r) => setTimeout(r, 10));
+      expect(decodeAnswer(await service.mgetAsync('emb', keysBody([1n, 2n, 3n])), 3, DIM).map((v) => (v ? [...v] : null))).toEqual([null, [5, 5, 5, 5], [...vectorOf(3n, DIM)]]);
+    } finally {
+      await service.close();
+    }
+  });
+
   it('refuses a damaged overlay at recovery with the index or log checksum named', async () => {
     const keys = Array.from({ length: 1000 }, (_, i) => BigInt(i));
     const service = new ParamsService({ dir: tier });

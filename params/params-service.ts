@@ -132,6 +132,8 @@ export class ParamsService {
   #ready: Promise<void> | undefined;
   /** Compactions in progress, by table name (one at a time per table). */
   readonly #compactions = new Map<string, Compaction>();
+  /** Background compactions between the decision and their thread's start (a room check). */
+  readonly #compactionsStarting = new Set<string>();
   /** Reused answers of mgetLease on this thread. */
   readonly #answers = new AnswerBuffers((bytes) => new ArrayBuffer(bytes));
 
@@ -302,11 +304,13 @@ export class ParamsService {
 
   /** Starts a background compaction of `name` unless one runs; its switch waits its turn behind deltas. */
   #compactInBackground(name: string): void {
-    if (this.#compactions.has(name)) return;
+    if (this.#compactions.has(name) || this.#compactionsStarting.has(name)) return;
     const current = this.#tables.get(name);
     if (!current) return;
     const started = performance.now();
+    this.#compactionsStarting.add(name);
     void this.#startCompaction(name, current)
+      .finally(() => this.#compactionsStarting.delete(name))
       .then((compaction) =>
         compaction.running.done.then(
           () => this.#serialised(name, () => compaction.switched()),
