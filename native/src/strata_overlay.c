@@ -522,7 +522,7 @@ typedef struct {
 
 /* Whether the key is in the table at the writer's state (overlay, then base). */
 static int key_present(const overlay *ov, const uint32_t *e, int found, uint32_t lo, uint32_t hi) {
-  if (found && e[2] != REF_NONE) return (record_at(ov, e[2] - 1)[2] & TOMBSTONE) == 0;
+  if (found && e[2] != REF_NONE) return (uint64_t)e[2] - 1 < ov->record_capacity && (record_at(ov, e[2] - 1)[2] & TOMBSTONE) == 0;
   return ov->table != NULL && base_row(ov->table, lo, hi) != EMPTY_ROW;
 }
 
@@ -582,7 +582,16 @@ static void apply_execute(napi_env env, void *data) {
     const uint32_t lo = rec[0], hi = rec[1];
     int found;
     const uint64_t s = find_slot(ov, lo, hi, &found);
-    uint32_t *e = ov->index + s * 3; /* never full: apply checked the load first */
+    if (s == UINT64_MAX) {
+      /* Cannot happen under the load limit apply checks; if it does, stop as after a failed
+       * msync: nothing is published, and recovery undoes the links made so far. */
+      free(touched);
+      ov->recovered = 0;
+      job->err = ENOSPC;
+      job->what = "linking a record into the overlay index (full)";
+      return;
+    }
+    uint32_t *e = ov->index + s * 3;
     const int before = key_present(ov, e, found, lo, hi);
     if (!found) {
       e[0] = lo;
