@@ -473,6 +473,15 @@ static napi_value js_overlay_recover(napi_env env, napi_callback_info info) {
   }
 
   /*
+   * The index and its checksums are read whole now and probed by every lookup after: their
+   * page tables are filled in one call (as the base table's index is mapped with MAP_POPULATE),
+   * not a fault per page. Only that part: the log is sparse past its records. Best effort: a
+   * kernel without MADV_POPULATE_READ (before 5.14) faults them in as they are read.
+   */
+#ifdef MADV_POPULATE_READ
+  (void)madvise(ov->map + ov->sums_offset, (size_t)(ov->log_offset - ov->sums_offset), MADV_POPULATE_READ);
+#endif
+  /*
    * The checksums recovery owns, as for the base table: every index block (on two threads),
    * and the records of the last delta, the ones a crash could have caught being written. The
    * whole log's checksum is checked when a compaction reads it (as a load checks the values).
