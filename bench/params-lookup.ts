@@ -40,7 +40,7 @@ function step(what: string): void {
   process.stderr.write(`params-lookup: ${what}\n`);
 }
 
-interface Rate {
+export interface Rate {
   keysPerSec: number;
   p50Ms: number;
   p99Ms: number;
@@ -166,7 +166,7 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 /** Writes KEYS random records; values are a function of the key so answers can be checked. Answers the keys as uint32 halves. */
-async function writeInput(path: string): Promise<Uint32Array> {
+export async function writeInput(path: string): Promise<Uint32Array> {
   const keys = new Uint32Array(KEYS * 2);
   randomFillSync(keys);
   const recordWords = 2 + DIM;
@@ -191,11 +191,11 @@ async function writeInput(path: string): Promise<Uint32Array> {
   return keys;
 }
 
-function expectedValue(lo: number, d: number): number {
+export function expectedValue(lo: number, d: number): number {
   return (lo & 0xffff) + d;
 }
 
-function makeBodies(keys: Uint32Array, batch: number): Buffer[] {
+export function makeBodies(keys: Uint32Array, batch: number): Buffer[] {
   const total = keys.length / 2;
   return Array.from({ length: BODIES }, () => {
     const body = Buffer.allocUnsafeSlow(batch * 8);
@@ -445,7 +445,7 @@ function indexCheckTimes(path: string): { bytes: number; crc32cMs: number; zlibM
   return { bytes, crc32cMs, zlibMs };
 }
 
-function summarise(latencies: number[], batch: number, seconds: number): Rate {
+export function summarise(latencies: number[], batch: number, seconds: number): Rate {
   const sorted = latencies.sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
   return { keysPerSec: (latencies.length * batch) / seconds, p50Ms: at(0.5), p99Ms: at(0.99), requests: latencies.length };

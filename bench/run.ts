@@ -23,6 +23,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'params-lookup': () => import('./params-lookup.js'),
   'memory-load': () => import('./memory-load.js'),
   startup: () => import('./startup.js'),
+  'params-delta': () => import('./params-delta.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -7,7 +7,7 @@
     },
     {
       "target_name": "strata_lookup",
-      "sources": ["src/strata_lookup.c"],
+      "sources": ["src/strata_lookup.c", "src/strata_overlay.c"],
       "cflags": ["-O3", "-Wall", "-Wextra"],
       "libraries": ["-lpthread"]
     }

@@ -44,14 +44,20 @@ export function decodeDelta(body: Buffer): DeltaBody {
   };
 }
 
+/** A zeroed delta body of `upserts` and `deletes` with its header written: records from DELTA_HEADER_BYTES, then the deleted keys. */
+export function allocateDelta(dim: number, upserts: number, deletes: number): Buffer {
+  const out = Buffer.alloc(DELTA_HEADER_BYTES + upserts * (8 + 4 * dim) + deletes * 8);
+  out.write(DELTA_MAGIC, 0, 'latin1');
+  out.writeUInt32LE(dim, 4);
+  out.writeBigUInt64LE(BigInt(upserts), 8);
+  out.writeBigUInt64LE(BigInt(deletes), 16);
+  return out;
+}
+
 /** Builds a delta body from upserts (key, values) and deleted keys. */
 export function encodeDelta(dim: number, upserts: ReadonlyArray<readonly [bigint, ArrayLike<number>]>, deletes: readonly bigint[]): Buffer {
   const recordBytes = 8 + 4 * dim;
-  const out = Buffer.alloc(DELTA_HEADER_BYTES + upserts.length * recordBytes + deletes.length * 8);
-  out.write(DELTA_MAGIC, 0, 'latin1');
-  out.writeUInt32LE(dim, 4);
-  out.writeBigUInt64LE(BigInt(upserts.length), 8);
-  out.writeBigUInt64LE(BigInt(deletes.length), 16);
+  const out = allocateDelta(dim, upserts.length, deletes.length);
   let at = DELTA_HEADER_BYTES;
   for (const [key, values] of upserts) {
     if (values.length !== dim) throw new ParamsError('PARAMS_BAD_DELTA', `upsert of key ${key} has ${values.length} values, not ${dim}`);

@@ -2,17 +2,27 @@ import { loadAddon } from '../native/index.js';
 
 /** An opaque table handle of the native kernel; it keeps the table's Buffers alive. */
 export type NativeTableHandle = { readonly __nativeTable: unique symbol };
+/** An opaque handle of a mapped overlay file (native/src/strata_overlay.c). */
+export type NativeOverlayHandle = { readonly __nativeOverlay: unique symbol };
 
 /** The calls of native/src/strata_lookup.c (its header comment has the contracts). */
 export interface LookupBinding {
   crc32c(data: Uint8Array, crc?: number, threads?: number): number;
   table(index: Buffer, first: Float64Array, homes: Float64Array, chunks: Buffer[], chunkShift: number, dim: number, seed: number, keyCount: number): NativeTableHandle;
-  mget(handle: NativeTableHandle, keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number;
+  mget(handle: NativeTableHandle, keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array, overlay?: NativeOverlayHandle): number;
   mapTable(fd: number, indexOffset: number, indexBytes: number, valuesOffset: number, valuesBytes: number, first: Float64Array, homes: Float64Array, dim: number, seed: number, keyCount: number): NativeTableHandle;
   crc32cOf(handle: NativeTableHandle, region: 0 | 1, crc: number, threads: number): number;
   slotRow(handle: NativeTableHandle, slot: number): number;
   resident(handle: NativeTableHandle): number;
   unmapTable(handle: NativeTableHandle): void;
+  overlayMap(fd: number, table?: NativeTableHandle): NativeOverlayHandle;
+  /** [epoch, records, slotsUsed, liveKeys, rolledBackRecords] */
+  overlayRecover(handle: NativeOverlayHandle): [number, number, number, number, number];
+  /** Resolves [epoch, records, slotsUsed, liveKeys] once the delta is committed and published. */
+  overlayApply(handle: NativeOverlayHandle, body: Uint8Array, upserts: number, deletes: number): Promise<[number, number, number, number]>;
+  /** [publishedEpoch, records, slotsUsed, liveKeys, recordCapacity, maxSlotsUsed, baseTag, dim, logCrc] */
+  overlayInfo(handle: NativeOverlayHandle): [number, number, number, number, number, number, number, number, number];
+  overlayUnmap(handle: NativeOverlayHandle): void;
 }
 
 let loaded: LookupBinding | null | undefined;

@@ -1,6 +1,6 @@
 /** Messages between the LookupPool and its worker threads. */
 export type ToWorker =
-  /** Map the table file at `path` (already validated by the main thread). */
+  /** Map the table file at `path` (already validated by the main thread), with its overlay if it has one; again when it gained one. */
   | { readonly type: 'open'; readonly path: string }
   /** Forget the table file (in-flight lookups queued before this message still run). */
   | { readonly type: 'close'; readonly path: string }

@@ -72,8 +72,22 @@ export class LookupPool {
     if (--this.#inFlight === 0 && !this.#terminating) for (const w of this.#workers) w.unref();
   }
 
-  /** Maps `path` in every thread; resolves when all have it. */
+  /** Opens of a path in flight: a second open of it (the file gained an overlay) waits for the first. */
+  readonly #openingPromises = new Map<string, Promise<void>>();
+
+  /** Maps `path` in every thread (again, if they have it: it may have gained an overlay); resolves when all have it. */
   open(path: string): Promise<void> {
+    const earlier = this.#openingPromises.get(path);
+    const next = (earlier ? earlier.catch(() => undefined) : Promise.resolve()).then(() => this.#openNow(path));
+    this.#openingPromises.set(path, next);
+    const forget = () => {
+      if (this.#openingPromises.get(path) === next) this.#openingPromises.delete(path);
+    };
+    next.then(forget, forget);
+    return next;
+  }
+
+  #openNow(path: string): Promise<void> {
     if (this.#failed) return Promise.reject(this.#failed);
     this.#begin();
     return new Promise((resolve, reject) => {

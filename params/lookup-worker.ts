@@ -12,7 +12,10 @@ port.on('message', (message: ToWorker) => {
   let reply: FromWorker;
   if (message.type === 'open') {
     try {
-      tables.set(message.path, ServedTable.open(message.path, mapper, { trusted: true }));
+      // Opened again when the file gained an overlay: the new mapping replaces the old one.
+      const table = ServedTable.open(message.path, mapper, { trusted: true });
+      tables.get(message.path)?.close();
+      tables.set(message.path, table);
       reply = { type: 'opened', path: message.path };
     } catch (err) {
       reply = { type: 'opened', path: message.path, error: (err as Error).message };

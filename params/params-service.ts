@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { syncDir, TEMP_PREFIX } from '../durable/index.js';
 import type { OpenStoreOptions } from '../store/index.js';
 import { counter, silentLogger, type Logger } from '../telemetry/index.js';
-import { decodeDelta } from './delta-body.js';
+import { decodeDelta, type DeltaBody } from './delta-body.js';
 import { KeySet } from './key-set.js';
 import { ParamsError } from './params-error.js';
 import { mgetAnswerBytes, ServedTable } from './served-table.js';
@@ -15,6 +15,10 @@ import { openTableSource } from './table-source.js';
 import { AnswerBuffers, type AnswerLease } from './answer-buffers.js';
 import { LookupPool } from './lookup-pool.js';
 import { TableWriter } from './table-writer.js';
+import { lookupBinding } from './lookup-binding.js';
+import { createOverlay, foldToDelta, overlayLayout, OVERLAY_SUFFIX, readOverlayLog } from './overlay-format.js';
+import { TableOverlay } from './table-overlay.js';
+import { startCompaction, type RunningCompaction } from './table-compactor.js';
 
 /** Most keys one mget or lookup may ask for: 800 KB of keys, an answer of 6.4 MB at dim 16. */
 export const MAX_BATCH_KEYS = 100_000;
@@ -89,6 +93,12 @@ interface Served {
   readonly pooled: boolean;
 }
 
+/** A compaction of one table: its thread, and the switch to its result (see #startCompaction). */
+interface Compaction {
+  readonly running: RunningCompaction;
+  switched(): Promise<ParamsTableInfo>;
+}
+
 /** A directory tables may be placed in. */
 interface Placement {
   readonly dir: string;
@@ -125,6 +135,10 @@ export class ParamsService {
   /** Started after recovery (or at the first load), so booting threads never slow recovery down. */
   #pool: LookupPool | undefined;
   #ready: Promise<void> | undefined;
+  /** Compactions in progress, by table name (one at a time per table). */
+  readonly #compactions = new Map<string, Compaction>();
+  /** Background compactions between the decision and their thread's start (a room check). */
+  readonly #compactionsStarting = new Set<string>();
   /** Reused answers of mgetLease on this thread. */
   readonly #answers = new AnswerBuffers((bytes) => new ArrayBuffer(bytes));
 
@@ -154,7 +168,10 @@ export class ParamsService {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
         const table = ServedTable.open(this.#pathOf(entry), this.#mapper);
-        opened.push({ table, entry, pooled: false });
+        const served: Served = { table, entry, pooled: false };
+        opened.push(served);
+        this.#versions.set(entry.name, Math.max(this.#versionOf(served), this.#versions.get(entry.name) ?? 0));
+        if (table.overlay?.rolledBack) this.#logger.warn({ table: entry.name, records: table.overlay.rolledBack }, 'undid an in-place delta a crash cut short');
       } catch (err) {
         failed.push({ name: entry.name, message: (err as Error).message });
         this.#logger.error({ err, table: entry.name }, 'parameter table failed validation at recovery; not served until reloaded');
@@ -204,6 +221,7 @@ export class ParamsService {
       }
       this.#tables.set(name, served);
       this.#startPooled(served);
+      if (served.table.overlay?.wantsCompaction()) this.#compactInBackground(name);
     }
   }
 
@@ -243,10 +261,13 @@ export class ParamsService {
   }
 
   /**
-   * Applies a delta body (see delta-body.ts) to `name` copy-on-write: the new version holds
-   * the old rows minus the deletes plus the upserts (deletes first), and replaces the old
-   * one atomically. Cost is a rewrite of the table, so deltas suit hourly updates, not a
-   * stream of single keys.
+   * Applies a delta body (see delta-body.ts) to `name` and answers the table's info once
+   * lookups see it; every lookup sees the table before or after the whole delta. With the
+   * native addon the delta goes in place, into the table file's overlay (docs/PARAMS.md,
+   * "In-place deltas"): it costs what it changes, and a compaction folds the overlay into a
+   * new version in the background once it is half full. A delta the overlay has no room for
+   * is folded in by a compaction at once; without the addon a delta rewrites the table
+   * copy-on-write. Deltas of one table run one at a time.
    */
   applyDelta(name: string, body: Buffer): Promise<ParamsTableInfo> {
     return this.#serialised(name, async () => {
@@ -254,32 +275,157 @@ export class ParamsService {
       const delta = decodeDelta(body);
       const { header } = current.table;
       if (delta.dim !== header.dim) throw new ParamsError('PARAMS_BAD_DELTA', `delta has dim ${delta.dim}, table ${name} has dim ${header.dim}`);
-      const placement = this.#placementOf(current.entry);
-      // The new version is written beside the old one on the same tier: at most the old file plus the upserts.
-      await this.#requireRoom(placement, (await stat(this.#pathOf(current.entry))).size + delta.records.length, name);
-      const { version, file, temp } = await this.#nextVersion(name, placement.dir);
-      const writer = new TableWriter(temp, { dim: header.dim, shards: header.shardCount, seed: header.seed, maxRecords: header.keyCount + delta.upserts });
-      try {
-        const deleted = delta.deletes > 0 ? new KeySet(delta.deleteKeys) : undefined;
-        current.table.forEachEntry((lo, hi, bytes, offset) => {
-          if (!deleted?.has(lo, hi)) writer.add(lo, hi, bytes, offset);
-        });
-        const recordBytes = 8 + 4 * header.dim;
-        for (let at = 0; at < delta.records.length; at += recordBytes) {
-          writer.add(delta.records.readUInt32LE(at), delta.records.readUInt32LE(at + 4), delta.records, at + 8);
-        }
-        writer.finish();
-        await rename(temp, join(placement.dir, file));
-      } catch (err) {
-        writer.abort();
-        await rm(temp, { force: true });
-        const code = (err as { code?: string }).code;
-        if (code === 'ENOSPC' || code === 'EDQUOT') throw new ParamsError('PARAMS_NO_SPACE', `the ${placement.tier} tier filled up while the delta for ${name} was written; the served version is unchanged`, { cause: err });
-        throw err;
+      const inPlace = await this.#applyInPlace(name, current, body, delta);
+      if (inPlace) return inPlace;
+      const running = this.#compactions.get(name);
+      if (running) {
+        // The overlay is full and a compaction is under way: switch to its version in this
+        // turn and try again in its fresh overlay.
+        await running.switched().catch(() => undefined);
+        const now = this.#served(name);
+        const again = await this.#applyInPlace(name, now, body, delta);
+        if (again) return again;
+        if (now.table.overlay) return (await this.#startCompaction(name, now, { body, delta })).switched();
+        return this.#rewrite(name, now, delta);
       }
-      const source = `${current.entry.source} + delta`;
-      return this.#switchTo(name, { name, version, file, source, ...this.#tierField(placement) }, { verifyValues: false });
+      if (current.table.overlay) return (await this.#startCompaction(name, current, { body, delta })).switched();
+      return this.#rewrite(name, current, delta);
     });
+  }
+
+  /**
+   * The delta into the table's overlay (made on the first delta), or undefined when it
+   * cannot go in place: no addon mapping, or more changes than the overlay has room for.
+   */
+  async #applyInPlace(name: string, current: Served, body: Buffer, delta: DeltaBody): Promise<ParamsTableInfo | undefined> {
+    const { table } = current;
+    const binding = lookupBinding();
+    const handle = table.nativeHandle;
+    if (!binding || !handle) return undefined;
+    const changes = delta.upserts + delta.deletes;
+    if (!table.overlay) {
+      const layout = overlayLayout(table.dim, table.header.keyCount, table.overlayTag);
+      if (changes > layout.recordCapacity / 2) return undefined; // a fresh overlay would be past its compaction point at once
+      await createOverlay(table.path, layout);
+      table.attachOverlay(TableOverlay.open(table.path + OVERLAY_SUFFIX, binding, handle, table.overlayTag, { writer: true }));
+      // The lookup threads map the file again, with its overlay, before any delta is in it.
+      await this.#poolFor(current.entry)?.open(table.path);
+    }
+    const overlay = table.overlay!;
+    if (!overlay.fits(changes)) return undefined;
+    await overlay.apply(body, delta);
+    this.#versions.set(name, Math.max(this.#versionOf(current), this.#versions.get(name) ?? 0));
+    if (overlay.wantsCompaction()) this.#compactInBackground(name);
+    return this.#info(current);
+  }
+
+  /** The whole table rewritten with the delta (copy-on-write): without the addon, or for a table with no overlay yet and a delta larger than one. */
+  async #rewrite(name: string, current: Served, delta: DeltaBody): Promise<ParamsTableInfo> {
+    const { header } = current.table;
+    const placement = this.#placementOf(current.entry);
+    // The new version is written beside the old one on the same tier: at most the old file plus the upserts.
+    await this.#requireRoom(placement, (await stat(this.#pathOf(current.entry))).size + delta.records.length, name);
+    const { version, file, temp } = await this.#nextVersion(name, placement.dir);
+    const writer = new TableWriter(temp, { dim: header.dim, shards: header.shardCount, seed: header.seed, maxRecords: header.keyCount + delta.upserts });
+    try {
+      const deleted = delta.deletes > 0 ? new KeySet(delta.deleteKeys) : undefined;
+      current.table.forEachEntry((lo, hi, bytes, offset) => {
+        if (!deleted?.has(lo, hi)) writer.add(lo, hi, bytes, offset);
+      });
+      const recordBytes = 8 + 4 * header.dim;
+      for (let at = 0; at < delta.records.length; at += recordBytes) {
+        writer.add(delta.records.readUInt32LE(at), delta.records.readUInt32LE(at + 4), delta.records, at + 8);
+      }
+      writer.finish();
+      await rename(temp, join(placement.dir, file));
+    } catch (err) {
+      writer.abort();
+      await rm(temp, { force: true });
+      const code = (err as { code?: string }).code;
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw new ParamsError('PARAMS_NO_SPACE', `the ${placement.tier} tier filled up while the delta for ${name} was written; the served version is unchanged`, { cause: err });
+      throw err;
+    }
+    const source = `${current.entry.source} + delta`;
+    return this.#switchTo(name, { name, version, file, source, ...this.#tierField(placement) }, { verifyValues: false });
+  }
+
+  /** Starts a background compaction of `name` unless one runs; its switch waits its turn behind deltas. */
+  #compactInBackground(name: string): void {
+    if (this.#compactions.has(name) || this.#compactionsStarting.has(name)) return;
+    const current = this.#tables.get(name);
+    if (!current) return;
+    const started = performance.now();
+    this.#compactionsStarting.add(name);
+    void this.#startCompaction(name, current)
+      .finally(() => this.#compactionsStarting.delete(name))
+      .then((compaction) =>
+        compaction.running.done.then(
+          () => this.#serialised(name, () => compaction.switched()),
+          (err: unknown) => {
+            if (this.#compactions.get(name) === compaction) this.#compactions.delete(name);
+            throw err;
+          },
+        ),
+      )
+      .then(
+        (info) => this.#logger.info({ table: name, version: info.version, keys: info.keys, ms: performance.now() - started }, 'compacted the in-place deltas into a new version'),
+        (err: unknown) => this.#logger.warn({ err, table: name }, 'compaction failed; the deltas stay in the overlay'),
+      );
+  }
+
+  /**
+   * Starts folding the overlay of the served version (and `extra`, a delta that did not fit)
+   * into a new table file on a compaction thread; lookups and in-place deltas go on meanwhile.
+   * `switched()`, called in the table's turn, waits for the file, carries over the deltas
+   * committed since into the new file's overlay, and switches to it (once, whoever calls it).
+   */
+  async #startCompaction(name: string, current: Served, extra?: { body: Buffer; delta: DeltaBody }): Promise<Compaction> {
+    const overlay = current.table.overlay;
+    const { records, logCrc } = overlay?.state() ?? { records: 0, logCrc: 0 };
+    const placement = this.#placementOf(current.entry);
+    const path = this.#pathOf(current.entry);
+    await this.#requireRoom(placement, (await stat(path)).size + records * (16 + 4 * current.table.dim) + (extra?.delta.records.length ?? 0), name);
+    const temp = join(placement.dir, `${TEMP_PREFIX}${name}.compact-${randomBytes(4).toString('hex')}`);
+    const running = startCompaction({ basePath: path, ...(overlay ? { overlayPath: overlay.path } : {}), records, logCrc, ...(extra ? { extra: extra.body } : {}), temp });
+    const finish = async (): Promise<ParamsTableInfo> => {
+      if (this.#tables.get(name)?.table !== current.table) {
+        await rm(temp, { force: true });
+        throw new ParamsError('INTERNAL', `table ${name} was replaced while its compaction ran; the compaction is dropped`);
+      }
+      const { version, file } = await this.#nextVersion(name, placement.dir);
+      const target = join(placement.dir, file);
+      await rename(temp, target);
+      // Deltas committed while the compaction thread ran: one delta into the new file's overlay.
+      const now = overlay?.state().records ?? 0;
+      if (now > records) {
+        const body = foldToDelta(readOverlayLog(overlay!.path, records, now));
+        const next = ServedTable.open(target, this.#mapper, { trusted: true });
+        try {
+          const binding = lookupBinding()!;
+          const handle = next.nativeHandle!;
+          await createOverlay(target, overlayLayout(next.dim, next.header.keyCount, next.overlayTag));
+          next.attachOverlay(TableOverlay.open(target + OVERLAY_SUFFIX, binding, handle, next.overlayTag, { writer: true }));
+          await next.overlay!.apply(body, decodeDelta(body));
+        } catch (err) {
+          await rm(target, { force: true });
+          await rm(target + OVERLAY_SUFFIX, { force: true });
+          throw err;
+        } finally {
+          next.close();
+        }
+      }
+      return this.#switchTo(name, { ...current.entry, version, file, ...this.#tierField(placement) }, { verifyValues: false });
+    };
+    let switching: Promise<ParamsTableInfo> | undefined;
+    const compaction: Compaction = {
+      running,
+      switched: () =>
+        (switching ??= running.done.then(finish).finally(() => {
+          if (this.#compactions.get(name) === compaction) this.#compactions.delete(name);
+        })),
+    };
+    this.#compactions.set(name, compaction);
+    return compaction;
   }
 
   /** The served tables, by name. */
@@ -352,6 +498,7 @@ export class ParamsService {
 
   /** Stops serving and the lookup threads, and releases the tables' mappings. */
   async close(): Promise<void> {
+    await Promise.all([...this.#compactions.values()].map((c) => c.running.cancel()));
     const tables = [...this.#tables.values(), ...this.#verifying.values()];
     this.#tables.clear();
     this.#verifying.clear();
@@ -370,7 +517,12 @@ export class ParamsService {
     const h = table.header;
     const tier = this.#placementOf(entry).tier;
     const residentBytes = DEVICE_TIERS.has(tier) ? table.residentBytes() : h.fileBytes;
-    return { name: entry.name, version: entry.version, keys: h.keyCount, dim: h.dim, shards: h.shardCount, tier, bytes: h.fileBytes, source: entry.source, mapping: table.mapping, kernel: table.kernel, residentBytes };
+    return { name: entry.name, version: this.#versionOf({ table, entry }), keys: table.keyCount, dim: h.dim, shards: h.shardCount, tier, bytes: h.fileBytes, source: entry.source, mapping: table.mapping, kernel: table.kernel, residentBytes };
+  }
+
+  /** A served table's version: its file's, plus the deltas applied to that file in place. */
+  #versionOf({ table, entry }: Pick<Served, 'table' | 'entry'>): number {
+    return entry.version + (table.overlayState()?.epoch ?? 0);
   }
 
   /** The placement an entry's file is in: the one its tier names, else the first. */
@@ -461,7 +613,10 @@ export class ParamsService {
     }
     // Tables still being checked after a recovery stay listed.
     await this.#manifest.write([...this.#tables.values(), ...[...this.#verifying.values()].filter((v) => v.entry.name !== name)].map((s) => s.entry));
-    if (previous && this.#pathOf(previous.entry) !== path) await rm(this.#pathOf(previous.entry), { force: true });
+    if (previous && this.#pathOf(previous.entry) !== path) {
+      await rm(this.#pathOf(previous.entry), { force: true });
+      await rm(this.#pathOf(previous.entry) + OVERLAY_SUFFIX, { force: true });
+    }
     this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');
     return this.#info(served);
   }
@@ -504,8 +659,9 @@ export class ParamsService {
       }
       let here = 0;
       for (const file of files) {
-        if (file === MANIFEST_FILE || listed.has(join(dir, file))) continue;
-        if (!file.startsWith(TEMP_PREFIX) && !TABLE_FILE.test(file)) continue;
+        const tableFile = file.endsWith(OVERLAY_SUFFIX) ? file.slice(0, -OVERLAY_SUFFIX.length) : file; // an overlay goes with its table file
+        if (file === MANIFEST_FILE || listed.has(join(dir, tableFile))) continue;
+        if (!file.startsWith(TEMP_PREFIX) && !TABLE_FILE.test(tableFile)) continue;
         await rm(join(dir, file), { force: true });
         here++;
       }

@@ -83,22 +83,27 @@ describe('parameter tables on pmem and NVMe', () => {
       ]);
       const asked = [big.keys[0]!, big.keys[1]!];
       expect(decodeAnswer(await again.mgetAsync('big', keysBody(asked)), 2, DIM)).toEqual([undefined, vectorOf(asked[1]!, DIM)]);
-      expect((await readdir(join(nvme, 'strata-params'))).sort()).toEqual(['big.v2.params', 'small.v2.params']);
+      // The delta went in place: version 2 of big is its file of version 1 with one delta in its overlay.
+      expect((await readdir(join(nvme, 'strata-params'))).sort()).toEqual(['big.v1.params', 'big.v1.params.overlay', 'small.v2.params']);
     } finally {
       await again.close();
     }
   });
 
-  it('refuses a delta its tier has no room for with PARAMS_NO_SPACE, and keeps serving the old version', async () => {
+  it('applies a small delta in place where a second version has no room, and refuses one that needs a rewrite with PARAMS_NO_SPACE', async () => {
     const mid = await table('mid', 18_000); // about 5 MB: loads (24 MiB free), but two versions and the reserve do not fit
     const service = new ParamsService({ dir: join(pmem, 'strata-params-delta'), tier: 'pmem' });
     try {
       await service.recover();
       expect(await service.load('mid', mid.path)).toMatchObject({ tier: 'pmem', version: 1 });
-      await expect(service.applyDelta('mid', encodeDelta(DIM, [], [mid.keys[0]!]))).rejects.toMatchObject({ code: 'PARAMS_NO_SPACE', message: expect.stringMatching(/delta of mid needs .* on its pmem tier/) });
-      expect(service.list().map((t) => [t.name, t.version, t.keys])).toEqual([['mid', 1, 18_000]]);
-      expect(decodeAnswer(await service.mgetAsync('mid', keysBody([mid.keys[0]!])), 1, DIM)).toEqual([vectorOf(mid.keys[0]!, DIM)]);
-      expect((await readdir(join(pmem, 'strata-params-delta'))).sort()).toEqual(['manifest.json', 'mid.v1.params']);
+      // In place: the overlay (1.6 MiB of index and one record) fits where a copy would not.
+      expect(await service.applyDelta('mid', encodeDelta(DIM, [], [mid.keys[0]!]))).toMatchObject({ version: 2, keys: 17_999 });
+      // 100,000 upserts are more than the overlay (64Ki keys at least) takes: a rewrite, which has no room.
+      const big = encodeDelta(DIM, Array.from({ length: 100_000 }, (_, i) => [BigInt(i) * 13n + 2n, vectorOf(1n, DIM)] as const), []);
+      await expect(service.applyDelta('mid', big)).rejects.toMatchObject({ code: 'PARAMS_NO_SPACE', message: expect.stringMatching(/delta of mid needs .* on its pmem tier/) });
+      expect(service.list().map((t) => [t.name, t.version, t.keys])).toEqual([['mid', 2, 17_999]]);
+      expect(decodeAnswer(await service.mgetAsync('mid', keysBody([mid.keys[0]!, mid.keys[1]!])), 2, DIM)).toEqual([undefined, vectorOf(mid.keys[1]!, DIM)]);
+      expect((await readdir(join(pmem, 'strata-params-delta'))).sort()).toEqual(['manifest.json', 'mid.v1.params', 'mid.v1.params.overlay']);
     } finally {
       await service.close();
       await rm(join(pmem, 'strata-params-delta'), { recursive: true, force: true });

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { loadMmapBinding } from '../cache/mmap-binding.js';
 import { keyHash, scaleToRange, shardOf } from './key-hash.js';
 import { lookupBinding, type LookupBinding, type NativeTableHandle } from './lookup-binding.js';
@@ -6,6 +6,8 @@ import { ParamsError } from './params-error.js';
 import { crc32c, REGION_THREADS } from './crc32c.js';
 import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, SLOT_WORDS, checksumFor, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type ShardEntry, type TableHeader } from './table-format.js';
 import type { FileRegion, TableMapper } from './table-mapper.js';
+import { OVERLAY_SUFFIX } from './overlay-format.js';
+import { TableOverlay, type OverlayState } from './table-overlay.js';
 
 export interface OpenTableOptions {
   /** Also check the values checksum (reads every value): on a first load, not on recovery. */
@@ -17,6 +19,8 @@ export interface OpenTableOptions {
    * Both give the same answers; the JavaScript one is the fallback and the reference.
    */
   readonly kernel?: 'native' | 'js';
+  /** Open the base file alone, leaving its in-place deltas (overlay) aside: compaction folds them itself. */
+  readonly baseOnly?: boolean;
 }
 
 /** Per-key working space of mgetInto, shared by every table of this thread (lookups are synchronous). */
@@ -53,6 +57,8 @@ export class ServedTable {
   /** The regions as Buffers: given at open, or mapped on first need when the addon mapped the file. */
   #regions: JsRegions | undefined;
   readonly #mapRegions: () => Buffer[];
+  /** In-place deltas over this file, when it has any (native kernel only). */
+  #overlay: TableOverlay | undefined;
   #closed = false;
 
   private constructor(init: { path: string; header: TableHeader; mapping: TableMapper['kind']; first: Float64Array; homes: Float64Array; native?: NativeKernel; buffers?: Buffer[]; mapRegions: () => Buffer[] }) {
@@ -107,8 +113,18 @@ export class ServedTable {
       if (!options.trusted && crc32c(directoryBytes(page, header.shardCount), binding.crc32cOf(handle, 0, 0, REGION_THREADS)) !== header.indexCrc) throw bad('index checksum mismatch');
       checkShardEnds(shards, slotCount, (slot) => binding.slotRow(handle, slot), bad);
       if (options.verifyValues && binding.crc32cOf(handle, 1, 0, REGION_THREADS) !== header.valuesCrc) throw bad('values checksum mismatch');
-      return new ServedTable({ path, header, mapping: mapper.kind, first, homes, native: { binding, handle, mapped: true }, mapRegions });
+      const table = new ServedTable({ path, header, mapping: mapper.kind, first, homes, native: { binding, handle, mapped: true }, mapRegions });
+      if (!options.baseOnly && existsSync(path + OVERLAY_SUFFIX)) {
+        try {
+          table.attachOverlay(TableOverlay.open(path + OVERLAY_SUFFIX, binding, handle, headerTag(page), { writer: !options.trusted }));
+        } catch (err) {
+          table.close();
+          throw err;
+        }
+      }
+      return table;
     }
+    if (!options.baseOnly && existsSync(path + OVERLAY_SUFFIX)) throw bad('it has in-place deltas (an overlay file), which only the native kernel serves; build the addon (npm install)');
 
     const buffers = mapRegions();
     const index = buffers[0]!;
@@ -142,12 +158,43 @@ export class ServedTable {
     return this.#regions;
   }
 
+  /**
+   * Serves the in-place deltas of `overlay` (this file's, mapped over the native handle)
+   * from now on. Only the service's writer and a lookup thread's reopen call this.
+   */
+  attachOverlay(overlay: TableOverlay): void {
+    if (!this.#native?.mapped) throw new ParamsError('INTERNAL', `${this.path}: in-place deltas need the addon's mapping`);
+    this.#overlay?.close();
+    this.#overlay = overlay;
+  }
+
+  /** The table's in-place deltas, if it has an overlay. */
+  get overlay(): TableOverlay | undefined {
+    return this.#overlay;
+  }
+
+  /** The native handle of the base mapping (in-place deltas need it), when the addon mapped the file. */
+  get nativeHandle(): NativeTableHandle | undefined {
+    return this.#native?.mapped ? this.#native.handle : undefined;
+  }
+
+  /** The tag an overlay of this file carries: the header checksum. */
+  get overlayTag(): number {
+    return headerTag(readHeaderPage(this.path).page);
+  }
+
   get dim(): number {
     return this.header.dim;
   }
 
+  /** Keys in the table: the base file's, with the in-place deltas' changes (the writer's count). */
   get keyCount(): number {
-    return this.header.keyCount;
+    return this.#overlay ? this.#overlay.state().liveKeys : this.header.keyCount;
+  }
+
+  /** The committed in-place state, when the table has an overlay. */
+  overlayState(): OverlayState | undefined {
+    return this.#overlay?.state();
   }
 
   /**
@@ -167,7 +214,7 @@ export class ServedTable {
    */
   mgetRange(keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number {
     if (this.#closed) throw new ParamsError('INTERNAL', `${this.path}: lookup in a closed table version`);
-    if (this.#native) return this.#native.binding.mget(this.#native.handle, keys, n, from, to, out);
+    if (this.#native) return this.#native.binding.mget(this.#native.handle, keys, n, from, to, out, this.#overlay?.handle);
     let found = 0;
     for (let start = from; start < to; start += BLOCK_KEYS) found += this.#mgetBlock(keys, n, start, Math.min(to, start + BLOCK_KEYS), out);
     return found;
@@ -248,6 +295,7 @@ export class ServedTable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#overlay?.close();
     if (this.#native) this.#native.binding.unmapTable(this.#native.handle);
     this.#regions = undefined;
   }
@@ -263,7 +311,10 @@ export class ServedTable {
     return bytes;
   }
 
-  /** Calls `visit` for every key with its row's values (`bytes` at `offset`, dim x 4 bytes), in slot order. */
+  /**
+   * Calls `visit` for every key of the base file with its row's values (`bytes` at `offset`,
+   * dim x 4 bytes), in slot order. In-place deltas are not included: compaction folds them.
+   */
   forEachEntry(visit: (lo: number, hi: number, bytes: Buffer, offset: number) => void): void {
     const { index, chunkBytes } = this.#js();
     const rowBytes = this.header.dim * 4;
@@ -332,6 +383,11 @@ function fileChecksum(path: string, offset: number, length: number, checksum: (d
   } finally {
     closeSync(fd);
   }
+}
+
+/** The header checksum of a header page: what ties an overlay file to its table file. */
+function headerTag(page: Buffer): number {
+  return page.readUInt32LE(124);
 }
 
 /** The header and shard directory, read plainly (a few KiB), and the file's size. */

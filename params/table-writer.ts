@@ -259,7 +259,8 @@ export class TableWriter {
   }
 }
 
-function writeAll(fd: number, data: Uint8Array, position: number): void {
+/** Writes all of `data` at `position` (writeSync may write less than asked). */
+export function writeAll(fd: number, data: Uint8Array, position: number): void {
   for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position + done);
 }
 

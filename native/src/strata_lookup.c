@@ -40,8 +40,6 @@
  * Every slot and row read is bounds-checked, so a table file changed under its mapping
  * gives wrong answers at worst, never a read outside the mapping.
  */
-#define NAPI_VERSION 8
-#include <node_api.h>
 #include <pthread.h>
 #include <errno.h>
 #include <stdint.h>
@@ -51,6 +49,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "resident.h"
+#include "lookup_table.h"
+#include "strata_overlay.h"
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -222,6 +222,9 @@ static uint32_t crc32c_parallel(uint32_t crc, const uint8_t *p, size_t n, uint32
   return ~state;
 }
 
+uint32_t strata_crc32c(uint32_t crc, const uint8_t *p, size_t n) { return crc32c_update(crc, p, n); }
+uint32_t strata_crc32c_parallel(uint32_t crc, const uint8_t *p, size_t n, uint32_t threads) { return crc32c_parallel(crc, p, n, threads); }
+
 /* ---------- helpers ---------- */
 
 static napi_value fail(napi_env env, const char *message) {
@@ -302,25 +305,6 @@ static napi_value js_crc32c(napi_env env, napi_callback_info info) {
 
 /* ---------- tables ---------- */
 
-typedef struct {
-  const uint32_t *index;
-  uint64_t index_slots;
-  uint32_t shard_count;
-  uint64_t *shard_first;
-  uint64_t *shard_homes;
-  uint32_t chunk_count;
-  const uint32_t **chunks;
-  uint64_t *chunk_rows;
-  uint32_t chunk_shift;
-  uint32_t dim;
-  uint32_t seed;
-  uint64_t key_count;
-  uint32_t ref_count;
-  napi_ref *refs;
-  /* Mappings made by mapTable (none for a table over Buffers). */
-  void *mapped[2];
-  size_t mapped_bytes[2];
-} lookup_table;
 
 static void unmap_table(lookup_table *t) {
   for (int i = 0; i < 2; i++) {
@@ -435,36 +419,6 @@ static napi_value js_table(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-/* MurmurHash3 x86_32 of the 8 key bytes, as params/key-hash.ts computes it. */
-static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
-
-static inline uint32_t key_hash(uint32_t lo, uint32_t hi, uint32_t seed) {
-  uint32_t h = seed, k = lo * 0xcc9e2d51u;
-  k = rotl32(k, 15);
-  h ^= k * 0x1b873593u;
-  h = rotl32(h, 13);
-  h = h * 5 + 0xe6546b64u;
-  k = rotl32(hi * 0xcc9e2d51u, 15);
-  h ^= k * 0x1b873593u;
-  h = rotl32(h, 13);
-  h = h * 5 + 0xe6546b64u;
-  h ^= 8;
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
-
-/* floor(h * n / 2^32): exact in 64 bits for n below 2^32 (home slots and shard counts are). */
-static inline uint64_t scale_to_range(uint32_t h, uint64_t n) { return ((uint64_t)h * n) >> 32; }
-
-static inline uint32_t shard_of(uint32_t h, uint32_t shards) {
-  return (uint32_t)scale_to_range((h ^ (h >> 15)) * 0x2c1b3c6du, shards);
-}
-
-#define EMPTY_ROW 0xffffffffu
 /*
  * Keys handled per pass: hashing all of them and touching their home slots first, then
  * probing, then touching rows, then copying, lets the CPU overlap the cache misses of a
@@ -474,17 +428,19 @@ static inline uint32_t shard_of(uint32_t h, uint32_t shards) {
 #define GROUP 64
 
 static napi_value js_mget(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   lookup_table *t;
+  overlay *ov = NULL;
   uint32_t *keys, *out;
   size_t key_words, out_words;
   uint32_t n, from, to;
   if (argc < 6 || napi_get_value_external(env, argv[0], (void **)&t) != napi_ok) return fail(env, "mget(handle, keys, n, from, to, out): bad handle");
   if (!get_u32_array(env, argv[1], &keys, &key_words) || !get_u32(env, argv[2], &n) || !get_u32(env, argv[3], &from) ||
       !get_u32(env, argv[4], &to) || !get_u32_array(env, argv[5], &out, &out_words))
-    return fail(env, "mget(handle, keys: Uint32Array, n, from, to, out: Uint32Array)");
+    return fail(env, "mget(handle, keys: Uint32Array, n, from, to, out: Uint32Array, overlay?)");
+  if (argc >= 7 && !get_overlay(env, argv[6], &ov)) return fail(env, "mget: the 7th argument must be an overlay handle or undefined");
   const uint64_t dim = t->dim;
   const uint64_t bitmap_words = ((uint64_t)n + 31) / 32;
   if ((uint64_t)key_words < 2 * (uint64_t)n || from > to || to > n || (from & 31) != 0 || (to != n && (to & 31) != 0) ||
@@ -534,6 +490,7 @@ static napi_value js_mget(napi_env env, napi_callback_info info) {
       memcpy(dest, t->chunks[(uint64_t)row >> shift] + (row & mask) * dim, dim * 4);
     }
   }
+  if (ov) found = overlay_patch(ov, keys, n, from, to, out, found);
   napi_value result;
   napi_create_uint32(env, found, &result);
   return result;
@@ -688,6 +645,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"unmapTable", NULL, js_unmap_table, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  overlay_register(env, exports);
   return exports;
 }
 

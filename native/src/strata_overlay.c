@@ -1,0 +1,765 @@
+/*
+ * strata_overlay: in-place deltas of a parameter table, part of the strata_lookup addon.
+ * docs/PARAMS.md ("In-place deltas") documents the file byte by byte and the crash argument;
+ * params/overlay-format.ts creates the file. In short:
+ *
+ *   [0, 4096)        superblock (magic STRATAOV, dim, seed, layout), CRC-32C at 124;
+ *                    the published epoch, a u32 at 2048, outside the checksummed bytes
+ *   [4096, 12288)    two commit records, epoch e in the one at 4096 + 4096 * (e & 1)
+ *   [12288, 16384)   the intent record of the delta being applied
+ *   sums             CRC-32C of each block of 64 index slots
+ *   index            2^k slots of (key lo, key hi, ref): ref 0 empty, REF_NONE a key with no
+ *                    record, else record number + 1 of the key's newest record
+ *   log              records (key lo, key hi, epoch | TOMBSTONE, prev ref, dim float32),
+ *                    appended; a record's prev is the key's record before it (0: none)
+ *
+ * Readers take the published epoch once per lookup and, from a key's slot, walk back to the
+ * newest record whose epoch is at most that: one writer appends a delta's records, links them
+ * and commits, and no reader sees a record of a delta that is not published.
+ *
+ *   overlayMap(fd, table?) -> handle        maps the file read/write (MAP_SHARED), checks the
+ *                                           superblock. `table` (a mapTable handle) is the base,
+ *                                           for key counts; readers pass none.
+ *   overlayRecover(handle) -> [epoch, records, slotsUsed, liveKeys, rolledBack]
+ *                                           picks the valid commit, undoes a delta whose intent
+ *                                           is newer (rolledBack: its records), checks the index
+ *                                           blocks and the last delta's records, and publishes.
+ *                                           Throws EBADMSG on a bad checksum.
+ *   overlayApply(handle, body, upserts, deletes) -> Promise<[epoch, records, slotsUsed, liveKeys]>
+ *                                           applies an "SPD1" body on a libuv thread; throws
+ *                                           EFULL at once when it would not fit, ENOSPC when the
+ *                                           file system cannot hold its records.
+ *   overlayInfo(handle) -> [published, records, slotsUsed, liveKeys, recordCapacity,
+ *                           maxSlotsUsed, baseTag, dim, logCrc]
+ *   overlayUnmap(handle)                    releases the mapping (after a running apply).
+ */
+#include "strata_overlay.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define OV_MAGIC "STRATAOV"
+#define OV_VERSION 1u
+#define OV_SUPER_BYTES 128
+#define OV_PUBLISHED_AT 2048
+#define OV_COMMIT_AT(e) (4096u + 4096u * ((e) & 1u))
+#define OV_INTENT_AT 12288
+#define OV_HEAD_BYTES 16384
+#define OV_PAGE 4096
+#define COMMIT_MAGIC 0x434f5053u /* "SPOC" */
+#define INTENT_MAGIC 0x494f5053u /* "SPOI" */
+#define COMMIT_BYTES 52
+#define INTENT_BYTES 28
+/* Slots per checksummed block: 768 bytes, so a delta of K keys re-checksums at most K such blocks. */
+#define BLOCK_SLOTS 64
+#define REF_NONE 0xffffffffu
+#define TOMBSTONE 0x80000000u
+#define RECORD_HEAD_BYTES 16
+/* Keys per pass of the lookup patch, as in the base kernel: the slot misses of a group overlap. */
+#define GROUP 64
+/* Slots in use at most 7 in 10: linear probes stay short (about 2 slots a hit). */
+#define MAX_LOAD_NUM 7
+#define MAX_LOAD_DEN 10
+
+static const napi_type_tag OVERLAY_TAG = {0x5354524154414f56ull, 0x6f7665726c617931ull};
+
+struct overlay {
+  uint8_t *map;
+  size_t bytes;
+  int fd;
+  uint32_t dim;
+  uint32_t seed;
+  uint32_t base_tag;
+  uint64_t slots;
+  uint64_t mask;
+  uint64_t record_capacity;
+  uint64_t record_bytes;
+  uint64_t sums_offset;
+  uint64_t index_offset;
+  uint64_t log_offset;
+  uint32_t *sums;
+  uint32_t *index;
+  uint8_t *log;
+  uint32_t *published;
+  /* The committed state, kept by the writer (set by overlayRecover). */
+  int recovered;
+  uint32_t epoch;
+  uint64_t records;
+  uint64_t slots_used;
+  uint64_t live_keys;
+  uint32_t log_crc;
+  /* An apply is running on a libuv thread; an unmap asked for meanwhile runs after it. */
+  int busy;
+  int unmap_pending;
+  lookup_table *table;
+  napi_ref table_ref;
+};
+
+static inline uint32_t load_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void store_release(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+static inline uint32_t *record_at(const overlay *ov, uint64_t r) { return (uint32_t *)(ov->log + r * ov->record_bytes); }
+
+static uint32_t rd32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static uint64_t rd64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void wr64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+static napi_value throw_code(napi_env env, const char *code, const char *message) {
+  napi_throw_error(env, code, message);
+  return NULL;
+}
+
+static napi_value throw_os(napi_env env, const char *op, int err) {
+  char message[200];
+  snprintf(message, sizeof message, "%s failed: %s", op, strerror(err));
+  return throw_code(env, err == ENOSPC ? "ENOSPC" : err == ENOMEM ? "ENOMEM" : err == EDQUOT ? "EDQUOT" : "EIO", message);
+}
+
+/* msync(MS_SYNC) of a byte range of the mapping, widened to whole pages; 0 or errno. */
+static int sync_range(overlay *ov, uint64_t offset, uint64_t length) {
+  if (length == 0) return 0;
+  const uint64_t start = offset & ~(uint64_t)(OV_PAGE - 1);
+  return msync(ov->map + start, (size_t)(offset + length - start), MS_SYNC) == 0 ? 0 : errno;
+}
+
+static void unmap_overlay(overlay *ov) {
+  if (ov->map) munmap(ov->map, ov->bytes);
+  ov->map = NULL;
+  ov->index = NULL;
+  ov->log = NULL;
+  ov->sums = NULL;
+  ov->published = NULL;
+  if (ov->fd >= 0) close(ov->fd);
+  ov->fd = -1;
+}
+
+static void finalize_overlay(napi_env env, void *data, void *hint) {
+  (void)hint;
+  overlay *ov = data;
+  unmap_overlay(ov);
+  if (ov->table_ref) napi_delete_reference(env, ov->table_ref);
+  free(ov);
+}
+
+int get_overlay(napi_env env, napi_value value, overlay **out) {
+  napi_valuetype type;
+  *out = NULL;
+  if (napi_typeof(env, value, &type) != napi_ok) return 0;
+  if (type == napi_undefined) return 1;
+  bool tagged = false;
+  if (type != napi_external || napi_check_object_type_tag(env, value, &OVERLAY_TAG, &tagged) != napi_ok || !tagged) return 0;
+  if (napi_get_value_external(env, value, (void **)out) != napi_ok) return 0;
+  if (!(*out)->map) *out = NULL; /* unmapped: nothing to patch with */
+  return 1;
+}
+
+/* The slot of key (lo, hi): its own when present (*found = 1), else the empty slot that ends its probe. */
+static uint64_t find_slot(const overlay *ov, uint32_t lo, uint32_t hi, int *found) {
+  uint64_t s = key_hash(lo, hi, ov->seed) & ov->mask;
+  for (uint64_t probes = 0; probes < ov->slots; probes++, s = (s + 1) & ov->mask) {
+    const uint32_t *e = ov->index + s * 3;
+    if (e[2] == 0) {
+      *found = 0;
+      return s;
+    }
+    if (e[0] == lo && e[1] == hi) {
+      *found = 1;
+      return s;
+    }
+  }
+  *found = 0;
+  return UINT64_MAX; /* full: the load limit keeps this from happening */
+}
+
+/* The newest record of the chain from `ref` whose epoch is at most `epoch`: its ref, or 0. */
+static uint32_t visible_ref(const overlay *ov, uint32_t ref, uint32_t epoch) {
+  while (ref != 0 && ref != REF_NONE && (uint64_t)ref - 1 < ov->record_capacity) {
+    const uint32_t *rec = record_at(ov, ref - 1);
+    if ((rec[2] & ~TOMBSTONE) <= epoch) return ref;
+    const uint32_t prev = rec[3];
+    if (prev >= ref) return 0; /* chains run back in the log; anything else is damage */
+    ref = prev;
+  }
+  return 0;
+}
+
+uint32_t overlay_patch(overlay *ov, const uint32_t *keys, uint32_t n, uint32_t from, uint32_t to, uint32_t *out, uint32_t found) {
+  const uint32_t epoch = load_acquire(ov->published);
+  if (epoch == 0) return found;
+  const uint64_t dim = ov->dim;
+  const uint64_t bitmap_words = ((uint64_t)n + 31) / 32;
+  uint64_t slots[GROUP];
+  uint32_t refs[GROUP];
+  for (uint32_t start = from; start < to; start += GROUP) {
+    const uint32_t count = to - start < GROUP ? to - start : GROUP;
+    for (uint32_t i = 0; i < count; i++) {
+      slots[i] = key_hash(keys[2 * (start + i)], keys[2 * (start + i) + 1], ov->seed) & ov->mask;
+      __builtin_prefetch(ov->index + slots[i] * 3);
+    }
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t lo = keys[2 * (start + i)], hi = keys[2 * (start + i) + 1];
+      uint32_t ref = 0;
+      uint64_t s = slots[i];
+      for (uint64_t probes = 0; probes < ov->slots; probes++, s = (s + 1) & ov->mask) {
+        const uint32_t *e = ov->index + s * 3;
+        const uint32_t r = load_acquire(e + 2);
+        if (r == 0) break;
+        if (e[0] == lo && e[1] == hi) {
+          ref = r;
+          break;
+        }
+      }
+      refs[i] = ref == REF_NONE ? 0 : ref;
+      if (refs[i] != 0 && (uint64_t)refs[i] - 1 < ov->record_capacity) __builtin_prefetch(record_at(ov, refs[i] - 1));
+    }
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t ref = refs[i] ? visible_ref(ov, refs[i], epoch) : 0;
+      if (ref == 0) continue;
+      const uint32_t *rec = record_at(ov, ref - 1);
+      const uint32_t k = start + i;
+      uint32_t *dest = out + bitmap_words + (uint64_t)k * dim;
+      const uint32_t bit = 1u << (k & 31);
+      const int was = (out[k >> 5] & bit) != 0;
+      if (rec[2] & TOMBSTONE) {
+        if (was) {
+          out[k >> 5] &= ~bit;
+          found--;
+          memset(dest, 0, dim * 4);
+        }
+        continue;
+      }
+      memcpy(dest, rec + 4, dim * 4);
+      if (!was) {
+        out[k >> 5] |= bit;
+        found++;
+      }
+    }
+  }
+  return found;
+}
+
+/* ---------- map ---------- */
+
+static uint64_t align_page(uint64_t n) { return (n + OV_PAGE - 1) & ~(uint64_t)(OV_PAGE - 1); }
+
+static napi_value js_overlay_map(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  double fd_number;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &fd_number) != napi_ok || fd_number < 0 || fd_number != (double)(int)fd_number)
+    return throw_code(env, "EINVAL", "overlayMap(fd, table?): fd must be a descriptor");
+  lookup_table *table = NULL;
+  napi_valuetype type = napi_undefined;
+  if (argc >= 2 && napi_typeof(env, argv[1], &type) == napi_ok && type != napi_undefined) {
+    if (type != napi_external || napi_get_value_external(env, argv[1], (void **)&table) != napi_ok || !table->mapped[0])
+      return throw_code(env, "EINVAL", "overlayMap(fd, table?): table must be a mapTable handle");
+  }
+  struct stat st;
+  if (fstat((int)fd_number, &st) != 0) return throw_os(env, "fstat of the overlay", errno);
+  if (st.st_size < OV_HEAD_BYTES) return throw_code(env, "EBADMSG", "overlay file shorter than its head");
+  uint8_t head[OV_SUPER_BYTES];
+  if (pread((int)fd_number, head, sizeof head, 0) != (ssize_t)sizeof head) return throw_os(env, "read of the overlay superblock", errno ? errno : EIO);
+  if (memcmp(head, OV_MAGIC, 8) != 0) return throw_code(env, "EBADMSG", "not an overlay file (bad magic)");
+  if (rd32(head + 124) != strata_crc32c(0, head, 124)) return throw_code(env, "EBADMSG", "overlay superblock checksum mismatch");
+  const uint32_t version = rd32(head + 8), dim = rd32(head + 12), seed = rd32(head + 16), base_tag = rd32(head + 20);
+  const uint64_t slots = rd64(head + 24), capacity = rd64(head + 32), sums_offset = rd64(head + 40), index_offset = rd64(head + 48);
+  const uint64_t log_offset = rd64(head + 56), file_bytes = rd64(head + 64);
+  const uint64_t record_bytes = RECORD_HEAD_BYTES + 4 * (uint64_t)dim;
+  const int ok = version == OV_VERSION && dim >= 1 && dim <= 65536 && slots >= BLOCK_SLOTS && (slots & (slots - 1)) == 0 && slots <= ((uint64_t)1 << 32) &&
+                 capacity >= 1 && capacity < REF_NONE - 1 && sums_offset == OV_HEAD_BYTES && index_offset == align_page(sums_offset + slots / BLOCK_SLOTS * 4) &&
+                 log_offset == align_page(index_offset + slots * 12) && file_bytes == log_offset + capacity * record_bytes && file_bytes == (uint64_t)st.st_size;
+  if (!ok) return throw_code(env, "EBADMSG", "overlay superblock describes an impossible layout or the file size differs");
+
+  overlay *ov = calloc(1, sizeof *ov);
+  if (!ov) return throw_code(env, "ENOMEM", "overlayMap: out of memory");
+  ov->fd = dup((int)fd_number);
+  if (ov->fd < 0) {
+    int err = errno;
+    free(ov);
+    return throw_os(env, "dup of the overlay descriptor", err);
+  }
+  void *map = mmap(NULL, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, ov->fd, 0);
+  if (map == MAP_FAILED) {
+    int err = errno;
+    close(ov->fd);
+    free(ov);
+    return throw_os(env, "mmap of the overlay", err);
+  }
+  ov->map = map;
+  ov->bytes = file_bytes;
+  ov->dim = dim;
+  ov->seed = seed;
+  ov->base_tag = base_tag;
+  ov->slots = slots;
+  ov->mask = slots - 1;
+  ov->record_capacity = capacity;
+  ov->record_bytes = record_bytes;
+  ov->sums_offset = sums_offset;
+  ov->index_offset = index_offset;
+  ov->log_offset = log_offset;
+  ov->sums = (uint32_t *)(ov->map + sums_offset);
+  ov->index = (uint32_t *)(ov->map + index_offset);
+  ov->log = ov->map + log_offset;
+  ov->published = (uint32_t *)(ov->map + OV_PUBLISHED_AT);
+  ov->table = table;
+  if (table) napi_create_reference(env, argv[1], 1, &ov->table_ref);
+
+  napi_value handle;
+  if (napi_create_external(env, ov, finalize_overlay, NULL, &handle) != napi_ok || napi_type_tag_object(env, handle, &OVERLAY_TAG) != napi_ok) {
+    finalize_overlay(env, ov, NULL);
+    return throw_code(env, "EIO", "overlayMap: could not create the handle");
+  }
+  return handle;
+}
+
+static overlay *overlay_arg(napi_env env, napi_value value) {
+  overlay *ov = NULL;
+  if (!get_overlay(env, value, &ov) || !ov) return NULL;
+  return ov;
+}
+
+/* ---------- commit and intent records ---------- */
+
+typedef struct {
+  uint32_t epoch;
+  uint64_t records, slots_used, live_keys;
+  /* CRC-32C of the whole log below `records`: checked when a compaction reads the log. */
+  uint32_t log_crc;
+  /* The last delta's records, [last_from, records), and their CRC-32C: checked at recovery. */
+  uint64_t last_from;
+  uint32_t last_crc;
+} commit_record;
+
+static int read_commit(const overlay *ov, uint32_t at, commit_record *c) {
+  const uint8_t *p = ov->map + at;
+  if (rd32(p) != COMMIT_MAGIC || rd32(p + 48) != strata_crc32c(0, p, 48)) return 0;
+  c->epoch = rd32(p + 4);
+  c->records = rd64(p + 8);
+  c->slots_used = rd64(p + 16);
+  c->live_keys = rd64(p + 24);
+  c->log_crc = rd32(p + 32);
+  c->last_from = rd64(p + 36);
+  c->last_crc = rd32(p + 44);
+  return c->records <= ov->record_capacity && c->last_from <= c->records && OV_COMMIT_AT(c->epoch) == at;
+}
+
+static void write_commit(overlay *ov, const commit_record *c) {
+  uint8_t rec[COMMIT_BYTES];
+  wr32(rec, COMMIT_MAGIC);
+  wr32(rec + 4, c->epoch);
+  wr64(rec + 8, c->records);
+  wr64(rec + 16, c->slots_used);
+  wr64(rec + 24, c->live_keys);
+  wr32(rec + 32, c->log_crc);
+  wr64(rec + 36, c->last_from);
+  wr32(rec + 44, c->last_crc);
+  wr32(rec + 48, strata_crc32c(0, rec, 48));
+  memcpy(ov->map + OV_COMMIT_AT(c->epoch), rec, sizeof rec);
+}
+
+static void write_intent(overlay *ov, uint32_t epoch, uint64_t from, uint64_t to) {
+  uint8_t rec[INTENT_BYTES];
+  wr32(rec, INTENT_MAGIC);
+  wr32(rec + 4, epoch);
+  wr64(rec + 8, from);
+  wr64(rec + 16, to);
+  wr32(rec + 24, strata_crc32c(0, rec, 24));
+  memcpy(ov->map + OV_INTENT_AT, rec, sizeof rec);
+}
+
+static void block_sum(overlay *ov, uint64_t block) {
+  ov->sums[block] = strata_crc32c(0, (const uint8_t *)(ov->index + block * BLOCK_SLOTS * 3), BLOCK_SLOTS * 12);
+}
+
+/* ---------- recover ---------- */
+
+typedef struct {
+  const overlay *ov;
+  uint64_t from, to;
+  uint64_t bad; /* first block whose checksum differs, or UINT64_MAX */
+} block_check;
+
+static void *check_block_range(void *arg) {
+  block_check *part = arg;
+  part->bad = UINT64_MAX;
+  for (uint64_t block = part->from; block < part->to; block++) {
+    if (part->ov->sums[block] != strata_crc32c(0, (const uint8_t *)(part->ov->index + block * BLOCK_SLOTS * 3), BLOCK_SLOTS * 12)) {
+      part->bad = block;
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+/* The first index block whose checksum is wrong (UINT64_MAX: none), on two threads: the index
+ * of a 10M-key table's overlay is 48 MiB. */
+static uint64_t check_blocks(const overlay *ov) {
+  const uint64_t blocks = ov->slots / BLOCK_SLOTS;
+  block_check parts[2] = {{ov, 0, blocks / 2, UINT64_MAX}, {ov, blocks / 2, blocks, UINT64_MAX}};
+  pthread_t other;
+  const int started = pthread_create(&other, NULL, check_block_range, &parts[1]) == 0;
+  check_block_range(&parts[0]);
+  if (started) pthread_join(other, NULL);
+  else check_block_range(&parts[1]);
+  return parts[0].bad != UINT64_MAX ? parts[0].bad : parts[1].bad;
+}
+
+static napi_value js_overlay_recover(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  overlay *ov = argc >= 1 ? overlay_arg(env, argv[0]) : NULL;
+  if (!ov) return throw_code(env, "EINVAL", "overlayRecover(overlay handle)");
+  if (ov->busy) return throw_code(env, "EBUSY", "overlayRecover: a delta is being applied");
+  commit_record a, b, c;
+  const int has_a = read_commit(ov, OV_COMMIT_AT(0), &a), has_b = read_commit(ov, OV_COMMIT_AT(1), &b);
+  if (!has_a && !has_b) return throw_code(env, "EBADMSG", "overlay has no valid commit record");
+  c = has_a && (!has_b || a.epoch > b.epoch) ? a : b;
+
+  /* A delta whose intent is newer than the commit was cut short: undo what it linked. */
+  uint64_t rolled_back = 0;
+  const uint8_t *intent = ov->map + OV_INTENT_AT;
+  if (rd32(intent) == INTENT_MAGIC && rd32(intent + 24) == strata_crc32c(0, intent, 24) && rd32(intent + 4) == c.epoch + 1) {
+    const uint64_t from = rd64(intent + 8), to = rd64(intent + 16);
+    if (from != c.records || to < from || to > ov->record_capacity) return throw_code(env, "EBADMSG", "overlay intent record does not follow the commit");
+    uint8_t *touched = calloc(ov->slots / BLOCK_SLOTS / 8 + 1, 1);
+    if (!touched) return throw_code(env, "ENOMEM", "overlayRecover: out of memory");
+    for (uint64_t r = from; r < to; r++) {
+      const uint32_t *rec = record_at(ov, r);
+      int found;
+      const uint64_t s = find_slot(ov, rec[0], rec[1], &found);
+      if (s == UINT64_MAX) continue;
+      uint32_t *e = ov->index + s * 3;
+      if (!found) {
+        /* Cut between writing the key and linking it: the slot is empty again, canonically. */
+        e[0] = 0;
+        e[1] = 0;
+      } else if (e[2] != REF_NONE && (uint64_t)e[2] - 1 >= from) {
+        uint32_t ref = e[2];
+        while (ref != 0 && (uint64_t)ref - 1 >= from && (uint64_t)ref - 1 < ov->record_capacity) {
+          const uint32_t prev = record_at(ov, ref - 1)[3];
+          ref = prev < ref ? prev : 0;
+        }
+        if (ref == 0) c.slots_used++; /* a key this delta added keeps its slot, with no record */
+        e[2] = ref == 0 ? REF_NONE : ref;
+      }
+      touched[(s / BLOCK_SLOTS) >> 3] |= (uint8_t)(1u << ((s / BLOCK_SLOTS) & 7));
+    }
+    for (uint64_t block = 0; block < ov->slots / BLOCK_SLOTS; block++) {
+      if (touched[block >> 3] & (1u << (block & 7))) block_sum(ov, block);
+    }
+    free(touched);
+    rolled_back = to - from;
+    int err = sync_range(ov, ov->sums_offset, ov->log_offset - ov->sums_offset);
+    memset(ov->map + OV_INTENT_AT, 0, INTENT_BYTES);
+    if (!err) err = sync_range(ov, OV_INTENT_AT, INTENT_BYTES);
+    if (err) return throw_os(env, "msync of the overlay", err);
+  }
+
+  /*
+   * The index and its checksums are read whole now and probed by every lookup after: their
+   * page tables are filled in one call (as the base table's index is mapped with MAP_POPULATE),
+   * not a fault per page. Only that part: the log is sparse past its records. Best effort: a
+   * kernel without MADV_POPULATE_READ (before 5.14) faults them in as they are read.
+   */
+#ifdef MADV_POPULATE_READ
+  (void)madvise(ov->map + ov->sums_offset, (size_t)(ov->log_offset - ov->sums_offset), MADV_POPULATE_READ);
+#endif
+  /*
+   * The checksums recovery owns, as for the base table: every index block (on two threads),
+   * and the records of the last delta, the ones a crash could have caught being written. The
+   * whole log's checksum is checked when a compaction reads it (as a load checks the values).
+   */
+  const uint64_t bad = check_blocks(ov);
+  if (bad != UINT64_MAX) {
+    char message[120];
+    snprintf(message, sizeof message, "overlay index block %llu checksum mismatch", (unsigned long long)bad);
+    return throw_code(env, "EBADMSG", message);
+  }
+  if (strata_crc32c(0, ov->log + c.last_from * ov->record_bytes, (c.records - c.last_from) * ov->record_bytes) != c.last_crc)
+    return throw_code(env, "EBADMSG", "overlay log checksum mismatch (the last delta's records)");
+
+  ov->epoch = c.epoch;
+  ov->records = c.records;
+  ov->slots_used = c.slots_used;
+  ov->live_keys = c.live_keys;
+  ov->log_crc = c.log_crc;
+  ov->recovered = 1;
+  store_release(ov->published, c.epoch);
+  napi_value result, v;
+  napi_create_array_with_length(env, 5, &result);
+  const double values[5] = {c.epoch, (double)c.records, (double)c.slots_used, (double)c.live_keys, (double)rolled_back};
+  for (uint32_t i = 0; i < 5; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_element(env, result, i, v);
+  }
+  return result;
+}
+
+/* ---------- apply ---------- */
+
+typedef struct {
+  overlay *ov;
+  /* The handle and the body stay alive while the libuv thread uses them. */
+  napi_ref handle_ref;
+  napi_ref body_ref;
+  const uint8_t *upserts;
+  const uint8_t *deletes;
+  uint64_t upsert_count;
+  uint64_t delete_count;
+  int err;
+  const char *what;
+  napi_deferred deferred;
+  napi_async_work work;
+} apply_job;
+
+/* Whether the key is in the table at the writer's state (overlay, then base). */
+static int key_present(const overlay *ov, const uint32_t *e, int found, uint32_t lo, uint32_t hi) {
+  if (found && e[2] != REF_NONE) return (uint64_t)e[2] - 1 < ov->record_capacity && (record_at(ov, e[2] - 1)[2] & TOMBSTONE) == 0;
+  return ov->table != NULL && base_row(ov->table, lo, hi) != EMPTY_ROW;
+}
+
+static void apply_execute(napi_env env, void *data) {
+  (void)env;
+  apply_job *job = data;
+  overlay *ov = job->ov;
+  const uint64_t count = job->upsert_count + job->delete_count;
+  const uint64_t from = ov->records, to = from + count;
+  const uint32_t epoch = ov->epoch + 1;
+  const uint64_t rb = ov->record_bytes;
+  if (count == 0) {
+    /* Still a new epoch, so every delta answers a new version. */
+  } else if (posix_fallocate(ov->fd, (off_t)(ov->log_offset + from * rb), (off_t)(count * rb)) != 0) {
+    job->err = ENOSPC;
+    job->what = "allocating the delta's records in the overlay";
+    return;
+  }
+  /* 1. The records, unlinked (prev 0): deletes first, as the delta format says. */
+  for (uint64_t i = 0; i < count; i++) {
+    uint32_t *rec = record_at(ov, from + i);
+    if (i < job->delete_count) {
+      memcpy(rec, job->deletes + i * 8, 8);
+      rec[2] = epoch | TOMBSTONE;
+      memset(rec + 4, 0, ov->dim * 4);
+    } else {
+      const uint8_t *src = job->upserts + (i - job->delete_count) * (8 + 4 * (uint64_t)ov->dim);
+      memcpy(rec, src, 8);
+      rec[2] = epoch;
+      memcpy(rec + 4, src + 8, ov->dim * 4);
+    }
+    rec[3] = 0;
+  }
+  int err = sync_range(ov, ov->log_offset + from * rb, count * rb);
+  /* 2. The intent: from here on a crash is undone from these records. */
+  if (!err) {
+    write_intent(ov, epoch, from, to);
+    err = sync_range(ov, OV_INTENT_AT, INTENT_BYTES);
+  }
+  if (err) {
+    job->err = err;
+    job->what = "msync of the overlay records";
+    return;
+  }
+  /* 3. Link each record: key into its slot when new, prev, then the slot's ref (release). */
+  const uint64_t blocks = ov->slots / BLOCK_SLOTS;
+  uint8_t *touched = calloc(blocks / 8 + 1, 1);
+  if (!touched) {
+    job->err = ENOMEM;
+    job->what = "apply";
+    return;
+  }
+  uint64_t slots_used = ov->slots_used;
+  int64_t live = (int64_t)ov->live_keys;
+  for (uint64_t r = from; r < to; r++) {
+    uint32_t *rec = record_at(ov, r);
+    const uint32_t lo = rec[0], hi = rec[1];
+    int found;
+    const uint64_t s = find_slot(ov, lo, hi, &found);
+    if (s == UINT64_MAX) {
+      /* Cannot happen under the load limit apply checks; if it does, stop as after a failed
+       * msync: nothing is published, and recovery undoes the links made so far. */
+      free(touched);
+      ov->recovered = 0;
+      job->err = ENOSPC;
+      job->what = "linking a record into the overlay index (full)";
+      return;
+    }
+    uint32_t *e = ov->index + s * 3;
+    const int before = key_present(ov, e, found, lo, hi);
+    if (!found) {
+      e[0] = lo;
+      e[1] = hi;
+      slots_used++;
+    }
+    rec[3] = found && e[2] != REF_NONE ? e[2] : 0;
+    store_release(e + 2, (uint32_t)(r + 1));
+    live += ((rec[2] & TOMBSTONE) ? 0 : 1) - before;
+    touched[(s / BLOCK_SLOTS) >> 3] |= (uint8_t)(1u << ((s / BLOCK_SLOTS) & 7));
+  }
+  for (uint64_t block = 0; block < blocks; block++) {
+    if (touched[block >> 3] && (touched[block >> 3] & (1u << (block & 7)))) block_sum(ov, block);
+  }
+  free(touched);
+  const uint32_t log_crc = strata_crc32c(ov->log_crc, ov->log + from * rb, count * rb);
+  err = sync_range(ov, ov->sums_offset, ov->log_offset - ov->sums_offset);
+  if (!err) err = sync_range(ov, ov->log_offset + from * rb, count * rb);
+  /* 4. The commit, into the record the last one is not in; then readers may see it. */
+  const commit_record c = {epoch, to, slots_used, live < 0 ? 0 : (uint64_t)live, log_crc, from, strata_crc32c(0, ov->log + from * rb, count * rb)};
+  if (!err) {
+    write_commit(ov, &c);
+    err = sync_range(ov, OV_COMMIT_AT(epoch), COMMIT_BYTES);
+  }
+  if (err) {
+    /* Linked but not committed: readers never see it, and recovery undoes it. Stop writing. */
+    ov->recovered = 0;
+    job->err = err;
+    job->what = "msync of the overlay";
+    return;
+  }
+  ov->epoch = epoch;
+  ov->records = to;
+  ov->slots_used = slots_used;
+  ov->live_keys = c.live_keys;
+  ov->log_crc = log_crc;
+  store_release(ov->published, epoch);
+}
+
+static napi_value state_array(napi_env env, const overlay *ov) {
+  napi_value result, v;
+  napi_create_array_with_length(env, 4, &result);
+  const double values[4] = {ov->epoch, (double)ov->records, (double)ov->slots_used, (double)ov->live_keys};
+  for (uint32_t i = 0; i < 4; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_element(env, result, i, v);
+  }
+  return result;
+}
+
+static void apply_complete(napi_env env, napi_status status, void *data) {
+  apply_job *job = data;
+  overlay *ov = job->ov;
+  ov->busy = 0;
+  napi_delete_reference(env, job->body_ref);
+  napi_delete_reference(env, job->handle_ref);
+  if (status != napi_ok && job->err == 0) {
+    job->err = EIO;
+    job->what = "apply (cancelled)";
+  }
+  if (job->err) {
+    char message[200];
+    snprintf(message, sizeof message, "%s failed: %s", job->what, strerror(job->err));
+    napi_value msg, code, error;
+    napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+    napi_create_string_utf8(env, job->err == ENOSPC ? "ENOSPC" : "EIO", NAPI_AUTO_LENGTH, &code);
+    napi_create_error(env, code, msg, &error);
+    napi_reject_deferred(env, job->deferred, error);
+  } else {
+    napi_resolve_deferred(env, job->deferred, state_array(env, ov));
+  }
+  if (ov->unmap_pending) unmap_overlay(ov);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value js_overlay_apply(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  overlay *ov = argc >= 4 ? overlay_arg(env, argv[0]) : NULL;
+  uint8_t *body;
+  size_t body_bytes;
+  double upserts, deletes;
+  napi_typedarray_type type;
+  size_t elements, offset;
+  napi_value arraybuffer;
+  if (!ov || napi_get_typedarray_info(env, argv[1], &type, &elements, (void **)&body, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array ||
+      napi_get_value_double(env, argv[2], &upserts) != napi_ok || napi_get_value_double(env, argv[3], &deletes) != napi_ok || upserts < 0 || deletes < 0)
+    return throw_code(env, "EINVAL", "overlayApply(overlay handle, body: Buffer, upserts, deletes)");
+  body_bytes = elements;
+  const uint64_t record = 8 + 4 * (uint64_t)ov->dim;
+  if (upserts > 4e9 || deletes > 4e9 || body_bytes != 24 + (uint64_t)upserts * record + (uint64_t)deletes * 8 || memcmp(body, "SPD1", 4) != 0 || rd32(body + 4) != ov->dim)
+    return throw_code(env, "EINVAL", "overlayApply: the body is not an SPD1 delta of this dim with these counts");
+  if (!ov->recovered) return throw_code(env, "EINVAL", "overlayApply: the overlay was not recovered (or a failed apply stopped it)");
+  if (ov->busy) return throw_code(env, "EBUSY", "overlayApply: a delta is being applied already (one writer per table)");
+  const uint64_t count = (uint64_t)upserts + (uint64_t)deletes;
+  if (ov->records + count > ov->record_capacity || ov->slots_used + count > ov->slots * MAX_LOAD_NUM / MAX_LOAD_DEN || ov->epoch + 1 >= TOMBSTONE)
+    return throw_code(env, "EFULL", "overlayApply: the overlay has no room for this delta");
+  apply_job *job = calloc(1, sizeof *job);
+  if (!job) return throw_code(env, "ENOMEM", "overlayApply: out of memory");
+  job->ov = ov;
+  job->upsert_count = (uint64_t)upserts;
+  job->delete_count = (uint64_t)deletes;
+  job->upserts = body + 24;
+  job->deletes = body + 24 + job->upsert_count * record;
+  napi_value promise, name;
+  napi_create_reference(env, argv[1], 1, &job->body_ref);
+  napi_create_reference(env, argv[0], 1, &job->handle_ref);
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "strata-overlay-apply", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, apply_execute, apply_complete, job, &job->work) != napi_ok || napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_reference(env, job->body_ref);
+    napi_delete_reference(env, job->handle_ref);
+    free(job);
+    return throw_code(env, "EIO", "overlayApply: could not queue the work");
+  }
+  ov->busy = 1;
+  return promise;
+}
+
+/* ---------- info, unmap ---------- */
+
+static napi_value js_overlay_info(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  overlay *ov = argc >= 1 ? overlay_arg(env, argv[0]) : NULL;
+  if (!ov) return throw_code(env, "EINVAL", "overlayInfo(overlay handle)");
+  napi_value result, v;
+  napi_create_array_with_length(env, 9, &result);
+  const double values[9] = {load_acquire(ov->published), (double)ov->records, (double)ov->slots_used, (double)ov->live_keys,
+                            (double)ov->record_capacity, (double)(ov->slots * MAX_LOAD_NUM / MAX_LOAD_DEN), ov->base_tag, ov->dim, ov->log_crc};
+  for (uint32_t i = 0; i < 9; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_element(env, result, i, v);
+  }
+  return result;
+}
+
+static napi_value js_overlay_unmap(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  overlay *ov = NULL;
+  if (argc < 1 || !get_overlay(env, argv[0], &ov)) return throw_code(env, "EINVAL", "overlayUnmap(overlay handle)");
+  if (!ov) return NULL; /* already unmapped */
+  if (ov->busy) ov->unmap_pending = 1;
+  else unmap_overlay(ov);
+  return NULL;
+}
+
+void overlay_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"overlayMap", NULL, js_overlay_map, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"overlayRecover", NULL, js_overlay_recover, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"overlayApply", NULL, js_overlay_apply, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"overlayInfo", NULL, js_overlay_info, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"overlayUnmap", NULL, js_overlay_unmap, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
