@@ -41,6 +41,8 @@ function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
     advertise: str('advertise'),
     peerTimeout: str('peer-timeout'),
     lookupThreads: str('lookup-threads'),
+    cluster: str('cluster'),
+    nodeName: str('node-name'),
     logLevel: str('log-level') as never,
   };
 }
