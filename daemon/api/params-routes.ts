@@ -34,6 +34,12 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
 
     scope.post('/v1/params/tables/:name/delta', { bodyLimit: DELTA_BODY_LIMIT }, async (request) => {
       const { name } = parseOrReject(nameParams, request.params, 'name');
+      // A cluster table's delta goes to every replica of the shards it touches, in two phases.
+      const member = cluster();
+      if (member?.serves(name)) {
+        requireType(request, OCTET_STREAM);
+        return member.applyDelta(name, request.body as Buffer);
+      }
       service.table(name); // 404 before looking at the body
       requireType(request, OCTET_STREAM);
       return service.applyDelta(name, request.body as Buffer);

@@ -5,7 +5,10 @@ import { performance } from 'node:perf_hooks';
 import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from 'etcd3';
 import type { OpenStoreOptions } from '../../store/index.js';
 import type { Logger } from '../../telemetry/index.js';
+import { decodeDelta } from '../delta-body.js';
 import { ParamsError } from '../params-error.js';
+import { ServedTable } from '../served-table.js';
+import { defaultTableMapper } from '../table-mapper.js';
 import type { ParamsService } from '../params-service.js';
 import { ClusterError } from './cluster-error.js';
 import type { ClusterAddress } from './cluster-url.js';
@@ -16,6 +19,7 @@ import { shardsOf } from './shard-assignment.js';
 import { shardMget, ShardRequestError } from './shard-client.js';
 import { openRangedTable, writeShardTable } from './shard-loader.js';
 import { ShardRouter, type TableView } from './shard-router.js';
+import { deltaForShards, recordsOfShards, shardsTouched, writeRecordsTable } from './shard-records.js';
 
 export interface ClusterNodeConfig {
   readonly address: ClusterAddress;
@@ -50,6 +54,8 @@ const DEFAULT_LEASE_SECONDS = 3;
 const DEFAULT_PREPARE_TIMEOUT_MS = 10 * 60 * 1000;
 /** A member that failed a request is avoided this long unless it is the only replica left. */
 const SUSPECT_MS = 5000;
+/** Copying a delta or a shard's rows from another member: large ones take a while, a dead member must not hang a prepare. */
+const FETCH_TIMEOUT_MS = 5 * 60 * 1000;
 /** Held table names in the params service: `cluster.<table>.v<version>`. */
 const LOCAL_PREFIX = 'cluster.';
 
@@ -109,6 +115,8 @@ export class ClusterNode {
   readonly #retiring = new Set<string>();
   readonly #preparing = new Set<string>();
   readonly #suspects = new Map<string, number>();
+  /** Delta bodies this member took, by request id, until their switch ends. */
+  readonly #deltas = new Map<string, Buffer>();
   /** Called after each change of the cluster's state (tests and status watchers). */
   #onChange: Array<() => void> = [];
 
@@ -243,16 +251,63 @@ export class ClusterNode {
    * coordinator (through etcd) and answers when the switch committed. CLUSTER_SWITCH_ABORTED
    * (the old version keeps serving), CLUSTER_NOT_ENOUGH_MEMBERS, or the source's error.
    */
-  async publish(name: string, source: string, replicas: number, timeoutMs = (this.#config.prepareTimeoutMs ?? DEFAULT_PREPARE_TIMEOUT_MS) + 60_000): Promise<{ name: string; version: number; ms: number }> {
+  async publish(name: string, source: string, replicas: number): Promise<{ name: string; version: number; ms: number }> {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(name)) throw new ParamsError('PARAMS_BAD_INPUT', `table name "${name}" must be 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit`);
     if (!Number.isInteger(replicas) || replicas < 1) throw new ParamsError('PARAMS_BAD_INPUT', `replicas must be a positive integer, got ${replicas}`);
+    return this.#switch(name, (id) => ({ id, name, from: this.node, kind: 'publish', source, replicas }));
+  }
+
+  /**
+   * Applies a delta body (docs/PARAMS.md) to cluster table `name`: every replica of each
+   * shard it touches prepares the new version, and all switch in one commit, as for a
+   * publish. Replicas of shards it does not touch share their current table. The body is
+   * served from this member to the others until the switch ends.
+   */
+  async applyDelta(name: string, body: Buffer): Promise<{ name: string; version: number; ms: number; touched: number }> {
+    const view = this.#views.get(name);
+    if (!view) throw new ParamsError('PARAMS_TABLE_NOT_FOUND', `the cluster serves no table named "${name}"`);
+    const delta = decodeDelta(body);
+    if (delta.dim !== view.dim) throw new ParamsError('PARAMS_BAD_DELTA', `delta has dim ${delta.dim}, table ${name} has dim ${view.dim}`);
+    const touched = shardsTouched(delta, view.shards, view.seed);
+    let id = '';
+    try {
+      const done = await this.#switch(name, (given) => {
+        id = given;
+        this.#deltas.set(given, body);
+        return { id: given, name, from: this.node, kind: 'delta', delta: { from: this.node, touched, upserts: delta.upserts, deletes: delta.deletes } };
+      });
+      return { ...done, touched: touched.length };
+    } finally {
+      this.#deltas.delete(id);
+    }
+  }
+
+  /** A delta body this member took, for the replicas preparing it. CLUSTER_VERSION_GONE once its switch ended. */
+  deltaBody(id: string): Buffer {
+    const body = this.#deltas.get(id);
+    if (!body) throw new ClusterError('CLUSTER_VERSION_GONE', `no delta ${id} is being switched through this member`);
+    return body;
+  }
+
+  /** The records of `shards` in this member's copy of `version` of `name` (for a member becoming their replica). */
+  shardRecords(name: string, version: number, shards: readonly number[]): Buffer {
+    const held = this.#held.get(`${name}@${version}`);
+    if (!held) throw new ClusterError('CLUSTER_VERSION_GONE', `this member holds no shards of version ${version} of ${name}`);
+    const missing = shards.filter((s) => !held.shards.includes(s));
+    if (missing.length > 0) throw new ClusterError('CLUSTER_VERSION_GONE', `this member does not hold shards ${missing.join(', ')} of ${name} version ${version}`);
+    return recordsOfShards(this.#config.params.table(held.localName), new Set(shards));
+  }
+
+  /** Writes a request for the coordinator and waits for its result, then for this member to route the new version. */
+  async #switch(name: string, make: (id: string) => SwitchRequest): Promise<{ name: string; version: number; ms: number }> {
+    const timeoutMs = (this.#config.prepareTimeoutMs ?? DEFAULT_PREPARE_TIMEOUT_MS) + 60_000;
     const started = performance.now();
     const id = `${name}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-    const request: SwitchRequest = { id, name, source, replicas, from: this.node };
+    const request = make(id);
     const result = new Promise<SwitchResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         off();
-        reject(new ClusterError('CLUSTER_UNAVAILABLE', `publish of ${name} got no answer within ${timeoutMs} ms (is a coordinator elected?)`));
+        reject(new ClusterError('CLUSTER_UNAVAILABLE', `${request.kind} of ${name} got no answer within ${timeoutMs} ms (is a coordinator elected?)`));
       }, timeoutMs);
       const off = this.onChange(() => {
         const found = this.#mirror.json<SwitchResult>(KEYS.result(id));
@@ -267,8 +322,8 @@ export class ClusterNode {
     await this.#ns.delete().key(KEYS.result(id));
     if (!outcome.ok) {
       const code = outcome.code ?? 'CLUSTER_SWITCH_ABORTED';
-      if (code.startsWith('PARAMS_')) throw new ParamsError(code as never, outcome.message ?? 'publish failed');
-      throw new ClusterError((code.startsWith('CLUSTER_') ? code : 'CLUSTER_SWITCH_ABORTED') as never, outcome.message ?? 'publish failed');
+      if (code.startsWith('PARAMS_')) throw new ParamsError(code as never, outcome.message ?? `${request.kind} failed`);
+      throw new ClusterError((code.startsWith('CLUSTER_') ? code : 'CLUSTER_SWITCH_ABORTED') as never, outcome.message ?? `${request.kind} failed`);
     }
     // The commit is in etcd; answer once this member routes the new version too.
     await this.#until(() => (this.#views.get(name)?.version ?? 0) >= outcome.version!);
@@ -388,24 +443,7 @@ export class ClusterNode {
     const key = `${sw.name}@${sw.version}`;
     const shards = shardsOf(sw.assignment, this.node);
     try {
-      const base = sw.base !== undefined ? this.#held.get(`${sw.name}@${sw.base}`) : undefined;
-      if (sw.kind === 'repair' && base && shards.every((s) => base.shards.includes(s))) {
-        // Same rows, and this member already has all of its shards: the new version shares the table.
-        this.#held.set(key, { localName: base.localName, shards });
-      } else {
-        const localName = `${LOCAL_PREFIX}${sw.name}.v${sw.version}`;
-        const staged = join(this.#config.stagingDir, `${localName}-${randomBytes(4).toString('hex')}.params`);
-        const table = await openRangedTable(sw.source, this.#config.store ?? {}, sw.etag);
-        try {
-          const report = await writeShardTable(table, shards, staged);
-          this.#logger.info({ table: sw.name, version: sw.version, shards: shards.length, keys: report.keys, bytesRead: report.bytesRead }, 'shards of a new version loaded');
-          await this.#config.params.load(localName, staged);
-        } finally {
-          await table.close();
-          await rm(staged, { force: true });
-        }
-        this.#held.set(key, { localName, shards });
-      }
+      this.#held.set(key, await this.#materialise(sw, shards));
       if (this.#mirror.json<SwitchRecord>(KEYS.switch(sw.name))?.id !== sw.id) {
         this.#retire(key); // aborted while loading
         return;
@@ -420,6 +458,107 @@ export class ClusterNode {
         .value(JSON.stringify({ message: (err as Error).message }))
         .catch(() => undefined);
     }
+  }
+
+  /**
+   * This member's table for `shards` of the switch's version:
+   * - publish: written from byte ranges of the source;
+   * - delta: the current table if the delta touches none of its shards, else a copy of it
+   *   with the delta's part for its shards applied (the single-node load and delta);
+   * - repair: the current table if it has every shard, else one written from its own rows
+   *   and, for shards new to it, rows from a live replica (or from the source, when the
+   *   table has no deltas and no replica is left).
+   */
+  async #materialise(sw: SwitchRecord, shards: readonly number[]): Promise<Held> {
+    const localName = `${LOCAL_PREFIX}${sw.name}.v${sw.version}`;
+    const params = this.#config.params;
+    if (sw.kind === 'publish') {
+      await this.#stageAndLoad(localName, async (staged) => {
+        const table = await openRangedTable(sw.source, this.#config.store ?? {}, sw.etag);
+        try {
+          const report = await writeShardTable(table, shards, staged);
+          this.#logger.info({ table: sw.name, version: sw.version, shards: shards.length, keys: report.keys, bytesRead: report.bytesRead }, 'shards of a new version loaded from the source');
+        } finally {
+          await table.close();
+        }
+      });
+      return { localName, shards };
+    }
+    const base = sw.base !== undefined ? this.#held.get(`${sw.name}@${sw.base}`) : undefined;
+    if (sw.kind === 'delta') {
+      if (!base || shards.some((s) => !base.shards.includes(s))) throw new ClusterError('CLUSTER_VERSION_GONE', `this member does not hold its shards of version ${sw.base} of ${sw.name} to apply the delta to`);
+      const mine = new Set(shards.filter((s) => sw.delta!.touched.includes(s)));
+      if (mine.size === 0) return { localName: base.localName, shards };
+      const body = await this.#fetchDelta(sw);
+      const part = deltaForShards(decodeDelta(body), mine, sw.shards, sw.seed);
+      await params.load(localName, params.table(base.localName).path);
+      try {
+        await params.applyDelta(localName, part);
+      } catch (err) {
+        await params.unload(localName).catch(() => undefined);
+        throw err;
+      }
+      return { localName, shards };
+    }
+    if (base && shards.every((s) => base.shards.includes(s))) return { localName: base.localName, shards };
+    const own = base ? shards.filter((s) => base.shards.includes(s)) : [];
+    const fetched = shards.filter((s) => !own.includes(s));
+    const chunks: Buffer[] = [];
+    if (base && own.length > 0) chunks.push(recordsOfShards(params.table(base.localName), new Set(own)));
+    const fromSource: number[] = [];
+    for (const s of fetched) {
+      const holder = this.#views.get(sw.name)?.replicas[s]?.find((n) => n !== this.node);
+      if (holder) chunks.push(await this.#fetchRecords(holder, sw.name, sw.base!, [s]));
+      else if ((sw.deltas ?? 0) === 0) fromSource.push(s);
+      else throw new ClusterError('CLUSTER_UNAVAILABLE', `no live replica of shard ${s} of ${sw.name} to copy, and the source lacks its deltas`);
+    }
+    await this.#stageAndLoad(localName, async (staged) => {
+      if (fromSource.length > 0) {
+        const table = await openRangedTable(sw.source, this.#config.store ?? {}, sw.etag);
+        const partial = `${staged}.source`;
+        try {
+          await writeShardTable(table, fromSource, partial);
+          const written = ServedTable.open(partial, defaultTableMapper());
+          chunks.push(recordsOfShards(written, new Set(fromSource)));
+          written.close();
+        } finally {
+          await table.close();
+          await rm(partial, { force: true });
+        }
+      }
+      writeRecordsTable(staged, sw, chunks);
+    });
+    this.#logger.info({ table: sw.name, version: sw.version, kept: own.length, copied: fetched.length - fromSource.length, fromSource: fromSource.length }, 'shards placed on this member');
+    return { localName, shards };
+  }
+
+  /** Writes a table file in the staging folder with `write`, then has the params service load it as `localName`. */
+  async #stageAndLoad(localName: string, write: (staged: string) => Promise<void>): Promise<void> {
+    const staged = join(this.#config.stagingDir, `${localName}-${randomBytes(4).toString('hex')}.params`);
+    try {
+      await write(staged);
+      await this.#config.params.load(localName, staged);
+    } finally {
+      await rm(staged, { force: true });
+    }
+  }
+
+  async #fetchDelta(sw: SwitchRecord): Promise<Buffer> {
+    if (sw.delta!.from === this.node) return this.deltaBody(sw.id);
+    return this.#fetchFrom(sw.delta!.from, `/v1/params/cluster/deltas/${encodeURIComponent(sw.id)}`);
+  }
+
+  #fetchRecords(node: string, name: string, version: number, shards: readonly number[]): Promise<Buffer> {
+    return this.#fetchFrom(node, `/v1/params/cluster/${encodeURIComponent(name)}/versions/${version}/records?shards=${shards.join(',')}`);
+  }
+
+  async #fetchFrom(node: string, path: string): Promise<Buffer> {
+    const member = this.#members().get(node);
+    if (!member) throw new ClusterError('CLUSTER_UNAVAILABLE', `${node} is not a member any more`);
+    const headers: Record<string, string> = this.#config.token ? { authorization: `Bearer ${this.#config.token}` } : {};
+    const res = await fetch(new URL(path, member.api), { headers, signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+    if (!res.ok) throw new ClusterError('CLUSTER_UNAVAILABLE', `${node} answered ${res.status} to ${path}: ${(await res.text()).slice(0, 200)}`);
+    return Buffer.from(await res.arrayBuffer());
   }
 
   /** Drops a held version once no request here uses it and DROP_GRACE_MS passed. */

@@ -36,6 +36,8 @@ export interface TableShape {
   readonly keys: number;
   /** Replicas per shard asked for. */
   readonly replicas: number;
+  /** Deltas applied since the source was published: rows no longer all in `source`. */
+  readonly deltas?: number;
 }
 
 export interface ServingRecord extends TableShape {
@@ -45,7 +47,16 @@ export interface ServingRecord extends TableShape {
   readonly committedAt: number;
 }
 
-export type SwitchKind = 'publish' | 'repair';
+export type SwitchKind = 'publish' | 'delta' | 'repair';
+
+/** A delta on its way to the replicas of the shards it touches. */
+export interface DeltaRef {
+  /** The member that took the delta: it serves the body to the others until the switch ends. */
+  readonly from: string;
+  readonly touched: readonly number[];
+  readonly upserts: number;
+  readonly deletes: number;
+}
 
 export interface SwitchRecord extends TableShape {
   /** Names the switch; the request id for a publish. */
@@ -56,19 +67,18 @@ export interface SwitchRecord extends TableShape {
   /** The serving version it replaces (none for a first publish). */
   readonly base?: number;
   readonly assignment: readonly (readonly string[])[];
+  readonly delta?: DeltaRef;
   readonly startedAt: number;
   /** Epoch ms after which the coordinator aborts the prepare. */
   readonly deadline: number;
 }
 
-export interface SwitchRequest {
+export type SwitchRequest = {
   readonly id: string;
   readonly name: string;
-  readonly source: string;
-  readonly replicas: number;
   /** The member that asked (for the log). */
   readonly from: string;
-}
+} & ({ readonly kind: 'publish'; readonly source: string; readonly replicas: number } | { readonly kind: 'delta'; readonly delta: DeltaRef });
 
 export interface SwitchResult {
   readonly ok: boolean;

@@ -12,6 +12,9 @@ export interface CoordinatorConfig {
   readonly logger: Logger;
 }
 
+/** A repair that aborted (say, a member joining and leaving) is retried after this pause, not in a tight loop. */
+const REPAIR_RETRY_MS = 1000;
+
 /** How often the coordinator looks at deadlines even when nothing in etcd changed. */
 export const COORDINATOR_TICK_MS = 500;
 
@@ -35,6 +38,10 @@ export class Coordinator {
   #again = false;
   /** Requests whose source is being inspected: not started twice. */
   readonly #starting = new Set<string>();
+  /** When a repair of each table last aborted: the next waits REPAIR_RETRY_MS. */
+  readonly #repairAborted = new Map<string, number>();
+  /** Versions with a shard lost for good (logged once). */
+  readonly #lost = new Set<string>();
 
   constructor(ns: Namespace, mirror: EtcdMirror, config: CoordinatorConfig) {
     this.#ns = ns;
@@ -77,7 +84,8 @@ export class Coordinator {
       if (m.json<SwitchRecord>(KEYS.switch(request.name))) continue; // waits for the running switch
       this.#starting.add(request.id);
       try {
-        await this.#startPublish(request, members);
+        if (request.kind === 'delta') await this.#startDelta(request, members);
+        else await this.#startPublish(request, members);
       } finally {
         this.#starting.delete(request.id);
       }
@@ -90,6 +98,7 @@ export class Coordinator {
     const assigned = [...new Set(sw.assignment.flat())];
     const gone = assigned.filter((n) => !members.has(n));
     if (gone.length > 0) return this.#abort(sw, `member ${gone.join(', ')} left the cluster during the prepare`);
+    if (sw.delta && !members.has(sw.delta.from)) return this.#abort(sw, `${sw.delta.from}, which holds the delta, left the cluster`);
     const failedKey = m.keys(KEYS.versionPrefix(sw.name, 'failed', sw.version))[0];
     if (failedKey) return this.#abort(sw, `${failedKey.split('/').pop()} could not load its shards: ${m.json<{ message: string }>(failedKey)?.message ?? 'unknown error'}`);
     const ready = new Set(m.keys(KEYS.versionPrefix(sw.name, 'ready', sw.version)).map((k) => k.split('/').pop()!));
@@ -98,20 +107,16 @@ export class Coordinator {
   }
 
   async #commit(sw: SwitchRecord): Promise<void> {
-    const { id, kind, version, base, startedAt, deadline, assignment, ...shape } = sw;
-    void base;
-    void startedAt;
-    void deadline;
-    void kind;
-    const serving: ServingRecord = { ...shape, version, assignment, committedAt: Date.now() };
-    const result: SwitchResult = { ok: true, version };
-    const ok = await this.#swap(sw, [this.#ns.put(KEYS.serving(sw.name)).value(JSON.stringify(serving)), this.#ns.put(KEYS.result(id)).value(JSON.stringify(result))]);
-    if (ok) this.#config.logger.info({ table: sw.name, version, kind: sw.kind, ms: Date.now() - sw.startedAt }, 'cluster switch committed');
+    const serving: ServingRecord = { ...shapeOf(sw), version: sw.version, assignment: sw.assignment, committedAt: Date.now() };
+    const result: SwitchResult = { ok: true, version: sw.version };
+    const ok = await this.#swap(sw, [this.#ns.put(KEYS.serving(sw.name)).value(JSON.stringify(serving)), this.#ns.put(KEYS.result(sw.id)).value(JSON.stringify(result))]);
+    if (ok) this.#config.logger.info({ table: sw.name, version: sw.version, kind: sw.kind, ms: Date.now() - sw.startedAt }, 'cluster switch committed');
   }
 
   async #abort(sw: SwitchRecord, why: string): Promise<void> {
     const result: SwitchResult = { ok: false, code: 'CLUSTER_SWITCH_ABORTED', message: `${sw.kind} of ${sw.name} version ${sw.version} aborted: ${why}; version ${sw.base ?? 'none'} keeps serving` };
     const ok = await this.#swap(sw, [this.#ns.put(KEYS.result(sw.id)).value(JSON.stringify(result)), this.#ns.delete().prefix(KEYS.versionPrefix(sw.name, 'failed', sw.version))]);
+    if (ok && sw.kind === 'repair') this.#repairAborted.set(sw.name, Date.now());
     if (ok) this.#config.logger.warn({ table: sw.name, version: sw.version, kind: sw.kind, why }, 'cluster switch aborted');
   }
 
@@ -135,29 +140,69 @@ export class Coordinator {
     const live = serving.assignment.map((holders) => holders.filter((n) => members.has(n) && ready.has(n)));
     const want = Math.min(serving.replicas, members.size);
     if (live.every((holders) => holders.length >= want)) return;
-    if (live.some((holders) => holders.length === 0)) this.#config.logger.error({ table: name, version: serving.version }, 'every replica of a shard is gone; reloading it from the source');
-    const { version, committedAt, assignment, ...shape } = serving;
-    void committedAt;
-    void assignment;
+    if (Date.now() - (this.#repairAborted.get(name) ?? 0) < REPAIR_RETRY_MS) return;
+    if (live.some((holders) => holders.length === 0)) {
+      if ((serving.deltas ?? 0) > 0) {
+        // The source lacks the deltas: reloading it would serve old rows as current ones.
+        if (!this.#lost.has(`${name}@${serving.version}`)) this.#config.logger.error({ table: name, version: serving.version }, 'every replica of a shard is gone and the table has deltas the source lacks; publish it again');
+        this.#lost.add(`${name}@${serving.version}`);
+        return;
+      }
+      this.#config.logger.error({ table: name, version: serving.version }, 'every replica of a shard is gone; reloading it from the source');
+    }
+    const version = serving.version;
     const next = this.#nextVersion(name, version);
-    const plan = assignShards(shape.shards, [...members], want, live);
-    const sw: SwitchRecord = { ...shape, id: `repair-${name}-${next}`, kind: 'repair', version: next, base: version, assignment: plan, startedAt: Date.now(), deadline: Date.now() + this.#config.prepareTimeoutMs };
+    const plan = assignShards(serving.shards, [...members], want, live);
+    const sw: SwitchRecord = { ...shapeOf(serving), id: `repair-${name}-${next}`, kind: 'repair', version: next, base: version, assignment: plan, startedAt: Date.now(), deadline: Date.now() + this.#config.prepareTimeoutMs };
     await this.#begin(sw);
   }
 
-  async #startPublish(request: SwitchRequest, members: ReadonlySet<string>): Promise<void> {
+  /** A delta goes to the live holders of the serving version; the shards it does not touch are shared, not copied. */
+  async #startDelta(request: Extract<SwitchRequest, { kind: 'delta' }>, members: ReadonlySet<string>): Promise<void> {
+    const serving = this.#mirror.json<ServingRecord>(KEYS.serving(request.name));
+    if (!serving) {
+      await this.#answer(request.id, { ok: false, code: 'PARAMS_TABLE_NOT_FOUND', message: `the cluster serves no table named "${request.name}"` });
+      return;
+    }
+    const ready = new Set(this.#mirror.keys(KEYS.versionPrefix(request.name, 'ready', serving.version)).map((k) => k.split('/').pop()!));
+    const holders = serving.assignment.map((h) => h.filter((n) => members.has(n) && ready.has(n)));
+    const empty = holders.findIndex((h) => h.length === 0);
+    if (empty >= 0) {
+      await this.#answer(request.id, { ok: false, code: 'CLUSTER_UNAVAILABLE', message: `shard ${empty} of ${request.name} has no live replica to apply the delta to` });
+      return;
+    }
+    const version = serving.version;
+    const sw: SwitchRecord = {
+      ...shapeOf(serving),
+      deltas: (serving.deltas ?? 0) + 1,
+      id: request.id,
+      kind: 'delta',
+      version: this.#nextVersion(request.name, version),
+      base: version,
+      assignment: holders,
+      delta: request.delta,
+      startedAt: Date.now(),
+      deadline: Date.now() + this.#config.prepareTimeoutMs,
+    };
+    await this.#begin(sw, request.id);
+  }
+
+  /** Answers a request without a switch (it could not start). */
+  async #answer(id: string, result: SwitchResult): Promise<void> {
+    await this.#ns
+      .if(KEYS.request(id), 'Create', '>', 0)
+      .then(this.#ns.delete().key(KEYS.request(id)), this.#ns.put(KEYS.result(id)).value(JSON.stringify(result)))
+      .commit();
+  }
+
+  async #startPublish(request: Extract<SwitchRequest, { kind: 'publish' }>, members: ReadonlySet<string>): Promise<void> {
     let shape: Omit<TableShape, 'name' | 'source' | 'replicas'>;
     let plan: string[][];
     try {
       shape = await this.#config.inspect(request.source);
       plan = assignShards(shape.shards, [...members], request.replicas);
     } catch (err) {
-      const code = (err as { code?: string }).code ?? 'INTERNAL';
-      const result: SwitchResult = { ok: false, code, message: (err as Error).message };
-      await this.#ns
-        .if(KEYS.request(request.id), 'Create', '>', 0)
-        .then(this.#ns.delete().key(KEYS.request(request.id)), this.#ns.put(KEYS.result(request.id)).value(JSON.stringify(result)))
-        .commit();
+      await this.#answer(request.id, { ok: false, code: (err as { code?: string }).code ?? 'INTERNAL', message: (err as Error).message });
       return;
     }
     const serving = this.#mirror.json<ServingRecord>(KEYS.serving(request.name));
@@ -167,6 +212,7 @@ export class Coordinator {
       name: request.name,
       source: request.source,
       replicas: request.replicas,
+      deltas: 0,
       id: request.id,
       kind: 'publish',
       version,
@@ -193,4 +239,10 @@ export class Coordinator {
     const last = Number(this.#mirror.json<number>(KEYS.lastVersion(name)) ?? 0);
     return Math.max(last, serving) + 1;
   }
+}
+
+/** The table's shape alone, out of a serving or switch record. */
+function shapeOf(record: TableShape): TableShape {
+  const { name, source, etag, dim, shards, seed, keys, replicas, deltas } = record;
+  return { name, source, ...(etag !== undefined ? { etag } : {}), dim, shards, seed, keys, replicas, ...(deltas !== undefined ? { deltas } : {}) };
 }

@@ -3,7 +3,8 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTable } from '../../params/index.js';
-import { keysBody, writeRecords } from '../../params/testing/records.js';
+import { encodeDelta } from '../../params/index.js';
+import { keysBody, vectorOf, writeRecords } from '../../params/testing/records.js';
 import { startEtcd, type EtcdHandle } from '../fixtures/etcd.js';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
 import { sh } from '../fixtures/shell.js';
@@ -46,12 +47,15 @@ async function status(api: string): Promise<Status> {
   return (await (await fetch(`${api}/v1/params/cluster`)).json()) as Status;
 }
 
+/** Every daemon's stderr, for the message of a failed wait. */
+let daemonLogs: () => string = () => '';
+
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const got = await probe().catch(() => undefined);
     if (got !== undefined) return got;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the daemons said:\n${daemonLogs()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -117,9 +121,25 @@ describe('a parameter table across three daemons coordinated through etcd', () =
     apis.set(node, apiUrlOf(proc));
   };
 
+  /** Keys the delta changes (salt 5) and deletes; the load generator leaves them out. */
+  const deltaKeys = keys.slice(0, 100);
+  const deletedKeys = keys.slice(100, 110);
+  const loadKeys = keys.slice(200);
+  const checkDelta = async (nodes: readonly string[]) => {
+    for (const node of nodes) {
+      const changed = await mget(apis.get(node)!, 'emb', [...deltaKeys, 3n]);
+      expect(salts(changed.body, [...deltaKeys, 3n]), `delta through ${node}`).toEqual({ salts: new Set([5]), missing: 0 });
+      const gone = await mget(apis.get(node)!, 'emb', deletedKeys);
+      expect(salts(gone.body, deletedKeys)).toEqual({ salts: new Set(), missing: deletedKeys.length });
+      const rest = keys.slice(110, 200);
+      expect(salts((await mget(apis.get(node)!, 'emb', rest)).body, rest)).toEqual({ salts: new Set([1]), missing: 0 });
+    }
+  };
+
   const publish = (via: string, version: string, replicas = 2) => runStrata(['params', 'publish', 'emb', `s3://${bucket}/tables/emb-${version}.params`, '--replicas', String(replicas), '--api', apis.get(via)!, '--json'], {}, 120_000);
 
   beforeAll(async () => {
+    daemonLogs = () => [...daemons].map(([node, d]) => `--- ${node}\n${d.stderr().slice(-3000)}`).join('\n');
     testS3();
     client = testS3Client();
     bucket = await createTestBucket('params-cluster');
@@ -167,7 +187,7 @@ describe('a parameter table across three daemons coordinated through etcd', () =
   });
 
   it('publishes v2 under continuous load with no failed request and no answer mixing versions', async () => {
-    const traffic = load(() => NODES.map((n) => apis.get(n)!), keys);
+    const traffic = load(() => NODES.map((n) => apis.get(n)!), loadKeys);
     await new Promise((r) => setTimeout(r, 500));
     const published = await publish('m0', 'v2');
     expect(published.code, published.stderr).toBe(0);
@@ -180,10 +200,18 @@ describe('a parameter table across three daemons coordinated through etcd', () =
     for (const node of NODES) expect(salts((await mget(apis.get(node)!, 'emb', keys.slice(0, BATCH))).body, keys.slice(0, BATCH)).salts).toEqual(new Set([1]));
   });
 
+  it('applies a delta to every replica of the shards it touches, through any member', async () => {
+    const body = encodeDelta(DIM, [...deltaKeys.map((k) => [k, vectorOf(k, DIM, 5)] as const), [3n, vectorOf(3n, DIM, 5)]], deletedKeys);
+    const res = await fetch(`${apis.get('m2')}/v1/params/tables/emb/delta`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(body) });
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(await res.json()).toMatchObject({ name: 'emb', version: 3 });
+    await checkDelta(NODES);
+  });
+
   it('routes around a daemon killed under load without a failed request, and restores two replicas', async () => {
     const victim = 'm2';
     const survivors = NODES.filter((n) => n !== victim);
-    const traffic = load(() => survivors.map((n) => apis.get(n)!), keys);
+    const traffic = load(() => survivors.map((n) => apis.get(n)!), loadKeys);
     await new Promise((r) => setTimeout(r, 500));
     await daemons.get(victim)!.stop('SIGKILL');
     // The coordinator notices once the member's lease expires, and places its shards again.
@@ -197,6 +225,8 @@ describe('a parameter table across three daemons coordinated through etcd', () =
     expect(traffic.failures).toEqual([]);
     expect(traffic.mixed).toEqual([]);
     expect(repaired.underReplicated).toBe(0);
+    // The new replicas copied their rows from the old ones: the delta is still there.
+    await checkDelta(survivors);
     daemons.delete(victim);
     await startMember(victim); // back for the next test
     await until('three members', async () => ((await status(apis.get('m0')!)).members.length === 3 ? true : undefined));
