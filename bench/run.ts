@@ -20,6 +20,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'checkpoint-mount': () => import('./checkpoint-mount.js'),
   'checkpoint-write': () => import('./checkpoint-write.js'),
   'params-lookup': () => import('./params-lookup.js'),
+  'params-cluster': () => import('./params-cluster.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -21,20 +21,37 @@ export function assignShards(shards: number, members: readonly string[], replica
     for (const n of held) load.set(n, load.get(n)! + 1);
     plan.push([...held]);
   }
+  // How many shards each pair of members holds together: spreading pairs means the
+  // replicas of a dead member's shards are on many members, so the repair load spreads too.
+  const together = new Map<string, number>();
+  const pair = (a: string, b: string) => (a < b ? `${a} ${b}` : `${b} ${a}`);
+  const note = (holders: readonly string[]) => {
+    for (let i = 0; i < holders.length; i++) for (let j = i + 1; j < holders.length; j++) together.set(pair(holders[i]!, holders[j]!), (together.get(pair(holders[i]!, holders[j]!)) ?? 0) + 1);
+  };
+  for (const holders of plan) note(holders);
   for (let s = 0; s < shards; s++) {
     const holders = plan[s]!;
+    if (holders.length >= replicas) continue;
+    for (const h of holders) for (const o of holders) if (h < o) together.set(pair(h, o), (together.get(pair(h, o)) ?? 0) - 1); // re-noted below
     while (holders.length < replicas) {
-      // The least loaded member not yet holding the shard; ties go to the member after the
-      // shard's position in the ring, so equal loads still spread over different pairs.
+      // The least loaded member not yet holding the shard, then the one sharing fewest
+      // shards with its holders; remaining ties go to the member after the shard's
+      // position in the ring.
       let best: string | undefined;
+      let bestKey: [number, number] = [Infinity, Infinity];
       for (let i = 0; i < nodes.length; i++) {
         const n = nodes[(s + i) % nodes.length]!;
         if (holders.includes(n)) continue;
-        if (best === undefined || load.get(n)! < load.get(best)!) best = n;
+        const key: [number, number] = [load.get(n)!, holders.reduce((sum, h) => sum + (together.get(pair(h, n)) ?? 0), 0)];
+        if (key[0] < bestKey[0] || (key[0] === bestKey[0] && key[1] < bestKey[1])) {
+          best = n;
+          bestKey = key;
+        }
       }
       holders.push(best!);
       load.set(best!, load.get(best!)! + 1);
     }
+    note(holders);
   }
   return plan;
 }
