@@ -35,7 +35,7 @@ export interface ClusterNodeConfig {
   readonly logger: Logger;
   /** Bearer token for shard requests to the other members (they share STRATA_TOKEN). */
   readonly token?: string;
-  /** Seconds the member's lease lives without a keepalive: how long a dead member stays listed. Default 3. */
+  /** Seconds the member's lease lives without a keepalive: how long a dead member stays listed. Default 10. */
   readonly leaseSeconds?: number;
   /** A prepare not complete after this long is aborted. Default 10 minutes. */
   readonly prepareTimeoutMs?: number;
@@ -48,8 +48,14 @@ export interface ClusterNodeConfig {
  * CLUSTER_VERSION_GONE and its router starts it again on the new version.
  */
 const DROP_GRACE_MS = 2000;
-/** etcd leases below about 2 s expire before a keepalive under load; 3 s lists a dead member for at most that long. */
-const DEFAULT_LEASE_SECONDS = 3;
+/**
+ * How long a dead member stays listed (and a dead coordinator elected). Requests are routed
+ * around a dead member at once by their own failures, so this only delays the repair. A
+ * prepare blocks the event loop for seconds at a time on a loaded machine (a 1M-key shard
+ * table's index and checksums): bench/params-cluster saw 3 s leases expire under that, with
+ * keepalives every TTL/3.
+ */
+const DEFAULT_LEASE_SECONDS = 10;
 /** Large tables take minutes to copy from a store; a stuck prepare must not block the next publish forever. */
 const DEFAULT_PREPARE_TIMEOUT_MS = 10 * 60 * 1000;
 /** A member that failed a request is avoided this long unless it is the only replica left. */
@@ -82,6 +88,9 @@ export interface ClusterStatus {
     /** `replicated`, `degraded` (some shard short of replicas) or `unavailable` (some shard has none). */
     state: 'replicated' | 'degraded' | 'unavailable';
     source: string;
+    /** When the coordinator committed the serving version, and when this member began routing it (epoch ms). */
+    committedAt: number;
+    servingSince: number | undefined;
     switch?: { version: number; kind: string; ready: number; assigned: number; ageMs: number };
   }>;
 }
@@ -108,6 +117,8 @@ export class ClusterNode {
   #tick: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #views = new Map<string, TableView>();
+  /** When this member began routing each table's serving version (epoch ms). */
+  readonly #servingSince = new Map<string, number>();
   /** `name@version` -> what this member holds of it. */
   readonly #held = new Map<string, Held>();
   /** `name@version` -> requests using it now, here. */
@@ -170,6 +181,11 @@ export class ClusterNode {
     for (const table of this.#config.params.list()) if (table.name.startsWith(LOCAL_PREFIX)) await this.#config.params.unload(table.name);
     this.#mirror.on('change', () => this.#changed());
     await this.#mirror.start();
+    // Ready keys of a previous run of this member (its lease not expired yet) claim copies it no longer has.
+    for (const key of this.#mirror.keys(KEYS.tables)) {
+      const parsed = parseTableKey(key);
+      if (parsed && parsed.kind === 'ready' && parsed.node === this.node) await this.#ns.delete().key(key);
+    }
     await this.#register();
     this.#election = this.#ns.election('coordinator', this.#config.leaseSeconds ?? DEFAULT_LEASE_SECONDS);
     this.#campaignLoop();
@@ -364,6 +380,8 @@ export class ClusterNode {
         underReplicated,
         state,
         source: serving.source,
+        committedAt: serving.committedAt,
+        servingSince: view?.version === serving.version ? this.#servingSince.get(name) : undefined,
         ...(sw ? { switch: { version: sw.version, kind: sw.kind, ready, assigned: new Set(sw.assignment.flat()).size, ageMs: Date.now() - sw.startedAt } } : {}),
       });
     }
@@ -432,9 +450,14 @@ export class ClusterNode {
       const old = this.#views.get(name);
       if (old && old.version === serving.version && sameReplicas(old.replicas, replicas)) continue;
       this.#views.set(name, { name, version: serving.version, dim: serving.dim, shards: serving.shards, seed: serving.seed, replicas });
+      if (old?.version !== serving.version) this.#servingSince.set(name, Date.now());
       if (old?.version !== serving.version) this.#logger.info({ table: name, version: serving.version }, 'serving a new cluster version');
     }
-    for (const name of this.#views.keys()) if (!seen.has(name)) this.#views.delete(name);
+    for (const name of this.#views.keys()) {
+      if (seen.has(name)) continue;
+      this.#views.delete(name);
+      this.#servingSince.delete(name);
+    }
   }
 
   /** Loads this member's shards of a switch's version and records `ready` (or `failed`). */

@@ -121,7 +121,12 @@ export async function writeShardTable(table: RangedTable, wanted: readonly numbe
   }
   const keys = entries.length / 3;
   // 2: rows in file order, grouped into reads.
-  const order = Array.from({ length: keys }, (_, i) => i).sort((a, b) => entries[3 * a + 2]! - entries[3 * b + 2]!);
+  // (row << 32 | entry) sorted as integers: a native sort, where a comparator over 1M
+  // entries held the event loop for seconds on a busy machine.
+  const packed = new BigUint64Array(keys);
+  for (let i = 0; i < keys; i++) packed[i] = (BigInt(entries[3 * i + 2]!) << 32n) | BigInt(i);
+  packed.sort();
+  const order = Array.from(packed, (p) => Number(p & 0xffffffffn));
   const rowBytes = header.dim * 4;
   const reads: Array<{ offset: number; length: number; members: number[] }> = [];
   for (const i of order) {
