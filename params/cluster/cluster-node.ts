@@ -17,7 +17,8 @@ import { Coordinator, COORDINATOR_TICK_MS } from './coordinator.js';
 import { EtcdMirror } from './etcd-mirror.js';
 import { shardsOf } from './shard-assignment.js';
 import { shardMget, ShardRequestError } from './shard-client.js';
-import { openRangedTable, writeShardTable } from './shard-loader.js';
+import { openRangedTable } from './shard-loader.js';
+import { writeShardTableOffThread } from './shard-writer.js';
 import { ShardRouter, type TableView } from './shard-router.js';
 import { deltaForShards, recordsOfShards, shardsTouched, writeRecordsTable } from './shard-records.js';
 
@@ -497,13 +498,8 @@ export class ClusterNode {
     const params = this.#config.params;
     if (sw.kind === 'publish') {
       await this.#stageAndLoad(localName, async (staged) => {
-        const table = await openRangedTable(sw.source, this.#config.store ?? {}, sw.etag);
-        try {
-          const report = await writeShardTable(table, shards, staged);
-          this.#logger.info({ table: sw.name, version: sw.version, shards: shards.length, keys: report.keys, bytesRead: report.bytesRead }, 'shards of a new version loaded from the source');
-        } finally {
-          await table.close();
-        }
+        const report = await writeShardTableOffThread({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards, dest: staged });
+        this.#logger.info({ table: sw.name, version: sw.version, shards: shards.length, keys: report.keys, bytesRead: report.bytesRead }, 'shards of a new version loaded from the source');
       });
       return { localName, shards };
     }
@@ -537,15 +533,13 @@ export class ClusterNode {
     }
     await this.#stageAndLoad(localName, async (staged) => {
       if (fromSource.length > 0) {
-        const table = await openRangedTable(sw.source, this.#config.store ?? {}, sw.etag);
         const partial = `${staged}.source`;
         try {
-          await writeShardTable(table, fromSource, partial);
+          await writeShardTableOffThread({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards: fromSource, dest: partial });
           const written = ServedTable.open(partial, defaultTableMapper());
           chunks.push(recordsOfShards(written, new Set(fromSource)));
           written.close();
         } finally {
-          await table.close();
           await rm(partial, { force: true });
         }
       }
