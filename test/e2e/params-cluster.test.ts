@@ -50,7 +50,7 @@ async function status(api: string): Promise<Status> {
 /** Every daemon's stderr, for the message of a failed wait. */
 let daemonLogs: () => string = () => '';
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const got = await probe().catch(() => undefined);
