@@ -18,7 +18,7 @@ import { EtcdMirror } from './etcd-mirror.js';
 import { shardsOf } from './shard-assignment.js';
 import { shardMget, ShardRequestError } from './shard-client.js';
 import { openRangedTable } from './shard-loader.js';
-import { writeShardTableOffThread } from './shard-writer.js';
+import { ShardWriter } from './shard-writer.js';
 import { ShardRouter, type TableView } from './shard-router.js';
 import { deltaForShards, recordsOfShards, shardsTouched, writeRecordsTable } from './shard-records.js';
 
@@ -127,6 +127,7 @@ export class ClusterNode {
   readonly #retiring = new Set<string>();
   readonly #preparing = new Set<string>();
   readonly #suspects = new Map<string, number>();
+  readonly #writer = new ShardWriter();
   /** Delta bodies this member took, by request id, until their switch ends. */
   readonly #deltas = new Map<string, Buffer>();
   /** Called after each change of the cluster's state (tests and status watchers). */
@@ -408,6 +409,7 @@ export class ClusterNode {
     await this.#campaign?.resign().catch(() => undefined);
     await this.#lease?.revoke().catch(() => undefined);
     await this.#mirror.close().catch(() => undefined);
+    await this.#writer.close();
     this.#client.close();
   }
 
@@ -498,7 +500,7 @@ export class ClusterNode {
     const params = this.#config.params;
     if (sw.kind === 'publish') {
       await this.#stageAndLoad(localName, async (staged) => {
-        const report = await writeShardTableOffThread({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards, dest: staged });
+        const report = await this.#writer.write({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards, dest: staged });
         this.#logger.info({ table: sw.name, version: sw.version, shards: shards.length, keys: report.keys, bytesRead: report.bytesRead }, 'shards of a new version loaded from the source');
       });
       return { localName, shards };
@@ -535,7 +537,7 @@ export class ClusterNode {
       if (fromSource.length > 0) {
         const partial = `${staged}.source`;
         try {
-          await writeShardTableOffThread({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards: fromSource, dest: partial });
+          await this.#writer.write({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards: fromSource, dest: partial });
           const written = ServedTable.open(partial, defaultTableMapper());
           chunks.push(recordsOfShards(written, new Set(fromSource)));
           written.close();

@@ -82,6 +82,8 @@ export type SwitchRequest = {
 
 export interface SwitchResult {
   readonly ok: boolean;
+  /** When it was written (epoch ms): results nobody collected are removed after a while. */
+  readonly at: number;
   readonly version?: number;
   readonly code?: string;
   readonly message?: string;
@@ -98,6 +100,7 @@ export const KEYS = {
   member: (node: string) => `members/${node}`,
   requests: 'requests/',
   request: (id: string) => `requests/${id}`,
+  results: 'results/',
   result: (id: string) => `results/${id}`,
   tables: 'tables/',
   serving: (name: string) => `tables/${name}/serving`,

@@ -15,6 +15,9 @@ export interface CoordinatorConfig {
 /** A repair that aborted (say, a member joining and leaving) is retried after this pause, not in a tight loop. */
 const REPAIR_RETRY_MS = 1000;
 
+/** A switch's result waits this long for the member that asked (it reads and deletes it at once). */
+const RESULT_KEEP_MS = 10 * 60 * 1000;
+
 /** How often the coordinator looks at deadlines even when nothing in etcd changed. */
 export const COORDINATOR_TICK_MS = 500;
 
@@ -78,6 +81,10 @@ export class Coordinator {
       if (sw) await this.#advance(sw, members);
       else await this.#checkReplicas(name, members);
     }
+    // Results whose requester died before reading them.
+    for (const key of m.keys(KEYS.results)) {
+      if ((m.json<SwitchResult>(key)?.at ?? 0) < Date.now() - RESULT_KEEP_MS) await this.#ns.delete().key(key);
+    }
     for (const key of m.keys(KEYS.requests)) {
       const request = m.json<SwitchRequest>(key);
       if (!request || this.#starting.has(request.id)) continue;
@@ -108,13 +115,13 @@ export class Coordinator {
 
   async #commit(sw: SwitchRecord): Promise<void> {
     const serving: ServingRecord = { ...shapeOf(sw), version: sw.version, assignment: sw.assignment, committedAt: Date.now() };
-    const result: SwitchResult = { ok: true, version: sw.version };
+    const result: SwitchResult = { ok: true, at: Date.now(), version: sw.version };
     const ok = await this.#swap(sw, [this.#ns.put(KEYS.serving(sw.name)).value(JSON.stringify(serving)), this.#ns.put(KEYS.result(sw.id)).value(JSON.stringify(result))]);
     if (ok) this.#config.logger.info({ table: sw.name, version: sw.version, kind: sw.kind, ms: Date.now() - sw.startedAt }, 'cluster switch committed');
   }
 
   async #abort(sw: SwitchRecord, why: string): Promise<void> {
-    const result: SwitchResult = { ok: false, code: 'CLUSTER_SWITCH_ABORTED', message: `${sw.kind} of ${sw.name} version ${sw.version} aborted: ${why}; version ${sw.base ?? 'none'} keeps serving` };
+    const result: SwitchResult = { ok: false, at: Date.now(), code: 'CLUSTER_SWITCH_ABORTED', message: `${sw.kind} of ${sw.name} version ${sw.version} aborted: ${why}; version ${sw.base ?? 'none'} keeps serving` };
     const ok = await this.#swap(sw, [this.#ns.put(KEYS.result(sw.id)).value(JSON.stringify(result)), this.#ns.delete().prefix(KEYS.versionPrefix(sw.name, 'failed', sw.version))]);
     if (ok && sw.kind === 'repair') this.#repairAborted.set(sw.name, Date.now());
     if (ok) this.#config.logger.warn({ table: sw.name, version: sw.version, kind: sw.kind, why }, 'cluster switch aborted');
@@ -161,14 +168,14 @@ export class Coordinator {
   async #startDelta(request: Extract<SwitchRequest, { kind: 'delta' }>, members: ReadonlySet<string>): Promise<void> {
     const serving = this.#mirror.json<ServingRecord>(KEYS.serving(request.name));
     if (!serving) {
-      await this.#answer(request.id, { ok: false, code: 'PARAMS_TABLE_NOT_FOUND', message: `the cluster serves no table named "${request.name}"` });
+      await this.#answer(request.id, { ok: false, at: Date.now(), code: 'PARAMS_TABLE_NOT_FOUND', message: `the cluster serves no table named "${request.name}"` });
       return;
     }
     const ready = new Set(this.#mirror.keys(KEYS.versionPrefix(request.name, 'ready', serving.version)).map((k) => k.split('/').pop()!));
     const holders = serving.assignment.map((h) => h.filter((n) => members.has(n) && ready.has(n)));
     const empty = holders.findIndex((h) => h.length === 0);
     if (empty >= 0) {
-      await this.#answer(request.id, { ok: false, code: 'CLUSTER_UNAVAILABLE', message: `shard ${empty} of ${request.name} has no live replica to apply the delta to` });
+      await this.#answer(request.id, { ok: false, at: Date.now(), code: 'CLUSTER_UNAVAILABLE', message: `shard ${empty} of ${request.name} has no live replica to apply the delta to` });
       return;
     }
     const version = serving.version;
@@ -202,7 +209,7 @@ export class Coordinator {
       shape = await this.#config.inspect(request.source);
       plan = assignShards(shape.shards, [...members], request.replicas);
     } catch (err) {
-      await this.#answer(request.id, { ok: false, code: (err as { code?: string }).code ?? 'INTERNAL', message: (err as Error).message });
+      await this.#answer(request.id, { ok: false, at: Date.now(), code: (err as { code?: string }).code ?? 'INTERNAL', message: (err as Error).message });
       return;
     }
     const serving = this.#mirror.json<ServingRecord>(KEYS.serving(request.name));

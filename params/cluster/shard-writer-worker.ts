@@ -1,4 +1,4 @@
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import type { OpenStoreOptions } from '../../store/index.js';
 import { openRangedTable, writeShardTable, type ShardLoadReport } from './shard-loader.js';
 
@@ -11,18 +11,20 @@ export interface ShardWriteJob {
   readonly dest: string;
 }
 
-export type ShardWriteResult = { ok: true; report: ShardLoadReport } | { ok: false; message: string; code: string | undefined };
+export type ShardWriteResult = { id: number } & ({ ok: true; report: ShardLoadReport } | { ok: false; message: string; code: string | undefined });
 
-const job = workerData as ShardWriteJob;
-let result: ShardWriteResult;
-try {
-  const table = await openRangedTable(job.source, job.store, job.etag);
+// Jobs come one at a time per message and may overlap (a publish and a repair of two tables).
+parentPort!.on('message', async ({ id, job }: { id: number; job: ShardWriteJob }) => {
+  let result: ShardWriteResult;
   try {
-    result = { ok: true, report: await writeShardTable(table, job.shards, job.dest) };
-  } finally {
-    await table.close();
+    const table = await openRangedTable(job.source, job.store, job.etag);
+    try {
+      result = { id, ok: true, report: await writeShardTable(table, job.shards, job.dest) };
+    } finally {
+      await table.close();
+    }
+  } catch (err) {
+    result = { id, ok: false, message: (err as Error).message, code: (err as { code?: string }).code };
   }
-} catch (err) {
-  result = { ok: false, message: (err as Error).message, code: (err as { code?: string }).code };
-}
-parentPort!.postMessage(result);
+  parentPort!.postMessage(result);
+});
