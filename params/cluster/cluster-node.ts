@@ -3,6 +3,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from 'etcd3';
+import { ERROR_CATALOGUE, StrataError, type ErrorCode } from '../../errors/index.js';
 import type { OpenStoreOptions } from '../../store/index.js';
 import type { Logger } from '../../telemetry/index.js';
 import { decodeDelta } from '../delta-body.js';
@@ -339,9 +340,10 @@ export class ClusterNode {
     const outcome = await result;
     await this.#ns.delete().key(KEYS.result(id));
     if (!outcome.ok) {
+      // The coordinator passes on the code of what failed (a source's STORE_NOT_FOUND, say).
       const code = outcome.code ?? 'CLUSTER_SWITCH_ABORTED';
-      if (code.startsWith('PARAMS_')) throw new ParamsError(code as never, outcome.message ?? `${request.kind} failed`);
-      throw new ClusterError((code.startsWith('CLUSTER_') ? code : 'CLUSTER_SWITCH_ABORTED') as never, outcome.message ?? `${request.kind} failed`);
+      const message = outcome.message ?? `${request.kind} of ${name} failed`;
+      throw code in ERROR_CATALOGUE ? new StrataError(code as ErrorCode, message) : new ClusterError('CLUSTER_SWITCH_ABORTED', message);
     }
     // The commit is in etcd; answer once this member routes the new version too.
     await this.#until(() => (this.#views.get(name)?.version ?? 0) >= outcome.version!);

@@ -235,9 +235,8 @@ export class Coordinator {
   async #begin(sw: SwitchRecord, requestId?: string): Promise<void> {
     let txn = this.#ns.if(KEYS.switch(sw.name), 'Create', '==', 0);
     if (requestId) txn = txn.and(KEYS.request(requestId), 'Create', '>', 0);
-    const ops = [this.#ns.put(KEYS.switch(sw.name)).value(JSON.stringify(sw)), this.#ns.put(KEYS.lastVersion(sw.name)).value(String(sw.version))];
-    if (requestId) ops.push(this.#ns.delete().key(KEYS.request(requestId)) as never);
-    const res = await txn.then(...ops).commit();
+    const writes = [this.#ns.put(KEYS.switch(sw.name)).value(JSON.stringify(sw)), this.#ns.put(KEYS.lastVersion(sw.name)).value(String(sw.version))];
+    const res = await (requestId ? txn.then(...writes, this.#ns.delete().key(KEYS.request(requestId))) : txn.then(...writes)).commit();
     if (res.succeeded) this.#config.logger.info({ table: sw.name, version: sw.version, kind: sw.kind, assignment: sw.assignment.map((h) => h.join('+')) }, 'cluster switch started');
   }
 

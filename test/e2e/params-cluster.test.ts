@@ -180,6 +180,12 @@ describe('a parameter table across three daemons coordinated through etcd', () =
     const st = await status(apis.get('m2')!);
     expect(st.members.map((m) => m.node)).toEqual(NODES);
     expect(st.tables).toMatchObject([{ name: 'emb', version: 1, state: 'replicated', underReplicated: 0 }]);
+    // Bad input: one line and a non-zero exit; the cluster keeps serving version 1.
+    const missing = await runStrata(['params', 'publish', 'emb', `s3://${bucket}/tables/nope.params`, '--api', apis.get('m1')!]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^strata: params publish: 404 .*no such object\n$/);
+    const tooMany = await runStrata(['params', 'publish', 'emb', `s3://${bucket}/tables/emb-v1.params`, '--replicas', '4', '--api', apis.get('m1')!]);
+    expect(tooMany.stderr).toMatch(/^strata: params publish: 409 4 replicas need 4 members; the cluster has 3/);
     const ls = await runStrata(['params', 'ls', '--api', apis.get('m0')!]);
     expect(ls.code).toBe(0);
     expect(ls.stdout).toMatch(/cluster it: 3 member\(s\)/);
