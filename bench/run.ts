@@ -24,6 +24,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'memory-load': () => import('./memory-load.js'),
   startup: () => import('./startup.js'),
   'params-delta': () => import('./params-delta.js'),
+  'params-cluster': () => import('./params-cluster.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -68,3 +68,17 @@ describe('daemonConfig', () => {
     expect(daemonConfig({ ...base, api: '0.0.0.0:7070' }, { STRATA_TOKEN: 's3cret-s3cret-s3cret' }).api.host).toBe('0.0.0.0');
   });
 });
+
+describe('daemonConfig --cluster and --node-name', () => {
+  it('reads the etcd endpoints and prefix, and names the member after the host by default', async () => {
+    const { hostname } = await import('node:os');
+    const config = daemonConfig({ ...base, cluster: 'etcd://127.0.0.1:2379,10.0.0.2:2379/strata' }, {});
+    expect(config.cluster).toEqual({ hosts: ['http://127.0.0.1:2379', 'http://10.0.0.2:2379'], prefix: 'strata' });
+    expect(config.nodeName).toBe(hostname());
+    expect(daemonConfig({ ...base, nodeName: 'gpu-07' }, {}).nodeName).toBe('gpu-07');
+  });
+  it('names the bad option', () => {
+    expect(() => daemonConfig({ ...base, cluster: 'etcd://127.0.0.1/strata' }, {})).toThrow(/--cluster: .* where HOST:PORT belongs/);
+    expect(() => daemonConfig({ ...base, nodeName: 'a b' }, {})).toThrow(/--node-name/);
+  });
+});

@@ -1,10 +1,11 @@
-import { availableParallelism, homedir, totalmem } from 'node:os';
+import { availableParallelism, homedir, hostname, totalmem } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_BLOCK_SIZE } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { parsePeerSource, type PeerSource } from '../p2p/index.js';
 import { parseStoreUrl } from '../store/index.js';
+import { parseClusterUrl, type ClusterAddress } from '../params/cluster/index.js';
 import { formatSize, parseSize } from './sizes.js';
 
 export class ConfigError extends StrataError<'CONFIG_INVALID'> {}
@@ -208,6 +209,21 @@ export const mountOptionsSchema = z
         }
         return threads;
       }),
+    cluster: z
+      .string()
+      .transform((text, ctx) => {
+        try {
+          return parseClusterUrl(text);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      })
+      .optional(),
+    nodeName: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, { message: '--node-name: 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit' })
+      .optional(),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: '--log-level: must be one of trace, debug, info, warn, error' }).default('info'),
     logFormat: z.enum(['auto', 'pretty', 'json'], { message: '--log-format: must be auto, pretty or json' }).default('auto'),
     logFile: z.string().min(1).transform((p) => resolve(p)).optional(),
@@ -260,6 +276,10 @@ export interface DaemonConfig {
   readonly peerTimeoutMs: number;
   /** Worker threads answering parameter-table mget (0: the event loop; tables on NVMe always use at least one). Default 2. */
   readonly lookupThreads: number;
+  /** `--cluster`: the etcd endpoints and prefix of the parameter-table cluster this daemon joins. */
+  readonly cluster?: ClusterAddress;
+  /** `--node-name`: this daemon's name in the cluster (default: the host name). */
+  readonly nodeName: string;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   /** `--log-format`: pretty lines on a terminal and JSON otherwise (auto), or one of them always. */
   readonly logFormat: 'auto' | 'pretty' | 'json';
@@ -329,6 +349,8 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.advertise ? { advertise: o.advertise } : {}),
     peerTimeoutMs: o.peerTimeout * 1000,
     lookupThreads: o.lookupThreads,
+    ...(o.cluster ? { cluster: o.cluster } : {}),
+    nodeName: o.nodeName ?? hostname(),
     logLevel: o.logLevel,
     logFormat: o.logFormat,
     ...(o.logFile ? { logFile: o.logFile } : {}),

@@ -1,6 +1,7 @@
 import { mkdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ParamsService } from '../params/index.js';
+import { ClusterNode } from '../params/cluster/index.js';
 import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
 import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
@@ -38,6 +39,8 @@ export interface DaemonServices {
   distribute(paths: readonly string[]): Promise<{ job: JobStatus; peers: PeerDistribution[] }>;
   /** Parameter tables served from the persistent tier. */
   readonly params: ParamsService;
+  /** This daemon's membership in a parameter-table cluster (`--cluster`), once joined; undefined without one. */
+  cluster(): ClusterNode | undefined;
   /** The write path: staged files, their uploads, flush. */
   readonly writes: WritePath;
   /** Uploads not yet committed for the link at a mount path. */
@@ -130,6 +133,7 @@ export class Daemon {
       const params = await openParams(config, logger);
       cleanups.push(() => params.close());
       let mount: FuseMount | undefined;
+      let cluster: ClusterNode | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
         jobs.submit('distribute', distributeJob(distributeSource, (ref, index) => peers?.owns(ref, index) ?? true, paths));
@@ -166,6 +170,7 @@ export class Daemon {
         healthy: () => mount !== undefined,
         writes,
         params,
+        cluster: () => cluster,
         pendingUploads: (path) => {
           const live = links.all().find((l) => l.link.path === path);
           return live ? writes.pendingUnder(live.storeId, '').length : 0;
@@ -176,6 +181,21 @@ export class Daemon {
       const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, services });
       cleanups.push(() => api.close());
       peers?.listening(config.api.host, api.port, config.advertise);
+      // The cluster learns this member's API address, so it joins once the API listens.
+      if (config.cluster) {
+        cluster = await ClusterNode.join({
+          address: config.cluster,
+          node: config.nodeName,
+          api: config.advertise ?? `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${api.port}`,
+          params,
+          stagingDir: join(config.stateDir, 'cluster-staging'),
+          store: { endpoint: config.endpoint, region: config.region },
+          logger,
+          ...(process.env.STRATA_TOKEN ? { token: process.env.STRATA_TOKEN } : {}),
+        });
+        const joined = cluster;
+        cleanups.push(() => joined.close());
+      }
       mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, allowRoot: config.allowRoot, fsName: 'strata' }, logger);
       const mounted = mount;
       cleanups.push(async () => {

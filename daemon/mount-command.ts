@@ -57,6 +57,8 @@ export function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoi
     advertise: str('advertise'),
     peerTimeout: str('peer-timeout'),
     lookupThreads: str('lookup-threads'),
+    cluster: str('cluster'),
+    nodeName: str('node-name'),
     logLevel: str('log-level') as never,
     logFormat: str('log-format') as never,
     logFile: str('log-file'),

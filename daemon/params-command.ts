@@ -2,6 +2,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { buildTable, type BuildReport, type ParamsTableInfo } from '../params/index.js';
 import { UsageError } from './cli.js';
 import { ApiClientError, apiBase, callApi, table } from './api-client.js';
+import { clusterStatus, formatCluster } from './cluster-status.js';
 import { float32Shortest } from './float32-text.js';
 import { formatSize } from './sizes.js';
 
@@ -24,8 +25,9 @@ export async function runParams(sub: string, values: Values, positionals: string
   if (sub === 'build') return build(values, positionals);
   if (sub === 'load') return load(values, positionals);
   if (sub === 'mget') return mget(values, positionals);
+  if (sub === 'publish') return publish(values, positionals);
   if (sub === 'ls') return list(values, positionals);
-  throw new UsageError('USAGE', 'params needs build, load, mget or ls; run strata params --help');
+  throw new UsageError('USAGE', 'params needs build, load, mget, publish or ls; run strata params --help');
 }
 
 async function build(values: Values, positionals: string[]): Promise<number> {
@@ -73,23 +75,45 @@ async function load(values: Values, positionals: string[]): Promise<number> {
   const [name, given] = positionals as [string, string];
   // The daemon has its own working directory: send local paths absolute.
   const source = given.includes('://') || isAbsolute(given) ? given : resolve(given);
-  const base = apiBase(values.api);
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (process.env.STRATA_TOKEN) headers.authorization = `Bearer ${process.env.STRATA_TOKEN}`;
-  let response: Response;
-  try {
-    response = await fetch(new URL('/v1/params/tables', base), { method: 'POST', headers, body: JSON.stringify({ name, source, ...(tier ? { tier } : {}) }), signal: AbortSignal.timeout(LOAD_TIMEOUT_MS) });
-  } catch (err) {
-    const reason = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
-    throw new ApiClientError('API_UNREACHABLE', `no Strata daemon answers at ${base} (${reason}); is it running? pass --api HOST:PORT`);
-  }
-  const body = (await response.json().catch(() => ({}))) as { message?: string; version?: number; keys?: number; dim?: number; tier?: string };
-  if (!response.ok) throw new ApiClientError(response.status < 500 ? 'API_BAD_REQUEST' : 'INTERNAL', `params load: ${response.status} ${body.message ?? ''}`);
+  const body = (await postAndWait(values, '/v1/params/tables', { name, source, ...(tier ? { tier } : {}) }, 'params load')) as { version?: number; keys?: number; dim?: number; tier?: string };
   if (values.json === true) process.stdout.write(`${JSON.stringify(body)}\n`);
   else process.stdout.write(`loaded ${name} version ${body.version}: ${body.keys} keys of dim ${body.dim} into ${body.tier}\n`);
   return 0;
 }
 
+/**
+ * POSTs a JSON body to the daemon and waits as long as a table load may take. The daemon's
+ * message becomes the one line a failure prints, prefixed with `what` and the status.
+ */
+async function postAndWait(values: Values, path: string, payload: unknown, what: string): Promise<Record<string, unknown>> {
+  const base = apiBase(values.api);
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (process.env.STRATA_TOKEN) headers.authorization = `Bearer ${process.env.STRATA_TOKEN}`;
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, base), { method: 'POST', headers, body: JSON.stringify(payload), signal: AbortSignal.timeout(LOAD_TIMEOUT_MS) });
+  } catch (err) {
+    const reason = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
+    throw new ApiClientError('API_UNREACHABLE', `no Strata daemon answers at ${base} (${reason}); is it running? pass --api HOST:PORT`);
+  }
+  const body = (await response.json().catch(() => ({}))) as Record<string, unknown> & { message?: string };
+  if (!response.ok) throw new ApiClientError(response.status < 500 ? 'API_BAD_REQUEST' : 'INTERNAL', `${what}: ${response.status} ${body.message ?? ''}`);
+  return body;
+}
+
+/** `strata params publish NAME SOURCE [--replicas R]`: publishes to the daemon's cluster; answers once every member serves it. */
+async function publish(values: Values, positionals: string[]): Promise<number> {
+  if (positionals.length !== 2) throw new UsageError('USAGE', 'params publish needs NAME and SOURCE: strata params publish NAME SOURCE [--replicas R] [--api HOST:PORT]');
+  const replicas = values.replicas === undefined ? undefined : integerOption(values, 'replicas', undefined);
+  const [name, given] = positionals as [string, string];
+  const source = given.includes('://') || isAbsolute(given) ? given : resolve(given);
+  const body = await postAndWait(values, '/v1/params/cluster/tables', { name, source, ...(replicas !== undefined ? { replicas } : {}) }, 'params publish');
+  if (values.json === true) process.stdout.write(`${JSON.stringify(body)}\n`);
+  else process.stdout.write(`published ${name} version ${String(body.version)} to the cluster in ${Number(body.ms).toFixed(0)} ms\n`);
+  return 0;
+}
+
+/** `strata params ls`: the tables this daemon serves and, when it is in a cluster, the cluster's tables. */
 async function mget(values: Values, positionals: string[]): Promise<number> {
   const [name, ...keys] = positionals;
   if (name === undefined || keys.length === 0) throw new UsageError('USAGE', 'params mget needs NAME and at least one KEY: strata params mget NAME KEY... [--json]');
@@ -108,15 +132,22 @@ async function mget(values: Values, positionals: string[]): Promise<number> {
 }
 
 /** `strata params ls`: the tables the daemon serves. */
+/** The tables this daemon serves and, when it is a cluster member, the cluster's tables and members. */
 async function list(values: Values, positionals: string[]): Promise<number> {
   if (positionals.length > 0) throw new UsageError('USAGE', 'params ls takes no arguments: strata params ls [--api HOST:PORT] [--json]');
-  const { tables } = (await callApi(apiBase(values.api), 'GET', '/v1/params/tables')) as { tables: ParamsTableInfo[] };
-  if (values.json === true) process.stdout.write(`${JSON.stringify(tables)}\n`);
-  else if (tables.length === 0) process.stdout.write('no parameter tables loaded (strata params load NAME SOURCE)\n');
+  const base = apiBase(values.api);
+  const { tables } = (await callApi(base, 'GET', '/v1/params/tables')) as { tables: ParamsTableInfo[] };
+  const cluster = await clusterStatus(base);
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify({ tables, ...(cluster ? { cluster } : {}) }, null, 2)}\n`);
+    return 0;
+  }
+  if (tables.length === 0) process.stdout.write('no parameter tables loaded (strata params load NAME SOURCE)\n');
   else {
     const rows = tables.map((t) => [t.name, String(t.version), String(t.keys), String(t.dim), String(t.shards), t.tier, formatSize(t.bytes), t.source]);
     process.stdout.write(table(['NAME', 'VERSION', 'KEYS', 'DIM', 'SHARDS', 'TIER', 'SIZE', 'SOURCE'], rows));
   }
+  if (cluster) process.stdout.write(`\n${formatCluster(cluster)}`);
   return 0;
 }
 

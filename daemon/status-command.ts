@@ -1,17 +1,19 @@
 import type { TierStats } from '../cache/index.js';
 import type { UploadStatus } from '../checkpoints/index.js';
 import { apiBase, callApi, table } from './api-client.js';
+import { clusterStatus, formatCluster } from './cluster-status.js';
 import { formatSize } from './sizes.js';
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
-/** `strata status`: the tiers of the daemon at `--api`, and its pending uploads. */
+/** `strata status`: the tiers of the daemon at `--api`, its pending uploads and its parameter-table cluster. */
 export async function runStatus(values: Values): Promise<number> {
   const base = apiBase(values.api);
   const cache = (await callApi(base, 'GET', '/v1/cache')) as { tiers: TierStats[] };
   const uploads = (await callApi(base, 'GET', '/v1/uploads')) as { uploads: Array<UploadStatus & { path?: string }>; stagingUsedBytes: number };
+  const cluster = await clusterStatus(base);
   if (values.json === true) {
-    process.stdout.write(`${JSON.stringify({ ...cache, ...uploads }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ ...cache, ...uploads, ...(cluster ? { cluster } : {}) }, null, 2)}\n`);
     return 0;
   }
   const rows = cache.tiers.map((t) => [t.name, formatSize(t.capacityBytes), formatSize(t.usedBytes), String(t.hits), String(t.misses), String(t.evictions)]);
@@ -21,5 +23,6 @@ export async function runStatus(values: Values): Promise<number> {
     const up = uploads.uploads.map((u) => [u.path ?? u.key, u.state, `${formatSize(u.uploadedBytes)}/${formatSize(u.bytes)}`, String(u.attempts), u.lastError ?? '']);
     process.stdout.write(table(['path', 'state', 'uploaded', 'attempts', 'last error'], up));
   }
+  if (cluster) process.stdout.write(`\n${formatCluster(cluster)}`);
   return 0;
 }

@@ -87,6 +87,13 @@ export const ERROR_CATALOGUE = {
   PARAMS_BAD_DELTA: { http: 400, summary: 'A delta body is malformed or its dim differs from the table\'s.' },
   PARAMS_NO_SPACE: { http: 507, summary: 'No parameter tier has room for the table (pmem, then nvme); free space or give a larger tier.' },
 
+  // Parameter-table cluster (params/cluster/)
+  CLUSTER_DISABLED: { http: 404, summary: 'This daemon is not a cluster member (start it with --cluster etcd://HOST:PORT/PREFIX).' },
+  CLUSTER_UNAVAILABLE: { http: 503, summary: 'etcd does not answer, or no live replica of some shard of the table answered.' },
+  CLUSTER_SWITCH_ABORTED: { http: 409, summary: 'A publish was aborted (a member died, a load failed or the prepare timed out); the old version keeps serving.' },
+  CLUSTER_NOT_ENOUGH_MEMBERS: { http: 409, summary: 'A publish asks for more replicas per shard than the cluster has members.' },
+  CLUSTER_VERSION_GONE: { http: 409, summary: 'A member no longer holds the table version a routed request asked for; the router starts the request again on the serving version.' },
+
   INTERNAL: { http: 500, summary: 'An unexpected internal error; the log has details.' },
 } as const satisfies Record<string, { http: number; summary: string }>;
 

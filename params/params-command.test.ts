@@ -77,8 +77,9 @@ describe('strata params', () => {
     expect(listed.code).toBe(0);
     expect(listed.stdout).toMatch(/^NAME\s+VERSION\s+KEYS\s+DIM\s+SHARDS\s+TIER\s+SIZE\s+SOURCE\n/);
     expect(listed.stdout).toMatch(/\ntenths\s+1\s+1\s+3\s+1\s+pmem\s+[\d.]+ KiB\s+\S+tenths\.params\n/);
-    const json = JSON.parse((await cli('ls', { api, json: true }, [])).stdout) as Array<{ name: string; keys: number }>;
-    expect(json.map((t) => t.name)).toContain('tenths');
+    const json = JSON.parse((await cli('ls', { api, json: true }, [])).stdout) as { tables: Array<{ name: string; keys: number }>; cluster?: unknown };
+    expect(json.tables.map((t) => t.name)).toContain('tenths');
+    expect(json.cluster).toBeUndefined();
     await expect(cli('ls', { api }, ['extra'])).rejects.toMatchObject({ code: 'USAGE' });
   });
 

@@ -428,6 +428,24 @@ export class ParamsService {
     return compaction;
   }
 
+  /**
+   * Stops serving `name` and removes its file (after lookups already queued on the lookup
+   * threads). PARAMS_TABLE_NOT_FOUND when it is not served. Runs after the name's pending
+   * loads and deltas.
+   */
+  unload(name: string): Promise<void> {
+    return this.#serialised(name, async () => {
+      const served = this.#served(name);
+      this.#tables.delete(name);
+      this.#pool?.close(served.table.path);
+      served.table.close();
+      await this.#manifest.write([...this.#tables.values(), ...this.#verifying.values()].map((s) => s.entry));
+      await rm(this.#pathOf(served.entry), { force: true });
+      await rm(this.#pathOf(served.entry) + OVERLAY_SUFFIX, { force: true });
+      this.#logger.info({ table: name, version: served.entry.version }, 'parameter table unloaded');
+    });
+  }
+
   /** The served tables, by name. */
   list(): ParamsTableInfo[] {
     return [...this.#tables.values()].map((s) => this.#info(s)).sort((a, b) => a.name.localeCompare(b.name));

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { MAX_BATCH_KEYS, ParamsError, type ParamsService } from '../../params/index.js';
+import type { ClusterNode } from '../../params/cluster/index.js';
 import { parseOrReject } from './validate.js';
 
 const OCTET_STREAM = 'application/octet-stream';
@@ -18,7 +19,7 @@ export const paramsLookupBodySchema = z.object({ keys: z.array(z.string()).max(M
  * scope so its raw-body parser applies to these routes only. mget reads the body as
  * raw bytes and answers one Buffer written by the lookup.
  */
-export function registerParamsRoutes(app: FastifyInstance, service: ParamsService): void {
+export function registerParamsRoutes(app: FastifyInstance, service: ParamsService, cluster: () => ClusterNode | undefined = () => undefined): void {
   void app.register(async (scope) => {
     // Any non-JSON body arrives as raw bytes; each route checks the type it takes and answers 415 otherwise.
     scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
@@ -33,6 +34,12 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
 
     scope.post('/v1/params/tables/:name/delta', { bodyLimit: DELTA_BODY_LIMIT }, async (request) => {
       const { name } = parseOrReject(nameParams, request.params, 'name');
+      // A cluster table's delta goes to every replica of the shards it touches, in two phases.
+      const member = cluster();
+      if (member?.serves(name)) {
+        requireType(request, OCTET_STREAM);
+        return member.applyDelta(name, request.body as Buffer);
+      }
       service.table(name); // 404 before looking at the body
       requireType(request, OCTET_STREAM);
       return service.applyDelta(name, request.body as Buffer);
@@ -40,6 +47,13 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
 
     scope.post('/v1/params/:name/mget', { bodyLimit: MGET_BODY_LIMIT }, async (request, reply) => {
       const { name } = parseOrReject(nameParams, request.params, 'name');
+      // A table the cluster serves is answered by its shards' members, whatever this daemon holds.
+      const member = cluster();
+      if (member?.serves(name)) {
+        requireType(request, OCTET_STREAM);
+        const { answer } = await member.mget(name, (request.body as Buffer | undefined) ?? Buffer.alloc(0));
+        return reply.type(OCTET_STREAM).send(answer);
+      }
       service.table(name);
       requireType(request, OCTET_STREAM);
       const body = (request.body as Buffer | undefined) ?? Buffer.alloc(0);

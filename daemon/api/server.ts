@@ -7,6 +7,7 @@ import { registerEventRoutes } from './events-routes.js';
 import { registerJobRoutes } from './jobs-routes.js';
 import { registerLinkRoutes } from './links-routes.js';
 import { registerParamsRoutes } from './params-routes.js';
+import { registerClusterRoutes } from './cluster-routes.js';
 import { registerUploadRoutes } from './uploads-routes.js';
 import { registerP2pRoutes } from './p2p-routes.js';
 import { openApiDocument } from './openapi.js';
@@ -89,7 +90,10 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
   registerJobRoutes(app, services);
   registerEventRoutes(app, services);
   registerUploadRoutes(app, services);
-  registerParamsRoutes(app, services.params);
+  // Services built without a cluster (tests' fakes) have no cluster accessor.
+  const cluster = () => services.cluster?.();
+  registerParamsRoutes(app, services.params, cluster);
+  registerClusterRoutes(app, cluster);
   registerP2pRoutes(app, services);
   return app;
 }

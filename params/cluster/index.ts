@@ -1,0 +1,4 @@
+export { ClusterNode, type ClusterNodeConfig, type ClusterStatus } from './cluster-node.js';
+export { parseClusterUrl, type ClusterAddress } from './cluster-url.js';
+export { ClusterError, type ClusterErrorCode } from './cluster-error.js';
+export { assignShards, shardsOf } from './shard-assignment.js';
