@@ -1,6 +1,9 @@
 import { StrataError } from '../errors/index.js';
 
-export class ApiClientError extends StrataError<'API_UNREACHABLE' | 'API_BAD_REQUEST' | 'INTERNAL'> {}
+export class ApiClientError extends StrataError<'API_UNREACHABLE' | 'API_BAD_REQUEST' | 'INTERNAL'> {
+  /** The HTTP status the daemon answered, when it answered. */
+  status?: number;
+}
 
 /** Where the CLI finds the daemon: `--api HOST:PORT` or a URL, default the loopback port. */
 export function apiBase(api: unknown): string {
@@ -36,7 +39,9 @@ export async function callApi(base: string, method: string, path: string, body?:
   if (!response.ok) {
     const message = (parsed as { message?: string } | undefined)?.message ?? text.slice(0, 200);
     const code = response.status < 500 ? 'API_BAD_REQUEST' : 'INTERNAL';
-    throw new ApiClientError(code, `${method} ${path}: ${response.status} ${message}`);
+    const error = new ApiClientError(code, `${method} ${path}: ${response.status} ${message}`);
+    error.status = response.status;
+    throw error;
   }
   return parsed;
 }

@@ -1,9 +1,16 @@
 import type { ClusterStatus } from '../params/cluster/index.js';
-import { callApi, table } from './api-client.js';
+import { ApiClientError, callApi, table } from './api-client.js';
 
 /** The cluster as the daemon at `base` sees it; undefined when it is not in one. */
 export async function clusterStatus(base: string): Promise<ClusterStatus | undefined> {
-  const answer = (await callApi(base, 'GET', '/v1/params/cluster')) as { enabled: boolean } & Partial<ClusterStatus>;
+  let answer: { enabled: boolean } & Partial<ClusterStatus>;
+  try {
+    answer = (await callApi(base, 'GET', '/v1/params/cluster')) as { enabled: boolean } & Partial<ClusterStatus>;
+  } catch (err) {
+    // A daemon without the cluster route (an older version) is in no cluster.
+    if (err instanceof ApiClientError && err.status === 404) return undefined;
+    throw err;
+  }
   return answer.enabled ? (answer as ClusterStatus) : undefined;
 }
 

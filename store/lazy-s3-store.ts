@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
-import type { GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
+import type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
+import type { ObjectMeta } from './object-meta.js';
 import type { S3Store, S3StoreConfig } from './s3-store.js';
 import { s3StoreUrl } from './url.js';
 
@@ -42,11 +43,11 @@ export class LazyS3Store implements ObjectStore {
   async delete(key: string): Promise<void> {
     return (await this.#open()).delete(key);
   }
-  async copy(fromKey: string, toKey: string): Promise<{ etag: string }> {
-    return (await this.#open()).copy(fromKey, toKey);
+  async copy(fromKey: string, toKey: string, options?: CopyOptions): Promise<{ etag: string }> {
+    return (await this.#open()).copy(fromKey, toKey, options);
   }
-  async createMultipart(key: string): Promise<MultipartUpload> {
-    return (await this.#open()).createMultipart(key);
+  async createMultipart(key: string, options?: { readonly meta?: ObjectMeta }): Promise<MultipartUpload> {
+    return (await this.#open()).createMultipart(key, options);
   }
   async uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart> {
     return (await this.#open()).uploadPart(upload, partNumber, body);

@@ -188,7 +188,7 @@ describe('boot-time mounts', () => {
        for i in $(seq 600); do grep -q " ${fg} " /proc/self/mountinfo && break; sleep 0.1; done
        kill -INT $pid; wait $pid`,
     );
-    expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  \[params\] parameter tables recovered tables=0/m);
+    expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  \[params\] parameter tables recovered; checking their values tables=0/m);
     expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  mounted store=file:\/\/\S+ mountPoint=/m);
     expect(foreground).not.toContain('{"level"');
   });
