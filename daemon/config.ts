@@ -128,6 +128,7 @@ export const mountOptionsSchema = z
         return seconds;
       }),
     allowOther: z.boolean().default(false),
+    fuse: z.enum(['auto', 'native', 'fuse-native'], { message: '--fuse: must be auto, native or fuse-native' }).optional(),
     readOnly: z.boolean().default(false),
     staging: sizeText('--staging').optional(),
     peers: peerList.optional(),
@@ -186,6 +187,8 @@ export interface DaemonConfig {
   readonly stagingBytes?: number;
   readonly metadataTtlSeconds: number;
   readonly allowOther: boolean;
+  /** `--fuse` (or STRATA_FUSE): which FUSE path serves the mount; `auto` prefers the native one. */
+  readonly fusePath: 'auto' | 'native' | 'fuse-native';
   /** `--peers`: share blocks with these daemons (requires STRATA_PEER_SECRET). */
   readonly peers?: PeerSource;
   /** `--advertise`: this daemon's API URL as its peers know it. */
@@ -201,7 +204,7 @@ export interface DaemonConfig {
  * one throws ConfigError naming the option.
  */
 export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
-  const parsed = mountOptionsSchema.safeParse({ ...input, endpoint: input.endpoint ?? env.AWS_ENDPOINT_URL });
+  const parsed = mountOptionsSchema.safeParse({ ...input, endpoint: input.endpoint ?? env.AWS_ENDPOINT_URL, fuse: input.fuse ?? (env.STRATA_FUSE || undefined) });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const field = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
@@ -243,6 +246,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.staging ? { stagingBytes: o.staging } : {}),
     metadataTtlSeconds: o.metadataTtl,
     allowOther: o.allowOther,
+    fusePath: o.fuse ?? 'auto',
     ...(o.peers ? { peers: o.peers } : {}),
     ...(o.advertise ? { advertise: o.advertise } : {}),
     peerTimeoutMs: o.peerTimeout * 1000,

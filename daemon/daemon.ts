@@ -160,7 +160,7 @@ export class Daemon {
       const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, services });
       cleanups.push(() => api.close());
       peers?.listening(config.api.host, api.port, config.advertise);
-      mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, fsName: 'strata' }, logger);
+      mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, fsName: 'strata', fusePath: config.fusePath }, logger);
       const mounted = mount;
       cleanups.push(async () => {
         const how = await mounted.unmount();

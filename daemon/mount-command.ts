@@ -35,6 +35,7 @@ function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoint'> {
     close: str('close') as never,
     metadataTtl: str('metadata-ttl'),
     allowOther: values['allow-other'] === true,
+    fuse: str('fuse') as never,
     readOnly: values['read-only'] === true,
     staging: str('staging'),
     peers: str('peers'),

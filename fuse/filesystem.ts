@@ -335,6 +335,18 @@ export class Filesystem {
     }
   }
 
+  /**
+   * A plain local file holding exactly the bytes `handle` reads, at the same offsets, that
+   * stays as it is while the handle is open; or undefined. The FUSE adapter may then tie
+   * the open to that file (kernel passthrough), and reads of the handle never reach the
+   * daemon. Optional for adapters: without passthrough they keep calling `read`.
+   */
+  async backingFile(handle: number): Promise<string | undefined> {
+    const file = this.#handles.get(handle);
+    if (!file) return undefined;
+    return undefined;
+  }
+
   /** Number of open handles, for status and tests. */
   get openHandles(): number {
     return this.#handles.size;
