@@ -28,6 +28,11 @@ export interface NamespaceConfig {
   readonly foreground?: <T>(work: () => Promise<T>) => Promise<T>;
   /** Injected clock (milliseconds), so TTL behaviour is testable without waiting. */
   readonly now?: () => number;
+  /**
+   * Told when what is known of `path` is dropped (`subtree`: everything under it too), or
+   * a revalidation found a new ETag: the FUSE mount then drops the kernel's copy as well.
+   */
+  readonly onInvalidate?: (path: string, subtree: boolean) => void;
 }
 
 interface Cached<T> {
@@ -58,6 +63,7 @@ export class Namespace {
   readonly #ttlMs: number;
   readonly #now: () => number;
   readonly #foreground: <T>(work: () => Promise<T>) => Promise<T>;
+  readonly #onInvalidate: ((path: string, subtree: boolean) => void) | undefined;
   readonly #entries = new Map<string, Cached<NamespaceEntry | null>>();
   readonly #listings = new Map<string, Cached<DirectoryEntry[]>>();
   readonly #pendingLookups = new Map<string, Promise<NamespaceEntry | null>>();
@@ -69,6 +75,7 @@ export class Namespace {
     this.#ttlMs = config.metadataTtlMs;
     this.#now = config.now ?? Date.now;
     this.#foreground = config.foreground ?? ((work) => work());
+    this.#onInvalidate = config.onInvalidate;
   }
 
   get storeId(): string {
@@ -103,6 +110,7 @@ export class Namespace {
     this.#entries.delete(normal);
     this.#listings.delete(normal);
     this.#listings.delete(parentOf(normal));
+    this.#onInvalidate?.(normal, false);
   }
 
   /**
@@ -135,6 +143,7 @@ export class Namespace {
   invalidateAll(): void {
     this.#entries.clear();
     this.#listings.clear();
+    this.#onInvalidate?.('/', true);
   }
 
   async #lookupNormal(path: string): Promise<NamespaceEntry | null> {
@@ -214,7 +223,9 @@ export class Namespace {
   }
 
   #remember(path: string, value: NamespaceEntry | null): NamespaceEntry | null {
+    const before = this.#entries.get(path)?.value;
     this.#entries.set(path, { value, expiresAt: this.#expiry(value) });
+    if (before?.kind === 'file' && value?.kind === 'file' && before.ref.etag !== value.ref.etag) this.#onInvalidate?.(path, false);
     return value;
   }
 

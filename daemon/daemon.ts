@@ -75,8 +75,19 @@ export class Daemon {
       await prepareMountPoint(config.mountPoint, logger);
       await mkdir(config.stateDir, { recursive: true });
       let fs: Filesystem | undefined;
+      let mount: FuseMount | undefined;
       const scheduler = new FetchScheduler();
-      const links = new LinkRuntime({ logger, metadataTtlMs: config.metadataTtlSeconds * 1000, onRoutes: (routes) => fs?.setRoutes(routes), foreground: scheduler.foreground });
+      const links = new LinkRuntime({
+        logger,
+        metadataTtlMs: config.metadataTtlSeconds * 1000,
+        // A link added, changed or removed can change any path: the kernel forgets all it knows.
+        onRoutes: (routes) => {
+          fs?.setRoutes(routes);
+          mount?.invalidate();
+        },
+        foreground: scheduler.foreground,
+        onInvalidate: (path, subtree) => mount?.invalidate(path, { subtree }),
+      });
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
       const peerSecret = process.env.STRATA_PEER_SECRET ?? '';
@@ -113,7 +124,6 @@ export class Daemon {
       cleanups.push(() => jobs.close());
       const params = await openParams(config, logger);
       cleanups.push(() => params.close());
-      let mount: FuseMount | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
         jobs.submit('distribute', distributeJob(distributeSource, (ref, index) => peers?.owns(ref, index) ?? true, paths));

@@ -157,16 +157,16 @@ export class FuseMount {
    * event arrives, a sync runs or an ETag changed. On fuse-native there is nothing to drop:
    * the kernel keeps metadata at most a second there.
    */
-  invalidate(path?: string): void {
-    this.#native?.invalidate(path);
+  invalidate(path?: string, options: { subtree?: boolean } = {}): void {
+    this.#native?.invalidate(path, options.subtree ?? false);
   }
 
   /** Unmounts (retrying while busy, then detaching lazily) and stops serving requests. */
   async unmount(): Promise<'clean' | 'lazy' | 'not-mounted'> {
     if (!this.#mounted) return 'not-mounted';
     this.#mounted = false;
+    if (this.#native) return this.#native.unmount(this.#policy);
     const how = await unmountPath(this.mountPoint, this.#logger, this.#policy);
-    if (this.#native) await this.#native.stop();
     const fuse = this.#fuse;
     if (fuse) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
     return how;

@@ -28,6 +28,7 @@ import {
   writeOut,
   type DirectoryItem,
 } from './kernel-protocol.js';
+import { unmountPath, type UnmountPolicy } from './mount-point.js';
 import { loadFuseBinding, type FuseBinding, type FuseSessionHandle } from './native-binding.js';
 
 const E = constants.errno;
@@ -116,6 +117,7 @@ export class NativeFuseSession {
   #onInit: ((n: NegotiatedSession) => void) | undefined;
   #sweep: NodeJS.Timeout | undefined;
   #ended = false;
+  #unmounting = false;
   #connection: string | undefined;
 
   private constructor(mountPoint: string, binding: FuseBinding, session: FuseSessionHandle, fs: Filesystem, options: NativeSessionOptions, logger: Logger) {
@@ -173,14 +175,26 @@ export class NativeFuseSession {
    * pages, and its name in its folder (negative entries included), so the next access asks
    * the daemon. Without `path`, everything the kernel knows. Cheap when the kernel knows
    * nothing of the path; never waits (notices are written by the addon's own thread).
+   * `subtree`: every path under `path` too.
    */
-  invalidate(path?: string): void {
+  invalidate(path?: string, subtree = false): void {
     if (this.#ended) return;
-    if (path === undefined) {
+    if (path === undefined || (subtree && path === '/')) {
       for (const [id, node] of this.#inodes.entries()) this.#notifyPath(node, id);
       return;
     }
     this.#notifyPath(path, this.#inodes.nodeOf(path));
+    if (!subtree) return;
+    const prefix = `${path}/`;
+    for (const [id, node] of this.#inodes.entries()) if (node.startsWith(prefix)) this.#notifyPath(node, id);
+  }
+
+  /** Unmounts (retrying while busy, then detaching lazily) and ends the session. */
+  async unmount(policy?: UnmountPolicy): Promise<'clean' | 'lazy' | 'not-mounted'> {
+    this.#unmounting = true;
+    const how = await unmountPath(this.mountPoint, this.#logger, policy);
+    await this.stop();
+    return how;
   }
 
   /** Ends the session after the mount is gone (or detached): threads stop, the fd closes. */
@@ -206,7 +220,6 @@ export class NativeFuseSession {
 
   /** Unmounts with umount2 when mounting half-failed (no INIT). */
   async #detach(): Promise<void> {
-    const { unmountPath } = await import('./mount-point.js');
     await unmountPath(this.mountPoint, this.#logger, { attempts: 1, delayMs: 0 }).catch(() => undefined);
     await this.stop();
   }
@@ -246,7 +259,7 @@ export class NativeFuseSession {
     const header = decodeHeader(request);
     const { opcode, unique, nodeId } = header;
     if (opcode === SESSION_ENDED) {
-      if (!this.#ended) this.#logger.warn({ mountPoint: this.mountPoint }, 'FUSE connection ended (unmounted from outside the daemon)');
+      if (!this.#ended && !this.#unmounting) this.#logger.warn({ mountPoint: this.mountPoint }, 'FUSE connection ended (unmounted from outside the daemon)');
       this.#ended = true;
       return;
     }
