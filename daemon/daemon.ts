@@ -5,7 +5,7 @@ import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
 import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
-import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
+import { Filesystem, FuseMount, MountRoutes, prepareMountPoint, type FuseMountInfo } from '../fuse/index.js';
 import type { ObjectRef } from '../cache/object-reader.js';
 import { distributeJob, openPeerNode, type PeerDistribution, type PeerNode } from '../p2p/index.js';
 import { JobManager, LinkRegistry, type JobStatus, type PrefetchSource, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
@@ -32,6 +32,8 @@ export interface DaemonServices {
   /** Starts a prefetch job over mount paths (pinning what it finds with `pin`); answers the job's status. */
   prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string; pin?: boolean; tier?: TierName }): ReturnType<JobManager['submit']>;
   healthy(): boolean;
+  /** How the mount is served (FUSE path, passthrough); undefined until mounted. */
+  mountInfo(): FuseMountInfo | undefined;
   /** Block sharing with peer daemons (`--peers`); absent without it. */
   readonly peers: PeerNode | undefined;
   /** Starts this daemon's share of distributing mount `paths` and asks every live peer to start theirs. */
@@ -158,6 +160,7 @@ export class Daemon {
             ),
           ),
         healthy: () => mount !== undefined,
+        mountInfo: () => mount?.info,
         writes,
         params,
         pendingUploads: (path) => {

@@ -1,8 +1,8 @@
-import { readFile, writeFile, open as openFile } from 'node:fs/promises';
+import { readFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isStrataError } from '../errors/index.js';
-import type { Logger } from '../telemetry/index.js';
+import { counter, type Logger } from '../telemetry/index.js';
 import { errnoOf } from './errno.js';
 import type { FileStat, Filesystem } from './filesystem.js';
 import { opSeconds, reportFailure } from './fuse-metrics.js';
@@ -32,6 +32,8 @@ import { unmountPath, type UnmountPolicy } from './mount-point.js';
 import { loadFuseBinding, type FuseBinding, type FuseSessionHandle } from './native-binding.js';
 
 const E = constants.errno;
+
+const passthroughOpens = counter('strata_fuse_passthrough_files_total', 'Files the kernel was given to read itself (FUSE passthrough backing files registered)', []);
 
 export interface NativeSessionOptions {
   /** Seconds the kernel keeps names and attributes; invalidations end them early. */
@@ -492,12 +494,10 @@ export class NativeFuseSession {
       const io = this.#nodeIo(node);
       if (this.#negotiated?.passthrough && io.cachedOpens === 0) {
         const file = await fs.backingFile(handle);
-        if (file !== undefined) {
-          const backingId = await this.#backing(io, file);
-          if (backingId !== undefined) {
-            this.#opens.set(handle, { node, passthrough: true, cached: false });
-            return openOut(handle, OpenFlag.PASSTHROUGH, backingId);
-          }
+        const backingId = file && (await this.#backing(io, file));
+        if (backingId !== undefined) {
+          this.#opens.set(handle, { node, passthrough: true, cached: false });
+          return openOut(handle, OpenFlag.PASSTHROUGH, backingId);
         }
       }
       if (io.backing) {
@@ -518,28 +518,31 @@ export class NativeFuseSession {
     }
   }
 
-  /** The node's backing id for `file`: shared by its passthrough opens, registered once. */
-  async #backing(io: NodeIo, file: string): Promise<number | undefined> {
-    if (io.backing) {
-      if (io.backing.file !== file) return undefined;
-      io.backing.opens++;
-      return io.backing.id;
-    }
-    const handle = await openFile(file, 'r');
+  /**
+   * The node's backing id for `file` (which this closes): one per node, shared by its
+   * passthrough opens while they last, since the kernel ties a backing file to the inode.
+   * Undefined when the node is backed by another file (a new version) or the kernel refuses.
+   */
+  async #backing(io: NodeIo, file: FileHandle): Promise<number | undefined> {
     try {
-      const id = this.#binding.backingOpen(this.#session, handle.fd);
-      // Registered meanwhile by a concurrent open of the same node.
+      const info = await file.stat();
+      const identity = `${info.dev}:${info.ino}`;
+      // A cached open arrived meanwhile: the kernel would refuse to mix the two.
+      if (io.cachedOpens > 0) return undefined;
       if (io.backing) {
-        this.#binding.backingClose(this.#session, id);
-        return this.#backing(io, file);
+        if (io.backing.file !== identity) return undefined;
+        io.backing.opens++;
+        return io.backing.id;
       }
-      io.backing = { id, file, opens: 1 };
+      const id = this.#binding.backingOpen(this.#session, file.fd);
+      io.backing = { id, file: identity, opens: 1 };
+      passthroughOpens.inc();
       return id;
     } catch (err) {
-      this.#logger.warn({ file, err: (err as Error).message }, 'passthrough refused by the kernel; serving the file through the daemon');
+      this.#logger.warn({ err: (err as Error).message }, 'passthrough refused by the kernel; serving the file through the daemon');
       return undefined;
     } finally {
-      await handle.close();
+      await file.close();
     }
   }
 
