@@ -16,6 +16,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'cache-tiers': () => import('./cache-tiers.js'),
   'p2p-model': () => import('./p2p-model.js'),
   'read-path': () => import('./read-path.js'),
+  'native-fuse': () => import('./native-fuse.js'),
   warmup: () => import('./warmup.js'),
   'checkpoint-mount': () => import('./checkpoint-mount.js'),
   'checkpoint-write': () => import('./checkpoint-write.js'),
