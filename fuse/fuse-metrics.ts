@@ -7,6 +7,15 @@ export const opSeconds = histogram('strata_fuse_operation_seconds', 'Latency of 
 ]);
 export const opErrors = counter('strata_fuse_operation_errors_total', 'FUSE operations answered with an error', ['op', 'code']);
 
+/** The promise of `work`, which may return a value or a promise, or throw. */
+export function promiseOf<T>(work: () => Promise<T> | T): Promise<T> {
+  try {
+    return Promise.resolve(work());
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
 /**
  * Counts a failed operation and logs it once at the level it deserves: refusals a program
  * expects (ENOENT, EROFS, ...) at debug, other Strata errors at warn, anything else at error.

@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { StrataError } from '../errors/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { errnoOf } from './errno.js';
-import { opSeconds, reportFailure } from './fuse-metrics.js';
+import { opSeconds, promiseOf, reportFailure } from './fuse-metrics.js';
 import type { Filesystem } from './filesystem.js';
 import { MountPointError, prepareMountPoint, unmountPath, type UnmountPolicy } from './mount-point.js';
 import { NativeFuseSession } from './native-session.js';
@@ -219,13 +219,7 @@ function strataFuseClass(Fuse: FuseClass, extraOptions: readonly string[]): Fuse
 /** Answers a FUSE callback from a promise, with timing, metrics and one log line on failure. */
 function serve<T>(op: string, path: string, logger: Logger, cb: FuseCallback, work: () => Promise<T> | T, answer: (value: T) => unknown[]): void {
   const started = performance.now();
-  let pending: Promise<T>;
-  try {
-    pending = Promise.resolve(work());
-  } catch (err) {
-    pending = Promise.reject(err);
-  }
-  pending.then(
+  promiseOf(work).then(
     (value) => {
       opSeconds.observe({ op }, (performance.now() - started) / 1000);
       cb(0, ...answer(value));

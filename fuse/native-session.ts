@@ -5,7 +5,7 @@ import { isStrataError } from '../errors/index.js';
 import { counter, type Logger } from '../telemetry/index.js';
 import { errnoOf } from './errno.js';
 import type { FileStat, Filesystem } from './filesystem.js';
-import { opSeconds, reportFailure } from './fuse-metrics.js';
+import { opSeconds, promiseOf, reportFailure } from './fuse-metrics.js';
 import { InodeTable, childPath, splitPath } from './inode-table.js';
 import {
   INIT2_PASSTHROUGH,
@@ -583,13 +583,7 @@ export class NativeFuseSession {
   #serve(op: string, unique: bigint, path: string, work: () => Promise<Buffer | number | undefined> | Buffer | number | undefined): void {
     const started = performance.now();
     this.#pending.set(unique, { op, started });
-    let result: Promise<Buffer | number | undefined>;
-    try {
-      result = Promise.resolve(work());
-    } catch (err) {
-      result = Promise.reject(err);
-    }
-    result.then(
+    promiseOf(work).then(
       (value) => {
         if (!this.#pending.delete(unique)) return;
         if (typeof value === 'number') {
