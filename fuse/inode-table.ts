@@ -40,15 +40,16 @@ export class InodeTable {
     return id;
   }
 
-  /** The kernel dropped `count` lookups of `nodeId`. */
-  forget(nodeId: bigint, count: bigint): void {
-    if (nodeId === ROOT_NODE) return;
+  /** The kernel dropped `count` lookups of `nodeId`; true when that was the last and the node is gone. */
+  forget(nodeId: bigint, count: bigint): boolean {
+    if (nodeId === ROOT_NODE) return false;
     const node = this.#nodes.get(nodeId);
-    if (!node) return;
+    if (!node) return false;
     node.lookups -= count;
-    if (node.lookups > 0n) return;
+    if (node.lookups > 0n) return false;
     this.#nodes.delete(nodeId);
     if (this.#byPath.get(node.path) === nodeId) this.#byPath.delete(node.path);
+    return true;
   }
 
   /** After a rename: the node at `from` (and everything under it) now lives at `to`. */

@@ -274,7 +274,7 @@ export class NativeFuseSession {
       return;
     }
     if (opcode === Opcode.FORGET) {
-      this.#inodes.forget(nodeId, request.readBigUInt64LE(IN_HEADER_BYTES));
+      this.#forget(nodeId, request.readBigUInt64LE(IN_HEADER_BYTES));
       return;
     }
     if (opcode === Opcode.BATCH_FORGET) {
@@ -282,7 +282,7 @@ export class NativeFuseSession {
       for (let i = 0; i < count; i++) {
         const at = IN_HEADER_BYTES + 8 + i * 16;
         if (at + 16 > request.length) break;
-        this.#inodes.forget(request.readBigUInt64LE(at), request.readBigUInt64LE(at + 8));
+        this.#forget(request.readBigUInt64LE(at), request.readBigUInt64LE(at + 8));
       }
       return;
     }
@@ -469,6 +469,13 @@ export class NativeFuseSession {
     }
   }
 
+  /** The kernel forgot lookups of `node`; once it forgot the node, its cache version goes too. */
+  #forget(node: bigint, count: bigint): void {
+    if (!this.#inodes.forget(node, count)) return;
+    const io = this.#io.get(node);
+    if (io && io.cachedOpens === 0 && !io.backing) this.#io.delete(node);
+  }
+
   #nodeIo(node: bigint): NodeIo {
     let io = this.#io.get(node);
     if (!io) {
@@ -562,7 +569,7 @@ export class NativeFuseSession {
       }
       io.backing = undefined;
     }
-    if (io.cachedOpens === 0 && !io.backing && io.version === undefined) this.#io.delete(open.node);
+    if (io.cachedOpens === 0 && !io.backing && (io.version === undefined || this.#inodes.pathOf(open.node) === undefined)) this.#io.delete(open.node);
   }
 
   #read(unique: bigint, path: string, fh: number, offset: number, size: number): void {
