@@ -146,7 +146,12 @@ export class NativeFuseSession {
     const init = new Promise<NegotiatedSession>((resolve) => {
       self.#onInit = resolve;
     });
-    binding.start(session, (request) => self.#dispatch(request), options.threads ?? DEFAULT_THREADS);
+    try {
+      binding.start(session, (request) => self.#dispatch(request), options.threads ?? DEFAULT_THREADS);
+    } catch (err) {
+      await unmountPath(mountPoint, logger, { attempts: 1, delayMs: 0 }).catch(() => undefined);
+      throw err;
+    }
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<undefined>((resolve) => {
       timer = setTimeout(() => resolve(undefined), INIT_WAIT_MS);
