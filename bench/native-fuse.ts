@@ -23,6 +23,8 @@ const MiB = 1024 * 1024;
 const FILE_BYTES = 1024 * MiB;
 /** Interleaved rounds per case (the order alternating); the table shows the median and the range. */
 const ROUNDS = 4;
+/** Rounds of the cases that restart daemons each round (NVMe after a restart, listings). */
+const RESTART_ROUNDS = 3;
 const LISTED_OBJECTS = 10_000;
 
 type Row = [string, string, string, string];
@@ -140,7 +142,7 @@ async function nvmeAfterRestart(
   // part of the file in DRAM. So one round per daemon, restarted between rounds.
   const samples: Record<string, number[]> = { native: [], fuseNative: [], plainFile: [] };
   try {
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < RESTART_ROUNDS; round++) {
       if (round > 0) {
         for (let i = 0; i < daemons.length; i++) {
           await stop(daemons[i]!);
@@ -171,7 +173,7 @@ async function secondListing(
   work: string,
 ): Promise<Record<string, number[]>> {
   const samples: Record<string, number[]> = { nativeFirst: [], nativeSecond: [], fuseNativeFirst: [], fuseNativeSecond: [] };
-  for (let round = 0; round < ROUNDS; round++) {
+  for (let round = 0; round < RESTART_ROUNDS; round++) {
     for (const [name, mnt, fuse] of [['native', nativeMnt, 'native'], ['fuseNative', fuseNativeMnt, 'fuse-native']] as const) {
       const daemon = await s3Mount(mnt, ['--fuse', fuse, '--metadata-ttl', '60', '--state-dir', join(work, `state-ls-${name}-${round}`)]);
       try {
