@@ -17,6 +17,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'p2p-model': () => import('./p2p-model.js'),
   'read-path': () => import('./read-path.js'),
   'cold-read': () => import('./cold-read.js'),
+  'native-fuse': () => import('./native-fuse.js'),
   warmup: () => import('./warmup.js'),
   'checkpoint-mount': () => import('./checkpoint-mount.js'),
   'checkpoint-write': () => import('./checkpoint-write.js'),

@@ -59,8 +59,13 @@ export interface WarmedBlock {
   readonly placed: boolean;
 }
 
-/** Reads within this distance of the previous read's end count as sequential (8 FUSE requests of 128 KiB). */
-const SEQUENTIAL_TOLERANCE = 8 * 128 * 1024;
+/**
+ * Reads within this distance of the previous read's end count as sequential: 8 FUSE
+ * requests of 1 MiB, the native FUSE path's size, whose reader threads and the kernel's
+ * asynchronous read-ahead can deliver them out of order (with 128 KiB, 1 MiB reordered
+ * reads reset the block read-ahead: bench/native-fuse, NVMe after a restart).
+ */
+const SEQUENTIAL_TOLERANCE = 8 * 1024 * 1024;
 
 /**
  * Blocks being written to the persistent tiers at once, when the DRAM tier holds them. Two keep

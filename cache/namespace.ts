@@ -56,6 +56,11 @@ export interface NamespaceConfig {
    * until a lookup by path (or a write through the mount) tells their attributes.
    */
   readonly metadataFromHead?: boolean;
+  /**
+   * Told when what is known of `path` is dropped (`subtree`: everything under it too), or
+   * a revalidation found a new ETag: the FUSE mount then drops the kernel's copy as well.
+   */
+  readonly onInvalidate?: (path: string, subtree: boolean) => void;
 }
 
 interface Cached<T> {
@@ -130,6 +135,7 @@ export class Namespace {
   readonly #ttlMs: number;
   readonly #now: () => number;
   readonly #foreground: <T>(work: () => Promise<T>) => Promise<T>;
+  readonly #onInvalidate: ((path: string, subtree: boolean) => void) | undefined;
   readonly #entries = new Map<string, Cached<NamespaceEntry | null>>();
   readonly #listings = new Map<string, Cached<DirectoryEntry[]>>();
   readonly #pendingLookups = new Map<string, Pending<NamespaceEntry | null>>();
@@ -163,6 +169,7 @@ export class Namespace {
     this.#now = config.now ?? Date.now;
     this.#foreground = config.foreground ?? ((work) => work());
     this.#metadataFromHead = config.metadataFromHead ?? false;
+    this.#onInvalidate = config.onInvalidate;
   }
 
   get storeId(): string {
@@ -238,6 +245,7 @@ export class Namespace {
     this.#pendingLookups.delete(normal);
     this.#pendingListings.delete(normal);
     this.#pendingListings.delete(parentOf(normal));
+    this.#onInvalidate?.(normal, false);
   }
 
   /**
@@ -273,6 +281,7 @@ export class Namespace {
     this.#listings.clear();
     this.#pendingLookups.clear();
     this.#pendingListings.clear();
+    this.#onInvalidate?.('/', true);
   }
 
   async #lookupNormal(path: string): Promise<NamespaceEntry | null> {
@@ -411,7 +420,9 @@ export class Namespace {
   }
 
   #remember(path: string, value: NamespaceEntry | null): NamespaceEntry | null {
+    const before = this.#entries.get(path)?.value;
     this.#entries.set(path, { value, expiresAt: this.#expiry(value) });
+    if (before?.kind === 'file' && value?.kind === 'file' && before.ref.etag !== value.ref.etag) this.#onInvalidate?.(path, false);
     return value;
   }
 

@@ -285,6 +285,17 @@ export class WritePath {
     return upload ? { size: upload.staged.size, mtime: new Date(upload.mtimeMs), meta: upload.meta } : undefined;
   }
 
+  /**
+   * The staged file of the newest pending version of `key` once its writer is closed: whole
+   * and durable on disk, and never changed again (a later write opens a new version, a
+   * copy). Undefined while a writer still has it, or when nothing is pending. The file is
+   * deleted once committed; a descriptor opened on it keeps reading it.
+   */
+  closedStagedFile(storeId: string, key: string): string | undefined {
+    const upload = this.#newest(storeId, key);
+    return upload?.released && !upload.cancelled ? upload.staged.path : undefined;
+  }
+
   /** Every key under `prefix` (recursively, `''` for all) with a version not yet committed; one entry per key. */
   pendingUnder(storeId: string, prefix: string): PendingFile[] {
     const newest = new Map<string, PendingUpload>();

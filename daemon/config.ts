@@ -183,6 +183,7 @@ export const mountOptionsSchema = z
     fileMode: octalMode('--file-mode').optional(),
     dirMode: octalMode('--dir-mode').optional(),
     objectMetadata: z.enum(['listed', 'known'], { message: '--object-metadata: must be listed or known' }).default('known'),
+    fuse: z.enum(['auto', 'native', 'fuse-native'], { message: '--fuse: must be auto, native or fuse-native' }).optional(),
     readOnly: z.boolean().default(false),
     staging: sizeText('--staging').optional(),
     peers: peerList.optional(),
@@ -269,6 +270,8 @@ export interface DaemonConfig {
   readonly dirMode?: number;
   /** `listed`: a HEAD per file seen only in a listing, for its attributes; `known`: what lookups and writes saw. */
   readonly objectMetadata: 'listed' | 'known';
+  /** `--fuse` (or STRATA_FUSE): which FUSE path serves the mount; `auto` prefers the native one. */
+  readonly fusePath: 'auto' | 'native' | 'fuse-native';
   /** `--peers`: share blocks with these daemons (requires STRATA_PEER_SECRET). */
   readonly peers?: PeerSource;
   /** `--advertise`: this daemon's API URL as its peers know it. */
@@ -292,7 +295,7 @@ export interface DaemonConfig {
  * one throws ConfigError naming the option.
  */
 export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
-  const parsed = mountOptionsSchema.safeParse({ ...input, endpoint: input.endpoint ?? env.AWS_ENDPOINT_URL });
+  const parsed = mountOptionsSchema.safeParse({ ...input, endpoint: input.endpoint ?? env.AWS_ENDPOINT_URL, fuse: input.fuse ?? (env.STRATA_FUSE || undefined) });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const field = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
@@ -345,6 +348,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.fileMode !== undefined ? { fileMode: o.fileMode } : {}),
     ...(o.dirMode !== undefined ? { dirMode: o.dirMode } : {}),
     objectMetadata: o.objectMetadata,
+    fusePath: o.fuse ?? 'auto',
     ...(o.peers ? { peers: o.peers } : {}),
     ...(o.advertise ? { advertise: o.advertise } : {}),
     peerTimeoutMs: o.peerTimeout * 1000,

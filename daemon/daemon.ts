@@ -6,7 +6,7 @@ import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
 import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
-import { Filesystem, FuseMount, MountRoutes, prepareMountPoint } from '../fuse/index.js';
+import { Filesystem, FuseMount, MountRoutes, prepareMountPoint, type FuseMountInfo } from '../fuse/index.js';
 import type { ObjectRef } from '../cache/object-reader.js';
 import { distributeJob, openPeerNode, type PeerDistribution, type PeerNode } from '../p2p/index.js';
 import { JobManager, LinkRegistry, type JobStatus, type PrefetchSource, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
@@ -33,6 +33,8 @@ export interface DaemonServices {
   /** Starts a prefetch job over mount paths (pinning what it finds with `pin`); answers the job's status. */
   prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string; pin?: boolean; tier?: TierName }): ReturnType<JobManager['submit']>;
   healthy(): boolean;
+  /** How the mount is served (FUSE path, passthrough); undefined until mounted. */
+  mountInfo(): FuseMountInfo | undefined;
   /** Block sharing with peer daemons (`--peers`); absent without it. */
   readonly peers: PeerNode | undefined;
   /** Starts this daemon's share of distributing mount `paths` and asks every live peer to start theirs. */
@@ -78,14 +80,20 @@ export class Daemon {
       await prepareMountPoint(config.mountPoint, logger);
       await mkdir(config.stateDir, { recursive: true });
       let fs: Filesystem | undefined;
+      let mount: FuseMount | undefined;
       const scheduler = new FetchScheduler();
       const links = new LinkRuntime({
         logger,
         metadataTtlMs: config.metadataTtlSeconds * 1000,
         staleOnErrorMs: config.staleOnErrorSeconds * 1000,
-        onRoutes: (routes) => fs?.setRoutes(routes),
+        // A link added, changed or removed can change any path: the kernel forgets all it knows.
+        onRoutes: (routes) => {
+          fs?.setRoutes(routes);
+          mount?.invalidate();
+        },
         foreground: scheduler.foreground,
         metadataFromHead: config.objectMetadata === 'listed',
+        onInvalidate: (path, subtree) => mount?.invalidate(path, { subtree }),
       });
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
@@ -132,7 +140,6 @@ export class Daemon {
       cleanups.push(() => jobs.close());
       const params = await openParams(config, logger);
       cleanups.push(() => params.close());
-      let mount: FuseMount | undefined;
       let cluster: ClusterNode | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
@@ -168,6 +175,7 @@ export class Daemon {
             ),
           ),
         healthy: () => mount !== undefined,
+        mountInfo: () => mount?.info,
         writes,
         params,
         cluster: () => cluster,
@@ -196,7 +204,12 @@ export class Daemon {
         const joined = cluster;
         cleanups.push(() => joined.close());
       }
-      mount = await FuseMount.mount(fs, config.mountPoint, { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, allowRoot: config.allowRoot, fsName: 'strata' }, logger);
+      mount = await FuseMount.mount(
+        fs,
+        config.mountPoint,
+        { metadataTtlSeconds: config.metadataTtlSeconds, allowOther: config.allowOther, allowRoot: config.allowRoot, fsName: 'strata', fusePath: config.fusePath },
+        logger,
+      );
       const mounted = mount;
       cleanups.push(async () => {
         const how = await mounted.unmount();

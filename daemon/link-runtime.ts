@@ -20,6 +20,12 @@ export function storeIdOf(url: string, endpoint?: string): string {
   return endpoint ? `${url}@${endpoint}` : url;
 }
 
+/** The mount path of `inner` (a path inside the link mounted at `linkPath`). */
+function mountPathOf(linkPath: string, inner: string): string {
+  if (linkPath === '/') return inner;
+  return inner === '/' ? linkPath : `${linkPath}${inner}`;
+}
+
 /**
  * The live links of the daemon: opens a store and namespace per link, rebuilds the
  * mount's route table on every change, and finds the store of a cached block.
@@ -33,11 +39,14 @@ export class LinkRuntime {
   readonly #foreground: NamespaceConfig['foreground'];
   readonly #metadataFromHead: boolean;
   readonly #staleOnErrorMs: number | undefined;
+  readonly #onInvalidate: ((mountPath: string, subtree: boolean) => void) | undefined;
 
   /**
-   * `foreground` marks the store requests of lookups as work a reader waits on (FetchScheduler.foreground);
-   * `staleOnErrorMs` is the namespace's fallback to known metadata through a store outage;
-   * `metadataFromHead`: see NamespaceConfig.
+   * `foreground` marks the store requests of lookups as work a reader waits on
+   * (FetchScheduler.foreground); `staleOnErrorMs` is the namespace's fallback to known metadata
+   * through a store outage; `metadataFromHead`: see NamespaceConfig; `onInvalidate` hears every
+   * path (in the mount) whose metadata a link's namespace dropped, so the kernel can drop its
+   * copy too.
    */
   constructor(options: {
     logger: Logger;
@@ -46,6 +55,7 @@ export class LinkRuntime {
     onRoutes: (routes: MountRoutes) => void;
     foreground?: NamespaceConfig['foreground'];
     metadataFromHead?: boolean;
+    onInvalidate?: (mountPath: string, subtree: boolean) => void;
   }) {
     this.#logger = options.logger;
     this.#metadataTtlMs = options.metadataTtlMs;
@@ -53,6 +63,7 @@ export class LinkRuntime {
     this.#onRoutes = options.onRoutes;
     this.#foreground = options.foreground;
     this.#metadataFromHead = options.metadataFromHead ?? false;
+    this.#onInvalidate = options.onInvalidate;
   }
 
   /** Opens the link's store and checks it (bucket exists, credentials work) before it appears. */
@@ -60,15 +71,17 @@ export class LinkRuntime {
     if (options.check) await this.check(link);
     const store = openStore(link.store, { endpoint: link.endpoint, region: link.region, logger: this.#logger });
     const storeId = storeIdOf(store.url, link.endpoint);
-    const live: LiveLink = { link, storeId, store, namespace: new Namespace(store, {
-        metadataTtlMs: this.#metadataTtlMs,
-        storeId,
-        logger: this.#logger,
-        metadataFromHead: this.#metadataFromHead,
-        ...(this.#staleOnErrorMs !== undefined ? { staleOnErrorMs: this.#staleOnErrorMs } : {}),
-        ...(this.#foreground ? { foreground: this.#foreground } : {}),
-      }),
-    };
+    const onInvalidate = this.#onInvalidate;
+    const namespace = new Namespace(store, {
+      metadataTtlMs: this.#metadataTtlMs,
+      storeId,
+      logger: this.#logger,
+      metadataFromHead: this.#metadataFromHead,
+      ...(this.#staleOnErrorMs !== undefined ? { staleOnErrorMs: this.#staleOnErrorMs } : {}),
+      ...(this.#foreground ? { foreground: this.#foreground } : {}),
+      ...(onInvalidate ? { onInvalidate: (inner: string, subtree: boolean) => onInvalidate(mountPathOf(link.path, inner), subtree) } : {}),
+    });
+    const live: LiveLink = { link, storeId, store, namespace };
     const previous = this.#links.get(link.name);
     this.#links.set(link.name, live);
     this.#stores.set(storeId, store);

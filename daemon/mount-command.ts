@@ -51,6 +51,7 @@ export function daemonOptions(values: Values): Omit<MountOptionsInput, 'mountPoi
     fileMode: str('file-mode'),
     dirMode: str('dir-mode'),
     objectMetadata: str('object-metadata') as never,
+    fuse: str('fuse') as never,
     readOnly: values['read-only'] === true,
     staging: str('staging'),
     peers: str('peers'),

@@ -98,9 +98,18 @@ export const ERRNO_BY_CODE = {
 
 /**
  * The errno (as a negative number, as FUSE wants it) for any thrown value. Anything
- * that is not a StrataError is a bug or an unexpected failure, and becomes EIO.
+ * that is not a StrataError is a bug or an unexpected failure, and becomes EIO (but for
+ * a full disk, ENOSPC).
  */
 export function errnoOf(err: unknown): number {
   if (err instanceof StrataError) return -ERRNO_BY_CODE[err.code as ErrorCode];
+  // A full disk is no bug: a local write of the daemon (a journal, a staged file) that
+  // meets it answers ENOSPC, as the write that filled the disk did.
+  if (isNoSpace(err)) return -E.ENOSPC;
   return -E.EIO;
+}
+
+function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { NamespaceEntry } from '../cache/namespace.js';
 import type { ObjectReader, ReadSession } from '../cache/object-reader.js';
 import type { WriteHandle, WritePath } from '../checkpoints/index.js';
@@ -428,6 +429,39 @@ export class Filesystem {
         file.route.link.namespace.invalidate(file.route.innerPath);
       }
     }
+  }
+
+  /**
+   * A plain local file holding exactly the bytes `handle` reads, at the same offsets, that
+   * stays as it is while the handle is open, opened for reading (the caller closes it); or
+   * undefined. The FUSE adapter may then tie the open to that file (kernel passthrough), and
+   * reads of the handle never reach the daemon. Today: a closed staged file (read-your-
+   * writes before the upload is done), and the object's own file in a local-directory
+   * store. Optional for adapters: without passthrough they keep calling `read`.
+   */
+  async backingFile(handle: number): Promise<FileHandle | undefined> {
+    const file = this.#handles.get(handle);
+    if (file?.kind === 'staged') {
+      const path = this.#writes?.closedStagedFile(file.storeId, file.key);
+      // Committed and deleted meanwhile: the handle reads the stored object through the daemon.
+      return path === undefined ? undefined : open(path, 'r').catch(() => undefined);
+    }
+    if (file?.kind === 'read') {
+      const { store } = file.route.link;
+      return store?.openVersion?.(file.session.ref.key, file.session.ref.etag);
+    }
+    return undefined;
+  }
+
+  /**
+   * What `fstat` shows for an open handle whose path is gone (unlinked while open): its size as
+   * written or opened, `undefined` when the handle is not open.
+   */
+  getattrOpen(handle: number): FileStat | undefined {
+    const file = this.#handles.get(handle);
+    if (!file) return undefined;
+    const size = file.kind === 'write' ? (this.#writes!.sizeOf(file.writer) ?? 0) : file.kind === 'read' ? file.session.ref.size : 0;
+    return this.#statOf(this.#fileMode, size, new Date(), 0);
   }
 
   /** Number of open handles, for status and tests. */

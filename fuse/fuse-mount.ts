@@ -1,11 +1,13 @@
 import { createRequire } from 'node:module';
 import { basename, dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { StrataError, isStrataError } from '../errors/index.js';
-import { counter, histogram, type Logger } from '../telemetry/index.js';
+import { StrataError } from '../errors/index.js';
+import type { Logger } from '../telemetry/index.js';
 import { errnoOf } from './errno.js';
+import { opSeconds, promiseOf, reportFailure } from './fuse-metrics.js';
 import type { Filesystem } from './filesystem.js';
 import { MountPointError, prepareMountPoint, unmountPath, type UnmountPolicy } from './mount-point.js';
+import { NativeFuseSession } from './native-session.js';
 
 export class FuseUnavailableError extends StrataError<'FUSE_UNAVAILABLE'> {}
 
@@ -23,6 +25,25 @@ export interface FuseMountOptions {
   readonly maxReadBytes?: number;
   readonly fsName?: string;
   readonly unmountPolicy?: UnmountPolicy;
+  /**
+   * Which FUSE path serves the mount: `native` (the project's addon on /dev/fuse: 1 MiB
+   * requests, kernel caching with invalidations, passthrough), `fuse-native` (libfuse 2),
+   * or `auto` (native, else fuse-native when the addon cannot load or the kernel refuses).
+   */
+  readonly fusePath?: FusePathChoice;
+}
+
+export type FusePathChoice = 'auto' | 'native' | 'fuse-native';
+export type FusePath = 'native' | 'fuse-native';
+
+/** How a mount is served, for `strata status` and the log. */
+export interface FuseMountInfo {
+  readonly path: FusePath;
+  /** Opens of plain local files are served by the kernel (native path, kernel 6.9+, root). */
+  readonly passthrough: boolean;
+  /** Seconds the kernel keeps names and attributes. */
+  readonly kernelMetadataSeconds: number;
+  readonly maxRequestBytes: number;
 }
 
 /**
@@ -39,11 +60,6 @@ const LIBFUSE_HIDDEN_PREFIX = '.fuse_hidden';
 /** UTIME_NOW and UTIME_OMIT (2^30 - 1 and - 2 ns, seconds 0) as fuse-native's milliseconds. */
 const UTIME_SPECIAL_MS = 1073;
 
-const opSeconds = histogram('strata_fuse_operation_seconds', 'Latency of FUSE operations', ['op'], [
-  0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
-]);
-const opErrors = counter('strata_fuse_operation_errors_total', 'FUSE operations answered with an error', ['op', 'code']);
-
 type FuseCallback = (errno: number, ...results: unknown[]) => void;
 type FuseClass = typeof import('fuse-native');
 
@@ -54,22 +70,60 @@ type FuseClass = typeof import('fuse-native');
  */
 export class FuseMount {
   readonly mountPoint: string;
-  readonly #fuse: InstanceType<FuseClass>;
+  readonly info: FuseMountInfo;
+  readonly #fuse: InstanceType<FuseClass> | undefined;
+  readonly #native: NativeFuseSession | undefined;
   readonly #logger: Logger;
   readonly #policy: UnmountPolicy | undefined;
   #mounted = true;
 
-  private constructor(mountPoint: string, fuse: InstanceType<FuseClass>, logger: Logger, policy?: UnmountPolicy) {
+  private constructor(
+    mountPoint: string,
+    served: { fuse: InstanceType<FuseClass> } | { native: NativeFuseSession },
+    info: FuseMountInfo,
+    logger: Logger,
+    policy?: UnmountPolicy,
+  ) {
     this.mountPoint = mountPoint;
-    this.#fuse = fuse;
+    this.#fuse = 'fuse' in served ? served.fuse : undefined;
+    this.#native = 'native' in served ? served.native : undefined;
+    this.info = info;
     this.#logger = logger;
     this.#policy = policy;
   }
 
-  /** Mounts `fs` at `mountPoint` (absolute), after cleaning up a stale mount there. */
+  /**
+   * Mounts `fs` at `mountPoint` (absolute), after cleaning up a stale mount there, on the
+   * native FUSE path when it can (see `FuseMountOptions.fusePath`), else with fuse-native.
+   */
   static async mount(fs: Filesystem, mountPoint: string, options: FuseMountOptions, logger: Logger): Promise<FuseMount> {
-    const Fuse = loadFuse();
     await prepareMountPoint(mountPoint, logger);
+    const choice = options.fusePath ?? 'auto';
+    if (choice !== 'fuse-native') {
+      try {
+        const native = await NativeFuseSession.mount(
+          fs,
+          mountPoint,
+          { metadataTtlSeconds: options.metadataTtlSeconds, allowOther: options.allowOther ?? false, fsName: options.fsName ?? 'strata', operationTimeoutMs: OPERATION_TIMEOUT_MS },
+          logger,
+        );
+        const { maxWrite, passthrough, protocolMinor } = native.negotiated;
+        const info: FuseMountInfo = { path: 'native', passthrough, kernelMetadataSeconds: options.metadataTtlSeconds, maxRequestBytes: maxWrite };
+        logger.info({ mountPoint, fuse: 'native', protocol: `7.${protocolMinor}`, passthrough, maxRequestBytes: maxWrite }, 'FUSE served by native threads');
+        return new FuseMount(mountPoint, { native }, info, logger, options.unmountPolicy);
+      } catch (err) {
+        const reason = (err as Error).message.split('\n')[0];
+        if (choice === 'native') {
+          throw new MountPointError('MOUNT_FAILED', `cannot mount ${mountPoint} on the native FUSE path: ${reason}`, { cause: err });
+        }
+        logger.warn({ mountPoint, reason }, 'native FUSE path unavailable; serving the mount with fuse-native');
+      }
+    }
+    return FuseMount.#mountFuseNative(fs, mountPoint, options, logger);
+  }
+
+  static async #mountFuseNative(fs: Filesystem, mountPoint: string, options: FuseMountOptions, logger: Logger): Promise<FuseMount> {
+    const Fuse = loadFuse();
     // The kernel keeps names and attributes at most a second, however long the daemon's own
     // metadata TTL: the daemon answers from its cache in microseconds, and a link removed
     // or an object invalidated by an event then disappears within a second (fuse-native
@@ -82,6 +136,7 @@ export class FuseMount {
     // instead of an OPEN without it (which stages a copy of the current object) followed by
     // a truncate to 0 that throws the copy away.
     const extra = [`negative_timeout=${ttl}`, 'big_writes', `max_write=${MAX_WRITE_BYTES}`, 'atomic_o_trunc'];
+    const maxRead = options.maxReadBytes ?? DEFAULT_MAX_READ;
     const fuse = new (strataFuseClass(Fuse, extra))(mountPoint, operations(fs, logger), {
       timeout: OPERATION_TIMEOUT_MS,
       // auto_cache keeps the kernel's page cache across opens only while mtime and size
@@ -89,7 +144,7 @@ export class FuseMount {
       autoCache: true,
       attrTimeout: ttl,
       entryTimeout: ttl,
-      maxRead: options.maxReadBytes ?? DEFAULT_MAX_READ,
+      maxRead,
       fsname: options.fsName ?? 'strata',
       subtype: 'strata',
       // default_permissions: the kernel checks access against the modes and owners shown, as
@@ -104,15 +159,29 @@ export class FuseMount {
         reject(new MountPointError('MOUNT_FAILED', `cannot mount at ${mountPoint}: ${err.message}`, { cause: err }));
       });
     });
-    return new FuseMount(mountPoint, fuse, logger, options.unmountPolicy);
+    logger.info({ mountPoint, fuse: 'fuse-native' }, 'FUSE served by fuse-native (libfuse 2)');
+    const info: FuseMountInfo = { path: 'fuse-native', passthrough: false, kernelMetadataSeconds: ttl, maxRequestBytes: maxRead };
+    return new FuseMount(mountPoint, { fuse }, info, logger, options.unmountPolicy);
+  }
+
+  /**
+   * Drops what the kernel caches of `path` (a path in the mount; all paths without it):
+   * attributes, pages and names, negative ones included. Called when a link changes, an S3
+   * event arrives, a sync runs or an ETag changed. On fuse-native there is nothing to drop:
+   * the kernel keeps metadata at most a second there.
+   */
+  invalidate(path?: string, options: { subtree?: boolean } = {}): void {
+    this.#native?.invalidate(path, options.subtree ?? false);
   }
 
   /** Unmounts (retrying while busy, then detaching lazily) and stops serving requests. */
   async unmount(): Promise<'clean' | 'lazy' | 'not-mounted'> {
     if (!this.#mounted) return 'not-mounted';
     this.#mounted = false;
+    if (this.#native) return this.#native.unmount(this.#policy);
     const how = await unmountPath(this.mountPoint, this.#logger, this.#policy);
-    await new Promise<void>((resolve) => this.#fuse.unmount(() => resolve()));
+    const fuse = this.#fuse;
+    if (fuse) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
     return how;
   }
 }
@@ -163,28 +232,14 @@ function strataFuseClass(Fuse: FuseClass, extraOptions: readonly string[]): Fuse
 /** Answers a FUSE callback from a promise, with timing, metrics and one log line on failure. */
 function serve<T>(op: string, path: string, logger: Logger, cb: FuseCallback, work: () => Promise<T> | T, answer: (value: T) => unknown[]): void {
   const started = performance.now();
-  let pending: Promise<T>;
-  try {
-    pending = Promise.resolve(work());
-  } catch (err) {
-    pending = Promise.reject(err);
-  }
-  pending.then(
+  promiseOf(work).then(
     (value) => {
       opSeconds.observe({ op }, (performance.now() - started) / 1000);
       cb(0, ...answer(value));
     },
     (err: unknown) => {
       opSeconds.observe({ op }, (performance.now() - started) / 1000);
-      const code = err instanceof StrataError ? err.code : 'INTERNAL';
-      opErrors.inc({ op, code });
-      if (isStrataError(err, 'FS_NOT_FOUND', 'FS_READ_ONLY', 'FS_NOT_A_DIRECTORY', 'FS_IS_A_DIRECTORY', 'FS_EXISTS', 'FS_NOT_EMPTY')) {
-        logger.debug({ op, path, code }, 'fuse operation refused');
-      } else if (err instanceof StrataError) {
-        logger.warn({ op, path, code, err: err.message }, 'fuse operation failed');
-      } else {
-        logger.error({ op, path, err }, 'fuse operation failed unexpectedly');
-      }
+      reportFailure(op, path, err, logger);
       cb(errnoOf(err));
     },
   );

@@ -10,6 +10,12 @@
       "sources": ["src/strata_lookup.c", "src/strata_overlay.c"],
       "cflags": ["-O3", "-Wall", "-Wextra"],
       "libraries": ["-lpthread"]
+    },
+    {
+      "target_name": "strata_fuse",
+      "sources": ["src/strata_fuse.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "libraries": ["-lpthread"]
     }
   ]
 }

@@ -119,6 +119,17 @@ export class LocalStore implements ObjectStore {
     return { objects, prefixes, ...(candidates.length > maxKeys ? { nextToken: page[page.length - 1]!.key } : {}) };
   }
 
+  async openVersion(key: string, etag: string): Promise<FileHandle | undefined> {
+    const path = this.#readPath(key);
+    if (path === undefined || key.endsWith('/')) return undefined;
+    const handle = await open(path, 'r').catch(() => undefined);
+    if (!handle) return undefined;
+    const info = await handle.stat({ bigint: true }).catch(() => undefined);
+    if (info?.isFile() && etagOf(info) === etag) return handle;
+    await handle.close();
+    return undefined;
+  }
+
   async getRange(key: string, start: number, length: number, options: GetRangeOptions = {}): Promise<GetRangeResult> {
     const path = this.#readPath(key);
     if (path === undefined) throw this.#notFound(key);

@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { ObjectMeta } from './object-meta.js';
 
@@ -160,4 +161,12 @@ export interface ObjectStore {
 
   /** Releases sockets and file handles. */
   close(): Promise<void>;
+
+  /**
+   * Stores that keep objects as plain local files (the local-directory store): the file
+   * of `key`, opened for reading, if it is still the version `etag` names; else undefined.
+   * The handle keeps reading that version even if the object is replaced (writes replace
+   * files by rename). The caller closes it. Stores without local files lack the method.
+   */
+  openVersion?(key: string, etag: string): Promise<FileHandle | undefined>;
 }

@@ -38,6 +38,7 @@ export function openApiDocument(): Record<string, unknown> {
       '/healthz': { get: { security: [], responses: answers({ 200: 'the mount is serving', 503: 'not mounted' }) } },
       '/metrics': { get: { responses: answers({ 200: 'Prometheus text format' }) } },
       '/v1/cache': { get: { responses: answers({ 200: 'per tier {name, capacityBytes, usedBytes, hits, misses, evictions}' }) } },
+      '/v1/mount': { get: { responses: answers({ 200: '{mountPoint, fuse: {path: native|fuse-native, passthrough, kernelMetadataSeconds, maxRequestBytes}}', 503: 'not mounted' }) } },
       '/v1/links': {
         get: { responses: answers({ 200: '{links: [...]}' }) },
         post: { requestBody: body(linkCreateSchema), responses: answers({ 201: 'the link', 400: 'invalid body or store', 404: 'bucket not found', 409: 'name taken or path overlaps' }) },

@@ -84,6 +84,11 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
     reply.header('content-type', metricsRegistry.contentType);
     return metricsRegistry.metrics();
   });
+  app.get('/v1/mount', async (_request, reply) => {
+    const fuse = services.mountInfo();
+    if (!fuse) return reply.status(503).send({ error: { code: 'API_UNREACHABLE', message: 'not mounted yet' } });
+    return { mountPoint: services.config.mountPoint, fuse };
+  });
   app.get('/v1/cache', async () => ({ tiers: services.cache.stats(), fetch: services.cache.fetchStats(), memory: services.cache.memory() }));
   app.get('/v1/openapi.json', async () => openApiDocument());
   registerLinkRoutes(app, services);

@@ -88,7 +88,7 @@ describe('the admin API under fuzzed input', () => {
     });
     // A table, so the params routes reach their handlers' inner checks.
     await sh(`python3 -c "import struct,sys; sys.stdout.buffer.write(b''.join(struct.pack('<Q4f', k, k, 1, 2, 3) for k in range(100)))" > ${work}/records.bin`);
-    await sh(`node bin/strata.js params build --dim 4 ${work}/records.bin ${work}/emb.params`, { cwd: join(import.meta.dirname, '../..') });
+    await sh(`node bin/strata-dev.js params build --dim 4 ${work}/records.bin ${work}/emb.params`, { cwd: join(import.meta.dirname, '../..') });
     const loaded = await fetch(`${api}/v1/params/tables`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'emb', source: `${work}/emb.params` }) });
     expect(loaded.status).toBe(200);
   });

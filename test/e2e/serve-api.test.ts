@@ -225,7 +225,8 @@ describe('admin API auth', () => {
       expect((await api(base, 'GET', '/v1/links', undefined, { authorization: `Bearer ${TOKEN}` })).status).toBe(200);
       const cli = await runStrata(['status', '--api', base], { STRATA_TOKEN: TOKEN });
       expect(cli.code).toBe(0);
-      expect(cli.stdout).toMatch(/^tier\s+capacity/);
+      expect(cli.stdout).toMatch(/^mount \S+: (native FUSE threads|fuse-native)/);
+      expect(cli.stdout).toMatch(/^tier\s+capacity/m);
     } finally {
       expect(await daemon.stop()).toBe(0);
     }
