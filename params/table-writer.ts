@@ -32,6 +32,11 @@ export interface TableWriterOptions {
   readonly seed?: number;
   /** The format version to write (default: the current one); older versions only for tests of reading them. */
   readonly version?: number;
+  /**
+   * Leave the rows in first-seen order instead of grouping them by shard, as builders before
+   * the grouping did: only for tests and benchmarks of reading such files.
+   */
+  readonly firstSeenOrder?: boolean;
 }
 
 /** Where each row goes: see TableWriter's #groupByShard. */
@@ -80,6 +85,7 @@ export class TableWriter {
   readonly #strict: boolean;
   readonly #seed: number;
   readonly #version: number;
+  readonly #firstSeenOrder: boolean;
   readonly #checksum: Checksum;
   readonly #rowBytes: number;
   readonly #valuesOffset: number;
@@ -108,6 +114,7 @@ export class TableWriter {
     this.#strict = options.strict === true;
     this.#seed = (options.seed ?? DEFAULT_SEED) >>> 0;
     this.#version = options.version ?? FORMAT_VERSION;
+    this.#firstSeenOrder = options.firstSeenOrder === true;
     if (!READABLE_VERSIONS.includes(this.#version)) throw new ParamsError('PARAMS_BAD_INPUT', `cannot write table format version ${this.#version}; versions: ${READABLE_VERSIONS.join(', ')}`);
     this.#checksum = checksumFor(this.#version);
     this.#rowBytes = dim * 4;
@@ -186,7 +193,7 @@ export class TableWriter {
       const indexOffset = alignUp(this.#valuesOffset + valuesBytes, REGION_ALIGN);
       const layout = this.#groupByShard();
       // Rows added shard after shard (a shard loader's, a compaction's) are in place already.
-      const valuesCrc = layout.grouped ? (this.#crcStale ? this.#rereadValuesCrc(valuesBytes) : this.#valuesCrc) : this.#reorderValues(layout, indexOffset);
+      const valuesCrc = layout.grouped || this.#firstSeenOrder ? (this.#crcStale ? this.#rereadValuesCrc(valuesBytes) : this.#valuesCrc) : this.#reorderValues(layout, indexOffset);
       const { shards, totalSlots, crc } = this.#writeIndex(indexOffset, layout);
       const indexBytes = totalSlots * SLOT_BYTES;
       const header = { version: this.#version, dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, duplicates: this.#duplicates };
@@ -320,7 +327,7 @@ export class TableWriter {
         }
         region[slot * SLOT_WORDS] = keys[2 * r]!;
         region[slot * SLOT_WORDS + 1] = keys[2 * r + 1]!;
-        region[slot * SLOT_WORDS + 2] = k;
+        region[slot * SLOT_WORDS + 2] = this.#firstSeenOrder ? r : k;
         if (slot > last) last = slot;
       }
       const slots = last + 2; // one empty slot ends every probe

@@ -4,7 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { buildTable } from '../table-builder.js';
 import { ServedTable } from '../served-table.js';
 import { defaultTableMapper } from '../table-mapper.js';
-import { decodeAnswer, keysBody, vectorOf, writeRecords } from '../testing/records.js';
+import { decodeAnswer, encodeRecords, keysBody, vectorOf, writeRecords } from '../testing/records.js';
+import { TableWriter } from '../table-writer.js';
 import { deltaForShards, recordsOfShards, shardOfKey, shardsTouched, writeRecordsTable } from './shard-records.js';
 import { openRangedTable, ROW_GAP_BYTES, writeShardTable } from './shard-loader.js';
 import { EMPTY_ROW, SLOT_BYTES } from '../table-format.js';
@@ -118,5 +119,29 @@ describe('shard loads read only their shards', () => {
       part.close();
     }
     await source.close();
+  });
+});
+
+describe('shard loads of tables with rows in first-seen order', () => {
+  it('load the same keys and values as from a table grouped by shard', async () => {
+    const { seed } = await whole();
+    const old = join(work, 'old.params');
+    const records = encodeRecords(keys, DIM);
+    const recordBytes = 8 + 4 * DIM;
+    const writer = new TableWriter(old, { dim: DIM, shards: SHARDS, seed, maxRecords: keys.length, firstSeenOrder: true });
+    keys.forEach((_, i) => writer.add(records.readUInt32LE(i * recordBytes), records.readUInt32LE(i * recordBytes + 4), records, i * recordBytes + 8));
+    writer.finish();
+    const wanted = [0, 3, 4];
+    const source = await openRangedTable(old, {});
+    const report = await writeShardTable(source, wanted, join(work, 'part.params'));
+    await source.close();
+    expect(report.keys).toBe(keys.filter((k) => wanted.includes(shardOf(k, seed))).length);
+    const part = ServedTable.open(join(work, 'part.params'), defaultTableMapper(), { verifyValues: true });
+    const answer = Buffer.alloc(Math.ceil(keys.length / 32) * 4 + keys.length * DIM * 4);
+    part.mgetInto(new Uint32Array(keysBody(keys).buffer.slice(0)), keys.length, new Uint32Array(answer.buffer));
+    part.close();
+    decodeAnswer(answer, keys.length, DIM).forEach((got, i) => {
+      expect(got).toEqual(wanted.includes(shardOf(keys[i]!, seed)) ? vectorOf(keys[i]!, DIM) : undefined);
+    });
   });
 });
