@@ -344,10 +344,10 @@ export class TableWriter {
   #rereadValuesCrc(valuesBytes: number): number {
     let crc = 0;
     for (let done = 0; done < valuesBytes; ) {
-      const n = readSync(this.#fd, this.#batch, 0, Math.min(this.#batch.length, valuesBytes - done), this.#valuesOffset + done);
-      if (n === 0) throw new ParamsError('INTERNAL', 'table file shorter than the rows written');
-      crc = this.#checksum(this.#batch.subarray(0, n), crc);
-      done += n;
+      const chunk = this.#batch.subarray(0, Math.min(this.#batch.length, valuesBytes - done));
+      readAll(this.#fd, chunk, this.#valuesOffset + done);
+      crc = this.#checksum(chunk, crc);
+      done += chunk.length;
     }
     return crc;
   }
