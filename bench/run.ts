@@ -26,6 +26,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   startup: () => import('./startup.js'),
   'params-delta': () => import('./params-delta.js'),
   'params-cluster': () => import('./params-cluster.js'),
+  'params-shard-load': () => import('./params-shard-load.js'),
 };
 
 const wanted = process.argv.slice(2);

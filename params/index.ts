@@ -5,3 +5,4 @@ export { ServedTable, mgetAnswerBytes } from './served-table.js';
 export { defaultTableMapper, MmapTableMapper, ReadTableMapper, type TableMapper } from './table-mapper.js';
 export { ParamsError, type ParamsErrorCode } from './params-error.js';
 export { crc32c } from './crc32c.js';
+export { TableWriter, type TableWriterOptions, type TableWriterResult } from './table-writer.js';

@@ -323,8 +323,10 @@ export class ParamsService {
   async #rewrite(name: string, current: Served, delta: DeltaBody): Promise<ParamsTableInfo> {
     const { header } = current.table;
     const placement = this.#placementOf(current.entry);
-    // The new version is written beside the old one on the same tier: at most the old file plus the upserts.
-    await this.#requireRoom(placement, (await stat(this.#pathOf(current.entry))).size + delta.records.length, name);
+    // The new version is written beside the old one on the same tier: at most the old file plus the
+    // upserts, and as much again for its values while the writer regroups them by shard.
+    const grown = (await stat(this.#pathOf(current.entry))).size + delta.records.length;
+    await this.#requireRoom(placement, grown + header.valuesBytes + delta.records.length, name);
     const { version, file, temp } = await this.#nextVersion(name, placement.dir);
     const writer = new TableWriter(temp, { dim: header.dim, shards: header.shardCount, seed: header.seed, maxRecords: header.keyCount + delta.upserts });
     try {
@@ -384,7 +386,9 @@ export class ParamsService {
     const { records, logCrc } = overlay?.state() ?? { records: 0, logCrc: 0 };
     const placement = this.#placementOf(current.entry);
     const path = this.#pathOf(current.entry);
-    await this.#requireRoom(placement, (await stat(path)).size + records * (16 + 4 * current.table.dim) + (extra?.delta.records.length ?? 0), name);
+    // The new file is at most the old one plus the records; its values once more while the writer regroups them by shard.
+    const added = records * (16 + 4 * current.table.dim) + (extra?.delta.records.length ?? 0);
+    await this.#requireRoom(placement, (await stat(path)).size + added + current.table.header.valuesBytes + added, name);
     const temp = join(placement.dir, `${TEMP_PREFIX}${name}.compact-${randomBytes(4).toString('hex')}`);
     const running = startCompaction({ basePath: path, ...(overlay ? { overlayPath: overlay.path } : {}), records, logCrc, ...(extra ? { extra: extra.body } : {}), temp });
     const finish = async (): Promise<ParamsTableInfo> => {

@@ -5,6 +5,7 @@ import { buildTable } from './table-builder.js';
 import { mgetAnswerBytes, ServedTable } from './served-table.js';
 import { MmapTableMapper, ReadTableMapper } from './table-mapper.js';
 import { decodeAnswer, keysBody, vectorOf, writeRecords } from './testing/records.js';
+import { decodeHeader, EMPTY_ROW, SLOT_BYTES } from './table-format.js';
 
 const MAX = 2n ** 64n - 1n;
 let dir: string;
@@ -84,6 +85,33 @@ describe('table format', () => {
     expect(lookup(table, [2999n])[0]![0]).toBe(2999);
   });
 
+  it('lays the rows out shard by shard, duplicates and the one-row-at-a-time path included', async () => {
+    // [dim, shards]: 8 MiB batches flush before key 0's duplicate at dim 1024; at dim 4096 and
+    // 4096 shards a shard's share of the regrouping buffer is below one row.
+    for (const [dim, shards] of [[1024, 5], [4096, 4096]] as const) {
+      const keys = [...Array.from({ length: 3000 }, (_, i) => BigInt(i) * 7919n), 0n];
+      const recordBytes = 8 + 4 * dim;
+      const input = Buffer.alloc(keys.length * recordBytes);
+      keys.forEach((k, i) => {
+        input.writeBigUInt64LE(k, i * recordBytes);
+        input.writeFloatLE(i === keys.length - 1 ? -1 : i, i * recordBytes + 8);
+        input.writeFloatLE(i, i * recordBytes + 8 + 4 * (dim - 1));
+      });
+      await writeFile(join(dir, 'in.bin'), input);
+      await buildTable(join(dir, 'in.bin'), join(dir, 't.params'), { dim, shards });
+      expectGroupedByShard(await readFile(join(dir, 't.params')));
+      const table = ServedTable.open(join(dir, 't.params'), new MmapTableMapper(), { verifyValues: true });
+      const answers = lookup(table, keys.slice(0, -1));
+      expect(answers[0]![0]).toBe(-1);
+      expect(answers[0]![dim - 1]).toBe(keys.length - 1);
+      answers.slice(1).forEach((answer, i) => {
+        expect(answer![0]).toBe(i + 1);
+        expect(answer![dim - 1]).toBe(i + 1);
+      });
+      table.close();
+    }
+  });
+
   it('rejects bad input with clear errors', async () => {
     await writeFile(join(dir, 'in.bin'), Buffer.alloc(8 + 4 * 4 + 1));
     await expect(buildTable(join(dir, 'in.bin'), join(dir, 't.params'), { dim: 4 })).rejects.toMatchObject({ code: 'PARAMS_BAD_INPUT', message: expect.stringContaining('not a multiple of the 24-byte record') });
@@ -133,3 +161,20 @@ describe('table format', () => {
     expect(lookup(table, [0n, 5n])).toEqual([undefined, undefined]);
   });
 });
+
+/** Every slot of shard s names a row among those after the rows of shards 0..s-1. */
+function expectGroupedByShard(file: Buffer): void {
+  const { header, shards } = decodeHeader(file, file.length, 'test');
+  const totalSlots = header.indexBytes / SLOT_BYTES;
+  let firstRow = 0;
+  shards.forEach((entry, s) => {
+    const end = s + 1 < shards.length ? shards[s + 1]!.firstSlot : totalSlots;
+    for (let slot = entry.firstSlot; slot < end; slot++) {
+      const row = file.readUInt32LE(header.indexOffset + slot * SLOT_BYTES + 8);
+      if (row === EMPTY_ROW) continue;
+      expect(row).toBeGreaterThanOrEqual(firstRow);
+      expect(row).toBeLessThan(firstRow + entry.keyCount);
+    }
+    firstRow += entry.keyCount;
+  });
+}

@@ -8,7 +8,10 @@ import { ParamsError } from './params-error.js';
  *
  *   [0, 128)                 header (fields below), little-endian
  *   [128, 128 + 16 * shards) shard directory: per shard u64 firstSlot, u32 homeSlots, u32 keyCount
- *   [valuesOffset, ...)      values: keyCount rows of dim float32, row r at valuesOffset + r * dim * 4
+ *   [valuesOffset, ...)      values: keyCount rows of dim float32, row r at valuesOffset + r * dim * 4;
+ *                            the writer groups them by shard (shard 0's, then shard 1's, ...), but
+ *                            readers reach rows only through the index and accept any order
+ *                            (files written before the grouping are the same version)
  *   [indexOffset, ...)       index: totalSlots slots of 3 uint32 (key lo, key hi, row);
  *                            row 0xFFFFFFFF marks an empty slot, so every uint64 is a valid key.
  *                            A shard's region runs from its firstSlot to the next shard's; a key's

@@ -32,6 +32,21 @@ export interface TableWriterOptions {
   readonly seed?: number;
   /** The format version to write (default: the current one); older versions only for tests of reading them. */
   readonly version?: number;
+  /**
+   * Leave the rows in first-seen order instead of grouping them by shard, as builders before
+   * the grouping did: only for tests and benchmarks of reading such files.
+   */
+  readonly firstSeenOrder?: boolean;
+}
+
+/** Where each row goes: see TableWriter's #groupByShard. */
+interface ShardLayout {
+  readonly hashes: Uint32Array;
+  readonly shardOfRow: Uint16Array;
+  readonly starts: Float64Array;
+  readonly byShard: Uint32Array;
+  /** The rows were added shard after shard: the values are in shard order already. */
+  readonly grouped: boolean;
 }
 
 export interface TableWriterResult {
@@ -42,13 +57,23 @@ export interface TableWriterResult {
 
 /** Rows are written out in batches of this many bytes: large sequential writes, bounded memory. */
 const WRITE_BATCH_BYTES = 8 * 1024 * 1024;
+/**
+ * Bytes of the per-shard buffers that regroup rows by shard, all shards together: 2.7 MiB
+ * a shard at 12 shards, 8 KiB (128 dim-16 rows) at the 4096 most; rows above a shard's
+ * share are written one by one.
+ */
+const REORDER_BUFFER_BYTES = 32 * 1024 * 1024;
 /** Slots per record of the dedupe table: load 0.5 keeps the build-time probes short. */
 const DEDUPE_SLOTS_PER_RECORD = 2;
 
 /**
  * Writes one table file: `add` records in any order, then `finish`. Values stream out as
  * rows in first-seen key order; a repeated key overwrites its row (the last record wins)
- * and is counted, or fails with `strict`. The index is built in memory at `finish`.
+ * and is counted, or fails with `strict`. At `finish` the rows are regrouped by shard
+ * (all of shard 0, then shard 1, ...; first-seen order within a shard), so that a shard's
+ * rows are one contiguous range a cluster member reads alone, and the index is built in
+ * memory. Regrouping is skipped when the rows came shard after shard; otherwise the file
+ * briefly holds the values twice.
  * Memory: about 12 bytes per record for deduplication, plus the index (12 bytes per slot).
  * Synchronous file I/O on an fd the writer owns; the caller renames the file when done.
  */
@@ -60,6 +85,7 @@ export class TableWriter {
   readonly #strict: boolean;
   readonly #seed: number;
   readonly #version: number;
+  readonly #firstSeenOrder: boolean;
   readonly #checksum: Checksum;
   readonly #rowBytes: number;
   readonly #valuesOffset: number;
@@ -88,6 +114,7 @@ export class TableWriter {
     this.#strict = options.strict === true;
     this.#seed = (options.seed ?? DEFAULT_SEED) >>> 0;
     this.#version = options.version ?? FORMAT_VERSION;
+    this.#firstSeenOrder = options.firstSeenOrder === true;
     if (!READABLE_VERSIONS.includes(this.#version)) throw new ParamsError('PARAMS_BAD_INPUT', `cannot write table format version ${this.#version}; versions: ${READABLE_VERSIONS.join(', ')}`);
     this.#checksum = checksumFor(this.#version);
     this.#rowBytes = dim * 4;
@@ -164,12 +191,14 @@ export class TableWriter {
       const rows = this.#rows;
       const valuesBytes = rows * this.#rowBytes;
       const indexOffset = alignUp(this.#valuesOffset + valuesBytes, REGION_ALIGN);
-      const { shards, totalSlots, crc } = this.#writeIndex(indexOffset);
+      const layout = this.#groupByShard();
+      // Rows added shard after shard (a shard loader's, a compaction's) are in place already.
+      const valuesCrc = layout.grouped || this.#firstSeenOrder ? (this.#crcStale ? this.#rereadValuesCrc(valuesBytes) : this.#valuesCrc) : this.#reorderValues(layout, indexOffset);
+      const { shards, totalSlots, crc } = this.#writeIndex(indexOffset, layout);
       const indexBytes = totalSlots * SLOT_BYTES;
       const header = { version: this.#version, dim: this.#dim, keyCount: rows, shardCount: this.#shards, seed: this.#seed, valuesOffset: this.#valuesOffset, valuesBytes, indexOffset, indexBytes, fileBytes: indexOffset + indexBytes, duplicates: this.#duplicates };
       const draft = encodeHeader({ ...header, indexCrc: 0, valuesCrc: 0 }, shards);
       const indexCrc = this.#checksum(directoryBytes(draft, this.#shards), crc);
-      const valuesCrc = this.#crcStale ? this.#rereadValuesCrc(valuesBytes) : this.#valuesCrc;
       writeAll(this.#fd, encodeHeader({ ...header, indexCrc, valuesCrc }, shards), 0);
       ftruncateSync(this.#fd, indexOffset + indexBytes);
       fsyncSync(this.#fd);
@@ -189,30 +218,95 @@ export class TableWriter {
   }
 
   /**
-   * Builds and writes each shard's index region in turn (one region in memory at a
-   * time). Answers the directory, the slot total and the checksum of the index region.
+   * The rows grouped by shard (a counting sort, stable: a shard's rows keep the order they
+   * were added in). Row `byShard[k]` as added is row k of the file; shard s owns rows
+   * [starts[s], starts[s + 1]).
    */
-  #writeIndex(indexOffset: number): { shards: ShardEntry[]; totalSlots: number; crc: number } {
+  #groupByShard(): ShardLayout {
     const rows = this.#rows;
     const keys = this.#keys;
     const shardCount = this.#shards;
     const hashes = new Uint32Array(rows);
     const shardOfRow = new Uint16Array(rows);
     const counts = new Uint32Array(shardCount + 1);
+    let grouped = true;
     for (let r = 0; r < rows; r++) {
       const h = keyHash(keys[2 * r]!, keys[2 * r + 1]!, this.#seed);
       const s = shardOf(h, shardCount);
       hashes[r] = h;
       shardOfRow[r] = s;
       counts[s + 1]!++;
+      if (r > 0 && s < shardOfRow[r - 1]!) grouped = false;
     }
-    // Rows grouped by shard (a counting sort): shard s owns byShard[starts[s], starts[s + 1]).
     const starts = new Float64Array(shardCount + 1);
     for (let s = 0; s < shardCount; s++) starts[s + 1] = starts[s]! + counts[s + 1]!;
     const fill = Float64Array.from(starts);
     const byShard = new Uint32Array(rows);
     for (let r = 0; r < rows; r++) byShard[fill[shardOfRow[r]!]!++] = r;
+    return { hashes, shardOfRow, starts, byShard, grouped };
+  }
 
+  /**
+   * Moves the rows, written in the order they were added, into shard order: pass 1 reads
+   * them in sequence and scatters each into its place in a scratch region at `scratchOffset`
+   * (where the index goes afterwards), through one buffer per shard; pass 2 copies the
+   * scratch back over the values region in sequence, checksumming it. Answers the values
+   * checksum. The file holds the values twice meanwhile.
+   */
+  #reorderValues(layout: ShardLayout, scratchOffset: number): number {
+    const rows = this.#rows;
+    const rowBytes = this.#rowBytes;
+    const shardCount = this.#shards;
+    const { shardOfRow, starts } = layout;
+    const perShard = Math.floor(REORDER_BUFFER_BYTES / shardCount / rowBytes); // rows buffered per shard; 0: written one by one
+    const buffers = perShard > 0 ? Buffer.allocUnsafeSlow(perShard * rowBytes * shardCount) : undefined;
+    const buffered = new Uint32Array(shardCount);
+    const written = Float64Array.from(starts.subarray(0, shardCount)); // next file row of each shard
+    const drain = (s: number) => {
+      const n = buffered[s]!;
+      if (n === 0) return;
+      const at = s * perShard * rowBytes;
+      writeAll(this.#fd, buffers!.subarray(at, at + n * rowBytes), scratchOffset + written[s]! * rowBytes);
+      written[s] = written[s]! + n;
+      buffered[s] = 0;
+    };
+    const batch = this.#batch;
+    for (let first = 0; first < rows; first += this.#batchRows) {
+      const count = Math.min(this.#batchRows, rows - first);
+      readAll(this.#fd, batch.subarray(0, count * rowBytes), this.#valuesOffset + first * rowBytes);
+      for (let i = 0; i < count; i++) {
+        const s = shardOfRow[first + i]!;
+        const row = batch.subarray(i * rowBytes, (i + 1) * rowBytes);
+        if (!buffers) {
+          writeAll(this.#fd, row, scratchOffset + written[s]! * rowBytes);
+          written[s] = written[s]! + 1;
+          continue;
+        }
+        buffers.set(row, (s * perShard + buffered[s]!) * rowBytes);
+        if (++buffered[s]! === perShard) drain(s);
+      }
+    }
+    for (let s = 0; s < shardCount; s++) drain(s);
+    let crc = 0;
+    for (let first = 0; first < rows; first += this.#batchRows) {
+      const chunk = batch.subarray(0, Math.min(this.#batchRows, rows - first) * rowBytes);
+      readAll(this.#fd, chunk, scratchOffset + first * rowBytes);
+      writeAll(this.#fd, chunk, this.#valuesOffset + first * rowBytes);
+      crc = this.#checksum(chunk, crc);
+    }
+    return crc;
+  }
+
+  /**
+   * Builds and writes each shard's index region in turn (one region in memory at a
+   * time), naming each key's row by its place in the shard-ordered values. Answers the
+   * directory, the slot total and the checksum of the index region.
+   */
+  #writeIndex(indexOffset: number, layout: ShardLayout): { shards: ShardEntry[]; totalSlots: number; crc: number } {
+    const rows = this.#rows;
+    const keys = this.#keys;
+    const shardCount = this.#shards;
+    const { hashes, starts, byShard } = layout;
     const shards: ShardEntry[] = [];
     let firstSlot = 0;
     let crc = 0;
@@ -233,7 +327,7 @@ export class TableWriter {
         }
         region[slot * SLOT_WORDS] = keys[2 * r]!;
         region[slot * SLOT_WORDS + 1] = keys[2 * r + 1]!;
-        region[slot * SLOT_WORDS + 2] = r;
+        region[slot * SLOT_WORDS + 2] = this.#firstSeenOrder ? r : k;
         if (slot > last) last = slot;
       }
       const slots = last + 2; // one empty slot ends every probe
@@ -250,12 +344,21 @@ export class TableWriter {
   #rereadValuesCrc(valuesBytes: number): number {
     let crc = 0;
     for (let done = 0; done < valuesBytes; ) {
-      const n = readSync(this.#fd, this.#batch, 0, Math.min(this.#batch.length, valuesBytes - done), this.#valuesOffset + done);
-      if (n === 0) throw new ParamsError('INTERNAL', 'table file shorter than the rows written');
-      crc = this.#checksum(this.#batch.subarray(0, n), crc);
-      done += n;
+      const chunk = this.#batch.subarray(0, Math.min(this.#batch.length, valuesBytes - done));
+      readAll(this.#fd, chunk, this.#valuesOffset + done);
+      crc = this.#checksum(chunk, crc);
+      done += chunk.length;
     }
     return crc;
+  }
+}
+
+/** Fills `into` from `position` (readSync may read less than asked). */
+function readAll(fd: number, into: Uint8Array, position: number): void {
+  for (let done = 0; done < into.length; ) {
+    const n = readSync(fd, into, done, into.length - done, position + done);
+    if (n === 0) throw new ParamsError('INTERNAL', 'table file shorter than the rows written');
+    done += n;
   }
 }
 

@@ -10,8 +10,10 @@ const MAX_READ_BYTES = 16 * 1024 * 1024;
 /**
  * Rows closer than this are fetched in one read, the gap included: a ranged GET costs a
  * round trip (about a millisecond on a LAN), which 128 KiB at store speed also costs.
+ * This is the only slack a load reads beyond its shards' rows: at most this much per gap
+ * between two runs of wanted rows.
  */
-const ROW_GAP_BYTES = 128 * 1024;
+export const ROW_GAP_BYTES = 128 * 1024;
 /** Ranged reads in flight at once, as the table loader's store reads use. */
 const READS_IN_FLIGHT = 8;
 
@@ -89,7 +91,10 @@ export interface ShardLoadReport {
  * shard and a lookup of a held key answers exactly what the whole table would.
  *
  * Reads only byte ranges: the index regions of the wanted shards, then the rows their
- * slots name, rows closer than ROW_GAP_BYTES fetched together.
+ * slots name, rows closer than ROW_GAP_BYTES fetched together. The table writer groups
+ * rows by shard, so the rows of a run of adjacent wanted shards are one contiguous range
+ * (read in MAX_READ_BYTES pieces); tables written before it did (rows in first-seen
+ * order) load the same way, reading more of the values region.
  */
 export async function writeShardTable(table: RangedTable, wanted: readonly number[], dest: string): Promise<ShardLoadReport> {
   const { header, shards } = table;
