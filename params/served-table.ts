@@ -3,10 +3,12 @@ import { loadMmapBinding } from '../cache/mmap-binding.js';
 import { keyHash, scaleToRange, shardOf } from './key-hash.js';
 import { lookupBinding, type LookupBinding, type NativeTableHandle } from './lookup-binding.js';
 import { ParamsError } from './params-error.js';
-import { crc32c, REGION_THREADS } from './crc32c.js';
+import { crc32c, crc32cRegion, REGION_THREADS } from './crc32c.js';
+import { decodeDelta } from './delta-body.js';
+import { KeySet } from './key-set.js';
 import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, SLOT_WORDS, checksumFor, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type ShardEntry, type TableHeader } from './table-format.js';
 import type { FileRegion, TableMapper } from './table-mapper.js';
-import { OVERLAY_SUFFIX } from './overlay-format.js';
+import { foldToDelta, OVERLAY_SUFFIX, readOverlayLog } from './overlay-format.js';
 import { TableOverlay, type OverlayState } from './table-overlay.js';
 
 export interface OpenTableOptions {
@@ -312,8 +314,47 @@ export class ServedTable {
   }
 
   /**
+   * The committed in-place deltas as one delta body (each key once, its newest change), or
+   * undefined when the table has none. Applied to a copy of the base file, it gives that
+   * copy the rows this table serves. PARAMS_BAD_TABLE when the overlay's log fails its checksum.
+   */
+  inPlaceDeltas(): Buffer | undefined {
+    const overlay = this.#overlay;
+    const state = overlay?.state();
+    if (!overlay || !state || state.records === 0) return undefined;
+    // Records below the committed count never change, so a delta being applied meanwhile does not disturb the read.
+    const log = readOverlayLog(overlay.path, 0, state.records);
+    if (crc32cRegion(log.bytes) !== state.logCrc) throw new ParamsError('PARAMS_BAD_TABLE', `${overlay.path}: overlay log checksum mismatch`);
+    return foldToDelta(log);
+  }
+
+  /**
+   * Calls `visit` for every key the table serves now with its values (`bytes` at `offset`,
+   * dim x 4 bytes): the in-place deltas' upserts first, then the base file's rows they
+   * neither replace nor delete. What a copy of the table's rows must hold.
+   */
+  forEachLiveEntry(visit: (lo: number, hi: number, bytes: Buffer, offset: number) => void): void {
+    const folded = this.inPlaceDeltas();
+    if (!folded) return this.forEachEntry(visit);
+    const delta = decodeDelta(folded);
+    const changed = new KeySet(delta.upserts + delta.deletes);
+    const recordBytes = 8 + 4 * delta.dim;
+    for (let at = 0; at < delta.records.length; at += recordBytes) {
+      const lo = delta.records.readUInt32LE(at);
+      const hi = delta.records.readUInt32LE(at + 4);
+      changed.add(lo, hi);
+      visit(lo, hi, delta.records, at + 8);
+    }
+    for (let at = 0; at < delta.deleteKeys.length; at += 8) changed.add(delta.deleteKeys.readUInt32LE(at), delta.deleteKeys.readUInt32LE(at + 4));
+    this.forEachEntry((lo, hi, bytes, offset) => {
+      if (!changed.has(lo, hi)) visit(lo, hi, bytes, offset);
+    });
+  }
+
+  /**
    * Calls `visit` for every key of the base file with its row's values (`bytes` at `offset`,
-   * dim x 4 bytes), in slot order. In-place deltas are not included: compaction folds them.
+   * dim x 4 bytes), in slot order. In-place deltas are not included (compaction folds them
+   * itself); forEachLiveEntry includes them.
    */
   forEachEntry(visit: (lo: number, hi: number, bytes: Buffer, offset: number) => void): void {
     const { index, chunkBytes } = this.#js();

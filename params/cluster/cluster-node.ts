@@ -22,6 +22,7 @@ import { openRangedTable } from './shard-loader.js';
 import { ShardWriter } from './shard-writer.js';
 import { ShardRouter, type TableView } from './shard-router.js';
 import { deltaForShards, recordsOfShards, shardsTouched, writeRecordsTable } from './shard-records.js';
+import { copyServedTable } from './table-copy.js';
 
 export interface ClusterNodeConfig {
   readonly address: ClusterAddress;
@@ -492,7 +493,8 @@ export class ClusterNode {
    * This member's table for `shards` of the switch's version:
    * - publish: written from byte ranges of the source;
    * - delta: the current table if the delta touches none of its shards, else a copy of it
-   *   with the delta's part for its shards applied (the single-node load and delta);
+   *   (its in-place deltas included) with the delta's part for its shards applied (the
+   *   single-node load and delta);
    * - repair: the current table if it has every shard, else one written from its own rows
    *   and, for shards new to it, rows from a live replica (or from the source, when the
    *   table has no deltas and no replica is left).
@@ -514,7 +516,7 @@ export class ClusterNode {
       if (mine.size === 0) return { localName: base.localName, shards };
       const body = await this.#fetchDelta(sw);
       const part = deltaForShards(decodeDelta(body), mine, sw.shards, sw.seed);
-      await params.load(localName, params.table(base.localName).path);
+      await copyServedTable(params, base.localName, localName);
       try {
         await params.applyDelta(localName, part);
       } catch (err) {

@@ -14,14 +14,14 @@ export function shardOfKey(lo: number, hi: number, shards: number, seed: number)
   return shards === 1 ? 0 : shardOf(keyHash(lo, hi, seed), shards);
 }
 
-/** The records of `table`'s keys that fall in `wanted` shards. */
+/** The records of `table`'s keys that fall in `wanted` shards, as it serves them (its in-place deltas included). */
 export function recordsOfShards(table: ServedTable, wanted: ReadonlySet<number>): Buffer {
   const { dim, shardCount, seed } = table.header;
   const recordBytes = 8 + 4 * dim;
   const parts: Buffer[] = [];
   let current = Buffer.allocUnsafe(recordBytes * 4096);
   let at = 0;
-  table.forEachEntry((lo, hi, bytes, offset) => {
+  table.forEachLiveEntry((lo, hi, bytes, offset) => {
     if (!wanted.has(shardOfKey(lo, hi, shardCount, seed))) return;
     if (at + recordBytes > current.length) {
       parts.push(current.subarray(0, at));

@@ -207,10 +207,13 @@ describe('a parameter table across three daemons coordinated through etcd', () =
   });
 
   it('applies a delta to every replica of the shards it touches, through any member', async () => {
-    const body = encodeDelta(DIM, [...deltaKeys.map((k) => [k, vectorOf(k, DIM, 5)] as const), [3n, vectorOf(3n, DIM, 5)]], deletedKeys);
-    const res = await fetch(`${apis.get('m2')}/v1/params/tables/emb/delta`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(body) });
-    expect(res.status, await res.clone().text()).toBe(200);
-    expect(await res.json()).toMatchObject({ name: 'emb', version: 3 });
+    // Two deltas: the replicas of shards both touch copy a table whose first delta went in place.
+    const deltas = [encodeDelta(DIM, deltaKeys.map((k) => [k, vectorOf(k, DIM, 5)] as const), []), encodeDelta(DIM, [[3n, vectorOf(3n, DIM, 5)]], deletedKeys)];
+    for (const [i, body] of deltas.entries()) {
+      const res = await fetch(`${apis.get(NODES[2 - i]!)}/v1/params/tables/emb/delta`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(body) });
+      expect(res.status, await res.clone().text()).toBe(200);
+      expect(await res.json()).toMatchObject({ name: 'emb', version: 3 + i });
+    }
     await checkDelta(NODES);
   });
 
@@ -224,7 +227,7 @@ describe('a parameter table across three daemons coordinated through etcd', () =
     const repaired = await until('two live replicas of every shard', async () => {
       const st = await status(apis.get(survivors[0]!)!);
       const table = st.tables[0];
-      return st.members.length === 2 && table && table.version > 2 && table.state === 'replicated' && !table.switch ? table : undefined;
+      return st.members.length === 2 && table && table.version > 4 && table.state === 'replicated' && !table.switch ? table : undefined;
     });
     await new Promise((r) => setTimeout(r, 500));
     await traffic.stop();
