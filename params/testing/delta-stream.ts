@@ -1,4 +1,5 @@
 import { encodeDelta } from '../delta-body.js';
+import { prng } from '../../test/fixtures/prng.js';
 
 /**
  * A deterministic stream of deltas for crash tests, and what the table holds after any prefix
@@ -14,18 +15,6 @@ export const BASE_KEYS = 5_000;
 /** Changes per delta: 3,501 records, so about 19 deltas fill half a 64Ki-key overlay's log and compaction runs too. */
 const UPSERTS = 3_000;
 const DELETES = 500;
-
-/** mulberry32: a small PRNG, enough to pick keys. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** The base table's vector of a key. */
 export function baseVector(key: number): number[] {

@@ -5,6 +5,7 @@ import { freePort } from '../fixtures/rgw.js';
 import { testS3 } from '../fixtures/s3.js';
 import { sh } from '../fixtures/shell.js';
 import { cleanupDir, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
+import { prng } from '../fixtures/prng.js';
 
 const SECRET = 'fuzz-peer-secret-5f0c2e91';
 /** Requests per route and method: 28 operations × 60 ≈ 1,700 requests, a few seconds on loopback. */
@@ -12,17 +13,6 @@ const CASES_PER_OPERATION = 60;
 /** Requests in flight at once: enough to overlap handlers, few enough not to measure the machine. */
 const IN_FLIGHT = 8;
 
-/** A small seeded PRNG (mulberry32), so a failure names a seed that reproduces it. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const JUNK_STRINGS = ['', '%', '%zz', '..', '/..', '/a/../b', '\u0000', 'a\u0000b', 'é'.repeat(3000), 'x'.repeat(5000), '/' + 'n'.repeat(256), '/', '//', 'root', 'emb', 's3://', 's3://bucket', 'file:///etc', 'http://user:pw@127.0.0.1:1', `http://127.0.0.1:1/${'p'.repeat(5000)}`, 'ftp://x', '00000000-0000-0000-0000-000000000000', '-1', '1e309', 'NaN', '\ud800', '<script>', '{"a":1}'];
 const JUNK_VALUES: unknown[] = [null, true, 0, -1, 1.5, 2 ** 64, -0, [], [null], {}, { a: null }, 'x', ...JUNK_STRINGS, [JUNK_STRINGS[8]], Array.from({ length: 2000 }, () => '/a')];
