@@ -239,9 +239,11 @@ export class Namespace {
   invalidate(path: string): void {
     const normal = normalisePath(path);
     this.#epoch++;
-    this.#entries.delete(normal);
-    this.#listings.delete(normal);
-    this.#listings.delete(parentOf(normal));
+    // Listings expire rather than vanish: the next lookup asks the store, and should the store
+    // be down, what was known is still there to serve stale (`--stale-on-error`).
+    this.#entries.delete(normal); // its next lookup asks the store by name (a HEAD), not a listing
+    this.#expire(this.#listings, normal);
+    this.#expire(this.#listings, parentOf(normal));
     this.#pendingLookups.delete(normal);
     this.#pendingListings.delete(normal);
     this.#pendingListings.delete(parentOf(normal));
@@ -274,6 +276,12 @@ export class Namespace {
     return files;
   }
 
+  #expire<T>(cache: Map<string, Cached<T>>, path: string): void {
+    const cached = cache.get(path);
+    const now = this.#now();
+    if (cached && cached.expiresAt > now) cache.set(path, { value: cached.value, expiresAt: now });
+  }
+
   /** Forgets everything (a sync, a link change). */
   invalidateAll(): void {
     this.#epoch++;
@@ -296,7 +304,9 @@ export class Namespace {
     const name = path.slice(path.lastIndexOf('/') + 1);
     const fromListing = listing && { value: listing.value.find((e) => e.name === name)?.entry ?? null, expiresAt: listing.expiresAt };
     if (fromListing && this.#fresh(fromListing)) return fromListing.value;
-    if (listing && listing.value.length <= RELIST_MAX_ENTRIES) {
+    // Only for a name seen in that listing: one invalidated since (written, renamed, its
+    // attributes changed) is asked for by name, which also brings its attributes.
+    if (known && listing && listing.value.length <= RELIST_MAX_ENTRIES) {
       const entries = await this.list(parent).catch(() => undefined);
       if (entries) return entries.find((e) => e.name === name)?.entry ?? null;
     }
