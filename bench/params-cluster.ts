@@ -10,7 +10,7 @@
  *    watches for the new version's value; the time from the coordinator's commit
  *    (`committedAt` in the serving record) to the last daemon's first new answer.
  *
- * Everything runs on this machine: the three daemons, etcd and the load generator share
+ * Everything runs on one machine: the three daemons, etcd and the load generator share
  * its cores, so the routed figures include the CPU the hop takes from the others.
  */
 import { mkdir } from 'node:fs/promises';
