@@ -29,11 +29,6 @@ export class KeyLock {
     }
   }
 
-  /** Whether some caller holds or waits for `key` (for tests and status). */
-  busy(key: string): boolean {
-    return this.#tails.has(key);
-  }
-
   /** Waits for `key`; answers its release, or `undefined` if `signal` aborted first. */
   async #take(key: string, signal?: AbortSignal): Promise<(() => void) | undefined> {
     if (signal?.aborted) return undefined;

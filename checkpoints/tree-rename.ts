@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { inParallel } from '../async/in-parallel.js';
 import { TEMP_PREFIX, removeFileDurably, writeFileDurably } from '../durable/index.js';
 import type { ObjectStore } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -131,7 +132,7 @@ export class TreeRenames {
     const store = this.#stores(record.storeId);
     const todo: string[] = [];
     for await (const key of this.#keys(record.storeId, record.from)) if (!copied.has(key)) todo.push(key);
-    await pool(todo, COPY_CONCURRENCY, async (key) => {
+    await inParallel(todo, COPY_CONCURRENCY, async (key) => {
       const target = `${record.to}${key.slice(record.from.length)}`;
       await this.#locked(record.storeId, [key, target], async () => {
         if (ifAbsent && (await store.head(target))) return;
@@ -154,7 +155,7 @@ export class TreeRenames {
   async #deleteAll(storeId: string, keys: readonly string[]): Promise<void> {
     const store = this.#stores(storeId);
     const remove = (key: string) => this.#locked(storeId, [key], () => store.delete(key)).then(() => undefined);
-    await pool(keys.filter((k) => !k.endsWith('/')), COPY_CONCURRENCY, remove);
+    await inParallel(keys.filter((k) => !k.endsWith('/')), COPY_CONCURRENCY, remove);
     for (const marker of keys.filter((k) => k.endsWith('/')).sort().reverse()) await remove(marker);
   }
 
@@ -203,24 +204,6 @@ export class TreeRenames {
       } while (token);
     }
   }
-}
-
-/** Runs `work` over `items`, at most `limit` at a time; rejects with the first failure once all started work settled. */
-async function pool<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (next < items.length && !failure) {
-      const item = items[next++]!;
-      try {
-        await work(item);
-      } catch (err) {
-        failure ??= { err };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure) throw failure.err;
 }
 
 function parseRecord(text: string): TreeRenameRecord | undefined {

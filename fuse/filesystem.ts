@@ -133,7 +133,10 @@ export class Filesystem {
 
   async getattr(path: string): Promise<FileStat> {
     const hidden = this.#hidden.get(path);
-    if (hidden !== undefined) return this.#statOf(this.#fileMode, this.#openSize(hidden), new Date(), 0);
+    if (hidden !== undefined) {
+      const handle = this.#handleOf(hidden);
+      return (handle !== undefined ? this.getattrOpen(handle) : undefined) ?? this.#statOf(this.#fileMode, 0, new Date(), 0);
+    }
     const route = this.#route(path);
     if (route.kind === 'virtual') return this.#stat({ kind: 'dir' });
     const staged = this.#staged(route);
@@ -579,12 +582,17 @@ export class Filesystem {
     return page.objects.every((o) => o.key === prefix);
   }
 
-  /** Size of a file unlinked while open, from one of its open writers (0 for readers). */
-  #openSize(path: string): number {
-    for (const file of this.#handles.values()) if (file.kind === 'write' && file.path === path) return this.#writes!.sizeOf(file.writer) ?? 0;
-    for (const file of this.#handles.values()) if (file.kind === 'read' && file.path === path) return file.session.ref.size;
-    return 0;
+  /** A handle open on `path`: a writer if there is one (it knows the size as written), else a reader. */
+  #handleOf(path: string): number | undefined {
+    let reader: number | undefined;
+    for (const [handle, file] of this.#handles) {
+      if (file.path !== path) continue;
+      if (file.kind === 'write') return handle;
+      if (file.kind === 'read') reader ??= handle;
+    }
+    return reader;
   }
+
 
   /** The link of `path` if it takes writes; else FS_READ_ONLY. */
   #writable(path: string): { route: LinkRoute; link: LinkRoute['link']; store: NonNullable<LinkRoute['link']['store']>; storeId: string } {

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ListOptions, ListPage, ObjectStore } from '../store/index.js';
 import { StoreError, type StoreErrorCode } from '../store/index.js';
+import { inParallel } from '../async/in-parallel.js';
 
 /** S3's smallest part size for every part but the last. */
 const MIN_PART = 5 * 1024 * 1024;
@@ -55,14 +56,6 @@ async function listAll(store: ObjectStore, prefix: string, options: ListOptions 
   return pages;
 }
 
-/** Runs `work` over `items`, `limit` at a time. */
-async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await work(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
 
 /**
  * The behaviour every ObjectStore backend shares (the contract in store/object-store.ts),

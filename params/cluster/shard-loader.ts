@@ -4,6 +4,7 @@ import { ParamsError } from '../params-error.js';
 import { parseTableLocation } from '../table-destination.js';
 import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, decodeHeader, valuesOffsetFor, type ShardEntry, type TableHeader } from '../table-format.js';
 import { TableWriter } from '../table-writer.js';
+import { inParallel } from '../../async/in-parallel.js';
 
 /** Ranged reads of the source are at most this long: one GET each, retried whole by the store client. */
 const MAX_READ_BYTES = 16 * 1024 * 1024;
@@ -146,18 +147,14 @@ export async function writeShardTable(table: RangedTable, wanted: readonly numbe
   }
   const writer = new TableWriter(dest, { dim: header.dim, shards: header.shardCount, seed: header.seed, maxRecords: keys });
   try {
-    let next = 0;
-    const worker = async () => {
-      while (next < reads.length) {
-        const r = reads[next++]!;
-        const bytes = await table.read(r.offset, r.length);
-        bytesRead += bytes.length;
-        for (const i of r.members) {
-          writer.add(entries[3 * i]!, entries[3 * i + 1]!, bytes, header.valuesOffset + entries[3 * i + 2]! * rowBytes - r.offset);
-        }
+    // A failed read stops the others before the writer is aborted below.
+    await inParallel(reads, READS_IN_FLIGHT, async (r) => {
+      const bytes = await table.read(r.offset, r.length);
+      bytesRead += bytes.length;
+      for (const i of r.members) {
+        writer.add(entries[3 * i]!, entries[3 * i + 1]!, bytes, header.valuesOffset + entries[3 * i + 2]! * rowBytes - r.offset);
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(READS_IN_FLIGHT, reads.length) }, worker));
+    });
     writer.finish();
   } catch (err) {
     writer.abort();
