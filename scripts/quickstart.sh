@@ -10,7 +10,11 @@ lake="$demo/lake"
 mnt="$demo/mnt"
 
 if [ "$(id -u)" -eq 0 ]; then bash scripts/install-deps.sh; else sudo bash scripts/install-deps.sh; fi
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-fund --no-audit; fi
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-fund --no-audit # its prepare step compiles dist/
+else
+  npm run build --silent # bin/strata.js runs dist/: keep it in step with the sources
+fi
 
 if [ ! -d "$lake" ]; then
   mkdir -p "$lake/datasets/mnist/train/class_0" "$lake/datasets/mnist/train/class_1" "$lake/models/resnet"
