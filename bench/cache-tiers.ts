@@ -17,7 +17,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { BlockCache, NvmeTier, resolveBlockCacheConfig, type BlockCacheOptions, type FetchRange, type ObjectRef } from '../cache/index.js';
+import { BlockCache, NvmeTier, resolveBlockCacheConfig, type BlockCacheOptions, type FetchRange } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import { silentLogger } from '../telemetry/index.js';
 import { printTable } from './lib/table.js';
 

@@ -19,7 +19,7 @@ const entryMs = performance.now();
 const [dir, mode, name, source] = process.argv.slice(2);
 const { default: Fastify } = await import('fastify');
 const { ParamsService, mgetAnswerBytes } = await import('../params/index.js');
-const { registerParamsRoutes } = await import('../daemon/api/params-routes.js');
+const { registerParamsRoutes } = await import('../api/params-routes.js');
 const importedMs = performance.now();
 
 const service = new ParamsService({ dir: dir!, tier: 'pmem', lookupThreads: Number(process.env.PARAMS_LOOKUP_THREADS ?? 0) });

@@ -8,5 +8,5 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 // See bin/strata.js: set before libuv's pool is first used.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 register();
-const { main } = await import('../daemon/cli.ts');
+const { main } = await import('../cli/cli.ts');
 process.exitCode = await main(process.argv.slice(2));

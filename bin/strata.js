@@ -13,9 +13,9 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 process.env.UV_THREADPOOL_SIZE ??= '16';
 let cli;
 try {
-  cli = await import('../dist/daemon/cli.js');
+  cli = await import('../dist/cli/cli.js');
 } catch (err) {
-  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes('dist/daemon/cli.js')) throw err;
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes('dist/cli/cli.js')) throw err;
   process.stderr.write('strata: the package is not built (no dist/); run npm run build, or node bin/strata-dev.js to run the sources\n');
   process.exit(1);
 }

@@ -3,12 +3,12 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { StoreError } from '../store/errors.js';
+import { StoreError } from '../store/index.js';
 import { silentLogger } from '../telemetry/index.js';
 import { BlockCache, type FetchRange } from './block-cache.js';
 import { resolveBlockCacheConfig, type BlockCacheOptions } from './block-cache-config.js';
 import { blockChecksum } from './checksum.js';
-import type { ObjectRef } from './object-reader.js';
+import type { ObjectRef } from '../store/index.js';
 import type { Tier, TierStats } from './tier.js';
 
 const MiB = 1024 * 1024;

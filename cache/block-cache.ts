@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { open } from 'node:fs/promises';
-import { StoreError } from '../store/errors.js';
+import { StoreError } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { counter } from '../telemetry/index.js';
 import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
@@ -9,7 +9,8 @@ import type { BlockCacheConfig } from './block-cache-config.js';
 import { DramTier } from './dram-tier.js';
 import { MemoryBudget } from './memory-budget.js';
 import { NvmeTier } from './nvme-tier.js';
-import type { ObjectReader, ObjectRef, ReadSession, ReadSessionOptions } from './object-reader.js';
+import type { ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
+import type { ObjectRef } from '../store/index.js';
 import { PmemTier } from './pmem-tier.js';
 import { SequentialDetector } from './sequential-detector.js';
 import type { Tier, TierName, TierStats } from './tier.js';

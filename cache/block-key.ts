@@ -1,4 +1,4 @@
-import type { ObjectRef } from './object-reader.js';
+import type { ObjectRef } from '../store/index.js';
 
 /**
  * Names one block of one object version: bytes [index × blockSize, (index + 1) × blockSize)

@@ -1,15 +1,4 @@
-/**
- * Identity of one version of one object: what a block of cached bytes belongs to.
- * Two refs with the same `storeId`, `key` and `etag` name the same bytes.
- */
-export interface ObjectRef {
-  /** Stable identity of the store (its URL without credentials, e.g. `s3://bucket/prefix`). */
-  readonly storeId: string;
-  /** Key relative to the store root. */
-  readonly key: string;
-  readonly etag: string;
-  readonly size: number;
-}
+import type { ObjectRef } from '../store/index.js';
 
 /**
  * Per-open-handle state a reader may keep (sequential-access detection for readahead).

@@ -1,7 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeFileDurably } from '../durable/index.js';
-import type { ObjectRef } from './object-reader.js';
+import type { ObjectRef } from '../store/index.js';
 
 /** The group of single pinned versions; not a path (paths start with `/`), never persisted. */
 const VERSIONS = '#versions';

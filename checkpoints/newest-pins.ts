@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
-import type { ObjectRef } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { writeFileDurably } from '../durable/index.js';
 import type { PinHooks } from './write-path-config.js';

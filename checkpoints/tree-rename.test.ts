@@ -1,7 +1,7 @@
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { KeyLock } from '../async/key-lock.js';
+import { KeyLock } from '../async/index.js';
 import { StoreError, openStore, type ObjectStore } from '../store/index.js';
 import { silentLogger } from '../telemetry/index.js';
 import { cleanupDir, tempDir } from '../test/fixtures/strata-process.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { inParallel } from '../async/in-parallel.js';
+import { inParallel } from '../async/index.js';
 import { TEMP_PREFIX, removeFileDurably, writeFileDurably } from '../durable/index.js';
 import type { ObjectStore } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';

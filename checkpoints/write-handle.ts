@@ -1,4 +1,4 @@
-import type { ObjectRef } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import type { ObjectMeta } from '../store/index.js';
 import type { UploadState } from './pending-upload.js';
 import type { CloseMode } from './write-path-config.js';

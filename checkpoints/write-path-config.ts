@@ -1,4 +1,4 @@
-import type { ObjectRef } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { MAX_PART_BYTES } from './part-layout.js';
 import { WritePathError } from './write-path-error.js';

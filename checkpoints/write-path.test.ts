@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ObjectRef } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import { isStrataError } from '../errors/index.js';
 import { openStore } from '../store/index.js';
 import { metricsRegistry, silentLogger } from '../telemetry/index.js';

@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ObjectRef } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import { isStrataError } from '../errors/index.js';
 import { StoreError, type MultipartUpload, type ObjectMeta, type ObjectStore } from '../store/index.js';
 import { backoffDelay } from './backoff.js';
 import { WritePathError } from './write-path-error.js';
 import { queuedAges, writePathMetrics } from './write-path-metrics.js';
-import { KeyLock } from '../async/key-lock.js';
-import { untilAborted } from '../async/until-aborted.js';
+import { KeyLock } from '../async/index.js';
+import { untilAborted } from '../async/index.js';
 import { syncDir } from '../durable/index.js';
 import { NewestPins } from './newest-pins.js';
 import { partRange, partsOf } from './part-layout.js';

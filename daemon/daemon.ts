@@ -6,48 +6,16 @@ import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
 import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
-import { Filesystem, FuseMount, MountRoutes, prepareMountPoint, type FuseMountInfo } from '../fuse/index.js';
-import type { ObjectRef } from '../cache/object-reader.js';
+import { Filesystem, FuseMount, prepareMountPoint, type FuseMountInfo } from '../fuse/index.js';
+import { MountRoutes } from '../namespace/index.js';
+import type { ObjectRef } from '../store/index.js';
 import { distributeJob, openPeerNode, type PeerDistribution, type PeerNode } from '../p2p/index.js';
-import { JobManager, LinkRegistry, type JobStatus, type PrefetchSource, linkCreateSchema, prefetchJob, type Link } from '../sync/index.js';
+import { JobManager, prefetchJob, type PrefetchSource } from '../jobs/index.js';
+import { LinkRegistry, LinkRuntime, eagerFilter, linkCreateSchema, type Link } from '../links/index.js';
 import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
-import { startApiServer, type ApiServer } from './api/server.js';
-import type { DaemonConfig } from './config.js';
+import { startApiServer, type ApiServer, type DaemonServices } from '../api/index.js';
+import type { DaemonConfig } from '../config/index.js';
 import { FetchScheduler } from './fetch-scheduler.js';
-import { LinkRuntime } from './link-runtime.js';
-
-/**
- * Everything the admin API acts on. Owned by the Daemon; routes get it, never build it.
- */
-export interface DaemonServices {
-  readonly config: DaemonConfig;
-  readonly logger: Logger;
-  readonly cache: BlockCache;
-  readonly links: LinkRuntime;
-  /** Persisted links (`strata serve`); absent for `strata mount`, whose one link is fixed. */
-  readonly registry: LinkRegistry | undefined;
-  readonly jobs: JobManager;
-  readonly fs: Filesystem;
-  /** Pinned paths: their blocks are never evicted from the persistent tiers. */
-  readonly pins: PinSet;
-  /** Starts a prefetch job over mount paths (pinning what it finds with `pin`); answers the job's status. */
-  prefetch(paths: readonly string[], options?: { include?: readonly string[]; exclude?: readonly string[]; kind?: string; pin?: boolean; tier?: TierName }): ReturnType<JobManager['submit']>;
-  healthy(): boolean;
-  /** How the mount is served (FUSE path, passthrough); undefined until mounted. */
-  mountInfo(): FuseMountInfo | undefined;
-  /** Block sharing with peer daemons (`--peers`); absent without it. */
-  readonly peers: PeerNode | undefined;
-  /** Starts this daemon's share of distributing mount `paths` and asks every live peer to start theirs. */
-  distribute(paths: readonly string[]): Promise<{ job: JobStatus; peers: PeerDistribution[] }>;
-  /** Parameter tables served from the persistent tier. */
-  readonly params: ParamsService;
-  /** This daemon's membership in a parameter-table cluster (`--cluster`), once joined; undefined without one. */
-  cluster(): ClusterNode | undefined;
-  /** The write path: staged files, their uploads, flush. */
-  readonly writes: WritePath;
-  /** Uploads not yet committed for the link at a mount path. */
-  pendingUploads?: (path: string) => number;
-}
 
 export class Daemon {
   readonly api: ApiServer;
@@ -289,11 +257,6 @@ async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: Pin
     },
   );
   return writes;
-}
-
-/** The include/exclude globs of a link's eager import, as prefetch options. */
-export function eagerFilter(link: Link): { include?: readonly string[]; exclude?: readonly string[]; kind: string } {
-  return { kind: 'eager-import', ...(link.import.include ? { include: link.import.include } : {}), ...(link.import.exclude ? { exclude: link.import.exclude } : {}) };
 }
 
 /**

@@ -2,13 +2,13 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WritePath } from '../checkpoints/index.js';
-import { Namespace } from '../cache/namespace.js';
+import { Namespace } from '../namespace/index.js';
 import { DirectReader } from '../test/fixtures/direct-reader.js';
 import { openStore, type ObjectStore } from '../store/index.js';
 import { silentLogger } from '../telemetry/index.js';
 import { cleanupDir, tempDir } from '../test/fixtures/strata-process.js';
 import { Filesystem, versionedMtime } from './filesystem.js';
-import { MountRoutes } from './mount-routes.js';
+import { MountRoutes } from '../namespace/index.js';
 
 const O_WRONLY = 1;
 const O_TRUNC = 0o1000;

@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
-import type { NamespaceEntry } from '../cache/namespace.js';
-import type { ObjectReader, ReadSession } from '../cache/object-reader.js';
+import type { NamespaceEntry } from '../namespace/index.js';
+import type { ObjectReader, ReadSession } from '../cache/index.js';
 import type { WriteHandle, WritePath } from '../checkpoints/index.js';
 import { isStrataError } from '../errors/index.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, type ObjectMeta } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { FsError } from './fs-error.js';
-import type { MountRoutes, Route } from './mount-routes.js';
+import type { MountRoutes, Route } from '../namespace/index.js';
 
 /** What `stat` shows for a path; the FUSE adapter passes it through unchanged. */
 export interface FileStat {

@@ -1,5 +1,6 @@
-import type { ObjectReader, ObjectRef, ReadSession, ReadSessionOptions } from '../cache/object-reader.js';
-import { prefetchJob, type JobBody, type JobProgress, type PrefetchSource } from '../sync/index.js';
+import type { ObjectReader, ReadSession, ReadSessionOptions } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
+import { prefetchJob, type JobBody, type JobProgress, type PrefetchSource } from '../jobs/index.js';
 
 /** Whether this daemon fetches block `index` of `ref` from the store itself. */
 export type OwnsBlock = (ref: ObjectRef, index: number) => boolean;

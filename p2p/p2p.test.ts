@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BlockCache, type FetchRange } from '../cache/block-cache.js';
-import { resolveBlockCacheConfig } from '../cache/block-cache-config.js';
-import type { ObjectRef } from '../cache/object-reader.js';
-import { daemonConfig } from '../daemon/config.js';
-import { StoreError } from '../store/errors.js';
+import { BlockCache, type FetchRange } from '../cache/index.js';
+import { resolveBlockCacheConfig } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
+import { daemonConfig } from '../config/index.js';
+import { StoreError } from '../store/index.js';
 import { metricsRegistry, silentLogger } from '../telemetry/index.js';
 import { PeerMembership } from './membership.js';
 import { MemoryPeerNetwork } from './memory-transport.js';

@@ -1,4 +1,4 @@
-import { blockChecksum } from '../cache/checksum.js';
+import { blockChecksum } from '../cache/index.js';
 import { PeerError } from './peer-error.js';
 import { blockRequestPath, CHECKSUM_HEADER, DISTRIBUTE_PATH, formatChecksum, type BlockRequest } from './protocol.js';
 import { SIGNATURE_HEADER, signRequest, TIME_HEADER, verifyReply } from './signature.js';

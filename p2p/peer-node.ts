@@ -1,7 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { FetchRange } from '../cache/block-cache.js';
-import { blockId, blockKeyOf } from '../cache/block-key.js';
-import type { ObjectReader, ObjectRef } from '../cache/object-reader.js';
+import type { FetchRange } from '../cache/index.js';
+import { blockId, blockKeyOf } from '../cache/index.js';
+import type { ObjectReader } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import type { Clock, PeerMembership, PeerState } from './membership.js';
 import { p2pMetrics } from './metrics.js';

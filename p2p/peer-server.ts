@@ -1,5 +1,5 @@
-import { blockChecksum } from '../cache/checksum.js';
-import type { ObjectRef } from '../cache/object-reader.js';
+import { blockChecksum } from '../cache/index.js';
+import type { ObjectRef } from '../store/index.js';
 import { StrataError } from '../errors/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { p2pMetrics } from './metrics.js';

@@ -1,4 +1,4 @@
-import type { ObjectRef } from '../cache/object-reader.js';
+import type { ObjectRef } from '../store/index.js';
 import { PeerError } from './peer-error.js';
 
 /** `GET` a byte range of an object version from the peer that owns it. */

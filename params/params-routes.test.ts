@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance, type InjectOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerParamsRoutes } from '../daemon/api/params-routes.js';
+import { registerParamsRoutes } from '../api/index.js';
 import { StrataError } from '../errors/index.js';
 import { encodeDelta } from './delta-body.js';
 import { ParamsService } from './params-service.js';

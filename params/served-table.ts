@@ -1,5 +1,5 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
-import { loadMmapBinding } from '../cache/mmap-binding.js';
+import { loadMmapBinding } from '../cache/index.js';
 import { keyHash, scaleToRange, shardOf } from './key-hash.js';
 import { lookupBinding, type LookupBinding, type NativeTableHandle } from './lookup-binding.js';
 import { ParamsError } from './params-error.js';

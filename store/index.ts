@@ -6,6 +6,7 @@ import { parseStoreUrl } from './url.js';
 
 export type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 export { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, metaFromHeaders, metaToHeaders, type ObjectMeta } from './object-meta.js';
+export type { ObjectRef } from './object-ref.js';
 export { StoreError, type StoreErrorCode } from './errors.js';
 export { parseStoreUrl, type StoreLocation } from './url.js';
 

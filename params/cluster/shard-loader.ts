@@ -4,7 +4,7 @@ import { ParamsError } from '../params-error.js';
 import { parseTableLocation } from '../table-destination.js';
 import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, decodeHeader, valuesOffsetFor, type ShardEntry, type TableHeader } from '../table-format.js';
 import { TableWriter } from '../table-writer.js';
-import { inParallel } from '../../async/in-parallel.js';
+import { inParallel } from '../../async/index.js';
 
 /** Ranged reads of the source are at most this long: one GET each, retried whole by the store client. */
 const MAX_READ_BYTES = 16 * 1024 * 1024;

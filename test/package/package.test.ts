@@ -31,7 +31,7 @@ describe('the packed strata package', () => {
   it('holds the compiled code, the bin and the addon sources, and nothing of the development tree', async () => {
     const files = (await sh(`tar tzf ${tarball}`)).trim().split('\n').map((f) => f.replace(/^package\//, ''));
     expect(files).toContain('bin/strata.js');
-    expect(files).toContain('dist/daemon/cli.js');
+    expect(files).toContain('dist/cli/cli.js');
     expect(files).toContain('dist/params/lookup-worker.js');
     expect(files).toContain('native/binding.gyp');
     expect(files).toContain('native/src/strata_lookup.c');

@@ -1,0 +1,73 @@
+import { join } from 'node:path';
+import { createLogger, installLastResort } from '../telemetry/index.js';
+import { announceReady, isBackgroundChild, removePidFile, runInBackground } from './background.js';
+import { UsageError } from './usage-error.js';
+import { withConfigFile } from './config-file.js';
+import { daemonConfig, type MountOptionsInput } from '../config/index.js';
+import { daemonOptions } from './daemon-options.js';
+import { removeMountRecord, writeMountRecord } from './mount-records.js';
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** `strata mount <store-url> <mountpoint>`: one link at the root; serves until SIGINT or SIGTERM, then exits 0. */
+export async function runMount(flags: Values, positionals: string[], args: readonly string[] = []): Promise<number> {
+  const values = await withConfigFile(flags);
+  // A config file may name the store and mount point (`store`, `mountpoint`); arguments win.
+  const [store, mountPoint] = positionals.length === 0 ? [values.store, values.mountpoint] : positionals;
+  if (positionals.length > 2 || typeof store !== 'string' || typeof mountPoint !== 'string') {
+    throw new UsageError('USAGE', 'mount needs a store URL and a mount point: strata mount s3://bucket/prefix /mnt/x');
+  }
+  return runDaemon('mount', { ...daemonOptions(values), store, mountPoint }, values, args, 'mounted');
+}
+
+/** `strata serve --mount DIR`: links from the state dir, managed through the API. */
+export async function runServe(flags: Values, positionals: string[], args: readonly string[] = []): Promise<number> {
+  const values = await withConfigFile(flags);
+  const mountPoint = typeof values.mount === 'string' ? values.mount : undefined;
+  if (!mountPoint || positionals.length > 0) throw new UsageError('USAGE', 'serve needs --mount DIR and no other arguments: strata serve --mount /mnt/strata');
+  return runDaemon('serve', { ...daemonOptions(values), mountPoint }, values, args, 'serving');
+}
+
+/**
+ * Runs the daemon until SIGINT or SIGTERM. With `--background` (and not yet in the
+ * background), starts itself as a detached daemon and answers once that one serves.
+ */
+async function runDaemon(command: string, input: MountOptionsInput, values: Values, args: readonly string[], verb: string): Promise<number> {
+  const config = daemonConfig(input);
+  const pidFile = typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined;
+  if (values.background === true && !isBackgroundChild()) {
+    return runInBackground(command, args, config.logFile ?? join(config.stateDir, 'strata.log'));
+  }
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, ...(config.logFile ? { file: config.logFile } : {}) });
+  // From here on no stray error may end the process: the mount would be left dead.
+  const removeLastResort = installLastResort(logger);
+  // Loaded here, not at the top: `strata config check` and the mount helper's -f share this module without starting anything.
+  const { Daemon } = await import('../daemon/index.js');
+  const daemon = await Daemon.start(config, logger);
+  // Listening before anyone is told the daemon serves: a stop asked for right away is honoured.
+  const stopSignal = waitForSignal();
+  const what = config.store ? `${config.store} at ${config.mountPoint}` : `links of ${config.stateDir} at ${config.mountPoint}`;
+  const api = `${config.api.host}:${daemon.api.port}`;
+  await writeMountRecord({ mountPoint: config.mountPoint, pid: process.pid, api }).catch((err: unknown) => logger.warn({ err }, 'cannot record the mount for strata unmount (use SIGTERM)'));
+  await announceReady(`strata: ${verb} ${what} (admin API http://${api})`, pidFile);
+  const signal = await stopSignal;
+  logger.info({ signal }, 'shutting down');
+  await daemon.stop();
+  await removeMountRecord(config.mountPoint);
+  await removePidFile(pidFile);
+  removeLastResort();
+  return 0;
+}
+
+/** Resolves with the first SIGINT or SIGTERM; a second one during shutdown ends the process at once. */
+function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      resolve(signal);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}

@@ -1,0 +1,32 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { deepImports, importEdges, partFolders } from './boundaries.js';
+
+const root = join(import.meta.dirname, '../..');
+
+describe('folders are parts and index.ts is their door', () => {
+  it('no import reaches past another folder\'s index.ts', async () => {
+    const edges = await importEdges(root);
+    expect(edges.length).toBeGreaterThan(300);
+    const parts = await partFolders(root, edges);
+    expect(parts).toContain('store');
+    expect(deepImports(edges, parts)).toEqual([]);
+  });
+
+  it('every folder of the product has an index.ts', async () => {
+    const edges = await importEdges(root);
+    const parts = await partFolders(root, edges);
+    const topLevel = new Set(edges.map((e) => e.from.split('/')[0]!));
+    expect([...topLevel].filter((folder) => !parts.includes(folder))).toEqual([]);
+  });
+
+  it('finds a deep import when there is one', () => {
+    const parts = ['store', 'cache'];
+    const edges = [
+      { from: 'cache/block-cache.ts', specifier: '../store/s3-get.js', target: 'store/s3-get.ts' },
+      { from: 'cache/dram-tier.ts', specifier: '../store/index.js', target: 'store/index.ts' },
+      { from: 'store/s3-store.ts', specifier: './s3-get.js', target: 'store/s3-get.ts' },
+    ];
+    expect(deepImports(edges, parts)).toEqual(['cache/block-cache.ts imports ../store/s3-get.js (use ../store/index.js)']);
+  });
+});
