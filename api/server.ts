@@ -19,7 +19,7 @@ export interface ApiServerConfig {
   readonly port: number;
   readonly logger: Logger;
   readonly services: DaemonServices;
-  /** Bearer token every route but /healthz requires; defaults to STRATA_TOKEN. */
+  /** Bearer token every route but /healthz requires; defaults to the daemon's (STRATA_TOKEN). */
   readonly token?: string | undefined;
 }
 
@@ -35,7 +35,7 @@ const BODY_LIMIT_BYTES = 8 * 1024 * 1024;
 /** Builds the admin API without listening, for `fastify.inject()` tests. */
 export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): FastifyInstance {
   const { services } = config;
-  const token = config.token ?? process.env.STRATA_TOKEN;
+  const token = config.token ?? services.config.secrets.token;
   const app: FastifyInstance = Fastify({
     loggerInstance: config.logger.child({ component: 'api' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,

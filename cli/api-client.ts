@@ -11,6 +11,11 @@ export function apiBase(api: unknown): string {
   return text.includes('://') ? text : `http://${text}`;
 }
 
+/** The Authorization header of every API call: the bearer token from STRATA_TOKEN, if set. */
+export function authorization(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  return env.STRATA_TOKEN ? { authorization: `Bearer ${env.STRATA_TOKEN}` } : {};
+}
+
 /** Five seconds: the API answers from memory; longer means the daemon is stuck or absent. */
 const REQUEST_TIMEOUT_MS = 5000;
 
@@ -19,8 +24,7 @@ const REQUEST_TIMEOUT_MS = 5000;
  * not answer, and any 4xx/5xx, become one clear line (the API's own message included).
  */
 export async function callApi(base: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const headers: Record<string, string> = {};
-  if (process.env.STRATA_TOKEN) headers.authorization = `Bearer ${process.env.STRATA_TOKEN}`;
+  const headers: Record<string, string> = authorization();
   if (body !== undefined) headers['content-type'] = 'application/json';
   let response: Response;
   try {

@@ -1,7 +1,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { buildTable, type BuildReport, type ParamsTableInfo } from '../params/index.js';
 import { UsageError } from './usage-error.js';
-import { ApiClientError, apiBase, callApi, table } from './api-client.js';
+import { ApiClientError, apiBase, authorization, callApi, table } from './api-client.js';
 import { clusterStatus, formatCluster } from './cluster-status.js';
 import { float32Shortest } from './float32-text.js';
 import { formatSize } from '../config/index.js';
@@ -87,8 +87,7 @@ async function load(values: Values, positionals: string[]): Promise<number> {
  */
 async function postAndWait(values: Values, path: string, payload: unknown, what: string): Promise<Record<string, unknown>> {
   const base = apiBase(values.api);
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (process.env.STRATA_TOKEN) headers.authorization = `Bearer ${process.env.STRATA_TOKEN}`;
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...authorization() };
   let response: Response;
   try {
     response = await fetch(new URL(path, base), { method: 'POST', headers, body: JSON.stringify(payload), signal: AbortSignal.timeout(LOAD_TIMEOUT_MS) });

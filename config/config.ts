@@ -239,8 +239,43 @@ export interface TierConfig {
   readonly nvme?: { readonly path: string; readonly bytes?: number };
 }
 
+/**
+ * The daemon's secrets from its environment: the admin API token (STRATA_TOKEN) and the peer
+ * secret (STRATA_PEER_SECRET). Kept out of logs and printed config: JSON and inspection show
+ * `[redacted]`.
+ */
+export class DaemonSecrets {
+  readonly #token: string | undefined;
+  readonly #peerSecret: string | undefined;
+
+  constructor(token: string | undefined, peerSecret: string | undefined) {
+    this.#token = token || undefined;
+    this.#peerSecret = peerSecret || undefined;
+  }
+
+  /** Bearer token every API route but /healthz requires; undefined: none (loopback only). */
+  get token(): string | undefined {
+    return this.#token;
+  }
+
+  /** HMAC key of peer requests (`--peers`); undefined without peers. */
+  get peerSecret(): string | undefined {
+    return this.#peerSecret;
+  }
+
+  toJSON(): string {
+    return '[redacted]';
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return '[redacted]';
+  }
+}
+
 /** Everything the daemon runs with: validated once, then frozen. */
 export interface DaemonConfig {
+  /** STRATA_TOKEN and STRATA_PEER_SECRET, read from the environment with the options. */
+  readonly secrets: DaemonSecrets;
   /** `strata mount`: the one store linked at the mount's root. Absent for `strata serve`. */
   readonly store?: string;
   readonly mountPoint: string;
@@ -327,6 +362,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);
   }
   return Object.freeze({
+    secrets: new DaemonSecrets(env.STRATA_TOKEN, env.STRATA_PEER_SECRET),
     ...(o.store ? { store: o.store } : {}),
     mountPoint: o.mountPoint,
     ...(o.endpoint ? { endpoint: o.endpoint } : {}),

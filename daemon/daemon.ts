@@ -65,8 +65,7 @@ export class Daemon {
       });
       cleanups.push(() => links.close());
       const pins = await PinSet.open(config.stateDir);
-      const peerSecret = process.env.STRATA_PEER_SECRET ?? '';
-      const peers = config.peers ? await openPeerNode({ peers: config.peers, peerTimeoutMs: config.peerTimeoutMs, secret: peerSecret, apiToken: process.env.STRATA_TOKEN }, logger.child({ component: 'p2p' })) : undefined;
+      const peers = config.peers ? await openPeerNode({ peers: config.peers, peerTimeoutMs: config.peerTimeoutMs, secret: config.secrets.peerSecret ?? '', apiToken: config.secrets.token }, logger.child({ component: 'p2p' })) : undefined;
       if (peers) cleanups.push(() => peers.close());
       const cache = await openBlockCache(config, links, pins, scheduler, logger, peers);
       cleanups.push(() => cache.close());
@@ -167,7 +166,7 @@ export class Daemon {
           stagingDir: join(config.stateDir, 'cluster-staging'),
           store: { endpoint: config.endpoint, region: config.region },
           logger,
-          ...(process.env.STRATA_TOKEN ? { token: process.env.STRATA_TOKEN } : {}),
+          ...(config.secrets.token ? { token: config.secrets.token } : {}),
         });
         const joined = cluster;
         cleanups.push(() => joined.close());
