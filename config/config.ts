@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { DEFAULT_BLOCK_SIZE } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { parsePeerSource, type PeerSource } from '../p2p/index.js';
-import { parseStoreUrl } from '../store/index.js';
+import { endpointSchema, httpUrlSchema, storeUrlSchema } from '../store/index.js';
 import { parseClusterUrl, type ClusterAddress } from '../params/cluster/index.js';
 import { formatSize, parseSize } from './sizes.js';
 
@@ -59,27 +59,6 @@ const hostPort = z.string().transform((text, ctx) => {
   }
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
 });
-
-const storeUrl = z.string().superRefine((url, ctx) => {
-  try {
-    parseStoreUrl(url);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-  }
-});
-
-const httpUrl = (option: string) =>
-  z.string().superRefine((text, ctx) => {
-    try {
-      const url = new URL(text);
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme');
-      if (url.username || url.password) {
-        ctx.addIssue({ code: 'custom', message: `${option}: the URL may not carry credentials; they come from the AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE)` });
-      }
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `${option}: "${text}" is not an http(s) URL` });
-    }
-  });
 
 const peerList = z.string().transform((text, ctx) => {
   try {
@@ -142,9 +121,9 @@ const DEFAULT_STALE_ON_ERROR_SECONDS = 86_400;
 /** The options `strata mount` accepts, as strings from the command line. */
 export const mountOptionsSchema = z
   .object({
-    store: storeUrl.optional(),
+    store: storeUrlSchema.optional(),
     mountPoint: z.string().min(1).transform((p) => resolve(p)),
-    endpoint: httpUrl('--endpoint').optional(),
+    endpoint: endpointSchema('--endpoint').optional(),
     region: z.string().min(1).optional(),
     stateDir: z.string().min(1).transform((p) => resolve(p)).optional(),
     dram: sizeText('--dram').optional(),
@@ -187,7 +166,7 @@ export const mountOptionsSchema = z
     readOnly: z.boolean().default(false),
     staging: sizeText('--staging').optional(),
     peers: peerList.optional(),
-    advertise: httpUrl('--advertise').optional(),
+    advertise: httpUrlSchema('--advertise', 'peers authenticate with STRATA_PEER_SECRET').optional(),
     peerTimeout: z
       .string()
       .default(String(DEFAULT_PEER_TIMEOUT_SECONDS))

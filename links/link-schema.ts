@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseStoreUrl } from '../store/index.js';
+import { endpointSchema, storeUrlSchema } from '../store/index.js';
 
 /**
  * A link name: what admins type in `strata links rm NAME` and in URLs, so it stays
@@ -21,14 +21,6 @@ export const importPolicySchema = z
 
 export const exportPolicySchema = z.object({ mode: z.enum(['async', 'sync', 'none']).default('async') }).strict();
 
-const storeUrl = z.string().superRefine((url, ctx) => {
-  try {
-    parseStoreUrl(url);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-  }
-});
-
 const mountPath = z
   .string()
   .min(1)
@@ -41,31 +33,13 @@ const mountPath = z
   })
   .transform((path) => `/${path.split('/').filter((p) => p.length > 0).join('/')}`);
 
-/** Longer endpoint URLs are not S3 endpoints; the limit keeps store requests (and the links file) sane. */
-const MAX_ENDPOINT_LENGTH = 2048;
-
-const httpUrl = z.string().superRefine((text, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(text);
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error();
-  } catch {
-    ctx.addIssue({ code: 'custom', message: 'must be an http(s) URL' });
-    return;
-  }
-  // Credentials come from the AWS chain; a URL carrying them would be stored and shown by GET /v1/links.
-  if (url.username || url.password) ctx.addIssue({ code: 'custom', message: 'may not carry credentials (user:password@); they come from the AWS chain' });
-  if (text.length > MAX_ENDPOINT_LENGTH) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_ENDPOINT_LENGTH} characters` });
-  if (url.search || url.hash) ctx.addIssue({ code: 'custom', message: 'may not carry a query or fragment' });
-});
-
 /** `POST /v1/links` body. */
 export const linkCreateSchema = z
   .object({
     name: z.string().regex(LINK_NAME, 'must be 1-63 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit'),
     path: mountPath,
-    store: storeUrl,
-    endpoint: httpUrl.optional(),
+    store: storeUrlSchema,
+    endpoint: endpointSchema().optional(),
     region: z.string().min(1).max(64).optional(),
     import: importPolicySchema.prefault({}),
     export: exportPolicySchema.prefault({}),
@@ -76,7 +50,7 @@ export const linkCreateSchema = z
 /** `PATCH /v1/links/:name` body: policies and flags; a link's name, path and store stay as created. */
 export const linkPatchSchema = z
   .object({
-    endpoint: httpUrl.optional(),
+    endpoint: endpointSchema().optional(),
     region: z.string().min(1).max(64).optional(),
     import: importPolicySchema.optional(),
     export: exportPolicySchema.optional(),

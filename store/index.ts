@@ -9,6 +9,7 @@ export { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, metaFromHeaders, meta
 export type { ObjectRef } from './object-ref.js';
 export { StoreError, type StoreErrorCode } from './errors.js';
 export { parseStoreUrl, type StoreLocation } from './url.js';
+export { endpointSchema, httpUrlSchema, storeUrlSchema } from './url-schema.js';
 
 export interface OpenStoreOptions {
   /** S3-compatible endpoint (else AWS_ENDPOINT_URL, else AWS's own); path-style addressing then. Ignored for file://. */
