@@ -26,7 +26,7 @@ const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 /** 1 GiB: large enough that per-object costs vanish, small enough for /dev/shm and DRAM on a 24 GiB machine. */
 const OBJECT_BYTES = GiB;
-/** The kernel's FUSE read size without big_writes/max_read tuning (see FACTS.md). */
+/** The kernel's FUSE read size without big_writes/max_read tuning (32 pages, as bench/read-path measures). */
 const READ_BYTES = 128 * 1024;
 const INDEX_BLOCKS = 100_000;
 const logger = silentLogger();

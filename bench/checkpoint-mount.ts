@@ -27,7 +27,7 @@ const MiB = 1024 * 1024;
 const FILE_MIB = Number(process.env.STRATA_BENCH_CKPT_MIB ?? 1024);
 const COUNT = FILE_MIB / 4; // dd bs=4M
 const ROUNDS = Number(process.env.STRATA_BENCH_ROUNDS ?? 3);
-/** The SDK baseline's multipart settings (FACTS: 8 MiB parts, 8 in flight). */
+/** The SDK baseline's multipart settings (8 MiB parts, 8 in flight: what bench/cold-read's SDK row uses for reads). */
 const SDK_PART_BYTES = 8 * MiB;
 const SDK_QUEUE = 8;
 

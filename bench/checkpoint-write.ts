@@ -1,5 +1,5 @@
 /**
- * Checkpoint writes at the WritePath level (issue 4), over a Ceph RGW on loopback:
+ * Checkpoint writes at the WritePath level, over a Ceph RGW on loopback:
  * a 2 GiB file written in 4 MiB writes, next to baselines measured in the same run.
  *
  * Rows:

@@ -1,5 +1,5 @@
 /**
- * Peer-to-peer block sharing (issue 6): N = 1, 2, 3 daemons on this machine, each with its
+ * Peer-to-peer block sharing : N = 1, 2, 3 daemons on one machine, each with its
  * own mount, read one 1 GiB model at the same time, cold. For each N, with `--peers` and
  * without (each daemon alone), in the same run: the bytes all daemons pulled from the
  * store together and the wall time of the slowest reader. The goal is store bytes at most

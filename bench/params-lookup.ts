@@ -1,5 +1,5 @@
 /**
- * Parameter lookups, 10M keys of dim 16 (issue 7): builds the table, loads it from a
+ * Parameter lookups, 10M keys of dim 16: builds the table, loads it from a
  * file:// store into a server child, measures mget over loopback HTTP with 4 concurrent
  * clients at 1,000- and 20,000-key batches, the same lookups in-process, and recovery
  * after SIGKILL next to the first load.
@@ -26,7 +26,7 @@ import { printTable } from './lib/table.js';
 const KEYS = Number(process.env.PARAMS_BENCH_KEYS ?? 10_000_000);
 const DIM = 16;
 const CLIENTS = 4;
-/** Lookup threads of the second server: one per core of this 2-core machine. */
+/** Lookup threads of the second server: one per core of a 2-core machine. */
 const THREADS = Number(process.env.PARAMS_LOOKUP_THREADS ?? 2);
 const BATCHES = [1_000, 20_000] as const;
 /** Each configuration runs this long: enough for thousands of 1,000-key requests and a stable p99. */

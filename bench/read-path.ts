@@ -1,6 +1,6 @@
 /**
- * Read path and block cache through a real FUSE mount over Ceph RGW on loopback
- * (issue 3): a 1 GiB file cold and warm from each tier, next to the FUSE ceiling (a
+ * Read path and block cache through a real FUSE mount over Ceph RGW on loopback:
+ * a 1 GiB file cold and warm from each tier, next to the FUSE ceiling (a
  * minimal fuse-native file system serving a Buffer) measured in the same run; and an
  * epoch of 2,000 files of 256 KiB, cold and warm, with 1 and 8 readers, with the bytes
  * the store served for each.

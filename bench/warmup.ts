@@ -1,5 +1,5 @@
 /**
- * `strata warmup` of 10,000 files of 100 KiB (issue 5), next to an SDK parallel download of
+ * `strata warmup` of 10,000 files of 100 KiB, next to an SDK parallel download of
  * the same files in the same run (what `aws s3 cp --recursive` does), with the latency of
  * foreground reads through the mount while a warmup runs, next to the same reads idle.
  *

@@ -1,5 +1,5 @@
 /**
- * The write path (issue 4): files written through the mount are staged on a local tier,
+ * The write path: files written through the mount are staged on a local tier,
  * streamed to the store as multipart uploads while written sequentially, journaled so that a
  * released file survives a crash, and committed in the background or before close returns.
  *

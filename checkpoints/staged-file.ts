@@ -4,7 +4,7 @@ import { WritePathError } from './write-path-error.js';
 
 /**
  * Writes at the end are gathered in memory up to this size before one `pwrite`: FUSE delivers
- * 128 KiB writes at most (4 KiB without big_writes, FACTS.md), and one syscall per 1 MiB instead
+ * 128 KiB writes at most (4 KiB without big_writes, as fuse-native mounts by default), and one syscall per 1 MiB instead
  * of per request is what lets staging keep up with a local disk.
  */
 const APPEND_BUFFER_BYTES = 1024 * 1024;
@@ -13,7 +13,7 @@ const APPEND_BUFFER_BYTES = 1024 * 1024;
  * While a file is appended to, an `fdatasync` is started in the background after every 64 MiB
  * handed to the kernel, so that the disk writes the staged bytes while the writer is still
  * writing and the `sync` at close has at most about this much left to flush. 64 MiB is a tenth
- * of a second of a local NVMe disk or of this machine's virtual one (800 MB/s with O_DIRECT),
+ * of a second of a local NVMe disk or of the development machine's virtual one (800 MB/s with O_DIRECT),
  * and 32 calls for a 2 GiB checkpoint.
  */
 const BACKGROUND_SYNC_BYTES = 64 * 1024 * 1024;

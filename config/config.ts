@@ -79,7 +79,7 @@ const MIN_TOKEN_LENGTH = MIN_PEER_SECRET_LENGTH;
 /** Most lookup threads for parameter tables: beyond the cores they only add queueing. */
 const MAX_LOOKUP_THREADS = 64;
 /**
- * Lookup threads by default: two, or one on a single core. On this 2-core machine two
+ * Lookup threads by default: two, or one on a single core. On the 2-core development machine two
  * threads beat the event loop in three idle runs of 1,000-key batches (3.6-4.3 against
  * 2.8-3.8 Mkeys/s) and in two of three of 20,000-key batches, and they keep FUSE requests
  * from waiting behind lookups. They start only once a table is served.

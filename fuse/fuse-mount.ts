@@ -21,7 +21,7 @@ export interface FuseMountOptions {
   readonly allowOther?: boolean;
   /** Let root use the mount besides the daemon's user. */
   readonly allowRoot?: boolean;
-  /** Largest read request; 128 KiB is what the kernel sends anyway (FACTS.md). */
+  /** Largest read request; 128 KiB is what the kernel sends a libfuse 2 mount anyway (32 pages; bench/read-path). */
   readonly maxReadBytes?: number;
   readonly fsName?: string;
   readonly unmountPolicy?: UnmountPolicy;
@@ -129,7 +129,7 @@ export class FuseMount {
     // or an object invalidated by an event then disappears within a second (fuse-native
     // cannot push invalidations to the kernel).
     const ttl = Math.min(options.metadataTtlSeconds, KERNEL_METADATA_SECONDS);
-    // libfuse 2 delivers writes in 4 KiB pieces unless big_writes is set (FACTS.md). The
+    // libfuse 2 delivers writes in 4 KiB pieces unless big_writes is set (fuse-native's own default). The
     // kernel still caps them at 128 KiB (32 pages: libfuse 2 cannot negotiate more), so a
     // 2 GiB `dd bs=4M` arrives as 16,384 writes, answered one after the other.
     // atomic_o_trunc: open(O_TRUNC) of an existing file arrives as one OPEN with O_TRUNC,

@@ -12,7 +12,7 @@ export interface AnswerLease {
   release(): void;
 }
 
-/** Requests in flight at once on this machine are few (4 clients here); more just allocate. */
+/** Requests in flight at once are few (bench/params-lookup runs 4 clients); more just allocate. */
 const KEEP_PER_CLASS = 8;
 /** Answers below this are cheap to allocate (Node's own pool or malloc serves them). */
 const MIN_POOLED_BYTES = 64 * 1024;

@@ -38,7 +38,7 @@ export function crc32c(data: Uint8Array, crc = 0): number {
 /**
  * Checks of whole regions (an index at recovery, values at a first load) use up to this
  * many native threads: the parts are checksummed at once and joined, so a 150 MB index
- * is checked in about half the time on this 2-core machine.
+ * is checked in about half the time on two cores.
  */
 export const REGION_THREADS = Math.min(4, availableParallelism());
 

@@ -1,5 +1,5 @@
 /**
- * The ceiling of the FUSE stack on this machine: a minimal fuse-native file system that
+ * The ceiling of the FUSE stack on the machine that runs the bench: a minimal fuse-native file system that
  * serves one file from a Buffer in memory, with nothing else in the way. Run as a child
  * process: `tsx bench/lib/buffer-fs.ts MOUNTPOINT SIZE_BYTES`; prints `ready` once mounted,
  * unmounts on SIGTERM.
