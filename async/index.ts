@@ -5,3 +5,4 @@
 export { inParallel } from './in-parallel.js';
 export { KeyLock } from './key-lock.js';
 export { untilAborted } from './until-aborted.js';
+export { outcomeOf, type Outcome } from './outcome.js';

@@ -1,6 +1,6 @@
 import type { Namespace } from './namespace.js';
 import type { ObjectStore } from '../store/index.js';
-import { normalisePath } from './namespace.js';
+import { normalisePath } from './names.js';
 
 /** A linked bucket prefix as the file system sees it. */
 export interface RoutedLink {

@@ -1,9 +1,11 @@
 import { LRUCache } from 'lru-cache';
-import { StrataError } from '../errors/index.js';
-import type { ObjectInfo, ObjectMeta, ObjectStore } from '../store/index.js';
-import type { ObjectRef } from '../store/index.js';
-import { counter, type Logger } from '../telemetry/index.js';
+import { outcomeOf } from '../async/index.js';
+import type { ObjectInfo, ObjectMeta, ObjectRef, ObjectStore } from '../store/index.js';
+import type { Logger } from '../telemetry/index.js';
+import { coalesce, type Pending } from './coalesce.js';
 import { NamespaceError } from './namespace-error.js';
+import { KEY_MAX_BYTES, NAME_MAX_BYTES, abbreviate, isFileName, isRepresentable, keyPrefixBytes, normalisePath, parentOf } from './names.js';
+import { DEFAULT_REVALIDATE_DEADLINE_MS, DEFAULT_STALE_ON_ERROR_MS, StaleAnswers, type Cached } from './stale-answers.js';
 
 /** What a path in the mount is. */
 export type NamespaceEntry =
@@ -63,46 +65,6 @@ export interface NamespaceConfig {
   readonly onInvalidate?: (path: string, subtree: boolean) => void;
 }
 
-interface Cached<T> {
-  readonly value: T;
-  readonly expiresAt: number;
-}
-
-/** A store request's outcome as a value: a promise of it never rejects, so it can be raced or left behind safely. */
-type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
-
-function outcomeOf<T>(work: Promise<T>): Promise<Outcome<T>> {
-  return work.then(
-    (value) => ({ ok: true, value }),
-    (error: unknown) => ({ ok: false, error }),
-  );
-}
-
-/** A day: an outage of a store rarely lasts longer, and a cache that stops serving after minutes helps little. */
-const DEFAULT_STALE_ON_ERROR_MS = 24 * 3600_000;
-/**
- * A HEAD or LIST on a healthy S3 store answers in milliseconds (tens under load); 2 s means
- * it is down or hung, and a reader of a cached file should not wait longer than that.
- */
-const DEFAULT_REVALIDATE_DEADLINE_MS = 2_000;
-/** Store errors that say nothing about the object: the store is down, slow or failing. */
-const OUTAGE_CODES: ReadonlySet<string> = new Set(['STORE_UNREACHABLE', 'STORE_IO']);
-/**
- * Once the store failed or hung, known metadata is served at once (no deadline wait) for this
- * long, while a revalidation runs behind it; a store answer ends it early. Without it every
- * `stat` through an outage would wait out the deadline again once the TTL passed.
- */
-const DEGRADED_MS = 10_000;
-/** One log line per path per minute while stale answers are served. */
-const STALE_LOG_INTERVAL_MS = 60_000;
-
-const staleAnswers = counter('strata_namespace_stale_answers_total', 'Metadata answers served past their TTL because the store failed or did not answer in time', ['reason']);
-
-/** NAME_MAX of Linux: no program can pass a longer name to open(2) on another file system. */
-const NAME_MAX_BYTES = 255;
-/** S3's limit on a key (the store URL's prefix included), in UTF-8 bytes. */
-const KEY_MAX_BYTES = 1024;
-
 /** S3 answers at most 1,000 keys a page; asking for fewer only adds round trips. */
 const LIST_PAGE_SIZE = 1000;
 /** See `#expiry`. */
@@ -140,12 +102,8 @@ export class Namespace {
   readonly #listings = new Map<string, Cached<DirectoryEntry[]>>();
   readonly #pendingLookups = new Map<string, Pending<NamespaceEntry | null>>();
   readonly #pendingListings = new Map<string, Pending<DirectoryEntry[]>>();
-  readonly #staleOnErrorMs: number;
   readonly #revalidateDeadlineMs: number;
-  readonly #logger: Logger | undefined;
-  readonly #staleLogged = new Map<string, number>();
-  /** Until when (this.#now()) the store counts as down: see DEGRADED_MS. */
-  #degradedUntil = 0;
+  readonly #stale: StaleAnswers;
   /** Bytes the store URL's prefix adds to every key (`s3://bucket/a/b` adds `a/b/`). */
   readonly #keyPrefixBytes: number;
   /** Attributes per object version (`key` NUL `etag`); `0`: that version has none. */
@@ -162,11 +120,16 @@ export class Namespace {
     this.#store = store;
     this.#storeId = config.storeId ?? store.url;
     this.#ttlMs = config.metadataTtlMs;
-    this.#staleOnErrorMs = config.staleOnErrorMs ?? DEFAULT_STALE_ON_ERROR_MS;
     this.#revalidateDeadlineMs = config.revalidateDeadlineMs ?? DEFAULT_REVALIDATE_DEADLINE_MS;
-    this.#logger = config.logger;
     this.#keyPrefixBytes = keyPrefixBytes(store.url);
     this.#now = config.now ?? Date.now;
+    this.#stale = new StaleAnswers({
+      storeId: this.#storeId,
+      staleOnErrorMs: config.staleOnErrorMs ?? DEFAULT_STALE_ON_ERROR_MS,
+      deadlineMs: this.#revalidateDeadlineMs,
+      logger: config.logger,
+      now: this.#now,
+    });
     this.#foreground = config.foreground ?? ((work) => work());
     this.#metadataFromHead = config.metadataFromHead ?? false;
     this.#onInvalidate = config.onInvalidate;
@@ -216,7 +179,7 @@ export class Namespace {
     const cached = this.#fresh(known);
     if (cached) return cached.value;
     const load = coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)), Date.now(), this.#revalidateDeadlineMs);
-    return this.#orStale(load, known, normal);
+    return this.#stale.orStale(load, known, normal);
   }
 
   /**
@@ -311,52 +274,7 @@ export class Namespace {
       if (entries) return entries.find((e) => e.name === name)?.entry ?? null;
     }
     const load = coalesce(this.#pendingLookups, path, () => this.#foreground(() => this.#lookupInStore(path, known?.value?.kind === 'file')), Date.now(), this.#revalidateDeadlineMs);
-    return this.#orStale(load, newest(known, fromListing), path);
-  }
-
-  /**
-   * The store's answer, or what was known before when the store fails with an outage
-   * error or takes longer than the revalidation deadline, as long as the known answer
-   * expired less than `staleOnErrorMs` ago. Without a known answer the caller waits for
-   * the store (whose calls are bounded themselves) and sees its error. A late answer still
-   * lands in the cache when it comes; a late failure is dropped (it was handled here).
-   */
-  async #orStale<T>(load: Promise<T>, known: Cached<T> | undefined, path: string): Promise<T> {
-    const outcome = outcomeOf(load);
-    void outcome.then((o) => this.#noteStoreHealth(o));
-    if (!known || this.#staleOnErrorMs <= 0 || this.#now() - known.expiresAt > this.#staleOnErrorMs) return load;
-    let timer: NodeJS.Timeout | undefined;
-    const waitMs = this.#now() < this.#degradedUntil ? 0 : this.#revalidateDeadlineMs;
-    const deadline = new Promise<'deadline'>((resolve) => {
-      timer = setTimeout(() => resolve('deadline'), waitMs);
-      timer.unref();
-    });
-    const first = await Promise.race([outcome, deadline]);
-    clearTimeout(timer);
-    if (first !== 'deadline') {
-      if (first.ok) return first.value;
-      if (!isOutage(first.error)) throw first.error;
-    }
-    if (first === 'deadline') this.#degradedUntil = Math.max(this.#degradedUntil, this.#now() + DEGRADED_MS);
-    const reason = first === 'deadline' ? 'timeout' : 'store-error';
-    staleAnswers.inc({ reason });
-    this.#logStale(path, reason, first === 'deadline' ? undefined : first.error);
-    return known.value;
-  }
-
-  /** An answer ends a degraded period; an outage error or a hang (the store's own deadline) starts one. */
-  #noteStoreHealth(outcome: Outcome<unknown>): void {
-    if (outcome.ok) this.#degradedUntil = 0;
-    else if (isOutage(outcome.error)) this.#degradedUntil = this.#now() + DEGRADED_MS;
-  }
-
-  #logStale(path: string, reason: string, error: unknown): void {
-    const now = this.#now();
-    const last = this.#staleLogged.get(path);
-    if (last !== undefined && now - last < STALE_LOG_INTERVAL_MS) return;
-    if (this.#staleLogged.size > 10_000) this.#staleLogged.clear(); // a bound on memory, not a policy
-    this.#staleLogged.set(path, now);
-    this.#logger?.warn({ store: this.#storeId, path, reason, err: error instanceof Error ? error.message : undefined }, 'store did not answer: serving what the cache knows');
+    return this.#stale.orStale(load, newest(known, fromListing), path);
   }
 
   async #lookupInStore(path: string, wasFile: boolean): Promise<NamespaceEntry | null> {
@@ -453,19 +371,9 @@ export class Namespace {
 
 const DIRECTORY: NamespaceEntry = Object.freeze({ kind: 'dir' });
 
-function isOutage(err: unknown): boolean {
-  return err instanceof StrataError && OUTAGE_CODES.has(err.code);
-}
-
 function newest<T>(a: Cached<T> | undefined, b: Cached<T> | undefined): Cached<T> | undefined {
   if (!a || !b) return a ?? b;
   return a.expiresAt >= b.expiresAt ? a : b;
-}
-
-/** `/a//b/` → `/a/b`; the root is `/`. Paths from FUSE are already absolute and clean. */
-export function normalisePath(path: string): string {
-  const parts = path.split('/').filter((p) => p.length > 0);
-  return `/${parts.join('/')}`;
 }
 
 /** The cache key of one version of an object. */
@@ -473,49 +381,3 @@ function versionOf(ref: ObjectRef): string {
   return `${ref.key}\0${ref.etag}`;
 }
 
-function parentOf(path: string): string {
-  const cut = path.lastIndexOf('/');
-  return cut <= 0 ? '/' : path.slice(0, cut);
-}
-
-function isFileName(name: string): boolean {
-  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && Buffer.byteLength(name) <= NAME_MAX_BYTES;
-}
-
-/** The bytes a store URL's prefix adds to keys: `s3://bucket/a/b` stores `x` as `a/b/x`. A local store has none. */
-function keyPrefixBytes(storeUrl: string): number {
-  const match = /^s3:\/\/[^/]+\/(.+?)\/?$/.exec(storeUrl);
-  return match ? Buffer.byteLength(match[1]!) + 1 : 0;
-}
-
-/** A path short enough for an error message. */
-function abbreviate(path: string): string {
-  return path.length > 120 ? `${path.slice(0, 100)}... (${Buffer.byteLength(path)} bytes)` : path;
-}
-
-function isRepresentable(key: string): boolean {
-  return key.split('/').every(isFileName);
-}
-
-interface Pending<T> {
-  readonly promise: Promise<T>;
-  readonly startedAt: number;
-}
-
-/**
- * Runs `load` once per key at a time; concurrent callers share the result. A request older
- * than `maxAgeMs` is not joined (the store hung on it): a new one starts, at most one per
- * `maxAgeMs` per key, so a store that comes back is seen at once.
- */
-function coalesce<T>(pending: Map<string, Pending<T>>, key: string, load: () => Promise<T>, now: number, maxAgeMs: number): Promise<T> {
-  const running = pending.get(key);
-  if (running && now - running.startedAt < maxAgeMs) return running.promise;
-  const started: Pending<T> = {
-    promise: load().finally(() => {
-      if (pending.get(key) === started) pending.delete(key);
-    }),
-    startedAt: now,
-  };
-  pending.set(key, started);
-  return started.promise;
-}

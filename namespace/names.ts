@@ -1,0 +1,39 @@
+/** Mount paths and the object keys they name: the rules of what a file name may be. */
+
+/** NAME_MAX of Linux: no program can pass a longer name to open(2) on another file system. */
+export const NAME_MAX_BYTES = 255;
+/** S3's limit on a key (the store URL's prefix included), in UTF-8 bytes. */
+export const KEY_MAX_BYTES = 1024;
+
+/** `/a//b/` → `/a/b`; the root is `/`. Paths from FUSE are already absolute and clean. */
+export function normalisePath(path: string): string {
+  const parts = path.split('/').filter((p) => p.length > 0);
+  return `/${parts.join('/')}`;
+}
+
+/** The folder holding `path` (`/` for a name at the root). */
+export function parentOf(path: string): string {
+  const cut = path.lastIndexOf('/');
+  return cut <= 0 ? '/' : path.slice(0, cut);
+}
+
+/** A name a file can have: no `/` or NUL, not `.` or `..`, at most NAME_MAX bytes. */
+export function isFileName(name: string): boolean {
+  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && Buffer.byteLength(name) <= NAME_MAX_BYTES;
+}
+
+/** The bytes a store URL's prefix adds to keys: `s3://bucket/a/b` stores `x` as `a/b/x`. A local store has none. */
+export function keyPrefixBytes(storeUrl: string): number {
+  const match = /^s3:\/\/[^/]+\/(.+?)\/?$/.exec(storeUrl);
+  return match ? Buffer.byteLength(match[1]!) + 1 : 0;
+}
+
+/** A path short enough for an error message. */
+export function abbreviate(path: string): string {
+  return path.length > 120 ? `${path.slice(0, 100)}... (${Buffer.byteLength(path)} bytes)` : path;
+}
+
+/** A key every segment of which can be a file name (else the mount does not show it). */
+export function isRepresentable(key: string): boolean {
+  return key.split('/').every(isFileName);
+}
