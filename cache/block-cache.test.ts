@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../store/errors.js';
 import { silentLogger } from '../telemetry/index.js';
-import { BlockCache, type FetchRange } from './block-cache.js';
+import { BlockCache } from './block-cache.js';
+import type { FetchRange, FetchRequest } from './fetch-request.js';
 import { resolveBlockCacheConfig, type BlockCacheOptions } from './block-cache-config.js';
 import { blockChecksum } from './checksum.js';
 import type { ObjectRef } from './object-reader.js';
@@ -29,7 +30,7 @@ class FakeStore {
     return { storeId: 'mem://test', key, etag, size: bytes.length };
   }
 
-  readonly fetchRange: FetchRange = async (ref, start, length) => {
+  readonly fetchRange: FetchRange = async ({ ref, range: { start, length } }) => {
     this.fetches += 1;
     this.inFlight += 1;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -169,11 +170,13 @@ describe('BlockCache', () => {
     }
   });
 
-  it('marks the store fetches of background sessions, their readahead and warmBlock as background', async () => {
+  it('marks the store fetches of background sessions, their readahead and warmBlock as background, with their origin', async () => {
     const seen: Array<[string, number, boolean]> = [];
-    const marking: FetchRange = (ref, start, length, signal, background) => {
-      seen.push([ref.key, start / BLOCK, background === true]);
-      return store.fetchRange(ref, start, length, signal);
+    const origins: Array<[string, FetchRequest['origin']]> = [];
+    const marking: FetchRange = (request) => {
+      seen.push([request.ref.key, request.range.start / BLOCK, request.priority === 'background']);
+      origins.push([request.ref.key, request.origin]);
+      return store.fetchRange(request);
     };
     const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 2 }), logger, marking);
     caches.push(cache);
@@ -181,7 +184,7 @@ describe('BlockCache', () => {
     const job = store.add('job', randomBytes(4 * BLOCK));
     const warmed = store.add('warmed', randomBytes(BLOCK));
     await readAll(cache, user);
-    const session = cache.openSession(job, { background: true });
+    const session = cache.openSession(job, { priority: 'background' });
     for (let offset = 0; offset < 2 * BLOCK; offset += 128 * 1024) await cache.read(session, offset, 128 * 1024);
     cache.closeSession(session);
     await cache.warmBlock(warmed, 0);
@@ -189,6 +192,14 @@ describe('BlockCache', () => {
     expect(seen.filter(([key]) => key === 'job').length).toBeGreaterThan(2); // readahead went ahead of the reads
     expect(seen.filter(([key]) => key === 'job').every(([, , background]) => background)).toBe(true);
     expect(seen.filter(([key]) => key === 'warmed')).toEqual([['warmed', 0, true]]);
+    expect(origins.filter(([key]) => key === 'user')).toEqual([['user', 'read']]);
+    expect(new Set(origins.filter(([key]) => key === 'job').map(([, origin]) => origin))).toEqual(new Set(['read', 'readahead']));
+    expect(origins.filter(([key]) => key === 'warmed')).toEqual([['warmed', 'warm']]);
+    const peer = store.add('peer', randomBytes(BLOCK));
+    const peerSession = cache.openSession(peer, { origin: 'peer' });
+    await cache.read(peerSession, 0, BLOCK);
+    cache.closeSession(peerSession);
+    expect(origins.filter(([key]) => key === 'peer')).toEqual([['peer', 'peer']]);
   });
 
   describe('warmBlock', () => {

@@ -6,6 +6,7 @@ import { counter } from '../telemetry/index.js';
 import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
 import { blockChecksum } from './checksum.js';
 import type { BlockCacheConfig } from './block-cache-config.js';
+import type { FetchIntent, FetchRange } from './fetch-request.js';
 import { DramTier } from './dram-tier.js';
 import { MemoryBudget } from './memory-budget.js';
 import { NvmeTier } from './nvme-tier.js';
@@ -14,15 +15,6 @@ import { PmemTier } from './pmem-tier.js';
 import { SequentialDetector } from './sequential-detector.js';
 import type { Tier, TierName, TierStats } from './tier.js';
 import { CacheError } from './cache-error.js';
-
-/**
- * Reads `length` bytes at `start` of the object version `ref` from the store. Must
- * answer exactly that many bytes, or throw; a changed object is a StoreError
- * STORE_PRECONDITION_FAILED (the daemon passes `ifMatch: ref.etag`). `background` is
- * true when the block is wanted by background work (a prefetch job, a background
- * session and its readahead), so a scheduler may let foreground fetches go first.
- */
-export type FetchRange = (ref: ObjectRef, start: number, length: number, signal?: AbortSignal, background?: boolean) => Promise<Buffer>;
 
 /** The persistent tiers a cache runs over, already open (tests pass their own). */
 export interface PersistentTiers {
@@ -82,6 +74,9 @@ const WRITE_THROUGH_IN_FLIGHT = 2;
  */
 const WRITE_THROUGH_QUEUE_MAX = 4096;
 
+/** A job warming one block (`warmBlock`): background work. */
+const WARM: FetchIntent = Object.freeze({ priority: 'background', origin: 'warm' });
+
 const writeThroughDropped = counter('strata_cache_write_through_dropped_total', 'Blocks not written through to the persistent tiers because the write-through queue was full (written at eviction instead)');
 const fetchedBlocksMetric = counter('strata_cache_store_blocks_total', 'Blocks the block cache fetched from the store');
 const fetchedBytesMetric = counter('strata_cache_store_bytes_total', 'Bytes the block cache fetched from the store');
@@ -89,17 +84,17 @@ const fetchedBytesMetric = counter('strata_cache_store_bytes_total', 'Bytes the 
 class CacheSession implements ReadSession {
   readonly ref: ObjectRef;
   readonly detector: SequentialDetector;
-  /** Fetches for this session (and its readahead) are background work. */
-  readonly background: boolean;
+  /** What this session's fetches are for; its readahead keeps the priority. */
+  readonly intent: FetchIntent;
   /** Without a DRAM tier, the block this session read last (its bytes reserved in the I/O pool). */
   held: { index: number; bytes: Buffer } | undefined;
   /** The last block and window readahead looked at: reads within one block (32 of 128 KiB in 4 MiB) look once. */
   readaheadSeen = { lastBlock: -1, window: 0 };
 
-  constructor(ref: ObjectRef, detector: SequentialDetector, background: boolean) {
+  constructor(ref: ObjectRef, detector: SequentialDetector, intent: FetchIntent) {
     this.ref = ref;
     this.detector = detector;
-    this.background = background;
+    this.intent = intent;
   }
 }
 
@@ -187,7 +182,7 @@ export class BlockCache implements ObjectReader {
   }
 
   openSession(ref: ObjectRef, options: ReadSessionOptions = {}): ReadSession {
-    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#readaheadBlocks, SEQUENTIAL_TOLERANCE), options.background ?? false);
+    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#readaheadBlocks, SEQUENTIAL_TOLERANCE), { priority: options.priority ?? 'foreground', origin: options.origin ?? 'read' });
   }
 
   closeSession(session: ReadSession): void {
@@ -208,7 +203,7 @@ export class BlockCache implements ObjectReader {
       const block = await this.#sessionBlock(cacheSession, first);
       return block.subarray(offset - first * size, end - first * size);
     }
-    const blocks = await this.#loadAll(ref, first, last, cacheSession.background);
+    const blocks = await this.#loadAll(ref, first, last, cacheSession.intent);
     const parts = blocks.map((block, i) => {
       const blockStart = (first + i) * size;
       return block.subarray(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + block.length) - blockStart);
@@ -234,7 +229,7 @@ export class BlockCache implements ObjectReader {
     const length = blockLength(ref.size, this.#config.blockSize, index);
     if (tier === undefined || tier === 'dram') {
       if (tier === 'dram' && this.#dram === undefined) throw new CacheError('CACHE_TIER_INVALID', 'there is no dram tier to warm blocks into');
-      await this.#loadBlock(ref, index, true);
+      await this.#loadBlock(ref, index, WARM);
       return { bytes: length, placed: true };
     }
     const target = this.#lower.find((t) => t.name === tier);
@@ -247,7 +242,7 @@ export class BlockCache implements ObjectReader {
     try {
       const known = this.#dram?.peekNow(id) ?? this.#writing.get(id) ?? (await this.#loads.get(id)) ?? (await this.#fromOtherTiers(id, length, target));
       if (known !== undefined && known.length === length) return { bytes: length, placed: await this.#safePut(target, id, known) };
-      const fetch = this.#fetchBlock(ref, index, length, true);
+      const fetch = this.#fetchBlock(ref, index, length, WARM);
       // Reads of this block while it is fetched wait for these bytes instead of fetching again.
       this.#loads.set(id, fetch);
       const bytes = await fetch.finally(() => this.#loads.delete(id));
@@ -357,7 +352,7 @@ export class BlockCache implements ObjectReader {
 
   async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {
     if (session.held?.index === index) return session.held.bytes;
-    const bytes = await this.#loadBlock(session.ref, index, session.background);
+    const bytes = await this.#loadBlock(session.ref, index, session.intent);
     if (this.#dram === undefined) {
       this.#dropHeld(session);
       // Readahead-class: a held block never takes the share kept free for demand reads,
@@ -376,13 +371,13 @@ export class BlockCache implements ObjectReader {
     session.held = undefined;
   }
 
-  async #loadAll(ref: ObjectRef, first: number, last: number, background: boolean): Promise<Buffer[]> {
+  async #loadAll(ref: ObjectRef, first: number, last: number, intent: FetchIntent): Promise<Buffer[]> {
     const blocks: Buffer[] = new Array<Buffer>(last - first + 1);
     let next = first;
     const worker = async (): Promise<void> => {
       while (next <= last) {
         const index = next++;
-        blocks[index - first] = await this.#loadBlock(ref, index, background);
+        blocks[index - first] = await this.#loadBlock(ref, index, intent);
       }
     };
     const workers = Math.min(this.#config.maxParallelFetches, last - first + 1);
@@ -391,7 +386,7 @@ export class BlockCache implements ObjectReader {
   }
 
   /** A block for a demand read: from DRAM, a coalesced load, a lower tier or the store. */
-  async #loadBlock(ref: ObjectRef, index: number, background: boolean): Promise<Buffer> {
+  async #loadBlock(ref: ObjectRef, index: number, intent: FetchIntent): Promise<Buffer> {
     if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
     const id = blockId(blockKeyOf(ref, index));
     const length = blockLength(ref.size, this.#config.blockSize, index);
@@ -403,22 +398,24 @@ export class BlockCache implements ObjectReader {
     }
     let load = this.#loads.get(id);
     if (load === undefined) {
-      load = this.#startLoad(ref, index, id, length, false, background);
+      load = this.#startLoad(ref, index, id, length, intent);
     } else {
       this.#fetch.coalescedWaits += 1;
     }
     const bytes = await load;
     // A readahead load that was skipped for lack of memory answers undefined: load again on demand.
-    return bytes ?? (await this.#loadBlock(ref, index, background));
+    return bytes ?? (await this.#loadBlock(ref, index, intent));
   }
 
-  #startLoad(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean, background: boolean): Promise<Buffer | undefined> {
-    const load = this.#load(ref, index, id, length, readahead, background).finally(() => this.#loads.delete(id));
+  #startLoad(ref: ObjectRef, index: number, id: string, length: number, intent: FetchIntent): Promise<Buffer | undefined> {
+    const load = this.#load(ref, index, id, length, intent).finally(() => this.#loads.delete(id));
     this.#loads.set(id, load);
     return load;
   }
 
-  async #load(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean, background: boolean): Promise<Buffer | undefined> {
+  /** A readahead load (`intent.origin` `'readahead'`) takes only spare pool memory, and answers undefined without it. */
+  async #load(ref: ObjectRef, index: number, id: string, length: number, intent: FetchIntent): Promise<Buffer | undefined> {
+    const readahead = intent.origin === 'readahead';
     if (readahead) {
       if (!this.#pool.tryReserveReadahead(length)) {
         this.#fetch.readaheadSkipped += 1;
@@ -448,7 +445,7 @@ export class BlockCache implements ObjectReader {
         }
         return bytes;
       }
-      const bytes = await this.#fetchBlock(ref, index, length, background);
+      const bytes = await this.#fetchBlock(ref, index, length, intent);
       if (readahead) this.#fetch.readaheadBlocks += 1;
       this.#promote(id, bytes);
       if (this.#lower.length > 0) {
@@ -462,8 +459,8 @@ export class BlockCache implements ObjectReader {
   }
 
   /** Block `index` of `ref` from the store, exactly `length` bytes, counted. */
-  async #fetchBlock(ref: ObjectRef, index: number, length: number, background: boolean): Promise<Buffer> {
-    const bytes = await this.#fetchRange(ref, index * this.#config.blockSize, length, this.#abort.signal, background);
+  async #fetchBlock(ref: ObjectRef, index: number, length: number, intent: FetchIntent): Promise<Buffer> {
+    const bytes = await this.#fetchRange({ ref, range: { start: index * this.#config.blockSize, length }, signal: this.#abort.signal, priority: intent.priority, origin: intent.origin });
     if (bytes.length !== length) {
       throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
     }
@@ -565,7 +562,7 @@ export class BlockCache implements ObjectReader {
       const id = blockId(blockKeyOf(ref, index));
       if (this.#loads.has(id)) continue;
       if (this.#dram !== undefined ? this.#dram.has(id) : this.#lower.some((tier) => this.#safeHas(tier, id))) continue;
-      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), true, session.background);
+      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), { priority: session.intent.priority, origin: 'readahead' });
       load.catch((err: unknown) => this.#logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
     }
   }

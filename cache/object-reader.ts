@@ -1,3 +1,5 @@
+import type { FetchOrigin, FetchPriority } from './fetch-request.js';
+
 /**
  * Identity of one version of one object: what a block of cached bytes belongs to.
  * Two refs with the same `storeId`, `key` and `etag` name the same bytes.
@@ -21,11 +23,13 @@ export interface ReadSession {
 
 export interface ReadSessionOptions {
   /**
-   * The session reads for background work (a prefetch or distribute job), not for a user
-   * waiting on a file: its store fetches may be held back while foreground reads fetch.
-   * Default false.
+   * `'background'`: the session reads for background work (a prefetch or distribute job),
+   * not for a user waiting on a file: its store fetches may be held back while foreground
+   * reads fetch. Default `'foreground'`.
    */
-  readonly background?: boolean;
+  readonly priority?: FetchPriority;
+  /** `'peer'`: the session reads blocks a peer asked for, which are never forwarded. Default `'read'`. */
+  readonly origin?: Extract<FetchOrigin, 'read' | 'peer'>;
 }
 
 /**

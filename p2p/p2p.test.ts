@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BlockCache, type FetchRange } from '../cache/block-cache.js';
+import { BlockCache } from '../cache/block-cache.js';
+import type { FetchRange } from '../cache/fetch-request.js';
 import { resolveBlockCacheConfig } from '../cache/block-cache-config.js';
 import type { ObjectRef } from '../cache/object-reader.js';
 import { daemonConfig } from '../daemon/config.js';
@@ -26,7 +27,7 @@ class FakeStore {
   fetches = 0;
   delayMs = 0;
   constructor(readonly bytes: Buffer, readonly ref: ObjectRef) {}
-  readonly fetchRange: FetchRange = async (ref, start, length) => {
+  readonly fetchRange: FetchRange = async ({ ref, range: { start, length } }) => {
     this.fetches += 1;
     if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     if (ref.etag !== this.ref.etag) throw new StoreError('STORE_PRECONDITION_FAILED', `${ref.key} changed`);
@@ -74,7 +75,7 @@ function startNode(
       cache.closeSession(session);
     }
   };
-  node.attach({ readBlock: (_ref, start, length) => read(start, length), startDistribute: () => ({ id: 'job' }) });
+  node.serveFrom(cache, () => ({ id: 'job' }));
   network.attach(id, node.handle);
   return { id, node, cache, store, read };
 }
