@@ -383,6 +383,7 @@ describe('BlockCache', () => {
     caches.push(cache);
     expect((await readAll(cache, ref)).equals(bytes)).toBe(true);
     expect(cache.memory().ioPoolUsedBytes).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 120)); // past the quiet time after the reader's last fetch
     expect(puts).toBe(2); // two writes in flight, the other ten queued
     const settled = cache.writesSettled();
     open();
@@ -390,6 +391,64 @@ describe('BlockCache', () => {
     expect(written.size).toBe(12);
     const first = written.get(JSON.stringify(['mem://test', 'obj', '"v1"', 0]))!;
     expect(first.checksum).toBe(blockChecksum(bytes.subarray(0, BLOCK)));
+  });
+
+  it('holds write-through back while a reader waits on the store, and writes once its fetches have been quiet', async () => {
+    const written = new Set<string>();
+    const tier: Tier = {
+      name: 'nvme',
+      capacityBytes: 1 << 30,
+      usedBytes: 0,
+      get: async () => undefined,
+      put: async (id) => {
+        written.add(id);
+        return true;
+      },
+      delete: async (id) => void written.delete(id),
+      has: (id) => written.has(id),
+      stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: written.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
+      close: async () => undefined,
+    };
+    const first = store.add('first', randomBytes(BLOCK));
+    const second = store.add('second', randomBytes(BLOCK));
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const fetchRange: FetchRange = async (request) => {
+      if (request.ref.key === 'second') await held;
+      return store.fetchRange(request);
+    };
+    const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 0 }), logger, fetchRange, { nvme: tier });
+    caches.push(cache);
+    await readAll(cache, first);
+    const reading = readAll(cache, second);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(written.size).toBe(0); // the first block waits in DRAM while the second is fetched
+    release();
+    await reading;
+    const settled = cache.writesSettled();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(written.size).toBe(0); // the reader's last fetch has just ended
+    await settled;
+    expect(written.size).toBe(2);
+    // Background work (a prefetch's fetches) does not hold write-through back.
+    const warmed = store.add('warmed', randomBytes(BLOCK));
+    let releaseWarm!: () => void;
+    const heldWarm = new Promise<void>((resolve) => (releaseWarm = resolve));
+    const slowStore: FetchRange = async (request) => {
+      if (request.ref.key === 'warmed') await heldWarm;
+      return store.fetchRange(request);
+    };
+    const other = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 0 }), logger, slowStore, { nvme: tier });
+    caches.push(other);
+    const third = store.add('third', randomBytes(BLOCK));
+    const jobSession = other.openSession(third, { priority: 'background' });
+    await other.read(jobSession, 0, BLOCK);
+    other.closeSession(jobSession);
+    const warming = other.warmBlock(warmed, 0);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(written.has(JSON.stringify(['mem://test', 'third', '"v1"', 0]))).toBe(true);
+    releaseWarm();
+    await warming;
   });
 
   it('treats a tier that throws as a miss and still answers the read', async () => {
