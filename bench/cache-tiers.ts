@@ -34,7 +34,7 @@ const logger = silentLogger();
 const pattern = randomBytes(4 * MiB);
 const ref: ObjectRef = { storeId: 'mem://bench', key: 'one-gib.bin', etag: '"bench"', size: OBJECT_BYTES };
 let storeBytes = 0;
-const fetchRange: FetchRange = async (_ref, start, length) => {
+const fetchRange: FetchRange = async ({ range: { start, length } }) => {
   storeBytes += length;
   const out = Buffer.allocUnsafe(length);
   for (let done = 0; done < length; ) {

@@ -52,6 +52,8 @@ export async function run(): Promise<Record<string, unknown>> {
   const large = new Map<Client, Sample[]>();
   const small = new Map<Client, Sample[]>();
   const breakdowns: Array<Record<string, number>> = [];
+  /** GETs in flight in the daemon, sampled during each cold 1 GiB read, by configuration. */
+  const inFlight = new Map<Client, number[]>();
   try {
     const client = s3Client(rgw);
     await createBucket(client, BUCKET);
@@ -70,7 +72,14 @@ export async function run(): Promise<Record<string, unknown>> {
       for (const name of ['strata', 'strata-8m', 'strata+nvme'] as const) {
         const tierArgs = name === 'strata+nvme' ? ['--nvme', `${join(work, `nvme-${round}`)}:2GiB`] : name === 'strata-8m' ? ['--block-size', '8MiB'] : [];
         const args = ['--state-dir', join(work, `state-${round}-${name}`), '--dram', '1280MiB', ...tierArgs];
-        note(large, name, await withStrata(rgw, mnt, args, async (pid) => measured(pid, MODEL_BYTES, () => timeCommand(ddOf(mnt)), MODEL_BYTES / MiB)));
+        note(large, name, await withStrata(rgw, mnt, args, async (pid, api) => {
+          const sampler = sampleGetsInFlight(api);
+          try {
+            return await measured(pid, MODEL_BYTES, () => timeCommand(ddOf(mnt)), MODEL_BYTES / MiB);
+          } finally {
+            inFlight.set(name, [...(inFlight.get(name) ?? []), ...(await sampler.stop())]);
+          }
+        }));
       }
       const smallArgs = ['--state-dir', join(work, `state-${round}-small`), '--dram', '1GiB'];
       note(small, 'strata', await withStrata(rgw, mnt, smallArgs, async (pid, api) => {
@@ -110,13 +119,19 @@ export async function run(): Promise<Record<string, unknown>> {
     };
     printTable(`Cold 1 GiB sequential read (dd bs=1M), ${ROUNDS} interleaved rounds`, ['client', 'MiB/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(large, 'MiB/s'));
     printTable(`Cold epoch, ${SMALL_FILES} x 256 KiB, ${READERS} readers, ${ROUNDS} interleaved rounds`, ['client', 'files/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(small, 'files/s'));
+    printTable(
+      `Strata, GETs in flight during the cold 1 GiB read (sampled every ${IN_FLIGHT_SAMPLE_MS} ms)`,
+      ['configuration', 'median', 'p10-p90', 'max', 'samples'],
+      [...inFlight].map(([name, list]) => [label(name), quantile(list, 0.5), `${quantile(list, 0.1)}-${quantile(list, 0.9)}`, Math.max(...list), list.length]),
+    );
     const breakdown = averageOf(breakdowns);
     printTable('Strata, cold 256 KiB file: milliseconds per file (sum over the epoch / files; calls overlap across the 8 readers)', ['step', 'ms per file'], Object.entries(breakdown).map(([k, v]) => [k, v]));
     const summary = (samples: Map<Client, Sample[]>) =>
       Object.fromEntries([...samples].map(([name, list]) => [name, { rates: list.map((s) => s.rate), cpuPerGiB: list.map((s) => s.cpuPerGiB) }]));
     const load = (await shell('cat /proc/loadavg')).split(' ').slice(0, 3).join(' ');
     process.stdout.write(`load average at the end: ${load}\n`);
-    return { rounds: ROUNDS, large: summary(large), small: summary(small), smallFileBreakdownMs: breakdown, loadAverage: load };
+    const getsInFlight = Object.fromEntries([...inFlight].map(([name, list]) => [name, { median: quantile(list, 0.5), p90: quantile(list, 0.9), max: Math.max(...list) }]));
+    return { rounds: ROUNDS, large: summary(large), small: summary(small), getsInFlight, smallFileBreakdownMs: breakdown, loadAverage: load };
   } finally {
     await cleanupDir(work);
     await rgw.stop();
@@ -228,6 +243,36 @@ async function perFileBreakdown(api: string): Promise<Record<string, number>> {
     }
   }
   return out;
+}
+
+/** How often the GETs-in-flight gauge is read: often enough for a 1-3 s read, rarely enough to cost the daemon nothing measurable. */
+const IN_FLIGHT_SAMPLE_MS = 100;
+
+/** Reads the daemon's `strata_store_requests_in_flight{request="get"}` until `stop`, which answers the samples. */
+function sampleGetsInFlight(api: string): { stop(): Promise<number[]> } {
+  const samples: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const text = await (await fetch(`${api}/metrics`)).text();
+      const value = /^strata_store_requests_in_flight\{request="get"\} (\d+)/m.exec(text)?.[1];
+      if (value !== undefined) samples.push(Number(value));
+      await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_SAMPLE_MS));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+function quantile(values: number[], q: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 function averageOf(list: Array<Record<string, number>>): Record<string, number> {

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../store/index.js';
 import { silentLogger } from '../telemetry/index.js';
-import { BlockCache, type FetchRange } from './block-cache.js';
+import { BlockCache } from './block-cache.js';
+import type { FetchRange, FetchRequest } from './fetch-request.js';
 import { resolveBlockCacheConfig, type BlockCacheOptions } from './block-cache-config.js';
 import { blockChecksum } from './checksum.js';
 import type { ObjectRef } from '../store/index.js';
@@ -29,7 +30,7 @@ class FakeStore {
     return { storeId: 'mem://test', key, etag, size: bytes.length };
   }
 
-  readonly fetchRange: FetchRange = async (ref, start, length) => {
+  readonly fetchRange: FetchRange = async ({ ref, range: { start, length } }) => {
     this.fetches += 1;
     this.inFlight += 1;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -169,11 +170,13 @@ describe('BlockCache', () => {
     }
   });
 
-  it('marks the store fetches of background sessions, their readahead and warmBlock as background', async () => {
+  it('marks the store fetches of background sessions, their readahead and warmBlock as background, with their origin', async () => {
     const seen: Array<[string, number, boolean]> = [];
-    const marking: FetchRange = (ref, start, length, signal, background) => {
-      seen.push([ref.key, start / BLOCK, background === true]);
-      return store.fetchRange(ref, start, length, signal);
+    const origins: Array<[string, FetchRequest['origin']]> = [];
+    const marking: FetchRange = (request) => {
+      seen.push([request.ref.key, request.range.start / BLOCK, request.priority === 'background']);
+      origins.push([request.ref.key, request.origin]);
+      return store.fetchRange(request);
     };
     const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 2 }), logger, marking);
     caches.push(cache);
@@ -181,7 +184,7 @@ describe('BlockCache', () => {
     const job = store.add('job', randomBytes(4 * BLOCK));
     const warmed = store.add('warmed', randomBytes(BLOCK));
     await readAll(cache, user);
-    const session = cache.openSession(job, { background: true });
+    const session = cache.openSession(job, { priority: 'background' });
     for (let offset = 0; offset < 2 * BLOCK; offset += 128 * 1024) await cache.read(session, offset, 128 * 1024);
     cache.closeSession(session);
     await cache.warmBlock(warmed, 0);
@@ -189,6 +192,14 @@ describe('BlockCache', () => {
     expect(seen.filter(([key]) => key === 'job').length).toBeGreaterThan(2); // readahead went ahead of the reads
     expect(seen.filter(([key]) => key === 'job').every(([, , background]) => background)).toBe(true);
     expect(seen.filter(([key]) => key === 'warmed')).toEqual([['warmed', 0, true]]);
+    expect(origins.filter(([key]) => key === 'user')).toEqual([['user', 'read']]);
+    expect(new Set(origins.filter(([key]) => key === 'job').map(([, origin]) => origin))).toEqual(new Set(['read', 'readahead']));
+    expect(origins.filter(([key]) => key === 'warmed')).toEqual([['warmed', 'warm']]);
+    const peer = store.add('peer', randomBytes(BLOCK));
+    const peerSession = cache.openSession(peer, { origin: 'peer' });
+    await cache.read(peerSession, 0, BLOCK);
+    cache.closeSession(peerSession);
+    expect(origins.filter(([key]) => key === 'peer')).toEqual([['peer', 'peer']]);
   });
 
   describe('warmBlock', () => {
@@ -372,6 +383,7 @@ describe('BlockCache', () => {
     caches.push(cache);
     expect((await readAll(cache, ref)).equals(bytes)).toBe(true);
     expect(cache.memory().ioPoolUsedBytes).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 120)); // past the quiet time after the reader's last fetch
     expect(puts).toBe(2); // two writes in flight, the other ten queued
     const settled = cache.writesSettled();
     open();
@@ -379,6 +391,64 @@ describe('BlockCache', () => {
     expect(written.size).toBe(12);
     const first = written.get(JSON.stringify(['mem://test', 'obj', '"v1"', 0]))!;
     expect(first.checksum).toBe(blockChecksum(bytes.subarray(0, BLOCK)));
+  });
+
+  it('holds write-through back while a reader waits on the store, and writes once its fetches have been quiet', async () => {
+    const written = new Set<string>();
+    const tier: Tier = {
+      name: 'nvme',
+      capacityBytes: 1 << 30,
+      usedBytes: 0,
+      get: async () => undefined,
+      put: async (id) => {
+        written.add(id);
+        return true;
+      },
+      delete: async (id) => void written.delete(id),
+      has: (id) => written.has(id),
+      stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: written.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
+      close: async () => undefined,
+    };
+    const first = store.add('first', randomBytes(BLOCK));
+    const second = store.add('second', randomBytes(BLOCK));
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const fetchRange: FetchRange = async (request) => {
+      if (request.ref.key === 'second') await held;
+      return store.fetchRange(request);
+    };
+    const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 0 }), logger, fetchRange, { nvme: tier });
+    caches.push(cache);
+    await readAll(cache, first);
+    const reading = readAll(cache, second);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(written.size).toBe(0); // the first block waits in DRAM while the second is fetched
+    release();
+    await reading;
+    const settled = cache.writesSettled();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(written.size).toBe(0); // the reader's last fetch has just ended
+    await settled;
+    expect(written.size).toBe(2);
+    // Background work (a prefetch's fetches) does not hold write-through back.
+    const warmed = store.add('warmed', randomBytes(BLOCK));
+    let releaseWarm!: () => void;
+    const heldWarm = new Promise<void>((resolve) => (releaseWarm = resolve));
+    const slowStore: FetchRange = async (request) => {
+      if (request.ref.key === 'warmed') await heldWarm;
+      return store.fetchRange(request);
+    };
+    const other = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 0 }), logger, slowStore, { nvme: tier });
+    caches.push(other);
+    const third = store.add('third', randomBytes(BLOCK));
+    const jobSession = other.openSession(third, { priority: 'background' });
+    await other.read(jobSession, 0, BLOCK);
+    other.closeSession(jobSession);
+    const warming = other.warmBlock(warmed, 0);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(written.has(JSON.stringify(['mem://test', 'third', '"v1"', 0]))).toBe(true);
+    releaseWarm();
+    await warming;
   });
 
   it('treats a tier that throws as a miss and still answers the read', async () => {

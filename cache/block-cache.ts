@@ -1,11 +1,13 @@
 import { setMaxListeners } from 'node:events';
 import { open } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import { StoreError } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { counter } from '../telemetry/index.js';
 import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
 import { blockChecksum } from './checksum.js';
 import type { BlockCacheConfig } from './block-cache-config.js';
+import type { FetchIntent, FetchRange } from './fetch-request.js';
 import { DramTier } from './dram-tier.js';
 import { MemoryBudget } from './memory-budget.js';
 import { NvmeTier } from './nvme-tier.js';
@@ -15,15 +17,6 @@ import { PmemTier } from './pmem-tier.js';
 import { SequentialDetector } from './sequential-detector.js';
 import type { Tier, TierName, TierStats } from './tier.js';
 import { CacheError } from './cache-error.js';
-
-/**
- * Reads `length` bytes at `start` of the object version `ref` from the store. Must
- * answer exactly that many bytes, or throw; a changed object is a StoreError
- * STORE_PRECONDITION_FAILED (the daemon passes `ifMatch: ref.etag`). `background` is
- * true when the block is wanted by background work (a prefetch job, a background
- * session and its readahead), so a scheduler may let foreground fetches go first.
- */
-export type FetchRange = (ref: ObjectRef, start: number, length: number, signal?: AbortSignal, background?: boolean) => Promise<Buffer>;
 
 /** The persistent tiers a cache runs over, already open (tests pass their own). */
 export interface PersistentTiers {
@@ -77,11 +70,24 @@ const SEQUENTIAL_TOLERANCE = 8 * 1024 * 1024;
  */
 const WRITE_THROUGH_IN_FLIGHT = 2;
 /**
+ * Write-through waits while a reader's store fetches are in flight and for this long after the
+ * last one ends: the disk write costs CPU (the kernel's copy into the page cache, then
+ * writeback) that a cold reader on a 2-core node needs for its own bytes (bench/cold-read.ts:
+ * DRAM with NVMe written through read at 0.42x the SDK against 0.55x for DRAM alone while the
+ * two ran side by side). The queued blocks stay in DRAM meanwhile, counted in its budget; one
+ * DRAM evicts first is written by demotion. 50 ms is a few 4 MiB GETs: a sequential reader's
+ * readahead keeps fetches back to back, so the queue drains once the read ends or stalls.
+ */
+const WRITE_THROUGH_QUIET_MS = 50;
+/**
  * Blocks waiting for write-through (their ids; the bytes stay in DRAM). Past this the oldest
  * wait is dropped: when DRAM evicts such a block, demotion writes it instead. 4,096 ids of
  * 4 MiB blocks is 16 GiB of reads the disk may lag behind.
  */
 const WRITE_THROUGH_QUEUE_MAX = 4096;
+
+/** A job warming one block (`warmBlock`): background work. */
+const WARM: FetchIntent = Object.freeze({ priority: 'background', origin: 'warm' });
 
 const writeThroughDropped = counter('strata_cache_write_through_dropped_total', 'Blocks not written through to the persistent tiers because the write-through queue was full (written at eviction instead)');
 const fetchedBlocksMetric = counter('strata_cache_store_blocks_total', 'Blocks the block cache fetched from the store');
@@ -90,17 +96,17 @@ const fetchedBytesMetric = counter('strata_cache_store_bytes_total', 'Bytes the 
 class CacheSession implements ReadSession {
   readonly ref: ObjectRef;
   readonly detector: SequentialDetector;
-  /** Fetches for this session (and its readahead) are background work. */
-  readonly background: boolean;
+  /** What this session's fetches are for; its readahead keeps the priority. */
+  readonly intent: FetchIntent;
   /** Without a DRAM tier, the block this session read last (its bytes reserved in the I/O pool). */
   held: { index: number; bytes: Buffer } | undefined;
   /** The last block and window readahead looked at: reads within one block (32 of 128 KiB in 4 MiB) look once. */
   readaheadSeen = { lastBlock: -1, window: 0 };
 
-  constructor(ref: ObjectRef, detector: SequentialDetector, background: boolean) {
+  constructor(ref: ObjectRef, detector: SequentialDetector, intent: FetchIntent) {
     this.ref = ref;
     this.detector = detector;
-    this.background = background;
+    this.intent = intent;
   }
 }
 
@@ -113,7 +119,8 @@ class CacheSession implements ReadSession {
  *   background, to every persistent tier (inclusive caching), so the persistent tiers
  *   survive a daemon crash with everything read so far, not only what DRAM evicted.
  *   Write-through lags behind the reader: blocks DRAM holds wait in a queue and are written
- *   WRITE_THROUGH_IN_FLIGHT at a time, their checksum computed once for every tier; a
+ *   WRITE_THROUGH_IN_FLIGHT at a time, not while a reader's fetches are in flight (nor
+ *   WRITE_THROUGH_QUIET_MS after), their checksum computed once for every tier; a
  *   read never waits for it, and the block counts in DRAM's budget only (not the I/O pool).
  *   A block DRAM evicts that no persistent tier holds (its write failed, was refused or
  *   has not happened yet) is demoted to the first persistent tier with room.
@@ -142,6 +149,10 @@ export class BlockCache implements ObjectReader {
   /** Blocks in DRAM waiting for write-through, oldest first, with the tiers each goes to. */
   readonly #writeQueue = new Map<string, Tier[]>();
   #writesInFlight = 0;
+  /** Store fetches a reader waits for (foreground priority) in flight, and when the last one ended: write-through waits for quiet. */
+  #readerFetches = 0;
+  #readerFetchEndedAt = -Infinity;
+  #quietWait: Promise<void> | undefined;
   readonly #failingTiers = new Set<Tier>();
   readonly #abort = new AbortController();
   #peak = 0;
@@ -188,7 +199,7 @@ export class BlockCache implements ObjectReader {
   }
 
   openSession(ref: ObjectRef, options: ReadSessionOptions = {}): ReadSession {
-    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#readaheadBlocks, SEQUENTIAL_TOLERANCE), options.background ?? false);
+    return new CacheSession(ref, new SequentialDetector(this.#config.blockSize, this.#readaheadBlocks, SEQUENTIAL_TOLERANCE), { priority: options.priority ?? 'foreground', origin: options.origin ?? 'read' });
   }
 
   closeSession(session: ReadSession): void {
@@ -209,7 +220,7 @@ export class BlockCache implements ObjectReader {
       const block = await this.#sessionBlock(cacheSession, first);
       return block.subarray(offset - first * size, end - first * size);
     }
-    const blocks = await this.#loadAll(ref, first, last, cacheSession.background);
+    const blocks = await this.#loadAll(ref, first, last, cacheSession.intent);
     const parts = blocks.map((block, i) => {
       const blockStart = (first + i) * size;
       return block.subarray(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + block.length) - blockStart);
@@ -235,7 +246,7 @@ export class BlockCache implements ObjectReader {
     const length = blockLength(ref.size, this.#config.blockSize, index);
     if (tier === undefined || tier === 'dram') {
       if (tier === 'dram' && this.#dram === undefined) throw new CacheError('CACHE_TIER_INVALID', 'there is no dram tier to warm blocks into');
-      await this.#loadBlock(ref, index, true);
+      await this.#loadBlock(ref, index, WARM);
       return { bytes: length, placed: true };
     }
     const target = this.#lower.find((t) => t.name === tier);
@@ -248,7 +259,7 @@ export class BlockCache implements ObjectReader {
     try {
       const known = this.#dram?.peekNow(id) ?? this.#writing.get(id) ?? (await this.#loads.get(id)) ?? (await this.#fromOtherTiers(id, length, target));
       if (known !== undefined && known.length === length) return { bytes: length, placed: await this.#safePut(target, id, known) };
-      const fetch = this.#fetchBlock(ref, index, length, true);
+      const fetch = this.#fetchBlock(ref, index, length, WARM);
       // Reads of this block while it is fetched wait for these bytes instead of fetching again.
       this.#loads.set(id, fetch);
       const bytes = await fetch.finally(() => this.#loads.delete(id));
@@ -358,7 +369,7 @@ export class BlockCache implements ObjectReader {
 
   async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {
     if (session.held?.index === index) return session.held.bytes;
-    const bytes = await this.#loadBlock(session.ref, index, session.background);
+    const bytes = await this.#loadBlock(session.ref, index, session.intent);
     if (this.#dram === undefined) {
       this.#dropHeld(session);
       // Readahead-class: a held block never takes the share kept free for demand reads,
@@ -377,13 +388,13 @@ export class BlockCache implements ObjectReader {
     session.held = undefined;
   }
 
-  async #loadAll(ref: ObjectRef, first: number, last: number, background: boolean): Promise<Buffer[]> {
+  async #loadAll(ref: ObjectRef, first: number, last: number, intent: FetchIntent): Promise<Buffer[]> {
     const blocks: Buffer[] = new Array<Buffer>(last - first + 1);
     let next = first;
     const worker = async (): Promise<void> => {
       while (next <= last) {
         const index = next++;
-        blocks[index - first] = await this.#loadBlock(ref, index, background);
+        blocks[index - first] = await this.#loadBlock(ref, index, intent);
       }
     };
     const workers = Math.min(this.#config.maxParallelFetches, last - first + 1);
@@ -392,7 +403,7 @@ export class BlockCache implements ObjectReader {
   }
 
   /** A block for a demand read: from DRAM, a coalesced load, a lower tier or the store. */
-  async #loadBlock(ref: ObjectRef, index: number, background: boolean): Promise<Buffer> {
+  async #loadBlock(ref: ObjectRef, index: number, intent: FetchIntent): Promise<Buffer> {
     if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
     const id = blockId(blockKeyOf(ref, index));
     const length = blockLength(ref.size, this.#config.blockSize, index);
@@ -404,22 +415,24 @@ export class BlockCache implements ObjectReader {
     }
     let load = this.#loads.get(id);
     if (load === undefined) {
-      load = this.#startLoad(ref, index, id, length, false, background);
+      load = this.#startLoad(ref, index, id, length, intent);
     } else {
       this.#fetch.coalescedWaits += 1;
     }
     const bytes = await load;
     // A readahead load that was skipped for lack of memory answers undefined: load again on demand.
-    return bytes ?? (await this.#loadBlock(ref, index, background));
+    return bytes ?? (await this.#loadBlock(ref, index, intent));
   }
 
-  #startLoad(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean, background: boolean): Promise<Buffer | undefined> {
-    const load = this.#load(ref, index, id, length, readahead, background).finally(() => this.#loads.delete(id));
+  #startLoad(ref: ObjectRef, index: number, id: string, length: number, intent: FetchIntent): Promise<Buffer | undefined> {
+    const load = this.#load(ref, index, id, length, intent).finally(() => this.#loads.delete(id));
     this.#loads.set(id, load);
     return load;
   }
 
-  async #load(ref: ObjectRef, index: number, id: string, length: number, readahead: boolean, background: boolean): Promise<Buffer | undefined> {
+  /** A readahead load (`intent.origin` `'readahead'`) takes only spare pool memory, and answers undefined without it. */
+  async #load(ref: ObjectRef, index: number, id: string, length: number, intent: FetchIntent): Promise<Buffer | undefined> {
+    const readahead = intent.origin === 'readahead';
     if (readahead) {
       if (!this.#pool.tryReserveReadahead(length)) {
         this.#fetch.readaheadSkipped += 1;
@@ -449,7 +462,7 @@ export class BlockCache implements ObjectReader {
         }
         return bytes;
       }
-      const bytes = await this.#fetchBlock(ref, index, length, background);
+      const bytes = await this.#fetchBlock(ref, index, length, intent);
       if (readahead) this.#fetch.readaheadBlocks += 1;
       this.#promote(id, bytes);
       if (this.#lower.length > 0) {
@@ -463,8 +476,18 @@ export class BlockCache implements ObjectReader {
   }
 
   /** Block `index` of `ref` from the store, exactly `length` bytes, counted. */
-  async #fetchBlock(ref: ObjectRef, index: number, length: number, background: boolean): Promise<Buffer> {
-    const bytes = await this.#fetchRange(ref, index * this.#config.blockSize, length, this.#abort.signal, background);
+  async #fetchBlock(ref: ObjectRef, index: number, length: number, intent: FetchIntent): Promise<Buffer> {
+    const forReader = intent.priority === 'foreground';
+    if (forReader) this.#readerFetches += 1;
+    let bytes: Buffer;
+    try {
+      bytes = await this.#fetchRange({ ref, range: { start: index * this.#config.blockSize, length }, signal: this.#abort.signal, priority: intent.priority, origin: intent.origin });
+    } finally {
+      if (forReader) {
+        this.#readerFetches -= 1;
+        this.#readerFetchEndedAt = performance.now();
+      }
+    }
     if (bytes.length !== length) {
       throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
     }
@@ -519,6 +542,10 @@ export class BlockCache implements ObjectReader {
 
   /** Starts queued write-throughs up to WRITE_THROUGH_IN_FLIGHT; blocks DRAM no longer holds were demoted instead. */
   #pumpWrites(): void {
+    if (this.#writeQueue.size > 0 && !this.#closed && this.#readerFetching()) {
+      this.#pumpWhenQuiet();
+      return;
+    }
     while (this.#writesInFlight < WRITE_THROUGH_IN_FLIGHT && this.#writeQueue.size > 0) {
       const [id, tiers] = this.#writeQueue.entries().next().value!;
       this.#writeQueue.delete(id);
@@ -536,6 +563,27 @@ export class BlockCache implements ObjectReader {
       });
       this.#background.add(write);
     }
+  }
+
+  /** Whether a reader's store fetch is in flight or ended less than WRITE_THROUGH_QUIET_MS ago. */
+  #readerFetching(): boolean {
+    return this.#readerFetches > 0 || performance.now() - this.#readerFetchEndedAt < WRITE_THROUGH_QUIET_MS;
+  }
+
+  /**
+   * Runs `#pumpWrites` again WRITE_THROUGH_QUIET_MS from now (one wait at a time). The wait is
+   * background work, so `writesSettled` and `close` wait for the writes behind it.
+   */
+  #pumpWhenQuiet(): void {
+    if (this.#quietWait !== undefined) return;
+    // Unref'd: a cache's lag is no reason to keep the process alive; close() drains the queue.
+    const wait: Promise<void> = new Promise<void>((resolve) => setTimeout(resolve, WRITE_THROUGH_QUIET_MS).unref()).then(() => {
+      this.#background.delete(wait);
+      this.#quietWait = undefined;
+      this.#pumpWrites();
+    });
+    this.#quietWait = wait;
+    this.#background.add(wait);
   }
 
   /** DRAM evicted `id`: keep it in the first persistent tier with room unless one already holds it (or is being written it). */
@@ -566,7 +614,7 @@ export class BlockCache implements ObjectReader {
       const id = blockId(blockKeyOf(ref, index));
       if (this.#loads.has(id)) continue;
       if (this.#dram !== undefined ? this.#dram.has(id) : this.#lower.some((tier) => this.#safeHas(tier, id))) continue;
-      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), true, session.background);
+      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), { priority: session.intent.priority, origin: 'readahead' });
       load.catch((err: unknown) => this.#logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
     }
   }

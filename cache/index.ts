@@ -1,4 +1,5 @@
-export { BlockCache, type FetchRange, type FetchStats, type MemoryStats, type PersistentTiers } from './block-cache.js';
+export { BlockCache, type FetchStats, type MemoryStats, type PersistentTiers } from './block-cache.js';
+export type { FetchIntent, FetchOrigin, FetchPriority, FetchRange, FetchRequest } from './fetch-request.js';
 export {
   resolveBlockCacheConfig,
   DEFAULT_BLOCK_SIZE,

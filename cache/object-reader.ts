@@ -1,4 +1,5 @@
 import type { ObjectRef } from '../store/index.js';
+import type { FetchOrigin, FetchPriority } from './fetch-request.js';
 
 /**
  * Per-open-handle state a reader may keep (sequential-access detection for readahead).
@@ -10,11 +11,13 @@ export interface ReadSession {
 
 export interface ReadSessionOptions {
   /**
-   * The session reads for background work (a prefetch or distribute job), not for a user
-   * waiting on a file: its store fetches may be held back while foreground reads fetch.
-   * Default false.
+   * `'background'`: the session reads for background work (a prefetch or distribute job),
+   * not for a user waiting on a file: its store fetches may be held back while foreground
+   * reads fetch. Default `'foreground'`.
    */
-  readonly background?: boolean;
+  readonly priority?: FetchPriority;
+  /** `'peer'`: the session reads blocks a peer asked for, which are never forwarded. Default `'read'`. */
+  readonly origin?: Extract<FetchOrigin, 'read' | 'peer'>;
 }
 
 /**

@@ -287,7 +287,7 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     ...(nvme ? { nvme } : {}),
     isPinned: pins.isPinned,
   });
-  const fetchRange: FetchRange = async (ref, start, length, signal) => {
+  const fetchRange: FetchRange = async ({ ref, range: { start, length }, signal }) => {
     const store = links.store(ref.storeId);
     if (!store) throw new StrataError('STORE_NOT_FOUND', `the link serving ${ref.key} was removed`);
     // The ref's size lets a block that is the whole object (any file up to a block) go out as a plain GET.

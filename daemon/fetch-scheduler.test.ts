@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import type { FetchPriority, FetchRequest } from '../cache/index.js';
 import { FetchScheduler } from './fetch-scheduler.js';
 
 const ref = { storeId: 's', key: 'k', etag: 'e', size: 1 };
+const request = (r: typeof ref, priority: FetchPriority): FetchRequest => ({ ref: r, range: { start: 0, length: 1 }, priority, origin: priority === 'background' ? 'warm' : 'read' });
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe('FetchScheduler', () => {
@@ -9,9 +11,9 @@ describe('FetchScheduler', () => {
     const scheduler = new FetchScheduler();
     const pending: Array<{ key: string; done: () => void }> = [];
     const inFlight = (key: string) => pending.filter((p) => p.key === key).length;
-    const fetch = scheduler.wrap((r) => new Promise<Buffer>((resolve) => pending.push({ key: r.key, done: () => resolve(Buffer.alloc(0)) })));
+    const fetch = scheduler.wrap((r) => new Promise<Buffer>((resolve) => pending.push({ key: r.ref.key, done: () => resolve(Buffer.alloc(0)) })));
 
-    const idleBatch = Promise.all(Array.from({ length: 40 }, () => fetch({ ...ref, key: 'idle' }, 0, 1, undefined, true)));
+    const idleBatch = Promise.all(Array.from({ length: 40 }, () => fetch(request({ ...ref, key: 'idle' }, 'background'))));
     await tick();
     expect(inFlight('idle')).toBe(32);
     for (const p of pending.splice(0)) p.done();
@@ -19,8 +21,8 @@ describe('FetchScheduler', () => {
     for (const p of pending.splice(0)) p.done();
     await idleBatch;
 
-    const foreground = fetch({ ...ref, key: 'fg' }, 0, 1);
-    const busyBatch = Promise.all(Array.from({ length: 20 }, () => fetch({ ...ref, key: 'busy' }, 0, 1, undefined, true)));
+    const foreground = fetch(request({ ...ref, key: 'fg' }, 'foreground'));
+    const busyBatch = Promise.all(Array.from({ length: 20 }, () => fetch(request({ ...ref, key: 'busy' }, 'background'))));
     await tick();
     expect(inFlight('fg')).toBe(1);
     expect(inFlight('busy')).toBe(2);
@@ -50,7 +52,7 @@ describe('FetchScheduler', () => {
     const fetch = scheduler.wrap(() => new Promise<Buffer>((resolve) => pending.push(() => resolve(Buffer.alloc(0)))));
     let finishLookup!: (value: string) => void;
     const lookup = scheduler.foreground(() => new Promise<string>((resolve) => (finishLookup = resolve)));
-    const batch = Promise.all(Array.from({ length: 10 }, () => fetch(ref, 0, 1, undefined, true)));
+    const batch = Promise.all(Array.from({ length: 10 }, () => fetch(request(ref, 'background'))));
     await tick();
     expect(pending).toHaveLength(2);
     finishLookup('found');
@@ -73,7 +75,7 @@ describe('FetchScheduler', () => {
     await expect(scheduler.foreground(() => Promise.reject(new Error('store down')))).rejects.toThrow('store down');
     const pending: Array<() => void> = [];
     const fetch = scheduler.wrap(() => new Promise<Buffer>((resolve) => pending.push(() => resolve(Buffer.alloc(0)))));
-    const batch = Promise.all(Array.from({ length: 5 }, () => fetch(ref, 0, 1, undefined, true)));
+    const batch = Promise.all(Array.from({ length: 5 }, () => fetch(request(ref, 'background'))));
     await new Promise((r) => setTimeout(r, 250));
     expect(pending).toHaveLength(5);
     pending.splice(0).forEach((done) => done());

@@ -22,12 +22,12 @@ const FOREGROUND_LINGER_MS = 200;
 
 /**
  * Gives foreground reads priority over background work (prefetch, eager import, sync,
- * distribution). The block cache marks each store fetch it makes for background work (see
- * `FetchRange`); those wait for a slot, and there are few slots while foreground work is
+ * distribution). The block cache marks each store fetch it makes for background work (its
+ * `FetchRequest.priority`); those wait for a slot, and there are few slots while foreground work is
  * in flight: a block fetch for a reader, or the HEAD and LIST of a lookup (the namespace
  * runs those through `foreground`). Foreground work is never held back.
  *
- * The mark travels as an argument rather than in an AsyncLocalStorage context: on Node 20
+ * The mark travels in the request rather than in an AsyncLocalStorage context: on Node 20
  * a live AsyncLocalStorage runs promise hooks on every promise in the process, and an SDK
  * GET makes dozens of them (measured: 0.15-0.25 ms of CPU more per 100 KiB file in a
  * prefetch, about 15%).
@@ -41,12 +41,12 @@ export class FetchScheduler {
 
   /** `fetch`, scheduled: foreground calls go at once, background calls take a slot. */
   wrap(fetch: FetchRange): FetchRange {
-    return async (ref, start, length, signal, background) => {
-      if (background !== true) return this.foreground(() => fetch(ref, start, length, signal));
+    return async (request) => {
+      if (request.priority !== 'background') return this.foreground(() => fetch(request));
       while (this.#background >= this.#limit()) await new Promise<void>((resolve) => this.#waiting.push(resolve));
       this.#background++;
       try {
-        return await fetch(ref, start, length, signal, true);
+        return await fetch(request);
       } finally {
         this.#background--;
         this.#admit();

@@ -135,7 +135,7 @@ async function warmFile(warmBlock: NonNullable<PrefetchSource['warmBlock']>, blo
 }
 
 async function fetchFile(source: PrefetchSource, file: FileToFetch, progress: JobProgress): Promise<void> {
-  const session = source.reader.openSession(file.ref, { background: true });
+  const session = source.reader.openSession(file.ref, { priority: 'background' });
   try {
     for (let offset = 0; offset < file.ref.size; offset += source.blockSize) {
       if (progress.signal.aborted) return;

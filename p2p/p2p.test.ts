@@ -26,7 +26,7 @@ class FakeStore {
   fetches = 0;
   delayMs = 0;
   constructor(readonly bytes: Buffer, readonly ref: ObjectRef) {}
-  readonly fetchRange: FetchRange = async (ref, start, length) => {
+  readonly fetchRange: FetchRange = async ({ ref, range: { start, length } }) => {
     this.fetches += 1;
     if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     if (ref.etag !== this.ref.etag) throw new StoreError('STORE_PRECONDITION_FAILED', `${ref.key} changed`);
@@ -74,7 +74,7 @@ function startNode(
       cache.closeSession(session);
     }
   };
-  node.attach({ readBlock: (_ref, start, length) => read(start, length), startDistribute: () => ({ id: 'job' }) });
+  node.serveFrom(cache, () => ({ id: 'job' }));
   network.attach(id, node.handle);
   return { id, node, cache, store, read };
 }

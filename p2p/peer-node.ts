@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { FetchRange } from '../cache/index.js';
 import { blockId, blockKeyOf } from '../cache/index.js';
 import type { ObjectReader } from '../cache/index.js';
@@ -59,8 +58,6 @@ export class PeerNode {
   readonly #server: PeerServer;
   readonly #transport: PeerTransport;
   readonly #logger: Logger;
-  /** Set while this daemon reads a block a peer asked for. */
-  readonly #servingPeer = new AsyncLocalStorage<true>();
 
   constructor(options: PeerNodeOptions) {
     const clock = options.clock ?? Date.now;
@@ -81,12 +78,13 @@ export class PeerNode {
   /** The server side of the transport: every peer request goes through here. */
   readonly handle = (request: PeerRequest): Promise<PeerResponse> => this.#server.handle(request);
 
-  /** Connects the daemon's cache and jobs so this node can serve peers. */
+  /**
+   * Connects the daemon's cache and jobs so this node can serve peers. `serving.readBlock`
+   * must read with a session opened with `origin: 'peer'` (as `serveFrom` does), so that a
+   * block a peer asked for is fetched from the store, never forwarded.
+   */
   attach(serving: PeerServing): void {
-    this.#server.attach({
-      readBlock: (ref, start, length) => this.#servingPeer.run(true, () => serving.readBlock(ref, start, length)),
-      startDistribute: (paths) => serving.startDistribute(paths),
-    });
+    this.#server.attach(serving);
   }
 
   /**
@@ -96,7 +94,7 @@ export class PeerNode {
   serveFrom(reader: ObjectReader, startDistribute: (paths: readonly string[]) => unknown): void {
     this.attach({
       readBlock: async (ref, start, length) => {
-        const session = reader.openSession(ref);
+        const session = reader.openSession(ref, { origin: 'peer' });
         try {
           return await reader.read(session, start, length);
         } finally {
@@ -132,15 +130,16 @@ export class PeerNode {
 
   /** `storeFetch` made peer-aware, for a cache whose blocks are `blockSize` bytes. */
   wrap(fetchFromStore: FetchRange, blockSize: number): FetchRange {
-    const storeFetch: FetchRange = async (ref, start, length, signal) => {
-      const bytes = await fetchFromStore(ref, start, length, signal);
+    const storeFetch: FetchRange = async (request) => {
+      const bytes = await fetchFromStore(request);
       p2pMetrics.storeBytes.inc(bytes.length);
       return bytes;
     };
-    return async (ref, start, length, signal) => {
-      if (this.#servingPeer.getStore() === true || this.membership.self === undefined) return storeFetch(ref, start, length, signal);
+    return async (request) => {
+      const { ref, range: { start, length }, signal } = request;
+      if (request.origin === 'peer' || this.membership.self === undefined) return storeFetch(request);
       const owner = this.ownerOf(ref, Math.floor(start / blockSize));
-      if (owner === undefined || owner === this.membership.self) return storeFetch(ref, start, length, signal);
+      if (owner === undefined || owner === this.membership.self) return storeFetch(request);
       try {
         const bytes = await this.#client.fetchBlock(owner, { ref, start, length }, signal);
         this.membership.markUp(owner);
@@ -154,7 +153,7 @@ export class PeerNode {
         if (MARK_DOWN.has(reason)) this.membership.markDown(owner, (err as Error).message);
         p2pMetrics.fallbacks.inc({ reason });
         this.#logger.debug({ peer: owner, key: ref.key, start, reason, err: (err as Error).message }, 'peer fetch failed; reading from the store');
-        return storeFetch(ref, start, length, signal);
+        return storeFetch(request);
       }
     };
   }

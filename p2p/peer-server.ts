@@ -12,7 +12,9 @@ import type { PeerRequest, PeerResponse } from './transport.js';
 export interface PeerServing {
   /**
    * Bytes [start, start + length) of `ref`, read through this daemon's block cache so that
-   * concurrent askers of one block share one store fetch. Throws StrataError as a read does.
+   * concurrent askers of one block share one store fetch, with a session opened with
+   * `origin: 'peer'` (the block is fetched from the store, never forwarded to another
+   * peer). Throws StrataError as a read does.
    */
   readBlock(ref: ObjectRef, start: number, length: number): Promise<Buffer>;
   /** Starts this daemon's share of a distribution (mount paths); answers the job status. */

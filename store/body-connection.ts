@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { blockMemory } from './block-memory.js';
 
 /**
  * Plain-HTTP GETs whose body the kernel copies straight into the buffer that keeps it: the
@@ -206,7 +207,7 @@ class BodyConnection {
       }
       const early = this.#scratchUsed - bodyStart;
       if (early > length) return this.#fail(new HttpProtocolError('the store sent more than the Content-Length it announced'));
-      this.#body = Buffer.allocUnsafe(length);
+      this.#body = blockMemory(length);
       this.#scratch.copy(this.#body, 0, bodyStart, this.#scratchUsed);
       this.#filled = early;
       this.#scratchUsed = 0;
