@@ -4,6 +4,6 @@
  * the daemon builds and hands in.
  */
 export { buildApi, startApiServer, type ApiServer, type ApiServerConfig } from './server.js';
-export type { DaemonServices } from './services.js';
+export type { DaemonServices, ProcessMemoryReport } from './services.js';
 export { registerParamsRoutes } from './params-routes.js';
 export { openApiDocument } from './openapi.js';

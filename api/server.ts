@@ -89,7 +89,10 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
     if (!fuse) return reply.status(503).send({ error: { code: 'API_UNREACHABLE', message: 'not mounted yet' } });
     return { mountPoint: services.config.mountPoint, fuse };
   });
-  app.get('/v1/cache', async () => ({ tiers: services.cache.stats(), fetch: services.cache.fetchStats(), memory: services.cache.memory() }));
+  app.get('/v1/cache', async () => {
+    const process = services.processMemory?.();
+    return { tiers: services.cache.stats(), fetch: services.cache.fetchStats(), memory: { ...services.cache.memory(), ...(process ? { process } : {}) } };
+  });
   app.get('/v1/openapi.json', async () => openApiDocument());
   registerLinkRoutes(app, services);
   registerJobRoutes(app, services);

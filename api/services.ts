@@ -40,4 +40,21 @@ export interface DaemonServices {
   readonly writes: WritePath;
   /** Uploads not yet committed for the link at a mount path. */
   pendingUploads?: (path: string) => number;
+  /** The whole process's memory against its limit (`--memory` plus the fixed overhead); absent in tests' fakes. */
+  processMemory?: () => ProcessMemoryReport;
+}
+
+/** `GET /v1/cache`'s `memory.process`: where the process's resident bytes are, against the watchdog's limit. */
+export interface ProcessMemoryReport {
+  readonly rssBytes: number;
+  /** V8's heap (JavaScript objects), reserved and used. */
+  readonly heapTotalBytes: number;
+  readonly heapUsedBytes: number;
+  /** Memory outside V8's heap that JavaScript objects own: Buffers (block buffers among them) and native objects. */
+  readonly externalBytes: number;
+  /** The part of `externalBytes` that is ArrayBuffers and Buffers. */
+  readonly arrayBuffersBytes: number;
+  readonly limitBytes: number;
+  /** What the watchdog lets the DRAM tier hold now (its capacity unless the process went over its limit). */
+  readonly dramCapBytes: number;
 }

@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { startRgw } from '../test/fixtures/rgw.js';
@@ -28,6 +29,8 @@ const REST_PER_SECOND = 200;
 const HEALTH_EVERY_MS = 50;
 const RSS_EVERY_MS = 250;
 const IDLE_SECONDS = 10;
+/** A request the daemon has not answered in this long counts as an error (and as this latency for /healthz), so a lost answer cannot stall the run. */
+const REQUEST_TIMEOUT_MS = 10_000;
 
 export async function run(): Promise<Record<string, unknown>> {
   const seconds = Number(process.env.STRATA_BENCH_SECONDS ?? 60);
@@ -50,9 +53,11 @@ export async function run(): Promise<Record<string, unknown>> {
     const api = apiUrlOf(daemon);
     const pid = daemon.child.pid!;
 
-    const idle = await healthLatencies(api, IDLE_SECONDS * 1000);
+    const idle = await healthLatencies(api, IDLE_SECONDS * 1000, []);
     const rss: number[] = [];
     const accounted: number[] = [];
+    const breakdown: Array<{ heapTotalBytes: number; externalBytes: number; arrayBuffersBytes: number; dramCapBytes: number; limitBytes: number }> = [];
+    const loadAverages: number[] = [];
     let stop = false;
     const errors: string[] = [];
     const sampler = (async () => {
@@ -63,8 +68,12 @@ export async function run(): Promise<Record<string, unknown>> {
     })();
     const accounting = (async () => {
       while (!stop) {
-        const cache = (await (await fetch(`${api}/v1/cache`)).json()) as { memory: Record<string, number> };
+        const cache = (await fetch(`${api}/v1/cache`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+          .then((response) => response.json())
+          .catch(() => ({ memory: {} }))) as { memory: Record<string, number> & { process?: (typeof breakdown)[number] } };
         accounted.push(cache.memory.usedBytes ?? cache.memory.dramUsedBytes ?? 0);
+        if (cache.memory.process) breakdown.push(cache.memory.process);
+        loadAverages.push(loadavg()[0]!);
         await new Promise((r) => setTimeout(r, 1000));
       }
     })();
@@ -78,8 +87,11 @@ export async function run(): Promise<Record<string, unknown>> {
     for (const child of children) child.stderr!.on('data', (chunk: Buffer) => errors.push(chunk.toString().trim()));
     const warmups = (async () => {
       while (!stop) {
-        const response = await fetch(`${api}/v1/prefetch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ paths: ['/data'] }) });
-        if (response.status !== 202) errors.push(`prefetch: ${response.status}`);
+        const status = await fetch(`${api}/v1/prefetch`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ paths: ['/data'] }) }).then(
+          (response) => response.status,
+          (err: unknown) => (err as Error).message,
+        );
+        if (status !== 202) errors.push(`prefetch: ${status}`);
         await new Promise((r) => setTimeout(r, 10_000));
       }
     })();
@@ -92,7 +104,7 @@ export async function run(): Promise<Record<string, unknown>> {
         const due = Math.floor(((performance.now() - started) / 1000) * REST_PER_SECOND);
         while (sent < due) {
           const route = routes[sent++ % routes.length]!;
-          const request = fetch(`${api}${route}`).then(
+          const request = fetch(`${api}${route}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }).then(
             async (response) => {
               await response.arrayBuffer();
               if (response.status >= 400) errors.push(`${route}: ${response.status}`);
@@ -107,7 +119,7 @@ export async function run(): Promise<Record<string, unknown>> {
       await Promise.all(inFlight);
       return sent;
     })();
-    const loaded = await healthLatencies(api, seconds * 1000);
+    const loaded = await healthLatencies(api, seconds * 1000, errors);
     stop = true;
     for (const child of children) child.kill('SIGKILL');
     const restSent = await rest;
@@ -116,13 +128,21 @@ export async function run(): Promise<Record<string, unknown>> {
     await daemon.stop();
 
     const mib = (b: number) => b / MiB;
+    const limitBytes = breakdown[0]?.limitBytes ?? NaN;
+    const pick = (f: (b: (typeof breakdown)[number]) => number) => breakdown.map(f);
     printTable(`Daemon RSS against --memory ${MEMORY} (--dram ${DRAM}), ${READERS} readers + writer + warmups + ${REST_PER_SECOND} REST/s for ${seconds} s`, ['figure', 'MiB'], [
       ['--memory', mib(MEMORY_BYTES)],
+      ['limit (--memory + fixed overhead)', mib(limitBytes)],
       ['RSS median', mib(quantile(rss, 0.5))],
       ['RSS p99', mib(quantile(rss, 0.99))],
       ['RSS max', mib(Math.max(...rss))],
       ['RSS max over --memory', mib(Math.max(...rss) - MEMORY_BYTES)],
+      ['RSS max over the limit', mib(Math.max(...rss) - limitBytes)],
       ['accounted by the cache, max', mib(Math.max(0, ...accounted))],
+      ['V8 heap (total), median / max', `${mib(quantile(pick((b) => b.heapTotalBytes), 0.5)).toFixed(1)} / ${mib(Math.max(...pick((b) => b.heapTotalBytes))).toFixed(1)}`],
+      ['external (buffers, native), median / max', `${mib(quantile(pick((b) => b.externalBytes), 0.5)).toFixed(1)} / ${mib(Math.max(...pick((b) => b.externalBytes))).toFixed(1)}`],
+      ['  of which ArrayBuffers, median / max', `${mib(quantile(pick((b) => b.arrayBuffersBytes), 0.5)).toFixed(1)} / ${mib(Math.max(...pick((b) => b.arrayBuffersBytes))).toFixed(1)}`],
+      ['DRAM cap by the watchdog, min', mib(Math.min(...pick((b) => b.dramCapBytes)))],
     ]);
     printTable('/healthz latency (ms), sampled every 50 ms', ['phase', 'samples', 'p50', 'p99', 'max'], [
       ['idle (baseline, same run)', idle.length, quantile(idle, 0.5), quantile(idle, 0.99), Math.max(...idle)],
@@ -132,9 +152,10 @@ export async function run(): Promise<Record<string, unknown>> {
       ['REST requests sent', restSent],
       ['errors (reads, writes, REST)', errors.length],
       ['daemon alive at the end', alive ? 'yes' : 'NO'],
+      ['load average (1 min), median of the samples', quantile(loadAverages, 0.5)],
     ]);
     if (errors.length > 0) process.stdout.write(`first errors:\n${errors.slice(0, 10).join('\n')}\n`);
-    return { seconds, memoryBytes: MEMORY_BYTES, rss: { median: quantile(rss, 0.5), p99: quantile(rss, 0.99), max: Math.max(...rss) }, accountedMax: Math.max(0, ...accounted), healthz: { idle: summary(idle), loaded: summary(loaded) }, restSent, errors: errors.length, alive };
+    return { seconds, memoryBytes: MEMORY_BYTES, limitBytes, loadAverage: quantile(loadAverages, 0.5), rss: { median: quantile(rss, 0.5), p99: quantile(rss, 0.99), max: Math.max(...rss) }, accountedMax: Math.max(0, ...accounted), healthz: { idle: summary(idle), loaded: summary(loaded) }, restSent, errors: errors.length, alive };
   } finally {
     for (const child of children) child.kill('SIGKILL');
     await rgw.stop();
@@ -143,13 +164,18 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 /** `/healthz` round trips (ms), one every HEALTH_EVERY_MS, for `ms`. */
-async function healthLatencies(api: string, ms: number): Promise<number[]> {
+async function healthLatencies(api: string, ms: number, errors: string[]): Promise<number[]> {
   const out: number[] = [];
   const end = performance.now() + ms;
   while (performance.now() < end) {
     const started = performance.now();
-    const response = await fetch(`${api}/healthz`);
-    await response.arrayBuffer();
+    try {
+      const response = await fetch(`${api}/healthz`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      await response.arrayBuffer();
+      if (response.status !== 200) errors.push(`/healthz: ${response.status}`);
+    } catch (err) {
+      errors.push(`/healthz: ${(err as Error).message}`);
+    }
     out.push(performance.now() - started);
     await new Promise((r) => setTimeout(r, HEALTH_EVERY_MS));
   }

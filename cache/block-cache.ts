@@ -347,6 +347,16 @@ export class BlockCache implements ObjectReader {
   }
 
   /**
+   * Memory pressure from outside the cache's accounting (the daemon's memory watchdog):
+   * `dramBytes` caps the DRAM tier below its capacity (least recently used blocks are evicted
+   * now, and demoted as any eviction) and readahead is refused; undefined lifts both.
+   */
+  limitMemory(dramBytes: number | undefined): void {
+    this.#dram?.limit(dramBytes);
+    this.#pool.underPressure = dramBytes !== undefined;
+  }
+
+  /**
    * Resolves once the write-throughs and demotions in progress now have finished (later ones
    * are not waited for): a prefetch job is done when its blocks are in the persistent tiers.
    */

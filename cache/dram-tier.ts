@@ -32,10 +32,13 @@ export class DramTier implements Tier {
   readonly #counters: TierCounters;
   readonly #verify: boolean;
   readonly #capacity: number;
+  /** Bytes held at most now: the capacity, or less while the daemon's memory watchdog caps the tier. */
+  #limit: number;
   #onEvict: EvictionListener | undefined;
 
   constructor(config: DramTierConfig, logger: Logger) {
     this.#capacity = config.capacityBytes;
+    this.#limit = config.capacityBytes;
     this.#verify = config.verifyReads ?? false;
     this.#counters = new TierCounters('dram', logger);
     this.#lru = new LRUCache<string, DramEntry>({
@@ -61,6 +64,20 @@ export class DramTier implements Tier {
 
   get usedBytes(): number {
     return this.#lru.calculatedSize;
+  }
+
+  /**
+   * Holds at most `bytes` (at most the capacity) from now on, evicting least recently used
+   * blocks (reported to `onEvict` as any eviction) until it does; undefined restores the capacity.
+   */
+  limit(bytes: number | undefined): void {
+    this.#limit = Math.min(this.#capacity, bytes ?? this.#capacity);
+    this.#shrinkToLimit();
+  }
+
+  #shrinkToLimit(): void {
+    while (this.#lru.calculatedSize > this.#limit && this.#lru.size > 0) this.#lru.pop();
+    this.#counters.sizes(this.usedBytes, this.#capacity);
   }
 
   async get(id: string): Promise<Buffer | undefined> {
@@ -95,9 +112,10 @@ export class DramTier implements Tier {
 
   /** Synchronous `put` (same contract). */
   putNow(id: string, bytes: Buffer, checksum?: number): boolean {
-    if (bytes.length > this.#capacity) return false;
+    if (bytes.length > this.#limit) return false;
     this.#lru.set(id, { bytes, checksum: this.#verify ? (checksum ?? blockChecksum(bytes)) : 0 });
-    this.#counters.sizes(this.usedBytes, this.#capacity);
+    if (this.#lru.calculatedSize > this.#limit) this.#shrinkToLimit();
+    else this.#counters.sizes(this.usedBytes, this.#capacity);
     return true;
   }
 

@@ -3,6 +3,17 @@ import { MemoryBudget } from './memory-budget.js';
 import { SequentialDetector } from './sequential-detector.js';
 
 describe('MemoryBudget', () => {
+  it('refuses readahead under pressure while demand reservations still go through', async () => {
+    const budget = new MemoryBudget(100, 25);
+    budget.underPressure = true;
+    expect(budget.tryReserveReadahead(10)).toBe(false);
+    await budget.reserve(10);
+    expect(budget.tryReserve(10)).toBe(true);
+    budget.underPressure = false;
+    expect(budget.tryReserveReadahead(10)).toBe(true);
+    expect(budget.usedBytes).toBe(30);
+  });
+
   it('makes demand reservations wait for room, in order', async () => {
     const budget = new MemoryBudget(100, 25);
     await budget.reserve(60);

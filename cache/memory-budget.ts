@@ -8,12 +8,16 @@ import { CacheError } from './cache-error.js';
  *
  * The pool counts reservations, not allocations: a holder must release exactly what it
  * reserved, once. `peakBytes` is the most ever reserved at one time.
+ *
+ * Under pressure (the daemon's memory watchdog found the process over its limit) readahead is
+ * refused outright: the process needs its memory back, and readahead is the optional use.
  */
 export class MemoryBudget {
   readonly #total: number;
   readonly #demandReserve: number;
   #used = 0;
   #peak = 0;
+  #pressure = false;
   readonly #waiters: Array<{ bytes: number; resolve: () => void; reject: (err: unknown) => void }> = [];
 
   /**
@@ -35,6 +39,15 @@ export class MemoryBudget {
 
   get peakBytes(): number {
     return this.#peak;
+  }
+
+  /** Whether readahead is refused because the process is over its memory limit. */
+  get underPressure(): boolean {
+    return this.#pressure;
+  }
+
+  set underPressure(on: boolean) {
+    this.#pressure = on;
   }
 
   /** Waits until `bytes` fit, then reserves them. Rejects with CACHE_BUDGET_EXCEEDED if they never can. */
@@ -66,9 +79,9 @@ export class MemoryBudget {
     });
   }
 
-  /** Reserves `bytes` for readahead if that leaves the demand reserve free and nobody waits; else `false`. */
+  /** Reserves `bytes` for readahead if not under pressure, that leaves the demand reserve free and nobody waits; else `false`. */
   tryReserveReadahead(bytes: number): boolean {
-    if (this.#waiters.length > 0 || this.#used + bytes + this.#demandReserve > this.#total) return false;
+    if (this.#pressure || this.#waiters.length > 0 || this.#used + bytes + this.#demandReserve > this.#total) return false;
     this.#take(bytes);
     return true;
   }

@@ -16,6 +16,8 @@ import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
 import { startApiServer, type ApiServer, type DaemonServices } from '../api/index.js';
 import type { DaemonConfig } from '../config/index.js';
 import { FetchScheduler } from './fetch-scheduler.js';
+import { MemoryWatchdog } from './memory-watchdog.js';
+import { processMemory, processMemoryLimit, reclaimMemory, tuneAllocator } from './process-memory.js';
 
 export class Daemon {
   readonly api: ApiServer;
@@ -39,6 +41,8 @@ export class Daemon {
    */
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     collectProcessMetrics();
+    // Before the FUSE threads and the I/O pool allocate their first buffers.
+    tuneAllocator(logger);
     const cleanups: Array<() => Promise<unknown>> = [];
     const undo = async () => {
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((err) => logger.warn({ err }, 'shutdown step failed'));
@@ -69,6 +73,8 @@ export class Daemon {
       if (peers) cleanups.push(() => peers.close());
       const cache = await openBlockCache(config, links, pins, scheduler, logger, peers);
       cleanups.push(() => cache.close());
+      const watchdog = watchMemory(config, cache, logger);
+      cleanups.push(async () => watchdog.stop());
       const writes = await openWritePath(config, links, pins, cache, logger);
 
       fs = new Filesystem({
@@ -150,6 +156,7 @@ export class Daemon {
           const live = links.all().find((l) => l.link.path === path);
           return live ? writes.pendingUnder(live.storeId, '').length : 0;
         },
+        processMemory: () => ({ ...processMemory(), limitBytes: processMemoryLimit(config.memoryBudgetBytes), dramCapBytes: watchdog.dramCapBytes }),
         peers,
         distribute: async (paths) => ({ job: distributeHere(paths), peers: peers ? await peers.distributeToPeers(paths) : [] }),
       };
@@ -256,6 +263,30 @@ async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: Pin
     },
   );
   return writes;
+}
+
+/**
+ * Samples this often: the process grows by at most a few blocks per 250 ms under the
+ * bench/memory-load mix, and a sample is one read of /proc/self/statm.
+ */
+const MEMORY_CHECK_EVERY_MS = 250;
+/** The DRAM tier keeps at least this many blocks however hard it is squeezed: a sequential reader's block and its readahead. */
+const MIN_DRAM_BLOCKS = 4;
+
+/** Holds the process's resident size under `--memory` plus the fixed overhead (memory-watchdog.ts). */
+function watchMemory(config: DaemonConfig, cache: BlockCache, logger: Logger): MemoryWatchdog {
+  const watchdog = new MemoryWatchdog({
+    limitBytes: processMemoryLimit(config.memoryBudgetBytes),
+    dramBytes: cache.config.dramBytes,
+    minDramBytes: Math.min(cache.config.dramBytes, MIN_DRAM_BLOCKS * cache.config.blockSize),
+    rss: () => process.memoryUsage.rss(),
+    dramUsed: () => cache.stats().find((tier) => tier.name === 'dram')?.usedBytes ?? 0,
+    reclaim: reclaimMemory,
+    limitDram: (bytes) => cache.limitMemory(bytes),
+    logger: logger.child({ component: 'memory' }),
+  });
+  watchdog.start(MEMORY_CHECK_EVERY_MS);
+  return watchdog;
 }
 
 /**

@@ -12,6 +12,11 @@
       "libraries": ["-lpthread"]
     },
     {
+      "target_name": "strata_memory",
+      "sources": ["src/strata_memory.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
       "target_name": "strata_fuse",
       "sources": ["src/strata_fuse.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"],

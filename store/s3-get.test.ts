@@ -173,6 +173,26 @@ describe('SignedGet', () => {
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 
+  it('gives a store found silent 1 s per GET, without a retry, until one is answered', async () => {
+    let answering = false;
+    const port = await server.start((_req, res) => {
+      if (answering) res.end('ok');
+    });
+    const g = getter(port, { socketTimeoutMs: 3_000, maxAttempts: 4 });
+    let started = Date.now();
+    await expect(g.get({ key: 'k' })).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    // The full timeout, then one retry with the short one.
+    const first = Date.now() - started;
+    expect(first).toBeGreaterThanOrEqual(3_900);
+    expect(first).toBeLessThan(5_500);
+    started = Date.now();
+    await expect(g.get({ key: 'k' })).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    expect(Date.now() - started).toBeLessThan(1_900);
+    expect(server.requests).toHaveLength(3);
+    answering = true;
+    await expect(g.get({ key: 'k' }).then(bodyOf)).resolves.toBe('ok');
+  }, 20_000);
+
   it('reports a refused connection after its retries', async () => {
     const port = await freePort();
     const err = await getter(port, { maxAttempts: 2 }).get({ key: 'k' }).then(() => undefined, (e: unknown) => e);

@@ -105,6 +105,16 @@ const RETRY_NETWORK = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT
 /** Backoff: full jitter over 100 ms · 2^attempt, capped at 20 s (the SDK's standard strategy). */
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 20_000;
+/**
+ * Silence a GET tolerates while the store is known to be hung (a GET went silent and none has
+ * been answered since): a gateway that is back answers in milliseconds, and one still hung then
+ * costs a reader 1 s per attempt instead of the full idle timeout (bounding an uncached read on
+ * a hung store, whose two kernel reads cost 10 s each before). Once the last silent GET is
+ * HUNG_PROBE_AFTER_MS old, one GET at a time (the probe) gets the full timeout again, so a store
+ * that is slow rather than hung is found answering.
+ */
+const HUNG_IDLE_TIMEOUT_MS = 1_000;
+const HUNG_PROBE_AFTER_MS = 5_000;
 
 export class SignedGet {
   readonly #options: SignedGetOptions;
@@ -113,6 +123,10 @@ export class SignedGet {
   readonly #hostHeader: string;
   /** Plain-HTTP endpoints: bodies read straight into their own memory (body-connection.ts). */
   readonly #pool: BodyConnectionPool | undefined;
+  /** Set when a GET went silent, cleared by the next answered one: the store is taken as hung meanwhile. */
+  #hungSince: number | undefined;
+  /** Whether a GET with the full idle timeout is out while the store is taken as hung. */
+  #probing = false;
 
   constructor(options: SignedGetOptions) {
     this.#options = options;
@@ -140,11 +154,11 @@ export class SignedGet {
   async getBody(request: GetRequest): Promise<GetBody> {
     const pool = this.#pool;
     if (!pool) throw new Error('getBody needs a plain-HTTP endpoint (check readsDirect)');
-    const response = await this.#retrying(request, async () => {
+    const response = await this.#retrying(request, async (idleMs) => {
       const head = await this.#signedHead(request);
       let answer: HttpBodyResponse;
       try {
-        answer = await pool.send({ head, signal: request.signal, socketTimeoutMs: this.#options.socketTimeoutMs, connectTimeoutMs: this.#options.connectTimeoutMs });
+        answer = await pool.send({ head, signal: request.signal, socketTimeoutMs: idleMs, connectTimeoutMs: this.#options.connectTimeoutMs });
       } catch (err) {
         if (err instanceof HttpProtocolError) return undefined;
         if (err instanceof HttpNetworkError) throw networkError(err.code, err.message);
@@ -175,24 +189,42 @@ export class SignedGet {
    * with a GetFailure carrying S3's error code.
    */
   async get(request: GetRequest): Promise<IncomingMessage> {
-    return this.#retrying(request, () => this.#once(request));
+    return this.#retrying(request, (idleMs) => this.#once(request, idleMs));
   }
 
-  /** Runs `once` until it succeeds, fails for good, or the attempts (or the time) are spent (the SDK's standard retry). */
-  async #retrying<T>(request: GetRequest, once: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `once` until it succeeds, fails for good, or the attempts (or the time) are spent (the
+   * SDK's standard retry). `once` gets the silence it may wait for: the full idle timeout, or
+   * HUNG_IDLE_TIMEOUT_MS while the store is taken as hung, when a silent attempt is not retried.
+   */
+  async #retrying<T>(request: GetRequest, once: (idleMs: number) => Promise<T>): Promise<T> {
     const { maxAttempts, socketTimeoutMs } = this.#options;
     const started = Date.now();
+    // This request found the store silent: its retry is not the probe (another reader's GET is).
+    let wentSilent = false;
     for (let attempt = 1; ; attempt++) {
+      const hung = this.#hungSince !== undefined;
+      const probe = hung && !this.#probing && !wentSilent && Date.now() - this.#hungSince! >= HUNG_PROBE_AFTER_MS;
+      if (probe) this.#probing = true;
       try {
-        return await once();
+        const answer = await once(hung && !probe ? Math.min(socketTimeoutMs, HUNG_IDLE_TIMEOUT_MS) : socketTimeoutMs);
+        this.#hungSince = undefined;
+        return answer;
       } catch (err) {
+        const silent = (err as { code?: string }).code === 'ETIMEDOUT';
+        if (silent) {
+          this.#hungSince = Date.now();
+          wentSilent = true;
+        }
         // No new attempt once two socket timeouts have passed in all: one silent socket is
         // retried on a fresh connection (a keep-alive socket the server dropped without a
         // word), but a store silent that long is hung, and its reader gets the error in seconds.
         const outOfTime = Date.now() - started >= 2 * socketTimeoutMs;
-        if (attempt >= maxAttempts || outOfTime || request.signal?.aborted || !retryable(err)) throw err;
+        if (attempt >= maxAttempts || outOfTime || (silent && hung) || request.signal?.aborted || !retryable(err)) throw err;
         this.#options.logger?.warn({ store: this.#options.storeUrl, endpoint: this.#options.endpointName, command: 'GetObject', attempt: attempt + 1 }, 'retrying a store request');
         await delay(Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt), undefined, request.signal ? { signal: request.signal } : {});
+      } finally {
+        if (probe) this.#probing = false;
       }
     }
   }
@@ -220,7 +252,7 @@ export class SignedGet {
     return head;
   }
 
-  async #once(request: GetRequest): Promise<IncomingMessage> {
+  async #once(request: GetRequest, idleMs: number): Promise<IncomingMessage> {
     const { address } = this.#options;
     const { path, headers } = await this.#sign(request);
     return new Promise<IncomingMessage>((resolve, reject) => {
@@ -242,7 +274,7 @@ export class SignedGet {
           socket.once('connect', () => clearTimeout(connectTimer));
         }
       });
-      req.setTimeout(this.#options.socketTimeoutMs, () => req.destroy(networkError('ETIMEDOUT', `no answer from ${address.hostname} within ${this.#options.socketTimeoutMs} ms`)));
+      req.setTimeout(idleMs, () => req.destroy(networkError('ETIMEDOUT', `no answer from ${address.hostname} within ${idleMs} ms`)));
       req.once('error', (err) => {
         clearTimeout(connectTimer);
         reject(err);

@@ -157,8 +157,9 @@ describe('a mount through store outages (a TCP proxy in front of the gateway ref
       const read = await timed(`cat ${mnt}/data/uncached.bin > /dev/null`);
       expect(read.code).not.toBe(0);
       console.log(`${mode}: stat ${stat.ms} ms, touch ${create.ms} ms, uncached read ${read.ms} ms`);
-      // A read's socket gets 5 s of silence, one retry on a fresh connection and no attempt after 10 s (plus the open's revalidation).
-      expect(read.ms, `${mode}: uncached read`).toBeLessThan(25_000);
+      // A read's socket gets 5 s of silence and one retry with 1 s; the kernel's second read finds
+      // the store taken as hung and gets 1 s (store/s3-get.ts); plus the open's revalidation (2 s).
+      expect(read.ms, `${mode}: uncached read`).toBeLessThan(10_000);
       await alive();
       await proxy.setMode('pass');
     }

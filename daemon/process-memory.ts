@@ -1,0 +1,105 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { loadAddon } from '../native/index.js';
+import type { Logger } from '../telemetry/index.js';
+
+/** The calls of native/src/strata_memory.c (see its header comment for the contracts). */
+interface MemoryBinding {
+  tune(mmapThresholdBytes: number, arenaMax: number): boolean;
+  trim(): boolean;
+}
+
+/** The process's memory as Node sees it, in bytes (process.memoryUsage). */
+export interface ProcessMemory {
+  readonly rssBytes: number;
+  /** V8's heap (JavaScript objects), reserved and used. */
+  readonly heapTotalBytes: number;
+  readonly heapUsedBytes: number;
+  /** Memory outside V8's heap that JavaScript objects own: Buffers (block buffers among them) and native objects. */
+  readonly externalBytes: number;
+  /** The part of `externalBytes` that is ArrayBuffers and Buffers. */
+  readonly arrayBuffersBytes: number;
+}
+
+/**
+ * Allocations this size or larger are mapped on their own and unmapped when freed: a FUSE
+ * write request (1 MiB plus its header), a block buffer (1-16 MiB) and an upload part
+ * (16 MiB) then leave no hole in a heap once freed. 1 MiB keeps everything smaller in the
+ * heaps, where reuse is cheap (a mapping costs page faults on first touch).
+ */
+const MMAP_THRESHOLD_BYTES = 1024 * 1024;
+/**
+ * Heaps for all threads: the event loop, libuv's 16 pool threads, the FUSE reader threads
+ * and the hashing workers. glibc's default (8 per core) lets each thread keep its own freed
+ * memory; two heaps keep contention low for the few small allocations pool threads make.
+ */
+const ARENA_MAX = 2;
+
+/**
+ * What the daemon needs besides `--memory`, whatever the load: Node and V8 themselves, the
+ * loaded code, the V8 heap of the API, the store clients and the namespace, the native threads'
+ * stacks and request buffers, and the garbage a busy process carries between collections.
+ * docs/CONFIGURATION.md gives the figures behind it (bench/memory-load).
+ */
+export const FIXED_OVERHEAD_BYTES = 160 * 1024 * 1024;
+
+/** The resident size the daemon holds itself under: `--memory` plus the fixed overhead. */
+export function processMemoryLimit(memoryBudgetBytes: number): number {
+  return memoryBudgetBytes + FIXED_OVERHEAD_BYTES;
+}
+
+let binding: MemoryBinding | null | undefined;
+
+function memoryBinding(): MemoryBinding | null {
+  if (binding === undefined) {
+    try {
+      binding = loadAddon<MemoryBinding>('strata_memory');
+    } catch {
+      binding = null;
+    }
+  }
+  return binding;
+}
+
+/**
+ * Tunes the C library's allocator for a process whose big buffers come and go (see
+ * MMAP_THRESHOLD_BYTES and ARENA_MAX). Called once at daemon start, before the FUSE threads
+ * and the I/O pool allocate. Answers whether the allocator took the settings (false without
+ * the native addon or on a C library other than glibc; the watchdog still bounds the process).
+ */
+export function tuneAllocator(logger: Logger): boolean {
+  const native = memoryBinding();
+  const tuned = native?.tune(MMAP_THRESHOLD_BYTES, ARENA_MAX) ?? false;
+  if (!tuned) logger.info('allocator not tuned (no glibc or no native memory addon); memory is bounded by the watchdog alone');
+  return tuned;
+}
+
+let collect: (() => void) | undefined;
+
+/**
+ * Runs a full garbage collection, then returns the heaps' free pages to the system. Evicted
+ * blocks and answered requests are garbage until V8 collects them, and V8 collects external
+ * memory late (after tens of MiB of it); the watchdog calls this when the process is over its
+ * limit, at most every few seconds, since a full collection pauses the event loop (20-80 ms
+ * measured with a 200 MiB heap of buffers).
+ */
+export function reclaimMemory(): void {
+  if (collect === undefined) {
+    // `gc` is only exposed by a flag; setting it at run time makes new contexts carry it.
+    setFlagsFromString('--expose-gc');
+    collect = runInNewContext('gc') as () => void;
+  }
+  collect();
+  memoryBinding()?.trim();
+}
+
+export function processMemory(): ProcessMemory {
+  const usage = process.memoryUsage();
+  return {
+    rssBytes: usage.rss,
+    heapTotalBytes: usage.heapTotal,
+    heapUsedBytes: usage.heapUsed,
+    externalBytes: usage.external,
+    arrayBuffersBytes: usage.arrayBuffers,
+  };
+}
