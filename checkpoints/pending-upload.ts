@@ -10,35 +10,36 @@ import type { RecordState, UploadRecord } from './upload-record.js';
 export type UploadState = 'writing' | 'queued' | 'uploading' | 'retrying' | 'committing' | 'done' | 'cancelled';
 
 /**
- * The in-memory state of one staged file version on its way to the store. Owned by
- * WritePath; every field is changed only there.
+ * The in-memory state of one staged file version on its way to the store. Owned by the write
+ * path. Its lifecycle is a state machine: `state` (what the upload does now, as
+ * `GET /v1/uploads` shows it) and `recordState` (what the journal says a restart must do) change
+ * only through the transition methods below, which keep the two in step; so do the flags that
+ * decide the lifecycle (`released`, `dirty`, `cancelled`, `gone`, `recovered`).
+ *
+ * The multipart bookkeeping (`multipart`, `parts`, `inflight`, `generation`, ...) belongs to
+ * part streaming (part-streaming.ts) and is changed there.
  */
 export class PendingUpload {
   readonly id: string;
-  storeId: string;
-  key: string;
+  readonly storeId: string;
+  #key: string;
   readonly staged: StagedFile;
   /** Part size this upload is cut with (the record's after a restart). */
   readonly partSize: number;
   /** `stream`: full parts are uploaded while the file is written. `whole`: everything after release. */
-  mode: 'stream' | 'whole' = 'stream';
-  state: UploadState = 'writing';
-  recordState: RecordState = 'writing';
+  #mode: 'stream' | 'whole' = 'stream';
+  #state: UploadState = 'writing';
+  #recordState: RecordState = 'writing';
+  #released = false;
+  #dirty = true;
+  #cancelled = false;
+  #gone = false;
+  #recovered = false;
   /** A journal record exists on disk for this upload. */
   hasRecord = false;
-  /** Released by its handle (or recovered from the journal): the staged bytes are final. */
-  released = false;
-  /** Changed since open or since the last fsync commit; a clean release uploads nothing. */
-  dirty = true;
-  /** Unlinked: nothing more goes to the store; the staged bytes go once the handle is released. */
-  cancelled = false;
-  /** Record and staged file are deleted (after commit or cancel). */
-  gone = false;
-  /** Found in the journal at start: the store's ListParts decides which parts to reuse. */
-  recovered = false;
   /** Staging bytes accounted to this upload. */
   reserved = 0;
-  mtimeMs: number;
+  #mtimeMs: number;
   /** Attributes the object is committed with (mode, owner, an explicit mtime). */
   meta: ObjectMeta | undefined;
   /** The store call that creates the object succeeded (the commit is finishing): attributes changed now go to the object. */
@@ -47,8 +48,7 @@ export class PendingUpload {
   metaAfterCommit = false;
   /** Open order within this process; the newest open version of a key is the one reads and listings see. */
   readonly openSeq: number;
-  /** Release order; versions of one key are committed in this order. */
-  order: readonly [number, number] = [0, 0];
+  #order: readonly [number, number] = [0, 0];
 
   multipart: MultipartUpload | undefined;
   /** When the CreateMultipartUpload whose answer is not journaled yet was first sent (see UploadRecord). */
@@ -66,9 +66,8 @@ export class PendingUpload {
   taskAbort = new AbortController();
   task: Promise<void> | undefined;
 
-  /** Failed store calls so far (0 while all goes well). */
-  attempts = 0;
-  lastError: string | undefined;
+  #attempts = 0;
+  #lastError: string | undefined;
 
   readonly finished: Promise<void>;
   readonly #resolveFinished: () => void;
@@ -83,10 +82,10 @@ export class PendingUpload {
   constructor(fields: { id: string; storeId: string; key: string; staged: StagedFile; partSize: number; mtimeMs: number; openSeq: number }) {
     this.id = fields.id;
     this.storeId = fields.storeId;
-    this.key = fields.key;
+    this.#key = fields.key;
     this.staged = fields.staged;
     this.partSize = fields.partSize;
-    this.mtimeMs = fields.mtimeMs;
+    this.#mtimeMs = fields.mtimeMs;
     this.openSeq = fields.openSeq;
     let resolve!: () => void;
     this.finished = new Promise<void>((r) => (resolve = r));
@@ -96,14 +95,211 @@ export class PendingUpload {
     this.#resolveInStore = stored;
   }
 
+  /**
+   * An upload found in the journal at start: released, queued, and `recovered` (the store's
+   * ListParts decides which of the record's parts are reused).
+   */
+  static resumed(record: UploadRecord, staged: StagedFile, openSeq: number): PendingUpload {
+    const upload = new PendingUpload({ id: record.id, storeId: record.storeId, key: record.key, staged, partSize: record.partSizeBytes, mtimeMs: record.mtimeMs, openSeq });
+    upload.meta = record.meta;
+    upload.#released = true;
+    upload.#recovered = true;
+    upload.hasRecord = true;
+    upload.#recordState = record.state;
+    upload.#state = 'queued';
+    upload.#order = record.order;
+    upload.multipart = record.uploadId ? { key: record.key, uploadId: record.uploadId } : undefined;
+    for (const part of record.parts) upload.parts.set(part.partNumber, part);
+    return upload;
+  }
+
+  get key(): string {
+    return this.#key;
+  }
+
+  get mode(): 'stream' | 'whole' {
+    return this.#mode;
+  }
+
+  get state(): UploadState {
+    return this.#state;
+  }
+
+  get recordState(): RecordState {
+    return this.#recordState;
+  }
+
+  /** Released by its handle (or recovered from the journal): the staged bytes are final. */
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** Changed since open or since the last fsync commit; a clean release uploads nothing. */
+  get dirty(): boolean {
+    return this.#dirty;
+  }
+
+  /** Unlinked: nothing more goes to the store; the staged bytes go once the handle is released. */
+  get cancelled(): boolean {
+    return this.#cancelled;
+  }
+
+  /** Record and staged file are deleted (after commit or cancel). */
+  get gone(): boolean {
+    return this.#gone;
+  }
+
+  /** Found in the journal at start: the store's ListParts decides which parts to reuse. */
+  get recovered(): boolean {
+    return this.#recovered;
+  }
+
+  get mtimeMs(): number {
+    return this.#mtimeMs;
+  }
+
+  /** Release order; versions of one key are committed in this order. */
+  get order(): readonly [number, number] {
+    return this.#order;
+  }
+
+  /** Failed store calls so far (0 while all goes well). */
+  get attempts(): number {
+    return this.#attempts;
+  }
+
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  get settled(): boolean {
+    return this.#state === 'done' || this.#state === 'cancelled';
+  }
+
+  get uploadedBytes(): number {
+    if (this.#state === 'done') return this.staged.size;
+    let sum = 0;
+    for (const part of this.parts.values()) sum += part.size;
+    return sum;
+  }
+
+  // ---- transitions ----
+
+  /** Opened as a copy of the current file: `dirty` says whether there was none (a new file is created even if empty). */
+  copiedCurrent(existed: boolean): void {
+    this.#dirty = !existed;
+  }
+
   /** The content changed: an explicit modification time no longer holds. */
   touched(nowMs: number): void {
-    this.dirty = true;
-    this.mtimeMs = nowMs;
+    this.#dirty = true;
+    this.#mtimeMs = nowMs;
     if (this.meta?.mtime !== undefined) {
       const { mtime: _dropped, ...rest } = this.meta;
       this.meta = rest;
     }
+  }
+
+  /** A write out of order or a change of size: the file is uploaded whole after release. */
+  fellBack(): void {
+    this.#mode = 'whole';
+  }
+
+  /** writing → queued: the handle is released with changes; the staged bytes are final and journaled as `closed`. */
+  release(order: readonly [number, number], nowMs: number): void {
+    this.#released = true;
+    this.#order = order;
+    this.#mtimeMs = nowMs;
+    this.#recordState = 'closed';
+    this.#state = 'queued';
+  }
+
+  /** A commit of the current bytes begins (release or fsync) in this place of the key's order. */
+  ordered(order: readonly [number, number]): void {
+    this.#order = order;
+  }
+
+  /** Moved to `key` (rename, or a folder renamed before a crash), committed there in `order` if given. */
+  moved(key: string, order?: readonly [number, number]): void {
+    this.#key = key;
+    if (order) this.#order = order;
+  }
+
+  /**
+   * After a restart, the upload's folder had been renamed: it commits under `key` from the
+   * start (its multipart upload is dropped), journaled as `closed`.
+   */
+  movedBeforeCrash(key: string): void {
+    this.#key = key;
+    this.#recovered = false;
+    this.#recordState = 'closed';
+  }
+
+  /** The store answered what a restart needed to know; the commit goes on as a fresh one. */
+  reconciled(): void {
+    this.#recovered = false;
+  }
+
+  /** → uploading: the commit's store calls (parts or a single PUT) start. */
+  uploading(): void {
+    this.#state = 'uploading';
+  }
+
+  /** uploading → committing: CompleteMultipartUpload is about to be sent (journaled, so a restart checks with HEAD). */
+  completing(): void {
+    this.#state = 'committing';
+    this.#recordState = 'committing';
+  }
+
+  /** The store no longer knows the multipart upload: the file is committed again from its staged bytes. */
+  multipartLost(): void {
+    this.#recordState = 'closed';
+  }
+
+  /** A store call failed: counted and kept for `GET /v1/uploads`; a released upload is `retrying`. */
+  failed(err: unknown): void {
+    this.#attempts++;
+    this.#lastError = err instanceof Error ? err.message : String(err);
+    if (this.#state !== 'writing') this.#state = 'retrying';
+  }
+
+  /** The commit task waits before its next attempt (an fsync's commit of an open file included). */
+  retrying(): void {
+    this.#state = 'retrying';
+  }
+
+  /** A part reached the store: a retrying upload is uploading again (or writing, while its handle is open). */
+  partLanded(): void {
+    if (this.#state === 'retrying') this.#state = this.#released ? 'uploading' : 'writing';
+  }
+
+  /** The commit task was stopped (rename, unlink): a released upload is queued again, an open one writing. */
+  interrupted(): void {
+    this.#recordState = this.#released ? 'closed' : 'writing';
+    if (this.#released && !this.settled) this.#state = 'queued';
+  }
+
+  /**
+   * An fsync committed the open file: it is clean, and later writes make a new version
+   * streamed from its start (the caller has forgotten the completed multipart upload).
+   */
+  committedOpen(): void {
+    this.#dirty = false;
+    this.landed = false;
+    this.#state = 'writing';
+    this.#recordState = 'writing';
+  }
+
+  /** Unlinked or replaced: nothing more of it goes to the store. `settle('cancelled')` follows once its task stopped. */
+  cancel(): void {
+    this.#cancelled = true;
+  }
+
+  /** Its record and staged file are deleted; answers `false` if that was done already. */
+  markGone(): boolean {
+    if (this.#gone) return false;
+    this.#gone = true;
+    return true;
   }
 
   /** The store has committed this version: resolves `inStore`. */
@@ -111,22 +307,11 @@ export class PendingUpload {
     this.#resolveInStore();
   }
 
-  /** Committed or cancelled: resolves `finished` (and `inStore`). */
+  /** → done or cancelled (final): resolves `finished` (and `inStore`). */
   settle(state: 'done' | 'cancelled'): void {
-    this.state = state;
+    this.#state = state;
     this.#resolveInStore();
     this.#resolveFinished();
-  }
-
-  get settled(): boolean {
-    return this.state === 'done' || this.state === 'cancelled';
-  }
-
-  get uploadedBytes(): number {
-    if (this.state === 'done') return this.staged.size;
-    let sum = 0;
-    for (const part of this.parts.values()) sum += part.size;
-    return sum;
   }
 
   record(): UploadRecord {
@@ -134,15 +319,15 @@ export class PendingUpload {
       version: 1,
       id: this.id,
       storeId: this.storeId,
-      key: this.key,
+      key: this.#key,
       stagedFile: this.staged.path,
       size: this.staged.size,
       partSizeBytes: this.partSize,
       uploadId: this.multipart?.uploadId,
       parts: [...this.parts.values()].sort((a, b) => a.partNumber - b.partNumber),
-      state: this.recordState,
-      order: this.order,
-      mtimeMs: this.mtimeMs,
+      state: this.#recordState,
+      order: this.#order,
+      mtimeMs: this.#mtimeMs,
       ...(this.meta ? { meta: this.meta } : {}),
       ...(this.creatingSinceMs !== undefined && !this.multipart ? { creatingSinceMs: this.creatingSinceMs } : {}),
     };

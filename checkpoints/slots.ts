@@ -1,3 +1,5 @@
+import { Semaphore } from '../async/index.js';
+
 /**
  * Upload buffers and the right to use them: `count` buffers of `bufferBytes` each, so that at
  * most `count` parts are in flight and their memory is allocated once (a fresh 16 MiB buffer per
@@ -11,25 +13,24 @@ export class UploadSlots {
   readonly #bufferBytes: number;
   readonly #free: Buffer[] = [];
   #allocated = 0;
-  #available: number;
-  readonly #waiting: Array<{ need: number; wake: () => void }> = [];
+  readonly #slots: Semaphore;
 
   constructor(count: number, bufferBytes: number) {
     this.#count = count;
     this.#bufferBytes = bufferBytes;
-    this.#available = count;
+    this.#slots = new Semaphore(count);
   }
 
   /** Runs `body` with a buffer of exactly `bytes` bytes (valid until `body` settles). */
   async run<T>(bytes: number, body: (buffer: Buffer) => Promise<T>): Promise<T> {
     const need = Math.min(this.#count, Math.max(1, Math.ceil(bytes / this.#bufferBytes)));
-    await this.#acquire(need);
+    await this.#slots.acquire(need);
     const pooled = bytes <= this.#bufferBytes ? this.#take() : undefined;
     try {
       return await body(pooled ? pooled.subarray(0, bytes) : Buffer.allocUnsafe(bytes));
     } finally {
       if (pooled) this.#free.push(pooled);
-      this.#release(need);
+      this.#slots.release(need);
     }
   }
 
@@ -39,22 +40,5 @@ export class UploadSlots {
     this.#allocated++;
     // Shared memory: the store hashes a part on a worker thread, which reads it without a copy.
     return Buffer.from(new SharedArrayBuffer(this.#bufferBytes));
-  }
-
-  async #acquire(need: number): Promise<void> {
-    if (this.#waiting.length === 0 && this.#available >= need) {
-      this.#available -= need;
-      return;
-    }
-    await new Promise<void>((wake) => this.#waiting.push({ need, wake }));
-  }
-
-  #release(need: number): void {
-    this.#available += need;
-    while (this.#waiting.length > 0 && this.#available >= this.#waiting[0]!.need) {
-      const next = this.#waiting.shift()!;
-      this.#available -= next.need;
-      next.wake();
-    }
   }
 }

@@ -1,3 +1,4 @@
+import { Semaphore } from '../async/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { WritePathError } from './write-path-error.js';
 import type { Sleep } from './write-path-config.js';
@@ -24,20 +25,21 @@ export class StagingSpace {
   readonly #stallMs: number;
   readonly #sleep: Sleep;
   readonly #logger: Logger | undefined;
-  #used = 0;
-  readonly #waiters = new Set<() => void>();
+  /** Staged bytes against the limit; waits sleep on its `changed()` (a free, or progress). */
+  readonly #space: Semaphore;
   /** Writes waiting now; the log line is written when the first starts to wait. */
   #waiting = 0;
 
   constructor(options: StagingSpaceOptions) {
     this.#limit = options.limitBytes;
+    this.#space = new Semaphore(options.limitBytes);
     this.#stallMs = options.stallMs;
     this.#sleep = options.sleep;
     this.#logger = options.logger;
   }
 
   get usedBytes(): number {
-    return this.#used;
+    return this.#space.used;
   }
 
   get limitBytes(): number {
@@ -50,62 +52,54 @@ export class StagingSpace {
    */
   async reserve(bytes: number, canFree: () => boolean = () => true): Promise<void> {
     if (bytes <= 0) return;
-    if (this.#used + bytes <= this.#limit) {
-      this.#used += bytes;
-      return;
-    }
+    if (this.#space.tryAcquire(bytes)) return;
     if (bytes > this.#limit) this.#full(bytes, 'the write alone is larger than the staging limit');
     if (!canFree()) this.#full(bytes, 'no closed file is being uploaded: the space is held by files still open');
     const started = performance.now();
     if (this.#waiting++ === 0) {
-      this.#logger?.warn({ usedBytes: this.#used, limitBytes: this.#limit, neededBytes: bytes }, 'staging is full: writes wait for uploads to free space');
+      this.#logger?.warn({ usedBytes: this.#space.used, limitBytes: this.#limit, neededBytes: bytes }, 'staging is full: writes wait for uploads to free space');
     }
     writePathMetrics.stagingWaits.inc();
     writePathMetrics.stagingWaiting.set(this.#waiting);
     try {
-      while (this.#used + bytes > this.#limit) {
+      while (!this.#space.tryAcquire(bytes)) {
         if (!canFree()) this.#full(bytes, 'no closed file is being uploaded: the space is held by files still open');
+        // Woken by a free or by progress (the stall timer restarts), or the stall timer ends.
         const timer = new AbortController();
-        let wake!: () => void;
-        const moved = new Promise<boolean>((resolve) => (wake = () => resolve(true)));
-        this.#waiters.add(wake);
-        const stalled = this.#sleep(this.#stallMs, timer.signal).then(
-          () => false,
-          () => true,
+        void this.#sleep(this.#stallMs, timer.signal).then(
+          () => timer.abort(),
+          () => undefined,
         );
-        const progressed = await Promise.race([moved, stalled]);
-        this.#waiters.delete(wake);
+        const progressed = await this.#space.changed(timer.signal);
         timer.abort();
-        if (!progressed && this.#used + bytes > this.#limit) this.#full(bytes, `uploads made no progress for ${this.#stallMs} ms`);
+        if (!progressed && !this.#space.fits(bytes)) this.#full(bytes, `uploads made no progress for ${this.#stallMs} ms`);
       }
-      this.#used += bytes;
     } finally {
       this.#waiting -= 1;
       const seconds = (performance.now() - started) / 1000;
       writePathMetrics.stagingWaitSeconds.inc(seconds);
       writePathMetrics.stagingWaiting.set(this.#waiting);
-      if (this.#waiting === 0) this.#logger?.info({ waitedMs: Math.round(seconds * 1000), usedBytes: this.#used, limitBytes: this.#limit }, 'staging has room again: writes go on');
+      if (this.#waiting === 0) this.#logger?.info({ waitedMs: Math.round(seconds * 1000), usedBytes: this.#space.used, limitBytes: this.#limit }, 'staging has room again: writes go on');
     }
   }
 
   /** Returns bytes to the pool and wakes waiting writes. */
   free(bytes: number): void {
     if (bytes <= 0) return;
-    this.#used = Math.max(0, this.#used - bytes);
-    this.progress();
+    this.#space.release(bytes);
   }
 
   /** An upload made progress (a part reached the store): waiting writes keep waiting, their stall timer restarts. */
   progress(): void {
-    for (const wake of [...this.#waiters]) wake();
+    this.#space.notify();
   }
 
   /** Counts bytes that are already on disk (staged files found at start), even past the limit. */
   claim(bytes: number): void {
-    this.#used += bytes;
+    this.#space.force(bytes);
   }
 
   #full(bytes: number, why: string): never {
-    throw new WritePathError('CHECKPOINT_STAGING_FULL', `staging is full: ${this.#used} of ${this.#limit} bytes in use and ${bytes} more needed; ${why}`);
+    throw new WritePathError('CHECKPOINT_STAGING_FULL', `staging is full: ${this.#space.used} of ${this.#limit} bytes in use and ${bytes} more needed; ${why}`);
   }
 }

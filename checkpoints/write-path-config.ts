@@ -1,12 +1,14 @@
 import type { ObjectRef } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { MAX_PART_BYTES } from './part-layout.js';
+import { realSleep, type Sleep } from '../async/index.js';
 import { WritePathError } from './write-path-error.js';
 
 export type CloseMode = 'async' | 'sync';
 
 /** Cancellable wait; tests inject a fake to make backoff and staging waits instant. */
-export type Sleep = (ms: number, signal?: AbortSignal) => Promise<void>;
+export type { Sleep } from '../async/index.js';
+export { realSleep } from '../async/index.js';
 
 /** Cache hooks for the newest checkpoints; both may be called again for the same ref after a restart. */
 export interface PinHooks {
@@ -138,18 +140,3 @@ export function resolveWritePathConfig(config: WritePathConfig): ResolvedWritePa
     random: config.random ?? Math.random,
   });
 }
-
-/** setTimeout as a promise, cancelled (rejected with the signal's reason) on abort. */
-export const realSleep: Sleep = (ms, signal) =>
-  new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason as Error);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason as Error);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../telemetry/index.js';
-import { backoffDelay } from './backoff.js';
 import { MAX_PART_BYTES, MAX_PARTS, partRange, partsOf } from './part-layout.js';
 import { StagedFile } from './staged-file.js';
 import { StagingSpace } from './staging-space.js';
@@ -41,15 +40,6 @@ describe('part layout', () => {
     expect(last.end - last.start).toBe(MAX_PART_BYTES);
     expect(last.end).toBe(1000 * MiB * (16 + 32 + 64 + 128 + 256 + 512 * 5));
     for (let n = 2; n <= MAX_PARTS; n += 997) expect(partRange(16 * MiB, n).start).toBe(partRange(16 * MiB, n - 1).end);
-  });
-});
-
-describe('backoff', () => {
-  it('grows exponentially to the cap, with jitter between half and all of the step', () => {
-    expect(backoffDelay(1, 200, 30_000, () => 0)).toBe(100);
-    expect(backoffDelay(1, 200, 30_000, () => 0.999999)).toBe(200);
-    expect(backoffDelay(4, 200, 30_000, () => 0.5)).toBe(1200);
-    expect(backoffDelay(60, 200, 30_000, () => 1)).toBe(30_000);
   });
 });
 

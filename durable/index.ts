@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Prefix of files being written; a crash can leave them behind, and their owners delete them at start. */
@@ -15,26 +15,59 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
+export interface DurableWriteOptions {
+  /**
+   * Name of the temporary file in `path`'s folder. Default `.tmp-<name>-<random>`; a caller
+   * whose folder is listed names it with a prefix its listings and start-up cleanup skip.
+   */
+  readonly tempName?: string | undefined;
+  /**
+   * `false` leaves the folder unsynced: the file's bytes are durable, but a crash may lose
+   * the rename (for a caller that syncs the folder later or can do without). Default `true`.
+   */
+  readonly syncFolder?: boolean | undefined;
+}
+
 /**
- * Replaces `path` with `body` so that after a crash the file holds the old or the new
- * contents, never a mix: temp file in the same folder, fsync, rename, fsync of the folder.
+ * The durable write protocol: `fill` writes a new temporary file in `path`'s folder (created
+ * exclusively), which is fsync'd, closed and renamed over `path`, then the folder is fsync'd.
+ * After a crash `path` holds the old or the new contents, never a mix. On failure the
+ * temporary file is removed and the error rethrown; `path` is unchanged.
  */
-export async function writeFileDurably(path: string, body: string): Promise<void> {
-  const temp = join(dirname(path), `${TEMP_PREFIX}${basename(path)}-${randomBytes(4).toString('hex')}`);
+export async function writeDurably(path: string, fill: (handle: FileHandle, temp: string) => Promise<void>, options: DurableWriteOptions = {}): Promise<void> {
+  const folder = dirname(path);
+  const temp = join(folder, options.tempName ?? `${TEMP_PREFIX}${basename(path)}-${randomBytes(4).toString('hex')}`);
   try {
-    const handle = await open(temp, 'w');
+    const handle = await open(temp, 'wx');
     try {
-      await handle.writeFile(body);
+      await fill(handle, temp);
       await handle.sync();
     } finally {
       await handle.close();
     }
     await rename(temp, path);
   } catch (err) {
-    await rm(temp, { force: true });
+    await rm(temp, { force: true }).catch(() => undefined);
     throw err;
   }
-  await syncDir(dirname(path));
+  if (options.syncFolder !== false) await syncDir(folder);
+}
+
+/**
+ * Renames `from` over `to` (both in one folder) and fsyncs the folder: for a temporary made
+ * some other way than by writing bytes (a symbolic link).
+ */
+export async function renameDurably(from: string, to: string): Promise<void> {
+  await rename(from, to);
+  await syncDir(dirname(to));
+}
+
+/**
+ * Replaces `path` with `body` so that after a crash the file holds the old or the new
+ * contents, never a mix (see `writeDurably`).
+ */
+export async function writeFileDurably(path: string, body: string): Promise<void> {
+  await writeDurably(path, (handle) => handle.writeFile(body));
 }
 
 /** Removes `path` (missing is fine) and makes the removal durable. */
