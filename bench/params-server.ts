@@ -8,6 +8,11 @@
  *   tsx bench/params-server.ts DIR load NAME SOURCE
  *   tsx bench/params-server.ts DIR transport DIM
  *
+ * Beside HTTP the child serves the params binary protocol (params/wire-server.ts) on a
+ * second port, `wirePort` in its JSON line; in `transport` mode it too answers without a
+ * lookup. On SIGUSR2 it prints one JSON line of the garbage collections since the last
+ * one (count, total and longest pause), so a bench can tell GC pauses from the rest of a p99.
+ *
  * PARAMS_LOOKUP_THREADS=N answers mget on N worker threads; STRATA_PARAMS_NATIVE=0 uses
  * the JavaScript kernel. `transport` serves the mget route with no table and no lookup:
  * the body is read and an answer of the right size (one buffer kept per size) sent, which
@@ -20,6 +25,8 @@ const [dir, mode, name, source] = process.argv.slice(2);
 const { default: Fastify } = await import('fastify');
 const { ParamsService, mgetAnswerBytes } = await import('../params/index.js');
 const { registerParamsRoutes } = await import('../api/params-routes.js');
+const { ParamsWireServer } = await import('../params/wire-server.js');
+const { PerformanceObserver } = await import('node:perf_hooks');
 const importedMs = performance.now();
 
 const service = new ParamsService({ dir: dir!, tier: 'pmem', lookupThreads: Number(process.env.PARAMS_LOOKUP_THREADS ?? 0) });
@@ -52,9 +59,37 @@ if (mode === 'transport') {
 } else {
   registerParamsRoutes(app, service);
 }
+const wire = new ParamsWireServer({
+  mget: mode === 'transport' ? transportLease(Number(name)) : (table, keys) => service.mgetLease(table, keys),
+});
+const wireAddress = await wire.listen({ host: '127.0.0.1', port: 0 });
+const wirePort = 'port' in wireAddress ? wireAddress.port : 0;
+let gc = { count: 0, totalMs: 0, maxMs: 0 };
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.count++;
+    gc.totalMs += entry.duration;
+    gc.maxMs = Math.max(gc.maxMs, entry.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
+process.on('SIGUSR2', () => {
+  process.stdout.write(`${JSON.stringify({ gc })}\n`);
+  gc = { count: 0, totalMs: 0, maxMs: 0 };
+});
 await app.listen({ host: '127.0.0.1', port: 0 });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : 0;
 process.stdout.write(
-  `${JSON.stringify({ port, entryMs, importMs: importedMs - entryMs, recoverMs: recoveredMs - importedMs, recoverReportMs: recovered.ms, loadMs, listeningAtMs: performance.now() })}\n`,
+  `${JSON.stringify({ port, wirePort, entryMs, importMs: importedMs - entryMs, recoverMs: recoveredMs - importedMs, recoverReportMs: recovered.ms, loadMs, listeningAtMs: performance.now() })}\n`,
 );
+
+/** The wire twin of the transport route: an answer of the right size (one kept per size), no lookup. */
+function transportLease(dim: number): (table: string, keys: Uint8Array) => Promise<{ bytes: Buffer; release: () => void }> {
+  const answers = new Map<number, Buffer>();
+  return async (_table, keys) => {
+    const n = keys.byteLength / 8;
+    let answer = answers.get(n);
+    if (!answer) answers.set(n, (answer = Buffer.alloc(mgetAnswerBytes(n, dim))));
+    return { bytes: answer, release: () => {} };
+  };
+}

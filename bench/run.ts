@@ -25,6 +25,7 @@ const BENCHES: Record<string, () => Promise<{ run: Bench }>> = {
   'memory-load': () => import('./memory-load.js'),
   startup: () => import('./startup.js'),
   'params-delta': () => import('./params-delta.js'),
+  'params-tail': () => import('./params-tail.js'),
   'params-cluster': () => import('./params-cluster.js'),
   'params-shard-load': () => import('./params-shard-load.js'),
 };

@@ -1,12 +1,13 @@
-import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { loadMmapBinding } from '../cache/index.js';
-import { keyHash, scaleToRange, shardOf } from './key-hash.js';
 import { lookupBinding, type LookupBinding, type NativeTableHandle } from './lookup-binding.js';
 import { ParamsError } from './params-error.js';
 import { crc32c, crc32cRegion, REGION_THREADS } from './crc32c.js';
 import { decodeDelta } from './delta-body.js';
 import { KeySet } from './key-set.js';
-import { EMPTY_ROW, HEADER_BYTES, MAX_SHARDS, SLOT_BYTES, SLOT_WORDS, checksumFor, decodeHeader, directoryBytes, valuesChunkShift, valuesOffsetFor, type ShardEntry, type TableHeader } from './table-format.js';
+import { EMPTY_ROW, SLOT_BYTES, SLOT_WORDS, checksumFor, decodeHeader, directoryBytes, valuesChunkShift, type TableHeader } from './table-format.js';
+import { jsMgetRange, jsRegions, type JsRegions, type JsTable } from './js-lookup-kernel.js';
+import { checkShardEnds, headerTag, indexChecksum, readHeaderPage } from './table-file.js';
 import type { FileRegion, TableMapper } from './table-mapper.js';
 import { foldToDelta, OVERLAY_SUFFIX, readOverlayLog } from './overlay-format.js';
 import { TableOverlay, type OverlayState } from './table-overlay.js';
@@ -24,17 +25,6 @@ export interface OpenTableOptions {
   /** Open the base file alone, leaving its in-place deltas (overlay) aside: compaction folds them itself. */
   readonly baseOnly?: boolean;
 }
-
-/** Per-key working space of mgetInto, shared by every table of this thread (lookups are synchronous). */
-let scratch = new Uint32Array(1024);
-/**
- * Keys looked up together: the cache lines one block touches (an index and a values line
- * per key, 128 KiB) stay in L2 between the passes; 20,000 keys at once ran 40% slower.
- * A multiple of 32, so blocks write whole bitmap words.
- */
-const BLOCK_KEYS = 1024;
-/** Where mgetInto leaves the result of its cache-warming loads, so they are not dead code. */
-let sink = 0;
 
 /** The size of the answer to an mget of `n` keys: bitmap padded to 4 bytes, then n rows. */
 export function mgetAnswerBytes(n: number, dim: number): number {
@@ -61,6 +51,8 @@ export class ServedTable {
   readonly #mapRegions: () => Buffer[];
   /** In-place deltas over this file, when it has any (native kernel only). */
   #overlay: TableOverlay | undefined;
+  /** What the JavaScript kernel reads, made at its first lookup. */
+  #jsTable: JsTable | undefined;
   #closed = false;
 
   private constructor(init: { path: string; header: TableHeader; mapping: TableMapper['kind']; first: Float64Array; homes: Float64Array; native?: NativeKernel; buffers?: Buffer[]; mapRegions: () => Buffer[] }) {
@@ -217,76 +209,8 @@ export class ServedTable {
   mgetRange(keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number {
     if (this.#closed) throw new ParamsError('INTERNAL', `${this.path}: lookup in a closed table version`);
     if (this.#native) return this.#native.binding.mget(this.#native.handle, keys, n, from, to, out, this.#overlay?.handle);
-    let found = 0;
-    for (let start = from; start < to; start += BLOCK_KEYS) found += this.#mgetBlock(keys, n, start, Math.min(to, start + BLOCK_KEYS), out);
-    return found;
-  }
-
-  #mgetBlock(keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array): number {
-    const dim = this.header.dim;
-    const seed = this.header.seed;
-    const shardCount = this.header.shardCount;
-    const { index, chunks } = this.#js();
-    const shardFirst = this.#shardFirst;
-    const shardSlots = this.#shardSlots;
-    const shift = this.#chunkShift;
-    const mask = 2 ** shift - 1;
-    const count = to - from;
-    if (scratch.length < count) scratch = new Uint32Array(Math.max(count, scratch.length * 2));
-    const rows = scratch; // rows[i - from] for key i
-    // Passes, each a short loop whose iterations do not depend on one another, so
-    // the CPU overlaps the cache misses of many keys (one loop per key measured about
-    // half as fast on a table much larger than the caches).
-    // 1: the home slot of every key, and a first touch of it so its cache line is on the way.
-    let touched = 0;
-    for (let i = from; i < to; i++) {
-      const h = keyHash(keys[2 * i]!, keys[2 * i + 1]!, seed);
-      const s = shardCount === 1 ? 0 : shardOf(h, shardCount);
-      const slot = shardFirst[s]! + scaleToRange(h, shardSlots[s]!);
-      rows[i - from] = slot;
-      touched ^= index[slot * SLOT_WORDS + 2]!;
-    }
-    // 2: probe the index; rows[i] becomes the key's row or EMPTY_ROW.
-    for (let i = from; i < to; i++) {
-      const lo = keys[2 * i]!;
-      const hi = keys[2 * i + 1]!;
-      let slot = rows[i - from]!;
-      let row = EMPTY_ROW;
-      for (;;) {
-        const p = slot * SLOT_WORDS;
-        const r = index[p + 2]!;
-        if (r === EMPTY_ROW) break;
-        if (index[p] === lo && index[p + 1] === hi) {
-          row = r;
-          break;
-        }
-        slot++; // never past the region: it ends with an empty slot (checked at open)
-      }
-      rows[i - from] = row;
-    }
-    // 3: touch every found row, then copy (the same trick as in 1: short loops overlap misses).
-    for (let i = 0; i < count; i++) {
-      const row = rows[i]!;
-      if (row !== EMPTY_ROW) touched ^= chunks[row >>> shift]![(row & mask) * dim]!;
-    }
-    sink = touched; // keeps the touching loads from being optimised away
-    // 4: bitmap and values.
-    const bitmapWords = (n + 31) >>> 5;
-    out.fill(0, from >>> 5, (to + 31) >>> 5);
-    let found = 0;
-    for (let i = from, o = bitmapWords + from * dim; i < to; i++, o += dim) {
-      const row = rows[i - from]!;
-      if (row === EMPTY_ROW) {
-        for (let d = 0; d < dim; d++) out[o + d] = 0;
-        continue;
-      }
-      found++;
-      out[i >>> 5] |= 1 << (i & 31);
-      const chunk = chunks[row >>> shift]!;
-      const base = (row & mask) * dim;
-      for (let d = 0; d < dim; d++) out[o + d] = chunk[base + d]!;
-    }
-    return found;
+    this.#jsTable ??= { header: this.header, shardFirst: this.#shardFirst, shardSlots: this.#shardSlots, chunkShift: this.#chunkShift, regions: this.#js() };
+    return jsMgetRange(this.#jsTable, keys, n, from, to, out);
   }
 
   /**
@@ -300,6 +224,7 @@ export class ServedTable {
     this.#overlay?.close();
     if (this.#native) this.#native.binding.unmapTable(this.#native.handle);
     this.#regions = undefined;
+    this.#jsTable = undefined;
   }
 
   /** Bytes of the table's regions in memory now: what the page cache holds of a mapped file. */
@@ -374,81 +299,4 @@ interface NativeKernel {
   readonly binding: LookupBinding;
   readonly handle: NativeTableHandle;
   readonly mapped: boolean;
-}
-
-interface JsRegions {
-  readonly index: Uint32Array;
-  readonly indexBytes: Buffer;
-  readonly chunks: Uint32Array[];
-  readonly chunkBytes: Buffer[];
-}
-
-function jsRegions(buffers: Buffer[]): JsRegions {
-  const [index, ...chunkBytes] = buffers;
-  return { index: new Uint32Array(index!.buffer, index!.byteOffset, index!.length / 4), indexBytes: index!, chunks: chunkBytes.map((c) => new Uint32Array(c.buffer, c.byteOffset, c.length / 4)), chunkBytes };
-}
-
-/** Probes run forward until an empty slot: the slot before each next shard (and the last) must be one. */
-function checkShardEnds(shards: readonly ShardEntry[], slotCount: number, rowAt: (slot: number) => number, bad: (why: string) => Error): void {
-  for (let s = 0; s < shards.length; s++) {
-    const end = s + 1 < shards.length ? shards[s + 1]!.firstSlot : slotCount;
-    if (rowAt(end - 1) !== EMPTY_ROW) throw bad(`shard ${s} of the index does not end with an empty slot`);
-  }
-}
-
-/** Checksums are computed over reads of this size: the buffer stays in L2 between read and CRC. */
-const CRC_READ_BYTES = 1024 * 1024;
-
-/**
- * The checksum of the index region. With the native CRC-32C (version 2 and the addon) it
- * runs over the mapping itself; otherwise over reads into one small buffer, which measured
- * 35 ms for a 150 MB index against 46 ms through a fresh mapping with zlib's CRC-32.
- */
-function indexChecksum(path: string, header: TableHeader, index: Buffer, mapping: TableMapper['kind']): number {
-  if (mapping === 'read' || (header.version >= 2 && lookupBinding())) return checksumFor(header.version, true)(index);
-  return fileChecksum(path, header.indexOffset, header.indexBytes, checksumFor(header.version));
-}
-
-function fileChecksum(path: string, offset: number, length: number, checksum: (data: Uint8Array, crc?: number) => number): number {
-  const fd = openSync(path, 'r');
-  try {
-    const buffer = Buffer.allocUnsafeSlow(Math.min(CRC_READ_BYTES, Math.max(1, length)));
-    let crc = 0;
-    for (let done = 0; done < length; ) {
-      const n = readSync(fd, buffer, 0, Math.min(buffer.length, length - done), offset + done);
-      if (n === 0) throw new ParamsError('PARAMS_BAD_TABLE', `${path}: shorter than its header says`);
-      crc = checksum(buffer.subarray(0, n), crc);
-      done += n;
-    }
-    return crc;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** The header checksum of a header page: what ties an overlay file to its table file. */
-function headerTag(page: Buffer): number {
-  return page.readUInt32LE(124);
-}
-
-/** The header and shard directory, read plainly (a few KiB), and the file's size. */
-function readHeaderPage(path: string): { page: Buffer; size: number } {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (err) {
-    throw new ParamsError('PARAMS_BAD_TABLE', `cannot open table file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const head = Buffer.alloc(Math.min(size, HEADER_BYTES));
-    readSync(fd, head, 0, head.length, 0);
-    const shards = head.length >= HEADER_BYTES ? head.readUInt32LE(24) : 1;
-    const want = Math.min(size, valuesOffsetFor(Math.min(Math.max(shards, 1), MAX_SHARDS)));
-    const page = Buffer.alloc(want);
-    readSync(fd, page, 0, want, 0);
-    return { page, size };
-  } finally {
-    closeSync(fd);
-  }
 }

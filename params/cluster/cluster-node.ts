@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from 'etcd3';
 import { ERROR_CATALOGUE, StrataError, type ErrorCode } from '../../errors/index.js';
@@ -8,8 +7,6 @@ import type { OpenStoreOptions } from '../../store/index.js';
 import type { Logger } from '../../telemetry/index.js';
 import { decodeDelta } from '../delta-body.js';
 import { ParamsError } from '../params-error.js';
-import { ServedTable } from '../served-table.js';
-import { defaultTableMapper } from '../table-mapper.js';
 import type { ParamsService } from '../params-service.js';
 import { ClusterError } from './cluster-error.js';
 import type { ClusterAddress } from './cluster-url.js';
@@ -21,8 +18,12 @@ import { shardMget, ShardRequestError } from './shard-client.js';
 import { openRangedTable } from './shard-loader.js';
 import { ShardWriter } from './shard-writer.js';
 import { ShardRouter, type TableView } from './shard-router.js';
-import { deltaForShards, recordsOfShards, shardsTouched, writeRecordsTable } from './shard-records.js';
-import { copyServedTable } from './table-copy.js';
+import { recordsOfShards, shardsTouched } from './shard-records.js';
+import { describeCluster, type ClusterStatus } from './cluster-status.js';
+
+export type { ClusterStatus } from './cluster-status.js';
+import { LOCAL_PREFIX, ShardMaterialiser } from './shard-materialiser.js';
+import { HeldVersions, splitKey } from './held-versions.js';
 
 export interface ClusterNodeConfig {
   readonly address: ClusterAddress;
@@ -45,13 +46,6 @@ export interface ClusterNodeConfig {
 }
 
 /**
- * A member keeps a replaced version this long after it stopped serving before dropping
- * it, for requests routed by members that saw the switch a little later (a watch event
- * reaches every member within milliseconds). A request arriving after the drop is told
- * CLUSTER_VERSION_GONE and its router starts it again on the new version.
- */
-const DROP_GRACE_MS = 2000;
-/**
  * How long a dead member stays listed (and a dead coordinator elected). Requests are routed
  * around a dead member at once by their own failures, so this only delays the repair. A
  * prepare blocks the event loop for seconds at a time on a loaded machine (a 1M-key shard
@@ -63,40 +57,6 @@ const DEFAULT_LEASE_SECONDS = 10;
 const DEFAULT_PREPARE_TIMEOUT_MS = 10 * 60 * 1000;
 /** A member that failed a request is avoided this long unless it is the only replica left. */
 const SUSPECT_MS = 5000;
-/** Copying a delta or a shard's rows from another member: large ones take a while, a dead member must not hang a prepare. */
-const FETCH_TIMEOUT_MS = 5 * 60 * 1000;
-/** Held table names in the params service: `cluster.<table>.v<version>`. */
-const LOCAL_PREFIX = 'cluster.';
-
-/** A version this member holds shards of, as a table of its params service. */
-interface Held {
-  readonly localName: string;
-  readonly shards: readonly number[];
-}
-
-export interface ClusterStatus {
-  readonly node: string;
-  readonly prefix: string;
-  readonly coordinator: string | undefined;
-  readonly members: ReadonlyArray<{ node: string; api: string; shards: Record<string, number>; self: boolean }>;
-  readonly tables: ReadonlyArray<{
-    name: string;
-    version: number;
-    keys: number;
-    dim: number;
-    shards: number;
-    replicas: number;
-    /** Shards with fewer live replicas than asked for. */
-    underReplicated: number;
-    /** `replicated`, `degraded` (some shard short of replicas) or `unavailable` (some shard has none). */
-    state: 'replicated' | 'degraded' | 'unavailable';
-    source: string;
-    /** When the coordinator committed the serving version, and when this member began routing it (epoch ms). */
-    committedAt: number;
-    servingSince: number | undefined;
-    switch?: { version: number; kind: string; ready: number; assigned: number; ageMs: number };
-  }>;
-}
 
 /**
  * This daemon's membership in a parameter-table cluster (docs/PARAMS.md, "Cluster"):
@@ -122,14 +82,12 @@ export class ClusterNode {
   readonly #views = new Map<string, TableView>();
   /** When this member began routing each table's serving version (epoch ms). */
   readonly #servingSince = new Map<string, number>();
-  /** `name@version` -> what this member holds of it. */
-  readonly #held = new Map<string, Held>();
-  /** `name@version` -> requests using it now, here. */
-  readonly #uses = new Map<string, number>();
-  readonly #retiring = new Set<string>();
+  /** What this member holds of each `name@version`, and the requests using it. */
+  readonly #versions: HeldVersions;
   readonly #preparing = new Set<string>();
   readonly #suspects = new Map<string, number>();
   readonly #writer = new ShardWriter();
+  readonly #materialiser: ShardMaterialiser;
   /** Delta bodies this member took, by request id, until their switch ends. */
   readonly #deltas = new Map<string, Buffer>();
   /** Called after each change of the cluster's state (tests and status watchers). */
@@ -145,10 +103,31 @@ export class ClusterNode {
     this.#router = new ShardRouter({
       self: config.node,
       view: (name) => this.#views.get(name),
-      pin: (view) => this.#pin(`${view.name}@${view.version}`),
-      ask: (node, view, keys) => (node === this.node ? this.#localMget(view.name, view.version, keys) : this.#remoteMget(node, view, keys)),
+      pin: (view) => this.#versions.pin(`${view.name}@${view.version}`),
+      ask: (node, view, keys) => (node === this.node ? this.#versions.localMget(view.name, view.version, keys) : this.#remoteMget(node, view, keys)),
       suspect: (node) => this.#suspects.set(node, Date.now() + SUSPECT_MS),
       isSuspect: (node) => (this.#suspects.get(node) ?? 0) > Date.now(),
+    });
+    this.#versions = new HeldVersions({
+      node: config.node,
+      params: config.params,
+      logger: this.#logger,
+      closed: () => this.#closed,
+      servingVersion: (name) => this.#mirror.json<ServingRecord>(KEYS.serving(name))?.version,
+      forgetReady: (name, version) => this.#ns.delete().key(KEYS.ready(name, version, this.node)).then(() => undefined),
+    });
+    this.#materialiser = new ShardMaterialiser({
+      node: config.node,
+      params: config.params,
+      stagingDir: config.stagingDir,
+      ...(config.store ? { store: config.store } : {}),
+      ...(config.token !== undefined ? { token: config.token } : {}),
+      logger: this.#logger,
+      writer: this.#writer,
+      held: (key) => this.#versions.get(key),
+      replicas: (name) => this.#views.get(name)?.replicas,
+      deltaBody: (id) => this.deltaBody(id),
+      members: () => this.#members(),
     });
     this.#coordinator = new Coordinator(this.#ns, this.#mirror, {
       inspect: async (source) => {
@@ -211,7 +190,7 @@ export class ClusterNode {
     const record: MemberRecord = { node: this.node, api: this.#config.api, joinedAt: Date.now() };
     await lease.put(KEYS.member(this.node)).value(JSON.stringify(record));
     // Versions held under the old lease are announced again.
-    for (const [key, held] of this.#held) {
+    for (const [key, held] of this.#versions.entries()) {
       const [name, version] = splitKey(key);
       await lease.put(KEYS.ready(name, version, this.node)).value(JSON.stringify({ shards: held.shards, ms: 0 } satisfies ReadyRecord));
     }
@@ -258,9 +237,9 @@ export class ClusterNode {
 
   /** Answers keys from this member's copy of `version` of `name` (the route other members call). */
   async shardMget(name: string, version: number, keys: Buffer): Promise<Buffer> {
-    const unpin = this.#pin(`${name}@${version}`);
+    const unpin = this.#versions.pin(`${name}@${version}`);
     try {
-      return await this.#localMget(name, version, keys);
+      return await this.#versions.localMget(name, version, keys);
     } finally {
       unpin();
     }
@@ -311,7 +290,7 @@ export class ClusterNode {
 
   /** The records of `shards` in this member's copy of `version` of `name` (for a member becoming their replica). */
   shardRecords(name: string, version: number, shards: readonly number[]): Buffer {
-    const held = this.#held.get(`${name}@${version}`);
+    const held = this.#versions.get(`${name}@${version}`);
     if (!held) throw new ClusterError('CLUSTER_VERSION_GONE', `this member holds no shards of version ${version} of ${name}`);
     const missing = shards.filter((s) => !held.shards.includes(s));
     if (missing.length > 0) throw new ClusterError('CLUSTER_VERSION_GONE', `this member does not hold shards ${missing.join(', ')} of ${name} version ${version}`);
@@ -353,50 +332,8 @@ export class ClusterNode {
 
   /** Members, tables, versions and replication state, as `strata params ls` and `strata status` show them. */
   async status(): Promise<ClusterStatus> {
-    const m = this.#mirror;
-    const members = this.#members();
     const coordinator = await this.#election?.leader().catch(() => undefined);
-    const tables: Array<ClusterStatus['tables'][number]> = [];
-    const shardCounts = new Map<string, Record<string, number>>();
-    for (const name of this.#tableNames()) {
-      const serving = m.json<ServingRecord>(KEYS.serving(name));
-      const sw = m.json<SwitchRecord>(KEYS.switch(name));
-      if (!serving) continue;
-      const view = this.#views.get(name);
-      const live = view?.replicas ?? [];
-      const want = Math.min(serving.replicas, members.size);
-      serving.assignment.forEach((holders) => {
-        for (const n of holders) {
-          const counts = shardCounts.get(n) ?? {};
-          counts[name] = (counts[name] ?? 0) + 1;
-          shardCounts.set(n, counts);
-        }
-      });
-      const underReplicated = live.filter((h) => h.length < want).length;
-      const state = live.some((h) => h.length === 0) ? 'unavailable' : underReplicated > 0 ? 'degraded' : 'replicated';
-      const ready = sw ? m.keys(KEYS.versionPrefix(name, 'ready', sw.version)).length : 0;
-      tables.push({
-        name,
-        version: serving.version,
-        keys: serving.keys,
-        dim: serving.dim,
-        shards: serving.shards,
-        replicas: serving.replicas,
-        underReplicated,
-        state,
-        source: serving.source,
-        committedAt: serving.committedAt,
-        servingSince: view?.version === serving.version ? this.#servingSince.get(name) : undefined,
-        ...(sw ? { switch: { version: sw.version, kind: sw.kind, ready, assigned: new Set(sw.assignment.flat()).size, ageMs: Date.now() - sw.startedAt } } : {}),
-      });
-    }
-    return {
-      node: this.node,
-      prefix: this.#config.address.prefix,
-      coordinator,
-      members: [...members.values()].sort((a, b) => a.node.localeCompare(b.node)).map((r) => ({ node: r.node, api: r.api, shards: shardCounts.get(r.node) ?? {}, self: r.node === this.node })),
-      tables,
-    };
+    return describeCluster({ mirror: this.#mirror, members: this.#members(), tableNames: this.#tableNames(), views: this.#views, servingSince: this.#servingSince, node: this.node, prefix: this.#config.address.prefix, coordinator });
   }
 
   /** Requests in flight from this member's router to each member. */
@@ -424,18 +361,18 @@ export class ClusterNode {
     const m = this.#mirror;
     for (const name of this.#tableNames()) {
       const sw = m.json<SwitchRecord>(KEYS.switch(name));
-      if (sw && shardsOf(sw.assignment, this.node).length > 0 && !this.#preparing.has(sw.id) && !this.#held.has(`${name}@${sw.version}`)) {
+      if (sw && shardsOf(sw.assignment, this.node).length > 0 && !this.#preparing.has(sw.id) && !this.#versions.has(`${name}@${sw.version}`)) {
         this.#preparing.add(sw.id);
         void this.#prepare(sw).finally(() => this.#preparing.delete(sw.id));
       }
     }
     // Versions held but neither serving nor being prepared are dropped once unused.
-    for (const key of this.#held.keys()) {
+    for (const key of this.#versions.keys()) {
       const [name, version] = splitKey(key);
       const serving = m.json<ServingRecord>(KEYS.serving(name));
       const sw = m.json<SwitchRecord>(KEYS.switch(name));
       if (serving?.version === version || sw?.version === version) continue;
-      this.#retire(key);
+      this.#versions.retire(key);
     }
     if (this.#leader) this.#coordinator.reconcile();
     for (const listener of this.#onChange) listener();
@@ -472,178 +409,20 @@ export class ClusterNode {
     const key = `${sw.name}@${sw.version}`;
     const shards = shardsOf(sw.assignment, this.node);
     try {
-      this.#held.set(key, await this.#materialise(sw, shards));
+      this.#versions.set(key, await this.#materialiser.materialise(sw, shards));
       if (this.#mirror.json<SwitchRecord>(KEYS.switch(sw.name))?.id !== sw.id) {
-        this.#retire(key); // aborted while loading
+        this.#versions.retire(key); // aborted while loading
         return;
       }
       const ready: ReadyRecord = { shards, ms: Math.round(performance.now() - started) };
       await this.#lease!.put(KEYS.ready(sw.name, sw.version, this.node)).value(JSON.stringify(ready));
     } catch (err) {
       this.#logger.error({ err, table: sw.name, version: sw.version }, 'could not load shards of a new version; the switch will be aborted');
-      if (this.#held.has(key)) this.#retire(key);
+      if (this.#versions.has(key)) this.#versions.retire(key);
       await this.#lease
         ?.put(KEYS.failed(sw.name, sw.version, this.node))
         .value(JSON.stringify({ message: (err as Error).message }))
         .catch(() => undefined);
-    }
-  }
-
-  /**
-   * This member's table for `shards` of the switch's version:
-   * - publish: written from byte ranges of the source;
-   * - delta: the current table if the delta touches none of its shards, else a copy of it
-   *   (its in-place deltas included) with the delta's part for its shards applied (the
-   *   single-node load and delta);
-   * - repair: the current table if it has every shard, else one written from its own rows
-   *   and, for shards new to it, rows from a live replica (or from the source, when the
-   *   table has no deltas and no replica is left).
-   */
-  async #materialise(sw: SwitchRecord, shards: readonly number[]): Promise<Held> {
-    const localName = `${LOCAL_PREFIX}${sw.name}.v${sw.version}`;
-    const params = this.#config.params;
-    if (sw.kind === 'publish') {
-      await this.#stageAndLoad(localName, async (staged) => {
-        const report = await this.#writer.write({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards, dest: staged });
-        this.#logger.info({ table: sw.name, version: sw.version, shards: shards.length, keys: report.keys, bytesRead: report.bytesRead }, 'shards of a new version loaded from the source');
-      });
-      return { localName, shards };
-    }
-    const base = sw.base !== undefined ? this.#held.get(`${sw.name}@${sw.base}`) : undefined;
-    if (sw.kind === 'delta') {
-      if (!base || shards.some((s) => !base.shards.includes(s))) throw new ClusterError('CLUSTER_VERSION_GONE', `this member does not hold its shards of version ${sw.base} of ${sw.name} to apply the delta to`);
-      const mine = new Set(shards.filter((s) => sw.delta!.touched.includes(s)));
-      if (mine.size === 0) return { localName: base.localName, shards };
-      const body = await this.#fetchDelta(sw);
-      const part = deltaForShards(decodeDelta(body), mine, sw.shards, sw.seed);
-      await copyServedTable(params, base.localName, localName);
-      try {
-        await params.applyDelta(localName, part);
-      } catch (err) {
-        await params.unload(localName).catch(() => undefined);
-        throw err;
-      }
-      return { localName, shards };
-    }
-    if (base && shards.every((s) => base.shards.includes(s))) return { localName: base.localName, shards };
-    const own = base ? shards.filter((s) => base.shards.includes(s)) : [];
-    const fetched = shards.filter((s) => !own.includes(s));
-    const chunks: Buffer[] = [];
-    if (base && own.length > 0) chunks.push(recordsOfShards(params.table(base.localName), new Set(own)));
-    const fromSource: number[] = [];
-    for (const s of fetched) {
-      const holder = this.#views.get(sw.name)?.replicas[s]?.find((n) => n !== this.node);
-      if (holder) chunks.push(await this.#fetchRecords(holder, sw.name, sw.base!, [s]));
-      else if ((sw.deltas ?? 0) === 0) fromSource.push(s);
-      else throw new ClusterError('CLUSTER_UNAVAILABLE', `no live replica of shard ${s} of ${sw.name} to copy, and the source lacks its deltas`);
-    }
-    await this.#stageAndLoad(localName, async (staged) => {
-      if (fromSource.length > 0) {
-        const partial = `${staged}.source`;
-        try {
-          await this.#writer.write({ source: sw.source, etag: sw.etag, store: this.#config.store ?? {}, shards: fromSource, dest: partial });
-          const written = ServedTable.open(partial, defaultTableMapper());
-          chunks.push(recordsOfShards(written, new Set(fromSource)));
-          written.close();
-        } finally {
-          await rm(partial, { force: true });
-        }
-      }
-      writeRecordsTable(staged, sw, chunks);
-    });
-    this.#logger.info({ table: sw.name, version: sw.version, kept: own.length, copied: fetched.length - fromSource.length, fromSource: fromSource.length }, 'shards placed on this member');
-    return { localName, shards };
-  }
-
-  /** Writes a table file in the staging folder with `write`, then has the params service load it as `localName`. */
-  async #stageAndLoad(localName: string, write: (staged: string) => Promise<void>): Promise<void> {
-    const staged = join(this.#config.stagingDir, `${localName}-${randomBytes(4).toString('hex')}.params`);
-    try {
-      await write(staged);
-      await this.#config.params.load(localName, staged);
-    } finally {
-      await rm(staged, { force: true });
-    }
-  }
-
-  async #fetchDelta(sw: SwitchRecord): Promise<Buffer> {
-    if (sw.delta!.from === this.node) return this.deltaBody(sw.id);
-    return this.#fetchFrom(sw.delta!.from, `/v1/params/cluster/deltas/${encodeURIComponent(sw.id)}`);
-  }
-
-  #fetchRecords(node: string, name: string, version: number, shards: readonly number[]): Promise<Buffer> {
-    return this.#fetchFrom(node, `/v1/params/cluster/${encodeURIComponent(name)}/versions/${version}/records?shards=${shards.join(',')}`);
-  }
-
-  async #fetchFrom(node: string, path: string): Promise<Buffer> {
-    const member = this.#members().get(node);
-    if (!member) throw new ClusterError('CLUSTER_UNAVAILABLE', `${node} is not a member any more`);
-    const headers: Record<string, string> = this.#config.token ? { authorization: `Bearer ${this.#config.token}` } : {};
-    const res = await fetch(new URL(path, member.api), { headers, signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
-    if (!res.ok) throw new ClusterError('CLUSTER_UNAVAILABLE', `${node} answered ${res.status} to ${path}: ${(await res.text()).slice(0, 200)}`);
-    return Buffer.from(await res.arrayBuffer());
-  }
-
-  /** Drops a held version once no request here uses it and DROP_GRACE_MS passed. */
-  #retire(key: string): void {
-    if (this.#retiring.has(key)) return;
-    this.#retiring.add(key);
-    const since = Date.now();
-    const check = () => {
-      if (this.#closed) return;
-      const [name, version] = splitKey(key);
-      // It may be serving again (an abort right after the switch record went): keep it then.
-      const serving = this.#mirror.json<ServingRecord>(KEYS.serving(name));
-      if (serving?.version === version) {
-        this.#retiring.delete(key);
-        return;
-      }
-      if ((this.#uses.get(key) ?? 0) > 0 || Date.now() - since < DROP_GRACE_MS) {
-        setTimeout(check, 100).unref();
-        return;
-      }
-      void this.#drop(key).finally(() => this.#retiring.delete(key));
-    };
-    setTimeout(check, 100).unref();
-  }
-
-  async #drop(key: string): Promise<void> {
-    const held = this.#held.get(key);
-    if (!held) return;
-    this.#held.delete(key);
-    const [name, version] = splitKey(key);
-    await this.#ns.delete().key(KEYS.ready(name, version, this.node)).catch(() => undefined);
-    const shared = [...this.#held.values()].some((h) => h.localName === held.localName);
-    if (!shared) {
-      await this.#config.params.unload(held.localName).catch((err: unknown) => this.#logger.warn({ err, table: held.localName }, 'could not drop an old shard table'));
-    }
-    this.#logger.info({ table: name, version }, 'dropped an unused cluster version');
-  }
-
-  // ---- lookups ---------------------------------------------------------------------
-
-  #pin(key: string): () => void {
-    this.#uses.set(key, (this.#uses.get(key) ?? 0) + 1);
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const left = this.#uses.get(key)! - 1;
-      if (left === 0) this.#uses.delete(key);
-      else this.#uses.set(key, left);
-    };
-  }
-
-  async #localMget(name: string, version: number, keys: Buffer): Promise<Buffer> {
-    const held = this.#held.get(`${name}@${version}`);
-    if (!held) {
-      throw new ClusterError('CLUSTER_VERSION_GONE', `this member holds no shards of version ${version} of ${name}`);
-    }
-    try {
-      return await this.#config.params.mgetAsync(held.localName, keys);
-    } catch (err) {
-      if (err instanceof ParamsError && err.code === 'PARAMS_TABLE_NOT_FOUND') throw new ClusterError('CLUSTER_VERSION_GONE', `version ${version} of ${name} was dropped here`);
-      throw err;
     }
   }
 
@@ -683,11 +462,6 @@ export class ClusterNode {
       });
     });
   }
-}
-
-function splitKey(key: string): [string, number] {
-  const at = key.lastIndexOf('@');
-  return [key.slice(0, at), Number(key.slice(at + 1))];
 }
 
 function sameReplicas(a: readonly (readonly string[])[], b: readonly (readonly string[])[]): boolean {

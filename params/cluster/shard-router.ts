@@ -1,6 +1,6 @@
 import { keyHash, shardOf } from '../key-hash.js';
 import { ParamsError } from '../params-error.js';
-import { MAX_BATCH_KEYS } from '../params-service.js';
+import { MAX_BATCH_KEYS } from '../request-checks.js';
 import { mgetAnswerBytes } from '../served-table.js';
 import { ClusterError } from './cluster-error.js';
 import { noReplica, ShardRequestError } from './shard-client.js';

@@ -1,0 +1,136 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ParamsService } from './params-service.js';
+import { buildTable } from './table-builder.js';
+import { decodeAnswer, keysBody, vectorOf, writeRecords } from './testing/records.js';
+import { ParamsWireClient } from './wire-client.js';
+import { MAX_REQUEST_BYTES, requestHeader, WIRE_OPS } from './wire-frames.js';
+import { ParamsWireServer, type ParamsWireAddress } from './wire-server.js';
+
+const TOKEN = 's3cret-token';
+let work: string;
+let service: ParamsService;
+let open: ParamsWireServer;
+let guarded: ParamsWireServer;
+let openAt: ParamsWireAddress;
+let guardedAt: ParamsWireAddress;
+
+beforeAll(async () => {
+  work = await mkdtemp('/dev/shm/params-wire-');
+  await writeRecords(join(work, 'in.bin'), Array.from({ length: 1000 }, (_, i) => BigInt(i)), 4);
+  await buildTable(join(work, 'in.bin'), join(work, 'emb.params'), { dim: 4, shards: 2 });
+  service = new ParamsService({ dir: join(work, 'tier') });
+  await service.load('emb', join(work, 'emb.params'));
+  const mget = (name: string, keys: Uint8Array) => service.mgetLease(name, keys);
+  open = new ParamsWireServer({ mget });
+  openAt = await open.listen({ host: '127.0.0.1', port: 0 });
+  guarded = new ParamsWireServer({ mget, token: TOKEN });
+  guardedAt = await guarded.listen({ path: join(work, 'params.sock') });
+});
+afterAll(async () => {
+  await open.close();
+  await guarded.close();
+  await service.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+/** A raw connection: what it receives, and whether the server closed it. */
+async function raw(address: ParamsWireAddress): Promise<{ socket: Socket; received: () => Buffer; closed: Promise<void> }> {
+  const socket = 'path' in address ? connect(address.path) : connect(address.port, address.host);
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  return { socket, received: () => Buffer.concat(chunks), closed };
+}
+
+/** The error frames in `bytes`: id, status and code of each. */
+function errorFrames(bytes: Buffer): Array<{ id: number; status: number; code: string }> {
+  const out = [];
+  for (let at = 0; at + 12 <= bytes.length; ) {
+    const len = bytes.readUInt32LE(at);
+    const status = bytes.readUInt16LE(at + 8);
+    const body = bytes.subarray(at + 12, at + len);
+    out.push({ id: bytes.readUInt32LE(at + 4), status, code: status === 0 ? '' : (JSON.parse(body.toString()) as { code: string }).code });
+    at += len;
+  }
+  return out;
+}
+
+describe('params binary protocol', () => {
+  it('answers mget as the REST route does, over TCP, many requests pipelined on one connection', async () => {
+    const client = await ParamsWireClient.connect(openAt);
+    const batches = Array.from({ length: 50 }, (_, b) => Array.from({ length: 1 + b * 7 }, (_, i) => BigInt((b * 131 + i * 17) % 1500)));
+    const answers = await Promise.all(batches.map((keys) => client.mget('emb', keysBody(keys))));
+    batches.forEach((keys, b) => {
+      const answer = answers[b]!;
+      expect(answer.equals(service.mget('emb', keysBody(keys)))).toBe(true);
+      expect(decodeAnswer(answer, keys.length, 4)).toEqual(keys.map((k) => (k < 1000n ? vectorOf(k, 4) : undefined)));
+    });
+    client.close();
+  });
+
+  it('answers a request error with its code and keeps the connection', async () => {
+    const client = await ParamsWireClient.connect(openAt);
+    await expect(client.mget('nope', keysBody([1n]))).rejects.toMatchObject({ code: 'PARAMS_TABLE_NOT_FOUND' });
+    await expect(client.mget('emb', Buffer.alloc(12))).rejects.toMatchObject({ code: 'PARAMS_BAD_KEYS' });
+    expect(decodeAnswer(await client.mget('emb', keysBody([5n])), 1, 4)).toEqual([vectorOf(5n, 4)]);
+    client.close();
+  });
+
+  it('requires the token on a guarded server (unix socket), closing a connection that lacks it', async () => {
+    const client = await ParamsWireClient.connect(guardedAt, TOKEN);
+    expect(decodeAnswer(await client.mget('emb', keysBody([7n])), 1, 4)).toEqual([vectorOf(7n, 4)]);
+    client.close();
+    await expect(ParamsWireClient.connect(guardedAt, 'wrong')).rejects.toMatchObject({ code: 'API_UNAUTHORIZED' });
+    const anonymous = await ParamsWireClient.connect(guardedAt);
+    await expect(anonymous.mget('emb', keysBody([7n]))).rejects.toMatchObject({ code: 'API_UNAUTHORIZED' });
+    await expect(anonymous.mget('emb', keysBody([7n]))).rejects.toMatchObject({ code: expect.any(String) });
+  });
+
+  it('answers framing errors with a code and closes that connection only; the server goes on', async () => {
+    const cases: Array<{ bytes: Buffer; code: string }> = [
+      { bytes: Buffer.from([5, 0, 0, 0, 1, 0, 0, 0]), code: 'PARAMS_BAD_KEYS' }, // shorter than a header
+      { bytes: (() => { const b = Buffer.alloc(12); b.writeUInt32LE(MAX_REQUEST_BYTES + 1, 0); return b; })(), code: 'PARAMS_BATCH_TOO_LARGE' },
+      { bytes: (() => { const b = requestHeader(9, WIRE_OPS.mget, Buffer.alloc(0), 0); b.writeUInt8(200, 9); return b; })(), code: 'PARAMS_BAD_KEYS' }, // name past the frame
+    ];
+    for (const { bytes, code } of cases) {
+      const conn = await raw(openAt);
+      conn.socket.write(bytes);
+      await conn.closed;
+      expect(errorFrames(conn.received())).toMatchObject([{ code }]);
+    }
+    // An unknown operation is answered and the connection stays.
+    const conn = await raw(openAt);
+    conn.socket.write(requestHeader(3, 77 as never, Buffer.alloc(0), 0));
+    const name = Buffer.from('emb');
+    conn.socket.write(Buffer.concat([requestHeader(4, WIRE_OPS.mget, name, 8), keysBody([1n])]));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(errorFrames(conn.received())).toMatchObject([{ id: 3, code: 'PARAMS_BAD_INPUT' }, { id: 4, status: 0 }]);
+    conn.socket.destroy();
+    const client = await ParamsWireClient.connect(openAt);
+    expect(decodeAnswer(await client.mget('emb', keysBody([2n])), 1, 4)).toEqual([vectorOf(2n, 4)]);
+    client.close();
+  });
+
+  it('a client that never reads its answers, or sends half a frame, stalls no other client', async () => {
+    // 2,000 pipelined requests of 1,000 keys (about 34 MB of answers), none read.
+    const greedy = await raw(openAt);
+    greedy.socket.pause();
+    const body = Buffer.concat([requestHeader(1, WIRE_OPS.mget, Buffer.from('emb'), 8000), keysBody(Array.from({ length: 1000 }, (_, i) => BigInt(i)))]);
+    for (let i = 0; i < 2000; i++) greedy.socket.write(body);
+    // Half a frame, never finished.
+    const slow = await raw(openAt);
+    slow.socket.write(body.subarray(0, 100));
+    await new Promise((r) => setTimeout(r, 300));
+    const client = await ParamsWireClient.connect(openAt);
+    const started = Date.now();
+    for (let i = 0; i < 20; i++) expect(decodeAnswer(await client.mget('emb', keysBody([BigInt(i)])), 1, 4)).toEqual([vectorOf(BigInt(i), 4)]);
+    expect(Date.now() - started).toBeLessThan(5000);
+    client.close();
+    greedy.socket.destroy();
+    slow.socket.destroy();
+  });
+});
