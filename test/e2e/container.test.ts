@@ -32,6 +32,7 @@ describe.skipIf(engineMissing && !required)('the container image', () => {
   let engineDir: string;
   let env: string;
   let lake: string;
+  let shared: string;
   let mnt: string;
   const names: string[] = [];
 
@@ -43,16 +44,19 @@ describe.skipIf(engineMissing && !required)('the container image', () => {
     lake = join(root, 'lake');
     await mkdir(join(lake, 'data'), { recursive: true });
     await writeFile(join(lake, 'data/hello.txt'), 'hello from the host\n');
-    // The container's FUSE mount reaches the host only through a mount in a shared peer group.
-    mnt = join(root, 'mnt');
-    await mkdir(mnt);
-    await sh(`mount --bind ${mnt} ${mnt} && mount --make-shared ${mnt}`);
+    // The container's FUSE mount reaches the host only through a mount in a shared peer group;
+    // the daemon mounts on a folder inside it (it refuses to mount over a mount point).
+    shared = join(root, 'shared');
+    mnt = join(shared, 'lake');
+    await mkdir(mnt, { recursive: true });
+    await sh(`mount --bind ${shared} ${shared} && mount --make-shared ${shared}`);
   }, 11 * 60_000);
 
   afterAll(async () => {
     for (const name of names) await shResult(`${env} docker rm -f ${name}`, { timeoutMs: 60_000 });
-    if (mnt) await shResult(`for m in $(grep -o " ${mnt}[^ ]*" /proc/self/mountinfo | sort -r); do umount -l "$m"; done`);
     if (engineDir) await shResult(`bash ${REPO}/docker/engine.sh stop ${engineDir}`, { timeoutMs: 60_000 });
+    // The shared folder and what the engine leaves mounted under its run folder (netns).
+    if (root) await shResult(`for m in $(grep -o " ${root}/[^ ]*" /proc/self/mountinfo | sort -r); do umount -l "$m"; done`);
     if (root) await cleanupDir(root);
   }, 120_000);
 
@@ -73,15 +77,15 @@ describe.skipIf(engineMissing && !required)('the container image', () => {
     const apparmor = existsSync('/sys/kernel/security/apparmor') ? '--security-opt apparmor=unconfined' : '';
     await sh(
       `${env} docker run -d --name ${name} --network none --device /dev/fuse --cap-add SYS_ADMIN ${apparmor} ` +
-        `-v ${lake}:/lake:ro -v ${mnt}:/mnt/strata:rshared ${IMAGE} ` +
-        `mount file:///lake /mnt/strata --state-dir /var/lib/strata --api 127.0.0.1:7070`,
+        `-v ${lake}:/lake:ro -v ${shared}:/mnt/shared:rshared ${IMAGE} ` +
+        `mount file:///lake /mnt/shared/lake --state-dir /var/lib/strata --api 127.0.0.1:7070`,
     );
     await waitForLog(env, name, 'strata: mounted');
     expect(await sh(`grep " ${mnt} " /proc/self/mountinfo | grep -c fuse.strata`)).toBe('1\n');
     // The host reads the file through the mount the container made.
     expect(await sh(`cat ${mnt}/data/hello.txt`)).toBe('hello from the host\n');
     const mount = JSON.parse(await sh(`${env} docker exec ${name} node -e "fetch('http://127.0.0.1:7070/v1/mount').then(r => r.text()).then(t => process.stdout.write(t))"`));
-    expect(mount.mountPoint).toBe('/mnt/strata');
+    expect(mount.mountPoint).toBe('/mnt/shared/lake');
     // docker stop sends SIGTERM (tini forwards it): the daemon unmounts and exits 0.
     await sh(`${env} docker stop -t 30 ${name}`, { timeoutMs: 60_000 });
     expect((await sh(`${env} docker inspect -f '{{.State.ExitCode}}' ${name}`)).trim()).toBe('0');
