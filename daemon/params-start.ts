@@ -19,6 +19,8 @@ export interface EarlyStart {
  */
 export async function startParamsEarly(config: DaemonConfig, logger: Logger): Promise<EarlyStart | undefined> {
   if (config.cluster) return undefined;
+  // The state dir first, as Daemon.start makes it: a state dir that is a file fails with the same message.
+  await mkdir(config.stateDir, { recursive: true });
   const params = await openParams(config, logger);
   try {
     const api = await listenEarly({ host: config.api.host, port: config.api.port, params, logger });
