@@ -1,11 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { LinkError, eagerFilter, linkCreateSchema, linkPatchSchema, linkSyncJob } from '../links/index.js';
+import { LINK_NAME, LinkError, eagerFilter, linkCreateSchema, linkPatchSchema, linkSyncJob } from '../links/index.js';
 import type { DaemonServices } from './services.js';
-import { linkNameParams } from './schemas.js';
 import { ApiError, parseOrReject } from './validate.js';
 
 const deleteQuery = z.object({ force: z.enum(['true', 'false', '1', '0']).optional() });
+
+
+const linkNameParams = z.object({ name: z.string().regex(LINK_NAME, 'is not a link name') });
 
 /** `/v1/links`: bucket prefixes linked into the mount (persisted; `strata serve` only). */
 export function registerLinkRoutes(app: FastifyInstance, services: DaemonServices): void {

@@ -7,11 +7,11 @@ import { parseOrReject } from './validate.js';
 
 const OCTET_STREAM = 'application/octet-stream';
 /** An mget body of MAX_BATCH_KEYS keys, plus room so that a slightly larger one gets PARAMS_BATCH_TOO_LARGE rather than a generic 413. */
-const MGET_BODY_LIMIT = MAX_BATCH_KEYS * 8 * 2;
+export const MGET_BODY_LIMIT = MAX_BATCH_KEYS * 8 * 2;
 /** A delta of about 3.7M upserts at dim 16; larger changes are a new table (POST /v1/params/tables). */
 const DELTA_BODY_LIMIT = 256 * 1024 * 1024;
 
-const nameParams = z.object({ name: z.string().min(1).max(128) });
+export const nameParams = z.object({ name: z.string().min(1).max(128) });
 
 /**
  * `/v1/params`: parameter tables (docs/PARAMS.md). Registered in its own encapsulated

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { LINK_NAME } from '../links/index.js';
 import { MAX_BATCH_KEYS } from '../params/index.js';
 
 /**
@@ -24,8 +23,6 @@ export const distributeBodySchema = z
   .strict();
 
 export const flushBodySchema = z.object({ path: z.string().min(1).max(4096).startsWith('/', 'must be an absolute path').optional() }).strict();
-
-export const linkNameParams = z.object({ name: z.string().regex(LINK_NAME, 'is not a link name') });
 
 export const paramsLoadBodySchema = z.object({ name: z.string().min(1).max(128), source: z.string().min(1).max(4096), tier: z.enum(['pmem', 'nvme', 'state-dir']).optional() }).strict();
 export const paramsLookupBodySchema = z.object({ keys: z.array(z.string()).max(MAX_BATCH_KEYS * 2) }).strict();

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { StrataError } from '../errors/index.js';
 import { metricsRegistry, type Logger } from '../telemetry/index.js';
@@ -10,6 +11,7 @@ import { registerParamsRoutes } from './params-routes.js';
 import { registerClusterRoutes } from './cluster-routes.js';
 import { registerUploadRoutes } from './uploads-routes.js';
 import { registerP2pRoutes } from './p2p-routes.js';
+import type { EarlyApi } from './early-params.js';
 import { openApiDocument } from './openapi.js';
 import { ApiError } from './validate.js';
 
@@ -21,6 +23,8 @@ export interface ApiServerConfig {
   readonly services: DaemonServices;
   /** Bearer token every route but /healthz requires; defaults to the daemon's (STRATA_TOKEN). */
   readonly token?: string | undefined;
+  /** The socket start-up opened for parameter lookups (listenEarly): the API takes it over instead of listening. */
+  readonly early?: EarlyApi | undefined;
 }
 
 export interface ApiServer {
@@ -34,9 +38,17 @@ const BODY_LIMIT_BYTES = 8 * 1024 * 1024;
 
 /** Builds the admin API without listening, for `fastify.inject()` tests. */
 export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): FastifyInstance {
-  const { services } = config;
+  const { services, early } = config;
   const token = config.token ?? services.config.secrets.token;
   const app: FastifyInstance = Fastify({
+    ...(early
+      ? {
+          serverFactory: (handler: (request: IncomingMessage, response: ServerResponse) => void) => {
+            early.handOver(handler);
+            return early.server;
+          },
+        }
+      : {}),
     loggerInstance: config.logger.child({ component: 'api' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,
     // One log line per request would drown the daemon's own lines; failures are logged by the error handler.
@@ -108,6 +120,13 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
 
 export async function startApiServer(config: ApiServerConfig): Promise<ApiServer> {
   const app = buildApi(config);
+  if (config.early) {
+    // The socket listens already (and has answered lookups): routes go live once fastify is ready.
+    const { early } = config;
+    await app.ready();
+    early.switchOver();
+    return { port: early.port, app, close: async () => ((await app.close()), await early.close()) };
+  }
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { StrataError } from '../errors/index.js';
 
-export class ApiError extends StrataError<'API_BAD_REQUEST' | 'API_NOT_FOUND' | 'API_UNAUTHORIZED' | 'API_BODY_TOO_LARGE'> {}
+export class ApiError extends StrataError<'API_BAD_REQUEST' | 'API_NOT_FOUND' | 'API_UNAUTHORIZED' | 'API_BODY_TOO_LARGE' | 'API_STARTING'> {}
 
 /**
  * Parses a request body or parameters with a zod schema; anything wrong is a 400

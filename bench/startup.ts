@@ -7,7 +7,9 @@
  * - after SIGKILL of a daemon serving a 4M-key table on the pmem tier, spawn of a new daemon
  *   to its first correct mget answer.
  *
- * Run: `npm run bench -- startup` (builds dist/ first). STARTUP_BENCH_KEYS, STARTUP_BENCH_ROUNDS.
+ * Run: `npm run bench -- startup` (builds dist/ first). STARTUP_BENCH_KEYS, STARTUP_BENCH_ROUNDS;
+ * STARTUP_BENCH_BEFORE=/path/to/other/bin/strata.js adds another build (an earlier commit's,
+ * built in a worktree) as the entry `before`; STARTUP_BENCH_ENTRIES=built,before picks entries.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
@@ -27,8 +29,10 @@ const PROBE_KEYS = 1_000;
 const ENTRIES = {
   built: join(REPO, 'bin/strata.js'),
   sources: join(REPO, 'bin/strata-dev.js'),
+  before: process.env.STARTUP_BENCH_BEFORE ?? '',
 } as const;
 type Entry = keyof typeof ENTRIES;
+const CHOSEN = (process.env.STARTUP_BENCH_ENTRIES ?? (ENTRIES.before ? 'built,before,sources' : 'built,sources')).split(',') as Entry[];
 
 function step(what: string): void {
   process.stderr.write(`startup: ${what}\n`);
@@ -113,9 +117,10 @@ export async function run(): Promise<Record<string, unknown>> {
   }
 }
 
-/** Alternates which entry goes first, so neither always runs on a warmer page cache. */
+/** Rotates which entry goes first, so none always runs on a warmer page cache. */
 function order(round: number): Entry[] {
-  return round % 2 === 0 ? ['built', 'sources'] : ['sources', 'built'];
+  const shift = round % CHOSEN.length;
+  return [...CHOSEN.slice(shift), ...CHOSEN.slice(0, shift)];
 }
 
 function timeExit(argv: string[]): Promise<number> {

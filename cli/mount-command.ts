@@ -41,9 +41,17 @@ async function runDaemon(command: string, input: MountOptionsInput, values: Valu
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, ...(config.logFile ? { file: config.logFile } : {}) });
   // From here on no stray error may end the process: the mount would be left dead.
   const removeLastResort = installLastResort(logger);
+  // Parameter tables first: recovered and answering lookups on the API's address while the
+  // rest of the daemon loads and starts (daemon/params-start.ts).
+  const { startParamsEarly, loadDaemon } = await import('../daemon/index.js');
+  const early = await startParamsEarly(config, logger);
   // Loaded here, not at the top: `strata config check` and the mount helper's -f share this module without starting anything.
-  const { Daemon } = await import('../daemon/index.js');
-  const daemon = await Daemon.start(config, logger);
+  const Daemon = await loadDaemon().catch(async (err: unknown) => {
+    await early?.api.close();
+    await early?.params.close();
+    throw err;
+  });
+  const daemon = await Daemon.start(config, logger, early);
   // Listening before anyone is told the daemon serves: a stop asked for right away is honoured.
   const stopSignal = waitForSignal();
   const what = config.store ? `${config.store} at ${config.mountPoint}` : `links of ${config.stateDir} at ${config.mountPoint}`;

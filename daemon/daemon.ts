@@ -1,6 +1,6 @@
 import { mkdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ParamsService } from '../params/index.js';
+import type { ParamsService } from '../params/index.js';
 import { ClusterNode } from '../params/cluster/index.js';
 import { WritePath } from '../checkpoints/index.js';
 import { StoreError } from '../store/index.js';
@@ -18,6 +18,7 @@ import type { DaemonConfig } from '../config/index.js';
 import { FetchScheduler } from './fetch-scheduler.js';
 import { MemoryWatchdog } from './memory-watchdog.js';
 import { processMemory, processMemoryLimit, reclaimMemory, tuneAllocator } from './process-memory.js';
+import { openParams, type EarlyStart } from './params-start.js';
 
 export class Daemon {
   readonly api: ApiServer;
@@ -38,12 +39,18 @@ export class Daemon {
   /**
    * Start order: cache, links (stores checked for `strata mount`), file system, API, and
    * the mount last, so a failure before it leaves nothing mounted. Stop runs in reverse.
+   * `early` (startParamsEarly) holds the parameter tables and the API socket already
+   * answering their lookups; the daemon takes both over.
    */
-  static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+  static async start(config: DaemonConfig, logger: Logger, early?: EarlyStart): Promise<Daemon> {
     collectProcessMetrics();
     // Before the FUSE threads and the I/O pool allocate their first buffers.
     tuneAllocator(logger);
     const cleanups: Array<() => Promise<unknown>> = [];
+    if (early) {
+      // Closed last on a failed start (or by the API's close once it owns the socket).
+      cleanups.push(() => early.api.close(), () => early.params.close());
+    }
     const undo = async () => {
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((err) => logger.warn({ err }, 'shutdown step failed'));
     };
@@ -111,8 +118,8 @@ export class Daemon {
 
       const jobs = new JobManager(logger.child({ component: 'jobs' }));
       cleanups.push(() => jobs.close());
-      const params = await openParams(config, logger);
-      cleanups.push(() => params.close());
+      const params = early?.params ?? (await openParams(config, logger));
+      if (!early) cleanups.push(() => params.close());
       let cluster: ClusterNode | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
@@ -160,7 +167,7 @@ export class Daemon {
         peers,
         distribute: async (paths) => ({ job: distributeHere(paths), peers: peers ? await peers.distributeToPeers(paths) : [] }),
       };
-      const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, services });
+      const api = await startApiServer({ host: config.api.host, port: config.api.port, logger, services, early: early?.api });
       cleanups.push(() => api.close());
       peers?.listening(config.api.host, api.port, config.advertise);
       // The cluster learns this member's API address, so it joins once the API listens.
@@ -207,32 +214,6 @@ export class Daemon {
       await cleanup().catch((err) => this.#services.logger.warn({ err }, 'shutdown step failed'));
     }
   }
-}
-
-/**
- * Parameter tables live next to the pmem pool (the persistent-memory tier) when there is
- * one, in `<pool>.params/` (named after the pool, so two daemons with pools in one
- * /dev/shm never share a manifest); in the NVMe tier's directory when pmem lacks room for
- * a table (or there is no pmem); else in the state dir. Tables served before a crash are
- * served again at once.
- */
-async function openParams(config: DaemonConfig, logger: Logger): Promise<ParamsService> {
-  const { pmem, nvme } = config.tiers;
-  const nvmeDir = nvme && { dir: join(nvme.path, 'strata-params'), tier: 'nvme' };
-  const first = pmem ? { dir: `${pmem.path}.params`, tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
-  const dir = first.dir;
-  await mkdir(dir, { recursive: true });
-  const params = new ParamsService({
-    dir,
-    tier: first.tier,
-    ...(pmem && nvmeDir ? { overflow: nvmeDir } : {}),
-    lookupThreads: config.lookupThreads,
-    logger, // ParamsService names its own component
-    store: { endpoint: config.endpoint, region: config.region },
-  });
-  const report = await params.recover();
-  if (report.tables > 0 || report.failed.length > 0) logger.info({ tables: report.tables, failed: report.failed, ms: report.ms }, 'parameter tables recovered');
-  return params;
 }
 
 /**

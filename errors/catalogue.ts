@@ -57,6 +57,7 @@ export const ERROR_CATALOGUE = {
   API_BODY_TOO_LARGE: { http: 413, summary: 'The request body is larger than the API accepts.' },
   API_UNAUTHORIZED: { http: 401, summary: 'STRATA_TOKEN is set and the request has no valid bearer token.' },
   API_UNREACHABLE: { http: 503, summary: 'The CLI cannot reach the daemon\'s admin API.' },
+  API_STARTING: { http: 503, summary: 'The daemon is starting: it answers parameter lookups already, this route in a moment (Retry-After).' },
 
   // Links and jobs
   LINK_NOT_FOUND: { http: 404, summary: 'No link with that name.' },

@@ -57,6 +57,7 @@ export const ERRNO_BY_CODE = {
   API_BODY_TOO_LARGE: E.E2BIG,
   API_UNAUTHORIZED: E.EACCES,
   API_UNREACHABLE: E.EIO,
+  API_STARTING: E.EAGAIN,
 
   // Link and job codes never reach FUSE either.
   LINK_NOT_FOUND: E.ENOENT,

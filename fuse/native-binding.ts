@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { loadAddon } from '../native/index.js';
 
 /** An open /dev/fuse connection of the addon; opaque to JavaScript. */
 export type FuseSessionHandle = { readonly __brand: 'FuseSessionHandle' };
@@ -16,11 +16,11 @@ export interface FuseBinding {
   stop(session: FuseSessionHandle): boolean;
 }
 
-const ADDON_PATH = '../native/build/Release/strata_fuse.node';
 let binding: FuseBinding | undefined;
 
 /** The project's FUSE addon, built with the others by `npm install`; throws when it is missing. */
 export function loadFuseBinding(): FuseBinding {
-  binding ??= createRequire(import.meta.url)(ADDON_PATH) as FuseBinding;
+  // Through native/ so the path is right from the sources and from dist/ alike.
+  binding ??= loadAddon<FuseBinding>('strata_fuse');
   return binding;
 }

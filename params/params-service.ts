@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { KeyLock } from '../async/key-lock.js';
+import { KeyLock } from '../async/index.js';
 import { TEMP_PREFIX } from '../durable/index.js';
 import type { OpenStoreOptions } from '../store/index.js';
 import { counter, silentLogger, type Logger } from '../telemetry/index.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from 'etcd3';
+import type { Etcd3, Campaign, Election, Lease, Namespace } from 'etcd3';
 import { ERROR_CATALOGUE, StrataError, type ErrorCode } from '../../errors/index.js';
 import type { OpenStoreOptions } from '../../store/index.js';
 import type { Logger } from '../../telemetry/index.js';
@@ -93,11 +93,11 @@ export class ClusterNode {
   /** Called after each change of the cluster's state (tests and status watchers). */
   #onChange: Array<() => void> = [];
 
-  private constructor(config: ClusterNodeConfig) {
+  private constructor(config: ClusterNodeConfig, client: Etcd3) {
     this.node = config.node;
     this.#config = config;
     this.#logger = config.logger.child({ component: 'cluster', node: config.node });
-    this.#client = new Etcd3({ hosts: [...config.address.hosts], dialTimeout: 5000 });
+    this.#client = client;
     this.#ns = this.#client.namespace(`${config.address.prefix}/`);
     this.#mirror = new EtcdMirror(this.#ns, this.#logger);
     this.#router = new ShardRouter({
@@ -148,7 +148,10 @@ export class ClusterNode {
    * CLUSTER_UNAVAILABLE when etcd does not answer.
    */
   static async join(config: ClusterNodeConfig): Promise<ClusterNode> {
-    const node = new ClusterNode(config);
+    // etcd3 (with gRPC and protobufjs) is loaded by a daemon that joins a cluster, not by
+    // every daemon and command that imports this folder (the config schema does).
+    const { Etcd3 } = await import('etcd3');
+    const node = new ClusterNode(config, new Etcd3({ hosts: [...config.address.hosts], dialTimeout: 5000 }));
     try {
       await node.#start();
     } catch (err) {

@@ -26,7 +26,12 @@ describe('folders are parts and index.ts is their door', () => {
       { from: 'cache/block-cache.ts', specifier: '../store/s3-get.js', target: 'store/s3-get.ts' },
       { from: 'cache/dram-tier.ts', specifier: '../store/index.js', target: 'store/index.ts' },
       { from: 'store/s3-store.ts', specifier: './s3-get.js', target: 'store/s3-get.ts' },
+      { from: 'cache/dram-tier.test.ts', specifier: '../store/testing/fake.js', target: 'store/testing/fake.ts' },
+      { from: 'cache/dram-tier.ts', specifier: '../store/testing/fake.js', target: 'store/testing/fake.ts' },
     ];
-    expect(deepImports(edges, parts)).toEqual(['cache/block-cache.ts imports ../store/s3-get.js (use ../store/index.js)']);
+    expect(deepImports(edges, parts)).toEqual([
+      'cache/block-cache.ts imports ../store/s3-get.js (use ../store/index.js)',
+      'cache/dram-tier.ts imports ../store/testing/fake.js (use ../store/index.js)',
+    ]);
   });
 });

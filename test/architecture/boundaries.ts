@@ -67,6 +67,8 @@ export function deepImports(edges: readonly ImportEdge[], parts: readonly string
     const targetPart = partOf(e.target, parts);
     if (targetPart === undefined) continue;
     if (e.from.startsWith(`${targetPart}/`)) continue; // inside the same part (or a sub-part of it)
+    // A part's test support (`testing/`) serves the tests of other parts too.
+    if (e.from.endsWith('.test.ts') && e.target.includes('/testing/')) continue;
     // A door is the index.ts of a part that holds the target and not the importer (a nested
     // part such as params/cluster is a door of its own); anything else reaches past one.
     const doors = parts.filter((p) => e.target.startsWith(`${p}/`) && !e.from.startsWith(`${p}/`));

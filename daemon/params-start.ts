@@ -1,0 +1,58 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ParamsService } from '../params/index.js';
+import type { Logger } from '../telemetry/index.js';
+import { listenEarly, type EarlyApi } from '../api/index.js';
+import type { DaemonConfig } from '../config/index.js';
+
+/** What start-up opened before the rest of the daemon loads: the tables and the API's socket serving them. */
+export interface EarlyStart {
+  readonly params: ParamsService;
+  readonly api: EarlyApi;
+}
+
+/**
+ * The first step of a daemon's start: recovers the parameter tables and answers lookups on
+ * the admin API's address before the cache tiers, links, FUSE and the HTTP framework load
+ * (bench/startup.ts measures spawn to the first correct mget after a SIGKILL). Not with
+ * `--cluster`: cluster tables are answered by their shards' members, which needs the join.
+ */
+export async function startParamsEarly(config: DaemonConfig, logger: Logger): Promise<EarlyStart | undefined> {
+  if (config.cluster) return undefined;
+  // The state dir first, as Daemon.start makes it: a state dir that is a file fails with the same message.
+  await mkdir(config.stateDir, { recursive: true });
+  const params = await openParams(config, logger);
+  try {
+    const api = await listenEarly({ host: config.api.host, port: config.api.port, params, logger });
+    return { params, api };
+  } catch (err) {
+    await params.close();
+    throw err;
+  }
+}
+
+/**
+ * Parameter tables live next to the pmem pool (the persistent-memory tier) when there is
+ * one, in `<pool>.params/` (named after the pool, so two daemons with pools in one
+ * /dev/shm never share a manifest); in the NVMe tier's directory when pmem lacks room for
+ * a table (or there is no pmem); else in the state dir. Tables served before a crash are
+ * served again at once.
+ */
+export async function openParams(config: DaemonConfig, logger: Logger): Promise<ParamsService> {
+  const { pmem, nvme } = config.tiers;
+  const nvmeDir = nvme && { dir: join(nvme.path, 'strata-params'), tier: 'nvme' };
+  const first = pmem ? { dir: `${pmem.path}.params`, tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
+  const dir = first.dir;
+  await mkdir(dir, { recursive: true });
+  const params = new ParamsService({
+    dir,
+    tier: first.tier,
+    ...(pmem && nvmeDir ? { overflow: nvmeDir } : {}),
+    lookupThreads: config.lookupThreads,
+    logger, // ParamsService names its own component
+    store: { endpoint: config.endpoint, region: config.region },
+  });
+  const report = await params.recover();
+  if (report.tables > 0 || report.failed.length > 0) logger.info({ tables: report.tables, failed: report.failed, ms: report.ms }, 'parameter tables recovered');
+  return params;
+}
