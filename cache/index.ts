@@ -12,5 +12,5 @@ export { DramTier, type DramTierConfig } from './dram-tier.js';
 export { NvmeTier, type NvmeTierConfig } from './nvme-tier.js';
 export { PmemTier, type PmemTierConfig } from './pmem-tier.js';
 export type { Tier, TierName, TierStats } from './tier.js';
-export type { ObjectReader, ObjectRef, ReadSession } from './object-reader.js';
+export type { BlockFile, BlockFiles, ObjectReader, ObjectRef, ReadSession } from './object-reader.js';
 export { PinSet } from './pins.js';
