@@ -8,11 +8,21 @@
  *   page cache dropped (the disk) and warm (memory);
  * - 1 GiB warm from the NVMe tier after a restart (64 MiB DRAM, page cache dropped) on
  *   both paths, against `dd` of a plain file on the same disk;
- * - a second `ls -lR` of 10,000 objects within --metadata-ttl 60 against the first.
+ * - a second `ls -lR` of 10,000 objects within --metadata-ttl 60 against the first;
+ * - `fio --rw=randread --bs=128k --numjobs=4` on a file warm in the NVMe tier against the same
+ *   fio run on the plain local copy, page cache dropped before each (fio is installed with apt
+ *   when missing; the case is skipped, saying why, only when it cannot be);
+ * - 1, 2, 4 and 8 parallel readers of different files warm in the NVMe tier (their block
+ *   files in the page cache, the mount's pages dropped): aggregate throughput and the
+ *   daemon's CPU seconds per GiB read (utime + stime of /proc/PID/stat).
+ * NATIVE_FUSE_CASES=dram,nvme,listing,fio,parallel (comma-separated) runs some cases only;
+ * "dram" is the DRAM and passthrough tables.
  */
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startRgw } from '../test/fixtures/rgw.js';
 import { cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
@@ -26,6 +36,15 @@ const ROUNDS = 4;
 /** Rounds of the cases that restart daemons each round (NVMe after a restart, listings). */
 const RESTART_ROUNDS = 3;
 const LISTED_OBJECTS = 10_000;
+/** Files of the parallel-readers case, one per reader at most: 8 of 128 MiB. */
+const PARALLEL_FILES = 8;
+const PARALLEL_FILE_BYTES = 128 * MiB;
+const PARALLEL_READERS = [1, 2, 4, 8];
+/** Bytes each fio job reads (4 jobs: 1 GiB in all, the file's size). */
+const FIO_IO_SIZE = '256m';
+/** Clock ticks per second of /proc/PID/stat's utime and stime (USER_HZ is 100 on Linux). */
+const USER_HZ = 100;
+const CASES = new Set((process.env.NATIVE_FUSE_CASES ?? 'dram,nvme,listing,fio,parallel').split(','));
 
 type Row = [string, string, string, string];
 
@@ -33,14 +52,16 @@ export async function run(): Promise<Record<string, unknown>> {
   const rgw = await startRgw();
   const work = await tempDir('bench-native-fuse');
   const daemons: StrataProcess[] = [];
-  let memfs: ChildProcess | undefined;
   const result: Record<string, unknown> = {};
   try {
     const client = s3Client(rgw);
     await createBucket(client, 'bench');
     const body = randomBytes(FILE_BYTES);
     await uploadLarge(client, 'bench', 'model.bin', body);
-    await putMany(client, 'bench', Array.from({ length: LISTED_OBJECTS }, (_, i) => ({ key: `tree/d${i % 100}/f${i}.bin`, body: Buffer.alloc(16) })));
+    if (CASES.has('listing')) await putMany(client, 'bench', Array.from({ length: LISTED_OBJECTS }, (_, i) => ({ key: `tree/d${i % 100}/f${i}.bin`, body: Buffer.alloc(16) })));
+    if (CASES.has('parallel')) {
+      for (let i = 0; i < PARALLEL_FILES; i++) await uploadLarge(client, 'bench', `shards/s${i}.bin`, body.subarray(i * PARALLEL_FILE_BYTES, (i + 1) * PARALLEL_FILE_BYTES));
+    }
     client.destroy();
     const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey, AWS_REGION: rgw.region };
     const localDir = join(work, 'local');
@@ -50,9 +71,38 @@ export async function run(): Promise<Record<string, unknown>> {
     await shell(`mkdir -p ${mounts.join(' ')}`);
     const [memfsMnt, nativeMnt, fuseNativeMnt, passthroughMnt] = mounts as [string, string, string, string];
 
+    result.loadAverageAtStart = loadavg();
+    const s3Mount = (mnt: string, args: string[]) => startMount('s3://bench', mnt, ['--endpoint', rgw.endpoint, '--log-level', 'warn', ...args], env);
+    if (CASES.has('dram')) Object.assign(result, await dramAndPassthrough(work, localDir, s3Mount, memfsMnt, nativeMnt, fuseNativeMnt, passthroughMnt, daemons));
+    if (CASES.has('nvme')) result.nvme = await nvmeAfterRestart(work, s3Mount, nativeMnt, fuseNativeMnt);
+    if (CASES.has('fio')) result.fio = await fioRandread(work, s3Mount, nativeMnt);
+    if (CASES.has('parallel')) result.parallel = await parallelReaders(work, s3Mount, nativeMnt);
+    if (CASES.has('listing')) result.listing = await secondListing(s3Mount, nativeMnt, fuseNativeMnt, work);
+    result.loadAverageAtEnd = loadavg();
+    process.stdout.write(`load average: ${(result.loadAverageAtStart as number[]).map((l) => l.toFixed(1)).join(' ')} at start, ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end\n`);
+    return result;
+  } finally {
+    for (const daemon of daemons) await daemon.stop('SIGTERM').catch(() => undefined);
+    await cleanupDir(work).catch(() => undefined);
+    await rgw.stop();
+  }
+}
+
+/** The DRAM and passthrough tables: warm DRAM on both paths against memfs; passthrough against the file itself. */
+async function dramAndPassthrough(
+  work: string,
+  localDir: string,
+  s3Mount: (mnt: string, args: string[]) => Promise<StrataProcess>,
+  memfsMnt: string,
+  nativeMnt: string,
+  fuseNativeMnt: string,
+  passthroughMnt: string,
+  daemons: StrataProcess[],
+): Promise<Record<string, unknown>> {
+  let memfs: ChildProcess | undefined;
+  try {
     memfs = await startMemfs(work, memfsMnt);
     await setReadahead(memfsMnt);
-    const s3Mount = (mnt: string, args: string[]) => startMount('s3://bench', mnt, ['--endpoint', rgw.endpoint, '--log-level', 'warn', ...args], env);
     const dram = ['--dram', '1280MiB', '--memory', '1400MiB'];
     daemons.push(await s3Mount(nativeMnt, ['--fuse', 'native', '--state-dir', join(work, 'state-native'), ...dram]));
     daemons.push(await s3Mount(fuseNativeMnt, ['--fuse', 'fuse-native', '--state-dir', join(work, 'state-fusenative'), ...dram]));
@@ -99,16 +149,9 @@ export async function run(): Promise<Record<string, unknown>> {
       row('passthrough, warm (memory)', samples.passthroughWarm!, localWarm, '>= 0.8x'),
     ];
     printTable('Whole local file through passthrough vs the file itself (MiB/s)', ['case', 'MiB/s median', 'range', 'ratio (target)'], passthroughRows);
-
-    const nvme = await nvmeAfterRestart(work, s3Mount, nativeMnt, fuseNativeMnt);
-    const listing = await secondListing(s3Mount, nativeMnt, fuseNativeMnt, work);
-    Object.assign(result, { samples, nvme, listing });
-    return result;
+    return { samples };
   } finally {
-    for (const daemon of daemons) await daemon.stop('SIGTERM').catch(() => undefined);
     memfs?.kill('SIGTERM');
-    await cleanupDir(work).catch(() => undefined);
-    await rgw.stop();
   }
 }
 
@@ -122,7 +165,7 @@ async function nvmeAfterRestart(
   nativeMnt: string,
   fuseNativeMnt: string,
 ): Promise<Record<string, number[]>> {
-  const tierArgs = (name: string) => ['--state-dir', join(work, `state-nvme-${name}`), '--dram', '64MiB', '--memory', '160MiB', '--nvme', `${join(work, `nvme-${name}`)}:1100MiB`];
+  const tierArgs = (name: string) => nvmeTierArgs(work, name);
   const paths: Array<[string, string, string]> = [
     ['native', nativeMnt, 'native'],
     ['fuseNative', fuseNativeMnt, 'fuse-native'],
@@ -140,7 +183,7 @@ async function nvmeAfterRestart(
   };
   // Each daemon's first read after the restart is the measured one: later rounds would find
   // part of the file in DRAM. So one round per daemon, restarted between rounds.
-  const samples: Record<string, number[]> = { native: [], fuseNative: [], plainFile: [] };
+  const samples: Record<string, number[]> = { native: [], fuseNative: [], plainFile: [], nativeCpuPerGiB: [], fuseNativeCpuPerGiB: [] };
   try {
     for (let round = 0; round < RESTART_ROUNDS; round++) {
       if (round > 0) {
@@ -149,8 +192,12 @@ async function nvmeAfterRestart(
           daemons[i] = await s3Mount(paths[i]![1], ['--fuse', paths[i]![2], ...tierArgs(paths[i]![0])]);
         }
       }
+      let cpu = cpuSeconds(daemons[0]!);
       samples.native!.push(await read(`${nativeMnt}/model.bin`));
+      samples.nativeCpuPerGiB!.push(cpuSeconds(daemons[0]!) - cpu);
+      cpu = cpuSeconds(daemons[1]!);
       samples.fuseNative!.push(await read(`${fuseNativeMnt}/model.bin`));
+      samples.fuseNativeCpuPerGiB!.push(cpuSeconds(daemons[1]!) - cpu);
       samples.plainFile!.push(await read(plain));
     }
   } finally {
@@ -162,7 +209,114 @@ async function nvmeAfterRestart(
     row('Strata native path', samples.native!, base, '>= 0.8x'),
     row('Strata fuse-native', samples.fuseNative!, base, '-'),
   ]);
+  process.stdout.write(`daemon CPU per GiB read: native ${median(samples.nativeCpuPerGiB!).toFixed(2)} s, fuse-native ${median(samples.fuseNativeCpuPerGiB!).toFixed(2)} s\n`);
   return samples;
+}
+
+/** A daemon over a 64 MiB DRAM tier and a 1,100 MiB NVMe tier, its folders named after `name`. */
+function nvmeTierArgs(work: string, name: string): string[] {
+  return ['--state-dir', join(work, `state-nvme-${name}`), '--dram', '64MiB', '--memory', '160MiB', '--nvme', `${join(work, `nvme-${name}`)}:1100MiB`];
+}
+
+/** Starts a native-path daemon over the NVMe tier `name` whose tier holds `files` (read once through it, then restarted). */
+async function warmNvmeDaemon(
+  work: string,
+  name: string,
+  s3Mount: (mnt: string, args: string[]) => Promise<StrataProcess>,
+  mnt: string,
+  files: string[],
+): Promise<StrataProcess> {
+  const args = ['--fuse', 'native', ...nvmeTierArgs(work, name)];
+  const filling = await s3Mount(mnt, args);
+  for (const file of files) await timeCommand(`dd if=${mnt}/${file} of=/dev/null bs=1M status=none`);
+  await stop(filling);
+  return s3Mount(mnt, args);
+}
+
+/**
+ * `fio --rw=randread --bs=128k --numjobs=4` (psync, 256 MiB a job) on the 1 GiB file warm in
+ * the NVMe tier, through the native path, against the same run on the plain local copy; the
+ * page cache dropped before each run, rounds interleaved.
+ */
+async function fioRandread(work: string, s3Mount: (mnt: string, args: string[]) => Promise<StrataProcess>, mnt: string): Promise<Record<string, number[]> | { skipped: string }> {
+  const fio = await ensureFio();
+  if (fio !== undefined) {
+    process.stdout.write(`fio case skipped: ${fio}\n`);
+    return { skipped: fio };
+  }
+  const daemon = await warmNvmeDaemon(work, 'fio', s3Mount, mnt, ['model.bin']);
+  const samples: Record<string, number[]> = { local: [], native: [] };
+  const run = async (file: string) => {
+    await dropPageCache();
+    const out = await shell(`fio --name=randread --filename=${file} --readonly --rw=randread --bs=128k --numjobs=4 --ioengine=psync --io_size=${FIO_IO_SIZE} --group_reporting --output-format=json`);
+    const report = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { bw_bytes: number } }> };
+    return report.jobs[0]!.read.bw_bytes / MiB;
+  };
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const order: Array<[string, string]> = [['local', join(work, 'local', 'model.bin')], ['native', `${mnt}/model.bin`]];
+      if (round % 2 === 1) order.reverse();
+      for (const [name, file] of order) samples[name]!.push(await run(file));
+    }
+  } finally {
+    await stop(daemon);
+  }
+  const base = median(samples.local!);
+  printTable('fio randread, bs 128k, 4 jobs, page cache dropped: 1 GiB file warm in the NVMe tier vs the local copy (MiB/s)', ['case', 'MiB/s median', 'range', 'ratio (target)'], [
+    row('plain local copy', samples.local!, base, '-'),
+    row('Strata native path, NVMe tier', samples.native!, base, '>= 0.8x'),
+  ]);
+  return samples;
+}
+
+/** undefined once fio is on the PATH (installed with apt when missing), else why it is not. */
+async function ensureFio(): Promise<string | undefined> {
+  if (await shell('command -v fio').then(() => true, () => false)) return undefined;
+  try {
+    await shell('DEBIAN_FRONTEND=noninteractive apt-get install -y fio > /dev/null 2>&1');
+    return undefined;
+  } catch (err) {
+    return `fio is not installed and apt-get install fio failed: ${(err as Error).message.split('\n')[0]}`;
+  }
+}
+
+/**
+ * 1, 2, 4 and 8 readers, each `dd` of a different 128 MiB file warm in the NVMe tier, all at
+ * once: aggregate MiB/s and the daemon's CPU seconds per GiB. Before each measurement the page
+ * cache is dropped and the tier's block files are read back into it, so the readers measure
+ * the FUSE path (threads, copies), not the disk.
+ */
+async function parallelReaders(work: string, s3Mount: (mnt: string, args: string[]) => Promise<StrataProcess>, mnt: string): Promise<Record<string, number[]>> {
+  const files = Array.from({ length: PARALLEL_FILES }, (_, i) => `shards/s${i}.bin`);
+  const daemon = await warmNvmeDaemon(work, 'parallel', s3Mount, mnt, files);
+  const samples: Record<string, number[]> = {};
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 1 ? [...PARALLEL_READERS].reverse() : PARALLEL_READERS;
+      for (const readers of order) {
+        await dropPageCache();
+        await shell(`find ${join(work, 'nvme-parallel')} -name '*.blk' -exec cat {} + > /dev/null`);
+        const cpu = cpuSeconds(daemon);
+        const seconds = await timeCommand(files.slice(0, readers).map((f) => `dd if=${mnt}/${f} of=/dev/null bs=1M status=none &`).join(' ') + ' wait');
+        const gib = (readers * PARALLEL_FILE_BYTES) / (1024 * MiB);
+        (samples[`r${readers}`] ??= []).push((readers * PARALLEL_FILE_BYTES) / MiB / seconds);
+        (samples[`cpu${readers}`] ??= []).push((cpuSeconds(daemon) - cpu) / gib);
+      }
+    }
+  } finally {
+    await stop(daemon);
+  }
+  const one = median(samples.r1!);
+  printTable('Parallel readers of different 128 MiB files warm in the NVMe tier, block files in the page cache (aggregate MiB/s; ratio to one reader)', ['readers', 'MiB/s median', 'range', 'ratio', 'daemon CPU s/GiB'], PARALLEL_READERS.map((n) => [...row(String(n), samples[`r${n}`]!, one, '-'), median(samples[`cpu${n}`]!).toFixed(2)]));
+  return samples;
+}
+
+/** User plus system CPU seconds the daemon has used so far (/proc/PID/stat fields 14 and 15). */
+function cpuSeconds(daemon: StrataProcess): number {
+  const stat = readFileSync(`/proc/${daemon.child.pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
 }
 
 /** Seconds of a first and a second `ls -lR` of 10,000 objects with --metadata-ttl 60, on both paths. */

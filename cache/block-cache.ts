@@ -11,7 +11,7 @@ import type { FetchIntent, FetchRange } from './fetch-request.js';
 import { DramTier } from './dram-tier.js';
 import { MemoryBudget } from './memory-budget.js';
 import { NvmeTier } from './nvme-tier.js';
-import type { ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
+import type { BlockFile, BlockFiles, ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
 import type { ObjectRef } from '../store/index.js';
 import { PmemTier } from './pmem-tier.js';
 import { SequentialDetector } from './sequential-detector.js';
@@ -226,6 +226,35 @@ export class BlockCache implements ObjectReader {
       return block.subarray(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + block.length) - blockStart);
     });
     return Buffer.concat(parts, end - offset);
+  }
+
+  /** Blocks of the session's object in a file tier (the first that has each), for native reads. */
+  locate(session: ReadSession): BlockFiles | undefined {
+    const { ref } = session as CacheSession;
+    const tiers = this.#lower.filter((tier) => tier.locate !== undefined);
+    if (tiers.length === 0 || this.#closed) return undefined;
+    const size = this.#config.blockSize;
+    const holders: Array<Tier | undefined> = [];
+    const blocks = Array.from({ length: blockCount(ref.size, size) }, (_, index): BlockFile | undefined => {
+      const id = blockId(blockKeyOf(ref, index));
+      for (const tier of tiers) {
+        const file = tier.locate!(id, blockLength(ref.size, size, index));
+        if (file === undefined) continue;
+        holders[index] = tier;
+        return file;
+      }
+      return undefined;
+    });
+    if (holders.length === 0) return undefined;
+    const read = (indexes: readonly number[]): void => {
+      const counts = new Map<Tier, number>();
+      for (const index of indexes) {
+        const tier = holders[index];
+        if (tier) counts.set(tier, (counts.get(tier) ?? 0) + 1);
+      }
+      for (const [tier, count] of counts) tier.countHits?.(count);
+    };
+    return { blockSize: size, size: ref.size, blocks, read };
   }
 
   /**

@@ -13,7 +13,7 @@ export { DramTier, type DramTierConfig } from './dram-tier.js';
 export { NvmeTier, type NvmeTierConfig } from './nvme-tier.js';
 export { PmemTier, type PmemTierConfig } from './pmem-tier.js';
 export type { Tier, TierName, TierStats } from './tier.js';
-export type { ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
+export type { BlockFile, BlockFiles, ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
 export { PinSet } from './pins.js';
 export { blockChecksum } from './checksum.js';
 export { blockKeyOf } from './block-key.js';

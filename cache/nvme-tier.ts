@@ -6,7 +6,8 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Logger } from '../telemetry/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
-import { blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
+import { FIXED_HEADER_BYTES, blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
+import type { BlockFile } from './object-reader.js';
 import { deleteRecord, putRecord, replayIndexLog, type IndexEntry } from './nvme-index-log.js';
 import type { Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
@@ -120,6 +121,21 @@ export class NvmeTier implements Tier {
 
   has(id: string): boolean {
     return this.#entries.has(id);
+  }
+
+  locate(id: string, length: number): BlockFile | undefined {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || this.#closed) return undefined;
+    // The data ends the file, after a header of at least FIXED_HEADER_BYTES (nvme-block-file.ts).
+    const offset = entry.fileBytes - length;
+    if (offset < FIXED_HEADER_BYTES) return undefined;
+    this.#entries.delete(id);
+    this.#entries.set(id, entry);
+    return { path: this.#pathOf(id), offset, checksum: entry.checksum };
+  }
+
+  countHits(blocks: number): void {
+    if (blocks > 0) this.#counters.hit(blocks);
   }
 
   async get(id: string): Promise<Buffer | undefined> {

@@ -20,6 +20,24 @@ export interface ReadSessionOptions {
   readonly origin?: Extract<FetchOrigin, 'read' | 'peer'>;
 }
 
+/** Where one cached block's bytes lie in a tier file that never changes while it exists. */
+export interface BlockFile {
+  readonly path: string;
+  /** Offset of the block's first byte in the file. */
+  readonly offset: number;
+  /** CRC-32C of the block (cache/checksum.ts), for a reader that skips the tier's own check. */
+  readonly checksum: number;
+}
+
+/** The blocks of an object version that a file tier holds now (undefined: not there). */
+export interface BlockFiles {
+  readonly blockSize: number;
+  readonly size: number;
+  readonly blocks: ReadonlyArray<BlockFile | undefined>;
+  /** The reader read these blocks from their files: they count as hits of the tiers that hold them. */
+  readonly read: (blockIndexes: readonly number[]) => void;
+}
+
 /**
  * Reads byte ranges of an object version. The file system calls this for every FUSE
  * read; implementations are the direct store reader and the tiered block cache.
@@ -33,4 +51,11 @@ export interface ObjectReader {
   openSession(ref: ObjectRef, options?: ReadSessionOptions): ReadSession;
   read(session: ReadSession, offset: number, length: number): Promise<Buffer>;
   closeSession(session: ReadSession): void;
+  /**
+   * Where the session's blocks lie in file tiers now, so a native reader may read them itself
+   * (checking each block's checksum); undefined when none do. Optional: readers without file
+   * tiers leave it out. A block evicted later simply fails that native read, which then comes
+   * back to `read`.
+   */
+  locate?(session: ReadSession): BlockFiles | undefined;
 }

@@ -35,9 +35,9 @@ export class TierCounters {
     this.#logger = logger;
   }
 
-  hit(): void {
-    this.hits += 1;
-    hitsMetric.inc({ tier: this.#name });
+  hit(count = 1): void {
+    this.hits += count;
+    hitsMetric.inc({ tier: this.#name }, count);
   }
 
   miss(): void {

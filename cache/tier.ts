@@ -1,3 +1,5 @@
+import type { BlockFile } from './object-reader.js';
+
 /** Which kind of storage a tier is; also the `tier` label of its metrics. */
 export type TierName = 'dram' | 'pmem' | 'nvme';
 
@@ -43,6 +45,14 @@ export interface Tier {
   put(id: string, bytes: Buffer, checksum?: number): Promise<boolean>;
   /** Removes the block if present; idempotent. Does not count as an eviction. */
   delete(id: string): Promise<void>;
+  /**
+   * Where a present block of `length` bytes lies in a file that holds exactly those bytes while
+   * it exists (a replaced file holds the same bytes), counted as a use for recency; undefined when
+   * absent or not file-backed. Optional: only tiers of whole files per block offer it.
+   */
+  locate?(id: string, length: number): BlockFile | undefined;
+  /** Counts `blocks` hits served from files `locate` answered (read by someone else). */
+  countHits?(blocks: number): void;
   /** Whether the block is present, without touching recency or counters. */
   has(id: string): boolean;
   readonly capacityBytes: number;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { NamespaceEntry } from '../namespace/index.js';
-import type { ObjectReader, ReadSession } from '../cache/index.js';
+import type { BlockFiles, ObjectReader, ReadSession } from '../cache/index.js';
 import type { WriteHandle, WritePath } from '../checkpoints/index.js';
 import { isStrataError } from '../errors/index.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, type ObjectMeta } from '../store/index.js';
@@ -454,6 +454,12 @@ export class Filesystem {
       return store?.openVersion?.(file.session.ref.key, file.session.ref.etag);
     }
     return undefined;
+  }
+
+  /** Where the blocks a reading handle reads lie in tier files (ObjectReader.locate), or undefined. */
+  blockFiles(handle: number): BlockFiles | undefined {
+    const file = this.#handles.get(handle);
+    return file?.kind === 'read' ? this.#reader.locate?.(file.session) : undefined;
   }
 
   /**

@@ -12,6 +12,16 @@ export interface FuseBinding {
   notify(session: FuseSessionHandle, message: Buffer): void;
   backingOpen(session: FuseSessionHandle, fd: number): number;
   backingClose(session: FuseSessionHandle, id: number): void;
+  /**
+   * Reader threads answer READs of handle `fh` from these files (block i: `paths[i]` from
+   * `offsets[i]`, CRC-32C `checksums[i]`; null when no file holds it), each block's checksum
+   * checked on its first read; what they cannot serve still reaches `onRequest`.
+   */
+  serveFiles(session: FuseSessionHandle, fh: number, objectSize: number, blockSize: number, paths: Array<string | null>, offsets: Float64Array, checksums: Uint32Array): void;
+  /** The blocks of `fh` the threads read (once each). */
+  forgetFiles(session: FuseSessionHandle, fh: number): number[];
+  /** READs answered by the threads, their bytes, READs of served handles left to JavaScript, blocks that failed their check. */
+  fileStats(session: FuseSessionHandle): { reads: number; bytes: number; fallbacks: number; mismatches: number };
   /** false when the connection is still alive (a lazy detach with open files). */
   stop(session: FuseSessionHandle): boolean;
 }

@@ -2,8 +2,9 @@ import { readFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isStrataError } from '../errors/index.js';
-import { counter, type Logger } from '../telemetry/index.js';
+import { counter, gauge, type Logger } from '../telemetry/index.js';
 import { errnoOf } from './errno.js';
+import type { BlockFiles } from '../cache/index.js';
 import type { FileStat, Filesystem } from './filesystem.js';
 import { opSeconds, promiseOf, reportFailure } from './fuse-metrics.js';
 import { InodeTable, childPath, splitPath } from './inode-table.js';
@@ -34,6 +35,18 @@ import { loadFuseBinding, type FuseBinding, type FuseSessionHandle } from './nat
 
 const E = constants.errno;
 
+/** Sessions alive, whose reader threads' counters the gauge below sums at each scrape. */
+const liveSessions = new Set<{ fileStats(): Record<string, number> }>();
+gauge(
+  'strata_fuse_file_reads',
+  'READs the FUSE threads answered from tier files without the event loop, since start: kind="reads" requests, "bytes" their bytes, "fallbacks" requests of such files left to the daemon, "mismatches" blocks that failed their checksum',
+  ['kind'],
+  (g) => {
+    const sum: Record<string, number> = { reads: 0, bytes: 0, fallbacks: 0, mismatches: 0 };
+    for (const session of liveSessions) for (const [kind, value] of Object.entries(session.fileStats())) sum[kind] = (sum[kind] ?? 0) + value;
+    for (const [kind, value] of Object.entries(sum)) g.set({ kind }, value);
+  },
+);
 const passthroughOpens = counter('strata_fuse_passthrough_files_total', 'Files the kernel was given to read itself (FUSE passthrough backing files registered)', []);
 
 export interface NativeSessionOptions {
@@ -119,7 +132,7 @@ export class NativeFuseSession {
   readonly #dirs = new Map<number, OpenDir>();
   readonly #io = new Map<bigint, NodeIo>();
   /** Handle → node and backing of a passthrough or cached open, for RELEASE. */
-  readonly #opens = new Map<number, { node: bigint; passthrough: boolean; cached: boolean }>();
+  readonly #opens = new Map<number, { node: bigint; passthrough: boolean; cached: boolean; files: BlockFiles | undefined }>();
   #nextDir = 1;
   #negotiated: NegotiatedSession | undefined;
   #onInit: ((n: NegotiatedSession) => void) | undefined;
@@ -169,6 +182,7 @@ export class NativeFuseSession {
       throw new Error(`the kernel sent no INIT within ${INIT_WAIT_MS} ms`);
     }
     self.#sweep = setInterval(() => self.#expire(), TIMEOUT_SWEEP_MS).unref();
+    liveSessions.add(self);
     await self.#tuneReadahead(maxIo);
     return self;
   }
@@ -176,6 +190,11 @@ export class NativeFuseSession {
   /** What INIT agreed (after `mount` resolved). */
   get negotiated(): NegotiatedSession {
     return this.#negotiated!;
+  }
+
+  /** What the reader threads answered from tier files themselves (binding `fileStats`). */
+  fileStats(): { reads: number; bytes: number; fallbacks: number; mismatches: number } {
+    return this.#binding.fileStats(this.#session);
   }
 
   /** Nodes the kernel knows now. */
@@ -214,6 +233,7 @@ export class NativeFuseSession {
   async stop(): Promise<void> {
     if (this.#sweep) clearInterval(this.#sweep);
     this.#ended = true;
+    liveSessions.delete(this);
     await this.#abortConnection();
     if (!this.#binding.stop(this.#session)) {
       this.#logger.warn({ mountPoint: this.mountPoint }, 'FUSE connection still open after a lazy detach; it ends when the daemon exits');
@@ -374,7 +394,7 @@ export class NativeFuseSession {
           const io = this.#nodeIo(node);
           const direct = io.backing !== undefined;
           if (!direct) io.cachedOpens++;
-          this.#opens.set(handle, { node, passthrough: false, cached: !direct });
+          this.#opens.set(handle, { node, passthrough: false, cached: !direct, files: undefined });
           return Buffer.concat([entryOut(node, stat, this.#ttl), openOut(handle, direct ? OpenFlag.DIRECT_IO : 0)]);
         });
         return;
@@ -555,16 +575,17 @@ export class NativeFuseSession {
         const file = await fs.backingFile(handle);
         const backingId = file && (await this.#backing(io, file));
         if (backingId !== undefined) {
-          this.#opens.set(handle, { node, passthrough: true, cached: false });
+          this.#opens.set(handle, { node, passthrough: true, cached: false, files: undefined });
           return openOut(handle, OpenFlag.PASSTHROUGH, backingId);
         }
       }
+      const files = this.#serveFromFiles(handle);
       if (io.backing) {
-        this.#opens.set(handle, { node, passthrough: false, cached: false });
+        this.#opens.set(handle, { node, passthrough: false, cached: false, files });
         return openOut(handle, OpenFlag.DIRECT_IO);
       }
       io.cachedOpens++;
-      this.#opens.set(handle, { node, passthrough: false, cached: true });
+      this.#opens.set(handle, { node, passthrough: false, cached: true, files });
       const stat = await fs.getattr(path).catch(() => undefined);
       const version = stat ? versionOf(stat) : undefined;
       const keep = version !== undefined && version === io.version;
@@ -605,11 +626,40 @@ export class NativeFuseSession {
     }
   }
 
+  /**
+   * Hands the reader threads the tier files that hold the handle's blocks now (the NVMe tier's
+   * block files), so READs of those blocks are answered with pread on the threads, never
+   * waiting for the event loop; the rest (and any block that fails its checksum) still comes
+   * here. The files when the handle was registered (RELEASE then unregisters it).
+   */
+  #serveFromFiles(handle: number): BlockFiles | undefined {
+    const files = this.#fs.blockFiles(handle);
+    if (!files) return undefined;
+    const count = files.blocks.length;
+    const paths = new Array<string | null>(count);
+    const offsets = new Float64Array(count);
+    const checksums = new Uint32Array(count);
+    for (let i = 0; i < count; i++) {
+      const block = files.blocks[i];
+      paths[i] = block?.path ?? null;
+      offsets[i] = block?.offset ?? 0;
+      checksums[i] = block?.checksum ?? 0;
+    }
+    try {
+      this.#binding.serveFiles(this.#session, handle, files.size, files.blockSize, paths, offsets, checksums);
+      return files;
+    } catch (err) {
+      this.#logger.warn({ err: (err as Error).message }, 'cannot hand tier files to the FUSE threads; reads go through the daemon');
+      return undefined;
+    }
+  }
+
   /** A handle is released: its node's passthrough backing or cached-open count goes down. */
   #closed(handle: number): void {
     const open = this.#opens.get(handle);
     if (!open) return;
     this.#opens.delete(handle);
+    if (open.files) open.files.read(this.#binding.forgetFiles(this.#session, handle));
     const io = this.#io.get(open.node);
     if (!io) return;
     if (open.cached) io.cachedOpens--;

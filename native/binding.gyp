@@ -7,7 +7,7 @@
     },
     {
       "target_name": "strata_lookup",
-      "sources": ["src/strata_lookup.c", "src/strata_overlay.c"],
+      "sources": ["src/strata_lookup.c", "src/strata_overlay.c", "src/crc32c.c"],
       "cflags": ["-O3", "-Wall", "-Wextra"],
       "libraries": ["-lpthread"]
     },
@@ -18,7 +18,7 @@
     },
     {
       "target_name": "strata_fuse",
-      "sources": ["src/strata_fuse.c"],
+      "sources": ["src/strata_fuse.c", "src/crc32c.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"],
       "libraries": ["-lpthread"]
     }

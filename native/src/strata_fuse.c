@@ -28,6 +28,23 @@
  *   backingOpen(session, fd) -> backing id; backingClose(session, id)
  *        register (and drop) a file the kernel reads and writes itself for opens
  *        answered with FOPEN_PASSTHROUGH.
+ *   serveFiles(session, fh, objectSize, blockSize, paths, offsets, checksums)
+ *        lets the reader threads answer READs of handle `fh` themselves, with pread, from
+ *        files that hold the object's blocks (the NVMe tier's block files): block i is
+ *        paths[i] (a string, or null when no file holds it) from byte offsets[i]
+ *        (Float64Array), min(blockSize, objectSize - i * blockSize) bytes long, whose
+ *        CRC-32C is checksums[i] (Uint32Array). The files must never change while they exist
+ *        (a block file is replaced only by the same bytes). The first time a thread reads a
+ *        block file in this session it reads it whole and checks its CRC (once per session
+ *        and path, whichever handle); a block whose file is gone, is short or
+ *        does not match is never read natively again for this handle, and that READ (and
+ *        every READ touching a block without a file) goes to `onRequest` as before.
+ *   forgetFiles(session, fh) -> [block index]
+ *        ends serveFiles for `fh` (its RELEASE); reads in progress finish on their own.
+ *        Answers the blocks the threads read (each counted once, as a cache hit).
+ *   fileStats(session) -> {reads, bytes, fallbacks, mismatches}
+ *        READs answered natively, their bytes, READs of registered handles handed to
+ *        JavaScript instead, blocks found not to match their checksum.
  *   stop(session) -> boolean
  *        joins the reader threads (the caller has ended the connection: unmounted, or
  *        aborted it through /sys/fs/fuse/connections), stops the notifier, closes the fd.
@@ -52,11 +69,13 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include "crc32c.h"
 
 /* Kernel protocol numbers (include/uapi/linux/fuse.h). */
 #define FUSE_KERNEL_VERSION 7
 /* 7.40 added FUSE_PASSTHROUGH, fuse_open_out.backing_id and fuse_init_out.max_stack_depth. */
 #define FUSE_OUR_MINOR 40
+#define OP_READ 15
 #define OP_INIT 26
 #define OP_INTERRUPT 36
 #define INIT_ASYNC_READ (1u << 0)
@@ -135,6 +154,60 @@ struct backing_map {
 /* How long stop() waits for each reader thread to see the end of the connection. */
 #define STOP_WAIT_SECONDS 2
 
+/* fuse_read_in: the body of a READ. */
+struct read_in {
+  uint64_t fh;
+  uint64_t offset;
+  uint32_t size;
+  uint32_t read_flags;
+  uint64_t lock_owner;
+  uint32_t flags;
+  uint32_t padding;
+};
+
+/* Hash buckets of handles served from files: a few hundred open files at most hash well. */
+#define FILE_MAP_BUCKETS 256
+/* Largest block served natively: the block cache's largest block size (cache/block-cache-config.ts). */
+#define MAX_NATIVE_BLOCK (16u * 1024 * 1024)
+
+/*
+ * Block files whose checksum a thread has checked, by path, for the whole session: every
+ * handle of the same object (fio's jobs, a data loader's workers) then reads a block that
+ * was checked once without reading it whole again. Sound because a block file is only ever
+ * replaced, by rename, with a complete file of the same bytes; a file damaged after its
+ * check is not caught here (docs/SEMANTICS.md). At most this many paths are remembered
+ * (about 150 bytes each); past it, blocks are checked per handle.
+ */
+#define CHECKED_BUCKETS 4096
+#define CHECKED_MAX (1u << 20)
+
+struct checked_path {
+  struct checked_path *next;
+  uint64_t hash;
+  char path[];
+};
+
+enum block_state { BLOCK_UNCHECKED = 0, BLOCK_CHECKED = 1, BLOCK_UNUSABLE = 2 };
+
+struct file_block {
+  char *path; /* NULL: no file holds this block */
+  uint64_t offset;
+  uint32_t length;
+  uint32_t checksum;
+  atomic_int state;
+};
+
+/* One handle's blocks, shared by the reader threads while they read it (refs). */
+struct file_map {
+  struct file_map *next;
+  uint64_t fh;
+  uint64_t object_size;
+  uint32_t block_size;
+  uint32_t block_count;
+  atomic_int refs;
+  struct file_block blocks[];
+};
+
 struct notice {
   struct notice *next;
   size_t length;
@@ -160,6 +233,15 @@ struct session {
   int notice_stop;
   pthread_t notifier;
   int notifier_started;
+  pthread_mutex_t maps_lock;
+  struct file_map *maps[FILE_MAP_BUCKETS];
+  pthread_mutex_t checked_lock;
+  struct checked_path *checked[CHECKED_BUCKETS];
+  uint32_t checked_count;
+  atomic_uint_fast64_t native_reads;
+  atomic_uint_fast64_t native_bytes;
+  atomic_uint_fast64_t native_fallbacks;
+  atomic_uint_fast64_t native_mismatches;
 };
 
 struct message {
@@ -237,6 +319,191 @@ static void drop_notices(struct session *s) {
   s->notice_head = s->notice_tail = NULL;
 }
 
+/* --- reads served from files ----------------------------------------------------------- */
+
+static void free_file_map(struct file_map *m) {
+  for (uint32_t i = 0; i < m->block_count; i++) free(m->blocks[i].path);
+  free(m);
+}
+
+static void release_file_map(struct file_map *m) {
+  if (atomic_fetch_sub(&m->refs, 1) == 1) free_file_map(m);
+}
+
+/* The map of `fh` with a reference taken, or NULL. */
+static struct file_map *acquire_file_map(struct session *s, uint64_t fh) {
+  pthread_mutex_lock(&s->maps_lock);
+  struct file_map *m = s->maps[fh % FILE_MAP_BUCKETS];
+  while (m && m->fh != fh) m = m->next;
+  if (m) atomic_fetch_add(&m->refs, 1);
+  pthread_mutex_unlock(&s->maps_lock);
+  return m;
+}
+
+/* Unlinks the map of `fh` (if any) from the table; the caller releases it. */
+static struct file_map *take_file_map(struct session *s, uint64_t fh) {
+  pthread_mutex_lock(&s->maps_lock);
+  struct file_map **at = &s->maps[fh % FILE_MAP_BUCKETS];
+  while (*at && (*at)->fh != fh) at = &(*at)->next;
+  struct file_map *m = *at;
+  if (m) *at = m->next;
+  pthread_mutex_unlock(&s->maps_lock);
+  return m;
+}
+
+static void drop_file_maps(struct session *s) {
+  for (int b = 0; b < FILE_MAP_BUCKETS; b++) {
+    struct file_map *m = s->maps[b];
+    while (m) {
+      struct file_map *next = m->next;
+      release_file_map(m);
+      m = next;
+    }
+    s->maps[b] = NULL;
+  }
+}
+
+static uint64_t path_hash(const char *path) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (; *path; path++) h = (h ^ (unsigned char)*path) * 1099511628211ull;
+  return h;
+}
+
+static int was_checked(struct session *s, const char *path) {
+  uint64_t h = path_hash(path);
+  pthread_mutex_lock(&s->checked_lock);
+  struct checked_path *c = s->checked[h % CHECKED_BUCKETS];
+  while (c && (c->hash != h || strcmp(c->path, path) != 0)) c = c->next;
+  pthread_mutex_unlock(&s->checked_lock);
+  return c != NULL;
+}
+
+static void note_checked(struct session *s, const char *path) {
+  uint64_t h = path_hash(path);
+  size_t length = strlen(path);
+  pthread_mutex_lock(&s->checked_lock);
+  struct checked_path **bucket = &s->checked[h % CHECKED_BUCKETS];
+  struct checked_path *c = *bucket;
+  while (c && (c->hash != h || strcmp(c->path, path) != 0)) c = c->next;
+  if (!c && s->checked_count < CHECKED_MAX && (c = malloc(sizeof *c + length + 1)) != NULL) {
+    c->hash = h;
+    memcpy(c->path, path, length + 1);
+    c->next = *bucket;
+    *bucket = c;
+    s->checked_count++;
+  }
+  pthread_mutex_unlock(&s->checked_lock);
+}
+
+static void drop_checked(struct session *s) {
+  for (int b = 0; b < CHECKED_BUCKETS; b++) {
+    struct checked_path *c = s->checked[b];
+    while (c) {
+      struct checked_path *next = c->next;
+      free(c);
+      c = next;
+    }
+    s->checked[b] = NULL;
+  }
+}
+
+/* Reads exactly `length` bytes at `offset` of `path`; 0, or -1 when the file is gone or short. */
+static int read_file_range(const char *path, uint64_t offset, unsigned char *into, size_t length) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = pread(fd, into + done, length - done, (off_t)(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += (size_t)n;
+  }
+  close(fd);
+  return done == length ? 0 : -1;
+}
+
+/* Per reader thread: the reply it builds, and room to check a whole block. */
+struct read_scratch {
+  unsigned char *reply;
+  size_t reply_capacity;
+  unsigned char *block;
+  size_t block_capacity;
+};
+
+/*
+ * Answers a READ from the files of its handle when every block it touches has one: 1 when
+ * answered (or the answer failed to be written, which the kernel then reports itself), 0
+ * when JavaScript must answer it.
+ */
+static int serve_read_from_files(struct session *s, const unsigned char *request, size_t length, struct read_scratch *scratch) {
+  const struct in_header *header = (const struct in_header *)request;
+  if (length < sizeof *header + sizeof(struct read_in)) return 0;
+  struct read_in in;
+  memcpy(&in, request + sizeof *header, sizeof in);
+  struct file_map *m = acquire_file_map(s, in.fh);
+  if (!m) return 0;
+  int served = 0;
+  uint64_t end = in.offset + in.size;
+  if (end > m->object_size || end < in.offset) end = m->object_size;
+  size_t total = in.offset < end ? (size_t)(end - in.offset) : 0;
+  if (total > scratch->reply_capacity - sizeof(struct out_header)) goto done;
+  unsigned char *data = scratch->reply + sizeof(struct out_header);
+  for (uint64_t at = in.offset; at < end;) {
+    uint64_t index = at / m->block_size;
+    if (index >= m->block_count) goto done;
+    struct file_block *b = &m->blocks[index];
+    int state = atomic_load(&b->state);
+    if (!b->path || state == BLOCK_UNUSABLE) goto done;
+    uint64_t block_start = index * m->block_size;
+    uint64_t from = at - block_start;
+    uint64_t to = end - block_start < b->length ? end - block_start : b->length;
+    if (from >= to) goto done;
+    unsigned char *into = data + (at - in.offset);
+    if (state == BLOCK_UNCHECKED && was_checked(s, b->path)) {
+      int expected = BLOCK_UNCHECKED;
+      atomic_compare_exchange_strong(&b->state, &expected, BLOCK_CHECKED);
+      state = BLOCK_CHECKED;
+    }
+    if (state == BLOCK_UNCHECKED) {
+      /* First read of the block: read it whole and check it, then copy out the range. */
+      if (scratch->block_capacity < b->length) {
+        unsigned char *bigger = realloc(scratch->block, b->length);
+        if (!bigger) goto done;
+        scratch->block = bigger;
+        scratch->block_capacity = b->length;
+      }
+      if (read_file_range(b->path, b->offset, scratch->block, b->length) != 0) {
+        atomic_store(&b->state, BLOCK_UNUSABLE);
+        goto done;
+      }
+      if (crc32c_update(0, scratch->block, b->length) != b->checksum) {
+        /* Two threads may check one block at once: it is counted once. */
+        int expected = BLOCK_UNCHECKED;
+        if (atomic_compare_exchange_strong(&b->state, &expected, BLOCK_UNUSABLE)) atomic_fetch_add(&s->native_mismatches, 1);
+        goto done;
+      }
+      atomic_store(&b->state, BLOCK_CHECKED);
+      note_checked(s, b->path);
+      memcpy(into, scratch->block + from, (size_t)(to - from));
+    } else if (read_file_range(b->path, b->offset + from, into, (size_t)(to - from)) != 0) {
+      atomic_store(&b->state, BLOCK_UNUSABLE);
+      goto done;
+    }
+    at = block_start + to;
+  }
+  struct out_header out = {(uint32_t)(sizeof out + total), 0, header->unique};
+  memcpy(scratch->reply, &out, sizeof out);
+  /* ENOENT (the reader was interrupted) needs nothing more. */
+  write_all_ignoring(s->fd, scratch->reply, sizeof out + total);
+  atomic_fetch_add(&s->native_reads, 1);
+  atomic_fetch_add(&s->native_bytes, total);
+  served = 1;
+done:
+  if (!served) atomic_fetch_add(&s->native_fallbacks, 1);
+  release_file_map(m);
+  return served;
+}
+
 static void finalize_session(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -247,6 +514,10 @@ static void finalize_session(napi_env env, void *data, void *hint) {
     pthread_mutex_destroy(&s->notice_lock);
     pthread_cond_destroy(&s->notice_ready);
     drop_notices(s);
+    drop_file_maps(s);
+    pthread_mutex_destroy(&s->maps_lock);
+    drop_checked(s);
+    pthread_mutex_destroy(&s->checked_lock);
     free(s);
   }
   /* A started session that was never stopped keeps running threads: leak it rather
@@ -306,6 +577,8 @@ static napi_value do_mount(napi_env env, napi_callback_info info) {
   s->want_passthrough = want_passthrough;
   atomic_init(&s->live_threads, 0);
   pthread_mutex_init(&s->notice_lock, NULL);
+  pthread_mutex_init(&s->maps_lock, NULL);
+  pthread_mutex_init(&s->checked_lock, NULL);
   pthread_cond_init(&s->notice_ready, NULL);
   napi_value result;
   if (napi_create_external(env, s, finalize_session, NULL, &result) != napi_ok) {
@@ -432,7 +705,9 @@ static void *read_requests(void *data) {
   struct session *s = data;
   size_t capacity = (size_t)s->max_write + REQUEST_HEADROOM;
   unsigned char *buffer = malloc(capacity);
-  if (buffer) {
+  /* A READ answer is at most max_read (= max_write, the mount's option) bytes. */
+  struct read_scratch scratch = {malloc(capacity), capacity, NULL, 0};
+  if (buffer && scratch.reply) {
     for (;;) {
       ssize_t n = read(s->fd, buffer, capacity);
       if (n < 0) {
@@ -449,10 +724,13 @@ static void *read_requests(void *data) {
       }
       /* Requests are not cancelled once JavaScript has them; their answer comes anyway. */
       if (header->opcode == OP_INTERRUPT) continue;
+      if (header->opcode == OP_READ && serve_read_from_files(s, buffer, (size_t)n, &scratch)) continue;
       hand_to_javascript(s, buffer, (size_t)n);
     }
-    free(buffer);
   }
+  free(buffer);
+  free(scratch.reply);
+  free(scratch.block);
   if (atomic_fetch_sub(&s->live_threads, 1) == 1) {
     struct in_header end;
     memset(&end, 0, sizeof end);
@@ -601,6 +879,109 @@ static napi_value do_backing_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value do_serve_files(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  struct session *s;
+  const char *usage = "serveFiles(session, fh, objectSize, blockSize, paths, offsets, checksums)";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7 || !get_session(env, argv[0], &s)) return throw_type(env, usage);
+  int64_t fh = 0, object_size = 0;
+  uint32_t block_size = 0, count = 0;
+  bool is_array = false;
+  if (napi_get_value_int64(env, argv[1], &fh) != napi_ok || fh < 0 || napi_get_value_int64(env, argv[2], &object_size) != napi_ok || object_size < 0 ||
+      !get_uint32(env, argv[3], &block_size) || block_size == 0 || block_size > MAX_NATIVE_BLOCK || napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[4], &count) != napi_ok) {
+    return throw_type(env, usage);
+  }
+  napi_typedarray_type offsets_type, checksums_type;
+  size_t offsets_length, checksums_length;
+  void *offsets_data, *checksums_data;
+  if (napi_get_typedarray_info(env, argv[5], &offsets_type, &offsets_length, &offsets_data, NULL, NULL) != napi_ok || offsets_type != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[6], &checksums_type, &checksums_length, &checksums_data, NULL, NULL) != napi_ok || checksums_type != napi_uint32_array ||
+      offsets_length != count || checksums_length != count || (uint64_t)count * block_size < (uint64_t)object_size ||
+      (count > 0 && (uint64_t)(count - 1) * block_size >= (uint64_t)object_size)) {
+    return throw_type(env, "paths, offsets (Float64Array) and checksums (Uint32Array) must have one entry per block");
+  }
+  if (s->stopped) return throw_errno(env, "serveFiles", EBADF);
+  struct file_map *m = calloc(1, sizeof *m + (size_t)count * sizeof(struct file_block));
+  if (!m) return throw_errno(env, "serveFiles", ENOMEM);
+  m->fh = (uint64_t)fh;
+  m->object_size = (uint64_t)object_size;
+  m->block_size = block_size;
+  m->block_count = count;
+  atomic_init(&m->refs, 1);
+  const double *offsets = offsets_data;
+  const uint32_t *checksums = checksums_data;
+  for (uint32_t i = 0; i < count; i++) {
+    struct file_block *b = &m->blocks[i];
+    uint64_t start = (uint64_t)i * block_size;
+    b->length = (uint32_t)((uint64_t)object_size - start < block_size ? (uint64_t)object_size - start : block_size);
+    b->checksum = checksums[i];
+    atomic_init(&b->state, BLOCK_UNCHECKED);
+    napi_value item;
+    napi_valuetype type = napi_undefined;
+    if (napi_get_element(env, argv[4], i, &item) != napi_ok || napi_typeof(env, item, &type) != napi_ok) type = napi_undefined;
+    if (type != napi_string) continue;
+    if (!(offsets[i] >= 0 && offsets[i] <= 9007199254740991.0)) {
+      free_file_map(m);
+      return throw_type(env, "offsets must be non-negative integers");
+    }
+    b->offset = (uint64_t)offsets[i];
+    b->path = get_string(env, item);
+    if (!b->path) {
+      free_file_map(m);
+      return throw_type(env, "paths must be strings of at most 4096 bytes, or null");
+    }
+  }
+  /* A second registration of a handle replaces the first. */
+  struct file_map *old = take_file_map(s, m->fh);
+  if (old) release_file_map(old);
+  pthread_mutex_lock(&s->maps_lock);
+  m->next = s->maps[m->fh % FILE_MAP_BUCKETS];
+  s->maps[m->fh % FILE_MAP_BUCKETS] = m;
+  pthread_mutex_unlock(&s->maps_lock);
+  return NULL;
+}
+
+static napi_value do_forget_files(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  struct session *s;
+  int64_t fh = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_session(env, argv[0], &s) || napi_get_value_int64(env, argv[1], &fh) != napi_ok) {
+    return throw_type(env, "forgetFiles(session, fh)");
+  }
+  struct file_map *m = take_file_map(s, (uint64_t)fh);
+  napi_value result, value;
+  napi_create_array(env, &result);
+  if (!m) return result;
+  /* No thread starts a read of it any more: the states are final but for reads in progress. */
+  uint32_t at = 0;
+  for (uint32_t i = 0; i < m->block_count; i++) {
+    if (atomic_load(&m->blocks[i].state) != BLOCK_CHECKED) continue;
+    napi_create_uint32(env, i, &value);
+    napi_set_element(env, result, at++, value);
+  }
+  release_file_map(m);
+  return result;
+}
+
+static napi_value do_file_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  struct session *s;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !get_session(env, argv[0], &s)) return throw_type(env, "fileStats(session)");
+  napi_value result, value;
+  napi_create_object(env, &result);
+  const char *names[4] = {"reads", "bytes", "fallbacks", "mismatches"};
+  uint64_t values[4] = {atomic_load(&s->native_reads), atomic_load(&s->native_bytes), atomic_load(&s->native_fallbacks), atomic_load(&s->native_mismatches)};
+  for (int i = 0; i < 4; i++) {
+    napi_create_double(env, (double)values[i], &value);
+    napi_set_named_property(env, result, names[i], value);
+  }
+  return result;
+}
+
 static napi_value do_stop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -638,6 +1019,7 @@ static napi_value do_stop(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
+  crc32c_init();
   napi_property_descriptor properties[] = {
       {"mount", NULL, do_mount, NULL, NULL, NULL, napi_default, NULL},
       {"start", NULL, do_start, NULL, NULL, NULL, napi_default, NULL},
@@ -645,6 +1027,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"notify", NULL, do_notify, NULL, NULL, NULL, napi_default, NULL},
       {"backingOpen", NULL, do_backing_open, NULL, NULL, NULL, napi_default, NULL},
       {"backingClose", NULL, do_backing_close, NULL, NULL, NULL, napi_default, NULL},
+      {"serveFiles", NULL, do_serve_files, NULL, NULL, NULL, napi_default, NULL},
+      {"forgetFiles", NULL, do_forget_files, NULL, NULL, NULL, napi_default, NULL},
+      {"fileStats", NULL, do_file_stats, NULL, NULL, NULL, napi_default, NULL},
       {"stop", NULL, do_stop, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
