@@ -5,11 +5,11 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 /**
  * Integration tests: what needs the Ceph RADOS Gateway, FUSE, root or a packed npm tarball.
- * They live under test/ (end-to-end, set-up, package) or are named `*-rgw.test.ts` beside
- * the code they exercise against the gateway. Everything else is a unit test that runs
+ * They live under test/ (end-to-end, set-up, package) or are named `*-rgw.test.ts` (the
+ * gateway) or `*-root.test.ts` (root, for instance to mount a small tmpfs) beside the code. Everything else is a unit test that runs
  * anywhere, without root or services (`npm run test:unit`).
  */
-const INTEGRATION = ['test/e2e/**/*.test.ts', 'test/setup/**/*.test.ts', 'test/package/**/*.test.ts', '**/*-rgw.test.ts'];
+const INTEGRATION = ['test/e2e/**/*.test.ts', 'test/setup/**/*.test.ts', 'test/package/**/*.test.ts', '**/*-rgw.test.ts', '**/*-root.test.ts'];
 
 export default defineConfig({
   test: {

@@ -10,7 +10,7 @@ describe('the last-resort handler', () => {
   it('logs and counts an unhandled rejection and an uncaught exception, and the process goes on', async () => {
     // A child process: the test runner has handlers of its own for stray errors.
     const script = `
-      import { installLastResort } from './daemon/last-resort.ts';
+      import { installLastResort } from './telemetry/last-resort.ts';
       import { createLogger, metricsRegistry } from './telemetry/index.ts';
       installLastResort(createLogger({ level: 'info' }));
       Promise.reject(new Error('a stray rejection'));
