@@ -113,7 +113,10 @@ export class ParamsService {
     // fails is not served and is reported (`failedVerification`).
     for (const served of opened) this.#verifying.set(served.entry.name, served);
     const ms = performance.now() - started;
-    this.#logger.info({ tables: opened.length, failed: failed.length, ms }, 'parameter tables recovered; checking their values');
+    // With no table there is nothing to tell an operator: a `strata mount` that then fails
+    // (a missing bucket, a busy mount point) answers with its one line of error only.
+    const level = opened.length > 0 || failed.length > 0 ? 'info' : 'debug';
+    this.#logger[level]({ tables: opened.length, failed: failed.length, ms }, 'parameter tables recovered; checking their values');
     this.#verified = this.#verifyRecovered(opened);
     await this.#placements.removeOrphans(entries);
     return { tables: opened.length, failed, ms };

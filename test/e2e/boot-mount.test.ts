@@ -184,11 +184,11 @@ describe('boot-time mounts', () => {
 
     const fg = await mountPoint();
     const foreground = await sh(
-      `${process.execPath} ${join(REPO, 'bin/strata-dev.js')} mount file://${lake} ${fg} --state-dir ${stateDir()} --api 127.0.0.1:0 --log-format pretty 2>&1 & pid=$!
+      `${process.execPath} ${join(REPO, 'bin/strata-dev.js')} mount file://${lake} ${fg} --state-dir ${stateDir()} --api 127.0.0.1:0 --log-format pretty --log-level debug 2>&1 & pid=$!
        for i in $(seq 600); do grep -q " ${fg} " /proc/self/mountinfo && break; sleep 0.1; done
        kill -INT $pid; wait $pid`,
     );
-    expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  \[params\] parameter tables recovered; checking their values tables=0/m);
+    expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} DEBUG \[params\] parameter tables recovered; checking their values tables=0/m);
     expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  mounted store=file:\/\/\S+ mountPoint=/m);
     expect(foreground).not.toContain('{"level"');
   });
