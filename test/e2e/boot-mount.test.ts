@@ -171,7 +171,7 @@ describe('boot-time mounts', () => {
   it('logs: JSON into --log-file with no key repeated, pretty lines with --log-format pretty', async () => {
     const mnt = await mountPoint();
     const logFile = join(root, 'logs/daemon.log');
-    const started = await runStrata(['mount', `file://${lake}`, mnt, '--background', '--state-dir', stateDir(), '--api', '127.0.0.1:0', '--log-file', logFile, '--log-format', 'json']);
+    const started = await runStrata(['mount', `file://${lake}`, mnt, '--background', '--state-dir', stateDir(), '--api', '127.0.0.1:0', '--log-file', logFile, '--log-format', 'json', '--log-level', 'debug']);
     expect(started.stdout).toContain(`log ${logFile})`);
     expect((await runStrata(['unmount', mnt])).code).toBe(0);
     const lines = (await readFile(logFile, 'utf8')).trim().split('\n');
