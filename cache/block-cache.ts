@@ -1,20 +1,21 @@
 import { setMaxListeners } from 'node:events';
 import { open } from 'node:fs/promises';
-import { performance } from 'node:perf_hooks';
 import { StoreError } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { counter } from '../telemetry/index.js';
 import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
-import { blockChecksum } from './checksum.js';
 import type { BlockCacheConfig } from './block-cache-config.js';
 import type { FetchIntent, FetchRange } from './fetch-request.js';
 import { DramTier } from './dram-tier.js';
 import { MemoryBudget } from './memory-budget.js';
 import { NvmeTier } from './nvme-tier.js';
-import type { BlockFile, BlockFiles, ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
+import type { BlockFiles, ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
 import type { ObjectRef } from '../store/index.js';
 import { PmemTier } from './pmem-tier.js';
 import { SequentialDetector } from './sequential-detector.js';
+import { locateBlockFiles } from './block-files.js';
+import { TierGuard } from './tier-guard.js';
+import { WriteThrough } from './write-through.js';
 import type { Tier, TierName, TierStats } from './tier.js';
 import { CacheError } from './cache-error.js';
 
@@ -61,35 +62,9 @@ export interface WarmedBlock {
  */
 const SEQUENTIAL_TOLERANCE = 8 * 1024 * 1024;
 
-/**
- * Blocks being written to the persistent tiers at once, when the DRAM tier holds them. Two keep
- * a disk busy (one block's write is a 4 MiB pwrite and a rename) without competing with the
- * reader for more CPU. bench/cold-read.ts: a cold read writing through to NVMe ran at 0.39x the
- * rate of the same read without NVMe when every block was written as it arrived, and at 0.56x
- * with this queue (the disk writes themselves cost 2.7 s of system CPU per GiB there).
- */
-const WRITE_THROUGH_IN_FLIGHT = 2;
-/**
- * Write-through waits while a reader's store fetches are in flight and for this long after the
- * last one ends: the disk write costs CPU (the kernel's copy into the page cache, then
- * writeback) that a cold reader on a 2-core node needs for its own bytes (bench/cold-read.ts:
- * DRAM with NVMe written through read at 0.42x the SDK against 0.55x for DRAM alone while the
- * two ran side by side). The queued blocks stay in DRAM meanwhile, counted in its budget; one
- * DRAM evicts first is written by demotion. 50 ms is a few 4 MiB GETs: a sequential reader's
- * readahead keeps fetches back to back, so the queue drains once the read ends or stalls.
- */
-const WRITE_THROUGH_QUIET_MS = 50;
-/**
- * Blocks waiting for write-through (their ids; the bytes stay in DRAM). Past this the oldest
- * wait is dropped: when DRAM evicts such a block, demotion writes it instead. 4,096 ids of
- * 4 MiB blocks is 16 GiB of reads the disk may lag behind.
- */
-const WRITE_THROUGH_QUEUE_MAX = 4096;
-
 /** A job warming one block (`warmBlock`): background work. */
 const WARM: FetchIntent = Object.freeze({ priority: 'background', origin: 'warm' });
 
-const writeThroughDropped = counter('strata_cache_write_through_dropped_total', 'Blocks not written through to the persistent tiers because the write-through queue was full (written at eviction instead)');
 const fetchedBlocksMetric = counter('strata_cache_store_blocks_total', 'Blocks the block cache fetched from the store');
 const fetchedBytesMetric = counter('strata_cache_store_bytes_total', 'Bytes the block cache fetched from the store');
 
@@ -119,7 +94,7 @@ class CacheSession implements ReadSession {
  *   background, to every persistent tier (inclusive caching), so the persistent tiers
  *   survive a daemon crash with everything read so far, not only what DRAM evicted.
  *   Write-through lags behind the reader: blocks DRAM holds wait in a queue and are written
- *   WRITE_THROUGH_IN_FLIGHT at a time, not while a reader's fetches are in flight (nor
+ *   WRITE_THROUGH_IN_FLIGHT at a time (write-through.ts), not while a reader's fetches are in flight (nor
  *   WRITE_THROUGH_QUIET_MS after), their checksum computed once for every tier; a
  *   read never waits for it, and the block counts in DRAM's budget only (not the I/O pool).
  *   A block DRAM evicts that no persistent tier holds (its write failed, was refused or
@@ -143,17 +118,11 @@ export class BlockCache implements ObjectReader {
   readonly #lower: Tier[];
   readonly #pool: MemoryBudget;
   readonly #loads = new Map<string, Promise<Buffer | undefined>>();
-  /** Blocks being written through to persistent tiers, by id: their bytes are still served (and still count in the pool). */
-  readonly #writing = new Map<string, Buffer>();
-  readonly #background = new Set<Promise<void>>();
-  /** Blocks in DRAM waiting for write-through, oldest first, with the tiers each goes to. */
-  readonly #writeQueue = new Map<string, Tier[]>();
-  #writesInFlight = 0;
-  /** Store fetches a reader waits for (foreground priority) in flight, and when the last one ended: write-through waits for quiet. */
-  #readerFetches = 0;
-  #readerFetchEndedAt = -Infinity;
-  #quietWait: Promise<void> | undefined;
-  readonly #failingTiers = new Set<Tier>();
+  /** Writes to the persistent tiers behind the reader: write-through and demotion (write-through.ts). */
+  readonly #writes: WriteThrough;
+  /** Blocks on their way to a persistent tier, by id: still served from here. */
+  readonly #writing: Map<string, Buffer>;
+  readonly #tiers: TierGuard;
   readonly #abort = new AbortController();
   #peak = 0;
   #fetch = { blocksFetched: 0, bytesFetched: 0, coalescedWaits: 0, readaheadBlocks: 0, readaheadSkipped: 0 };
@@ -170,15 +139,24 @@ export class BlockCache implements ObjectReader {
     this.#config = config;
     this.#readaheadBlocks = config.dramBytes > 0 ? Math.min(config.readaheadMaxBlocks, Math.floor(config.dramBytes / config.blockSize / 4)) : config.readaheadMaxBlocks;
     this.#logger = logger;
+    this.#tiers = new TierGuard(logger);
     this.#fetchRange = fetchRange;
     this.#pool = new MemoryBudget(config.ioPoolBytes, Math.max(config.blockSize, Math.floor(config.ioPoolBytes / 4)));
     // Every in-flight fetch and every reader waiting for memory listens on this signal.
     setMaxListeners(0, this.#abort.signal);
     this.#lower = [tiers.pmem, tiers.nvme].filter((tier): tier is Tier => tier !== undefined);
-    if (config.dramBytes > 0) {
-      this.#dram = new DramTier({ capacityBytes: config.dramBytes }, logger);
-      this.#dram.onEvict((id, bytes) => this.#demote(id, bytes));
-    }
+    if (config.dramBytes > 0) this.#dram = new DramTier({ capacityBytes: config.dramBytes }, logger);
+    this.#writes = new WriteThrough({
+      dram: this.#dram,
+      lower: this.#lower,
+      pool: this.#pool,
+      tiers: this.#tiers,
+      closed: () => this.#closed,
+      loading: (id) => this.#loads.has(id),
+      notePeak: () => this.#notePeak(),
+    });
+    this.#writing = this.#writes.writing;
+    this.#dram?.onEvict((id, bytes) => this.#writes.demote(id, bytes));
   }
 
   /** Opens the persistent tiers the config names and builds the cache over them. */
@@ -230,31 +208,8 @@ export class BlockCache implements ObjectReader {
 
   /** Blocks of the session's object in a file tier (the first that has each), for native reads. */
   locate(session: ReadSession): BlockFiles | undefined {
-    const { ref } = session as CacheSession;
-    const tiers = this.#lower.filter((tier) => tier.locate !== undefined);
-    if (tiers.length === 0 || this.#closed) return undefined;
-    const size = this.#config.blockSize;
-    const holders: Array<Tier | undefined> = [];
-    const blocks = Array.from({ length: blockCount(ref.size, size) }, (_, index): BlockFile | undefined => {
-      const id = blockId(blockKeyOf(ref, index));
-      for (const tier of tiers) {
-        const file = tier.locate!(id, blockLength(ref.size, size, index));
-        if (file === undefined) continue;
-        holders[index] = tier;
-        return file;
-      }
-      return undefined;
-    });
-    if (holders.length === 0) return undefined;
-    const read = (indexes: readonly number[]): void => {
-      const counts = new Map<Tier, number>();
-      for (const index of indexes) {
-        const tier = holders[index];
-        if (tier) counts.set(tier, (counts.get(tier) ?? 0) + 1);
-      }
-      for (const [tier, count] of counts) tier.countHits?.(count);
-    };
-    return { blockSize: size, size: ref.size, blocks, read };
+    if (this.#closed) return undefined;
+    return locateBlockFiles((session as CacheSession).ref, this.#config.blockSize, this.#lower);
   }
 
   /**
@@ -282,19 +237,19 @@ export class BlockCache implements ObjectReader {
     if (target === undefined) throw new CacheError('CACHE_TIER_INVALID', `there is no ${tier} tier to warm blocks into`);
     if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
     const id = blockId(blockKeyOf(ref, index));
-    if (this.#safeHas(target, id)) return { bytes: length, placed: true };
+    if (this.#tiers.has(target, id)) return { bytes: length, placed: true };
     await this.#pool.reserve(length, this.#abort.signal);
     this.#notePeak();
     try {
       const known = this.#dram?.peekNow(id) ?? this.#writing.get(id) ?? (await this.#loads.get(id)) ?? (await this.#fromOtherTiers(id, length, target));
-      if (known !== undefined && known.length === length) return { bytes: length, placed: await this.#safePut(target, id, known) };
+      if (known !== undefined && known.length === length) return { bytes: length, placed: await this.#tiers.put(target, id, known) };
       const fetch = this.#fetchBlock(ref, index, length, WARM);
       // Reads of this block while it is fetched wait for these bytes instead of fetching again.
       this.#loads.set(id, fetch);
       const bytes = await fetch.finally(() => this.#loads.delete(id));
       this.#writing.set(id, bytes);
       try {
-        const placed = await Promise.all(this.#lower.map((t) => this.#safePut(t, id, bytes)));
+        const placed = await Promise.all(this.#lower.map((t) => this.#tiers.put(t, id, bytes)));
         return { bytes: length, placed: placed[this.#lower.indexOf(target)]! };
       } finally {
         if (this.#writing.get(id) === bytes) this.#writing.delete(id);
@@ -304,7 +259,6 @@ export class BlockCache implements ObjectReader {
     }
   }
 
-  /** Per tier, fastest first: capacity, use, hits, misses, evictions, checksum mismatches, I/O errors. */
   /**
    * Takes the bytes of a freshly uploaded object version from a local file (the write path's
    * staged copy), so the next read of a checkpoint needs no GET: every block goes to DRAM and
@@ -326,7 +280,7 @@ export class BlockCache implements ObjectReader {
         }
         const id = blockId(blockKeyOf(ref, index));
         this.#promote(id, bytes);
-        if (this.#lower.length > 0) this.#writeThrough(id, bytes, this.#lower);
+        if (this.#lower.length > 0) this.#writes.write(id, bytes, this.#lower);
         else this.#pool.release(length);
         adopted += 1;
       }
@@ -347,14 +301,15 @@ export class BlockCache implements ObjectReader {
       const id = blockId(blockKeyOf(ref, index));
       this.#writing.delete(id);
       for (const tier of tiers) {
-        if (!this.#safeHas(tier, id)) continue;
+        if (!this.#tiers.has(tier, id)) continue;
         dropped += 1;
-        await tier.delete(id).catch((err: unknown) => this.#tierFailed(tier, 'delete', err));
+        await tier.delete(id).catch((err: unknown) => this.#tiers.failed(tier, 'delete', err));
       }
     }
     return dropped;
   }
 
+  /** Per tier, fastest first: capacity, use, hits, misses, evictions, checksum mismatches, I/O errors. */
   stats(): TierStats[] {
     return [...(this.#dram ? [this.#dram] : []), ...this.#lower].map((tier) => tier.stats());
   }
@@ -390,9 +345,7 @@ export class BlockCache implements ObjectReader {
    * are not waited for): a prefetch job is done when its blocks are in the persistent tiers.
    */
   async writesSettled(): Promise<void> {
-    const queued = [...this.#writeQueue.keys()];
-    await Promise.allSettled([...this.#background]);
-    while (this.#background.size > 0 && queued.some((id) => this.#writeQueue.has(id) || this.#writing.has(id))) await Promise.race([...this.#background]);
+    await this.#writes.settled();
   }
 
   /** Waits for write-through in progress, then closes the tiers. Reads after close fail. */
@@ -401,7 +354,7 @@ export class BlockCache implements ObjectReader {
     this.#closed = true;
     this.#abort.abort();
     await Promise.allSettled([...this.#loads.values()]);
-    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+    await this.#writes.drain();
     await this.#dram?.close();
     for (const tier of this.#lower) await tier.close();
   }
@@ -491,13 +444,13 @@ export class BlockCache implements ObjectReader {
       }
       for (let level = 0; level < this.#lower.length; level += 1) {
         const tier = this.#lower[level];
-        const bytes = await this.#safeGet(tier, id);
+        const bytes = await this.#tiers.get(tier, id);
         if (bytes === undefined || bytes.length !== length) continue;
         this.#promote(id, bytes);
         const above = this.#lower.slice(0, level);
         if (above.length > 0) {
           releaseNow = false;
-          this.#writeThrough(id, bytes, above);
+          this.#writes.write(id, bytes, above);
         }
         return bytes;
       }
@@ -506,7 +459,7 @@ export class BlockCache implements ObjectReader {
       this.#promote(id, bytes);
       if (this.#lower.length > 0) {
         releaseNow = false;
-        this.#writeThrough(id, bytes, this.#lower);
+        this.#writes.write(id, bytes, this.#lower);
       }
       return bytes;
     } finally {
@@ -517,15 +470,12 @@ export class BlockCache implements ObjectReader {
   /** Block `index` of `ref` from the store, exactly `length` bytes, counted. */
   async #fetchBlock(ref: ObjectRef, index: number, length: number, intent: FetchIntent): Promise<Buffer> {
     const forReader = intent.priority === 'foreground';
-    if (forReader) this.#readerFetches += 1;
+    if (forReader) this.#writes.readerFetchStarted();
     let bytes: Buffer;
     try {
       bytes = await this.#fetchRange({ ref, range: { start: index * this.#config.blockSize, length }, signal: this.#abort.signal, priority: intent.priority, origin: intent.origin });
     } finally {
-      if (forReader) {
-        this.#readerFetches -= 1;
-        this.#readerFetchEndedAt = performance.now();
-      }
+      if (forReader) this.#writes.readerFetchEnded();
     }
     if (bytes.length !== length) {
       throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
@@ -540,8 +490,8 @@ export class BlockCache implements ObjectReader {
   /** The block from a persistent tier other than `except`, or undefined. */
   async #fromOtherTiers(id: string, length: number, except: Tier): Promise<Buffer | undefined> {
     for (const tier of this.#lower) {
-      if (tier === except || !this.#safeHas(tier, id)) continue;
-      const bytes = await this.#safeGet(tier, id);
+      if (tier === except || !this.#tiers.has(tier, id)) continue;
+      const bytes = await this.#tiers.get(tier, id);
       if (bytes !== undefined && bytes.length === length) return bytes;
     }
     return undefined;
@@ -551,95 +501,6 @@ export class BlockCache implements ObjectReader {
     if (this.#dram === undefined) return;
     this.#dram.putNow(id, bytes);
     this.#notePeak();
-  }
-
-  /**
-   * Writes `bytes` to `tiers` in the background and releases the pool bytes the caller reserved
-   * for them: at once when DRAM holds the block (the write waits in the queue, and DRAM's budget
-   * counts the bytes), else once written.
-   */
-  #writeThrough(id: string, bytes: Buffer, tiers: Tier[]): void {
-    if (this.#dram?.peekNow(id) === bytes) {
-      this.#pool.release(bytes.length);
-      this.#writeQueue.delete(id);
-      this.#writeQueue.set(id, tiers);
-      if (this.#writeQueue.size > WRITE_THROUGH_QUEUE_MAX) {
-        this.#writeQueue.delete(this.#writeQueue.keys().next().value!);
-        writeThroughDropped.inc();
-      }
-      this.#pumpWrites();
-      return;
-    }
-    this.#writing.set(id, bytes);
-    const write = Promise.allSettled(tiers.map((tier) => this.#safePut(tier, id, bytes))).then(() => {
-      if (this.#writing.get(id) === bytes) this.#writing.delete(id);
-      this.#pool.release(bytes.length);
-      this.#background.delete(write);
-    });
-    this.#background.add(write);
-  }
-
-  /** Starts queued write-throughs up to WRITE_THROUGH_IN_FLIGHT; blocks DRAM no longer holds were demoted instead. */
-  #pumpWrites(): void {
-    if (this.#writeQueue.size > 0 && !this.#closed && this.#readerFetching()) {
-      this.#pumpWhenQuiet();
-      return;
-    }
-    while (this.#writesInFlight < WRITE_THROUGH_IN_FLIGHT && this.#writeQueue.size > 0) {
-      const [id, tiers] = this.#writeQueue.entries().next().value!;
-      this.#writeQueue.delete(id);
-      const bytes = this.#dram?.peekNow(id);
-      if (bytes === undefined) continue;
-      this.#writesInFlight += 1;
-      // Served from here should DRAM evict it mid-write (at most WRITE_THROUGH_IN_FLIGHT blocks outside any budget).
-      this.#writing.set(id, bytes);
-      const checksum = blockChecksum(bytes);
-      const write = Promise.allSettled(tiers.map((tier) => this.#safePut(tier, id, bytes, checksum))).then(() => {
-        if (this.#writing.get(id) === bytes) this.#writing.delete(id);
-        this.#writesInFlight -= 1;
-        this.#background.delete(write);
-        this.#pumpWrites();
-      });
-      this.#background.add(write);
-    }
-  }
-
-  /** Whether a reader's store fetch is in flight or ended less than WRITE_THROUGH_QUIET_MS ago. */
-  #readerFetching(): boolean {
-    return this.#readerFetches > 0 || performance.now() - this.#readerFetchEndedAt < WRITE_THROUGH_QUIET_MS;
-  }
-
-  /**
-   * Runs `#pumpWrites` again WRITE_THROUGH_QUIET_MS from now (one wait at a time). The wait is
-   * background work, so `writesSettled` and `close` wait for the writes behind it.
-   */
-  #pumpWhenQuiet(): void {
-    if (this.#quietWait !== undefined) return;
-    // Unref'd: a cache's lag is no reason to keep the process alive; close() drains the queue.
-    const wait: Promise<void> = new Promise<void>((resolve) => setTimeout(resolve, WRITE_THROUGH_QUIET_MS).unref()).then(() => {
-      this.#background.delete(wait);
-      this.#quietWait = undefined;
-      this.#pumpWrites();
-    });
-    this.#quietWait = wait;
-    this.#background.add(wait);
-  }
-
-  /** DRAM evicted `id`: keep it in the first persistent tier with room unless one already holds it (or is being written it). */
-  #demote(id: string, bytes: Buffer): void {
-    this.#writeQueue.delete(id);
-    if (this.#closed || this.#lower.length === 0) return;
-    if (this.#loads.has(id) || this.#writing.has(id) || this.#lower.some((tier) => this.#safeHas(tier, id))) return;
-    if (!this.#pool.tryReserve(bytes.length)) return;
-    this.#notePeak();
-    const write = (async () => {
-      const checksum = blockChecksum(bytes);
-      for (const tier of this.#lower) if (await this.#safePut(tier, id, bytes, checksum)) break;
-    })().then(() => {
-      this.#pool.release(bytes.length);
-      this.#background.delete(write);
-    });
-    this.#background.add(write);
   }
 
   #readahead(session: CacheSession, offset: number, end: number, lastBlock: number): void {
@@ -652,7 +513,7 @@ export class BlockCache implements ObjectReader {
     for (let index = lastBlock + 1; index <= Math.min(lastBlock + window, count - 1); index += 1) {
       const id = blockId(blockKeyOf(ref, index));
       if (this.#loads.has(id)) continue;
-      if (this.#dram !== undefined ? this.#dram.has(id) : this.#lower.some((tier) => this.#safeHas(tier, id))) continue;
+      if (this.#dram !== undefined ? this.#dram.has(id) : this.#lower.some((tier) => this.#tiers.has(tier, id))) continue;
       const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), { priority: session.intent.priority, origin: 'readahead' });
       load.catch((err: unknown) => this.#logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
     }
@@ -661,39 +522,5 @@ export class BlockCache implements ObjectReader {
   #notePeak(): void {
     const used = (this.#dram?.usedBytes ?? 0) + this.#pool.usedBytes;
     if (used > this.#peak) this.#peak = used;
-  }
-
-  #safeHas(tier: Tier, id: string): boolean {
-    try {
-      return tier.has(id);
-    } catch (err) {
-      this.#tierFailed(tier, 'has', err);
-      return false;
-    }
-  }
-
-  async #safeGet(tier: Tier, id: string): Promise<Buffer | undefined> {
-    try {
-      return await tier.get(id);
-    } catch (err) {
-      this.#tierFailed(tier, 'get', err);
-      return undefined;
-    }
-  }
-
-  async #safePut(tier: Tier, id: string, bytes: Buffer, checksum?: number): Promise<boolean> {
-    try {
-      return await tier.put(id, bytes, checksum);
-    } catch (err) {
-      this.#tierFailed(tier, 'put', err);
-      return false;
-    }
-  }
-
-  /** Tiers count their own failures; this catches a tier that breaks its no-throw contract, logged once. */
-  #tierFailed(tier: Tier, op: string, err: unknown): void {
-    if (this.#failingTiers.has(tier)) return;
-    this.#failingTiers.add(tier);
-    this.#logger.warn({ tier: tier.name, op, err }, 'tier call threw; treated as a miss (further failures are not logged)');
   }
 }

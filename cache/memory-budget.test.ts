@@ -52,6 +52,21 @@ describe('MemoryBudget', () => {
     budget.release(100);
     expect(budget.usedBytes).toBe(0);
   });
+
+  it('admits the reservations queued behind a waiter whose signal aborts', async () => {
+    const budget = new MemoryBudget(100, 25);
+    await budget.reserve(60);
+    const controller = new AbortController();
+    const big = budget.reserve(50, controller.signal);
+    let smallIn = false;
+    const small = budget.reserve(30).then(() => (smallIn = true));
+    await Promise.resolve();
+    expect(smallIn).toBe(false); // FIFO: queued behind the big one
+    controller.abort(new Error('gave up'));
+    await expect(big).rejects.toThrow('gave up');
+    await small;
+    expect(budget.usedBytes).toBe(90);
+  });
 });
 
 describe('SequentialDetector', () => {

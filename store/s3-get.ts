@@ -4,6 +4,7 @@ import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { setTimeout as delay } from 'node:timers/promises';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentityProvider, Checksum, SourceData } from '@smithy/types';
+import { retry, type Backoff } from '../async/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { BodyConnectionPool, HttpNetworkError, HttpProtocolError, type HttpBodyResponse } from './body-connection.js';
 
@@ -102,9 +103,11 @@ const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b78
 /** Statuses a GET is retried on, as the SDK's standard retry strategy does (throttling, transient 5xx). */
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
 const RETRY_NETWORK = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH']);
-/** Backoff: full jitter over 100 ms · 2^attempt, capped at 20 s (the SDK's standard strategy). */
-const BACKOFF_BASE_MS = 100;
-const BACKOFF_CAP_MS = 20_000;
+/**
+ * Backoff: full jitter over 100 ms · 2^attempt (200 ms before the first retry), capped at 20 s:
+ * the SDK's standard strategy.
+ */
+const GET_BACKOFF: Backoff = Object.freeze({ baseMs: 200, maxMs: 20_000, jitter: 'full' });
 /**
  * Silence a GET tolerates while the store is known to be hung (a GET went silent and none has
  * been answered since): a gateway that is back answers in milliseconds, and one still hung then
@@ -194,18 +197,30 @@ export class SignedGet {
 
   /**
    * Runs `once` until it succeeds, fails for good, or the attempts (or the time) are spent (the
-   * SDK's standard retry). `once` gets the silence it may wait for: the full idle timeout, or
-   * HUNG_IDLE_TIMEOUT_MS while the store is taken as hung, when a silent attempt is not retried.
+   * SDK's standard retry, through async/retry.ts). `once` gets the silence it may wait for: the
+   * full idle timeout, or HUNG_IDLE_TIMEOUT_MS while the store is taken as hung, when a silent
+   * attempt is not retried. An abort during the backoff rejects with the timer's AbortError.
    */
   async #retrying<T>(request: GetRequest, once: (idleMs: number) => Promise<T>): Promise<T> {
     const { maxAttempts, socketTimeoutMs } = this.#options;
+    const { signal } = request;
     const started = Date.now();
     // This request found the store silent: its retry is not the probe (another reader's GET is).
     let wentSilent = false;
-    for (let attempt = 1; ; attempt++) {
+    // Whether the attempt that failed last found the store hung, and went silent itself.
+    let silentWhileHung = false;
+    // This request holds the probe from its attempt through the backoff after it, until its next attempt or its end.
+    let holdsProbe = false;
+    const dropProbe = (): void => {
+      if (holdsProbe) this.#probing = false;
+      holdsProbe = false;
+    };
+    let abortedWait: unknown;
+    const attempt = async (): Promise<T> => {
+      dropProbe();
       const hung = this.#hungSince !== undefined;
       const probe = hung && !this.#probing && !wentSilent && Date.now() - this.#hungSince! >= HUNG_PROBE_AFTER_MS;
-      if (probe) this.#probing = true;
+      if (probe) this.#probing = holdsProbe = true;
       try {
         const answer = await once(hung && !probe ? Math.min(socketTimeoutMs, HUNG_IDLE_TIMEOUT_MS) : socketTimeoutMs);
         this.#hungSince = undefined;
@@ -216,16 +231,29 @@ export class SignedGet {
           this.#hungSince = Date.now();
           wentSilent = true;
         }
+        silentWhileHung = silent && hung;
+        throw err;
+      }
+    };
+    try {
+      const answer = await retry(attempt, {
+        backoff: GET_BACKOFF,
         // No new attempt once two socket timeouts have passed in all: one silent socket is
         // retried on a fresh connection (a keep-alive socket the server dropped without a
         // word), but a store silent that long is hung, and its reader gets the error in seconds.
-        const outOfTime = Date.now() - started >= 2 * socketTimeoutMs;
-        if (attempt >= maxAttempts || outOfTime || (silent && hung) || request.signal?.aborted || !retryable(err)) throw err;
-        this.#options.logger?.warn({ store: this.#options.storeUrl, endpoint: this.#options.endpointName, command: 'GetObject', attempt: attempt + 1 }, 'retrying a store request');
-        await delay(Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt), undefined, request.signal ? { signal: request.signal } : {});
-      } finally {
-        if (probe) this.#probing = false;
-      }
+        retryable: (err, n) => n < maxAttempts && Date.now() - started < 2 * socketTimeoutMs && !silentWhileHung && !signal?.aborted && retryable(err),
+        onRetry: (_err, n) => this.#options.logger?.warn({ store: this.#options.storeUrl, endpoint: this.#options.endpointName, command: 'GetObject', attempt: n + 1 }, 'retrying a store request'),
+        sleep: (ms) =>
+          delay(ms, undefined, signal ? { signal } : {}).catch((err: unknown) => {
+            abortedWait = err;
+            throw err;
+          }),
+      });
+      // retry() gives up quietly on an aborted wait; a GET rejects with the timer's AbortError, as it always has.
+      if (abortedWait !== undefined) throw abortedWait;
+      return answer as T;
+    } finally {
+      dropProbe();
     }
   }
 

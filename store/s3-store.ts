@@ -1,33 +1,19 @@
-import { readFileSync } from 'node:fs';
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CopyObjectCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  ListMultipartUploadsCommand,
-  ListPartsCommand,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-} from '@aws-sdk/client-s3';
+import { CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from '../telemetry/index.js';
 import { StoreError } from './errors.js';
-import { objectAddress, SignedGet } from './s3-get.js';
+import type { SignedGet } from './s3-get.js';
 import { PayloadHasher } from './payload-hasher.js';
 import { timedRequest } from './store-metrics.js';
 import { s3StoreUrl } from './url.js';
 import type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPage, MultipartUpload, ObjectInfo, ObjectStore, PendingMultipart, PutOptions, UploadedPart } from './object-store.js';
 import { metaFromHeaders, metaToHeaders, type ObjectMeta } from './object-meta.js';
+import { connectS3, HEAD_DEADLINE_MS } from './s3-client.js';
+import { mapS3Error, stripQuotes } from './s3-errors.js';
+import { listS3 } from './s3-listing.js';
+import { S3Multipart } from './s3-multipart.js';
+import { signWithPayloadHash } from './s3-payload-hash.js';
 
 export interface S3StoreConfig {
   readonly bucket: string;
@@ -40,46 +26,12 @@ export interface S3StoreConfig {
 }
 
 /**
- * Sockets kept open to the store. The block cache runs up to 8 parallel block fetches per
- * read plus readahead and prefetch jobs; 64 leaves room for all of them without queueing
- * behind a busy socket.
- */
-const MAX_SOCKETS = 64;
-/** Connecting to an S3 endpoint takes milliseconds; 5 s means it is down or unroutable. */
-const CONNECT_TIMEOUT_MS = 5_000;
-/**
- * Silence on an upload's socket before it is given up: a store may take a while to answer
- * a 16 MiB part it is still writing, and the uploader retries in the background anyway.
- */
-const SOCKET_TIMEOUT_MS = 60_000;
-/**
- * Silence on a read's socket before it is given up (and retried, see s3-get.ts): a healthy
- * gateway starts sending a block within milliseconds and never pauses for seconds, while a
- * reader waiting on a hung one should fail in seconds, far from the FUSE call timeout.
- */
-const READ_IDLE_TIMEOUT_MS = 5_000;
-/**
- * A HEAD, retries included, answers within this or fails with STORE_UNREACHABLE: a reader
- * waits on it, and a HEAD takes milliseconds when the store is up. The namespace serves what
- * it knew after 2 s already (docs/SEMANTICS.md).
- */
-const HEAD_DEADLINE_MS = 5_000;
-/**
- * The same for a LIST page of many keys: up to 1,000, which a busy gateway takes seconds to
- * gather. A LIST of one key (the namespace's "is this a folder" probe) gets HEAD_DEADLINE_MS.
- */
-const LIST_DEADLINE_MS = 10_000;
-/**
- * The SDK's retries (exponential backoff with jitter) for throttling, transient 5xx and
- * dropped connections: 4 attempts in all, a few seconds at most, after which the caller
- * (block cache, uploader) decides. Refused connections are retried too, so an unreachable
- * endpoint is reported after those few seconds.
- */
-const MAX_ATTEMPTS = 4;
-
-/**
  * The S3 backend (AWS S3 or a compatible store such as Ceph RGW or MinIO). Credentials
  * come from the SDK's default provider chain only and are never logged.
+ *
+ * A facade over its parts: the client and the AWS environment (s3-client.ts), the signed GET
+ * of the block-fetch path (s3-get.ts), error mapping (s3-errors.ts), listing (s3-listing.ts)
+ * and multipart uploads (s3-multipart.ts). Reads, writes, copies and deletes are here.
  */
 export class S3Store implements ObjectStore {
   readonly url: string;
@@ -89,78 +41,24 @@ export class S3Store implements ObjectStore {
   readonly #endpoint: string;
   readonly #signedGet: SignedGet | undefined;
   readonly #hasher = new PayloadHasher();
+  readonly #multipart: S3Multipart;
 
   constructor(config: S3StoreConfig) {
     this.#bucket = config.bucket;
     this.#prefix = config.prefix;
     this.url = s3StoreUrl(config.bucket, config.prefix);
-    const endpoint = config.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
-    this.#endpoint = endpoint ?? 'the default AWS endpoint';
-    const logger = config.logger;
-    const region = config.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1';
-    const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS });
-    // AWS_CA_BUNDLE (honoured by the AWS CLI, not by SDK v3 itself) applies to TLS only:
-    // plain-HTTP endpoints such as a loopback gateway go through the HTTP agent untouched.
-    const httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...caBundle() });
-    this.#client = new S3Client({
-      region,
-      // Compatible stores are reached by host and port, without wildcard DNS for bucket names.
-      ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
-      // S3-compatible stores (Ceph RGW 16) reject or store verbatim the CRC trailers the
-      // SDK adds by default; send and check checksums only where the API requires them.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      maxAttempts: MAX_ATTEMPTS,
-      requestHandler: new NodeHttpHandler({
-        httpAgent,
-        httpsAgent,
-        connectionTimeout: CONNECT_TIMEOUT_MS,
-        requestTimeout: SOCKET_TIMEOUT_MS,
-      }),
-      ...(logger
-        ? {
-            logger: {
-              debug: () => {},
-              info: () => {},
-              warn: (...args: unknown[]) => logger.warn({ store: this.url }, String(args[0])),
-              error: () => {},
-            },
-          }
-        : {}),
+    const connection = connectS3({ bucket: config.bucket, url: this.url, endpoint: config.endpoint, region: config.region, logger: config.logger });
+    this.#client = connection.client;
+    this.#endpoint = connection.endpointName;
+    this.#signedGet = connection.signedGet;
+    this.#multipart = new S3Multipart({
+      client: this.#client,
+      bucket: this.#bucket,
+      prefix: this.#prefix,
+      hasher: this.#hasher,
+      error: (err, key) => this.#error(err, key),
+      etagAfterWrite: (key) => this.#etagAfterWrite(key),
     });
-    if (logger) this.#logRetries(logger);
-    // Block fetches skip the SDK's command stack where the object address is certain (see s3-get.ts).
-    const address = process.env.STRATA_S3_GET === 'sdk' ? undefined : objectAddress(config.bucket, region, endpoint);
-    if (address) {
-      this.#signedGet = new SignedGet({
-        address,
-        region,
-        credentials: this.#client.config.credentials,
-        agent: address.protocol === 'https:' ? httpsAgent : httpAgent,
-        maxAttempts: MAX_ATTEMPTS,
-        connectTimeoutMs: CONNECT_TIMEOUT_MS,
-        socketTimeoutMs: READ_IDLE_TIMEOUT_MS,
-        logger,
-        storeUrl: this.url,
-        endpointName: this.#endpoint,
-        maxIdleSockets: MAX_SOCKETS,
-      });
-    }
-  }
-
-  /**
-   * Logs every retry the SDK makes as a warning: the middleware sits below the retry loop,
-   * so it runs once per attempt and sees the attempt number in the request headers.
-   */
-  #logRetries(logger: Logger): void {
-    const middleware = (next: (args: unknown) => Promise<unknown>, context: { commandName?: string }) => async (args: unknown) => {
-      const header = (args as { request?: { headers?: Record<string, string> } }).request?.headers?.['amz-sdk-request'];
-      const attempt = Number(/attempt=(\d+)/.exec(header ?? '')?.[1] ?? 1);
-      if (attempt > 1) logger.warn({ store: this.url, endpoint: this.#endpoint, command: context.commandName, attempt }, 'retrying a store request');
-      return next(args);
-    };
-    // The stack's type is a union over every step, which no single function signature satisfies.
-    this.#client.middlewareStack.addRelativeTo(middleware as unknown as RelativeMiddleware, { relation: 'after', toMiddleware: 'retryMiddleware', name: 'strataRetryLog', override: true });
   }
 
   async check(): Promise<void> {
@@ -194,27 +92,8 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
-    try {
-      const out = await timedRequest('list', () => this.#client.send(
-        new ListObjectsV2Command({
-          Bucket: this.#bucket,
-          Prefix: this.#prefix + prefix,
-          ...(options.delimiter ? { Delimiter: options.delimiter } : {}),
-          ...(options.token ? { ContinuationToken: options.token } : {}),
-          MaxKeys: Math.max(1, Math.min(options.maxKeys ?? 1000, 1000)), // S3 answers at most 1,000 keys a page
-        }),
-        { abortSignal: AbortSignal.timeout((options.maxKeys ?? 1000) <= 1 ? HEAD_DEADLINE_MS : LIST_DEADLINE_MS) },
-      ));
-      const cut = this.#prefix.length;
-      return {
-        objects: (out.Contents ?? []).map((o) => ({ key: o.Key!.slice(cut), size: o.Size ?? 0, etag: stripQuotes(o.ETag), lastModified: o.LastModified ?? new Date(0) })),
-        prefixes: (out.CommonPrefixes ?? []).map((p) => p.Prefix!.slice(cut)),
-        ...(out.IsTruncated && out.NextContinuationToken ? { nextToken: out.NextContinuationToken } : {}),
-      };
-    } catch (err) {
-      throw this.#error(err, prefix);
-    }
+  list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
+    return listS3(this.#client, this.#bucket, this.#prefix, prefix, options, (err, key) => this.#error(err, key));
   }
 
   async getRange(key: string, start: number, length: number, options: GetRangeOptions = {}): Promise<GetRangeResult> {
@@ -311,90 +190,28 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async createMultipart(key: string, options: { readonly meta?: ObjectMeta } = {}): Promise<MultipartUpload> {
-    try {
-      const out = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#prefix + key, Metadata: metaToHeaders(options.meta) }));
-      return { key, uploadId: out.UploadId! };
-    } catch (err) {
-      throw this.#error(err, key);
-    }
+  createMultipart(key: string, options: { readonly meta?: ObjectMeta } = {}): Promise<MultipartUpload> {
+    return this.#multipart.create(key, options);
   }
 
-  async uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart> {
-    try {
-      const command = new UploadPartCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId, PartNumber: partNumber, Body: body });
-      await signWithPayloadHash(command, body, this.#hasher);
-      const out = await this.#client.send(command);
-      return { partNumber, etag: stripQuotes(out.ETag), size: body.length };
-    } catch (err) {
-      throw this.#error(err, upload.key);
-    }
+  uploadPart(upload: MultipartUpload, partNumber: number, body: Buffer): Promise<UploadedPart> {
+    return this.#multipart.uploadPart(upload, partNumber, body);
   }
 
-  async listParts(upload: MultipartUpload): Promise<UploadedPart[]> {
-    const parts: UploadedPart[] = [];
-    let marker: string | undefined;
-    try {
-      do {
-        const out = await this.#client.send(
-          new ListPartsCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId, ...(marker ? { PartNumberMarker: marker } : {}) }),
-        );
-        for (const p of out.Parts ?? []) parts.push({ partNumber: p.PartNumber!, etag: stripQuotes(p.ETag), size: p.Size ?? 0 });
-        marker = out.IsTruncated ? out.NextPartNumberMarker : undefined;
-      } while (marker);
-    } catch (err) {
-      throw this.#error(err, upload.key);
-    }
-    return parts.sort((a, b) => a.partNumber - b.partNumber);
+  listParts(upload: MultipartUpload): Promise<UploadedPart[]> {
+    return this.#multipart.listParts(upload);
   }
 
-  async completeMultipart(upload: MultipartUpload, parts: readonly UploadedPart[]): Promise<{ etag: string }> {
-    try {
-      const out = await this.#client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.#bucket,
-          Key: this.#prefix + upload.key,
-          UploadId: upload.uploadId,
-          MultipartUpload: { Parts: [...parts].sort((a, b) => a.partNumber - b.partNumber).map((p) => ({ PartNumber: p.partNumber, ETag: `"${p.etag}"` })) },
-        }),
-      );
-      // Ceph RGW 16 answers CompleteMultipartUpload with an empty ETag; HEAD has the real one.
-      return { etag: stripQuotes(out.ETag) || (await this.#etagAfterWrite(upload.key)) };
-    } catch (err) {
-      throw this.#error(err, upload.key);
-    }
+  completeMultipart(upload: MultipartUpload, parts: readonly UploadedPart[]): Promise<{ etag: string }> {
+    return this.#multipart.complete(upload, parts);
   }
 
-  async abortMultipart(upload: MultipartUpload): Promise<void> {
-    try {
-      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#prefix + upload.key, UploadId: upload.uploadId }));
-    } catch (err) {
-      const mapped = this.#error(err, upload.key);
-      if (mapped.code !== 'STORE_NOT_FOUND') throw mapped;
-    }
+  abortMultipart(upload: MultipartUpload): Promise<void> {
+    return this.#multipart.abort(upload);
   }
 
-  async listMultipart(key: string): Promise<PendingMultipart[]> {
-    const found: PendingMultipart[] = [];
-    const full = this.#prefix + key;
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    try {
-      do {
-        const out = await this.#client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.#bucket, Prefix: full, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(uploadIdMarker ? { UploadIdMarker: uploadIdMarker } : {}) }),
-        );
-        for (const u of out.Uploads ?? []) {
-          if (u.Key === full && u.UploadId) found.push({ upload: { key, uploadId: u.UploadId }, initiated: u.Initiated ?? new Date(0) });
-        }
-        const more = out.IsTruncated === true;
-        keyMarker = more ? out.NextKeyMarker : undefined;
-        uploadIdMarker = more ? out.NextUploadIdMarker : undefined;
-      } while (keyMarker);
-    } catch (err) {
-      throw this.#error(err, key);
-    }
-    return found.sort((a, b) => a.initiated.getTime() - b.initiated.getTime());
+  listMultipart(key: string): Promise<PendingMultipart[]> {
+    return this.#multipart.list(key);
   }
 
   async close(): Promise<void> {
@@ -420,53 +237,10 @@ export class S3Store implements ObjectStore {
     return { body: Buffer.alloc(0), etag: info.etag, size: info.size };
   }
 
-  /** One StoreError with a stable code for any SDK or network failure. Messages never carry credentials. */
+  /** One StoreError with a stable code for any SDK or network failure (s3-errors.ts). */
   #error(err: unknown, key: string): StoreError {
-    if (err instanceof StoreError) return err;
-    const e = err as { name?: string; Code?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-    const status = e.$metadata?.httpStatusCode;
-    const name = e.name ?? e.Code ?? '';
-    const where = `${this.url} at ${this.#endpoint}`;
-    if (name === 'NoSuchBucket') return new StoreError('STORE_BUCKET_NOT_FOUND', `bucket "${this.#bucket}" does not exist at ${this.#endpoint}`, { cause: err });
-    if (name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchUpload' || status === 404) return new StoreError('STORE_NOT_FOUND', `no object ${key} in ${where}`, { cause: err });
-    if (name === 'PreconditionFailed' || status === 412) return new StoreError('STORE_PRECONDITION_FAILED', `${key} changed in ${this.url}`, { cause: err });
-    if (name === 'InvalidRange' || status === 416) return new StoreError('STORE_INVALID_RANGE', `invalid range for ${key} in ${this.url}`, { cause: err });
-    if (['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'Forbidden', 'ExpiredToken'].includes(name) || status === 403) {
-      return new StoreError('STORE_ACCESS_DENIED', `access denied to ${where} (${name || status}): check the credentials`, { cause: err });
-    }
-    if (name === 'CredentialsProviderError') return new StoreError('STORE_ACCESS_DENIED', `no AWS credentials found for ${where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`, { cause: err });
-    const code = e.code ?? '';
-    if (name === 'AbortError' || code === 'ABORT_ERR') return new StoreError('STORE_UNREACHABLE', `no answer from ${this.#endpoint} in time (a HEAD gets ${HEAD_DEADLINE_MS / 1000} s, a LIST page ${LIST_DEADLINE_MS / 1000} s, retries included)`, { cause: err });
-    if (['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH'].includes(code) || name === 'TimeoutError' || /timed? ?out/i.test(e.message ?? '')) {
-      return new StoreError('STORE_UNREACHABLE', `cannot reach ${this.#endpoint} (${code || name})`, { cause: err });
-    }
-    return new StoreError('STORE_IO', `store request for ${key} in ${where} failed: ${name || status || e.message}`, { cause: err });
+    return mapS3Error(err, key, { url: this.url, bucket: this.#bucket, endpointName: this.#endpoint });
   }
-}
-
-/** Bodies below this are hashed by the SDK itself: a threadpool round trip costs more than hashing them. */
-const OFF_THREAD_HASH_MIN_BYTES = 1024 * 1024;
-
-/**
- * Hands the SigV4 payload hash (SHA-256 of `body`) to the signer as its header, computed on a
- * worker thread (payload-hasher.ts). Without it the SDK hashes a Buffer body synchronously on
- * the event loop (with no checksum trailer, as here, over plain HTTP and HTTPS alike): 20-40 ms
- * per 16 MiB part here, during which the FUSE requests of a file being written wait. The
- * store still checks the hash, so the payload stays signed.
- */
-async function signWithPayloadHash(command: { middlewareStack: { add: (...args: never[]) => void } }, body: Buffer, hasher: PayloadHasher): Promise<void> {
-  if (body.length < OFF_THREAD_HASH_MIN_BYTES) return;
-  const hash = await hasher.hash(body);
-  const middleware = (next: (args: unknown) => Promise<unknown>) => async (args: unknown) => {
-    const request = (args as { request?: { headers?: Record<string, string> } }).request;
-    if (request?.headers) request.headers['x-amz-content-sha256'] = hash;
-    return next(args);
-  };
-  (command.middlewareStack as unknown as { add(m: unknown, o: { step: string; name: string; override: boolean }): void }).add(middleware, {
-    step: 'build',
-    name: 'strataPayloadHash',
-    override: true,
-  });
 }
 
 /** A GET's answer before its body is read (or, over plain HTTP, already read), from any path. */
@@ -481,23 +255,6 @@ interface GetAnswer {
 
 function streamed(etag: string, contentLength: number, contentRange: string | undefined, body: Readable): GetAnswer {
   return { etag, contentLength, contentRange, read: () => readBody(body, contentLength), discard: () => body.destroy() };
-}
-
-type RelativeMiddleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
-
-/** The CA certificates AWS_CA_BUNDLE names, for the HTTPS agent; read once, when a store is opened. */
-function caBundle(): { ca?: Buffer } {
-  const path = process.env.AWS_CA_BUNDLE;
-  if (!path) return {};
-  try {
-    return { ca: readFileSync(path) };
-  } catch (err) {
-    throw new StoreError('STORE_UNREACHABLE', `AWS_CA_BUNDLE=${path} cannot be read: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-function stripQuotes(etag: string | undefined): string {
-  return (etag ?? '').replace(/^W\//, '').replace(/"/g, '');
 }
 
 /** `bytes 0-99/1234` → 1234. */
