@@ -64,18 +64,20 @@ describe('NvmeTier', () => {
     await tier.close();
   });
 
-  it('reloads an index of 100,000 blocks in well under a second', async () => {
+  it('reloads an index of 100,000 blocks in well under a second of CPU', async () => {
     const lines: string[] = [];
     for (let i = 0; i < 100_000; i += 1) {
       const id = JSON.stringify(['s3://bucket/prefix', `datasets/train/shard-${i}.tar`, `"${i.toString(16).padStart(32, '0')}"`, i % 64]);
       lines.push(putRecord(id, { fileBytes: 4 * 1024 * 1024 + 120, checksum: i }));
     }
     await writeFile(join(dir, 'index.log'), lines.join(''));
-    const started = performance.now();
+    // CPU time, not wall time: the reload's own cost, which other work on a busy machine
+    // does not inflate (about 0.3 s of CPU on the development machine).
+    const before = process.cpuUsage();
     const tier = await NvmeTier.open({ dir, capacityBytes: 1e15, reserveBytes: 0 }, logger);
-    const elapsed = performance.now() - started;
+    const used = process.cpuUsage(before);
     expect(tier.stats().blocks).toBe(100_000);
-    expect(elapsed).toBeLessThan(1000);
+    expect((used.user + used.system) / 1000).toBeLessThan(1000);
     await tier.scanned;
     await tier.close();
   });
