@@ -1,12 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { MAX_BATCH_KEYS } from '../params/index.js';
 import { ClusterError, type ClusterNode } from '../params/cluster/index.js';
-import { clusterPublishBodySchema } from './schemas.js';
+import { MGET_BODY_LIMIT, clusterPublishBodySchema } from './schemas.js';
 import { parseOrReject } from './validate.js';
 
-/** As the single-node mget: MAX_BATCH_KEYS keys and room to answer PARAMS_BATCH_TOO_LARGE past it. */
-const MGET_BODY_LIMIT = MAX_BATCH_KEYS * 8 * 2;
 
 const shardParams = z.object({ name: z.string().min(1).max(128), version: z.coerce.number().int().min(1) });
 const recordsQuery = z.object({ shards: z.string().regex(/^\d{1,4}(,\d{1,4})*$/, { message: 'shards: comma-separated shard numbers' }) });

@@ -1,10 +1,10 @@
-import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StrataError } from '../errors/index.js';
 import { ParamsError, type ParamsService } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
-import { MGET_BODY_LIMIT, nameParams } from './params-routes.js';
-import { ApiError, parseOrReject } from './validate.js';
+import { nameParams } from './params-routes.js';
+import { MGET_BODY_LIMIT } from './schemas.js';
+import { ApiError, parseOrReject, requireBearer } from './validate.js';
 
 type Handler = (request: IncomingMessage, response: ServerResponse) => void;
 
@@ -83,10 +83,7 @@ export async function listenEarly(config: EarlyApiConfig): Promise<EarlyApi> {
 async function answerEarly(request: IncomingMessage, response: ServerResponse, params: ParamsService, expected: Buffer | undefined): Promise<void> {
   const path = (request.url ?? '/').split('?')[0]!;
   if (path === '/healthz') return sendJson(response, 503, { ok: false });
-  if (expected) {
-    const given = Buffer.from(request.headers.authorization ?? '');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new ApiError('API_UNAUTHORIZED', 'this daemon requires Authorization: Bearer <STRATA_TOKEN>');
-  }
+  if (expected) requireBearer(request.headers.authorization, expected);
   const mget = request.method === 'POST' ? MGET_PATH.exec(request.url ?? '') : null;
   if (mget) {
     let raw: string;

@@ -1,13 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { MAX_BATCH_KEYS, ParamsError, type ParamsService } from '../params/index.js';
+import { ParamsError, type ParamsService } from '../params/index.js';
 import type { ClusterNode } from '../params/cluster/index.js';
-import { paramsLoadBodySchema, paramsLookupBodySchema } from './schemas.js';
+import { MGET_BODY_LIMIT, paramsLoadBodySchema, paramsLookupBodySchema } from './schemas.js';
 import { parseOrReject } from './validate.js';
 
 const OCTET_STREAM = 'application/octet-stream';
-/** An mget body of MAX_BATCH_KEYS keys, plus room so that a slightly larger one gets PARAMS_BATCH_TOO_LARGE rather than a generic 413. */
-export const MGET_BODY_LIMIT = MAX_BATCH_KEYS * 8 * 2;
 /** A delta of about 3.7M upserts at dim 16; larger changes are a new table (POST /v1/params/tables). */
 const DELTA_BODY_LIMIT = 256 * 1024 * 1024;
 

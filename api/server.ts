@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { StrataError } from '../errors/index.js';
@@ -13,7 +12,7 @@ import { registerUploadRoutes } from './uploads-routes.js';
 import { registerP2pRoutes } from './p2p-routes.js';
 import type { EarlyApi } from './early-params.js';
 import { openApiDocument } from './openapi.js';
-import { ApiError } from './validate.js';
+import { ApiError, requireBearer } from './validate.js';
 
 export interface ApiServerConfig {
   readonly host: string;
@@ -81,10 +80,7 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
     const expected = Buffer.from(`Bearer ${token}`);
     app.addHook('onRequest', async (request) => {
       if (request.url === '/healthz') return;
-      const given = Buffer.from(request.headers.authorization ?? '');
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        throw new ApiError('API_UNAUTHORIZED', 'this daemon requires Authorization: Bearer <STRATA_TOKEN>');
-      }
+      requireBearer(request.headers.authorization, expected);
     });
   }
 
