@@ -1,39 +1,32 @@
 import { setMaxListeners } from 'node:events';
-import { open } from 'node:fs/promises';
-import { StoreError } from '../store/index.js';
+import type { ObjectRef } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
-import { counter } from '../telemetry/index.js';
-import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
+import { blockCount, blockId, blockKeyOf } from './block-key.js';
 import type { BlockCacheConfig } from './block-cache-config.js';
-import type { FetchIntent, FetchRange } from './fetch-request.js';
+import { BlockLoader, type FetchStats } from './block-loader.js';
+import { BlockWarming, type WarmedBlock } from './block-warming.js';
+import type { CacheScope } from './cache-scope.js';
+import { CacheSession } from './cache-session.js';
+import type { FetchRange } from './fetch-request.js';
 import { DramTier } from './dram-tier.js';
 import { MemoryBudget } from './memory-budget.js';
 import { NvmeTier } from './nvme-tier.js';
 import type { BlockFiles, ObjectReader, ReadSession, ReadSessionOptions } from './object-reader.js';
-import type { ObjectRef } from '../store/index.js';
 import { PmemTier } from './pmem-tier.js';
+import { Readahead } from './readahead.js';
 import { SequentialDetector } from './sequential-detector.js';
 import { locateBlockFiles } from './block-files.js';
 import { TierGuard } from './tier-guard.js';
 import { WriteThrough } from './write-through.js';
 import type { Tier, TierName, TierStats } from './tier.js';
-import { CacheError } from './cache-error.js';
+
+export type { FetchStats } from './block-loader.js';
+export type { WarmedBlock } from './block-warming.js';
 
 /** The persistent tiers a cache runs over, already open (tests pass their own). */
 export interface PersistentTiers {
   readonly pmem?: Tier;
   readonly nvme?: Tier;
-}
-
-/** Counters of what the cache asked of the store. */
-export interface FetchStats {
-  readonly blocksFetched: number;
-  readonly bytesFetched: number;
-  /** Reads that found their block already being fetched or loaded and waited for it. */
-  readonly coalescedWaits: number;
-  readonly readaheadBlocks: number;
-  /** Readahead blocks not fetched because the memory budget was short. */
-  readonly readaheadSkipped: number;
 }
 
 /** Where the memory budget stands. `peakBytes` is the most the DRAM tier and the I/O pool held together. */
@@ -46,14 +39,6 @@ export interface MemoryStats {
   readonly peakBytes: number;
 }
 
-/** What `BlockCache.warmBlock` did with one block. */
-export interface WarmedBlock {
-  /** The block's length in bytes. */
-  readonly bytes: number;
-  /** Whether the block is now in the target tier (false: that tier refused it, e.g. full of pinned blocks). */
-  readonly placed: boolean;
-}
-
 /**
  * Reads within this distance of the previous read's end count as sequential: 8 FUSE
  * requests of 1 MiB, the native FUSE path's size, whose reader threads and the kernel's
@@ -61,29 +46,6 @@ export interface WarmedBlock {
  * reads reset the block read-ahead: bench/native-fuse, NVMe after a restart).
  */
 const SEQUENTIAL_TOLERANCE = 8 * 1024 * 1024;
-
-/** A job warming one block (`warmBlock`): background work. */
-const WARM: FetchIntent = Object.freeze({ priority: 'background', origin: 'warm' });
-
-const fetchedBlocksMetric = counter('strata_cache_store_blocks_total', 'Blocks the block cache fetched from the store');
-const fetchedBytesMetric = counter('strata_cache_store_bytes_total', 'Bytes the block cache fetched from the store');
-
-class CacheSession implements ReadSession {
-  readonly ref: ObjectRef;
-  readonly detector: SequentialDetector;
-  /** What this session's fetches are for; its readahead keeps the priority. */
-  readonly intent: FetchIntent;
-  /** Without a DRAM tier, the block this session read last (its bytes reserved in the I/O pool). */
-  held: { index: number; bytes: Buffer } | undefined;
-  /** The last block and window readahead looked at: reads within one block (32 of 128 KiB in 4 MiB) look once. */
-  readaheadSeen = { lastBlock: -1, window: 0 };
-
-  constructor(ref: ObjectRef, detector: SequentialDetector, intent: FetchIntent) {
-    this.ref = ref;
-    this.detector = detector;
-    this.intent = intent;
-  }
-}
 
 /**
  * The tiered block cache. Reads are cut into fixed-size blocks, looked up in DRAM, then
@@ -99,9 +61,9 @@ class CacheSession implements ReadSession {
  *   read never waits for it, and the block counts in DRAM's budget only (not the I/O pool).
  *   A block DRAM evicts that no persistent tier holds (its write failed, was refused or
  *   has not happened yet) is demoted to the first persistent tier with room.
- * - Concurrent misses of one block share one load (one GET).
+ * - Concurrent misses of one block share one load (one GET): block-loader.ts.
  * - A read spanning blocks loads them in parallel, at most `maxParallelFetches` at a time.
- * - A session that reads sequentially gets readahead of the following blocks.
+ * - A session that reads sequentially gets readahead of the following blocks (readahead.ts).
  * - Memory: the DRAM tier holds at most `dramBytes`; every other block buffer (fetch,
  *   tier read, write-through in progress, readahead, a DRAM-less session's current
  *   block) is reserved from the `ioPoolBytes` pool first. Readahead only takes pool
@@ -111,21 +73,18 @@ class CacheSession implements ReadSession {
  */
 export class BlockCache implements ObjectReader {
   readonly #config: BlockCacheConfig;
-  readonly #logger: Logger;
-  readonly #fetchRange: FetchRange;
   readonly #dram: DramTier | undefined;
   /** Persistent tiers, fastest first. */
   readonly #lower: Tier[];
   readonly #pool: MemoryBudget;
-  readonly #loads = new Map<string, Promise<Buffer | undefined>>();
+  readonly #tiers: TierGuard;
   /** Writes to the persistent tiers behind the reader: write-through and demotion (write-through.ts). */
   readonly #writes: WriteThrough;
-  /** Blocks on their way to a persistent tier, by id: still served from here. */
-  readonly #writing: Map<string, Buffer>;
-  readonly #tiers: TierGuard;
+  readonly #loader: BlockLoader;
+  readonly #readahead: Readahead;
+  readonly #warming: BlockWarming;
   readonly #abort = new AbortController();
   #peak = 0;
-  #fetch = { blocksFetched: 0, bytesFetched: 0, coalescedWaits: 0, readaheadBlocks: 0, readaheadSkipped: 0 };
   #closed = false;
   /**
    * Readahead window, capped at a quarter of the DRAM tier's blocks: prefetched blocks land in
@@ -138,24 +97,39 @@ export class BlockCache implements ObjectReader {
   constructor(config: BlockCacheConfig, logger: Logger, fetchRange: FetchRange, tiers: PersistentTiers = {}) {
     this.#config = config;
     this.#readaheadBlocks = config.dramBytes > 0 ? Math.min(config.readaheadMaxBlocks, Math.floor(config.dramBytes / config.blockSize / 4)) : config.readaheadMaxBlocks;
-    this.#logger = logger;
     this.#tiers = new TierGuard(logger);
-    this.#fetchRange = fetchRange;
     this.#pool = new MemoryBudget(config.ioPoolBytes, Math.max(config.blockSize, Math.floor(config.ioPoolBytes / 4)));
     // Every in-flight fetch and every reader waiting for memory listens on this signal.
     setMaxListeners(0, this.#abort.signal);
     this.#lower = [tiers.pmem, tiers.nvme].filter((tier): tier is Tier => tier !== undefined);
     if (config.dramBytes > 0) this.#dram = new DramTier({ capacityBytes: config.dramBytes }, logger);
+    let loader: BlockLoader | undefined;
     this.#writes = new WriteThrough({
       dram: this.#dram,
       lower: this.#lower,
       pool: this.#pool,
       tiers: this.#tiers,
       closed: () => this.#closed,
-      loading: (id) => this.#loads.has(id),
+      loading: (id) => loader?.loading(id) ?? false,
       notePeak: () => this.#notePeak(),
     });
-    this.#writing = this.#writes.writing;
+    const scope: CacheScope = {
+      config,
+      logger,
+      dram: this.#dram,
+      lower: this.#lower,
+      pool: this.#pool,
+      tiers: this.#tiers,
+      writes: this.#writes,
+      signal: this.#abort.signal,
+      closed: () => this.#closed,
+      promote: (id, bytes) => this.#promote(id, bytes),
+      notePeak: () => this.#notePeak(),
+    };
+    loader = new BlockLoader(scope, fetchRange);
+    this.#loader = loader;
+    this.#readahead = new Readahead(scope, loader);
+    this.#warming = new BlockWarming(scope, loader);
     this.#dram?.onEvict((id, bytes) => this.#writes.demote(id, bytes));
   }
 
@@ -181,8 +155,7 @@ export class BlockCache implements ObjectReader {
   }
 
   closeSession(session: ReadSession): void {
-    const cacheSession = session as CacheSession;
-    this.#dropHeld(cacheSession);
+    this.#dropHeld(session as CacheSession);
   }
 
   async read(session: ReadSession, offset: number, length: number): Promise<Buffer> {
@@ -193,12 +166,12 @@ export class BlockCache implements ObjectReader {
     if (offset >= end) return Buffer.alloc(0);
     const first = Math.floor(offset / size);
     const last = Math.floor((end - 1) / size);
-    this.#readahead(cacheSession, offset, end, last);
+    this.#readahead.afterRead(cacheSession, offset, end, last);
     if (first === last) {
       const block = await this.#sessionBlock(cacheSession, first);
       return block.subarray(offset - first * size, end - first * size);
     }
-    const blocks = await this.#loadAll(ref, first, last, cacheSession.intent);
+    const blocks = await this.#loader.blocks(ref, first, last, cacheSession.intent);
     const parts = blocks.map((block, i) => {
       const blockStart = (first + i) * size;
       return block.subarray(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + block.length) - blockStart);
@@ -226,37 +199,8 @@ export class BlockCache implements ObjectReader {
    * Concurrent reads of the same block share the fetch. Throws CACHE_TIER_INVALID if
    * `tier` is not configured, and what a read throws when the store fails.
    */
-  async warmBlock(ref: ObjectRef, index: number, tier?: TierName): Promise<WarmedBlock> {
-    const length = blockLength(ref.size, this.#config.blockSize, index);
-    if (tier === undefined || tier === 'dram') {
-      if (tier === 'dram' && this.#dram === undefined) throw new CacheError('CACHE_TIER_INVALID', 'there is no dram tier to warm blocks into');
-      await this.#loadBlock(ref, index, WARM);
-      return { bytes: length, placed: true };
-    }
-    const target = this.#lower.find((t) => t.name === tier);
-    if (target === undefined) throw new CacheError('CACHE_TIER_INVALID', `there is no ${tier} tier to warm blocks into`);
-    if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
-    const id = blockId(blockKeyOf(ref, index));
-    if (this.#tiers.has(target, id)) return { bytes: length, placed: true };
-    await this.#pool.reserve(length, this.#abort.signal);
-    this.#notePeak();
-    try {
-      const known = this.#dram?.peekNow(id) ?? this.#writing.get(id) ?? (await this.#loads.get(id)) ?? (await this.#fromOtherTiers(id, length, target));
-      if (known !== undefined && known.length === length) return { bytes: length, placed: await this.#tiers.put(target, id, known) };
-      const fetch = this.#fetchBlock(ref, index, length, WARM);
-      // Reads of this block while it is fetched wait for these bytes instead of fetching again.
-      this.#loads.set(id, fetch);
-      const bytes = await fetch.finally(() => this.#loads.delete(id));
-      this.#writing.set(id, bytes);
-      try {
-        const placed = await Promise.all(this.#lower.map((t) => this.#tiers.put(t, id, bytes)));
-        return { bytes: length, placed: placed[this.#lower.indexOf(target)]! };
-      } finally {
-        if (this.#writing.get(id) === bytes) this.#writing.delete(id);
-      }
-    } finally {
-      this.#pool.release(length);
-    }
+  warmBlock(ref: ObjectRef, index: number, tier?: TierName): Promise<WarmedBlock> {
+    return this.#warming.warm(ref, index, tier);
   }
 
   /**
@@ -265,29 +209,8 @@ export class BlockCache implements ObjectReader {
    * through to the persistent tiers, as a fetched block would. Blocks that do not fit the
    * memory budget right now are skipped (a later read fetches them).
    */
-  async adopt(ref: ObjectRef, file: string): Promise<number> {
-    const handle = await open(file, 'r');
-    let adopted = 0;
-    try {
-      for (let index = 0; index < blockCount(ref.size, this.#config.blockSize); index += 1) {
-        const length = blockLength(ref.size, this.#config.blockSize, index);
-        if (!this.#pool.tryReserve(length)) break;
-        const bytes = Buffer.allocUnsafe(length);
-        const { bytesRead } = await handle.read(bytes, 0, length, index * this.#config.blockSize);
-        if (bytesRead !== length) {
-          this.#pool.release(length);
-          break;
-        }
-        const id = blockId(blockKeyOf(ref, index));
-        this.#promote(id, bytes);
-        if (this.#lower.length > 0) this.#writes.write(id, bytes, this.#lower);
-        else this.#pool.release(length);
-        adopted += 1;
-      }
-    } finally {
-      await handle.close();
-    }
-    return adopted;
+  adopt(ref: ObjectRef, file: string): Promise<number> {
+    return this.#warming.adopt(ref, file);
   }
 
   /**
@@ -299,7 +222,7 @@ export class BlockCache implements ObjectReader {
     const tiers = [...(this.#dram ? [this.#dram] : []), ...this.#lower];
     for (let index = 0; index < blockCount(ref.size, this.#config.blockSize); index += 1) {
       const id = blockId(blockKeyOf(ref, index));
-      this.#writing.delete(id);
+      this.#writes.writing.delete(id);
       for (const tier of tiers) {
         if (!this.#tiers.has(tier, id)) continue;
         dropped += 1;
@@ -315,7 +238,7 @@ export class BlockCache implements ObjectReader {
   }
 
   fetchStats(): FetchStats {
-    return { ...this.#fetch };
+    return this.#loader.stats();
   }
 
   memory(): MemoryStats {
@@ -353,7 +276,7 @@ export class BlockCache implements ObjectReader {
     if (this.#closed) return;
     this.#closed = true;
     this.#abort.abort();
-    await Promise.allSettled([...this.#loads.values()]);
+    await this.#loader.settled();
     await this.#writes.drain();
     await this.#dram?.close();
     for (const tier of this.#lower) await tier.close();
@@ -361,7 +284,7 @@ export class BlockCache implements ObjectReader {
 
   async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {
     if (session.held?.index === index) return session.held.bytes;
-    const bytes = await this.#loadBlock(session.ref, index, session.intent);
+    const bytes = await this.#loader.block(session.ref, index, session.intent);
     if (this.#dram === undefined) {
       this.#dropHeld(session);
       // Readahead-class: a held block never takes the share kept free for demand reads,
@@ -380,143 +303,10 @@ export class BlockCache implements ObjectReader {
     session.held = undefined;
   }
 
-  async #loadAll(ref: ObjectRef, first: number, last: number, intent: FetchIntent): Promise<Buffer[]> {
-    const blocks: Buffer[] = new Array<Buffer>(last - first + 1);
-    let next = first;
-    const worker = async (): Promise<void> => {
-      while (next <= last) {
-        const index = next++;
-        blocks[index - first] = await this.#loadBlock(ref, index, intent);
-      }
-    };
-    const workers = Math.min(this.#config.maxParallelFetches, last - first + 1);
-    await Promise.all(Array.from({ length: workers }, worker));
-    return blocks;
-  }
-
-  /** A block for a demand read: from DRAM, a coalesced load, a lower tier or the store. */
-  async #loadBlock(ref: ObjectRef, index: number, intent: FetchIntent): Promise<Buffer> {
-    if (this.#closed) throw new StoreError('STORE_IO', 'the block cache is closed');
-    const id = blockId(blockKeyOf(ref, index));
-    const length = blockLength(ref.size, this.#config.blockSize, index);
-    const hit = this.#dram?.getNow(id);
-    if (hit !== undefined) {
-      if (hit.length === length) return hit;
-      // Every hit is length-checked as lower tiers' are: a block of another length is not this block.
-      await this.#dram!.delete(id);
-    }
-    let load = this.#loads.get(id);
-    if (load === undefined) {
-      load = this.#startLoad(ref, index, id, length, intent);
-    } else {
-      this.#fetch.coalescedWaits += 1;
-    }
-    const bytes = await load;
-    // A readahead load that was skipped for lack of memory answers undefined: load again on demand.
-    return bytes ?? (await this.#loadBlock(ref, index, intent));
-  }
-
-  #startLoad(ref: ObjectRef, index: number, id: string, length: number, intent: FetchIntent): Promise<Buffer | undefined> {
-    const load = this.#load(ref, index, id, length, intent).finally(() => this.#loads.delete(id));
-    this.#loads.set(id, load);
-    return load;
-  }
-
-  /** A readahead load (`intent.origin` `'readahead'`) takes only spare pool memory, and answers undefined without it. */
-  async #load(ref: ObjectRef, index: number, id: string, length: number, intent: FetchIntent): Promise<Buffer | undefined> {
-    const readahead = intent.origin === 'readahead';
-    if (readahead) {
-      if (!this.#pool.tryReserveReadahead(length)) {
-        this.#fetch.readaheadSkipped += 1;
-        return undefined;
-      }
-    } else {
-      await this.#pool.reserve(length, this.#abort.signal);
-    }
-    this.#notePeak();
-    let releaseNow = true;
-    try {
-      // Still on its way to a persistent tier (DRAM may already have evicted it): serve those bytes.
-      const writing = this.#writing.get(id);
-      if (writing !== undefined && writing.length === length) {
-        this.#promote(id, writing);
-        return writing;
-      }
-      for (let level = 0; level < this.#lower.length; level += 1) {
-        const tier = this.#lower[level];
-        const bytes = await this.#tiers.get(tier, id);
-        if (bytes === undefined || bytes.length !== length) continue;
-        this.#promote(id, bytes);
-        const above = this.#lower.slice(0, level);
-        if (above.length > 0) {
-          releaseNow = false;
-          this.#writes.write(id, bytes, above);
-        }
-        return bytes;
-      }
-      const bytes = await this.#fetchBlock(ref, index, length, intent);
-      if (readahead) this.#fetch.readaheadBlocks += 1;
-      this.#promote(id, bytes);
-      if (this.#lower.length > 0) {
-        releaseNow = false;
-        this.#writes.write(id, bytes, this.#lower);
-      }
-      return bytes;
-    } finally {
-      if (releaseNow) this.#pool.release(length);
-    }
-  }
-
-  /** Block `index` of `ref` from the store, exactly `length` bytes, counted. */
-  async #fetchBlock(ref: ObjectRef, index: number, length: number, intent: FetchIntent): Promise<Buffer> {
-    const forReader = intent.priority === 'foreground';
-    if (forReader) this.#writes.readerFetchStarted();
-    let bytes: Buffer;
-    try {
-      bytes = await this.#fetchRange({ ref, range: { start: index * this.#config.blockSize, length }, signal: this.#abort.signal, priority: intent.priority, origin: intent.origin });
-    } finally {
-      if (forReader) this.#writes.readerFetchEnded();
-    }
-    if (bytes.length !== length) {
-      throw new StoreError('STORE_IO', `store answered ${bytes.length} bytes for block ${index} of ${ref.key}, expected ${length}`);
-    }
-    this.#fetch.blocksFetched += 1;
-    this.#fetch.bytesFetched += length;
-    fetchedBlocksMetric.inc();
-    fetchedBytesMetric.inc(length);
-    return bytes;
-  }
-
-  /** The block from a persistent tier other than `except`, or undefined. */
-  async #fromOtherTiers(id: string, length: number, except: Tier): Promise<Buffer | undefined> {
-    for (const tier of this.#lower) {
-      if (tier === except || !this.#tiers.has(tier, id)) continue;
-      const bytes = await this.#tiers.get(tier, id);
-      if (bytes !== undefined && bytes.length === length) return bytes;
-    }
-    return undefined;
-  }
-
   #promote(id: string, bytes: Buffer): void {
     if (this.#dram === undefined) return;
     this.#dram.putNow(id, bytes);
     this.#notePeak();
-  }
-
-  #readahead(session: CacheSession, offset: number, end: number, lastBlock: number): void {
-    const window = session.detector.observe(offset, end);
-    if (window === 0 || this.#closed || (this.#dram === undefined && this.#lower.length === 0)) return;
-    if (session.readaheadSeen.lastBlock === lastBlock && session.readaheadSeen.window === window) return;
-    session.readaheadSeen = { lastBlock, window };
-    const { ref } = session;
-    const count = blockCount(ref.size, this.#config.blockSize);
-    for (let index = lastBlock + 1; index <= Math.min(lastBlock + window, count - 1); index += 1) {
-      const id = blockId(blockKeyOf(ref, index));
-      if (this.#loads.has(id)) continue;
-      if (this.#dram !== undefined ? this.#dram.has(id) : this.#lower.some((tier) => this.#tiers.has(tier, id))) continue;
-      const load = this.#startLoad(ref, index, id, blockLength(ref.size, this.#config.blockSize, index), { priority: session.intent.priority, origin: 'readahead' });
-      load.catch((err: unknown) => this.#logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
-    }
   }
 
   #notePeak(): void {
