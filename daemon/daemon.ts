@@ -233,11 +233,8 @@ async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: Pin
       pins: { pin: (ref) => pins.pinVersion(ref), unpin: (ref) => pins.unpinVersion(ref) },
       logger: logger.child({ component: 'writes' }),
     },
-    (storeId) => {
-      const store = links.store(storeId);
-      if (!store) throw new StoreError('STORE_NOT_FOUND', `no link serves ${storeId} any more; its staged files wait for it`);
-      return store;
-    },
+    // A staged file whose link is gone waits for it: the upload fails with STORE_NOT_FOUND and is retried.
+    (storeId) => links.storeFor(storeId),
     // The uploaded bytes go into the cache under the new ETag instead of being read back.
     async (ref, stagedFile) => {
       await cache.adopt(ref, stagedFile);
@@ -300,8 +297,7 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     isPinned: pins.isPinned,
   });
   const fetchRange: FetchRange = async ({ ref, range: { start, length }, signal }) => {
-    const store = links.store(ref.storeId);
-    if (!store) throw new StrataError('STORE_NOT_FOUND', `the link serving ${ref.key} was removed`);
+    const store = links.storeFor(ref.storeId);
     // The ref's size lets a block that is the whole object (any file up to a block) go out as a plain GET.
     const result = await store.getRange(ref.key, start, length, { ifMatch: ref.etag, objectSize: ref.size, ...(signal ? { signal } : {}) });
     // The ref's size decides every block's length; one that is not the object's (a peer's

@@ -1,3 +1,4 @@
+import { keyOfPath } from '../namespace/index.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { BlockFiles, ObjectReader } from '../cache/index.js';
 import type { WriteHandle, WritePath } from '../checkpoints/index.js';
@@ -6,7 +7,7 @@ import { S_IFREG, type ObjectMeta } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 import type { FileStat, FsAttributes } from './fs-attributes.js';
 import { FsError } from './fs-error.js';
-import { innerKey, type FsPaths, type LinkRoute } from './fs-paths.js';
+import type { FsPaths, LinkRoute } from './fs-paths.js';
 import type { OpenFiles, WriterFile } from './open-files.js';
 
 /**
@@ -46,7 +47,7 @@ export class FileIo {
     if (route.kind === 'virtual') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
     if ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0) return this.#openWriter(path, route, (flags & O_TRUNC) !== 0);
     const staged = this.#paths.staged(route);
-    if (staged) return this.#files.add({ kind: 'staged', path, route, storeId: route.link.storeId!, key: innerKey(route.innerPath) });
+    if (staged) return this.#files.add({ kind: 'staged', path, route, storeId: route.link.storeId!, key: keyOfPath(route.innerPath) });
     const entry = await route.link.namespace.lookup(route.innerPath);
     if (entry.kind !== 'file') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
     return this.#files.add({ kind: 'read', path, route, session: this.#reader.openSession(entry.ref) });
@@ -89,7 +90,7 @@ export class FileIo {
   async fsync(handle: number): Promise<void> {
     const file = this.#files.require(handle);
     if (file.kind === 'write') await this.#writes.fsync(file.writer);
-    if (file.kind === 'flushed' && file.route.link.storeId) await this.#writes.flush({ storeId: file.route.link.storeId, key: innerKey(file.route.innerPath) });
+    if (file.kind === 'flushed' && file.route.link.storeId) await this.#writes.flush({ storeId: file.route.link.storeId, key: keyOfPath(file.route.innerPath) });
   }
 
   /** See Filesystem.read. */
@@ -100,7 +101,7 @@ export class FileIo {
     if (file.kind === 'write') return this.#writes.read(file.writer, offset, length);
     if (file.kind === 'staged' || file.kind === 'flushed') {
       const storeId = file.route.link.storeId!;
-      const key = innerKey(file.route.innerPath);
+      const key = keyOfPath(file.route.innerPath);
       const bytes = await this.#paths.writes?.readPending(storeId, key, offset, length);
       if (bytes) return bytes;
       // Committed meanwhile: read the stored object.
@@ -193,7 +194,7 @@ export class FileIo {
    */
   async #newWriter(path: string, route: LinkRoute, truncate: boolean, createMeta?: ObjectMeta): Promise<WriteHandle> {
     const { storeId } = this.#paths.writable(path);
-    const key = innerKey(route.innerPath);
+    const key = keyOfPath(route.innerPath);
     let meta = createMeta;
     if (!createMeta && !this.#paths.staged(route)) {
       const entry = await route.link.namespace.lookup(route.innerPath).catch((err: unknown) => {

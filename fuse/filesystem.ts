@@ -2,12 +2,12 @@ import type { FileHandle } from 'node:fs/promises';
 import type { BlockFiles, ObjectReader } from '../cache/index.js';
 import type { WritePath } from '../checkpoints/index.js';
 import { isStrataError } from '../errors/index.js';
-import type { MountRoutes } from '../namespace/index.js';
+import { keyOfPath, type MountRoutes } from '../namespace/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { FileIo } from './file-io.js';
 import { FsAttributes, type FileStat, type FsStatistics } from './fs-attributes.js';
 import { FsError } from './fs-error.js';
-import { FsPaths, innerKey } from './fs-paths.js';
+import { FsPaths } from './fs-paths.js';
 import { MetadataOps } from './metadata-ops.js';
 import { NameOps } from './name-ops.js';
 import { OpenFiles } from './open-files.js';
@@ -100,7 +100,7 @@ export class Filesystem {
       if (!isStrataError(err, 'FS_NOT_FOUND') || pending.length === 0) throw err;
     }
     if (pending.length === 0) return names;
-    const prefix = innerKey(route.innerPath, true);
+    const prefix = keyOfPath(route.innerPath, true);
     const all = new Set(names);
     for (const file of pending) all.add(file.key.slice(prefix.length).split('/')[0]!);
     return [...all].sort();

@@ -1,6 +1,6 @@
 import type { WritePath } from '../checkpoints/index.js';
 import { isStrataError } from '../errors/index.js';
-import type { MountRoutes, Route } from '../namespace/index.js';
+import { keyOfPath, type MountRoutes, type Route } from '../namespace/index.js';
 import type { ObjectMeta } from '../store/index.js';
 import { FsError } from './fs-error.js';
 
@@ -66,13 +66,13 @@ export class FsPaths {
   /** A file of this path still staged (written, not yet in the store). */
   staged(route: LinkRoute): StagedFile | undefined {
     if (!this.writes || !route.link.storeId || route.innerPath === '/') return undefined;
-    return this.writes.pending(route.link.storeId, innerKey(route.innerPath));
+    return this.writes.pending(route.link.storeId, keyOfPath(route.innerPath));
   }
 
   /** Files still staged under the folder `route`. */
   stagedUnder(route: LinkRoute): Array<{ key: string }> {
     if (!this.writes || !route.link.storeId) return [];
-    return this.writes.pendingUnder(route.link.storeId, innerKey(route.innerPath, true));
+    return this.writes.pendingUnder(route.link.storeId, keyOfPath(route.innerPath, true));
   }
 
   /** A file, a folder, or nothing at `route` (files and folders still being uploaded count). */
@@ -89,14 +89,9 @@ export class FsPaths {
   /** Asks the store itself (never a cached listing) whether anything is under the folder. */
   async isEmptyFolder(route: LinkRoute): Promise<boolean> {
     if (this.stagedUnder(route).length > 0) return false;
-    const prefix = innerKey(route.innerPath, true);
+    const prefix = keyOfPath(route.innerPath, true);
     const page = await route.link.store!.list(prefix, { maxKeys: 2 });
     return page.objects.every((o) => o.key === prefix);
   }
 }
 
-/** The store key of a path inside a link; `asFolder` gives the prefix of its contents. */
-export function innerKey(innerPath: string, asFolder = false): string {
-  const key = innerPath.replace(/^\/+/, '');
-  return asFolder ? (key === '' ? '' : `${key}/`) : key;
-}

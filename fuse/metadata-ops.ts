@@ -1,8 +1,9 @@
+import { keyOfPath } from '../namespace/index.js';
 import type { ObjectReader } from '../cache/index.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, type ObjectMeta } from '../store/index.js';
 import type { FileStat } from './fs-attributes.js';
 import { FsError } from './fs-error.js';
-import { innerKey, type FsPaths } from './fs-paths.js';
+import type { FsPaths } from './fs-paths.js';
 
 /**
  * Attributes kept with the object (chmod, chown, utimens, as `x-amz-meta-*`) and symbolic
@@ -57,7 +58,7 @@ export class MetadataOps {
     if (body.length === 0 || body.length >= PATH_MAX) throw new FsError('FS_INVALID_ARGUMENT', `a link target must be 1 to ${PATH_MAX - 1} bytes (${path})`);
     if (await this.#paths.kindOf(route)) throw new FsError('FS_EXISTS', `${path} already exists`);
     try {
-      const key = innerKey(route.innerPath);
+      const key = keyOfPath(route.innerPath);
       const meta = { mode: S_IFLNK | 0o777 };
       const etag = await this.#paths.writes!.writeObject(storeId, key, body, meta);
       // Listings carry no attributes: remember that this version is a link.
@@ -84,7 +85,7 @@ export class MetadataOps {
   async #setMeta(path: string, patch: ObjectMeta): Promise<void> {
     const { route, link, storeId } = this.#paths.writable(path);
     try {
-      if (!(await this.#paths.writes!.setMeta(storeId, innerKey(route.innerPath), patch))) throw new FsError('FS_NOT_FOUND', `no such file: ${path}`);
+      if (!(await this.#paths.writes!.setMeta(storeId, keyOfPath(route.innerPath), patch))) throw new FsError('FS_NOT_FOUND', `no such file: ${path}`);
     } finally {
       link.namespace.invalidate(route.innerPath);
     }

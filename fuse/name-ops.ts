@@ -1,5 +1,6 @@
+import { keyOfPath } from '../namespace/index.js';
 import { FsError } from './fs-error.js';
-import { innerKey, type FsPaths } from './fs-paths.js';
+import type { FsPaths } from './fs-paths.js';
 
 /**
  * Names in a link: unlink, rename, mkdir and rmdir, as the POSIX calls behave (the errno
@@ -31,7 +32,7 @@ export class NameOps {
     if (kind === 'dir') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
     if (!kind) throw new FsError('FS_NOT_FOUND', `no such file: ${path}`);
     try {
-      await this.#paths.writes!.unlink(storeId, innerKey(route.innerPath));
+      await this.#paths.writes!.unlink(storeId, keyOfPath(route.innerPath));
     } finally {
       link.namespace.invalidate(route.innerPath);
     }
@@ -43,8 +44,8 @@ export class NameOps {
     const target = this.#paths.writable(to);
     if (source.link !== target.link) throw new FsError('FS_CROSS_DEVICE', `cannot move ${from} to another link (${to}); copy it instead`);
     const { link, storeId } = source;
-    const fromKey = innerKey(source.route.innerPath);
-    const toKey = innerKey(target.route.innerPath);
+    const fromKey = keyOfPath(source.route.innerPath);
+    const toKey = keyOfPath(target.route.innerPath);
     if (fromKey === toKey) return;
     const [sourceKind, targetKind] = await Promise.all([this.#paths.kindOf(source.route), this.#paths.kindOf(target.route)]);
     if (!sourceKind) throw new FsError('FS_NOT_FOUND', `no such file or folder: ${from}`);
@@ -72,7 +73,7 @@ export class NameOps {
     const { route, link, store } = this.#paths.writable(path);
     const existing = await link.namespace.lookup(route.innerPath).catch(() => undefined);
     if (existing) throw new FsError('FS_EXISTS', `${path} already exists`);
-    await store.put(`${innerKey(route.innerPath)}/`, Buffer.alloc(0));
+    await store.put(`${keyOfPath(route.innerPath)}/`, Buffer.alloc(0));
     link.namespace.invalidate(route.innerPath);
   }
 
@@ -82,7 +83,7 @@ export class NameOps {
     const entry = await link.namespace.lookup(route.innerPath);
     if (entry.kind !== 'dir') throw new FsError('FS_NOT_A_DIRECTORY', `not a folder: ${path}`);
     if (!(await this.#paths.isEmptyFolder(route))) throw new FsError('FS_NOT_EMPTY', `folder ${path} is not empty`);
-    await store.delete(`${innerKey(route.innerPath)}/`);
+    await store.delete(`${keyOfPath(route.innerPath)}/`);
     link.namespace.invalidate(route.innerPath);
   }
 }

@@ -3,7 +3,7 @@ import type { ObjectReader } from '../cache/index.js';
 import type { ObjectRef } from '../store/index.js';
 import type { TierName } from '../cache/index.js';
 import type { MountRoutes } from '../namespace/index.js';
-import { untilAborted } from '../async/index.js';
+import { untilAborted, WorkQueue } from '../async/index.js';
 import { isStrataError } from '../errors/index.js';
 import type { JobBody, JobProgress } from './job-manager.js';
 import { JobError } from './job-error.js';
@@ -70,16 +70,12 @@ export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): J
       if (!routes.route(path)) throw new JobError('API_BAD_REQUEST', `no such file or folder in the mount: ${path}`);
     }
     const matches = matcher(options.include, options.exclude);
-    const queue: FileToFetch[] = [];
-    let walking = true;
-    const idle: Array<() => void> = [];
-    const wakeAll = () => idle.splice(0).forEach((wake) => wake());
+    const queue = new WorkQueue<FileToFetch>();
     let root = '';
     const push = (file: FileToFetch) => {
       options.onFile?.(root, file.ref);
-      queue.push(file);
       progress.addTotal(1, file.ref.size);
-      idle.shift()?.();
+      queue.push(file);
     };
     const walker = (async () => {
       try {
@@ -88,22 +84,14 @@ export function prefetchJob(source: PrefetchSource, options: PrefetchOptions): J
           await walk(routes, path, matches, push, progress.signal);
         }
       } finally {
-        walking = false;
-        wakeAll();
+        queue.close();
       }
     })();
     const refused = { blocks: 0 };
     const worker = async () => {
-      for (;;) {
-        if (progress.signal.aborted) return;
-        const file = queue.shift();
-        if (file) {
-          if (source.warmBlock) refused.blocks += await warmFile(source.warmBlock, source.blockSize, file, options.tier, progress);
-          else await fetchFile(source, file, progress);
-          continue;
-        }
-        if (!walking) return;
-        await new Promise<void>((resolve) => idle.push(resolve));
+      for (let file = await queue.take(progress.signal); file !== undefined; file = await queue.take(progress.signal)) {
+        if (source.warmBlock) refused.blocks += await warmFile(source.warmBlock, source.blockSize, file, options.tier, progress);
+        else await fetchFile(source, file, progress);
       }
     };
     await Promise.all([walker, ...Array.from({ length: options.parallelFiles ?? DEFAULT_PARALLEL_FILES }, worker)]);

@@ -1,5 +1,5 @@
 import { MountRoutes, Namespace, type NamespaceConfig } from '../namespace/index.js';
-import { openStore, type ObjectStore } from '../store/index.js';
+import { openStore, StoreError, type ObjectStore } from '../store/index.js';
 import type { Link } from './link-schema.js';
 import type { Logger } from '../telemetry/index.js';
 
@@ -121,6 +121,19 @@ export class LinkRuntime {
   /** The store a block's `storeId` names; undefined once its link is gone. */
   store(storeId: string): ObjectStore | undefined {
     return this.#stores.get(storeId);
+  }
+
+  /**
+   * The store a block's or a staged file's `storeId` names, for work that must reach it (a
+   * cache miss, an upload): one map lookup, so a removed link fails the work that needed it
+   * with `STORE_NOT_FOUND` (ENOENT at the file system) instead of reaching a closed store.
+   * Refs keep the id rather than the store object because peers and the upload journal name
+   * stores by id as well.
+   */
+  storeFor(storeId: string): ObjectStore {
+    const store = this.#stores.get(storeId);
+    if (store === undefined) throw new StoreError('STORE_NOT_FOUND', `no link serves ${storeId} now: it was removed`);
+    return store;
   }
 
   async close(): Promise<void> {

@@ -11,6 +11,16 @@ export function normalisePath(path: string): string {
   return `/${parts.join('/')}`;
 }
 
+/**
+ * The store key of a path inside a link (`/a/b.txt` → `a/b.txt`, relative to the link's
+ * prefix); `asFolder` gives the prefix of its contents (`/a` → `a/`, `/` → ``). The one place a
+ * mount path becomes a key: the namespace, the file system and jobs all call this.
+ */
+export function keyOfPath(path: string, asFolder = false): string {
+  const key = normalisePath(path).slice(1);
+  return asFolder && key !== '' ? `${key}/` : key;
+}
+
 /** The folder holding `path` (`/` for a name at the root). */
 export function parentOf(path: string): string {
   const cut = path.lastIndexOf('/');

@@ -4,7 +4,7 @@ import type { ObjectInfo, ObjectMeta, ObjectRef, ObjectStore } from '../store/in
 import type { Logger } from '../telemetry/index.js';
 import { coalesce, type Pending } from './coalesce.js';
 import { NamespaceError } from './namespace-error.js';
-import { KEY_MAX_BYTES, NAME_MAX_BYTES, abbreviate, isFileName, isRepresentable, keyPrefixBytes, normalisePath, parentOf } from './names.js';
+import { KEY_MAX_BYTES, NAME_MAX_BYTES, abbreviate, isFileName, isRepresentable, keyOfPath, keyPrefixBytes, normalisePath, parentOf } from './names.js';
 import { DEFAULT_REVALIDATE_DEADLINE_MS, DEFAULT_STALE_ON_ERROR_MS, StaleAnswers, type Cached } from './stale-answers.js';
 
 /** What a path in the mount is. */
@@ -188,7 +188,7 @@ export class Namespace {
    * path can be neither found nor created, and the store is not asked.
    */
   checkName(path: string): void {
-    const key = normalisePath(path).slice(1);
+    const key = keyOfPath(path);
     if (this.#keyPrefixBytes + Buffer.byteLength(key) + 1 > KEY_MAX_BYTES) {
       // +1: the key of a folder marker (`key/`) must fit as well.
       throw new NamespaceError('FS_NAME_TOO_LONG', `the object key for ${abbreviate(path)} would be longer than the store's ${KEY_MAX_BYTES} bytes`);
@@ -218,8 +218,7 @@ export class Namespace {
    * (1,000 keys a request, however many folders). Same naming rules as `list`.
    */
   async *walkFiles(path: string): AsyncGenerator<{ path: string; ref: ObjectRef }> {
-    const normal = normalisePath(path);
-    const prefix = normal === '/' ? '' : `${normal.slice(1)}/`;
+    const prefix = keyOfPath(path, true);
     let token: string | undefined;
     do {
       const page = await this.#store.list(prefix, { maxKeys: LIST_PAGE_SIZE, ...(token ? { token } : {}) });
@@ -280,7 +279,7 @@ export class Namespace {
   async #lookupInStore(path: string, wasFile: boolean): Promise<NamespaceEntry | null> {
     const epoch = this.#epoch;
     const remember = (value: NamespaceEntry | null): NamespaceEntry | null => (epoch === this.#epoch ? this.#remember(path, value) : value);
-    const key = path.slice(1);
+    const key = keyOfPath(path);
     if (!isRepresentable(key)) return remember(null);
     if (wasFile) {
       // Revalidating a file (an open after the TTL): HEAD alone, the cheapest request a
@@ -314,7 +313,7 @@ export class Namespace {
 
   async #listFromStore(path: string): Promise<DirectoryEntry[]> {
     const epoch = this.#epoch;
-    const prefix = path === '/' ? '' : `${path.slice(1)}/`;
+    const prefix = keyOfPath(path, true);
     const byName = new Map<string, NamespaceEntry>();
     let token: string | undefined;
     do {
