@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import type { Etcd3, Campaign, Election, Lease, Namespace } from 'etcd3';
+import type { Etcd3, Namespace } from 'etcd3';
 import { ERROR_CATALOGUE, StrataError, type ErrorCode } from '../../errors/index.js';
 import type { OpenStoreOptions } from '../../store/index.js';
 import type { Logger } from '../../telemetry/index.js';
@@ -10,7 +10,9 @@ import { ParamsError } from '../params-error.js';
 import type { ParamsService } from '../params-service.js';
 import { ClusterError } from './cluster-error.js';
 import type { ClusterAddress } from './cluster-url.js';
-import { KEYS, parseTableKey, type MemberRecord, type ReadyRecord, type ServingRecord, type SwitchRecord, type SwitchRequest, type SwitchResult } from './cluster-records.js';
+import { KEYS, parseTableKey, type ReadyRecord, type ServingRecord, type SwitchRecord, type SwitchRequest, type SwitchResult } from './cluster-records.js';
+import { ClusterMembership } from './cluster-membership.js';
+import { ClusterViews } from './cluster-views.js';
 import { Coordinator, COORDINATOR_TICK_MS } from './coordinator.js';
 import { EtcdMirror } from './etcd-mirror.js';
 import { shardsOf } from './shard-assignment.js';
@@ -55,8 +57,6 @@ export interface ClusterNodeConfig {
 const DEFAULT_LEASE_SECONDS = 10;
 /** Large tables take minutes to copy from a store; a stuck prepare must not block the next publish forever. */
 const DEFAULT_PREPARE_TIMEOUT_MS = 10 * 60 * 1000;
-/** A member that failed a request is avoided this long unless it is the only replica left. */
-const SUSPECT_MS = 5000;
 
 /**
  * This daemon's membership in a parameter-table cluster (docs/PARAMS.md, "Cluster"):
@@ -73,19 +73,13 @@ export class ClusterNode {
   readonly #mirror: EtcdMirror;
   readonly #router: ShardRouter;
   readonly #coordinator: Coordinator;
-  #lease: Lease | undefined;
-  #election: Election | undefined;
-  #campaign: Campaign | undefined;
-  #leader = false;
+  readonly #membership: ClusterMembership;
   #tick: NodeJS.Timeout | undefined;
   #closed = false;
-  readonly #views = new Map<string, TableView>();
-  /** When this member began routing each table's serving version (epoch ms). */
-  readonly #servingSince = new Map<string, number>();
+  readonly #views: ClusterViews;
   /** What this member holds of each `name@version`, and the requests using it. */
   readonly #versions: HeldVersions;
   readonly #preparing = new Set<string>();
-  readonly #suspects = new Map<string, number>();
   readonly #writer = new ShardWriter();
   readonly #materialiser: ShardMaterialiser;
   /** Delta bodies this member took, by request id, until their switch ends. */
@@ -100,13 +94,23 @@ export class ClusterNode {
     this.#client = client;
     this.#ns = this.#client.namespace(`${config.address.prefix}/`);
     this.#mirror = new EtcdMirror(this.#ns, this.#logger);
+    this.#views = new ClusterViews(this.#mirror, this.#logger);
     this.#router = new ShardRouter({
       self: config.node,
-      view: (name) => this.#views.get(name),
+      view: (name) => this.#views.view(name),
       pin: (view) => this.#versions.pin(`${view.name}@${view.version}`),
       ask: (node, view, keys) => (node === this.node ? this.#versions.localMget(view.name, view.version, keys) : this.#remoteMget(node, view, keys)),
-      suspect: (node) => this.#suspects.set(node, Date.now() + SUSPECT_MS),
-      isSuspect: (node) => (this.#suspects.get(node) ?? 0) > Date.now(),
+      suspect: (node) => this.#views.suspect(node),
+      isSuspect: (node) => this.#views.isSuspect(node),
+    });
+    this.#membership = new ClusterMembership(this.#ns, {
+      node: config.node,
+      api: config.api,
+      leaseSeconds: config.leaseSeconds ?? DEFAULT_LEASE_SECONDS,
+      logger: this.#logger,
+      closed: () => this.#closed,
+      held: () => this.#versions.entries(),
+      elected: () => this.#coordinator.reconcile(),
     });
     this.#versions = new HeldVersions({
       node: config.node,
@@ -125,9 +129,9 @@ export class ClusterNode {
       logger: this.#logger,
       writer: this.#writer,
       held: (key) => this.#versions.get(key),
-      replicas: (name) => this.#views.get(name)?.replicas,
+      replicas: (name) => this.#views.view(name)?.replicas,
       deltaBody: (id) => this.deltaBody(id),
-      members: () => this.#members(),
+      members: () => this.#views.members(),
     });
     this.#coordinator = new Coordinator(this.#ns, this.#mirror, {
       inspect: async (source) => {
@@ -172,57 +176,20 @@ export class ClusterNode {
       const parsed = parseTableKey(key);
       if (parsed && parsed.kind === 'ready' && parsed.node === this.node) await this.#ns.delete().key(key);
     }
-    await this.#register();
-    this.#election = this.#ns.election('coordinator', this.#config.leaseSeconds ?? DEFAULT_LEASE_SECONDS);
-    this.#campaignLoop();
+    await this.#membership.join();
     this.#tick = setInterval(() => {
-      if (this.#leader) this.#coordinator.reconcile();
+      if (this.#membership.leader) this.#coordinator.reconcile();
     }, COORDINATOR_TICK_MS);
     this.#tick.unref();
   }
 
-  /** Grants the lease and writes the member record; again after a lost lease. */
-  async #register(): Promise<void> {
-    const lease = this.#ns.lease(this.#config.leaseSeconds ?? DEFAULT_LEASE_SECONDS, { autoKeepAlive: true });
-    this.#lease = lease;
-    lease.on('lost', (err) => {
-      if (this.#closed || this.#lease !== lease) return;
-      this.#logger.error({ err: err.message }, 'cluster lease lost (etcd unreachable too long); joining again');
-      void this.#register().catch((e: unknown) => this.#logger.error({ err: (e as Error).message }, 'rejoining the cluster failed'));
-    });
-    const record: MemberRecord = { node: this.node, api: this.#config.api, joinedAt: Date.now() };
-    await lease.put(KEYS.member(this.node)).value(JSON.stringify(record));
-    // Versions held under the old lease are announced again.
-    for (const [key, held] of this.#versions.entries()) {
-      const [name, version] = splitKey(key);
-      await lease.put(KEYS.ready(name, version, this.node)).value(JSON.stringify({ shards: held.shards, ms: 0 } satisfies ReadyRecord));
-    }
-  }
-
-  #campaignLoop(): void {
-    if (this.#closed || !this.#election) return;
-    const campaign = this.#election.campaign(this.node);
-    this.#campaign = campaign;
-    campaign.on('elected', () => {
-      this.#leader = true;
-      this.#logger.info('elected cluster coordinator');
-      this.#coordinator.reconcile();
-    });
-    campaign.on('error', (err: Error) => {
-      this.#leader = false;
-      if (this.#closed) return;
-      this.#logger.warn({ err: err.message }, 'coordinator campaign failed; campaigning again');
-      setTimeout(() => this.#campaignLoop(), 1000).unref();
-    });
-  }
-
   get isCoordinator(): boolean {
-    return this.#leader;
+    return this.#membership.leader;
   }
 
   /** Whether `name` is a table the cluster serves (and this member routes). */
   serves(name: string): boolean {
-    return this.#views.has(name);
+    return this.#views.view(name) !== undefined;
   }
 
   /** Calls `listener` after every change of the cluster state this member sees. */
@@ -266,7 +233,7 @@ export class ClusterNode {
    * served from this member to the others until the switch ends.
    */
   async applyDelta(name: string, body: Buffer): Promise<{ name: string; version: number; ms: number; touched: number }> {
-    const view = this.#views.get(name);
+    const view = this.#views.view(name);
     if (!view) throw new ParamsError('PARAMS_TABLE_NOT_FOUND', `the cluster serves no table named "${name}"`);
     const delta = decodeDelta(body);
     if (delta.dim !== view.dim) throw new ParamsError('PARAMS_BAD_DELTA', `delta has dim ${delta.dim}, table ${name} has dim ${view.dim}`);
@@ -329,14 +296,15 @@ export class ClusterNode {
       throw code in ERROR_CATALOGUE ? new StrataError(code as ErrorCode, message) : new ClusterError('CLUSTER_SWITCH_ABORTED', message);
     }
     // The commit is in etcd; answer once this member routes the new version too.
-    await this.#until(() => (this.#views.get(name)?.version ?? 0) >= outcome.version!);
+    await this.#until(() => (this.#views.view(name)?.version ?? 0) >= outcome.version!);
     return { name, version: outcome.version!, ms: performance.now() - started };
   }
 
   /** Members, tables, versions and replication state, as `strata params ls` and `strata status` show them. */
   async status(): Promise<ClusterStatus> {
-    const coordinator = await this.#election?.leader().catch(() => undefined);
-    return describeCluster({ mirror: this.#mirror, members: this.#members(), tableNames: this.#tableNames(), views: this.#views, servingSince: this.#servingSince, node: this.node, prefix: this.#config.address.prefix, coordinator });
+    const coordinator = await this.#membership.coordinator();
+    const views = this.#views;
+    return describeCluster({ mirror: this.#mirror, members: views.members(), tableNames: views.tableNames(), views: views.views, servingSince: views.servingSince, node: this.node, prefix: this.#config.address.prefix, coordinator });
   }
 
   /** Requests in flight from this member's router to each member. */
@@ -349,8 +317,7 @@ export class ClusterNode {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#tick) clearInterval(this.#tick);
-    await this.#campaign?.resign().catch(() => undefined);
-    await this.#lease?.revoke().catch(() => undefined);
+    await this.#membership.leave();
     await this.#mirror.close().catch(() => undefined);
     await this.#writer.close();
     this.#client.close();
@@ -360,9 +327,9 @@ export class ClusterNode {
 
   #changed(): void {
     if (this.#closed) return;
-    this.#rebuildViews();
+    this.#views.rebuild();
     const m = this.#mirror;
-    for (const name of this.#tableNames()) {
+    for (const name of this.#views.tableNames()) {
       const sw = m.json<SwitchRecord>(KEYS.switch(name));
       if (sw && shardsOf(sw.assignment, this.node).length > 0 && !this.#preparing.has(sw.id) && !this.#versions.has(`${name}@${sw.version}`)) {
         this.#preparing.add(sw.id);
@@ -377,33 +344,8 @@ export class ClusterNode {
       if (serving?.version === version || sw?.version === version) continue;
       this.#versions.retire(key);
     }
-    if (this.#leader) this.#coordinator.reconcile();
+    if (this.#membership.leader) this.#coordinator.reconcile();
     for (const listener of this.#onChange) listener();
-  }
-
-  #rebuildViews(): void {
-    const m = this.#mirror;
-    const members = this.#members();
-    const now = Date.now();
-    for (const [node, until] of this.#suspects) if (until < now || !members.has(node)) this.#suspects.delete(node);
-    const seen = new Set<string>();
-    for (const name of this.#tableNames()) {
-      const serving = m.json<ServingRecord>(KEYS.serving(name));
-      if (!serving) continue;
-      seen.add(name);
-      const ready = new Set(m.keys(KEYS.versionPrefix(name, 'ready', serving.version)).map((k) => k.split('/').pop()!));
-      const replicas = serving.assignment.map((holders) => holders.filter((n) => members.has(n) && ready.has(n)));
-      const old = this.#views.get(name);
-      if (old && old.version === serving.version && sameReplicas(old.replicas, replicas)) continue;
-      this.#views.set(name, { name, version: serving.version, dim: serving.dim, shards: serving.shards, seed: serving.seed, replicas });
-      if (old?.version !== serving.version) this.#servingSince.set(name, Date.now());
-      if (old?.version !== serving.version) this.#logger.info({ table: name, version: serving.version }, 'serving a new cluster version');
-    }
-    for (const name of this.#views.keys()) {
-      if (seen.has(name)) continue;
-      this.#views.delete(name);
-      this.#servingSince.delete(name);
-    }
   }
 
   /** Loads this member's shards of a switch's version and records `ready` (or `failed`). */
@@ -418,11 +360,11 @@ export class ClusterNode {
         return;
       }
       const ready: ReadyRecord = { shards, ms: Math.round(performance.now() - started) };
-      await this.#lease!.put(KEYS.ready(sw.name, sw.version, this.node)).value(JSON.stringify(ready));
+      await this.#membership.lease!.put(KEYS.ready(sw.name, sw.version, this.node)).value(JSON.stringify(ready));
     } catch (err) {
       this.#logger.error({ err, table: sw.name, version: sw.version }, 'could not load shards of a new version; the switch will be aborted');
       if (this.#versions.has(key)) this.#versions.retire(key);
-      await this.#lease
+      await this.#membership.lease
         ?.put(KEYS.failed(sw.name, sw.version, this.node))
         .value(JSON.stringify({ message: (err as Error).message }))
         .catch(() => undefined);
@@ -430,30 +372,12 @@ export class ClusterNode {
   }
 
   #remoteMget(node: string, view: TableView, keys: Buffer): Promise<Buffer> {
-    const member = this.#members().get(node);
+    const member = this.#views.members().get(node);
     if (!member) return Promise.reject(new ShardRequestError('unreachable', `${node} is not a member any more`));
     return shardMget(member.api, view.name, view.version, keys, this.#config.token);
   }
 
   // ---- helpers ---------------------------------------------------------------------
-
-  #members(): Map<string, MemberRecord> {
-    const out = new Map<string, MemberRecord>();
-    for (const key of this.#mirror.keys(KEYS.members)) {
-      const record = this.#mirror.json<MemberRecord>(key);
-      if (record) out.set(record.node, record);
-    }
-    return out;
-  }
-
-  #tableNames(): Set<string> {
-    const names = new Set<string>();
-    for (const key of this.#mirror.keys(KEYS.tables)) {
-      const parsed = parseTableKey(key);
-      if (parsed) names.add(parsed.name);
-    }
-    return names;
-  }
 
   #until(condition: () => boolean): Promise<void> {
     if (condition()) return Promise.resolve();
@@ -465,8 +389,4 @@ export class ClusterNode {
       });
     });
   }
-}
-
-function sameReplicas(a: readonly (readonly string[])[], b: readonly (readonly string[])[]): boolean {
-  return a.length === b.length && a.every((x, i) => x.length === b[i]!.length && x.every((n, j) => n === b[i]![j]));
 }
