@@ -14,8 +14,8 @@ export interface EarlyApiConfig {
   readonly port: number;
   readonly params: ParamsService;
   readonly logger: Logger;
-  /** Bearer token every route but /healthz requires; defaults to STRATA_TOKEN. */
-  readonly token?: string | undefined;
+  /** Bearer token every route but /healthz requires (the daemon's STRATA_TOKEN); undefined: none. */
+  readonly token: string | undefined;
 }
 
 /**
@@ -46,8 +46,7 @@ const MGET_PATH = /^\/v1\/params\/([^/?]+)\/mget(?:\?.*)?$/;
 const RETRY_AFTER_SECONDS = 1;
 
 export async function listenEarly(config: EarlyApiConfig): Promise<EarlyApi> {
-  const token = config.token ?? process.env.STRATA_TOKEN;
-  const expected = token ? Buffer.from(`Bearer ${token}`) : undefined;
+  const expected = config.token ? Buffer.from(`Bearer ${config.token}`) : undefined;
   const early: Handler = (request, response) => {
     answerEarly(request, response, config.params, expected).catch((err: unknown) => sendError(response, err, config.logger));
   };

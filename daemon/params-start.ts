@@ -23,7 +23,7 @@ export async function startParamsEarly(config: DaemonConfig, logger: Logger): Pr
   await mkdir(config.stateDir, { recursive: true });
   const params = await openParams(config, logger);
   try {
-    const api = await listenEarly({ host: config.api.host, port: config.api.port, params, logger });
+    const api = await listenEarly({ host: config.api.host, port: config.api.port, params, logger, token: config.secrets.token });
     return { params, api };
   } catch (err) {
     await params.close();
