@@ -154,7 +154,7 @@ export class Namespace {
       let known = this.#knownMeta.get(version);
       if (known === undefined) {
         // Attributes are worth a request, not an error: a failed HEAD shows the defaults this time.
-        const info = await coalesce(this.#pendingHeads, version, () => this.#foreground(() => this.#store.head(entry.ref.key)), Date.now(), this.#revalidateDeadlineMs).catch(() => undefined);
+        const info = await coalesce(this.#pendingHeads, version, () => this.#foreground(() => this.#store.head(entry.ref.key)), this.#now(), this.#revalidateDeadlineMs).catch(() => undefined);
         // A changed object's attributes belong to its new version: learnt at its next lookup.
         if (info?.etag !== entry.ref.etag) return entry;
         known = info.meta ?? 0;
@@ -178,7 +178,7 @@ export class Namespace {
     const known = this.#listings.get(normal);
     const cached = this.#fresh(known);
     if (cached) return cached.value;
-    const load = coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)), Date.now(), this.#revalidateDeadlineMs);
+    const load = coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)), this.#now(), this.#revalidateDeadlineMs);
     return this.#stale.orStale(load, known, normal);
   }
 
@@ -272,7 +272,7 @@ export class Namespace {
       const entries = await this.list(parent).catch(() => undefined);
       if (entries) return entries.find((e) => e.name === name)?.entry ?? null;
     }
-    const load = coalesce(this.#pendingLookups, path, () => this.#foreground(() => this.#lookupInStore(path, known?.value?.kind === 'file')), Date.now(), this.#revalidateDeadlineMs);
+    const load = coalesce(this.#pendingLookups, path, () => this.#foreground(() => this.#lookupInStore(path, known?.value?.kind === 'file')), this.#now(), this.#revalidateDeadlineMs);
     return this.#stale.orStale(load, newest(known, fromListing), path);
   }
 
