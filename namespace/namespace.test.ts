@@ -116,4 +116,44 @@ describe('Namespace over a local-directory store', () => {
     await Promise.all(Array.from({ length: 20 }, () => nsCounting.lookup('/same')));
     expect(heads).toBe(1);
   });
+  it('keeps an answer that a write elsewhere overlapped, and drops one whose own path was invalidated meanwhile', async () => {
+    await mkdir(join(dir, 'data'), { recursive: true });
+    await writeFile(join(dir, 'data/a.bin'), 'a');
+    await writeFile(join(dir, 'data/b.bin'), 'b');
+    let gating = false;
+    let gate: (() => void) | undefined;
+    const calls = { list: 0 };
+    const gatedList = async (prefix: string, options?: Parameters<ObjectStore['list']>[1]) => {
+      calls.list++;
+      if (gating && gate === undefined) await new Promise<void>((resolve) => (gate = resolve));
+      return store.list(prefix, options);
+    };
+    const gated = new Proxy(store, {
+      get: (target, name) => (name === 'list' ? gatedList : (target[name as keyof ObjectStore] as Function).bind?.(target) ?? target[name as keyof ObjectStore]),
+    });
+    const nsGated = new Namespace(gated, { metadataTtlMs: 60_000, now: () => now });
+    await nsGated.lookup('/data');
+    gating = true;
+    // A write in another folder lands while /data is being listed: the listing is still kept.
+    const listing = nsGated.list('/data');
+    while (gate === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
+    nsGated.invalidate('/other/new.bin');
+    gate();
+    expect((await listing).map((e) => e.name)).toEqual(['a.bin', 'b.bin']);
+    const before = calls.list;
+    expect((await nsGated.list('/data')).map((e) => e.name)).toEqual(['a.bin', 'b.bin']);
+    expect(calls.list).toBe(before);
+    // A write in /data itself while it is listed: answered, but not kept (the next list asks again).
+    nsGated.invalidate('/data/b.bin');
+    gate = undefined;
+    const again = nsGated.list('/data');
+    while (gate === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
+    await writeFile(join(dir, 'data/c.bin'), 'c');
+    nsGated.invalidate('/data/c.bin');
+    gate();
+    await again;
+    const asked = calls.list;
+    expect((await nsGated.list('/data')).map((e) => e.name)).toEqual(['a.bin', 'b.bin', 'c.bin']);
+    expect(calls.list).toBe(asked + 1);
+  });
 });

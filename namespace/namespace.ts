@@ -71,6 +71,9 @@ const LIST_PAGE_SIZE = 1000;
 const FOLDER_TTL_MS = 30_000;
 /** Object versions whose attributes are remembered (about 100 bytes each): a 10 MB bound. */
 const KNOWN_META_VERSIONS = 100_000;
+/** Paths whose invalidation epoch is remembered: far more than lookups in flight at once. */
+const INVALIDATIONS_TRACKED = 4096;
+
 /**
  * A lookup in a folder listed before whose listing has expired lists the folder again instead
  * of sending a HEAD for the one name, when the folder fit one LIST page: one request then
@@ -115,6 +118,15 @@ export class Namespace {
    * what it found (it may predate the change), and later callers do not join it.
    */
   #epoch = 0;
+  /**
+   * The epoch at which each path was last invalidated, itself or as the parent of an invalidated
+   * path: a store answer for it that started before is answered but not kept. Per path, so that
+   * writes elsewhere in the mount (an upload committing, say) do not keep lookups and listings
+   * of other paths out of the cache, which --stale-on-error serves from during an outage.
+   */
+  readonly #invalidatedAt = new Map<string, number>();
+  /** The epoch of the last invalidation of everything (and of forgetting #invalidatedAt). */
+  #allInvalidatedAt = 0;
 
   constructor(store: ObjectStore, config: NamespaceConfig) {
     this.#store = store;
@@ -202,6 +214,8 @@ export class Namespace {
   invalidate(path: string): void {
     const normal = normalisePath(path);
     this.#epoch++;
+    this.#markInvalidated(normal);
+    this.#markInvalidated(parentOf(normal));
     // Listings expire rather than vanish: the next lookup asks the store, and should the store
     // be down, what was known is still there to serve stale (`--stale-on-error`).
     this.#entries.delete(normal); // its next lookup asks the store by name (a HEAD), not a listing
@@ -238,6 +252,20 @@ export class Namespace {
     return files;
   }
 
+  #markInvalidated(path: string): void {
+    // Bounded: past the cap, everything in flight counts as invalidated (only costs a store call).
+    if (this.#invalidatedAt.size >= INVALIDATIONS_TRACKED) {
+      this.#invalidatedAt.clear();
+      this.#allInvalidatedAt = this.#epoch;
+    }
+    this.#invalidatedAt.set(path, this.#epoch);
+  }
+
+  /** Whether a store answer for `path` that started at `epoch` may be kept: nothing invalidated it since. */
+  #keepable(path: string, epoch: number): boolean {
+    return this.#allInvalidatedAt <= epoch && (this.#invalidatedAt.get(path) ?? 0) <= epoch;
+  }
+
   #expire<T>(cache: Map<string, Cached<T>>, path: string): void {
     const cached = cache.get(path);
     const now = this.#now();
@@ -247,6 +275,8 @@ export class Namespace {
   /** Forgets everything (a sync, a link change). */
   invalidateAll(): void {
     this.#epoch++;
+    this.#allInvalidatedAt = this.#epoch;
+    this.#invalidatedAt.clear();
     this.#entries.clear();
     this.#listings.clear();
     this.#pendingLookups.clear();
@@ -278,7 +308,7 @@ export class Namespace {
 
   async #lookupInStore(path: string, wasFile: boolean): Promise<NamespaceEntry | null> {
     const epoch = this.#epoch;
-    const remember = (value: NamespaceEntry | null): NamespaceEntry | null => (epoch === this.#epoch ? this.#remember(path, value) : value);
+    const remember = (value: NamespaceEntry | null): NamespaceEntry | null => (this.#keepable(path, epoch) ? this.#remember(path, value) : value);
     const key = keyOfPath(path);
     if (!isRepresentable(key)) return remember(null);
     if (wasFile) {
@@ -332,7 +362,7 @@ export class Namespace {
     } while (token);
 
     const entries = [...byName].map(([name, entry]) => ({ name, entry })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    if (epoch !== this.#epoch) return entries; // invalidated meanwhile: answer, but do not keep
+    if (!this.#keepable(path, epoch)) return entries; // invalidated meanwhile: answer, but do not keep
     const expiresAt = this.#now() + this.#ttlMs;
     for (const { name, entry } of entries) this.#entries.set(path === '/' ? `/${name}` : `${path}/${name}`, { value: entry, expiresAt: this.#expiry(entry) });
     this.#listings.set(path, { value: entries, expiresAt });
