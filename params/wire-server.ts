@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import { createServer, type Server, type Socket } from 'node:net';
+import { chmod, unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { StrataError } from '../errors/index.js';
 import { counter, silentLogger, type Logger } from '../telemetry/index.js';
 import type { AnswerLease } from './answer-buffers.js';
@@ -50,9 +51,33 @@ export class ParamsWireServer {
     this.#server = createServer({ noDelay: true }, (socket) => this.#serve(socket));
   }
 
-  /** Listens; answers the bound address (the port chosen when 0 was given). */
+  /**
+   * Listens; answers the bound address (the port chosen when 0 was given). A unix socket
+   * left behind by a process that was killed (nobody accepts on it) is replaced; one that
+   * another server accepts on fails with EADDRINUSE. The socket is made 0600: only this
+   * user may connect.
+   */
   async listen(address: ParamsWireAddress): Promise<ParamsWireAddress> {
-    await new Promise<void>((resolve, reject) => {
+    try {
+      await this.#listenOnce(address);
+    } catch (err) {
+      if (!('path' in address) || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketAnswers(address.path))) throw err;
+      await unlink(address.path).catch(() => {});
+      await this.#listenOnce(address);
+    }
+    const bound = this.#server.address();
+    if (typeof bound === 'string' || bound === null) {
+      const path = 'path' in address ? address.path : String(bound);
+      await chmod(path, 0o600);
+      this.#logger.info({ path }, 'params binary protocol listening');
+      return { path };
+    }
+    this.#logger.info({ host: bound.address, port: bound.port }, 'params binary protocol listening');
+    return { host: bound.address, port: bound.port };
+  }
+
+  #listenOnce(address: ParamsWireAddress): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
       const done = () => {
         this.#server.off('error', reject);
@@ -61,10 +86,6 @@ export class ParamsWireServer {
       if ('path' in address) this.#server.listen(address.path, done);
       else this.#server.listen(address.port, address.host, done);
     });
-    const bound = this.#server.address();
-    if (typeof bound === 'string' || bound === null) return { path: typeof bound === 'string' ? bound : '' };
-    this.#logger.info({ host: bound.address, port: bound.port }, 'params binary protocol listening');
-    return { host: bound.address, port: bound.port };
   }
 
   /** Stops listening and closes every connection. */
@@ -153,4 +174,16 @@ export class ParamsWireServer {
     socket.on('error', (err) => this.#logger.debug({ err: err.message }, 'params binary protocol connection failed'));
     socket.on('close', () => this.#sockets.delete(socket));
   }
+}
+
+/** Whether some server accepts connections on the unix socket at `path`. */
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
 }
