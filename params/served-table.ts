@@ -162,6 +162,18 @@ export class ServedTable {
     this.#overlay = overlay;
   }
 
+  /**
+   * A lookup thread's view gains the overlay made beside its file since it was opened (the
+   * table's first delta), as a reader: the base mapping stays, so its pages already touched
+   * stay mapped (opening the file again would map and fault in the whole table once more).
+   * False when there is no overlay file or one is attached already.
+   */
+  attachOverlayFile(): boolean {
+    if (this.#overlay || !this.#native?.mapped || !existsSync(this.path + OVERLAY_SUFFIX)) return false;
+    this.attachOverlay(TableOverlay.open(this.path + OVERLAY_SUFFIX, this.#native.binding, this.#native.handle, this.overlayTag, { writer: false }));
+    return true;
+  }
+
   /** The table's in-place deltas, if it has an overlay. */
   get overlay(): TableOverlay | undefined {
     return this.#overlay;
