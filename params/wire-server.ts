@@ -20,7 +20,12 @@ const MAX_QUEUED_ANSWER_BYTES = 4 * 1024 * 1024;
 const framingErrors = counter('strata_params_wire_frame_errors_total', 'Binary-protocol connections closed for a malformed frame or a failed authentication');
 
 export interface ParamsWireConfig {
-  /** Answers an mget of `keys` (N little-endian u64) in table `name` into a lease released once sent. */
+  /**
+   * Answers an mget of `keys` (N little-endian u64) in table `name` into a lease released once
+   * sent. `keys` is only valid during the call (the server gathers the connection's next frame
+   * into the same bytes): it must be read, or copied, before this returns, as
+   * ParamsService.mgetLease does (the lookup threads get a copy in shared memory).
+   */
   readonly mget: (name: string, keys: Uint8Array) => Promise<AnswerLease>;
   /** When set, a connection's first frame must be AUTH with this token (as STRATA_TOKEN for the REST API). */
   readonly token?: string | undefined;
@@ -96,7 +101,10 @@ export class ParamsWireServer {
 
   #serve(socket: Socket): void {
     this.#sockets.add(socket);
-    const reader = new FrameReader(REQUEST_HEADER_BYTES, MAX_REQUEST_BYTES);
+    // Requests spread over chunks (a 20,000-key frame is 160 KB, socket reads are 64 KiB) are
+    // gathered into one buffer per connection, reused: a fresh one per request was most of the
+    // server's garbage, collected in major GCs for external memory (bench/params-tail).
+    const reader = new FrameReader(REQUEST_HEADER_BYTES, MAX_REQUEST_BYTES, { reuse: true });
     let authed = this.#token === undefined;
     let inFlight = 0;
     let closing = false;

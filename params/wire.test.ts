@@ -189,3 +189,24 @@ describe('the example frame of docs/PARAMS.md', () => {
     socket.destroy();
   });
 });
+
+describe('frames gathered from many chunks', () => {
+  it('answers each of many pipelined large requests with its own keys, on lookup threads', async () => {
+    const threaded = new ParamsService({ dir: join(work, 'threaded'), lookupThreads: 2 });
+    await threaded.load('emb', join(work, 'emb.params'));
+    while (!threaded.runsOnThreads('emb')) await new Promise((r) => setTimeout(r, 10));
+    const server = new ParamsWireServer({ mget: (name, keys) => threaded.mgetLease(name, keys) });
+    const at = await server.listen({ host: '127.0.0.1', port: 0 });
+    const client = await ParamsWireClient.connect(at);
+    try {
+      // 240 KB frames: each spans several socket reads and is gathered into the connection's one buffer.
+      const batches = Array.from({ length: 12 }, (_, b) => Array.from({ length: 30_000 }, (_, i) => BigInt((i * 7 + b * 101) % 1500)));
+      const answers = await Promise.all(batches.map((keys) => client.mget('emb', keysBody(keys))));
+      batches.forEach((keys, b) => expect(answers[b]!.equals(service.mget('emb', keysBody(keys)))).toBe(true));
+    } finally {
+      client.close();
+      await server.close();
+      await threaded.close();
+    }
+  });
+});
