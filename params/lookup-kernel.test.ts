@@ -96,6 +96,10 @@ describe('lookup kernels', () => {
     const expected = answer(js, batch);
     expect(answer(native, batch).equals(expected)).toBe(true);
     expect(answer(native, batch, 1024).equals(expected)).toBe(true);
+    // A mapping whose index is not populated ahead (the service's own when lookup threads answer) answers alike.
+    const lazy = ServedTable.open(path, new MmapTableMapper(), { populate: false });
+    expect(answer(lazy, batch).equals(expected)).toBe(true);
+    lazy.close();
     expect(answer(js, batch, 96).equals(expected)).toBe(true);
     const decoded = decodeAnswer(expected, batch.length, DIM);
     const inTable = new Set(keys);

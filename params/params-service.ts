@@ -102,7 +102,9 @@ export class ParamsService {
     for (const entry of entries) {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
-        const table = ServedTable.open(this.#placements.pathOf(entry), this.#mapper);
+        // With lookup threads the recovered table is answered from their own mappings once they
+        // have it: this one is not populated, which takes its page-table fill off the recovery.
+        const table = ServedTable.open(this.#placements.pathOf(entry), this.#mapper, { populate: this.#lookupThreads === 0 });
         const served: Served = { table, entry, pooled: false };
         opened.push(served);
         this.#versions.set(entry.name, Math.max(this.#versionOf(served), this.#versions.get(entry.name) ?? 0));

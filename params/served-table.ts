@@ -24,6 +24,11 @@ export interface OpenTableOptions {
   readonly kernel?: 'native' | 'js';
   /** Open the base file alone, leaving its in-place deltas (overlay) aside: compaction folds them itself. */
   readonly baseOnly?: boolean;
+  /**
+   * Fill the index mapping's page tables when mapping it (default true): for a mapping lookups
+   * are answered from. False where lookup threads, which map the file themselves, answer.
+   */
+  readonly populate?: boolean;
 }
 
 /** The size of the answer to an mget of `n` keys: bitmap padded to 4 bytes, then n rows. */
@@ -99,7 +104,7 @@ export class ServedTable {
       let handle: NativeTableHandle;
       let indexCrc: number | undefined;
       try {
-        handle = binding.mapTable(fd, header.indexOffset, header.indexBytes, header.valuesOffset, header.valuesBytes, first, homes, header.dim, header.seed, header.keyCount);
+        handle = binding.mapTable(fd, header.indexOffset, header.indexBytes, header.valuesOffset, header.valuesBytes, first, homes, header.dim, header.seed, header.keyCount, options.populate ?? true);
         // Read with pread, not through the new mapping: see crc32cOfFile in strata_lookup.c.
         if (!options.trusted) indexCrc = binding.crc32cOfFile(fd, header.indexOffset, header.indexBytes, 0, REGION_THREADS);
       } catch (err) {

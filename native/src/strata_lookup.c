@@ -42,6 +42,7 @@
  */
 #include <pthread.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -447,8 +448,8 @@ static napi_value throw_errno(napi_env env, const char *op, int err) {
 }
 
 static napi_value js_map_table(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
+  size_t argc = 11;
+  napi_value argv[11];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   uint64_t fd, index_offset, index_bytes, values_offset, values_bytes, key_count;
   uint32_t dim, seed;
@@ -463,6 +464,11 @@ static napi_value js_map_table(napi_env env, napi_callback_info info) {
   if (index_bytes == 0 || index_offset % page != 0 || values_offset % page != 0 || values_bytes != key_count * (uint64_t)dim * 4 || key_count >= EMPTY_ROW)
     return fail(env, "mapTable: regions must start on pages, the index must not be empty and values must hold keyCount rows");
 
+  /* An optional 11th argument, populate (default true): false leaves the index to fault in as it is read. */
+  bool populate = true;
+  napi_valuetype populate_type = napi_undefined;
+  if (argc >= 11 && napi_typeof(env, argv[10], &populate_type) == napi_ok && populate_type != napi_undefined && napi_get_value_bool(env, argv[10], &populate) != napi_ok)
+    return fail(env, "mapTable: populate must be a boolean");
   lookup_table *t = alloc_table(shards, 1); /* one chunk: the values mapping */
   if (!t) return fail(env, "mapTable: out of memory");
   /*
@@ -470,8 +476,10 @@ static napi_value js_map_table(napi_env env, napi_callback_info info) {
    * are filled in the mmap call: one pass in the kernel instead of a fault per 64 KiB,
    * which in a starting Node process (V8 changing its own mappings on other threads)
    * measured several times slower. The values are left to fault in as keys are asked for.
+   * Without populate (a mapping that lookup threads, with mappings of their own, answer for)
+   * nothing is filled in ahead.
    */
-  void *index = mmap(NULL, index_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, (int)fd, (off_t)index_offset);
+  void *index = mmap(NULL, index_bytes, PROT_READ, MAP_SHARED | (populate ? MAP_POPULATE : 0), (int)fd, (off_t)index_offset);
   if (index == MAP_FAILED) {
     int err = errno;
     free_table(t);
