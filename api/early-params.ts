@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { StrataError } from '../errors/index.js';
 import { ParamsError, type ParamsService } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
-import { nameParams } from './params-routes.js';
+import { nameParams, tablesAnswer } from './params-routes.js';
 import { MGET_BODY_LIMIT } from './schemas.js';
 import { ApiError, parseOrReject, requireBearer } from './validate.js';
 
@@ -105,7 +105,7 @@ async function answerEarly(request: IncomingMessage, response: ServerResponse, p
     response.end(lease.bytes);
     return;
   }
-  if (request.method === 'GET' && path === '/v1/params/tables') return sendJson(response, 200, { tables: params.list() });
+  if (request.method === 'GET' && path === '/v1/params/tables') return sendJson(response, 200, tablesAnswer(params));
   request.resume();
   response.setHeader('retry-after', String(RETRY_AFTER_SECONDS));
   throw new ApiError('API_STARTING', `the daemon is starting: ${request.method} ${path} answers in a moment (parameter lookups already do)`);

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ParamsError, type ParamsService } from '../params/index.js';
+import { ParamsError, type ParamsService, type ParamsWireAddress } from '../params/index.js';
 import type { ClusterNode } from '../params/cluster/index.js';
 import { MGET_BODY_LIMIT, paramsLoadBodySchema, paramsLookupBodySchema } from './schemas.js';
 import { parseOrReject } from './validate.js';
@@ -21,7 +21,7 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
     // Any non-JSON body arrives as raw bytes; each route checks the type it takes and answers 415 otherwise.
     scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
-    scope.get('/v1/params/tables', async () => ({ tables: service.list() }));
+    scope.get('/v1/params/tables', async () => tablesAnswer(service));
 
     scope.post('/v1/params/tables', async (request) => {
       requireType(request, 'application/json');
@@ -74,4 +74,13 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
 function requireType(request: FastifyRequest, type: string): void {
   const given = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (given !== type) throw new ParamsError('PARAMS_UNSUPPORTED_MEDIA_TYPE', `${request.method} ${request.routeOptions.url} takes ${type}, got ${given || 'no Content-Type'}`);
+}
+
+/**
+ * `GET /v1/params/tables`: the tables, and where the binary protocol answers their lookups
+ * (`wire`: `{host, port}` or `{path}`) when the daemon runs it (`--params-wire`).
+ */
+export function tablesAnswer(service: ParamsService): { tables: ReturnType<ParamsService['list']>; wire?: ParamsWireAddress } {
+  const wire = service.wireAddress;
+  return { tables: service.list(), ...(wire ? { wire } : {}) };
 }

@@ -203,14 +203,14 @@ async function wireRate(port: number, bodies: Buffer[], batch: number, verify: b
 async function httpRate(port: number, bodies: Buffer[], batch: number, verify: boolean): Promise<Rate> {
   const agent = new Agent({ keepAlive: true, maxSockets: CLIENTS });
   const expect = mgetAnswerBytes(batch, DIM);
-  const post = (body: Buffer, keep: boolean) =>
+  const post = (body: Buffer) =>
     new Promise<Buffer>((resolve, reject) => {
       const req = request({ agent, host: '127.0.0.1', port, method: 'POST', path: '/v1/params/emb/mget', headers: { 'content-type': 'application/octet-stream', 'content-length': body.length } }, (res) => {
         const chunks: Buffer[] = [];
         let bytes = 0;
         res.on('data', (c: Buffer) => {
           bytes += c.length;
-          if (keep) chunks.push(c);
+          chunks.push(c);
         });
         res.on('end', () => (res.statusCode === 200 && bytes === expect ? resolve(Buffer.concat(chunks)) : reject(new Error(`HTTP ${res.statusCode}, ${bytes} bytes`))));
         res.on('error', reject);
@@ -220,11 +220,13 @@ async function httpRate(port: number, bodies: Buffer[], batch: number, verify: b
     });
   try {
     for (let c = 0; c < CLIENTS; c++) {
-      const answer = await post(bodies[c]!, true);
+      const answer = await post(bodies[c]!);
       if (verify) check(bodies[c]!, answer);
     }
+    // The answer is gathered into one Buffer, as the binary protocol's client hands it over:
+    // both clients do the work a user's client does with an answer.
     return await closedLoops(batch, async (_c, i) => {
-      await post(bodies[i % bodies.length]!, false);
+      await post(bodies[i % bodies.length]!);
     });
   } finally {
     agent.destroy();

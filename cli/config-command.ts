@@ -51,6 +51,7 @@ function describe(config: DaemonConfig, withMountPoint: boolean): string {
     ['metadata-ttl', config.metadataTtlSeconds],
     ['allow-other', config.allowOther],
     ['lookup-threads', config.lookupThreads],
+    ['params-wire', config.paramsWire && ('path' in config.paramsWire ? config.paramsWire.path : `${config.paramsWire.host.includes(':') ? `[${config.paramsWire.host}]` : config.paramsWire.host}:${config.paramsWire.port}`)],
     ['log-level', config.logLevel],
   ];
   return lines

@@ -42,6 +42,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--advertise URL', 'this daemon\'s API URL as its peers list it (default: found in --peers by address and port)'],
       ['--peer-timeout SECONDS', 'how long to wait for a block from its owner peer before reading the store (default 5)'],
       ['--lookup-threads N', 'worker threads for parameter-table lookups (default 2, or 1 on one core; 0: the event loop)'],
+      ['--params-wire HOST:PORT|PATH', 'also answer parameter-table lookups over the binary protocol there (TCP or a unix socket; off by default; docs/PARAMS.md)'],
       ['--cluster etcd://HOST:PORT[,HOST:PORT]/PREFIX', 'join the parameter-table cluster coordinated through that etcd (docs/PARAMS.md, Cluster)'],
       ['--node-name NAME', 'this member\'s name in the cluster (default: the host name)'],
       ['--log-level LEVEL', 'trace, debug, info (default), warn, error, silent'],

@@ -14,8 +14,9 @@ export async function runStatus(values: Values): Promise<number> {
   const uploads = (await callApi(base, 'GET', '/v1/uploads')) as { uploads: Array<UploadStatus & { path?: string }>; stagingUsedBytes: number };
   const cluster = await clusterStatus(base);
   const mount = (await callApi(base, 'GET', '/v1/mount')) as { mountPoint: string; fuse: FuseMountInfo };
+  const { wire } = (await callApi(base, 'GET', '/v1/params/tables')) as { wire?: { host: string; port: number } | { path: string } };
   if (values.json === true) {
-    process.stdout.write(`${JSON.stringify({ mount, ...cache, ...uploads, ...(cluster ? { cluster } : {}) }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ mount, ...cache, ...uploads, ...(wire ? { paramsWire: wire } : {}), ...(cluster ? { cluster } : {}) }, null, 2)}\n`);
     return 0;
   }
   const { fuse } = mount;
@@ -28,6 +29,7 @@ export async function runStatus(values: Values): Promise<number> {
     const up = uploads.uploads.map((u) => [u.path ?? u.key, u.state, `${formatSize(u.uploadedBytes)}/${formatSize(u.bytes)}`, String(u.attempts), u.lastError ?? '']);
     process.stdout.write(table(['path', 'state', 'uploaded', 'attempts', 'last error'], up));
   }
+  if (wire) process.stdout.write(`\nparameter lookups over the binary protocol: ${'path' in wire ? wire.path : `${wire.host.includes(':') ? `[${wire.host}]` : wire.host}:${wire.port}`}\n`);
   if (cluster) process.stdout.write(`\n${formatCluster(cluster)}`);
   return 0;
 }

@@ -82,3 +82,21 @@ describe('daemonConfig --cluster and --node-name', () => {
     expect(() => daemonConfig({ ...base, nodeName: 'a b' }, {})).toThrow(/--node-name/);
   });
 });
+
+describe('daemonConfig --params-wire', () => {
+  it('is off by default and takes HOST:PORT or an absolute unix socket path', () => {
+    expect(daemonConfig(base, {}).paramsWire).toBeUndefined();
+    expect(daemonConfig({ ...base, paramsWire: '127.0.0.1:7071' }, {}).paramsWire).toEqual({ host: '127.0.0.1', port: 7071 });
+    expect(daemonConfig({ ...base, paramsWire: '[::1]:0' }, {}).paramsWire).toEqual({ host: '::1', port: 0 });
+    expect(daemonConfig({ ...base, paramsWire: '/run/strata/params.sock' }, {}).paramsWire).toEqual({ path: '/run/strata/params.sock' });
+  });
+  it('needs STRATA_TOKEN off the loopback, as --api does', () => {
+    expect(() => daemonConfig({ ...base, paramsWire: '0.0.0.0:7071' }, {})).toThrow(/--params-wire: binding to 0.0.0.0 needs STRATA_TOKEN/);
+    expect(daemonConfig({ ...base, paramsWire: '0.0.0.0:7071' }, { STRATA_TOKEN: 's3cret-s3cret-s3cret' }).paramsWire).toEqual({ host: '0.0.0.0', port: 7071 });
+  });
+  it('names itself when the value is wrong, the API already has the address, or --cluster is given', () => {
+    for (const bad of ['7071', 'localhost:99999', 'params.sock', `/${'x'.repeat(120)}`]) expect(() => daemonConfig({ ...base, paramsWire: bad }, {})).toThrow(/^--params-wire: /);
+    expect(() => daemonConfig({ ...base, api: '127.0.0.1:7070', paramsWire: '127.0.0.1:7070' }, {})).toThrow(/--params-wire: 127.0.0.1:7070 is the API's address/);
+    expect(() => daemonConfig({ ...base, cluster: 'etcd://127.0.0.1:2379/strata', paramsWire: '127.0.0.1:7071' }, {})).toThrow(/--params-wire: not with --cluster/);
+  });
+});

@@ -50,14 +50,46 @@ const pathWithSize = (option: string, sizeRequired: boolean) =>
     return { path: resolve(path), bytes } as { path: string; bytes?: number };
   });
 
-const hostPort = z.string().transform((text, ctx) => {
+/** `HOST:PORT` (an IPv6 host in brackets) as `{host, port}`, or undefined. */
+function parseHostPort(text: string): { host: string; port: number } | undefined {
   const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(text);
   const port = match ? Number(match[2]) : NaN;
-  if (!match || port > 65535) {
+  if (!match || port > 65535) return undefined;
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+const hostPort = z.string().transform((text, ctx) => {
+  const address = parseHostPort(text);
+  if (!address) {
     ctx.addIssue({ code: 'custom', message: `--api: "${text}" is not HOST:PORT (e.g. 127.0.0.1:7070)` });
     return z.NEVER;
   }
-  return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
+  return address;
+});
+
+/** Where the params binary protocol listens: TCP or a unix socket. */
+export type ParamsWireListen = { readonly host: string; readonly port: number } | { readonly path: string };
+
+/**
+ * Longest unix socket path: `sun_path` holds 108 bytes on Linux, the terminating zero included.
+ */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/** `--params-wire HOST:PORT` or an absolute unix socket path. */
+const paramsWireAddress = z.string().transform((text, ctx): ParamsWireListen => {
+  if (text.startsWith('/')) {
+    if (Buffer.byteLength(text) > MAX_SOCKET_PATH_BYTES) {
+      ctx.addIssue({ code: 'custom', message: `--params-wire: a unix socket path has at most ${MAX_SOCKET_PATH_BYTES} bytes; "${text}" is longer` });
+      return z.NEVER;
+    }
+    return { path: text };
+  }
+  const address = parseHostPort(text);
+  if (!address) {
+    ctx.addIssue({ code: 'custom', message: `--params-wire: "${text}" is neither HOST:PORT (e.g. 127.0.0.1:7071) nor an absolute unix socket path` });
+    return z.NEVER;
+  }
+  return address;
 });
 
 const peerList = z.string().transform((text, ctx) => {
@@ -200,6 +232,7 @@ export const mountOptionsSchema = z
         }
       })
       .optional(),
+    paramsWire: paramsWireAddress.optional(),
     nodeName: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, { message: '--node-name: 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit' })
@@ -295,6 +328,12 @@ export interface DaemonConfig {
   readonly lookupThreads: number;
   /** `--cluster`: the etcd endpoints and prefix of the parameter-table cluster this daemon joins. */
   readonly cluster?: ClusterAddress;
+  /**
+   * `--params-wire`: where parameter-table lookups are also answered over the binary protocol
+   * (docs/PARAMS.md, "Binary protocol"); off when absent. Its connections authenticate with
+   * STRATA_TOKEN when one is set, as the API's requests do.
+   */
+  readonly paramsWire?: ParamsWireListen;
   /** `--node-name`: this daemon's name in the cluster (default: the host name). */
   readonly nodeName: string;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -340,6 +379,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
   if (!isLoopback(o.api.host) && !env.STRATA_TOKEN) {
     throw new ConfigError('CONFIG_INVALID', `--api: binding to ${o.api.host} needs STRATA_TOKEN set, so the admin API is not open to the network`);
   }
+  if (o.paramsWire) checkParamsWire(o.paramsWire, o.api, o.cluster !== undefined, env);
   return Object.freeze({
     secrets: new DaemonSecrets(env.STRATA_TOKEN, env.STRATA_PEER_SECRET),
     ...(o.store ? { store: o.store } : {}),
@@ -369,11 +409,27 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     peerTimeoutMs: o.peerTimeout * 1000,
     lookupThreads: o.lookupThreads,
     ...(o.cluster ? { cluster: o.cluster } : {}),
+    ...(o.paramsWire ? { paramsWire: Object.freeze(o.paramsWire) } : {}),
     nodeName: o.nodeName ?? hostname(),
     logLevel: o.logLevel,
     logFormat: o.logFormat,
     ...(o.logFile ? { logFile: o.logFile } : {}),
   });
+}
+
+/**
+ * The binary protocol answers the same lookups as the API: off the loopback it needs the
+ * token as `--api` does. Cluster tables are routed between members over HTTP, which the
+ * binary protocol does not do, so it is refused with `--cluster` rather than answering
+ * only the shards this member holds.
+ */
+function checkParamsWire(wire: ParamsWireListen, api: { host: string; port: number }, cluster: boolean, env: NodeJS.ProcessEnv): void {
+  if (cluster) throw new ConfigError('CONFIG_INVALID', '--params-wire: not with --cluster (cluster tables are routed between members over the HTTP API)');
+  if ('path' in wire) return;
+  if (!isLoopback(wire.host) && !env.STRATA_TOKEN) {
+    throw new ConfigError('CONFIG_INVALID', `--params-wire: binding to ${wire.host} needs STRATA_TOKEN set, so lookups are not open to the network`);
+  }
+  if (wire.port !== 0 && wire.port === api.port && wire.host === api.host) throw new ConfigError('CONFIG_INVALID', `--params-wire: ${wire.host}:${wire.port} is the API's address; give another port`);
 }
 
 export function isLoopback(host: string): boolean {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ParamsService } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { listenEarly, type EarlyApi } from '../api/index.js';
-import type { DaemonConfig } from '../config/index.js';
+import { ConfigError, type DaemonConfig, type ParamsWireListen } from '../config/index.js';
 
 /** What start-up opened before the rest of the daemon loads: the tables and the API's socket serving them. */
 export interface EarlyStart {
@@ -54,5 +54,19 @@ export async function openParams(config: DaemonConfig, logger: Logger): Promise<
   });
   const report = await params.recover();
   if (report.tables > 0 || report.failed.length > 0) logger.info({ tables: report.tables, failed: report.failed, ms: report.ms }, 'parameter tables recovered');
+  // `--params-wire`: lookups over the binary protocol from here on, with the API's token.
+  // It closes with the service (ParamsService.close), which every way out of the daemon runs.
+  if (config.paramsWire) {
+    try {
+      await params.listenWire(config.paramsWire, config.secrets.token);
+    } catch (err) {
+      await params.close();
+      throw new ConfigError('CONFIG_INVALID', `--params-wire: cannot listen on ${describe(config.paramsWire)}: ${(err as Error).message}`, { cause: err });
+    }
+  }
   return params;
+}
+
+function describe(address: ParamsWireListen): string {
+  return 'path' in address ? address.path : `${address.host}:${address.port}`;
 }

@@ -216,5 +216,24 @@ describe('in-place deltas', () => {
     const report = await again.recover();
     expect(report.failed).toMatchObject([{ name: 'emb', message: expect.stringContaining('overlay log checksum mismatch') }]);
     await again.close();
+
+    // A byte of the overlay's index: the block holding it fails its checksum.
+    const tier2 = join(tier, 'second');
+    const indexed = new ParamsService({ dir: tier2 });
+    await indexed.load('emb', await table(keys));
+    await indexed.applyDelta('emb', encodeDelta(DIM, [[5000n, [1, 2, 3, 4]]], [3n]));
+    await indexed.close();
+    const damaged = await open(join(tier2, 'emb.v1.params.overlay'), 'r+');
+    const head2 = Buffer.alloc(128);
+    await damaged.read(head2, 0, 128, 0);
+    const indexOffset = Number(head2.readBigUInt64LE(48));
+    const slots = Number(head2.readBigUInt64LE(24));
+    // A byte in every block of 64 slots (the first slot's key): whichever block is checked first fails.
+    for (let block = 0; block < slots / 64; block++) await damaged.write(Buffer.from([0x5a]), 0, 1, indexOffset + block * 64 * 12);
+    await damaged.close();
+    const third = new ParamsService({ dir: tier2 });
+    const report3 = await third.recover();
+    expect(report3.failed).toMatchObject([{ name: 'emb', message: expect.stringMatching(/overlay index block \d+ checksum mismatch/) }]);
+    await third.close();
   });
 });

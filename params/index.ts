@@ -8,3 +8,5 @@ export { defaultTableMapper, MmapTableMapper, ReadTableMapper, type TableMapper 
 export { ParamsError, type ParamsErrorCode } from './params-error.js';
 export { crc32c } from './crc32c.js';
 export { TableWriter, type TableWriterOptions, type TableWriterResult } from './table-writer.js';
+export { ParamsWireClient } from './wire-client.js';
+export { ParamsWireServer, type ParamsWireAddress, type ParamsWireConfig } from './wire-server.js';

@@ -10,8 +10,11 @@ export interface LookupBinding {
   crc32c(data: Uint8Array, crc?: number, threads?: number): number;
   table(index: Buffer, first: Float64Array, homes: Float64Array, chunks: Buffer[], chunkShift: number, dim: number, seed: number, keyCount: number): NativeTableHandle;
   mget(handle: NativeTableHandle, keys: Uint32Array, n: number, from: number, to: number, out: Uint32Array, overlay?: NativeOverlayHandle): number;
-  mapTable(fd: number, indexOffset: number, indexBytes: number, valuesOffset: number, valuesBytes: number, first: Float64Array, homes: Float64Array, dim: number, seed: number, keyCount: number): NativeTableHandle;
+  /** `populate` (default true): fill the index's page tables at once, for a mapping that answers lookups. */
+  mapTable(fd: number, indexOffset: number, indexBytes: number, valuesOffset: number, valuesBytes: number, first: Float64Array, homes: Float64Array, dim: number, seed: number, keyCount: number, populate?: boolean): NativeTableHandle;
   crc32cOf(handle: NativeTableHandle, region: 0 | 1, crc: number, threads: number): number;
+  /** CRC-32C of a byte range of a file read with pread (not a mapping), continuing `crc`, on up to `threads` threads. */
+  crc32cOfFile(fd: number, offset: number, length: number, crc: number, threads: number): number;
   slotRow(handle: NativeTableHandle, slot: number): number;
   resident(handle: NativeTableHandle): number;
   unmapTable(handle: NativeTableHandle): void;

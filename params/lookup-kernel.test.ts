@@ -56,6 +56,28 @@ describe('CRC-32C', () => {
   });
 });
 
+describe('CRC-32C of a file range read with pread (crc32cOfFile)', () => {
+  it('equals the CRC of the same bytes, from any offset, on 1-4 threads, continued or not, and fails past the end of the file', async () => {
+    const binding = lookupBinding()!;
+    // Past 4 MiB, so the range is split over threads.
+    const data = randomBytes(9 * 1024 * 1024 + 12_345);
+    const path = join(dir, 'crc-file.bin');
+    await writeFile(path, data);
+    const { openSync, closeSync } = await import('node:fs');
+    const fd = openSync(path, 'r');
+    try {
+      for (const [offset, length] of [[0, data.length], [7, data.length - 7], [4096, 5 * 1024 * 1024 + 3], [100, 0], [1, 10]] as const) {
+        for (const threads of [1, 2, 4]) {
+          for (const crc of [0, 0xdeadbeef]) expect(binding.crc32cOfFile(fd, offset, length, crc, threads)).toBe(crc32c(data.subarray(offset, offset + length), crc));
+        }
+      }
+      expect(() => binding.crc32cOfFile(fd, data.length - 10, 100, 0, 2)).toThrow(/read for a checksum failed/);
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
+
 describe('lookup kernels', () => {
   const keys = Array.from({ length: 30_000 }, (_, i) => (BigInt(i) * 0x9e3779b97f4a7c15n) & (2n ** 64n - 1n));
   const misses = Array.from({ length: 3000 }, (_, i) => BigInt(i) * 2n + 1n);
@@ -74,6 +96,10 @@ describe('lookup kernels', () => {
     const expected = answer(js, batch);
     expect(answer(native, batch).equals(expected)).toBe(true);
     expect(answer(native, batch, 1024).equals(expected)).toBe(true);
+    // A mapping whose index is not populated ahead (the service's own when lookup threads answer) answers alike.
+    const lazy = ServedTable.open(path, new MmapTableMapper(), { populate: false });
+    expect(answer(lazy, batch).equals(expected)).toBe(true);
+    lazy.close();
     expect(answer(js, batch, 96).equals(expected)).toBe(true);
     const decoded = decodeAnswer(expected, batch.length, DIM);
     const inTable = new Set(keys);

@@ -12,10 +12,11 @@ port.on('message', (message: ToWorker) => {
   let reply: FromWorker;
   if (message.type === 'open') {
     try {
-      // Opened again when the file gained an overlay: the new mapping replaces the old one.
-      const table = ServedTable.open(message.path, mapper, { trusted: true });
-      tables.get(message.path)?.close();
-      tables.set(message.path, table);
+      // Opened again when the file gained an overlay (its first delta): only the overlay is
+      // mapped then, beside the base mapping this thread already has.
+      const open = tables.get(message.path);
+      if (open) open.attachOverlayFile();
+      else tables.set(message.path, ServedTable.open(message.path, mapper, { trusted: true }));
       reply = { type: 'opened', path: message.path };
     } catch (err) {
       reply = { type: 'opened', path: message.path, error: (err as Error).message };

@@ -18,6 +18,7 @@ import { batchSize, checkName, keyWords, MAX_BATCH_KEYS, parseKey } from './requ
 import type { LoadOptions, ParamsServiceConfig, ParamsTableInfo, RecoveryReport, Served } from './params-service-types.js';
 import { OVERLAY_SUFFIX } from './overlay-format.js';
 import { TableDeltas } from './table-deltas.js';
+import { ParamsWireServer, type ParamsWireAddress } from './wire-server.js';
 
 const verificationFailures = counter('strata_params_values_check_failures_total', 'Recovered parameter tables whose values failed their checksum (not served)');
 
@@ -58,10 +59,14 @@ export class ParamsService {
   readonly #deltas: TableDeltas;
   /** Reused answers of mgetLease on this thread. */
   readonly #answers = new AnswerBuffers((bytes) => new ArrayBuffer(bytes));
+  readonly #baseLogger: Logger | undefined;
+  /** The binary protocol's server and where it listens, once listenWire was called. */
+  #wire: { readonly server: ParamsWireServer; readonly address: ParamsWireAddress } | undefined;
 
   constructor(config: ParamsServiceConfig) {
     this.#dir = config.dir;
     this.#logger = (config.logger ?? silentLogger()).child({ component: 'params' });
+    this.#baseLogger = config.logger;
     this.#placements = new TablePlacements([{ dir: config.dir, tier: config.tier ?? 'pmem' }, ...(config.overflow ? [config.overflow] : [])], this.#logger);
     this.#store = config.store ?? {};
     this.#mapper = config.mapper ?? defaultTableMapper();
@@ -97,7 +102,9 @@ export class ParamsService {
     for (const entry of entries) {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
-        const table = ServedTable.open(this.#placements.pathOf(entry), this.#mapper);
+        // With lookup threads the recovered table is answered from their own mappings once they
+        // have it: this one is not populated, which takes its page-table fill off the recovery.
+        const table = ServedTable.open(this.#placements.pathOf(entry), this.#mapper, { populate: this.#lookupThreads === 0 });
         const served: Served = { table, entry, pooled: false };
         opened.push(served);
         this.#versions.set(entry.name, Math.max(this.#versionOf(served), this.#versions.get(entry.name) ?? 0));
@@ -292,8 +299,30 @@ export class ParamsService {
     return { found, vectors: found.map((f, i) => (f ? Array.from(floats.subarray(i * dim, (i + 1) * dim)) : null)) };
   }
 
-  /** Stops serving and the lookup threads, and releases the tables' mappings. */
+  /**
+   * Answers mget over the binary protocol too (wire-server.ts, docs/PARAMS.md "Binary
+   * protocol"), at `address`, with the answers of mgetLease. With `token`, a connection's first
+   * frame must be AUTH with it. Answers the bound address; close() stops it first.
+   */
+  async listenWire(address: ParamsWireAddress, token?: string): Promise<ParamsWireAddress> {
+    if (this.#wire) throw new ParamsError('INTERNAL', 'the params binary protocol already listens');
+    const server = new ParamsWireServer({ mget: (name, keys) => this.mgetLease(name, keys), token, ...(this.#baseLogger ? { logger: this.#baseLogger } : {}) });
+    const bound = await server.listen(address);
+    this.#wire = { server, address: bound };
+    return bound;
+  }
+
+  /** Where the binary protocol listens (the port bound when 0 was asked for); undefined when it does not. */
+  get wireAddress(): ParamsWireAddress | undefined {
+    return this.#wire?.address;
+  }
+
+  /** Stops the binary protocol, serving and the lookup threads, and releases the tables' mappings. */
   async close(): Promise<void> {
+    const wire = this.#wire;
+    this.#wire = undefined;
+    // Its connections go first: no lookup of theirs may start on a table being closed.
+    await wire?.server.close();
     await this.#deltas.close();
     const tables = [...this.#tables.values(), ...this.#verifying.values()];
     this.#tables.clear();

@@ -24,6 +24,11 @@ export interface OpenTableOptions {
   readonly kernel?: 'native' | 'js';
   /** Open the base file alone, leaving its in-place deltas (overlay) aside: compaction folds them itself. */
   readonly baseOnly?: boolean;
+  /**
+   * Fill the index mapping's page tables when mapping it (default true): for a mapping lookups
+   * are answered from. False where lookup threads, which map the file themselves, answer.
+   */
+  readonly populate?: boolean;
 }
 
 /** The size of the answer to an mget of `n` keys: bitmap padded to 4 bytes, then n rows. */
@@ -97,14 +102,20 @@ export class ServedTable {
     if (binding && mapper.kind === 'mmap' && header.version >= 2) {
       const fd = openSync(path, 'r');
       let handle: NativeTableHandle;
+      let indexCrc: number | undefined;
       try {
-        handle = binding.mapTable(fd, header.indexOffset, header.indexBytes, header.valuesOffset, header.valuesBytes, first, homes, header.dim, header.seed, header.keyCount);
+        handle = binding.mapTable(fd, header.indexOffset, header.indexBytes, header.valuesOffset, header.valuesBytes, first, homes, header.dim, header.seed, header.keyCount, options.populate ?? true);
+        // Read with pread, not through the new mapping: see crc32cOfFile in strata_lookup.c.
+        if (!options.trusted) indexCrc = binding.crc32cOfFile(fd, header.indexOffset, header.indexBytes, 0, REGION_THREADS);
       } catch (err) {
-        throw new ParamsError('PARAMS_BAD_TABLE', `${path}: cannot map the table: ${(err as Error).message}`, { cause: err });
+        throw new ParamsError('PARAMS_BAD_TABLE', `${path}: cannot map or read the table: ${(err as Error).message}`, { cause: err });
       } finally {
         closeSync(fd); // a mapping outlives its descriptor
       }
-      if (!options.trusted && crc32c(directoryBytes(page, header.shardCount), binding.crc32cOf(handle, 0, 0, REGION_THREADS)) !== header.indexCrc) throw bad('index checksum mismatch');
+      if (indexCrc !== undefined && crc32c(directoryBytes(page, header.shardCount), indexCrc) !== header.indexCrc) {
+        binding.unmapTable(handle);
+        throw bad('index checksum mismatch');
+      }
       checkShardEnds(shards, slotCount, (slot) => binding.slotRow(handle, slot), bad);
       if (options.verifyValues && binding.crc32cOf(handle, 1, 0, REGION_THREADS) !== header.valuesCrc) throw bad('values checksum mismatch');
       const table = new ServedTable({ path, header, mapping: mapper.kind, first, homes, native: { binding, handle, mapped: true }, mapRegions });
@@ -140,7 +151,16 @@ export class ServedTable {
    * at once and this right after, before the table answers a lookup.
    */
   valuesIntact(): boolean {
-    if (this.#native?.mapped) return this.#native.binding.crc32cOf(this.#native.handle, 1, 0, REGION_THREADS) === this.header.valuesCrc;
+    if (this.#native?.mapped) {
+      // pread of the file rather than the mapping: lookups touch only the pages of the keys
+      // they ask for, and a check through the mapping would touch every page of it first.
+      const fd = openSync(this.path, 'r');
+      try {
+        return this.#native.binding.crc32cOfFile(fd, this.header.valuesOffset, this.header.valuesBytes, 0, REGION_THREADS) === this.header.valuesCrc;
+      } finally {
+        closeSync(fd);
+      }
+    }
     let crc = 0;
     for (const chunk of this.#js().chunkBytes) crc = checksumFor(this.header.version, true)(chunk, crc);
     return crc === this.header.valuesCrc;
@@ -160,6 +180,18 @@ export class ServedTable {
     if (!this.#native?.mapped) throw new ParamsError('INTERNAL', `${this.path}: in-place deltas need the addon's mapping`);
     this.#overlay?.close();
     this.#overlay = overlay;
+  }
+
+  /**
+   * A lookup thread's view gains the overlay made beside its file since it was opened (the
+   * table's first delta), as a reader: the base mapping stays, so its pages already touched
+   * stay mapped (opening the file again would map and fault in the whole table once more).
+   * False when there is no overlay file or one is attached already.
+   */
+  attachOverlayFile(): boolean {
+    if (this.#overlay || !this.#native?.mapped || !existsSync(this.path + OVERLAY_SUFFIX)) return false;
+    this.attachOverlay(TableOverlay.open(this.path + OVERLAY_SUFFIX, this.#native.binding, this.#native.handle, this.overlayTag, { writer: false }));
+    return true;
   }
 
   /** The table's in-place deltas, if it has an overlay. */

@@ -64,15 +64,25 @@ export class FrameError extends Error {
 export class FrameReader {
   readonly #minBytes: number;
   readonly #maxBytes: number;
+  /** With `reuse`: the buffer frames spread over chunks are gathered into, kept for the next one. */
+  readonly #reuse: boolean;
+  #gather: Buffer | undefined;
   /** Bytes received past the last whole frame (at most one frame's worth plus a header). */
   #rest: Buffer = Buffer.alloc(0);
   /** The frame being gathered across chunks, and how much of it is in. */
   #partial: Buffer | undefined;
   #filled = 0;
 
-  constructor(minBytes: number, maxBytes: number) {
+  /**
+   * With `reuse`, a frame gathered from several chunks is a view of one buffer this reader
+   * keeps (grown to the largest such frame, at most `maxBytes`) and overwrites with the next:
+   * the `frame` callback must be done with the bytes when it returns. Without it each such
+   * frame gets a buffer of its own, which the callback may keep.
+   */
+  constructor(minBytes: number, maxBytes: number, options: { reuse?: boolean } = {}) {
     this.#minBytes = minBytes;
     this.#maxBytes = maxBytes;
+    this.#reuse = options.reuse ?? false;
   }
 
   /** Bytes held for a frame not complete yet. */
@@ -106,13 +116,19 @@ export class FrameReader {
         continue;
       }
       if (data.length - at >= this.#minBytes) {
-        // The header is in: gather the rest of this frame into its own buffer.
-        this.#partial = Buffer.allocUnsafe(bytes);
+        // The header is in: gather the rest of this frame into its own buffer (or the reused one).
+        this.#partial = this.#gatherBuffer(bytes);
         this.#filled = data.copy(this.#partial, 0, at);
         return;
       }
       break;
     }
     if (at < data.length) this.#rest = Buffer.from(data.subarray(at));
+  }
+
+  #gatherBuffer(bytes: number): Buffer {
+    if (!this.#reuse) return Buffer.allocUnsafe(bytes);
+    if (!this.#gather || this.#gather.length < bytes) this.#gather = Buffer.allocUnsafe(bytes);
+    return this.#gather.subarray(0, bytes);
   }
 }

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import { createServer, type Server, type Socket } from 'node:net';
+import { chmod, unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { StrataError } from '../errors/index.js';
 import { counter, silentLogger, type Logger } from '../telemetry/index.js';
 import type { AnswerLease } from './answer-buffers.js';
@@ -19,7 +20,12 @@ const MAX_QUEUED_ANSWER_BYTES = 4 * 1024 * 1024;
 const framingErrors = counter('strata_params_wire_frame_errors_total', 'Binary-protocol connections closed for a malformed frame or a failed authentication');
 
 export interface ParamsWireConfig {
-  /** Answers an mget of `keys` (N little-endian u64) in table `name` into a lease released once sent. */
+  /**
+   * Answers an mget of `keys` (N little-endian u64) in table `name` into a lease released once
+   * sent. `keys` is only valid during the call (the server gathers the connection's next frame
+   * into the same bytes): it must be read, or copied, before this returns, as
+   * ParamsService.mgetLease does (the lookup threads get a copy in shared memory).
+   */
   readonly mget: (name: string, keys: Uint8Array) => Promise<AnswerLease>;
   /** When set, a connection's first frame must be AUTH with this token (as STRATA_TOKEN for the REST API). */
   readonly token?: string | undefined;
@@ -50,9 +56,33 @@ export class ParamsWireServer {
     this.#server = createServer({ noDelay: true }, (socket) => this.#serve(socket));
   }
 
-  /** Listens; answers the bound address (the port chosen when 0 was given). */
+  /**
+   * Listens; answers the bound address (the port chosen when 0 was given). A unix socket
+   * left behind by a process that was killed (nobody accepts on it) is replaced; one that
+   * another server accepts on fails with EADDRINUSE. The socket is made 0600: only this
+   * user may connect.
+   */
   async listen(address: ParamsWireAddress): Promise<ParamsWireAddress> {
-    await new Promise<void>((resolve, reject) => {
+    try {
+      await this.#listenOnce(address);
+    } catch (err) {
+      if (!('path' in address) || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketAnswers(address.path))) throw err;
+      await unlink(address.path).catch(() => {});
+      await this.#listenOnce(address);
+    }
+    const bound = this.#server.address();
+    if (typeof bound === 'string' || bound === null) {
+      const path = 'path' in address ? address.path : String(bound);
+      await chmod(path, 0o600);
+      this.#logger.info({ path }, 'params binary protocol listening');
+      return { path };
+    }
+    this.#logger.info({ host: bound.address, port: bound.port }, 'params binary protocol listening');
+    return { host: bound.address, port: bound.port };
+  }
+
+  #listenOnce(address: ParamsWireAddress): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
       const done = () => {
         this.#server.off('error', reject);
@@ -61,10 +91,6 @@ export class ParamsWireServer {
       if ('path' in address) this.#server.listen(address.path, done);
       else this.#server.listen(address.port, address.host, done);
     });
-    const bound = this.#server.address();
-    if (typeof bound === 'string' || bound === null) return { path: typeof bound === 'string' ? bound : '' };
-    this.#logger.info({ host: bound.address, port: bound.port }, 'params binary protocol listening');
-    return { host: bound.address, port: bound.port };
   }
 
   /** Stops listening and closes every connection. */
@@ -75,7 +101,10 @@ export class ParamsWireServer {
 
   #serve(socket: Socket): void {
     this.#sockets.add(socket);
-    const reader = new FrameReader(REQUEST_HEADER_BYTES, MAX_REQUEST_BYTES);
+    // Requests spread over chunks (a 20,000-key frame is 160 KB, socket reads are 64 KiB) are
+    // gathered into one buffer per connection, reused: a fresh one per request was most of the
+    // server's garbage, collected in major GCs for external memory (bench/params-tail).
+    const reader = new FrameReader(REQUEST_HEADER_BYTES, MAX_REQUEST_BYTES, { reuse: true });
     let authed = this.#token === undefined;
     let inFlight = 0;
     let closing = false;
@@ -153,4 +182,16 @@ export class ParamsWireServer {
     socket.on('error', (err) => this.#logger.debug({ err: err.message }, 'params binary protocol connection failed'));
     socket.on('close', () => this.#sockets.delete(socket));
   }
+}
+
+/** Whether some server accepts connections on the unix socket at `path`. */
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
 }

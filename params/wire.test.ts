@@ -134,3 +134,79 @@ describe('params binary protocol', () => {
     slow.socket.destroy();
   });
 });
+
+describe('ParamsService.listenWire', () => {
+  it('serves the service over a unix socket, replacing one a killed process left behind, reports its address, and stops with the service', async () => {
+    const path = join(work, 'left-behind.sock');
+    // A socket file nobody accepts on, as a SIGKILLed daemon leaves it.
+    const { spawnSync } = await import('node:child_process');
+    const killed = spawnSync(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    expect(killed.signal).toBe('SIGKILL');
+    const { copyFile, stat } = await import('node:fs/promises');
+    expect((await stat(path)).isSocket()).toBe(true);
+    await copyFile(join(work, 'emb.params'), join(work, 'emb2.params'));
+
+    const own = new ParamsService({ dir: join(work, 'own') });
+    await own.load('emb', join(work, 'emb2.params'));
+    expect(own.wireAddress).toBeUndefined();
+    const at = await own.listenWire({ path }, TOKEN);
+    expect(own.wireAddress).toEqual({ path });
+    expect(((await stat(path)).mode & 0o777).toString(8)).toBe('600');
+    await expect(own.listenWire({ host: '127.0.0.1', port: 0 })).rejects.toMatchObject({ code: 'INTERNAL' });
+    const client = await ParamsWireClient.connect(at, TOKEN);
+    const keys = [3n, 999n, 5000n];
+    expect(decodeAnswer(await client.mget('emb', keysBody(keys)), keys.length, 4)).toEqual([vectorOf(3n, 4), vectorOf(999n, 4), undefined]);
+    await own.close();
+    expect(own.wireAddress).toBeUndefined();
+    await expect(client.mget('emb', keysBody(keys))).rejects.toMatchObject({ code: 'INTERNAL' });
+    await expect(ParamsWireClient.connect(at, TOKEN)).rejects.toThrow();
+  });
+
+  it('refuses a unix socket another server accepts on', async () => {
+    const path = join(work, 'taken.sock');
+    const first = new ParamsService({ dir: join(work, 'first') });
+    const second = new ParamsService({ dir: join(work, 'second') });
+    try {
+      await first.listenWire({ path });
+      await expect(second.listenWire({ path })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+      expect(second.wireAddress).toBeUndefined();
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+});
+
+describe('the example frame of docs/PARAMS.md', () => {
+  it('is answered as the doc says', async () => {
+    const { socket, received } = await raw(openAt);
+    socket.write(Buffer.from('27000000' + '07000000' + '02' + '03' + '0000' + '656d62' + '0100000000000000' + '0200000000000000' + '0300000000000000', 'hex'));
+    while (received().length < 64) await new Promise((r) => setTimeout(r, 5));
+    const answer = received();
+    expect(answer.length).toBe(64);
+    expect(answer.subarray(0, 16).toString('hex')).toBe('40000000' + '07000000' + '0000' + '0000' + '07000000');
+    expect(decodeAnswer(answer.subarray(12), 3, 4)).toEqual([vectorOf(1n, 4), vectorOf(2n, 4), vectorOf(3n, 4)]);
+    socket.destroy();
+  });
+});
+
+describe('frames gathered from many chunks', () => {
+  it('answers each of many pipelined large requests with its own keys, on lookup threads', async () => {
+    const threaded = new ParamsService({ dir: join(work, 'threaded'), lookupThreads: 2 });
+    await threaded.load('emb', join(work, 'emb.params'));
+    while (!threaded.runsOnThreads('emb')) await new Promise((r) => setTimeout(r, 10));
+    const server = new ParamsWireServer({ mget: (name, keys) => threaded.mgetLease(name, keys) });
+    const at = await server.listen({ host: '127.0.0.1', port: 0 });
+    const client = await ParamsWireClient.connect(at);
+    try {
+      // 240 KB frames: each spans several socket reads and is gathered into the connection's one buffer.
+      const batches = Array.from({ length: 12 }, (_, b) => Array.from({ length: 30_000 }, (_, i) => BigInt((i * 7 + b * 101) % 1500)));
+      const answers = await Promise.all(batches.map((keys) => client.mget('emb', keysBody(keys))));
+      batches.forEach((keys, b) => expect(answers[b]!.equals(service.mget('emb', keysBody(keys)))).toBe(true));
+    } finally {
+      client.close();
+      await server.close();
+      await threaded.close();
+    }
+  });
+});

@@ -76,6 +76,15 @@ static inline uint32_t base_row(const lookup_table *t, uint32_t lo, uint32_t hi)
   return EMPTY_ROW;
 }
 
+/* Prefetches the home slot of a key in the base table, where base_row starts its probe. */
+static inline void base_prefetch(const lookup_table *t, uint32_t lo, uint32_t hi) {
+  if (t->index_slots == 0) return;
+  const uint32_t h = key_hash(lo, hi, t->seed);
+  const uint32_t s = t->shard_count == 1 ? 0 : shard_of(h, t->shard_count);
+  const uint64_t slot = t->shard_first[s] + scale_to_range(h, t->shard_homes[s]);
+  if (slot < t->index_slots) __builtin_prefetch(t->index + slot * 3);
+}
+
 /* CRC-32C (strata_lookup.c): crc32c_update continues a finished CRC; the parallel one splits large inputs over threads. */
 uint32_t strata_crc32c(uint32_t crc, const uint8_t *p, size_t n);
 uint32_t strata_crc32c_parallel(uint32_t crc, const uint8_t *p, size_t n, uint32_t threads);

@@ -42,6 +42,7 @@
  */
 #include <pthread.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,76 @@ static uint32_t crc32c_parallel(uint32_t crc, const uint8_t *p, size_t n, uint32
     state = crc32c_gf2_multiply(crc32c_shift_for_bytes(parts[t].n), state) ^ parts[t].state;
   }
   return ~state;
+}
+
+/*
+ * CRC-32C of a file's byte range read with pread into a buffer of each thread's own, not
+ * through a mapping: the kernel copies from the page cache through its own long-lived
+ * mapping, so a check does not touch every page of a mapping for the first time, which is
+ * what dominated recovery on the development VM (first touch of a page about 2-3 us there;
+ * bench/params-delta's recovery rows time the same checks again over touched mappings).
+ */
+#define FILE_CRC_CHUNK (1u << 20) /* 1 MiB: big enough that pread's cost per call vanishes, small enough to stay in L2/L3 */
+
+typedef struct {
+  int fd;
+  uint64_t offset, n;
+  uint32_t state;
+  int err;
+} file_crc_part;
+
+static void *file_crc_part_run(void *arg) {
+  file_crc_part *part = arg;
+  part->state = 0;
+  part->err = 0;
+  uint8_t *buf = malloc(FILE_CRC_CHUNK);
+  if (!buf) {
+    part->err = ENOMEM;
+    return NULL;
+  }
+  for (uint64_t done = 0; done < part->n;) {
+    const size_t want = part->n - done < FILE_CRC_CHUNK ? (size_t)(part->n - done) : FILE_CRC_CHUNK;
+    const ssize_t got = pread(part->fd, buf, want, (off_t)(part->offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      part->err = got < 0 ? errno : EIO; /* 0: the file is shorter than its header says */
+      break;
+    }
+    part->state = crc32c_raw(part->state, buf, (size_t)got);
+    done += (uint64_t)got;
+  }
+  free(buf);
+  return NULL;
+}
+
+/* CRC-32C of [offset, offset + n) of fd continuing crc, on up to `threads` threads; 0 or errno in *err. */
+static uint32_t crc32c_file(int fd, uint64_t offset, uint64_t n, uint32_t crc, uint32_t threads, int *err) {
+  if (threads > MAX_CRC_THREADS) threads = MAX_CRC_THREADS;
+  if (threads < 1 || n < PARALLEL_MIN_BYTES) threads = 1;
+  file_crc_part parts[MAX_CRC_THREADS];
+  pthread_t ids[MAX_CRC_THREADS];
+  int started[MAX_CRC_THREADS] = {0};
+  const uint64_t step = n / threads;
+  for (uint32_t t = 0; t < threads; t++) {
+    parts[t].fd = fd;
+    parts[t].offset = offset + t * step;
+    parts[t].n = t + 1 == threads ? n - t * step : step;
+    if (t > 0) started[t] = pthread_create(&ids[t], NULL, file_crc_part_run, &parts[t]) == 0;
+  }
+  file_crc_part_run(&parts[0]);
+  uint32_t state = 0;
+  *err = 0;
+  for (uint32_t t = 0; t < threads; t++) {
+    if (t > 0) {
+      if (started[t]) pthread_join(ids[t], NULL);
+      else file_crc_part_run(&parts[t]);
+    }
+    if (parts[t].err && !*err) *err = parts[t].err;
+    /* Each part's raw state started from zero: shift what came before over it, then add it. */
+    state = t == 0 ? parts[0].state : crc32c_gf2_multiply(crc32c_shift_for_bytes(parts[t].n), state) ^ parts[t].state;
+  }
+  /* The caller's crc continues over the whole range: its raw state shifted over all n bytes. */
+  return ~(crc32c_gf2_multiply(crc32c_shift_for_bytes(n), ~crc) ^ state);
 }
 
 uint32_t strata_crc32c(uint32_t crc, const uint8_t *p, size_t n) { return crc32c_update(crc, p, n); }
@@ -377,8 +448,8 @@ static napi_value throw_errno(napi_env env, const char *op, int err) {
 }
 
 static napi_value js_map_table(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
+  size_t argc = 11;
+  napi_value argv[11];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   uint64_t fd, index_offset, index_bytes, values_offset, values_bytes, key_count;
   uint32_t dim, seed;
@@ -393,6 +464,11 @@ static napi_value js_map_table(napi_env env, napi_callback_info info) {
   if (index_bytes == 0 || index_offset % page != 0 || values_offset % page != 0 || values_bytes != key_count * (uint64_t)dim * 4 || key_count >= EMPTY_ROW)
     return fail(env, "mapTable: regions must start on pages, the index must not be empty and values must hold keyCount rows");
 
+  /* An optional 11th argument, populate (default true): false leaves the index to fault in as it is read. */
+  bool populate = true;
+  napi_valuetype populate_type = napi_undefined;
+  if (argc >= 11 && napi_typeof(env, argv[10], &populate_type) == napi_ok && populate_type != napi_undefined && napi_get_value_bool(env, argv[10], &populate) != napi_ok)
+    return fail(env, "mapTable: populate must be a boolean");
   lookup_table *t = alloc_table(shards, 1); /* one chunk: the values mapping */
   if (!t) return fail(env, "mapTable: out of memory");
   /*
@@ -400,8 +476,10 @@ static napi_value js_map_table(napi_env env, napi_callback_info info) {
    * are filled in the mmap call: one pass in the kernel instead of a fault per 64 KiB,
    * which in a starting Node process (V8 changing its own mappings on other threads)
    * measured several times slower. The values are left to fault in as keys are asked for.
+   * Without populate (a mapping that lookup threads, with mappings of their own, answer for)
+   * nothing is filled in ahead.
    */
-  void *index = mmap(NULL, index_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, (int)fd, (off_t)index_offset);
+  void *index = mmap(NULL, index_bytes, PROT_READ, MAP_SHARED | (populate ? MAP_POPULATE : 0), (int)fd, (off_t)index_offset);
   if (index == MAP_FAILED) {
     int err = errno;
     free_table(t);
@@ -470,6 +548,23 @@ static napi_value js_crc32c_of(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value js_crc32c_of_file(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint64_t fd, offset, length;
+  uint32_t crc, threads;
+  if (argc < 5 || !get_size(env, argv[0], &fd) || fd > INT32_MAX || !get_size(env, argv[1], &offset) || !get_size(env, argv[2], &length) || !get_u32(env, argv[3], &crc) ||
+      !get_u32(env, argv[4], &threads) || threads == 0)
+    return fail(env, "crc32cOfFile(fd, offset, length, crc, threads)");
+  int err;
+  const uint32_t value = crc32c_file((int)fd, offset, length, crc, threads, &err);
+  if (err) return throw_errno(env, "read for a checksum", err);
+  napi_value result;
+  napi_create_uint32(env, value, &result);
+  return result;
+}
+
 static napi_value js_slot_row(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -512,6 +607,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mget", NULL, js_mget, NULL, NULL, NULL, napi_enumerable, NULL},
     {"mapTable", NULL, js_map_table, NULL, NULL, NULL, napi_enumerable, NULL},
     {"crc32cOf", NULL, js_crc32c_of, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"crc32cOfFile", NULL, js_crc32c_of_file, NULL, NULL, NULL, napi_enumerable, NULL},
     {"slotRow", NULL, js_slot_row, NULL, NULL, NULL, napi_enumerable, NULL},
     {"resident", NULL, js_resident, NULL, NULL, NULL, napi_enumerable, NULL},
     {"unmapTable", NULL, js_unmap_table, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -389,35 +389,92 @@ static void block_sum(overlay *ov, uint64_t block) {
 
 /* ---------- recover ---------- */
 
+/*
+ * Recovery reads what it checks with pread into a buffer of its own, not through the new
+ * mapping: the kernel copies from the page cache through its own mapping, and a check does
+ * not touch every page of the mapping for the first time (what dominated recovery on the
+ * development VM; see crc32cOfFile in strata_lookup.c). Lookups then touch only the pages of
+ * the keys they ask for.
+ */
+#define CHECK_READ_BLOCKS 1024 /* 768 KiB of index per pread */
+
 typedef struct {
   const overlay *ov;
   uint64_t from, to;
   uint64_t bad; /* first block whose checksum differs, or UINT64_MAX */
+  int err;      /* a read that failed (errno), or 0 */
 } block_check;
+
+/* pread of exactly n bytes at offset; 0 or errno (EIO when the file ends first). */
+static int read_exactly(int fd, uint8_t *buf, size_t n, uint64_t offset) {
+  for (size_t done = 0; done < n;) {
+    const ssize_t got = pread(fd, buf + done, n - done, (off_t)(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return got < 0 ? errno : EIO;
+    done += (size_t)got;
+  }
+  return 0;
+}
 
 static void *check_block_range(void *arg) {
   block_check *part = arg;
+  const overlay *ov = part->ov;
   part->bad = UINT64_MAX;
-  for (uint64_t block = part->from; block < part->to; block++) {
-    if (part->ov->sums[block] != strata_crc32c(0, (const uint8_t *)(part->ov->index + block * BLOCK_SLOTS * 3), BLOCK_SLOTS * 12)) {
-      part->bad = block;
-      return NULL;
-    }
+  part->err = 0;
+  uint8_t *buf = malloc((size_t)CHECK_READ_BLOCKS * BLOCK_SLOTS * 12);
+  if (!buf) {
+    part->err = ENOMEM;
+    return NULL;
   }
+  for (uint64_t block = part->from; block < part->to && part->bad == UINT64_MAX && !part->err;) {
+    const uint64_t count = part->to - block < CHECK_READ_BLOCKS ? part->to - block : CHECK_READ_BLOCKS;
+    part->err = read_exactly(ov->fd, buf, (size_t)(count * BLOCK_SLOTS * 12), ov->index_offset + block * BLOCK_SLOTS * 12);
+    for (uint64_t i = 0; i < count && !part->err; i++) {
+      if (ov->sums[block + i] != strata_crc32c(0, buf + i * BLOCK_SLOTS * 12, BLOCK_SLOTS * 12)) {
+        part->bad = block + i;
+        break;
+      }
+    }
+    block += count;
+  }
+  free(buf);
   return NULL;
 }
 
 /* The first index block whose checksum is wrong (UINT64_MAX: none), on two threads: the index
- * of a 10M-key table's overlay is 48 MiB. */
-static uint64_t check_blocks(const overlay *ov) {
+ * of a 10M-key table's overlay is 48 MiB. A failed read is its errno in *err. */
+static uint64_t check_blocks(const overlay *ov, int *err) {
   const uint64_t blocks = ov->slots / BLOCK_SLOTS;
-  block_check parts[2] = {{ov, 0, blocks / 2, UINT64_MAX}, {ov, blocks / 2, blocks, UINT64_MAX}};
+  block_check parts[2] = {{ov, 0, blocks / 2, UINT64_MAX, 0}, {ov, blocks / 2, blocks, UINT64_MAX, 0}};
   pthread_t other;
   const int started = pthread_create(&other, NULL, check_block_range, &parts[1]) == 0;
   check_block_range(&parts[0]);
   if (started) pthread_join(other, NULL);
   else check_block_range(&parts[1]);
+  *err = parts[0].err ? parts[0].err : parts[1].err;
   return parts[0].bad != UINT64_MAX ? parts[0].bad : parts[1].bad;
+}
+
+/* CRC-32C of records [from, to) of the log, read with pread; 0 or errno in *err. */
+static uint32_t log_crc_read(const overlay *ov, uint64_t from, uint64_t to, int *err) {
+  const uint64_t total = (to - from) * ov->record_bytes;
+  const size_t chunk = (size_t)1 << 20;
+  uint32_t crc = 0;
+  *err = 0;
+  if (total == 0) return 0;
+  uint8_t *buf = malloc(chunk);
+  if (!buf) {
+    *err = ENOMEM;
+    return 0;
+  }
+  for (uint64_t done = 0; done < total && !*err;) {
+    const size_t n = total - done < chunk ? (size_t)(total - done) : chunk;
+    *err = read_exactly(ov->fd, buf, n, ov->log_offset + from * ov->record_bytes + done);
+    if (!*err) crc = strata_crc32c(crc, buf, n);
+    done += n;
+  }
+  free(buf);
+  return crc;
 }
 
 static napi_value js_overlay_recover(napi_env env, napi_callback_info info) {
@@ -473,27 +530,22 @@ static napi_value js_overlay_recover(napi_env env, napi_callback_info info) {
   }
 
   /*
-   * The index and its checksums are read whole now and probed by every lookup after: their
-   * page tables are filled in one call (as the base table's index is mapped with MAP_POPULATE),
-   * not a fault per page. Only that part: the log is sparse past its records. Best effort: a
-   * kernel without MADV_POPULATE_READ (before 5.14) faults them in as they are read.
-   */
-#ifdef MADV_POPULATE_READ
-  (void)madvise(ov->map + ov->sums_offset, (size_t)(ov->log_offset - ov->sums_offset), MADV_POPULATE_READ);
-#endif
-  /*
    * The checksums recovery owns, as for the base table: every index block (on two threads),
    * and the records of the last delta, the ones a crash could have caught being written. The
    * whole log's checksum is checked when a compaction reads it (as a load checks the values).
+   * Both are read from the file (above); the stores of the undo are in the page cache already.
    */
-  const uint64_t bad = check_blocks(ov);
+  int read_err = 0;
+  const uint64_t bad = check_blocks(ov, &read_err);
+  if (read_err) return throw_os(env, "read of the overlay index", read_err);
   if (bad != UINT64_MAX) {
     char message[120];
     snprintf(message, sizeof message, "overlay index block %llu checksum mismatch", (unsigned long long)bad);
     return throw_code(env, "EBADMSG", message);
   }
-  if (strata_crc32c(0, ov->log + c.last_from * ov->record_bytes, (c.records - c.last_from) * ov->record_bytes) != c.last_crc)
-    return throw_code(env, "EBADMSG", "overlay log checksum mismatch (the last delta's records)");
+  const uint32_t last_crc = log_crc_read(ov, c.last_from, c.records, &read_err);
+  if (read_err) return throw_os(env, "read of the overlay log", read_err);
+  if (last_crc != c.last_crc) return throw_code(env, "EBADMSG", "overlay log checksum mismatch (the last delta's records)");
 
   ov->epoch = c.epoch;
   ov->records = c.records;
@@ -534,6 +586,13 @@ static int key_present(const overlay *ov, const uint32_t *e, int found, uint32_t
   if (found && e[2] != REF_NONE) return (uint64_t)e[2] - 1 < ov->record_capacity && (record_at(ov, e[2] - 1)[2] & TOMBSTONE) == 0;
   return ov->table != NULL && base_row(ov->table, lo, hi) != EMPTY_ROW;
 }
+
+/*
+ * Records whose slots are prefetched at once while linking: 64 keys' slots in two indexes are
+ * 128 lines in flight, within what the lookup kernel's groups of 64 keep in flight
+ * (strata_lookup.c).
+ */
+#define LINK_AHEAD 64
 
 static void apply_execute(napi_env env, void *data) {
   (void)env;
@@ -587,6 +646,20 @@ static void apply_execute(napi_env env, void *data) {
   uint64_t slots_used = ov->slots_used;
   int64_t live = (int64_t)ov->live_keys;
   for (uint64_t r = from; r < to; r++) {
+    /*
+     * Every LINK_AHEAD records, the home slots of the next LINK_AHEAD keys, in the overlay's
+     * index and the base table's, are prefetched: each is a cache miss (and often a TLB miss)
+     * in tens of MiB of index, and overlapping them is what the lookup kernel does for its
+     * groups. Only a hint: the links below stay in record order.
+     */
+    if ((r - from) % LINK_AHEAD == 0) {
+      const uint64_t ahead = r + LINK_AHEAD < to ? r + LINK_AHEAD : to;
+      for (uint64_t q = r; q < ahead; q++) {
+        const uint32_t *next = record_at(ov, q);
+        __builtin_prefetch(ov->index + (key_hash(next[0], next[1], ov->seed) & ov->mask) * 3, 1);
+        if (ov->table) base_prefetch(ov->table, next[0], next[1]);
+      }
+    }
     uint32_t *rec = record_at(ov, r);
     const uint32_t lo = rec[0], hi = rec[1];
     int found;
