@@ -121,36 +121,41 @@ describe('Namespace over a local-directory store', () => {
     await writeFile(join(dir, 'data/a.bin'), 'a');
     await writeFile(join(dir, 'data/b.bin'), 'b');
     let gating = false;
-    let gate: (() => void) | undefined;
+    // Set by the gated list, called by the test: a holder, since TypeScript cannot see a closure assign it.
+    const held: { gate: (() => void) | undefined } = { gate: undefined };
     const calls = { list: 0 };
     const gatedList = async (prefix: string, options?: Parameters<ObjectStore['list']>[1]) => {
       calls.list++;
-      if (gating && gate === undefined) await new Promise<void>((resolve) => (gate = resolve));
+      if (gating && held.gate === undefined) await new Promise<void>((resolve) => (held.gate = resolve));
       return store.list(prefix, options);
     };
     const gated = new Proxy(store, {
       get: (target, name) => (name === 'list' ? gatedList : (target[name as keyof ObjectStore] as Function).bind?.(target) ?? target[name as keyof ObjectStore]),
     });
+    const gateReached = async (): Promise<() => void> => {
+      while (held.gate === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
+      return held.gate;
+    };
     const nsGated = new Namespace(gated, { metadataTtlMs: 60_000, now: () => now });
     await nsGated.lookup('/data');
     gating = true;
     // A write in another folder lands while /data is being listed: the listing is still kept.
     const listing = nsGated.list('/data');
-    while (gate === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
+    const release = await gateReached();
     nsGated.invalidate('/other/new.bin');
-    gate();
+    release();
     expect((await listing).map((e) => e.name)).toEqual(['a.bin', 'b.bin']);
     const before = calls.list;
     expect((await nsGated.list('/data')).map((e) => e.name)).toEqual(['a.bin', 'b.bin']);
     expect(calls.list).toBe(before);
     // A write in /data itself while it is listed: answered, but not kept (the next list asks again).
     nsGated.invalidate('/data/b.bin');
-    gate = undefined;
+    held.gate = undefined;
     const again = nsGated.list('/data');
-    while (gate === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
+    const releaseAgain = await gateReached();
     await writeFile(join(dir, 'data/c.bin'), 'c');
     nsGated.invalidate('/data/c.bin');
-    gate();
+    releaseAgain();
     await again;
     const asked = calls.list;
     expect((await nsGated.list('/data')).map((e) => e.name)).toEqual(['a.bin', 'b.bin', 'c.bin']);
