@@ -134,6 +134,8 @@ describe('WritePath over the local store', () => {
     const h = await r.writePath.open({ storeId: STORE_ID, key: 'slow.bin' }, { truncate: true });
     const data = randomBytes(3 * PART);
     await writeSequentially(r, h, data);
+    // The first part starts (however slowly a loaded machine gets to it); while it is held, no second one does.
+    await until(() => r.store.count('uploadPart') === 1, 'the first streamed part');
     await new Promise((res) => setTimeout(res, 30));
     expect(r.store.count('uploadPart')).toBe(1);
     open();
