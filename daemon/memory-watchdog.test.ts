@@ -4,21 +4,31 @@ import { MemoryWatchdog } from './memory-watchdog.js';
 
 const MiB = 1024 * 1024;
 
-/** A process whose resident size is `base` plus what DRAM holds plus garbage that only a reclaim frees. */
+/**
+ * A process whose resident size is `base` plus what DRAM holds plus upload buffers plus garbage
+ * that only a reclaim frees. Samples and reclaims are counted; the clock is the test's.
+ */
 function fakeProcess(base: number, dram: number) {
-  const state = { base, dram, garbage: 0, now: 0, reclaims: 0, caps: [] as Array<number | undefined> };
+  const state = { base, dram, uploads: 0, garbage: 0, now: 0, reclaims: 0, samples: 0, caps: [] as Array<number | undefined>, pressure: [] as boolean[] };
   const watchdog = new MemoryWatchdog({
     limitBytes: 400 * MiB,
     dramBytes: 256 * MiB,
     minDramBytes: 16 * MiB,
-    rss: () => state.base + state.dram + state.garbage,
+    sample: () => {
+      state.samples += 1;
+      return { rssBytes: state.base + state.dram + state.uploads + state.garbage, heapTotalBytes: 0, heapUsedBytes: 0, externalBytes: 0, arrayBuffersBytes: 0 };
+    },
     dramUsed: () => state.dram,
+    uploadBuffers: () => state.uploads,
     reclaim: () => {
       state.reclaims += 1;
       state.garbage = 0;
+      // A full collection takes the event loop's time: 30 ms on the test's clock.
+      state.now += 30;
     },
-    limitDram: (bytes) => {
+    limitDram: (bytes, pressure) => {
       state.caps.push(bytes);
+      state.pressure.push(pressure);
       // Evicted blocks become garbage until the next reclaim.
       if (bytes !== undefined && state.dram > bytes) {
         state.garbage += state.dram - bytes;
@@ -72,7 +82,7 @@ describe('MemoryWatchdog', () => {
   it('grows the cap by the room there is when it cannot lift it yet', () => {
     const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
     watchdog.check(); // 456: cap 200
-    state.now += 2_000;
+    state.now += 2_030;
     watchdog.check(); // garbage reclaimed: 400
     state.base = 170 * MiB; // 370 MiB: 10 MiB of room below 380
     watchdog.check();
@@ -83,5 +93,64 @@ describe('MemoryWatchdog', () => {
     const { state, watchdog } = fakeProcess(600 * MiB, 256 * MiB);
     watchdog.check();
     expect(state.caps).toEqual([16 * MiB]);
+  });
+
+  it('pauses readahead only while the process is over its limit', () => {
+    const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
+    watchdog.check();
+    expect(state.pressure).toEqual([true]);
+  });
+
+  it("gives upload buffers the DRAM tier's room, keeps readahead, and gives it back when they are freed", () => {
+    const { state, watchdog } = fakeProcess(50 * MiB, 256 * MiB);
+    state.uploads = 64 * MiB;
+    watchdog.check();
+    expect(state.caps).toEqual([192 * MiB]);
+    expect(state.pressure).toEqual([false]);
+    expect(state.reclaims).toBe(0);
+    expect(watchdog.report().uploadBuffersBytes).toBe(64 * MiB);
+    // More buffers: the cap follows at the next sample.
+    state.uploads = 128 * MiB;
+    watchdog.check();
+    expect(watchdog.dramCapBytes).toBe(128 * MiB);
+    // Freed: the whole capacity again, cap lifted.
+    state.uploads = 0;
+    watchdog.check();
+    expect(state.caps).toEqual([192 * MiB, 128 * MiB, undefined]);
+    expect(watchdog.dramCapBytes).toBe(256 * MiB);
+  });
+
+  it('never gives upload buffers DRAM below its floor', () => {
+    const { state, watchdog } = fakeProcess(10 * MiB, 100 * MiB);
+    state.uploads = 300 * MiB;
+    watchdog.check();
+    expect(watchdog.dramCapBytes).toBe(16 * MiB);
+  });
+
+  it('applies the lower of the two caps, and keeps the resident cap when the buffers go', () => {
+    const { state, watchdog } = fakeProcess(200 * MiB, 200 * MiB);
+    state.uploads = 40 * MiB; // 440 MiB: budget cap 216, resident cap 200 - 40 = 160
+    watchdog.check();
+    expect(state.caps).toEqual([160 * MiB]);
+    expect(state.pressure).toEqual([true]);
+    // The buffers are freed and the evicted blocks collected: 360 MiB, 20 MiB under the
+    // hysteresis (380): that room goes back to DRAM, the resident cap stays until it reaches the capacity.
+    state.uploads = 0;
+    state.garbage = 0;
+    watchdog.check();
+    expect(state.caps).toEqual([160 * MiB, 180 * MiB]);
+  });
+
+  it('reports the last sample and the reclaims without sampling again', () => {
+    const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
+    watchdog.check();
+    const samples = state.samples;
+    const report = watchdog.report();
+    expect(state.samples).toBe(samples);
+    expect(report.limitBytes).toBe(400 * MiB);
+    expect(report.rssBytes).toBe(456 * MiB); // sampled again after the reclaim (no garbage to free)
+    expect(report.reclaims).toBe(1);
+    expect(report.reclaimMs).toBe(30);
+    expect(report.dramCapBytes).toBe(200 * MiB);
   });
 });
