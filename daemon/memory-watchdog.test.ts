@@ -42,7 +42,9 @@ function fakeProcess(base: number, dram: number) {
 }
 
 describe('MemoryWatchdog', () => {
-  it('does nothing while the process is under its limit', () => {
+  // Limit 400 MiB, hysteresis 20 MiB: the resident cap aims at 380 and gives room back below 360.
+
+  it('does nothing while the process is under its aim', () => {
     const { state, watchdog } = fakeProcess(100 * MiB, 256 * MiB);
     watchdog.check();
     expect(state.reclaims).toBe(0);
@@ -50,7 +52,7 @@ describe('MemoryWatchdog', () => {
     expect(watchdog.dramCapBytes).toBe(256 * MiB);
   });
 
-  it('reclaims garbage first and leaves DRAM alone when that is enough', () => {
+  it('over the limit, reclaims garbage first and leaves DRAM alone when that is enough', () => {
     const { state, watchdog } = fakeProcess(100 * MiB, 256 * MiB);
     state.garbage = 80 * MiB;
     watchdog.check();
@@ -58,47 +60,51 @@ describe('MemoryWatchdog', () => {
     expect(state.caps).toEqual([]);
   });
 
-  it('shrinks DRAM by the excess after a reclaim, waits for the next reclaim before shrinking again, and gives the room back with hysteresis', () => {
+  it('between the aim and the limit, caps DRAM by the excess over the aim without forcing a collection, and pauses readahead', () => {
+    const { state, watchdog } = fakeProcess(140 * MiB, 256 * MiB); // 396 MiB
+    watchdog.check();
+    expect(state.reclaims).toBe(0);
+    expect(state.caps).toEqual([240 * MiB]);
+    expect(state.pressure).toEqual([true]);
+  });
+
+  it('waits for a collection before moving the cap again, and gives the room back with hysteresis', () => {
     const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
     state.garbage = 10 * MiB;
-    watchdog.check(); // 466 MiB: reclaim (210 -> 200 base), still 456: cap at 256 - 56
-    expect(state.caps).toEqual([200 * MiB]);
-    expect(watchdog.dramCapBytes).toBe(200 * MiB);
-    // Evicted blocks are garbage: still over, but no new cap until a reclaim may run again.
+    watchdog.check(); // 466 MiB: reclaim (210 -> 200), still 456: cap at 256 - (456 - 380)
+    expect(state.reclaims).toBe(1);
+    expect(state.caps).toEqual([180 * MiB]);
+    expect(watchdog.dramCapBytes).toBe(180 * MiB);
+    // The evicted 76 MiB are garbage: still over, but the cap does not move until a collection may have run.
     state.now += 500;
     watchdog.check();
-    expect(state.caps).toEqual([200 * MiB]);
+    expect(state.caps).toEqual([180 * MiB]);
+    expect(state.reclaims).toBe(1);
     state.now += 2_000;
-    watchdog.check(); // reclaim frees the evicted 56 MiB: 400 MiB, not over
+    watchdog.check(); // the reclaim frees the evicted blocks: 380 MiB, at the aim
     expect(state.reclaims).toBe(2);
-    expect(state.caps).toEqual([200 * MiB]);
-    // The load drops by 100 MiB: DRAM gets the room back, minus the hysteresis (20 MiB of 400).
+    expect(state.caps).toEqual([180 * MiB]);
+    // The load drops by 100 MiB: 280 MiB, 80 MiB under 360: the cap would pass the capacity, so it is lifted.
     state.base = 100 * MiB;
     watchdog.check();
-    expect(state.caps).toEqual([200 * MiB, undefined]);
+    expect(state.caps).toEqual([180 * MiB, undefined]);
     expect(watchdog.dramCapBytes).toBe(256 * MiB);
   });
 
   it('grows the cap by the room there is when it cannot lift it yet', () => {
     const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
-    watchdog.check(); // 456: cap 200
-    state.now += 2_030;
-    watchdog.check(); // garbage reclaimed: 400
-    state.base = 170 * MiB; // 370 MiB: 10 MiB of room below 380
+    watchdog.check(); // 456: cap 180
+    state.garbage = 0; // collected by the process itself
+    state.base = 170 * MiB; // 350 MiB: 10 MiB of room below 360
     watchdog.check();
-    expect(state.caps).toEqual([200 * MiB, 210 * MiB]);
+    expect(state.caps).toEqual([180 * MiB, 190 * MiB]);
+    expect(state.reclaims).toBe(1);
   });
 
   it('never squeezes DRAM below its floor', () => {
     const { state, watchdog } = fakeProcess(600 * MiB, 256 * MiB);
     watchdog.check();
     expect(state.caps).toEqual([16 * MiB]);
-  });
-
-  it('pauses readahead only while the process is over its limit', () => {
-    const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
-    watchdog.check();
-    expect(state.pressure).toEqual([true]);
   });
 
   it("gives upload buffers the DRAM tier's room, keeps readahead, and gives it back when they are freed", () => {
@@ -111,34 +117,36 @@ describe('MemoryWatchdog', () => {
     expect(watchdog.report().uploadBuffersBytes).toBe(64 * MiB);
     // More buffers: the cap follows at the next sample.
     state.uploads = 128 * MiB;
+    state.garbage = 0;
     watchdog.check();
     expect(watchdog.dramCapBytes).toBe(128 * MiB);
     // Freed: the whole capacity again, cap lifted.
     state.uploads = 0;
     watchdog.check();
     expect(state.caps).toEqual([192 * MiB, 128 * MiB, undefined]);
+    expect(state.pressure).toEqual([false, false, false]);
     expect(watchdog.dramCapBytes).toBe(256 * MiB);
   });
 
   it('never gives upload buffers DRAM below its floor', () => {
-    const { state, watchdog } = fakeProcess(10 * MiB, 100 * MiB);
-    state.uploads = 300 * MiB;
+    const { state, watchdog } = fakeProcess(0, 100 * MiB);
+    state.uploads = 250 * MiB; // 350 MiB in all: only the budget cap, 256 - 250, floored
     watchdog.check();
     expect(watchdog.dramCapBytes).toBe(16 * MiB);
   });
 
   it('applies the lower of the two caps, and keeps the resident cap when the buffers go', () => {
     const { state, watchdog } = fakeProcess(200 * MiB, 200 * MiB);
-    state.uploads = 40 * MiB; // 440 MiB: budget cap 216, resident cap 200 - 40 = 160
+    state.uploads = 40 * MiB; // 440 MiB: budget cap 216; reclaimed, still 440: resident cap 200 - 60 = 140
     watchdog.check();
-    expect(state.caps).toEqual([160 * MiB]);
+    expect(state.caps).toEqual([140 * MiB]);
     expect(state.pressure).toEqual([true]);
-    // The buffers are freed and the evicted blocks collected: 360 MiB, 20 MiB under the
-    // hysteresis (380): that room goes back to DRAM, the resident cap stays until it reaches the capacity.
+    // The buffers are freed and the evicted blocks collected: 340 MiB, 20 MiB under 360: that
+    // room goes back to DRAM; the resident cap stays until it reaches the capacity.
     state.uploads = 0;
     state.garbage = 0;
     watchdog.check();
-    expect(state.caps).toEqual([160 * MiB, 180 * MiB]);
+    expect(state.caps).toEqual([140 * MiB, 160 * MiB]);
   });
 
   it('reports the last sample and the reclaims without sampling again', () => {
@@ -151,6 +159,6 @@ describe('MemoryWatchdog', () => {
     expect(report.rssBytes).toBe(456 * MiB); // sampled again after the reclaim (no garbage to free)
     expect(report.reclaims).toBe(1);
     expect(report.reclaimMs).toBe(30);
-    expect(report.dramCapBytes).toBe(200 * MiB);
+    expect(report.dramCapBytes).toBe(180 * MiB);
   });
 });

@@ -45,16 +45,19 @@ export interface MemoryReport extends ProcessMemory {
 }
 
 /**
- * Below the limit by this much before the DRAM tier gets room back: the process's size moves
- * by a few blocks every second under load, and a cap lifted as soon as it fits would be set
- * again on the next tick. 5% of the limit, at least 8 MiB (two 4 MiB blocks).
+ * The resident cap aims this far below the limit, and gives DRAM room back only this far below
+ * that aim: the process's size moves by a few blocks every 250 ms under load (the sampling
+ * interval), and a cap lifted as soon as it fits would be set again on the next tick. 5% of
+ * the limit, at least 8 MiB (two 4 MiB blocks).
  */
 const HYSTERESIS_SHARE = 0.05;
 const HYSTERESIS_MIN_BYTES = 8 * 1024 * 1024;
 /**
  * A full collection pauses the event loop (20-80 ms with hundreds of MiB of buffers, more on a
  * busy machine, see process-memory.ts), and garbage takes a second or two of load to pile up
- * again: one every 2 s at most keeps the pauses under 4% of the loop's time.
+ * again: one every 2 s at most keeps the pauses under 4% of the loop's time. The resident cap
+ * moves down at most as often, so that the blocks it evicted are collected before it measures
+ * again.
  */
 const RECLAIM_EVERY_MS = 2_000;
 
@@ -74,13 +77,14 @@ const reclaimSeconds = counter('strata_memory_reclaim_seconds_total', 'Event-loo
  *   buffers, so the DRAM tier holds at most its capacity less what those buffers hold now
  *   (never below `minDramBytes`), set at every sample, lifted when the buffers are freed;
  * - the resident cap, for what no accounting sees (V8's heap, garbage not yet collected,
- *   requests in flight, native threads, allocator fragmentation): over the limit, reclaim
- *   garbage (at most every RECLAIM_EVERY_MS), sample again, and if still over, cap the DRAM
- *   tier below what it holds by the excess (never below `minDramBytes`); while this cap holds,
- *   readahead is refused. Evicted blocks are garbage until the next reclaim, so the cap moves
- *   only right after one: samples in between wait. Under the limit by the hysteresis, the
- *   room now free goes back to the DRAM tier, and the cap is lifted once it reaches the
- *   capacity.
+ *   requests in flight, native threads, allocator fragmentation). It aims at the limit less a
+ *   hysteresis: above that aim, the DRAM tier is capped below what it holds by the excess
+ *   (never below `minDramBytes`), and readahead is refused while the cap holds. Evicted blocks
+ *   are garbage until a collection, so the cap moves down at most every RECLAIM_EVERY_MS. Over
+ *   the limit itself, garbage is first reclaimed by force (a full collection and the
+ *   allocator's trim, at most every RECLAIM_EVERY_MS) and the cap moves right after. Below the
+ *   aim by the hysteresis again, the room now free goes back to the DRAM tier, and the cap is
+ *   lifted once it reaches the capacity.
  *
  * `check` does one sample (tests call it); `start` samples on a timer.
  */
@@ -94,6 +98,8 @@ export class MemoryWatchdog {
   #dramCap: number | undefined;
   #pressure = false;
   #lastReclaim = -Infinity;
+  /** When the resident cap last moved down. */
+  #lastMove = -Infinity;
   #reclaims = 0;
   #reclaimMs = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -149,34 +155,46 @@ export class MemoryWatchdog {
     return this.#last.rssBytes;
   }
 
-  /** Sets, moves or lifts the resident cap from the sample just taken. */
+  /**
+   * Sets, moves or lifts the resident cap from the sample just taken. The cap aims at the
+   * target (the limit less the hysteresis), so that the process stays under the limit between
+   * samples; only over the limit itself is garbage reclaimed by force.
+   */
   #residentCheck(): void {
     const { limitBytes, dramBytes, minDramBytes } = this.#config;
+    const target = limitBytes - this.#hysteresis;
     let rss = this.#last.rssBytes;
     if (rss > limitBytes) {
       overCounter.inc();
-      // What the last cap evicted is collected by the next reclaim; until then, wait.
-      if (this.#now() - this.#lastReclaim < RECLAIM_EVERY_MS) return;
-      this.#lastReclaim = this.#now();
-      this.#config.reclaim();
-      const took = this.#now() - this.#lastReclaim;
-      this.#reclaims += 1;
-      this.#reclaimMs += took;
-      reclaimCounter.inc();
-      reclaimSeconds.inc(took / 1000);
-      rss = this.#sample();
+      if (this.#now() - this.#lastReclaim >= RECLAIM_EVERY_MS) {
+        this.#lastReclaim = this.#now();
+        this.#config.reclaim();
+        const took = this.#now() - this.#lastReclaim;
+        this.#reclaims += 1;
+        this.#reclaimMs += took;
+        reclaimCounter.inc();
+        reclaimSeconds.inc(took / 1000);
+        rss = this.#sample();
+        // Collected just now: the excess left is real, the cap may move at once.
+        this.#lastMove = -Infinity;
+      }
     }
-    if (rss > limitBytes) {
-      const cap = Math.max(minDramBytes, Math.min(this.dramCapBytes, this.#config.dramUsed()) - (rss - limitBytes));
+    if (rss > target) {
+      // What the last move evicted is garbage until a collection (the process's own, which a
+      // busy daemon runs several times a second, or a reclaim): wait for one before moving again.
+      if (this.#now() - this.#lastMove < RECLAIM_EVERY_MS) return;
+      this.#lastMove = this.#now();
+      const cap = Math.max(minDramBytes, Math.min(this.dramCapBytes, this.#config.dramUsed()) - (rss - target));
       if (this.#overSince === undefined) {
         this.#overSince = this.#now();
-        this.#config.logger.warn({ rssBytes: rss, limitBytes, dramCapBytes: cap }, 'resident memory over its limit; DRAM tier shrunk and readahead paused');
+        this.#config.logger.warn({ rssBytes: rss, limitBytes, dramCapBytes: cap }, 'resident memory near its limit; DRAM tier shrunk and readahead paused');
       }
       this.#residentCap = cap;
       return;
     }
-    if (this.#residentCap === undefined || rss > limitBytes - this.#hysteresis) return;
-    const cap = this.#residentCap + (limitBytes - this.#hysteresis - rss);
+    const room = target - this.#hysteresis - rss;
+    if (this.#residentCap === undefined || room <= 0) return;
+    const cap = this.#residentCap + room;
     if (cap >= dramBytes) {
       this.#config.logger.info({ rssBytes: rss, limitBytes, overMs: this.#now() - (this.#overSince ?? this.#now()) }, 'resident memory back under its limit; DRAM tier and readahead restored');
       this.#overSince = undefined;
