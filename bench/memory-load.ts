@@ -62,15 +62,6 @@ interface ProcessReport {
   readonly reclaimMs?: number;
 }
 
-interface Health {
-  readonly latencies: number[];
-  readonly slow: Array<[number, number]>;
-  readonly errors: string[];
-  /** The prober thread's own event-loop delay (ms): what of the latencies is the client's. */
-  readonly loopP99: number;
-  readonly loopMax: number;
-}
-
 interface Round {
   readonly variant: string;
   readonly seconds: number;
@@ -85,6 +76,10 @@ interface Round {
   readonly reclaims: string;
   readonly healthz: { idle: ReturnType<typeof summary>; loaded: ReturnType<typeof summary>; proberLoopMaxMs: number };
   readonly slow: Array<[number, number]>;
+  /** Share of the RSS samples above the limit. */
+  readonly overLimit: number;
+  /** When (s into the load) RSS was over the limit, and by how much (bytes). */
+  readonly overAt: Array<[number, number]>;
   readonly restSent: number;
   readonly errors: number;
   readonly firstErrors: string[];
@@ -125,6 +120,7 @@ export async function run(): Promise<Record<string, unknown>> {
     row('RSS p99', (r) => mib(r.rss.p99)),
     row('RSS max', (r) => mib(r.rss.max)),
     row('RSS max over the limit', (r) => mib(r.rss.max - r.limitBytes)),
+    row('samples over the limit (%)', (r) => 100 * r.overLimit),
     row('  anonymous / files (code), median', (r) => `${mib(r.rss.anonMedian).toFixed(0)} / ${mib(r.rss.fileMedian).toFixed(0)}`),
     row('accounted by the cache, max', (r) => mib(r.accountedMax)),
     row('V8 heap (total), median', (r) => mib(r.heapMedian)),
@@ -151,6 +147,7 @@ export async function run(): Promise<Record<string, unknown>> {
   ]);
   for (const [i, r] of results.entries()) {
     if (r.slow.length > 0) process.stdout.write(`${i + 1}: /healthz slower than ${SLOW_HEALTH_MS} ms (s into the load: ms): ${r.slow.map(([at, ms]) => `${at.toFixed(1)}: ${ms.toFixed(0)}`).join(', ')}\n`);
+    if (r.overAt.length > 0) process.stdout.write(`${i + 1}: RSS over the limit (s into the load: MiB): ${r.overAt.map(([at, b]) => `${at.toFixed(1)}: ${(b / MiB).toFixed(0)}`).join(', ')}\n`);
     if (r.firstErrors.length > 0) process.stdout.write(`${i + 1}: first errors:\n${r.firstErrors.join('\n')}\n`);
   }
   return { seconds, memoryBytes: MEMORY_BYTES, rounds: results };
@@ -172,8 +169,10 @@ async function oneRound(rgw: RgwHandle, dir: string, variant: Variant, seconds: 
   try {
     const api = apiUrlOf(daemon);
     const pid = daemon.child.pid!;
-    const idle = await healthLatencies(api, IDLE_SECONDS * 1000);
-    const rss: Array<{ total: number; anon: number; file: number }> = [];
+    const prober = startProber(api);
+    await new Promise((r) => setTimeout(r, IDLE_SECONDS * 1000));
+    const loadStart = Date.now();
+    const rss: Array<{ total: number; anon: number; file: number; at: number }> = [];
     const accounted: number[] = [];
     const breakdown: ProcessReport[] = [];
     const loadAverages: number[] = [];
@@ -181,7 +180,7 @@ async function oneRound(rgw: RgwHandle, dir: string, variant: Variant, seconds: 
     const errors: string[] = [];
     const sampler = (async () => {
       while (!stop) {
-        rss.push(await rssOf(pid));
+        rss.push({ ...(await rssOf(pid)), at: Date.now() });
         await new Promise((r) => setTimeout(r, RSS_EVERY_MS));
       }
     })();
@@ -238,8 +237,12 @@ async function oneRound(rgw: RgwHandle, dir: string, variant: Variant, seconds: 
       await Promise.all(inFlight);
       return sent;
     })();
-    const loaded = await healthLatencies(api, seconds * 1000);
-    errors.push(...loaded.errors);
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const health = await prober.stop();
+    errors.push(...health.errors);
+    const idle = health.samples.filter(([at]) => at < loadStart).map(([, ms]) => ms);
+    const loaded = health.samples.filter(([at]) => at >= loadStart).map(([, ms]) => ms);
+    const slow = health.samples.filter(([at, ms]) => at >= loadStart && ms > SLOW_HEALTH_MS).map(([at, ms]): [number, number] => [(at - loadStart) / 1000, ms]);
     stop = true;
     for (const child of children) child.kill('SIGKILL');
     const restSent = await rest;
@@ -260,8 +263,10 @@ async function oneRound(rgw: RgwHandle, dir: string, variant: Variant, seconds: 
       dramCapMin: Math.min(...pick((b) => b.dramCapBytes)),
       uploadBuffersMax: Math.max(0, ...pick((b) => b.uploadBuffersBytes ?? 0)),
       reclaims: last?.reclaims === undefined ? 'n/a' : `${last.reclaims} (${(last.reclaimMs ?? 0).toFixed(0)})`,
-      healthz: { idle: summary(idle.latencies), loaded: summary(loaded.latencies), proberLoopMaxMs: Math.max(idle.loopMax, loaded.loopMax) },
-      slow: loaded.slow,
+      healthz: { idle: summary(idle), loaded: summary(loaded), proberLoopMaxMs: health.loopMax },
+      slow,
+      overLimit: totals.filter((b) => b > (breakdown[0]?.limitBytes ?? Infinity)).length / Math.max(1, totals.length),
+      overAt: rss.filter((r) => r.total > (breakdown[0]?.limitBytes ?? Infinity)).map((r): [number, number] => [(r.at - loadStart) / 1000, r.total - breakdown[0]!.limitBytes]),
       restSent,
       errors: errors.length,
       firstErrors: errors.slice(0, 5),
@@ -277,20 +282,22 @@ async function oneRound(rgw: RgwHandle, dir: string, variant: Variant, seconds: 
 }
 
 /**
- * The prober, run on a thread of its own so that this process's load generator (200 requests a
- * second, their bodies parsed) does not delay it: `/healthz` round trips (ms), one every
- * HEALTH_EVERY_MS, for `ms`, with the thread's own event-loop delay.
+ * The prober's thread: one `/healthz` round trip every HEALTH_EVERY_MS from the idle phase
+ * through the load (one thread, one connection: no start-up inside the measured load), until
+ * told to stop.
  */
 const PROBER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
 (async () => {
-  const { api, ms, every, timeoutMs, slowMs } = workerData;
+  const { api, every, timeoutMs } = workerData;
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
-  const latencies = [], slow = [], errors = [];
-  const begin = performance.now();
-  while (performance.now() - begin < ms) {
+  const samples = [], errors = [];
+  let stop = false;
+  parentPort.once('message', () => (stop = true));
+  while (!stop) {
+    const at = Date.now();
     const started = performance.now();
     try {
       const response = await fetch(api + '/healthz', { signal: AbortSignal.timeout(timeoutMs) });
@@ -299,25 +306,33 @@ const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
     } catch (err) {
       errors.push('/healthz: ' + err.message);
     }
-    const took = performance.now() - started;
-    latencies.push(took);
-    if (took > slowMs) slow.push([(started - begin) / 1000, took]);
+    samples.push([at, performance.now() - started]);
     await new Promise((r) => setTimeout(r, every));
   }
   loop.disable();
-  parentPort.postMessage({ latencies, slow, errors, loopP99: loop.percentile(99) / 1e6, loopMax: loop.max / 1e6 });
+  parentPort.postMessage({ samples, errors, loopMax: loop.max / 1e6 });
 })();
 `;
 
-function healthLatencies(api: string, ms: number): Promise<Health> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(PROBER, { eval: true, workerData: { api, ms, every: HEALTH_EVERY_MS, timeoutMs: REQUEST_TIMEOUT_MS, slowMs: SLOW_HEALTH_MS } });
-    worker.once('message', (health: Health) => {
-      resolve(health);
-      void worker.terminate();
-    });
+/**
+ * Starts the prober (PROBER) on a thread of its own, so that this process's load generator
+ * (200 requests a second, their bodies parsed) does not delay it; `stop` ends it and answers
+ * every round trip (ms) with its start (Date.now()), and the thread's own event-loop delay.
+ */
+function startProber(api: string): { stop: () => Promise<{ samples: Array<[number, number]>; errors: string[]; loopMax: number }> } {
+  const worker = new Worker(PROBER, { eval: true, workerData: { api, every: HEALTH_EVERY_MS, timeoutMs: REQUEST_TIMEOUT_MS } });
+  const done = new Promise<{ samples: Array<[number, number]>; errors: string[]; loopMax: number }>((resolve, reject) => {
+    worker.once('message', resolve);
     worker.once('error', reject);
   });
+  return {
+    async stop() {
+      worker.postMessage('stop');
+      const result = await done;
+      await worker.terminate();
+      return result;
+    },
+  };
 }
 
 /** The process's resident bytes, and how much of them is anonymous memory (heaps, buffers) and mapped files (code). */
