@@ -42,7 +42,7 @@ function fakeProcess(base: number, dram: number) {
 }
 
 describe('MemoryWatchdog', () => {
-  // Limit 400 MiB, hysteresis 20 MiB: the resident cap aims at 380 and gives room back below 360.
+  // Limit 400 MiB: the resident cap aims at 360 (10% under) and gives room back below 340 (5% more).
 
   it('does nothing while the process is under its aim', () => {
     const { state, watchdog } = fakeProcess(100 * MiB, 256 * MiB);
@@ -64,40 +64,40 @@ describe('MemoryWatchdog', () => {
     const { state, watchdog } = fakeProcess(140 * MiB, 256 * MiB); // 396 MiB
     watchdog.check();
     expect(state.reclaims).toBe(0);
-    expect(state.caps).toEqual([240 * MiB]);
+    expect(state.caps).toEqual([220 * MiB]);
     expect(state.pressure).toEqual([true]);
   });
 
   it('waits for a collection before moving the cap again, and gives the room back with hysteresis', () => {
     const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
     state.garbage = 10 * MiB;
-    watchdog.check(); // 466 MiB: reclaim (210 -> 200), still 456: cap at 256 - (456 - 380)
+    watchdog.check(); // 466 MiB: reclaim (210 -> 200), still 456: cap at 256 - (456 - 360)
     expect(state.reclaims).toBe(1);
-    expect(state.caps).toEqual([180 * MiB]);
-    expect(watchdog.dramCapBytes).toBe(180 * MiB);
-    // The evicted 76 MiB are garbage: still over, but the cap does not move until a collection may have run.
+    expect(state.caps).toEqual([160 * MiB]);
+    expect(watchdog.dramCapBytes).toBe(160 * MiB);
+    // The evicted 96 MiB are garbage: still over, but the cap does not move until a collection may have run.
     state.now += 500;
     watchdog.check();
-    expect(state.caps).toEqual([180 * MiB]);
+    expect(state.caps).toEqual([160 * MiB]);
     expect(state.reclaims).toBe(1);
     state.now += 2_000;
-    watchdog.check(); // the reclaim frees the evicted blocks: 380 MiB, at the aim
+    watchdog.check(); // the reclaim frees the evicted blocks: 360 MiB, at the aim
     expect(state.reclaims).toBe(2);
-    expect(state.caps).toEqual([180 * MiB]);
-    // The load drops by 100 MiB: 280 MiB, 80 MiB under 360: the cap would pass the capacity, so it is lifted.
-    state.base = 100 * MiB;
+    expect(state.caps).toEqual([160 * MiB]);
+    // The load drops by 150 MiB: 210 MiB, 130 MiB under 340: the cap would pass the capacity, so it is lifted.
+    state.base = 50 * MiB;
     watchdog.check();
-    expect(state.caps).toEqual([180 * MiB, undefined]);
+    expect(state.caps).toEqual([160 * MiB, undefined]);
     expect(watchdog.dramCapBytes).toBe(256 * MiB);
   });
 
   it('grows the cap by the room there is when it cannot lift it yet', () => {
     const { state, watchdog } = fakeProcess(200 * MiB, 256 * MiB);
-    watchdog.check(); // 456: cap 180
+    watchdog.check(); // 456: cap 160
     state.garbage = 0; // collected by the process itself
-    state.base = 170 * MiB; // 350 MiB: 10 MiB of room below 360
+    state.base = 170 * MiB; // 330 MiB: 10 MiB of room below 340
     watchdog.check();
-    expect(state.caps).toEqual([180 * MiB, 190 * MiB]);
+    expect(state.caps).toEqual([160 * MiB, 170 * MiB]);
     expect(state.reclaims).toBe(1);
   });
 
@@ -108,8 +108,8 @@ describe('MemoryWatchdog', () => {
   });
 
   it("gives upload buffers the DRAM tier's room, keeps readahead, and gives it back when they are freed", () => {
-    const { state, watchdog } = fakeProcess(50 * MiB, 256 * MiB);
-    state.uploads = 64 * MiB;
+    const { state, watchdog } = fakeProcess(20 * MiB, 256 * MiB);
+    state.uploads = 64 * MiB; // 340 MiB in all: under the aim
     watchdog.check();
     expect(state.caps).toEqual([192 * MiB]);
     expect(state.pressure).toEqual([false]);
@@ -137,16 +137,16 @@ describe('MemoryWatchdog', () => {
 
   it('applies the lower of the two caps, and keeps the resident cap when the buffers go', () => {
     const { state, watchdog } = fakeProcess(200 * MiB, 200 * MiB);
-    state.uploads = 40 * MiB; // 440 MiB: budget cap 216; reclaimed, still 440: resident cap 200 - 60 = 140
+    state.uploads = 40 * MiB; // 440 MiB: budget cap 216; reclaimed, still 440: resident cap 200 - 80 = 120
     watchdog.check();
-    expect(state.caps).toEqual([140 * MiB]);
+    expect(state.caps).toEqual([120 * MiB]);
     expect(state.pressure).toEqual([true]);
-    // The buffers are freed and the evicted blocks collected: 340 MiB, 20 MiB under 360: that
+    // The buffers are freed and the evicted blocks collected: 320 MiB, 20 MiB under 340: that
     // room goes back to DRAM; the resident cap stays until it reaches the capacity.
     state.uploads = 0;
     state.garbage = 0;
     watchdog.check();
-    expect(state.caps).toEqual([140 * MiB, 160 * MiB]);
+    expect(state.caps).toEqual([120 * MiB, 140 * MiB]);
   });
 
   it('reports the last sample and the reclaims without sampling again', () => {
@@ -159,6 +159,6 @@ describe('MemoryWatchdog', () => {
     expect(report.rssBytes).toBe(456 * MiB); // sampled again after the reclaim (no garbage to free)
     expect(report.reclaims).toBe(1);
     expect(report.reclaimMs).toBe(30);
-    expect(report.dramCapBytes).toBe(180 * MiB);
+    expect(report.dramCapBytes).toBe(160 * MiB);
   });
 });

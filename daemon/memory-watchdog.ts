@@ -45,10 +45,17 @@ export interface MemoryReport extends ProcessMemory {
 }
 
 /**
- * The resident cap aims this far below the limit, and gives DRAM room back only this far below
- * that aim: the process's size moves by a few blocks every 250 ms under load (the sampling
- * interval), and a cap lifted as soon as it fits would be set again on the next tick. 5% of
- * the limit, at least 8 MiB (two 4 MiB blocks).
+ * The resident cap aims this far below the limit: between two samples (250 ms, longer when the
+ * event loop is starved) and before V8 collects, a busy daemon's garbage grows by a few blocks
+ * at a time, 20-35 MiB in bench/memory-load's bursts (a warmup job promoting blocks, a writer's
+ * file adopted at close). 10% of the limit, at least 16 MiB (four 4 MiB blocks).
+ */
+const AIM_SHARE = 0.1;
+const AIM_MIN_BYTES = 16 * 1024 * 1024;
+/**
+ * DRAM gets room back only this far below the aim: the process's size moves by a few blocks
+ * every second under load, and a cap lifted as soon as it fits would be set again on the next
+ * tick. 5% of the limit, at least 8 MiB (two blocks).
  */
 const HYSTERESIS_SHARE = 0.05;
 const HYSTERESIS_MIN_BYTES = 8 * 1024 * 1024;
@@ -77,8 +84,8 @@ const reclaimSeconds = counter('strata_memory_reclaim_seconds_total', 'Event-loo
  *   buffers, so the DRAM tier holds at most its capacity less what those buffers hold now
  *   (never below `minDramBytes`), set at every sample, lifted when the buffers are freed;
  * - the resident cap, for what no accounting sees (V8's heap, garbage not yet collected,
- *   requests in flight, native threads, allocator fragmentation). It aims at the limit less a
- *   hysteresis: above that aim, the DRAM tier is capped below what it holds by the excess
+ *   requests in flight, native threads, allocator fragmentation). It aims at 10% under the
+ *   limit: above that aim, the DRAM tier is capped below what it holds by the excess
  *   (never below `minDramBytes`), and readahead is refused while the cap holds. Evicted blocks
  *   are garbage until a collection, so the cap moves down at most every RECLAIM_EVERY_MS. Over
  *   the limit itself, garbage is first reclaimed by force (a full collection and the
@@ -92,6 +99,8 @@ export class MemoryWatchdog {
   readonly #config: MemoryWatchdogConfig;
   readonly #now: () => number;
   readonly #hysteresis: number;
+  /** Where the resident cap aims: the limit less AIM_SHARE of it. */
+  readonly #aim: number;
   /** The resident cap, or undefined while the process is within its limit. */
   #residentCap: number | undefined;
   /** The cap in force (the lower of the two), or undefined when the DRAM tier may use its whole capacity. */
@@ -111,6 +120,7 @@ export class MemoryWatchdog {
     this.#config = config;
     this.#now = config.now ?? Date.now;
     this.#hysteresis = Math.max(HYSTERESIS_MIN_BYTES, Math.floor(config.limitBytes * HYSTERESIS_SHARE));
+    this.#aim = config.limitBytes - Math.max(AIM_MIN_BYTES, Math.floor(config.limitBytes * AIM_SHARE));
     limitGauge.set(config.limitBytes);
     dramCapGauge.set(config.dramBytes);
   }
@@ -157,12 +167,12 @@ export class MemoryWatchdog {
 
   /**
    * Sets, moves or lifts the resident cap from the sample just taken. The cap aims at the
-   * target (the limit less the hysteresis), so that the process stays under the limit between
-   * samples; only over the limit itself is garbage reclaimed by force.
+   * limit less AIM_SHARE, so that the process stays under the limit between samples; only over
+   * the limit itself is garbage reclaimed by force.
    */
   #residentCheck(): void {
     const { limitBytes, dramBytes, minDramBytes } = this.#config;
-    const target = limitBytes - this.#hysteresis;
+    const target = this.#aim;
     let rss = this.#last.rssBytes;
     if (rss > limitBytes) {
       overCounter.inc();

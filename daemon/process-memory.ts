@@ -43,7 +43,7 @@ const ARENA_MAX = 2;
  * answered FUSE requests: V8 collects external memory only after tens of MiB of it). Under
  * bench/memory-load the built daemon's resident size went up to 170-176 MiB over `--memory`
  * (median 87-95 MiB over); 192 MiB is that with 16 MiB (four blocks) to spare, so that the
- * watchdog, which aims 5% under the bound, rarely has to squeeze the DRAM tier at all.
+ * watchdog, which aims 10% under the bound, squeezes the DRAM tier only in bursts.
  * docs/CONFIGURATION.md gives the figures.
  */
 export const FIXED_OVERHEAD_BYTES = 192 * 1024 * 1024;
