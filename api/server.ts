@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { StrataError } from '../errors/index.js';
-import { metricsRegistry, type Logger } from '../telemetry/index.js';
+import { metricsRegistry, metricsText, type Logger } from '../telemetry/index.js';
 import type { DaemonServices } from './services.js';
 import { registerEventRoutes } from './events-routes.js';
 import { registerJobRoutes } from './jobs-routes.js';
@@ -90,7 +90,7 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
   });
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', metricsRegistry.contentType);
-    return metricsRegistry.metrics();
+    return metricsText();
   });
   app.get('/v1/mount', async (_request, reply) => {
     const fuse = services.mountInfo();

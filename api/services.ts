@@ -55,6 +55,11 @@ export interface ProcessMemoryReport {
   /** The part of `externalBytes` that is ArrayBuffers and Buffers. */
   readonly arrayBuffersBytes: number;
   readonly limitBytes: number;
-  /** What the watchdog lets the DRAM tier hold now (its capacity unless the process went over its limit). */
+  /** What the watchdog lets the DRAM tier hold now (its capacity unless upload buffers or the process's size need the room). */
   readonly dramCapBytes: number;
+  /** The write path's upload buffers, counted in `--memory` and taken from the DRAM tier. */
+  readonly uploadBuffersBytes: number;
+  /** Full garbage collections the watchdog forced since start, and the event-loop time they took (ms). */
+  readonly reclaims: number;
+  readonly reclaimMs: number;
 }

@@ -254,13 +254,14 @@ export class BlockCache implements ObjectReader {
   }
 
   /**
-   * Memory pressure from outside the cache's accounting (the daemon's memory watchdog):
+   * Memory needs from outside the cache's accounting (the daemon's memory watchdog):
    * `dramBytes` caps the DRAM tier below its capacity (least recently used blocks are evicted
-   * now, and demoted as any eviction) and readahead is refused; undefined lifts both.
+   * now, and demoted as any eviction); undefined lifts the cap. Under `pressure` (the process
+   * is over its memory limit) readahead is refused too.
    */
-  limitMemory(dramBytes: number | undefined): void {
+  limitMemory(dramBytes: number | undefined, pressure = dramBytes !== undefined): void {
     this.#dram?.limit(dramBytes);
-    this.#pool.underPressure = dramBytes !== undefined;
+    this.#pool.underPressure = pressure;
   }
 
   /**

@@ -308,6 +308,11 @@ export class WritePath {
     return this.#ctx.space.usedBytes;
   }
 
+  /** Bytes of memory the upload buffers hold now (slots.ts): part of `--memory`, taken from the DRAM tier. */
+  uploadBufferBytes(): number {
+    return this.#ctx.slots.heldBytes;
+  }
+
   /** The versions kept pinned (newest `keepNewest` per folder). */
   pinned(): ObjectRef[] {
     return this.#ctx.pins.pinned();

@@ -23,7 +23,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--dram SIZE', 'DRAM tier size, e.g. 2GiB (default: 1GiB or a quarter of RAM, whichever is less)'],
       ['--pmem FILE:SIZE', 'persistent-memory tier: a pool file mapped into memory, e.g. /dev/shm/strata.pool:8GiB'],
       ['--nvme DIR[:SIZE]', 'NVMe tier: a directory of block files'],
-      ['--memory SIZE', 'memory budget for the DRAM tier plus readahead and in-flight buffers (default: DRAM + 64MiB); the process stays under it + 160MiB'],
+      ['--memory SIZE', 'memory budget for the DRAM tier plus readahead, in-flight and upload buffers (default: DRAM + 64MiB); the process stays under it + 192MiB'],
       ['--block-size SIZE', 'cache block size, 1MiB to 16MiB (default 4MiB)'],
       ['--api HOST:PORT', 'admin API address (default 127.0.0.1:7070); non-loopback needs STRATA_TOKEN'],
       ['--close async|sync', 'default close mode for writes (default async)'],

@@ -80,9 +80,9 @@ export class Daemon {
       if (peers) cleanups.push(() => peers.close());
       const cache = await openBlockCache(config, links, pins, scheduler, logger, peers);
       cleanups.push(() => cache.close());
-      const watchdog = watchMemory(config, cache, logger);
-      cleanups.push(async () => watchdog.stop());
       const writes = await openWritePath(config, links, pins, cache, logger);
+      const watchdog = watchMemory(config, cache, writes, logger);
+      cleanups.push(async () => watchdog.stop());
 
       fs = new Filesystem({
         routes: new MountRoutes([]),
@@ -163,7 +163,7 @@ export class Daemon {
           const live = links.all().find((l) => l.link.path === path);
           return live ? writes.pendingUnder(live.storeId, '').length : 0;
         },
-        processMemory: () => ({ ...processMemory(), limitBytes: processMemoryLimit(config.memoryBudgetBytes), dramCapBytes: watchdog.dramCapBytes }),
+        processMemory: () => watchdog.report(),
         peers,
         distribute: async (paths) => ({ job: distributeHere(paths), peers: peers ? await peers.distributeToPeers(paths) : [] }),
       };
@@ -245,22 +245,23 @@ async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: Pin
 
 /**
  * Samples this often: the process grows by at most a few blocks per 250 ms under the
- * bench/memory-load mix, and a sample is one read of /proc/self/statm.
+ * bench/memory-load mix, and a sample (process.memoryUsage) costs about a millisecond.
  */
 const MEMORY_CHECK_EVERY_MS = 250;
 /** The DRAM tier keeps at least this many blocks however hard it is squeezed: a sequential reader's block and its readahead. */
 const MIN_DRAM_BLOCKS = 4;
 
 /** Holds the process's resident size under `--memory` plus the fixed overhead (memory-watchdog.ts). */
-function watchMemory(config: DaemonConfig, cache: BlockCache, logger: Logger): MemoryWatchdog {
+function watchMemory(config: DaemonConfig, cache: BlockCache, writes: WritePath, logger: Logger): MemoryWatchdog {
   const watchdog = new MemoryWatchdog({
     limitBytes: processMemoryLimit(config.memoryBudgetBytes),
     dramBytes: cache.config.dramBytes,
     minDramBytes: Math.min(cache.config.dramBytes, MIN_DRAM_BLOCKS * cache.config.blockSize),
-    rss: () => process.memoryUsage.rss(),
+    sample: processMemory,
     dramUsed: () => cache.stats().find((tier) => tier.name === 'dram')?.usedBytes ?? 0,
+    uploadBuffers: () => writes.uploadBufferBytes(),
     reclaim: reclaimMemory,
-    limitDram: (bytes) => cache.limitMemory(bytes),
+    limitDram: (bytes, pressure) => cache.limitMemory(bytes, pressure),
     logger: logger.child({ component: 'memory' }),
   });
   watchdog.start(MEMORY_CHECK_EVERY_MS);
