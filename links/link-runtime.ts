@@ -118,11 +118,6 @@ export class LinkRuntime {
     return [...this.#links.values()];
   }
 
-  /** The store a block's `storeId` names; undefined once its link is gone. */
-  store(storeId: string): ObjectStore | undefined {
-    return this.#stores.get(storeId);
-  }
-
   /**
    * The store a block's or a staged file's `storeId` names, for work that must reach it (a
    * cache miss, an upload): one map lookup, so a removed link fails the work that needed it
