@@ -290,21 +290,11 @@ async function httpRate(port: number, bodies: Buffer[], batch: number, clients =
     const answer = await post(agent, port, bodies[i]!);
     if (check && !correct(bodies[i]!, answer)) throw new Error('wrong answer over HTTP');
   }
-  const latencies: number[] = [];
-  const deadline = performance.now() + RUN_MS;
-  const begin = performance.now();
-  await Promise.all(
-    Array.from({ length: clients }, async (_, c) => {
-      for (let i = c; performance.now() < deadline; i += clients) {
-        const sent = performance.now();
-        await post(agent, port, bodies[i % bodies.length]!, answerBytes);
-        latencies.push(performance.now() - sent);
-      }
-    }),
-  );
-  const seconds = (performance.now() - begin) / 1000;
+  const rate = await closedLoops(clients, RUN_MS, batch, async (_, i) => {
+    await post(agent, port, bodies[i % bodies.length]!, answerBytes);
+  });
   agent.destroy();
-  return summarise(latencies, batch, seconds);
+  return rate;
 }
 
 /** An mget answer from one table, as ParamsService.mget makes it. */
@@ -332,19 +322,9 @@ function inProcessRate(mget: (body: Buffer) => Buffer, bodies: Buffer[], batch: 
 /** CLIENTS concurrent callers of ParamsService.mgetAsync (the lookup threads answer). */
 async function pooledRate(service: ParamsService, bodies: Buffer[], batch: number): Promise<Rate> {
   if (!correct(bodies[0]!, await service.mgetAsync('emb', bodies[0]!))) throw new Error('wrong answer from the lookup threads');
-  const latencies: number[] = [];
-  const deadline = performance.now() + RUN_MS;
-  const begin = performance.now();
-  await Promise.all(
-    Array.from({ length: CLIENTS }, async (_, c) => {
-      for (let i = c; performance.now() < deadline; i += CLIENTS) {
-        const sent = performance.now();
-        await service.mgetAsync('emb', bodies[i % bodies.length]!);
-        latencies.push(performance.now() - sent);
-      }
-    }),
-  );
-  return summarise(latencies, batch, (performance.now() - begin) / 1000);
+  return closedLoops(CLIENTS, RUN_MS, batch, async (_, i) => {
+    await service.mgetAsync('emb', bodies[i % bodies.length]!);
+  });
 }
 
 /**
@@ -405,6 +385,26 @@ async function daemonRecovery(work: string, storeDir: string, probe: Buffer): Pr
   } finally {
     await again.stop('SIGTERM');
   }
+}
+
+/**
+ * `clients` closed loops of `send` for `runMs`: client `c` sends requests c, c + clients, ...,
+ * each after the previous answer. Rate and latency percentiles of all the requests.
+ */
+export async function closedLoops(clients: number, runMs: number, batch: number, send: (client: number, i: number) => Promise<void>): Promise<Rate> {
+  const latencies: number[] = [];
+  const deadline = performance.now() + runMs;
+  const begin = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let i = c; performance.now() < deadline; i += clients) {
+        const sent = performance.now();
+        await send(c, i);
+        latencies.push(performance.now() - sent);
+      }
+    }),
+  );
+  return summarise(latencies, batch, (performance.now() - begin) / 1000);
 }
 
 /**

@@ -18,14 +18,13 @@ import { Agent, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { createInterface, type Interface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { buildTable, mgetAnswerBytes, ParamsService } from '../params/index.js';
 import { ParamsWireClient } from '../params/wire-client.js';
 import { freePort } from '../test/fixtures/rgw.js';
 import { printTable } from './lib/table.js';
-import { expectedValue, makeBodies, summarise, writeInput, type Rate } from './params-lookup.js';
+import { closedLoops, expectedValue, makeBodies, writeInput, type Rate } from './params-lookup.js';
 
 const DIM = 16;
 const CLIENTS = 4;
@@ -167,23 +166,6 @@ function check(body: Buffer, answer: Buffer): void {
   }
 }
 
-/** CLIENTS closed loops of `send`, for RUN_MS. */
-async function closedLoops(batch: number, send: (client: number, i: number) => Promise<void>): Promise<Rate> {
-  const latencies: number[] = [];
-  const deadline = performance.now() + RUN_MS;
-  const begin = performance.now();
-  await Promise.all(
-    Array.from({ length: CLIENTS }, async (_, c) => {
-      for (let i = c; performance.now() < deadline; i += CLIENTS) {
-        const sent = performance.now();
-        await send(c, i);
-        latencies.push(performance.now() - sent);
-      }
-    }),
-  );
-  return summarise(latencies, batch, (performance.now() - begin) / 1000);
-}
-
 async function wireRate(port: number, bodies: Buffer[], batch: number, verify: boolean): Promise<Rate> {
   const clients = await Promise.all(Array.from({ length: CLIENTS }, () => ParamsWireClient.connect({ host: '127.0.0.1', port })));
   try {
@@ -192,7 +174,7 @@ async function wireRate(port: number, bodies: Buffer[], batch: number, verify: b
       if (verify) check(bodies[c]!, answer);
       else if (answer.length !== mgetAnswerBytes(batch, DIM)) throw new Error('transport answer of the wrong size');
     }
-    return await closedLoops(batch, async (c, i) => {
+    return await closedLoops(CLIENTS, RUN_MS, batch, async (c, i) => {
       await clients[c]!.mget('emb', bodies[i % bodies.length]!);
     });
   } finally {
@@ -225,7 +207,7 @@ async function httpRate(port: number, bodies: Buffer[], batch: number, verify: b
     }
     // The answer is gathered into one Buffer, as the binary protocol's client hands it over:
     // both clients do the work a user's client does with an answer.
-    return await closedLoops(batch, async (_c, i) => {
+    return await closedLoops(CLIENTS, RUN_MS, batch, async (_c, i) => {
       await post(bodies[i % bodies.length]!);
     });
   } finally {
@@ -235,7 +217,7 @@ async function httpRate(port: number, bodies: Buffer[], batch: number, verify: b
 
 async function inProcess(service: ParamsService, bodies: Buffer[], batch: number): Promise<Sample> {
   check(bodies[0]!, await service.mgetAsync('emb', bodies[0]!));
-  const rate = await closedLoops(batch, async (_c, i) => {
+  const rate = await closedLoops(CLIENTS, RUN_MS, batch, async (_c, i) => {
     const lease = await service.mgetLease('emb', bodies[i % bodies.length]!);
     lease.release();
   });
@@ -317,7 +299,7 @@ async function redisRate(port: number, held: Buffer[], batch: number): Promise<S
       s.write(command);
     });
   try {
-    const rate = await closedLoops(batch, (c, i) => ask(sockets[c]!, commands[i % commands.length]!));
+    const rate = await closedLoops(CLIENTS, RUN_MS, batch, (c, i) => ask(sockets[c]!, commands[i % commands.length]!));
     return { ...rate, cpuMsPerMkeys: 0, gcCount: 0, gcMaxMs: 0, gcTotalMs: 0 };
   } finally {
     for (const s of sockets) s.destroy();
