@@ -179,6 +179,11 @@ export class BlockCache implements ObjectReader {
     return Buffer.concat(parts, end - offset);
   }
 
+  /** See ObjectReader.readAhead: the first block, with readahead's terms (spare memory only). */
+  readAhead(ref: ObjectRef): Promise<unknown> | undefined {
+    return this.#readahead.first(ref);
+  }
+
   /** Blocks of the session's object in a file tier (the first that has each), for native reads. */
   locate(session: ReadSession): BlockFiles | undefined {
     if (this.#closed) return undefined;

@@ -58,4 +58,12 @@ export interface ObjectReader {
    * back to `read`.
    */
   locate?(session: ReadSession): BlockFiles | undefined;
+  /**
+   * Starts loading the start of `ref` in the background, because a read of it is expected
+   * (it was just opened, or is the next file of a folder read in order); never waits and
+   * never fails. Answers the load (settled either way), or undefined when nothing started:
+   * cached, loading already, or no memory to spare. Optional: readers without a cache leave
+   * it out.
+   */
+  readAhead?(ref: ObjectRef): Promise<unknown> | undefined;
 }

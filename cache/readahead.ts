@@ -35,6 +35,20 @@ export class Readahead {
     }
   }
 
+  /**
+   * Starts loading the first block of `ref` unless it is cached or loading: for a file just
+   * opened (its first READ then joins the load) or one a reader is expected to open next.
+   * Answers the load, or undefined when none was started.
+   */
+  first(ref: ObjectRef): Promise<unknown> | undefined {
+    const s = this.#s;
+    if (ref.size === 0 || s.closed() || (s.dram === undefined && s.lower.length === 0)) return undefined;
+    const id = blockId(blockKeyOf(ref, 0));
+    if (this.#loader.loading(id) || this.#cached(id)) return undefined;
+    const load = this.#loader.start(ref, 0, id, blockLength(ref.size, s.config.blockSize, 0), { priority: 'foreground', origin: 'readahead' });
+    return load.catch((err: unknown) => s.logger.debug({ err, key: ref.key }, 'readahead fetch failed'));
+  }
+
   #cached(id: string): boolean {
     const s = this.#s;
     return s.dram !== undefined ? s.dram.has(id) : s.lower.some((tier) => s.tiers.has(tier, id));

@@ -8,6 +8,7 @@ import type { Logger } from '../telemetry/index.js';
 import type { FileStat, FsAttributes } from './fs-attributes.js';
 import { FsError } from './fs-error.js';
 import type { FsPaths, LinkRoute } from './fs-paths.js';
+import type { NextFiles } from './next-files.js';
 import type { OpenFiles, WriterFile } from './open-files.js';
 
 /**
@@ -27,13 +28,15 @@ export class FileIo {
   readonly #reader: ObjectReader;
   readonly #logger: Logger;
   readonly #attrs: FsAttributes;
+  readonly #next: NextFiles;
 
-  constructor(paths: FsPaths, files: OpenFiles, reader: ObjectReader, logger: Logger, attrs: FsAttributes) {
+  constructor(paths: FsPaths, files: OpenFiles, reader: ObjectReader, logger: Logger, attrs: FsAttributes, next: NextFiles) {
     this.#paths = paths;
     this.#files = files;
     this.#reader = reader;
     this.#logger = logger;
     this.#attrs = attrs;
+    this.#next = next;
   }
 
   /** The write path: only called once `FsPaths.writable` or a writer handle proved there is one. */
@@ -50,7 +53,12 @@ export class FileIo {
     if (staged) return this.#files.add({ kind: 'staged', path, route, storeId: route.link.storeId!, key: keyOfPath(route.innerPath) });
     const entry = await route.link.namespace.lookup(route.innerPath);
     if (entry.kind !== 'file') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
-    return this.#files.add({ kind: 'read', path, route, session: this.#reader.openSession(entry.ref) });
+    const handle = this.#files.add({ kind: 'read', path, route, session: this.#reader.openSession(entry.ref) });
+    // An open for reading announces a read: its first block starts loading now, while the
+    // answer to the open and the first READ still travel through the kernel.
+    this.#reader.readAhead?.(entry.ref);
+    this.#next.opened(route.link.namespace, route.innerPath);
+    return handle;
   }
 
   /** See Filesystem.create. */

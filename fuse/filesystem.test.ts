@@ -70,6 +70,34 @@ describe('Filesystem (no mount)', () => {
     expect((await fs.read(again, 0, 100)).toString()).toBe('a different, longer body');
   });
 
+  it('lists each name with the type its stat shows, and no type where only a HEAD would tell', async () => {
+    await mkdir(join(dir, 'data/sub'));
+    await writeFile(join(dir, 'data/sub/b.bin'), 'b');
+    expect(await fs.list('/data')).toEqual([
+      { name: 'a.txt', mode: 0o100000 },
+      { name: 'sub', mode: 0o040000 },
+    ]);
+    // An S3 listing carries no attributes (the local store's does): a store whose listing drops them.
+    const bare = new Proxy(store, {
+      get: (target, name) => {
+        if (name === 'list') {
+          return async (...args: Parameters<ObjectStore['list']>) => {
+            const page = await target.list(...args);
+            return { ...page, objects: page.objects.map(({ meta: _meta, ...info }) => info) };
+          };
+        }
+        const value: unknown = Reflect.get(target, name, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const heads = new Namespace(bare, { metadataTtlMs: 60_000, metadataFromHead: true });
+    fs.setRoutes(MountRoutes.single(heads));
+    expect(await fs.list('/data')).toEqual([
+      { name: 'a.txt', mode: 0 },
+      { name: 'sub', mode: 0o040000 },
+    ]);
+  });
+
   it('routes several links and shows the folders above them', async () => {
     const other = new Namespace(store, { metadataTtlMs: 60_000 });
     fs.setRoutes(new MountRoutes([

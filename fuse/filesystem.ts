@@ -10,7 +10,17 @@ import { FsError } from './fs-error.js';
 import { FsPaths } from './fs-paths.js';
 import { MetadataOps } from './metadata-ops.js';
 import { NameOps } from './name-ops.js';
+import { NextFiles, type NextFilesOptions } from './next-files.js';
 import { OpenFiles } from './open-files.js';
+
+/** A folder entry: its name and the type bits of its mode (0: not known). */
+export interface DirectoryItem {
+  readonly name: string;
+  readonly mode: number;
+}
+
+/** The type bits of a mode. */
+const S_IFMT = 0o170000;
 
 export { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, versionedMtime, type FileStat, type FsStatistics } from './fs-attributes.js';
 
@@ -27,7 +37,16 @@ export interface FilesystemConfig {
   /** Permission bits (0-0o7777) shown for files and folders whose object carries none. */
   readonly fileMode?: number;
   readonly dirMode?: number;
+  /** Readahead across the files of a folder read in name order (next-files.ts); default DEFAULT_NEXT_FILES. */
+  readonly nextFiles?: NextFilesOptions;
 }
+
+/**
+ * Four files ahead: with 256 KiB files the store answers in 15-20 ms a GET under load, about
+ * what a reader spends on the kernel round trips of a file, so a few ahead keep it busy; 16
+ * loads at once keep a gateway on few cores from queueing the readers' own GETs behind them.
+ */
+export const DEFAULT_NEXT_FILES: NextFilesOptions = Object.freeze({ depth: 4, maxLoads: 16 });
 
 /**
  * The file system as the kernel sees it, without FUSE: every method takes plain
@@ -54,7 +73,7 @@ export class Filesystem {
   constructor(config: FilesystemConfig) {
     this.#paths = new FsPaths(config.routes, config.writes);
     this.#attrs = new FsAttributes(config);
-    this.#io = new FileIo(this.#paths, this.#files, config.reader, config.logger, this.#attrs);
+    this.#io = new FileIo(this.#paths, this.#files, config.reader, config.logger, this.#attrs, new NextFiles(config.reader, config.nextFiles ?? DEFAULT_NEXT_FILES));
     this.#names = new NameOps(this.#paths);
     this.#meta = new MetadataOps(this.#paths, config.reader, (path) => this.getattr(path));
     // A lookup answered "no such file" while the file was still being uploaded must not be
@@ -90,20 +109,38 @@ export class Filesystem {
 
   /** Names in the folder, without `.` and `..` (libfuse adds those). */
   async readdir(path: string): Promise<string[]> {
+    return (await this.list(path)).map((item) => item.name);
+  }
+
+  /**
+   * The folder's entries, sorted by name, each with the type bits (`S_IFMT`) its `getattr`
+   * would show now, or 0 where that is not known without asking the store: a file whose
+   * attributes come from a HEAD (`--object-metadata listed`) may be a symlink, a name only
+   * staged may be a file or a folder. Listings that carry types spare `find -type f` and
+   * `ls --color` a lookup per name.
+   */
+  async list(path: string): Promise<DirectoryItem[]> {
     const route = this.#paths.route(path);
-    if (route.kind === 'virtual') return [...route.children];
+    if (route.kind === 'virtual') return [...route.children].map((name) => ({ name, mode: 0 }));
     const pending = this.#paths.stagedUnder(route);
-    let names: string[] = [];
+    const { namespace } = route.link;
+    let items: DirectoryItem[] = [];
     try {
-      names = (await route.link.namespace.list(route.innerPath)).map((e) => e.name);
+      items = (await namespace.list(route.innerPath)).map(({ name, entry }) => ({
+        name,
+        mode: entry.kind === 'file' && entry.meta === undefined && namespace.attributesFromHead ? 0 : this.#attrs.stat(entry).mode & S_IFMT,
+      }));
     } catch (err) {
       if (!isStrataError(err, 'FS_NOT_FOUND') || pending.length === 0) throw err;
     }
-    if (pending.length === 0) return names;
+    if (pending.length === 0) return items;
     const prefix = keyOfPath(route.innerPath, true);
-    const all = new Set(names);
-    for (const file of pending) all.add(file.key.slice(prefix.length).split('/')[0]!);
-    return [...all].sort();
+    const all = new Map(items.map((item) => [item.name, item]));
+    for (const file of pending) {
+      const name = file.key.slice(prefix.length).split('/')[0]!;
+      all.set(name, { name, mode: 0 });
+    }
+    return [...all.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** Opens a file for reading, or for writing (a writer only writes), and answers its handle number. */

@@ -1,4 +1,4 @@
-import type { FileStat, FsStatistics } from './filesystem.js';
+import type { DirectoryItem, FileStat, FsStatistics } from './filesystem.js';
 
 /**
  * The parts of the FUSE kernel protocol (include/uapi/linux/fuse.h, 7.40) the native
@@ -193,11 +193,6 @@ export function statfsOut(s: FsStatistics): Buffer {
   out.writeUInt32LE(s.namemax, 44);
   out.writeUInt32LE(s.frsize, 48);
   return out;
-}
-
-export interface DirectoryItem {
-  readonly name: string;
-  readonly mode: number;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { constants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isStrataError } from '../errors/index.js';
-import type { Filesystem } from './filesystem.js';
+import type { DirectoryItem, Filesystem } from './filesystem.js';
 import type { FuseReplies } from './fuse-replies.js';
 import { childPath, type InodeTable } from './inode-table.js';
 import {
@@ -17,7 +17,6 @@ import {
   openOut,
   statfsOut,
   writeOut,
-  type DirectoryItem,
   type RequestHeader,
 } from './kernel-protocol.js';
 import type { OpenPolicy } from './open-policy.js';
@@ -31,7 +30,7 @@ import type { OpenPolicy } from './open-policy.js';
 
 const E = constants.errno;
 
-/** The mode shown for `.` and `..` in a listing (names carry no type: DT_UNKNOWN). */
+/** The mode shown for `.` and `..` in a listing. */
 const DIRENT_MODE_DIR = 0o040000;
 /** S_IFMT and S_IFREG of st_mode (mknod's file type). */
 const S_IFMT_BITS = 0o170000;
@@ -231,8 +230,7 @@ export class RequestDispatch {
           const dir = this.#dirs.get(fh);
           if (!dir) return -E.EBADF;
           if (!dir.items || offset === 0) {
-            const names = await fs.readdir(dir.path);
-            dir.items = [{ name: '.', mode: DIRENT_MODE_DIR }, { name: '..', mode: DIRENT_MODE_DIR }, ...names.map((name) => ({ name, mode: 0 }))];
+            dir.items = [{ name: '.', mode: DIRENT_MODE_DIR }, { name: '..', mode: DIRENT_MODE_DIR }, ...(await fs.list(dir.path))];
           }
           return direntsOut(dir.items, offset, size);
         });

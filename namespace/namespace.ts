@@ -151,6 +151,11 @@ export class Namespace {
     return this.#storeId;
   }
 
+  /** Whether a lookup asks the store (a HEAD) for the attributes of a file a listing showed (`metadataFromHead`). */
+  get attributesFromHead(): boolean {
+    return this.#metadataFromHead;
+  }
+
   /**
    * What is at `path`. Throws `NamespaceError('FS_NOT_FOUND')` when nothing is.
    * Answers from metadata younger than the TTL; otherwise asks the store, so a file
@@ -192,6 +197,14 @@ export class Namespace {
     if (cached) return cached.value;
     const load = coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)), this.#now(), this.#revalidateDeadlineMs);
     return this.#stale.orStale(load, known, normal);
+  }
+
+  /**
+   * The last listing of the folder at `path` known, however old, sorted by name; never asks
+   * the store. A hint (readahead of the next files), not an answer: it may be out of date.
+   */
+  lastListing(path: string): readonly DirectoryEntry[] | undefined {
+    return this.#listings.get(normalisePath(path))?.value;
   }
 
   /**
