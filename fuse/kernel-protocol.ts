@@ -47,6 +47,8 @@ export const OpenFlag = {
   DIRECT_IO: 1 << 0,
   KEEP_CACHE: 1 << 1,
   CACHE_DIR: 1 << 3,
+  /** No FLUSH at close (protocol 7.35): for handles whose flush has nothing to do. */
+  NOFLUSH: 1 << 5,
   PASSTHROUGH: 1 << 7,
 } as const;
 

@@ -79,6 +79,16 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     expect((await sh(`cmp ${join(mountPoint, 'data/copy.bin')} ${join(source, 'data/big.bin')} && echo same`)).trim()).toBe('same');
   });
 
+  it('closes a reader without a FLUSH request; a writer still flushes, where its file is finished', async () => {
+    const flushes = () => metric(base, 'strata_fuse_operation_seconds_count', '{op="flush"}');
+    const before = await flushes();
+    expect(await sh(`cat ${join(mountPoint, 'data/grow.txt')} ${join(mountPoint, 'data/big.bin')} | wc -c`)).toBe(`${12 * MiB + 5 + 5}\n`);
+    expect(await flushes()).toBe(before);
+    await sh(`printf flushed > ${join(mountPoint, 'closed.txt')}`);
+    expect(await flushes()).toBeGreaterThan(before);
+    expect(await sh(`cat ${join(mountPoint, 'closed.txt')}`)).toBe('flushed');
+  });
+
   it('lets the kernel keep names and attributes for the TTL, and drops them at once on a link sync', async () => {
     const grow = join(mountPoint, 'data/grow.txt');
     const fresh = join(mountPoint, 'data/appears.txt');
