@@ -1,6 +1,7 @@
 /**
  * Cold reads against the plain tools, over one Ceph RGW on loopback: a 1 GiB object read
- * sequentially (`dd bs=1M`) and an epoch of 2,000 files of 256 KiB read by 8 readers, through a
+ * sequentially (`dd bs=1M`) and an epoch of 2,000 files of 256 KiB read by 8 readers (in name
+ * order, and through Strata in a random order too), through a
  * fresh Strata mount (DRAM only, and DRAM with an NVMe tier written through), next to
  *
  * - the AWS SDK alone: 8 parallel 8 MiB ranged GETs of the object, 8 parallel GETs of the files
@@ -44,7 +45,7 @@ interface Sample {
   readonly systemPerGiB?: number;
 }
 
-type Client = 'sdk' | 'strata' | 'strata-8m' | 'strata+nvme' | PeerName;
+type Client = 'sdk' | 'strata' | 'strata-shuffled' | 'strata-8m' | 'strata+nvme' | PeerName;
 
 export async function run(): Promise<Record<string, unknown>> {
   const rgw = await startRgw();
@@ -87,6 +88,10 @@ export async function run(): Promise<Record<string, unknown>> {
         breakdowns.push(await perFileBreakdown(api));
         return sample;
       }));
+      // The same files in a random order: readahead across files (docs/SEMANTICS.md) follows
+      // name order only, so this row is what a shuffling data loader gets.
+      const shuffledArgs = ['--state-dir', join(work, `state-${round}-shuffled`), '--dram', '1GiB'];
+      note(small, 'strata-shuffled', await withStrata(rgw, mnt, shuffledArgs, (pid) => measured(pid, SMALL_FILES * SMALL_BYTES, () => timeCommand(epochOf(mnt, true)), SMALL_FILES)));
       for (const peer of peers) {
         // A reference row that fails (its mount or a read) is reported and left out, not fatal.
         const mounted = await mountPeer(peer, rgw, BUCKET, mnt, work).catch((err: unknown) => void process.stdout.write(`(${peer}: ${String(err)})\n`));
@@ -142,8 +147,8 @@ function ddOf(mnt: string): string {
   return `dd if=${mnt}/model.bin of=/dev/null bs=1M status=none`;
 }
 
-function epochOf(mnt: string): string {
-  return `cd ${mnt}/epoch && find . -type f | xargs -P ${READERS} -n 25 cat > /dev/null`;
+function epochOf(mnt: string, shuffled = false): string {
+  return `cd ${mnt}/epoch && find . -type f ${shuffled ? '| shuf ' : ''}| xargs -P ${READERS} -n 25 cat > /dev/null`;
 }
 
 function label(name: Client): string {
@@ -152,6 +157,8 @@ function label(name: Client): string {
       return 'AWS SDK, 8 parallel GETs (8 MiB ranges of the 1 GiB file)';
     case 'strata':
       return 'Strata (DRAM, 4 MiB blocks)';
+    case 'strata-shuffled':
+      return 'Strata (DRAM, files in a random order)';
     case 'strata-8m':
       return 'Strata (DRAM, 8 MiB blocks)';
     case 'strata+nvme':
