@@ -101,6 +101,24 @@ describe('BlockCache', () => {
     expect(cache.fetchStats().coalescedWaits).toBe(9);
   });
 
+  it('loads the first block ahead of a read (readAhead): the read joins that load, and a cached block loads nothing', async () => {
+    const bytes = randomBytes(2 * BLOCK);
+    const ref = store.add('obj', bytes);
+    store.delayMs = 20;
+    const cache = await makeCache({ readaheadMaxBlocks: 0 });
+    const load = cache.readAhead(ref);
+    expect(load).toBeDefined();
+    expect(cache.readAhead(ref)).toBeUndefined(); // loading already
+    const got = await cache.read(cache.openSession(ref), 100, 1000);
+    expect(got.equals(bytes.subarray(100, 1100))).toBe(true);
+    await load;
+    expect(store.fetches).toBe(1);
+    expect(cache.fetchStats().coalescedWaits).toBe(1);
+    expect(cache.readAhead(ref)).toBeUndefined(); // cached
+    expect(cache.readAhead(store.add('empty', Buffer.alloc(0)))).toBeUndefined();
+    expect(store.fetches).toBe(1);
+  });
+
   it('fetches the blocks of a large read in parallel, bounded', async () => {
     const ref = store.add('obj', randomBytes(12 * BLOCK));
     store.delayMs = 10;
