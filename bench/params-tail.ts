@@ -1,15 +1,22 @@
 /**
  * Where the tail of an mget comes from, and HTTP/1.1 against the params binary protocol
  * (docs/PARAMS.md, "Binary protocol"). One server child with 2 lookup threads serves a
- * 10M-key dim-16 table over both; a second child answers both without any lookup (the
- * transport alone); an in-process caller of the lookup threads has neither transport
- * (queueing and lookup alone). 4 clients, each sending its next request when the answer is
- * in, at 1,000- and 20,000-key batches. Rounds run interleaved; the tables give medians
- * and ranges over rounds, the server's CPU time per million keys and its GC pauses
- * (PerformanceObserver in the child). Redis 7 MGET of the same batch sizes is the peer row
- * when `redis-server` is installed.
+ * 10M-key dim-16 table over HTTP and the binary protocol (TCP and a unix socket); a second
+ * serves the binary protocol with lookups on its event loop; a third answers both without any
+ * lookup (the transport alone); an in-process caller of the lookup threads has no transport
+ * (queueing and lookup alone). The binary clients read answers into buffers of their own
+ * (ParamsWireClient.mget's `into`), and, as the baseline, into a new buffer per answer.
+ * 4 clients, each sending its next request when the answer is in, at 1,000- and 20,000-key
+ * batches. A warm-up pass, then rounds run interleaved; the tables give medians and ranges
+ * over rounds, the server's and the clients' CPU time per million keys and their GC pauses
+ * (PerformanceObserver in the child and here). Redis 7 MGET of the same batch sizes is the
+ * peer row when `redis-server` is installed.
  *
  *   npx tsx bench/params-tail.ts        (PARAMS_BENCH_KEYS=1000000 for a quick run)
+ *
+ * PARAMS_TAIL_CASES=a,b and PARAMS_TAIL_BATCHES=20000 run only the cases whose label holds one
+ * of the strings, at those batch sizes; PARAMS_TAIL_PROF=DIR writes a V8 CPU profile of each
+ * server child there (e.g. with one case, to see where its CPU goes).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
