@@ -9,7 +9,7 @@
  *   tsx bench/params-server.ts DIR transport DIM
  *
  * Beside HTTP the child serves the params binary protocol (params/wire-server.ts) on a
- * second port, `wirePort` in its JSON line; in `transport` mode it too answers without a
+ * second port, `wirePort` in its JSON line, and on a unix socket, `wirePath`; in `transport` mode it too answers without a
  * lookup. On SIGUSR2 it prints one JSON line of the garbage collections since the last
  * one (count, total and longest pause), so a bench can tell GC pauses from the rest of a p99.
  *
@@ -59,11 +59,13 @@ if (mode === 'transport') {
 } else {
   registerParamsRoutes(app, service);
 }
-const wire = new ParamsWireServer({
-  mget: mode === 'transport' ? transportLease(Number(name)) : (table, keys) => service.mgetLease(table, keys),
-});
+const wireMget = mode === 'transport' ? transportLease(Number(name)) : (table: string, keys: Uint8Array) => service.mgetLease(table, keys);
+const wire = new ParamsWireServer({ mget: wireMget });
 const wireAddress = await wire.listen({ host: '127.0.0.1', port: 0 });
 const wirePort = 'port' in wireAddress ? wireAddress.port : 0;
+// The same protocol on a unix socket in DIR (`wirePath` in the JSON line).
+const wirePath = `${dir}/params-wire.sock`;
+await new ParamsWireServer({ mget: wireMget }).listen({ path: wirePath });
 let gc = { count: 0, totalMs: 0, maxMs: 0 };
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
@@ -72,6 +74,8 @@ new PerformanceObserver((list) => {
     gc.maxMs = Math.max(gc.maxMs, entry.duration);
   }
 }).observe({ entryTypes: ['gc'] });
+// A clean exit on SIGTERM, so a --cpu-prof profile gets written.
+process.on('SIGTERM', () => process.exit(0));
 process.on('SIGUSR2', () => {
   process.stdout.write(`${JSON.stringify({ gc })}\n`);
   gc = { count: 0, totalMs: 0, maxMs: 0 };
@@ -80,7 +84,7 @@ await app.listen({ host: '127.0.0.1', port: 0 });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : 0;
 process.stdout.write(
-  `${JSON.stringify({ port, wirePort, entryMs, importMs: importedMs - entryMs, recoverMs: recoveredMs - importedMs, recoverReportMs: recovered.ms, loadMs, listeningAtMs: performance.now() })}\n`,
+  `${JSON.stringify({ port, wirePort, wirePath, entryMs, importMs: importedMs - entryMs, recoverMs: recoveredMs - importedMs, recoverReportMs: recovered.ms, loadMs, listeningAtMs: performance.now() })}\n`,
 );
 
 /** The wire twin of the transport route: an answer of the right size (one kept per size), no lookup. */

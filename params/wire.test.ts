@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ParamsService } from './params-service.js';
+import { mgetAnswerBytes } from './served-table.js';
 import { buildTable } from './table-builder.js';
 import { decodeAnswer, keysBody, vectorOf, writeRecords } from './testing/records.js';
 import { ParamsWireClient } from './wire-client.js';
@@ -69,6 +70,35 @@ describe('params binary protocol', () => {
       expect(answer.equals(service.mget('emb', keysBody(keys)))).toBe(true);
       expect(decodeAnswer(answer, keys.length, 4)).toEqual(keys.map((k) => (k < 1000n ? vectorOf(k, 4) : undefined)));
     });
+    client.close();
+  });
+
+  it('writes answers into the buffers callers give, pipelined, and gives an answer too large for its buffer one of its own', async () => {
+    const client = await ParamsWireClient.connect(openAt);
+    // Answers of 3,000 keys (48 KB) and more span several socket reads.
+    const batches = Array.from({ length: 12 }, (_, b) => Array.from({ length: 1 + b * 300 }, (_, i) => BigInt((b * 97 + i * 13) % 1300)));
+    const intos = batches.map((keys) => Buffer.alloc(mgetAnswerBytes(keys.length, 4) + 64, 0xee));
+    const answers = await Promise.all(batches.map((keys, b) => client.mget('emb', keysBody(keys), intos[b])));
+    batches.forEach((keys, b) => {
+      const answer = answers[b]!;
+      expect(answer.buffer).toBe(intos[b]!.buffer);
+      expect(answer.byteOffset).toBe(intos[b]!.byteOffset);
+      expect(answer.equals(service.mget('emb', keysBody(keys)))).toBe(true);
+      expect(intos[b]!.subarray(answer.length).every((x) => x === 0xee)).toBe(true);
+    });
+    // Reusing one buffer for request after request.
+    const again = Buffer.alloc(1 << 16);
+    for (let i = 0; i < 5; i++) {
+      const keys = Array.from({ length: 500 }, (_, k) => BigInt((i * 500 + k) % 1100));
+      const answer = await client.mget('emb', keysBody(keys), again);
+      expect(decodeAnswer(answer, keys.length, 4)).toEqual(keys.map((k) => (k < 1000n ? vectorOf(k, 4) : undefined)));
+    }
+    const small = Buffer.alloc(8);
+    const big = await client.mget('emb', keysBody([1n, 2n, 3n]), small);
+    expect(big.buffer).not.toBe(small.buffer);
+    expect(decodeAnswer(big, 3, 4)).toEqual([vectorOf(1n, 4), vectorOf(2n, 4), vectorOf(3n, 4)]);
+    expect(small.every((x) => x === 0)).toBe(true);
+    await expect(client.mget('nope', keysBody([1n]), again)).rejects.toMatchObject({ code: 'PARAMS_TABLE_NOT_FOUND' });
     client.close();
   });
 

@@ -396,7 +396,7 @@ static void block_sum(overlay *ov, uint64_t block) {
  * development VM; see crc32cOfFile in strata_lookup.c). Lookups then touch only the pages of
  * the keys they ask for.
  */
-#define CHECK_READ_BLOCKS 1024 /* 768 KiB of index per pread */
+#define CHECK_READ_BLOCKS 341 /* 256 KiB of index per pread (255.75), as FILE_CRC_CHUNK in strata_lookup.c and for its reason */
 
 typedef struct {
   const overlay *ov;
