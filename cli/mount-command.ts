@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { createLogger, installLastResort } from '../telemetry/index.js';
+import { collectProcessMetrics, createLogger, installLastResort } from '../telemetry/index.js';
 import { announceReady, isBackgroundChild, removePidFile, runInBackground } from './background.js';
 import { UsageError } from './usage-error.js';
 import { withConfigFile } from './config-file.js';
@@ -58,6 +58,9 @@ async function runDaemon(command: string, input: MountOptionsInput, values: Valu
   const api = `${config.api.host}:${daemon.api.port}`;
   await writeMountRecord({ mountPoint: config.mountPoint, pid: process.pid, api }).catch((err: unknown) => logger.warn({ err }, 'cannot record the mount for strata unmount (use SIGTERM)'));
   await announceReady(`strata: ${verb} ${what} (admin API http://${api})`, pidFile);
+  // Node's process metrics (heap, event-loop lag) from here on: loading them (prom-client's
+  // default metrics and @opentelemetry/api, some 90 modules) need not delay the mount.
+  collectProcessMetrics();
   const signal = await stopSignal;
   logger.info({ signal }, 'shutting down');
   await daemon.stop();
