@@ -18,7 +18,7 @@ import type { DaemonConfig } from '../config/index.js';
 import { FetchScheduler } from './fetch-scheduler.js';
 import { MemoryWatchdog } from './memory-watchdog.js';
 import { processMemory, processMemoryLimit, reclaimMemory, tuneAllocator } from './process-memory.js';
-import { openParams, type EarlyStart } from './params-start.js';
+import { listenParamsWire, openParams, type EarlyStart } from './params-start.js';
 
 export class Daemon {
   readonly api: ApiServer;
@@ -120,6 +120,8 @@ export class Daemon {
       cleanups.push(() => jobs.close());
       const params = early?.params ?? (await openParams(config, logger));
       if (!early) cleanups.push(() => params.close());
+      // An early start from options read before the schema opens no wire listener: it opens here.
+      if (early && !early.wire && config.paramsWire) await listenParamsWire(params, config.paramsWire, config.secrets.token);
       let cluster: ClusterNode | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>
