@@ -56,6 +56,10 @@ async function runDaemon(command: string, input: MountOptionsInput, values: Valu
     if (!validated) await validate(input);
     throw err;
   });
+  // The recovered tables' values are checked (on the main thread) before the schema and the
+  // rest of the daemon load: the first lookups then wait for the check only, not also for
+  // every module the rest of start-up compiles on the same thread (bench/startup.ts).
+  await early?.params.valuesChecked.catch(() => undefined);
   // Loaded here, not at the top: `strata config check` and the mount helper's -f share this module without starting anything.
   const [config, Daemon] = await (async () => {
     // Every option is validated before anything but the tables starts: a mistake ends the
