@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { StrataError } from '../errors/index.js';
 import { metricsRegistry, metricsText, type Logger } from '../telemetry/index.js';
@@ -35,6 +36,22 @@ export interface ApiServer {
 /** Request bodies beyond this are refused with 413; the largest admin body (a prefetch manifest) fits. */
 const BODY_LIMIT_BYTES = 8 * 1024 * 1024;
 
+/**
+ * fastify's JSON-schema compilers (ajv, fast-json-stringify: about 300 modules), loaded the
+ * first time a route with a fastify `schema` needs one. The routes validate their bodies
+ * with zod (schemas.ts) and declare none, so a daemon never loads them and its mount is up
+ * that much sooner (bench/startup.ts); the compilers are fastify's own defaults, built the
+ * way fastify builds them, should a route ever declare a schema.
+ */
+const loadPackage = createRequire(createRequire(import.meta.url).resolve('fastify'));
+type CompilerBuilder = (externalSchemas: unknown, options: unknown) => unknown;
+let validatorBuilder: CompilerBuilder | undefined;
+let serializerBuilder: CompilerBuilder | undefined;
+const lazyCompilers = {
+  buildValidator: (externalSchemas: unknown, options: unknown) => (validatorBuilder ??= (loadPackage('@fastify/ajv-compiler') as () => CompilerBuilder)())(externalSchemas, options),
+  buildSerializer: (externalSchemas: unknown, options: unknown) => (serializerBuilder ??= (loadPackage('@fastify/fast-json-stringify-compiler') as () => CompilerBuilder)())(externalSchemas, options),
+};
+
 /** Builds the admin API without listening, for `fastify.inject()` tests. */
 export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): FastifyInstance {
   const { services, early } = config;
@@ -48,6 +65,7 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
           },
         }
       : {}),
+    schemaController: { compilersFactory: lazyCompilers as never },
     loggerInstance: config.logger.child({ component: 'api' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,
     // One log line per request would drown the daemon's own lines; failures are logged by the error handler.

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { ConfigError } from '../config/index.js';
+import { ConfigError } from '../config/early/index.js';
 import { DAEMON_OPTIONS } from './daemon-options.js';
 
 /** Option values as node:util's parseArgs gives them, keyed by flag name without `--`. */

@@ -1,9 +1,10 @@
 import { join } from 'node:path';
-import { createLogger, installLastResort } from '../telemetry/index.js';
+import { collectProcessMetrics, createLogger, installLastResort } from '../telemetry/index.js';
 import { announceReady, isBackgroundChild, removePidFile, runInBackground } from './background.js';
 import { UsageError } from './usage-error.js';
 import { withConfigFile } from './config-file.js';
-import { daemonConfig, type MountOptionsInput } from '../config/index.js';
+import type { DaemonConfig, MountOptionsInput } from '../config/index.js';
+import { ConfigError, earlyDisagreement, earlyOptions } from '../config/early/index.js';
 import { daemonOptions } from './daemon-options.js';
 import { removeMountRecord, writeMountRecord } from './mount-records.js';
 
@@ -33,20 +34,41 @@ export async function runServe(flags: Values, positionals: string[], args: reado
  * background), starts itself as a detached daemon and answers once that one serves.
  */
 async function runDaemon(command: string, input: MountOptionsInput, values: Values, args: readonly string[], verb: string): Promise<number> {
-  const config = daemonConfig(input);
   const pidFile = typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined;
   if (values.background === true && !isBackgroundChild()) {
+    const config = await validate(input);
     return runInBackground(command, args, config.logFile ?? join(config.stateDir, 'strata.log'));
   }
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat, ...(config.logFile ? { file: config.logFile } : {}) });
+  // The options the first step needs, read without loading the schema (config/early); when
+  // they do not read cleanly (or with --cluster) everything is validated first, as the schema words it.
+  const quick = earlyOptions(input);
+  const validated = quick ? undefined : await validate(input);
+  const logOptions = validated ?? quick!;
+  const logger = createLogger({ level: logOptions.logLevel, format: logOptions.logFormat, ...(logOptions.logFile ? { file: logOptions.logFile } : {}) });
   // From here on no stray error may end the process: the mount would be left dead.
   const removeLastResort = installLastResort(logger);
   // Parameter tables first: recovered and answering lookups on the API's address while the
-  // rest of the daemon loads and starts (daemon/params-start.ts).
+  // schema and the rest of the daemon load and start (daemon/params-start.ts).
   const { startParamsEarly, loadDaemon } = await import('../daemon/index.js');
-  const early = await startParamsEarly(config, logger);
+  const early = await startParamsEarly(validated ?? quick!, logger).catch(async (err: unknown) => {
+    // A mistake in the options is what is reported (as the schema words it), not what it
+    // made the early start run into (the default API port held by another daemon).
+    if (!validated) await validate(input);
+    throw err;
+  });
+  // The recovered tables' values are checked (on the main thread) before the schema and the
+  // rest of the daemon load: the first lookups then wait for the check only, not also for
+  // every module the rest of start-up compiles on the same thread (bench/startup.ts).
+  await early?.params.valuesChecked.catch(() => undefined);
   // Loaded here, not at the top: `strata config check` and the mount helper's -f share this module without starting anything.
-  const Daemon = await loadDaemon().catch(async (err: unknown) => {
+  const [config, Daemon] = await (async () => {
+    // Every option is validated before anything but the tables starts: a mistake ends the
+    // daemon with the schema's one line, the early socket and tables closed.
+    const checked = validated ?? (await validate(input));
+    const differs = quick && earlyDisagreement(quick, checked);
+    if (differs) throw new ConfigError('CONFIG_INVALID', `internal error: --${differs} was read differently before and after validation; please report this`);
+    return [checked, await loadDaemon()] as const;
+  })().catch(async (err: unknown) => {
     await early?.api.close();
     await early?.params.close();
     throw err;
@@ -58,6 +80,9 @@ async function runDaemon(command: string, input: MountOptionsInput, values: Valu
   const api = `${config.api.host}:${daemon.api.port}`;
   await writeMountRecord({ mountPoint: config.mountPoint, pid: process.pid, api }).catch((err: unknown) => logger.warn({ err }, 'cannot record the mount for strata unmount (use SIGTERM)'));
   await announceReady(`strata: ${verb} ${what} (admin API http://${api})`, pidFile);
+  // Node's process metrics (heap, event-loop lag) from here on: loading them (prom-client's
+  // default metrics and @opentelemetry/api, some 90 modules) need not delay the mount.
+  collectProcessMetrics();
   const signal = await stopSignal;
   logger.info({ signal }, 'shutting down');
   await daemon.stop();
@@ -65,6 +90,12 @@ async function runDaemon(command: string, input: MountOptionsInput, values: Valu
   await removePidFile(pidFile);
   removeLastResort();
   return 0;
+}
+
+/** The options validated by the one schema (config/), loaded only now: it is most of what the early start does without. */
+async function validate(input: MountOptionsInput): Promise<DaemonConfig> {
+  const { daemonConfig } = await import('../config/index.js');
+  return daemonConfig(input);
 }
 
 /** Resolves with the first SIGINT or SIGTERM; a second one during shutdown ends the process at once. */

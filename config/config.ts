@@ -1,14 +1,14 @@
-import { availableParallelism, homedir, hostname, totalmem } from 'node:os';
+import { hostname, totalmem } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_BLOCK_SIZE } from '../cache/index.js';
-import { StrataError } from '../errors/index.js';
 import { parsePeerSource, type PeerSource } from '../p2p/index.js';
 import { endpointSchema, httpUrlSchema, storeUrlSchema } from '../store/index.js';
 import { parseClusterUrl, type ClusterAddress } from '../params/cluster/index.js';
 import { formatSize, parseSize } from './sizes.js';
+import { ConfigError, DEFAULT_API, DEFAULT_LOOKUP_THREADS, MAX_LOOKUP_THREADS, MIN_TOKEN_LENGTH, defaultStateDir, isLoopback, parseHostPort, parseLookupThreads, splitPathSize } from './early/index.js';
 
-export class ConfigError extends StrataError<'CONFIG_INVALID'> {}
+export { ConfigError, isLoopback };
 
 /**
  * DRAM tier when no tier is given: 1 GiB, or a quarter of the machine's memory if that
@@ -34,9 +34,7 @@ const sizeText = (option: string) =>
 /** `PATH[:SIZE]`; the path is made absolute. */
 const pathWithSize = (option: string, sizeRequired: boolean) =>
   z.string().transform((text, ctx) => {
-    const cut = text.lastIndexOf(':');
-    const path = cut > 0 ? text.slice(0, cut) : text;
-    const sizePart = cut > 0 ? text.slice(cut + 1) : undefined;
+    const { path, size: sizePart } = splitPathSize(text);
     if (sizePart === undefined && !sizeRequired) return { path: resolve(path) } as { path: string; bytes?: number };
     const bytes = sizePart === undefined ? undefined : parseSize(sizePart);
     if (path.length === 0) {
@@ -49,14 +47,6 @@ const pathWithSize = (option: string, sizeRequired: boolean) =>
     }
     return { path: resolve(path), bytes } as { path: string; bytes?: number };
   });
-
-/** `HOST:PORT` (an IPv6 host in brackets) as `{host, port}`, or undefined. */
-function parseHostPort(text: string): { host: string; port: number } | undefined {
-  const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(text);
-  const port = match ? Number(match[2]) : NaN;
-  if (!match || port > 65535) return undefined;
-  return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
-}
 
 const hostPort = z.string().transform((text, ctx) => {
   const address = parseHostPort(text);
@@ -103,20 +93,8 @@ const peerList = z.string().transform((text, ctx) => {
 
 /** Default wait for a block from its owner peer before reading it from the store (see p2p/peer-node.ts). */
 const DEFAULT_PEER_TIMEOUT_SECONDS = 5;
-/** Shortest STRATA_PEER_SECRET accepted: 16 characters, so the HMAC key cannot be guessed. */
-const MIN_PEER_SECRET_LENGTH = 16;
-/** The admin token guards the same daemon the peer secret does: the same minimum. */
-const MIN_TOKEN_LENGTH = MIN_PEER_SECRET_LENGTH;
-
-/** Most lookup threads for parameter tables: beyond the cores they only add queueing. */
-const MAX_LOOKUP_THREADS = 64;
-/**
- * Lookup threads by default: two, or one on a single core. On the 2-core development machine two
- * threads beat the event loop in three idle runs of 1,000-key batches (3.6-4.3 against
- * 2.8-3.8 Mkeys/s) and in two of three of 20,000-key batches, and they keep FUSE requests
- * from waiting behind lookups. They start only once a table is served.
- */
-const DEFAULT_LOOKUP_THREADS = Math.min(2, availableParallelism());
+/** The peer secret is an HMAC key guarding the same daemon the admin token does: the same minimum. */
+const MIN_PEER_SECRET_LENGTH = MIN_TOKEN_LENGTH;
 
 /** Largest uid or gid (32 bits, less the -1 that means "unchanged"). */
 const MAX_ID = 0xffff_fffe;
@@ -163,7 +141,7 @@ export const mountOptionsSchema = z
     nvme: pathWithSize('--nvme', false).optional(),
     memory: sizeText('--memory').optional(),
     blockSize: sizeText('--block-size').optional(),
-    api: hostPort.prefault('127.0.0.1:7070'),
+    api: hostPort.prefault(DEFAULT_API),
     close: z.enum(['async', 'sync'], { message: '--close: must be async or sync' }).default('async'),
     metadataTtl: z
       .string()
@@ -214,8 +192,8 @@ export const mountOptionsSchema = z
       .string()
       .default(String(DEFAULT_LOOKUP_THREADS))
       .transform((text, ctx) => {
-        const threads = Number(text);
-        if (!/^\d+$/.test(text) || threads > MAX_LOOKUP_THREADS) {
+        const threads = parseLookupThreads(text);
+        if (threads === undefined) {
           ctx.addIssue({ code: 'custom', message: `--lookup-threads: "${text}" is not a whole number from 0 to ${MAX_LOOKUP_THREADS}` });
           return z.NEVER;
         }
@@ -386,7 +364,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     mountPoint: o.mountPoint,
     ...(o.endpoint ? { endpoint: o.endpoint } : {}),
     ...(o.region ? { region: o.region } : {}),
-    stateDir: o.stateDir ?? resolve(homedir(), '.strata'),
+    stateDir: o.stateDir ?? defaultStateDir(),
     tiers: Object.freeze({ dramBytes, ...(o.pmem ? { pmem: { path: o.pmem.path, bytes: o.pmem.bytes! } } : {}), ...(o.nvme ? { nvme: o.nvme } : {}) }),
     memoryBudgetBytes,
     ...(o.blockSize ? { blockSizeBytes: o.blockSize } : {}),
@@ -432,6 +410,3 @@ function checkParamsWire(wire: ParamsWireListen, api: { host: string; port: numb
   if (wire.port !== 0 && wire.port === api.port && wire.host === api.host) throw new ConfigError('CONFIG_INVALID', `--params-wire: ${wire.host}:${wire.port} is the API's address; give another port`);
 }
 
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}

@@ -12,13 +12,13 @@ import type { ObjectRef } from '../store/index.js';
 import { distributeJob, openPeerNode, type PeerDistribution, type PeerNode } from '../p2p/index.js';
 import { JobManager, prefetchJob, type PrefetchSource } from '../jobs/index.js';
 import { LinkRegistry, LinkRuntime, eagerFilter, linkCreateSchema, type Link } from '../links/index.js';
-import { collectProcessMetrics, type Logger } from '../telemetry/index.js';
+import type { Logger } from '../telemetry/index.js';
 import { startApiServer, type ApiServer, type DaemonServices } from '../api/index.js';
 import type { DaemonConfig } from '../config/index.js';
 import { FetchScheduler } from './fetch-scheduler.js';
 import { MemoryWatchdog } from './memory-watchdog.js';
 import { processMemory, processMemoryLimit, reclaimMemory, tuneAllocator } from './process-memory.js';
-import { openParams, type EarlyStart } from './params-start.js';
+import { listenParamsWire, openParams, type EarlyStart } from './params-start.js';
 
 export class Daemon {
   readonly api: ApiServer;
@@ -40,10 +40,10 @@ export class Daemon {
    * Start order: cache, links (stores checked for `strata mount`), file system, API, and
    * the mount last, so a failure before it leaves nothing mounted. Stop runs in reverse.
    * `early` (startParamsEarly) holds the parameter tables and the API socket already
-   * answering their lookups; the daemon takes both over.
+   * answering their lookups; the daemon takes both over. Node's process metrics are the
+   * executable's to start (`collectProcessMetrics`, once the daemon is announced).
    */
   static async start(config: DaemonConfig, logger: Logger, early?: EarlyStart): Promise<Daemon> {
-    collectProcessMetrics();
     // Before the FUSE threads and the I/O pool allocate their first buffers.
     tuneAllocator(logger);
     const cleanups: Array<() => Promise<unknown>> = [];
@@ -120,6 +120,8 @@ export class Daemon {
       cleanups.push(() => jobs.close());
       const params = early?.params ?? (await openParams(config, logger));
       if (!early) cleanups.push(() => params.close());
+      // An early start from options read before the schema opens no wire listener: it opens here.
+      if (early && !early.wire && config.paramsWire) await listenParamsWire(params, config.paramsWire, config.secrets.token);
       let cluster: ClusterNode | undefined;
       const distributeSource: PrefetchSource = { routes: () => links.routes(), reader: cache, blockSize: cache.config.blockSize };
       const distributeHere = (paths: readonly string[]) =>

@@ -3,12 +3,15 @@ import { join } from 'node:path';
 import { ParamsService } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { listenEarly, type EarlyApi } from '../api/index.js';
-import { ConfigError, type DaemonConfig, type ParamsWireListen } from '../config/index.js';
+import type { ParamsWireListen } from '../config/index.js';
+import { ConfigError, type ParamsStartConfig } from '../config/early/index.js';
 
 /** What start-up opened before the rest of the daemon loads: the tables and the API's socket serving them. */
 export interface EarlyStart {
   readonly params: ParamsService;
   readonly api: EarlyApi;
+  /** Whether the tables' binary protocol listens already (`--params-wire` was in the options start-up read). */
+  readonly wire: boolean;
 }
 
 /**
@@ -17,14 +20,14 @@ export interface EarlyStart {
  * (bench/startup.ts measures spawn to the first correct mget after a SIGKILL). Not with
  * `--cluster`: cluster tables are answered by their shards' members, which needs the join.
  */
-export async function startParamsEarly(config: DaemonConfig, logger: Logger): Promise<EarlyStart | undefined> {
+export async function startParamsEarly(config: ParamsStartConfig, logger: Logger): Promise<EarlyStart | undefined> {
   if (config.cluster) return undefined;
   // The state dir first, as Daemon.start makes it: a state dir that is a file fails with the same message.
   await mkdir(config.stateDir, { recursive: true });
   const params = await openParams(config, logger);
   try {
     const api = await listenEarly({ host: config.api.host, port: config.api.port, params, logger, token: config.secrets.token });
-    return { params, api };
+    return { params, api, wire: config.paramsWire !== undefined };
   } catch (err) {
     await params.close();
     throw err;
@@ -38,7 +41,7 @@ export async function startParamsEarly(config: DaemonConfig, logger: Logger): Pr
  * a table (or there is no pmem); else in the state dir. Tables served before a crash are
  * served again at once.
  */
-export async function openParams(config: DaemonConfig, logger: Logger): Promise<ParamsService> {
+export async function openParams(config: ParamsStartConfig, logger: Logger): Promise<ParamsService> {
   const { pmem, nvme } = config.tiers;
   const nvmeDir = nvme && { dir: join(nvme.path, 'strata-params'), tier: 'nvme' };
   const first = pmem ? { dir: `${pmem.path}.params`, tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
@@ -58,13 +61,22 @@ export async function openParams(config: DaemonConfig, logger: Logger): Promise<
   // It closes with the service (ParamsService.close), which every way out of the daemon runs.
   if (config.paramsWire) {
     try {
-      await params.listenWire(config.paramsWire, config.secrets.token);
+      await listenParamsWire(params, config.paramsWire, config.secrets.token);
     } catch (err) {
       await params.close();
-      throw new ConfigError('CONFIG_INVALID', `--params-wire: cannot listen on ${describe(config.paramsWire)}: ${(err as Error).message}`, { cause: err });
+      throw err;
     }
   }
   return params;
+}
+
+/** `--params-wire`: lookups over the binary protocol, with the API's token; a failure names the option. */
+export async function listenParamsWire(params: ParamsService, address: ParamsWireListen, token: string | undefined): Promise<void> {
+  try {
+    await params.listenWire(address, token);
+  } catch (err) {
+    throw new ConfigError('CONFIG_INVALID', `--params-wire: cannot listen on ${describe(address)}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 function describe(address: ParamsWireListen): string {

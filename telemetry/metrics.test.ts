@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { collectProcessMetrics, counter, metricsText } from './metrics.js';
+import { collectProcessMetrics, counter, metricsRegistry, metricsText } from './metrics.js';
 
 const processSection = (text: string) => text.split('\n').filter((line) => line.includes('strata_process_') || line.includes('strata_nodejs_'));
 const sample = (text: string, name: string) => Number(text.split('\n').find((line) => line.startsWith(`${name} `))?.split(' ')[1]);
@@ -22,5 +22,14 @@ describe('metricsText', () => {
 
     const after = await metricsText(11_000);
     expect(sample(after, 'strata_process_cpu_user_seconds_total')).toBeGreaterThan(sample(first, 'strata_process_cpu_user_seconds_total'));
+  });
+});
+
+describe('the metrics registry', () => {
+  it("holds prom-client's own classes (loaded from their files, not the package's index)", async () => {
+    const prom = await import('prom-client');
+    expect(counter('strata_test_class_total', 'test counter')).toBeInstanceOf(prom.Counter);
+    expect(metricsRegistry).toBeInstanceOf(prom.Registry);
+    expect(metricsRegistry.contentType).toBe(prom.register.contentType);
   });
 });

@@ -1,4 +1,22 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as PromClient from 'prom-client';
+
+/**
+ * prom-client's classes from their own files, not its index: the index also loads Summary,
+ * the Pushgateway, the cluster aggregator and the default process metrics, whose CPU metric
+ * pulls in @opentelemetry/api (about 180 modules in all, most of the package's load time),
+ * before the daemon answers its first parameter lookup (bench/startup.ts). The classes are
+ * the same objects the index exports (it re-exports these files). The process metrics load
+ * when `collectProcessMetrics` asks for them.
+ */
+const load = createRequire(import.meta.url);
+const Registry = load('prom-client/lib/registry') as typeof PromClient.Registry;
+const Counter = load('prom-client/lib/counter') as typeof PromClient.Counter;
+const Gauge = load('prom-client/lib/gauge') as typeof PromClient.Gauge;
+const Histogram = load('prom-client/lib/histogram') as typeof PromClient.Histogram;
+type Counter<L extends string> = PromClient.Counter<L>;
+type Gauge<L extends string> = PromClient.Gauge<L>;
+type Histogram<L extends string> = PromClient.Histogram<L>;
 
 /**
  * The one metrics registry of the process. Modules get their metrics through the
@@ -26,6 +44,7 @@ let processText: { at: number; text: Promise<string> } | undefined;
 export function collectProcessMetrics(): void {
   if (defaultsCollected) return;
   defaultsCollected = true;
+  const collectDefaultMetrics = load('prom-client/lib/defaultMetrics') as typeof PromClient.collectDefaultMetrics;
   collectDefaultMetrics({ register: processRegistry, prefix: 'strata_' });
 }
 
