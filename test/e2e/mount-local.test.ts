@@ -34,7 +34,7 @@ describe('strata mount file:// (read path over a local directory)', () => {
     await sparse.truncate(SPARSE_SIZE);
     for (const offset of MARKERS) await sparse.write(Buffer.from(`marker@${offset}`.padEnd(16, '.').slice(0, 16)), 0, 16, offset);
     await sparse.close();
-    daemon = await startMount(`file://${source}`, mountPoint, ['--read-only', '--state-dir', join(source, '..', `${mountPoint.split('/').pop()}-state`)]);
+    daemon = await startMount(`file://${source}`, mountPoint, ['--read-only', '--state-dir', `${mountPoint}-state`]);
   });
 
   afterAll(async () => {
@@ -45,6 +45,7 @@ describe('strata mount file:// (read path over a local directory)', () => {
     }
     await cleanupDir(mountPoint);
     await cleanupDir(source);
+    await cleanupDir(`${mountPoint}-state`);
   });
 
   it('shows the same tree as the directory (find, ls -lR)', async () => {

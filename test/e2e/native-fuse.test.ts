@@ -28,6 +28,11 @@ async function syncLink(base: string, name: string): Promise<void> {
   expect(done.state).toBe('done');
 }
 
+/** The daemon's state dir, beside the mount point (removed with it). */
+function stateDirOf(mountPoint: string): string {
+  return `${mountPoint}-state`;
+}
+
 describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)', () => {
   let source: string;
   let mountPoint: string;
@@ -41,7 +46,7 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     await writeFile(join(source, 'data/big.bin'), randomBytes(12 * MiB + 5));
     await writeFile(join(source, 'data/grow.txt'), 'small');
     // A long metadata TTL: only invalidations can make a change visible within the test.
-    daemon = await startMount(`file://${source}`, mountPoint, ['--fuse', 'native', '--metadata-ttl', '60', '--state-dir', join(source, '..', `${mountPoint.split('/').pop()}-state`)]);
+    daemon = await startMount(`file://${source}`, mountPoint, ['--fuse', 'native', '--metadata-ttl', '60', '--state-dir', stateDirOf(mountPoint)]);
     base = apiUrlOf(daemon);
   });
 
@@ -52,6 +57,7 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     }
     await cleanupDir(mountPoint);
     await cleanupDir(source);
+    await cleanupDir(stateDirOf(mountPoint));
   });
 
   it('says in strata status which path serves the mount', async () => {
@@ -123,7 +129,7 @@ describe('fuse-native fallback', () => {
     const source = await tempDir('fallback-src');
     const mountPoint = await tempDir('fallback-mnt');
     await writeFile(join(source, 'a.txt'), 'fallback');
-    const daemon = await startMount(`file://${source}`, mountPoint, ['--fuse', 'fuse-native', '--read-only', '--state-dir', join(source, '..', `${mountPoint.split('/').pop()}-state`)]);
+    const daemon = await startMount(`file://${source}`, mountPoint, ['--fuse', 'fuse-native', '--read-only', '--state-dir', stateDirOf(mountPoint)]);
     try {
       const { fuse } = (await status(apiUrlOf(daemon))).mount;
       expect(fuse).toMatchObject({ path: 'fuse-native', passthrough: false });
@@ -132,6 +138,7 @@ describe('fuse-native fallback', () => {
       expect(await daemon.stop('SIGTERM')).toBe(0);
       await cleanupDir(mountPoint);
       await cleanupDir(source);
+      await cleanupDir(stateDirOf(mountPoint));
     }
   });
 
