@@ -3,6 +3,7 @@ import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
 import type { BlockLoader } from './block-loader.js';
 import type { CacheScope } from './cache-scope.js';
 import type { CacheSession } from './cache-session.js';
+import type { FetchPriority } from './fetch-request.js';
 
 /**
  * Readahead for sequential sessions: after each read, the session's detector says how many
@@ -31,7 +32,7 @@ export class Readahead {
     for (let index = lastBlock + 1; index <= Math.min(lastBlock + window, count - 1); index += 1) {
       const id = blockId(blockKeyOf(ref, index));
       if (this.#loader.loading(id) || this.#cached(id)) continue;
-      this.#start(ref, index, id, session);
+      void this.#start(ref, index, id, session.intent.priority);
     }
   }
 
@@ -45,8 +46,7 @@ export class Readahead {
     if (ref.size === 0 || s.closed() || (s.dram === undefined && s.lower.length === 0)) return undefined;
     const id = blockId(blockKeyOf(ref, 0));
     if (this.#loader.loading(id) || this.#cached(id)) return undefined;
-    const load = this.#loader.start(ref, 0, id, blockLength(ref.size, s.config.blockSize, 0), { priority: 'foreground', origin: 'readahead' });
-    return load.catch((err: unknown) => s.logger.debug({ err, key: ref.key }, 'readahead fetch failed'));
+    return this.#start(ref, 0, id, 'foreground');
   }
 
   #cached(id: string): boolean {
@@ -54,9 +54,10 @@ export class Readahead {
     return s.dram !== undefined ? s.dram.has(id) : s.lower.some((tier) => s.tiers.has(tier, id));
   }
 
-  #start(ref: ObjectRef, index: number, id: string, session: CacheSession): void {
+  /** Starts a readahead load of block `index`; answers it settled, its failure logged (a read that needs the block loads it again). */
+  #start(ref: ObjectRef, index: number, id: string, priority: FetchPriority): Promise<unknown> {
     const length = blockLength(ref.size, this.#s.config.blockSize, index);
-    const load = this.#loader.start(ref, index, id, length, { priority: session.intent.priority, origin: 'readahead' });
-    load.catch((err: unknown) => this.#s.logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
+    const load = this.#loader.start(ref, index, id, length, { priority, origin: 'readahead' });
+    return load.catch((err: unknown) => this.#s.logger.debug({ err, key: ref.key, index }, 'readahead fetch failed'));
   }
 }

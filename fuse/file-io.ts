@@ -135,6 +135,11 @@ export class FileIo {
     }
   }
 
+  /** See Filesystem.flushes: `flush` below returns at once for any other handle. */
+  flushes(handle: number): boolean {
+    return this.#files.get(handle)?.kind === 'write';
+  }
+
   /** See Filesystem.flush. */
   async flush(handle: number): Promise<void> {
     const file = this.#files.get(handle);

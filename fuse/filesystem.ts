@@ -2,7 +2,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { BlockFiles, ObjectReader } from '../cache/index.js';
 import type { WritePath } from '../checkpoints/index.js';
 import { isStrataError } from '../errors/index.js';
-import { keyOfPath, type MountRoutes } from '../namespace/index.js';
+import { compareNames, keyOfPath, type MountRoutes } from '../namespace/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { FileIo } from './file-io.js';
 import { FsAttributes, type FileStat, type FsStatistics } from './fs-attributes.js';
@@ -18,9 +18,6 @@ export interface DirectoryItem {
   readonly name: string;
   readonly mode: number;
 }
-
-/** The type bits of a mode. */
-const S_IFMT = 0o170000;
 
 export { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, versionedMtime, type FileStat, type FsStatistics } from './fs-attributes.js';
 
@@ -128,7 +125,7 @@ export class Filesystem {
     try {
       items = (await namespace.list(route.innerPath)).map(({ name, entry }) => ({
         name,
-        mode: entry.kind === 'file' && entry.meta === undefined && namespace.attributesFromHead ? 0 : this.#attrs.stat(entry).mode & S_IFMT,
+        mode: entry.kind === 'file' && entry.meta === undefined && namespace.attributesFromHead ? 0 : this.#attrs.typeOf(entry),
       }));
     } catch (err) {
       if (!isStrataError(err, 'FS_NOT_FOUND') || pending.length === 0) throw err;
@@ -140,7 +137,12 @@ export class Filesystem {
       const name = file.key.slice(prefix.length).split('/')[0]!;
       all.set(name, { name, mode: 0 });
     }
-    return [...all.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return [...all.values()].sort((a, b) => compareNames(a.name, b.name));
+  }
+
+  /** Whether a `flush` of `handle` has work to do: only a writer's does (it finishes the file there). */
+  flushes(handle: number): boolean {
+    return this.#io.flushes(handle);
   }
 
   /** Opens a file for reading, or for writing (a writer only writes), and answers its handle number. */

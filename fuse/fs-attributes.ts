@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { NamespaceEntry } from '../namespace/index.js';
-import { S_IFDIR, S_IFLNK, S_IFREG, isSymlinkMeta, type ObjectMeta } from '../store/index.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, type ObjectMeta } from '../store/index.js';
 
 /**
  * Attributes as the kernel sees them: what `stat` and `statfs` show for an entry of the
@@ -77,6 +77,11 @@ export class FsAttributes {
     const { meta } = entry;
     const mtime = meta?.mtime !== undefined ? new Date(meta.mtime * 1000) : versionedMtime(entry.lastModified, entry.ref.etag);
     return this.statOf(this.modeOf(meta), entry.ref.size, mtime, 1, meta);
+  }
+
+  /** The type bits (`S_IFMT`) of what `stat(entry)` shows, without building the stat (a listing asks this per name). */
+  typeOf(entry: NamespaceEntry): number {
+    return entry.kind === 'dir' ? S_IFDIR : this.modeOf(entry.meta) & S_IFMT;
   }
 
   /** The file's mode: its object's (a regular file unless it says a link), else the mount's default. */

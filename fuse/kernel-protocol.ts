@@ -1,3 +1,4 @@
+import { S_IFMT } from '../store/index.js';
 import type { DirectoryItem, FileStat, FsStatistics } from './filesystem.js';
 
 /**
@@ -70,8 +71,6 @@ const ATTR_OUT_BYTES = 16 + ATTR_BYTES;
 const OPEN_OUT_BYTES = 16;
 const STATFS_OUT_BYTES = 80;
 const DIRENT_HEADER_BYTES = 24;
-/** DT_DIR and DT_REG of readdir(3), shifted as `st_mode >> 12`. */
-const S_IFMT = 0o170000;
 
 export interface RequestHeader {
   readonly opcode: number;
@@ -212,7 +211,7 @@ export function direntsOut(items: readonly DirectoryItem[], from: number, maxByt
     record.writeBigUInt64LE(BigInt(i + 1), 0); // ino: only needs to be non-zero here
     record.writeBigUInt64LE(BigInt(i + 1), 8);
     record.writeUInt32LE(name.length, 16);
-    record.writeUInt32LE((items[i]!.mode & S_IFMT) >> 12, 20);
+    record.writeUInt32LE((items[i]!.mode & S_IFMT) >> 12, 20); // d_type: DT_DIR, DT_REG, ... are the type bits >> 12
     name.copy(record, DIRENT_HEADER_BYTES);
     records.push(record);
     used += size;

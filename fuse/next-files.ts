@@ -1,5 +1,5 @@
 import type { ObjectReader } from '../cache/index.js';
-import type { DirectoryEntry, Namespace } from '../namespace/index.js';
+import { compareNames, parentOf, type DirectoryEntry, type Namespace } from '../namespace/index.js';
 
 /**
  * Readahead across the files of a folder. A job that reads a folder's files in name order
@@ -57,11 +57,10 @@ export class NextFiles {
   /** A file at `innerPath` of `namespace` was opened for reading. */
   opened(namespace: Namespace, innerPath: string): void {
     if (this.#options.depth <= 0 || this.#reader.readAhead === undefined) return;
-    const slash = innerPath.lastIndexOf('/');
-    const folder = slash <= 0 ? '/' : innerPath.slice(0, slash);
+    const folder = parentOf(innerPath);
     const listing = namespace.lastListing(folder);
     if (listing === undefined) return;
-    const index = indexOf(listing, innerPath.slice(slash + 1));
+    const index = indexOf(listing, innerPath.slice(innerPath.lastIndexOf('/') + 1));
     if (index < 0) return;
     const key = `${namespace.storeId}\0${folder}`;
     let state = this.#folders.get(key);
@@ -93,15 +92,15 @@ export class NextFiles {
   }
 }
 
-/** Index of `name` in a listing sorted by name (namespace order: code units), or -1. */
+/** Index of `name` in a listing sorted by `compareNames`, or -1. */
 function indexOf(listing: readonly DirectoryEntry[], name: string): number {
   let low = 0;
   let high = listing.length - 1;
   while (low <= high) {
     const mid = (low + high) >>> 1;
-    const at = listing[mid]!.name;
-    if (at === name) return mid;
-    if (at < name) low = mid + 1;
+    const order = compareNames(listing[mid]!.name, name);
+    if (order === 0) return mid;
+    if (order < 0) low = mid + 1;
     else high = mid - 1;
   }
   return -1;

@@ -14,11 +14,6 @@ import type { FuseBinding, FuseSessionHandle } from './native-binding.js';
  * passthrough backing shared by the node's opens, and drops them once nothing needs them.
  */
 
-/** open(2)'s access mode bits, read-only, and O_TRUNC (which makes even a read-only open a writer: file-io.ts). */
-const O_ACCMODE = 0o3;
-const O_RDONLY = 0o0;
-const O_TRUNC = 0o1000;
-
 const passthroughOpens = counter('strata_fuse_passthrough_files_total', 'Files the kernel was given to read itself (FUSE passthrough backing files registered)', []);
 
 /** Per node: the version its pages were cached for, and any passthrough backing shared by its opens. */
@@ -61,9 +56,9 @@ export class OpenPolicy {
   async open(node: bigint, path: string, flags: number): Promise<Buffer> {
     const fs = this.#fs;
     const handle = await fs.open(path, flags);
-    // A reader's FLUSH has nothing to do (writers finish their file there, async close): the
-    // kernel skips it, one round trip less per file closed (`cat` of many small files).
-    const noFlush = (flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0 ? OpenFlag.NOFLUSH : 0;
+    // A FLUSH with nothing to do (a reader's: writers finish their file there, async close) is
+    // not sent at all: one round trip less per file closed (`cat` of many small files).
+    const noFlush = fs.flushes(handle) ? 0 : OpenFlag.NOFLUSH;
     try {
       const io = this.#nodeIo(node);
       if (this.#passthrough() && io.cachedOpens === 0) {

@@ -1,6 +1,7 @@
 import { constants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isStrataError } from '../errors/index.js';
+import { S_IFDIR, S_IFMT, S_IFREG } from '../store/index.js';
 import type { DirectoryItem, Filesystem } from './filesystem.js';
 import type { FuseReplies } from './fuse-replies.js';
 import { childPath, type InodeTable } from './inode-table.js';
@@ -30,11 +31,6 @@ import type { OpenPolicy } from './open-policy.js';
 
 const E = constants.errno;
 
-/** The mode shown for `.` and `..` in a listing. */
-const DIRENT_MODE_DIR = 0o040000;
-/** S_IFMT and S_IFREG of st_mode (mknod's file type). */
-const S_IFMT_BITS = 0o170000;
-const S_IFREG_BITS = 0o100000;
 /** chown's "leave unchanged" (-1 as an unsigned 32-bit id). */
 const ID_UNCHANGED = 0xffff_ffff;
 
@@ -230,7 +226,7 @@ export class RequestDispatch {
           const dir = this.#dirs.get(fh);
           if (!dir) return -E.EBADF;
           if (!dir.items || offset === 0) {
-            dir.items = [{ name: '.', mode: DIRENT_MODE_DIR }, { name: '..', mode: DIRENT_MODE_DIR }, ...(await fs.list(dir.path))];
+            dir.items = [{ name: '.', mode: S_IFDIR }, { name: '..', mode: S_IFDIR }, ...(await fs.list(dir.path))];
           }
           return direntsOut(dir.items, offset, size);
         });
@@ -269,7 +265,7 @@ export class RequestDispatch {
         const mode = request.readUInt32LE(body);
         const target = childPath(path, nameAt(request, body + 16).name);
         this.#replies.serve('mknod', unique, target, async () => {
-          if ((mode & S_IFMT_BITS) !== S_IFREG_BITS) return -E.ENOSYS;
+          if ((mode & S_IFMT) !== S_IFREG) return -E.ENOSYS;
           await fs.release(await fs.create(target, mode));
           return entryOut(this.#inodes.remember(target), await fs.getattr(target), this.#ttl);
         });

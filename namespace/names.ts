@@ -21,6 +21,11 @@ export function keyOfPath(path: string, asFolder = false): string {
   return asFolder && key !== '' ? `${key}/` : key;
 }
 
+/** The order of names in a listing: by UTF-16 code unit, as S3 lists keys of ASCII names. */
+export function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /** The folder holding `path` (`/` for a name at the root). */
 export function parentOf(path: string): string {
   const cut = path.lastIndexOf('/');

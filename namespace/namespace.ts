@@ -4,7 +4,7 @@ import type { ObjectInfo, ObjectMeta, ObjectRef, ObjectStore } from '../store/in
 import type { Logger } from '../telemetry/index.js';
 import { coalesce, type Pending } from './coalesce.js';
 import { NamespaceError } from './namespace-error.js';
-import { KEY_MAX_BYTES, NAME_MAX_BYTES, abbreviate, isFileName, isRepresentable, keyOfPath, keyPrefixBytes, normalisePath, parentOf } from './names.js';
+import { KEY_MAX_BYTES, NAME_MAX_BYTES, abbreviate, compareNames, isFileName, isRepresentable, keyOfPath, keyPrefixBytes, normalisePath, parentOf } from './names.js';
 import { DEFAULT_REVALIDATE_DEADLINE_MS, DEFAULT_STALE_ON_ERROR_MS, StaleAnswers, type Cached } from './stale-answers.js';
 
 /** What a path in the mount is. */
@@ -187,7 +187,7 @@ export class Namespace {
     this.#knownMeta.set(versionOf(ref), meta ?? 0);
   }
 
-  /** The entries of the folder at `path`, sorted by name. */
+  /** The entries of the folder at `path`, sorted by name (`compareNames`). */
   async list(path: string): Promise<DirectoryEntry[]> {
     const normal = normalisePath(path);
     const entry = await this.lookup(normal);
@@ -374,7 +374,7 @@ export class Namespace {
       token = page.nextToken;
     } while (token);
 
-    const entries = [...byName].map(([name, entry]) => ({ name, entry })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const entries = [...byName].map(([name, entry]) => ({ name, entry })).sort((a, b) => compareNames(a.name, b.name));
     if (!this.#keepable(path, epoch)) return entries; // invalidated meanwhile: answer, but do not keep
     const expiresAt = this.#now() + this.#ttlMs;
     for (const { name, entry } of entries) this.#entries.set(path === '/' ? `/${name}` : `${path}/${name}`, { value: entry, expiresAt: this.#expiry(entry) });
