@@ -6,7 +6,7 @@ import { parsePeerSource, type PeerSource } from '../p2p/index.js';
 import { endpointSchema, httpUrlSchema, storeUrlSchema } from '../store/index.js';
 import { parseClusterUrl, type ClusterAddress } from '../params/cluster/index.js';
 import { formatSize, parseSize } from './sizes.js';
-import { ConfigError, DEFAULT_API, DEFAULT_LOOKUP_THREADS, MAX_LOOKUP_THREADS, MIN_TOKEN_LENGTH, defaultStateDir, isLoopback, parseHostPort, parseLookupThreads, splitPathSize } from './early/index.js';
+import { ConfigError, DEFAULT_API, DEFAULT_LOOKUP_THREADS, LOG_FORMATS, LOG_LEVELS, MAX_LOOKUP_THREADS, MIN_TOKEN_LENGTH, defaultStateDir, isLoopback, parseHostPort, parseLookupThreads, splitPathSize, type LogFormat, type LogLevel } from './early/index.js';
 
 export { ConfigError, isLoopback };
 
@@ -215,8 +215,8 @@ export const mountOptionsSchema = z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, { message: '--node-name: 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit' })
       .optional(),
-    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: '--log-level: must be one of trace, debug, info, warn, error' }).default('info'),
-    logFormat: z.enum(['auto', 'pretty', 'json'], { message: '--log-format: must be auto, pretty or json' }).default('auto'),
+    logLevel: z.enum(LOG_LEVELS, { message: '--log-level: must be one of trace, debug, info, warn, error' }).default('info'),
+    logFormat: z.enum(LOG_FORMATS, { message: '--log-format: must be auto, pretty or json' }).default('auto'),
     logFile: z.string().min(1).transform((p) => resolve(p)).optional(),
   })
   .strict();
@@ -314,9 +314,9 @@ export interface DaemonConfig {
   readonly paramsWire?: ParamsWireListen;
   /** `--node-name`: this daemon's name in the cluster (default: the host name). */
   readonly nodeName: string;
-  readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  readonly logLevel: LogLevel;
   /** `--log-format`: pretty lines on a terminal and JSON otherwise (auto), or one of them always. */
-  readonly logFormat: 'auto' | 'pretty' | 'json';
+  readonly logFormat: LogFormat;
   /** `--log-file`: logs appended there instead of stderr. */
   readonly logFile?: string;
 }

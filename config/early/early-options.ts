@@ -1,9 +1,6 @@
 import { isAbsolute, resolve } from 'node:path';
 import { parseSize } from '../sizes.js';
-import { DEFAULT_API, DEFAULT_LOOKUP_THREADS, MIN_TOKEN_LENGTH, defaultStateDir, isLoopback, parseHostPort, parseLookupThreads, splitPathSize } from './option-rules.js';
-
-type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
-type LogFormat = 'auto' | 'pretty' | 'json';
+import { DEFAULT_API, DEFAULT_LOOKUP_THREADS, LOG_FORMATS, LOG_LEVELS, MIN_TOKEN_LENGTH, defaultStateDir, isLoopback, parseHostPort, parseLookupThreads, splitPathSize, type LogFormat, type LogLevel } from './option-rules.js';
 
 /** The options as the command line, a config file or `mount -o` give them: text (flags) and booleans. */
 type OptionsInput = Readonly<Record<string, unknown>>;
@@ -33,9 +30,6 @@ export interface EarlyOptions extends ParamsStartConfig {
   readonly logFormat: LogFormat;
   readonly logFile?: string;
 }
-
-const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-const LOG_FORMATS: readonly string[] = ['auto', 'pretty', 'json'];
 
 /**
  * The options the daemon's first step needs, read by the schema's rules, or undefined when the
@@ -88,7 +82,7 @@ export function earlyOptions(input: OptionsInput, env: NodeJS.ProcessEnv = proce
   const logLevel = text('logLevel') ?? 'info';
   const logFormat = text('logFormat') ?? 'auto';
   const logFile = text('logFile');
-  if (!LOG_LEVELS.includes(logLevel) || !LOG_FORMATS.includes(logFormat) || logFile === '') return undefined;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel) || !(LOG_FORMATS as readonly string[]).includes(logFormat) || logFile === '') return undefined;
   const mountPoint = text('mountPoint');
   if (!mountPoint || !isAbsolute(resolve(mountPoint))) return undefined;
   return {

@@ -8,4 +8,4 @@
  */
 export { ConfigError } from './config-error.js';
 export { earlyDisagreement, earlyOptions, type EarlyOptions, type ParamsStartConfig } from './early-options.js';
-export { DEFAULT_API, DEFAULT_LOOKUP_THREADS, MAX_LOOKUP_THREADS, MIN_TOKEN_LENGTH, defaultStateDir, isLoopback, parseHostPort, parseLookupThreads, splitPathSize } from './option-rules.js';
+export { DEFAULT_API, DEFAULT_LOOKUP_THREADS, LOG_FORMATS, LOG_LEVELS, MAX_LOOKUP_THREADS, MIN_TOKEN_LENGTH, defaultStateDir, isLoopback, parseHostPort, parseLookupThreads, splitPathSize, type LogFormat, type LogLevel } from './option-rules.js';

@@ -1,6 +1,13 @@
 import { availableParallelism, homedir } from 'node:os';
 import { resolve } from 'node:path';
 
+/** `--log-level` values (pino's levels, and `silent`). */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/** `--log-format` values: pretty lines on a terminal and JSON otherwise (auto), or one of them always. */
+export const LOG_FORMATS = ['auto', 'pretty', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
 /** Where the admin API listens without `--api`. */
 export const DEFAULT_API = '127.0.0.1:7070';
 
