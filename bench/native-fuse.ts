@@ -8,6 +8,8 @@
  *   page cache dropped (the disk) and warm (memory);
  * - 1 GiB warm from the NVMe tier after a restart (64 MiB DRAM, page cache dropped) on
  *   both paths, against `dd` of a plain file on the same disk;
+ * - the same from the pmem tier (a pool on /dev/shm) on the native path, against `dd` of a
+ *   plain file on /dev/shm;
  * - a second `ls -lR` of 10,000 objects within --metadata-ttl 60 against the first;
  * - `fio --rw=randread --bs=128k --numjobs=4` on a file warm in the NVMe tier against the same
  *   fio run on the plain local copy, page cache dropped before each (fio is installed with apt
@@ -15,13 +17,13 @@
  * - 1, 2, 4 and 8 parallel readers of different files warm in the NVMe tier (their block
  *   files in the page cache, the mount's pages dropped): aggregate throughput and the
  *   daemon's CPU seconds per GiB read (utime + stime of /proc/PID/stat).
- * NATIVE_FUSE_CASES=dram,nvme,listing,fio,parallel (comma-separated) runs some cases only;
+ * NATIVE_FUSE_CASES=dram,nvme,pmem,listing,fio,parallel (comma-separated) runs some cases only;
  * "dram" is the DRAM and passthrough tables.
  */
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startRgw } from '../test/fixtures/rgw.js';
@@ -44,7 +46,7 @@ const PARALLEL_READERS = [1, 2, 4, 8];
 const FIO_IO_SIZE = '256m';
 /** Clock ticks per second of /proc/PID/stat's utime and stime (USER_HZ is 100 on Linux). */
 const USER_HZ = 100;
-const CASES = new Set((process.env.NATIVE_FUSE_CASES ?? 'dram,nvme,listing,fio,parallel').split(','));
+const CASES = new Set((process.env.NATIVE_FUSE_CASES ?? 'dram,nvme,pmem,listing,fio,parallel').split(','));
 
 type Row = [string, string, string, string];
 
@@ -75,6 +77,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const s3Mount = (mnt: string, args: string[]) => startMount('s3://bench', mnt, ['--endpoint', rgw.endpoint, '--log-level', 'warn', ...args], env);
     if (CASES.has('dram')) Object.assign(result, await dramAndPassthrough(work, localDir, s3Mount, memfsMnt, nativeMnt, fuseNativeMnt, passthroughMnt, daemons));
     if (CASES.has('nvme')) result.nvme = await nvmeAfterRestart(work, s3Mount, nativeMnt, fuseNativeMnt);
+    if (CASES.has('pmem')) result.pmem = await pmemAfterRestart(body, s3Mount, nativeMnt);
     if (CASES.has('fio')) result.fio = await fioRandread(work, s3Mount, nativeMnt);
     if (CASES.has('parallel')) result.parallel = await parallelReaders(work, s3Mount, nativeMnt);
     if (CASES.has('listing')) result.listing = await secondListing(s3Mount, nativeMnt, fuseNativeMnt, work);
@@ -210,6 +213,47 @@ async function nvmeAfterRestart(
     row('Strata fuse-native', samples.fuseNative!, base, '-'),
   ]);
   process.stdout.write(`daemon CPU per GiB read: native ${median(samples.nativeCpuPerGiB!).toFixed(2)} s, fuse-native ${median(samples.fuseNativeCpuPerGiB!).toFixed(2)} s\n`);
+  return samples;
+}
+
+/**
+ * 1 GiB from the pmem tier (a pool on /dev/shm, which a restart keeps) after a restart, 64 MiB
+ * of DRAM, on the native path, next to `dd` of the same bytes as a plain file on /dev/shm.
+ */
+async function pmemAfterRestart(body: Buffer, s3Mount: (mnt: string, args: string[]) => Promise<StrataProcess>, mnt: string): Promise<Record<string, number[]>> {
+  const shm = await mkdtemp(join('/dev/shm', 'strata-bench-pmem-'));
+  const samples: Record<string, number[]> = { native: [], plainFile: [], cpuPerGiB: [] };
+  try {
+    const plain = join(shm, 'model.bin');
+    await writeFile(plain, body);
+    const args = ['--fuse', 'native', '--state-dir', join(shm, 'state'), '--dram', '64MiB', '--memory', '160MiB', '--pmem', `${join(shm, 'strata.pool')}:1100MiB`];
+    const filling = await s3Mount(mnt, args);
+    await timeCommand(`dd if=${mnt}/model.bin of=/dev/null bs=1M status=none`);
+    await stop(filling);
+    const read = async (file: string) => {
+      await dropPageCache();
+      return FILE_BYTES / MiB / (await timeCommand(`dd if=${file} of=/dev/null bs=1M status=none`));
+    };
+    for (let round = 0; round < RESTART_ROUNDS; round++) {
+      const daemon = await s3Mount(mnt, args);
+      try {
+        const cpu = cpuSeconds(daemon);
+        samples.native!.push(await read(`${mnt}/model.bin`));
+        samples.cpuPerGiB!.push(cpuSeconds(daemon) - cpu);
+      } finally {
+        await stop(daemon);
+      }
+      samples.plainFile!.push(await read(plain));
+    }
+  } finally {
+    await cleanupDir(shm);
+  }
+  const base = median(samples.plainFile!);
+  printTable('Warm 1 GiB from the pmem tier (pool on /dev/shm) after a restart, 64 MiB DRAM (MiB/s)', ['case', 'MiB/s median', 'range', 'ratio (target)'], [
+    row('dd of a plain file on /dev/shm', samples.plainFile!, base, '-'),
+    row('Strata native path', samples.native!, base, '>= 0.8x'),
+  ]);
+  process.stdout.write(`daemon CPU per GiB read: ${median(samples.cpuPerGiB!).toFixed(2)} s\n`);
   return samples;
 }
 

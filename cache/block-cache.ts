@@ -184,10 +184,10 @@ export class BlockCache implements ObjectReader {
     return this.#readahead.first(ref);
   }
 
-  /** Blocks of the session's object in a file tier (the first that has each), for native reads. */
+  /** Where the session's blocks are cached (the fastest tier that lends each), for native reads. */
   locate(session: ReadSession): BlockFiles | undefined {
     if (this.#closed) return undefined;
-    return locateBlockFiles((session as CacheSession).ref, this.#config.blockSize, this.#lower);
+    return locateBlockFiles((session as CacheSession).ref, this.#config.blockSize, this.#dram ? [this.#dram, ...this.#lower] : this.#lower);
   }
 
   /**

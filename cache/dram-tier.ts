@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../telemetry/index.js';
 import { blockChecksum } from './checksum.js';
+import type { BlockMemory, BlockPlace } from './object-reader.js';
 import type { EvictionListener, Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
 
@@ -21,10 +22,24 @@ interface DramEntry {
   readonly checksum: number;
 }
 
+/** A buffer lent to native readers: how many loans, and whether the tier dropped it meanwhile. */
+interface Loan {
+  count: number;
+  gone: boolean;
+}
+
+/**
+ * Buffers lent to native readers stay alive after the tier drops them, outside its capacity,
+ * until the readers give them back. Lending stops while such buffers add up to this share of
+ * the capacity, so DRAM use stays within 1.25 times `--dram`.
+ */
+const LENT_GONE_SHARE = 0.25;
+
 /**
  * The in-process tier: an LRU map of block buffers with a byte budget. `get` answers
  * the stored Buffer itself (no copy); callers treat it as read-only. Evictions (to make
  * room, not `delete`) are reported to `onEvict` so the cache can demote the block.
+ * `locate` lends a buffer to the native FUSE threads, which copy from it directly.
  */
 export class DramTier implements Tier {
   readonly name = 'dram' as const;
@@ -35,6 +50,9 @@ export class DramTier implements Tier {
   /** Bytes held at most now: the capacity, or less while the daemon's memory watchdog caps the tier. */
   #limit: number;
   #onEvict: EvictionListener | undefined;
+  readonly #loans = new Map<Buffer, Loan>();
+  /** Bytes of lent buffers the tier has dropped, alive until their loans end. */
+  #lentGoneBytes = 0;
 
   constructor(config: DramTierConfig, logger: Logger) {
     this.#capacity = config.capacityBytes;
@@ -45,6 +63,11 @@ export class DramTier implements Tier {
       maxSize: config.capacityBytes,
       sizeCalculation: (entry) => Math.max(1, entry.bytes.length),
       dispose: (entry, id, reason) => {
+        const loan = this.#loans.get(entry.bytes);
+        if (loan !== undefined && !loan.gone) {
+          loan.gone = true;
+          this.#lentGoneBytes += entry.bytes.length;
+        }
         if (reason !== 'evict') return;
         this.#counters.eviction();
         this.#onEvict?.(id, entry.bytes);
@@ -104,6 +127,34 @@ export class DramTier implements Tier {
   /** The block's bytes without touching recency or counters (a copy to another tier is not a use). */
   peekNow(id: string): Buffer | undefined {
     return this.#lru.peek(id)?.bytes;
+  }
+
+  /**
+   * Lends the block's buffer to a native reader (a use for recency; hits are counted by
+   * `countHits` once known): it is never modified, and the answer keeps it alive. Undefined
+   * when absent, of another length, or while lent buffers the tier dropped add up to
+   * LENT_GONE_SHARE of the capacity.
+   */
+  locate(id: string, length: number): BlockMemory | undefined {
+    if (this.#lentGoneBytes >= this.#capacity * LENT_GONE_SHARE) return undefined;
+    const entry = this.#lru.get(id);
+    if (entry === undefined || entry.bytes.length !== length) return undefined;
+    const loan = this.#loans.get(entry.bytes);
+    if (loan) loan.count++;
+    else this.#loans.set(entry.bytes, { count: 1, gone: false });
+    return { memory: entry.bytes };
+  }
+
+  unlocate(place: BlockPlace): void {
+    if (!('memory' in place)) return;
+    const loan = this.#loans.get(place.memory);
+    if (loan === undefined || --loan.count > 0) return;
+    this.#loans.delete(place.memory);
+    if (loan.gone) this.#lentGoneBytes -= place.memory.length;
+  }
+
+  countHits(blocks: number): void {
+    if (blocks > 0) this.#counters.hit(blocks);
   }
 
   async put(id: string, bytes: Buffer, checksum?: number): Promise<boolean> {

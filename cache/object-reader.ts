@@ -29,12 +29,30 @@ export interface BlockFile {
   readonly checksum: number;
 }
 
-/** The blocks of an object version that a file tier holds now (undefined: not there). */
+/**
+ * A cached block in process memory (a DRAM tier buffer, or a view of the mapped pmem pool),
+ * which a native reader may copy from directly; not modified until given back (`Tier.unlocate`).
+ * The memory stays alive while this object is referenced.
+ */
+export interface BlockMemory {
+  readonly memory: Buffer;
+  /** CRC-32C of the block, which the reader checks before it serves the block, when present (pmem). */
+  readonly checksum?: number;
+}
+
+/** Where a native reader finds a cached block: a tier file or process memory. */
+export type BlockPlace = BlockFile | BlockMemory;
+
+/** The blocks of an object version that the DRAM tier or a file tier holds now (undefined: not there). */
 export interface BlockFiles {
   readonly blockSize: number;
   readonly size: number;
-  readonly blocks: ReadonlyArray<BlockFile | undefined>;
-  /** The reader read these blocks from their files: they count as hits of the tiers that hold them. */
+  readonly blocks: ReadonlyArray<BlockPlace | undefined>;
+  /**
+   * The reader is done with the files and read these blocks from them: they count as hits of
+   * the tiers that hold them, and the tiers may reuse the places (pmem slots) from now on.
+   * Called once per answer of `locate`, also when nothing was read; later calls do nothing.
+   */
   readonly read: (blockIndexes: readonly number[]) => void;
 }
 
@@ -52,10 +70,10 @@ export interface ObjectReader {
   read(session: ReadSession, offset: number, length: number): Promise<Buffer>;
   closeSession(session: ReadSession): void;
   /**
-   * Where the session's blocks lie in file tiers now, so a native reader may read them itself
-   * (checking each block's checksum); undefined when none do. Optional: readers without file
-   * tiers leave it out. A block evicted later simply fails that native read, which then comes
-   * back to `read`.
+   * Where the session's blocks lie in the DRAM tier or file tiers now, so a native reader may
+   * read them itself (checking each file block's checksum); undefined when none do. Optional:
+   * readers without a cache leave it out. A file block evicted later stays readable through a
+   * descriptor the reader kept, or fails that native read, which then comes back to `read`.
    */
   locate?(session: ReadSession): BlockFiles | undefined;
   /**

@@ -3,6 +3,7 @@ import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../telemetry/index.js';
+import { blockChecksum } from './checksum.js';
 import { poolGeometry, readSlotRecord, recordOffset } from './pmem-pool-layout.js';
 import { PmemTier, type PmemWriteStep } from './pmem-tier.js';
 
@@ -117,5 +118,60 @@ describe('PmemTier crash consistency', () => {
     expect(after.has('b0')).toBe(false);
     expect(after.has('b1')).toBe(true);
     await after.close();
+  });
+
+  describe('slots lent to native readers (locate)', () => {
+    it('answers a view of the block in the mapped pool, with its CRC; not a block of another length', async () => {
+      const tier = await openPool();
+      const bytes = randomBytes(BLOCK - 100);
+      await tier.put('a', bytes);
+      const place = tier.locate('a', bytes.length)!;
+      expect(place.memory.equals(bytes)).toBe(true);
+      expect(place.checksum).toBe(blockChecksum(bytes));
+      expect(tier.locate('a', BLOCK)).toBeUndefined();
+      expect(tier.locate('absent', BLOCK)).toBeUndefined();
+      tier.unlocate(place);
+      tier.countHits(3);
+      expect(tier.stats().hits).toBe(3);
+      await tier.close();
+    });
+
+    it('does not reuse a lent slot when its block is evicted or deleted, until the last loan ends', async () => {
+      const tier = await openPool();
+      const lent = randomBytes(BLOCK);
+      await tier.put('lent', lent);
+      const first = tier.locate('lent', BLOCK)!;
+      const second = tier.locate('lent', BLOCK)!;
+      // Fill the pool twice over: eviction passes the lent slot by.
+      for (let i = 0; i < 2 * SLOTS; i += 1) expect(await tier.put(`other${i}`, randomBytes(BLOCK))).toBe(true);
+      expect(tier.has('lent')).toBe(true);
+      await tier.delete('lent');
+      expect(tier.has('lent')).toBe(false);
+      for (let i = 0; i < SLOTS; i += 1) await tier.put(`more${i}`, randomBytes(BLOCK));
+      expect(first.memory.equals(lent)).toBe(true);
+      tier.unlocate(first);
+      for (let i = 0; i < SLOTS; i += 1) await tier.put(`again${i}`, randomBytes(BLOCK));
+      expect(second.memory.equals(lent)).toBe(true);
+      // The last loan ends: the slot is free again and the next puts reuse it (the view shows it).
+      tier.unlocate(second);
+      for (let i = 0; i < SLOTS; i += 1) await tier.put(`fresh${i}`, randomBytes(BLOCK));
+      expect(second.memory.equals(lent)).toBe(false);
+      expect(tier.stats().blocks).toBe(SLOTS);
+      await tier.close();
+    });
+
+    it('fails a put rather than reuse a slot when every slot is lent', async () => {
+      const tier = await openPool();
+      const places = [];
+      for (let i = 0; i < SLOTS; i += 1) {
+        await tier.put(`b${i}`, randomBytes(BLOCK));
+        places.push(tier.locate(`b${i}`, BLOCK)!);
+      }
+      expect(await tier.put('extra', randomBytes(BLOCK))).toBe(false);
+      tier.unlocate(places[0]!);
+      expect(await tier.put('extra', randomBytes(BLOCK))).toBe(true);
+      expect(tier.has('b0')).toBe(false);
+      await tier.close();
+    });
   });
 });

@@ -17,6 +17,7 @@ import {
   writeSlotRecord,
   type PoolGeometry,
 } from './pmem-pool-layout.js';
+import type { BlockMemory, BlockPlace } from './object-reader.js';
 import type { Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
 
@@ -46,7 +47,10 @@ const SEGMENT_BYTES = 1 << 30;
  * length, CRC and a new sequence number is written and flushed. A crash before (3)
  * leaves a free slot; a torn record fails its own CRC and the slot is free at open.
  * Bytes are copied out on `get` and checked against the CRC, so neither a slot reused
- * later nor a corrupt slot can reach a reader. Puts are synchronous memory copies
+ * later nor a corrupt slot can reach a reader. `locate` lends a slot to a native reader,
+ * which copies from the mapping itself (docs/SEMANTICS.md): a lent slot is not reused, even
+ * when its block is evicted or deleted, until every loan is given back (`unlocate`); the
+ * reader checks the CRC it was given. Puts are synchronous memory copies
  * plus msync, which is what makes this tier fast on /dev/shm or DAX; on an ordinary
  * disk file system msync writes back and the nvme tier is the better choice.
  * One process at a time may open a pool.
@@ -73,6 +77,12 @@ export class PmemTier implements Tier {
   readonly #lengths: Uint32Array;
   readonly #checksums: Uint32Array;
   readonly #free: number[] = [];
+  /** Loans of slots to native readers (`locate`), by slot. */
+  readonly #loans = new Map<number, number>();
+  /** The slot of each view lent (`locate` answers one view per loan). */
+  readonly #lentViews = new Map<Buffer, number>();
+  /** Slots whose block is gone while lent: they become free when the last loan ends. */
+  readonly #lentGone = new Set<number>();
   #sequence = 0n;
   #used = 0;
 
@@ -191,6 +201,42 @@ export class PmemTier implements Tier {
     return copy;
   }
 
+  /**
+   * A view of the block's bytes in the mapped pool with their CRC (the reader checks it), lent
+   * until `unlocate`: the slot is not reused meanwhile. The view keeps the mapping alive.
+   */
+  locate(id: string, length: number): BlockMemory | undefined {
+    const hash = hashId(id);
+    const slot = this.#slots.get(hash);
+    if (slot === undefined || this.#meta === undefined || this.#lengths[slot] !== length) return undefined;
+    const { segment, offset } = this.#locate(slot);
+    this.#slots.delete(hash);
+    this.#slots.set(hash, slot);
+    this.#loans.set(slot, (this.#loans.get(slot) ?? 0) + 1);
+    const memory = segment.subarray(offset, offset + length);
+    this.#lentViews.set(memory, slot);
+    return { memory, checksum: this.#checksums[slot]! };
+  }
+
+  unlocate(place: BlockPlace): void {
+    if (!('memory' in place)) return;
+    const slot = this.#lentViews.get(place.memory);
+    if (slot === undefined) return;
+    this.#lentViews.delete(place.memory);
+    const loans = this.#loans.get(slot);
+    if (loans === undefined) return;
+    if (loans > 1) {
+      this.#loans.set(slot, loans - 1);
+      return;
+    }
+    this.#loans.delete(slot);
+    if (this.#lentGone.delete(slot)) this.#free.push(slot);
+  }
+
+  countHits(blocks: number): void {
+    if (blocks > 0) this.#counters.hit(blocks);
+  }
+
   async put(id: string, bytes: Buffer, knownChecksum?: number): Promise<boolean> {
     const meta = this.#meta;
     if (meta === undefined || bytes.length > this.#geometry.blockSize) return false;
@@ -281,6 +327,7 @@ export class PmemTier implements Tier {
   #evictOldest(): number | undefined {
     let victim: [string, number] | undefined;
     for (const entry of this.#slots) {
+      if (this.#loans.has(entry[1])) continue;
       const id = this.#idsByHash.get(entry[0]);
       if (id === undefined || this.#isPinned === undefined || !this.#isPinned(id)) {
         victim = entry;
@@ -295,7 +342,7 @@ export class PmemTier implements Tier {
     return slot;
   }
 
-  /** Frees a slot: clears its record (flushed) and returns it to the free list. */
+  /** Frees a slot: clears its record (flushed) and returns it to the free list, or to `#lentGone` while lent. */
   #release(hash: string, slot: number): void {
     this.#slots.delete(hash);
     this.#idsByHash.delete(hash);
@@ -309,7 +356,8 @@ export class PmemTier implements Tier {
         this.#counters.ioError('clear', err);
       }
     }
-    this.#free.push(slot);
+    if (this.#loans.has(slot)) this.#lentGone.add(slot);
+    else this.#free.push(slot);
     this.#counters.sizes(this.#used, this.capacityBytes);
   }
 

@@ -1,4 +1,4 @@
-import type { BlockFile } from './object-reader.js';
+import type { BlockPlace } from './object-reader.js';
 
 /** Which kind of storage a tier is; also the `tier` label of its metrics. */
 export type TierName = 'dram' | 'pmem' | 'nvme';
@@ -46,11 +46,15 @@ export interface Tier {
   /** Removes the block if present; idempotent. Does not count as an eviction. */
   delete(id: string): Promise<void>;
   /**
-   * Where a present block of `length` bytes lies in a file that holds exactly those bytes while
-   * it exists (a replaced file holds the same bytes), counted as a use for recency; undefined when
-   * absent or not file-backed. Optional: only tiers of whole files per block offer it.
+   * Where a present block of `length` bytes lies, holding exactly those bytes until `unlocate`
+   * of the answer (an NVMe block file is only ever replaced with the same bytes; a pmem slot is
+   * not reused meanwhile; a DRAM buffer is never modified), counted as a use for recency;
+   * undefined when absent or not lent now. Optional. Every answer is given back with
+   * `unlocate` once its reader is done.
    */
-  locate?(id: string, length: number): BlockFile | undefined;
+  locate?(id: string, length: number): BlockPlace | undefined;
+  /** The reader of a `locate` answer is done with it: its place may be reused now. */
+  unlocate?(place: BlockPlace): void;
   /** Counts `blocks` hits served from files `locate` answered (read by someone else). */
   countHits?(blocks: number): void;
   /** Whether the block is present, without touching recency or counters. */

@@ -13,12 +13,23 @@ export interface FuseBinding {
   backingOpen(session: FuseSessionHandle, fd: number): number;
   backingClose(session: FuseSessionHandle, id: number): void;
   /**
-   * Reader threads answer READs of handle `fh` from these files (block i: `paths[i]` from
-   * `offsets[i]`, CRC-32C `checksums[i]`; null when no file holds it), each block's checksum
-   * checked on its first read; what they cannot serve still reaches `onRequest`.
+   * Reader threads answer READs of handle `fh` from these places: block i is the file
+   * `places[i]` from `offsets[i]`, CRC-32C `checksums[i]`, checked on its first read; or the
+   * Buffer `places[i]` (the whole block, copied from directly: the caller keeps it alive and
+   * unchanged until `forgetFiles`), checked against `checksums[i]` first when `verify[i]` is 1;
+   * or null (the block is not cached). What the threads cannot serve still reaches `onRequest`.
    */
-  serveFiles(session: FuseSessionHandle, fh: number, objectSize: number, blockSize: number, paths: Array<string | null>, offsets: Float64Array, checksums: Uint32Array): void;
-  /** The blocks of `fh` the threads read (once each). */
+  serveFiles(
+    session: FuseSessionHandle,
+    fh: number,
+    objectSize: number,
+    blockSize: number,
+    places: Array<string | Buffer | null>,
+    offsets: Float64Array,
+    checksums: Uint32Array,
+    verify?: Uint8Array,
+  ): void;
+  /** The blocks of `fh` the threads read (once each); no thread reads its places once this returns. */
   forgetFiles(session: FuseSessionHandle, fh: number): number[];
   /** READs answered by the threads, their bytes, READs of served handles left to JavaScript, blocks that failed their check. */
   fileStats(session: FuseSessionHandle): { reads: number; bytes: number; fallbacks: number; mismatches: number };

@@ -171,28 +171,40 @@ export class OpenPolicy {
   }
 
   /**
-   * Hands the reader threads the tier files that hold the handle's blocks now (the NVMe tier's
-   * block files), so READs of those blocks are answered with pread on the threads, never
+   * Hands the reader threads the places of the handle's cached blocks now (DRAM buffers, pmem
+   * slots, NVMe block files), so READs of those blocks are answered on the threads, never
    * waiting for the event loop; the rest (and any block that fails its checksum) still comes
-   * here. The files when the handle was registered (RELEASE then unregisters it).
+   * here. The places when the handle was registered (RELEASE unregisters them, and only then
+   * is `files`, which keeps the DRAM buffers alive, let go).
    */
   #serveFromFiles(handle: number): BlockFiles | undefined {
     const files = this.#fs.blockFiles(handle);
     if (!files) return undefined;
     const count = files.blocks.length;
-    const paths = new Array<string | null>(count);
+    const places = new Array<string | Buffer | null>(count);
     const offsets = new Float64Array(count);
     const checksums = new Uint32Array(count);
+    const verify = new Uint8Array(count);
     for (let i = 0; i < count; i++) {
       const block = files.blocks[i];
-      paths[i] = block?.path ?? null;
-      offsets[i] = block?.offset ?? 0;
-      checksums[i] = block?.checksum ?? 0;
+      if (block === undefined) places[i] = null;
+      else if ('memory' in block) {
+        places[i] = block.memory;
+        if (block.checksum !== undefined) {
+          checksums[i] = block.checksum;
+          verify[i] = 1;
+        }
+      } else {
+        places[i] = block.path;
+        offsets[i] = block.offset;
+        checksums[i] = block.checksum;
+      }
     }
     try {
-      this.#binding.serveFiles(this.#session, handle, files.size, files.blockSize, paths, offsets, checksums);
+      this.#binding.serveFiles(this.#session, handle, files.size, files.blockSize, places, offsets, checksums, verify);
       return files;
     } catch (err) {
+      files.read([]);
       this.#logger.warn({ err: (err as Error).message }, 'cannot hand tier files to the FUSE threads; reads go through the daemon');
       return undefined;
     }

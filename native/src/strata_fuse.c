@@ -28,20 +28,28 @@
  *   backingOpen(session, fd) -> backing id; backingClose(session, id)
  *        register (and drop) a file the kernel reads and writes itself for opens
  *        answered with FOPEN_PASSTHROUGH.
- *   serveFiles(session, fh, objectSize, blockSize, paths, offsets, checksums)
- *        lets the reader threads answer READs of handle `fh` themselves, with pread, from
- *        files that hold the object's blocks (the NVMe tier's block files): block i is
- *        paths[i] (a string, or null when no file holds it) from byte offsets[i]
- *        (Float64Array), min(blockSize, objectSize - i * blockSize) bytes long, whose
- *        CRC-32C is checksums[i] (Uint32Array). The files must never change while they exist
- *        (a block file is replaced only by the same bytes). The first time a thread reads a
- *        block file in this session it reads it whole and checks its CRC (once per session
- *        and path, whichever handle); a block whose file is gone, is short or
- *        does not match is never read natively again for this handle, and that READ (and
- *        every READ touching a block without a file) goes to `onRequest` as before.
+ *   serveFiles(session, fh, objectSize, blockSize, places, offsets, checksums, verify?)
+ *        lets the reader threads answer READs of handle `fh` themselves from where the
+ *        object's blocks are cached; block i, min(blockSize, objectSize - i * blockSize)
+ *        bytes long, is:
+ *        - places[i] a string: that file (an NVMe block file, the pmem pool) from byte
+ *          offsets[i] (Float64Array), with CRC-32C checksums[i] (Uint32Array), read with
+ *          pread. The bytes there must not change until forgetFiles (a block file is
+ *          replaced only by the same bytes, a lent pmem slot is not reused). The first time
+ *          a thread reads a block in this session it reads it whole and checks its CRC (once
+ *          per session and place, whichever handle); a block whose file is gone, is short or
+ *          does not match is never read natively again for this handle;
+ *        - places[i] a Buffer of exactly the block's bytes (a DRAM tier block, a view of the
+ *          mapped pmem pool), written to the kernel straight from that memory; the caller
+ *          keeps it alive and unchanged until forgetFiles has returned. When verify[i] is 1
+ *          (Uint8Array), the first read of the handle that touches it checks its CRC-32C
+ *          against checksums[i] first; a mismatch is handled as for a file;
+ *        - null: not cached. A READ touching such a block (or a failed one) goes to
+ *          `onRequest` as before.
  *   forgetFiles(session, fh) -> [block index]
- *        ends serveFiles for `fh` (its RELEASE); reads in progress finish on their own.
- *        Answers the blocks the threads read (each counted once, as a cache hit).
+ *        ends serveFiles for `fh` (its RELEASE), waiting for reads in progress to finish,
+ *        so no thread touches its places once it returns. Answers the blocks the threads
+ *        read (each counted once, as a cache hit).
  *   fileStats(session) -> {reads, bytes, fallbacks, mismatches}
  *        READs answered natively, their bytes, READs of registered handles handed to
  *        JavaScript instead, blocks found not to match their checksum.
@@ -59,6 +67,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -171,12 +180,15 @@ struct read_in {
 #define MAX_NATIVE_BLOCK (16u * 1024 * 1024)
 
 /*
- * Block files whose checksum a thread has checked, by path, for the whole session: every
- * handle of the same object (fio's jobs, a data loader's workers) then reads a block that
- * was checked once without reading it whole again. Sound because a block file is only ever
- * replaced, by rename, with a complete file of the same bytes; a file damaged after its
- * check is not caught here (docs/SEMANTICS.md). At most this many paths are remembered
- * (about 150 bytes each); past it, blocks are checked per handle.
+ * Blocks whose checksum a thread has checked, by place (file, offset, CRC), for the whole
+ * session: every handle of the same object (fio's jobs, a data loader's workers) then reads a
+ * block that was checked once without reading it whole again. Sound because a block's place
+ * only ever holds that block's bytes while a handle may read it: an NVMe block file is
+ * replaced, by rename, with a complete file of the same bytes, and a pmem slot is not reused
+ * while a handle holds it (cache/pmem-tier.ts); the CRC is part of the key, so a slot reused
+ * for another block later is checked again. Damage after a check is not caught here
+ * (docs/SEMANTICS.md). At most this many places are remembered (about 150 bytes each); past
+ * it, blocks are checked per handle.
  */
 #define CHECKED_BUCKETS 4096
 #define CHECKED_MAX (1u << 20)
@@ -184,18 +196,38 @@ struct read_in {
 struct checked_path {
   struct checked_path *next;
   uint64_t hash;
+  uint64_t offset;
+  uint32_t checksum;
   char path[];
 };
+
+/*
+ * Descriptors the threads keep open on block files, per handle's block, so a READ costs a
+ * pread and no open and close. A block file the tier evicts or replaces meanwhile stays
+ * readable through its descriptor with the same bytes (blocks are named by object version)
+ * until the handle is released. At most this many per session: past it, reads open and
+ * close the file each time, as a daemon with a low RLIMIT_NOFILE needs.
+ */
+#define CACHED_FDS_MAX 4096
 
 enum block_state { BLOCK_UNCHECKED = 0, BLOCK_CHECKED = 1, BLOCK_UNUSABLE = 2 };
 
 struct file_block {
   char *path; /* NULL: no file holds this block */
+  const unsigned char *memory; /* the block's bytes in a caller's Buffer, or NULL */
   uint64_t offset;
   uint32_t length;
   uint32_t checksum;
   atomic_int state;
+  /* The block file kept open for this handle, or -1 (CACHED_FDS_MAX). */
+  atomic_int fd;
+  /* Set once a thread has answered a READ with bytes of this block. */
+  atomic_int served;
 };
+
+/* Segments of one READ answer: the header, then per block touched its memory or the part read
+ * into the thread's buffer (a 16 MiB request over 1 MiB blocks touches 17). */
+#define READ_IOV_MAX 40
 
 /* One handle's blocks, shared by the reader threads while they read it (refs). */
 struct file_map {
@@ -205,6 +237,8 @@ struct file_map {
   uint32_t block_size;
   uint32_t block_count;
   atomic_int refs;
+  /* The session's count of cached descriptors, given back when the map is freed. */
+  atomic_int *cached_fds;
   struct file_block blocks[];
 };
 
@@ -238,6 +272,7 @@ struct session {
   pthread_mutex_t checked_lock;
   struct checked_path *checked[CHECKED_BUCKETS];
   uint32_t checked_count;
+  atomic_int cached_fds;
   atomic_uint_fast64_t native_reads;
   atomic_uint_fast64_t native_bytes;
   atomic_uint_fast64_t native_fallbacks;
@@ -307,6 +342,14 @@ static void write_all_ignoring(int fd, const void *bytes, size_t length) {
   } while (n < 0 && errno == EINTR);
 }
 
+/* One answer in segments: /dev/fuse takes a reply in a single write, whole or not at all. */
+static void writev_ignoring(int fd, const struct iovec *iov, int count) {
+  ssize_t n;
+  do {
+    n = writev(fd, iov, count);
+  } while (n < 0 && errno == EINTR);
+}
+
 /* --- session lifetime ----------------------------------------------------------------- */
 
 static void drop_notices(struct session *s) {
@@ -322,7 +365,15 @@ static void drop_notices(struct session *s) {
 /* --- reads served from files ----------------------------------------------------------- */
 
 static void free_file_map(struct file_map *m) {
-  for (uint32_t i = 0; i < m->block_count; i++) free(m->blocks[i].path);
+  for (uint32_t i = 0; i < m->block_count; i++) {
+    struct file_block *b = &m->blocks[i];
+    int fd = atomic_load(&b->fd);
+    if (fd >= 0) {
+      close(fd);
+      atomic_fetch_sub(m->cached_fds, 1);
+    }
+    free(b->path);
+  }
   free(m);
 }
 
@@ -338,6 +389,12 @@ static struct file_map *acquire_file_map(struct session *s, uint64_t fh) {
   if (m) atomic_fetch_add(&m->refs, 1);
   pthread_mutex_unlock(&s->maps_lock);
   return m;
+}
+
+/* Waits until no reader thread holds `m` but the caller (reads take microseconds, a pread from
+ * a disk milliseconds), so the places it names may be let go once the caller releases it. */
+static void wait_for_readers(struct file_map *m) {
+  while (atomic_load(&m->refs) > 1) sched_yield();
 }
 
 /* Unlinks the map of `fh` (if any) from the table; the caller releases it. */
@@ -363,31 +420,40 @@ static void drop_file_maps(struct session *s) {
   }
 }
 
-static uint64_t path_hash(const char *path) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *path; path++) h = (h ^ (unsigned char)*path) * 1099511628211ull;
+/* FNV-1a of the block's place: its file, offset and CRC. */
+static uint64_t place_hash(const struct file_block *b) {
+  uint64_t h = 1469598103934665603ull;
+  for (const char *p = b->path; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  for (int i = 0; i < 8; i++) h = (h ^ ((b->offset >> (8 * i)) & 0xff)) * 1099511628211ull;
+  for (int i = 0; i < 4; i++) h = (h ^ ((b->checksum >> (8 * i)) & 0xff)) * 1099511628211ull;
   return h;
 }
 
-static int was_checked(struct session *s, const char *path) {
-  uint64_t h = path_hash(path);
+static int same_place(const struct checked_path *c, uint64_t h, const struct file_block *b) {
+  return c->hash == h && c->offset == b->offset && c->checksum == b->checksum && strcmp(c->path, b->path) == 0;
+}
+
+static int was_checked(struct session *s, const struct file_block *b) {
+  uint64_t h = place_hash(b);
   pthread_mutex_lock(&s->checked_lock);
   struct checked_path *c = s->checked[h % CHECKED_BUCKETS];
-  while (c && (c->hash != h || strcmp(c->path, path) != 0)) c = c->next;
+  while (c && !same_place(c, h, b)) c = c->next;
   pthread_mutex_unlock(&s->checked_lock);
   return c != NULL;
 }
 
-static void note_checked(struct session *s, const char *path) {
-  uint64_t h = path_hash(path);
-  size_t length = strlen(path);
+static void note_checked(struct session *s, const struct file_block *b) {
+  uint64_t h = place_hash(b);
+  size_t length = strlen(b->path);
   pthread_mutex_lock(&s->checked_lock);
   struct checked_path **bucket = &s->checked[h % CHECKED_BUCKETS];
   struct checked_path *c = *bucket;
-  while (c && (c->hash != h || strcmp(c->path, path) != 0)) c = c->next;
+  while (c && !same_place(c, h, b)) c = c->next;
   if (!c && s->checked_count < CHECKED_MAX && (c = malloc(sizeof *c + length + 1)) != NULL) {
     c->hash = h;
-    memcpy(c->path, path, length + 1);
+    c->offset = b->offset;
+    c->checksum = b->checksum;
+    memcpy(c->path, b->path, length + 1);
     c->next = *bucket;
     *bucket = c;
     s->checked_count++;
@@ -407,9 +473,34 @@ static void drop_checked(struct session *s) {
   }
 }
 
-/* Reads exactly `length` bytes at `offset` of `path`; 0, or -1 when the file is gone or short. */
-static int read_file_range(const char *path, uint64_t offset, unsigned char *into, size_t length) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+/*
+ * A descriptor of block `b`'s file: the one kept for the handle, else a new one, kept when the
+ * session's budget allows (*owned 0) or to be closed by the caller (*owned 1). -1 when the file
+ * is gone.
+ */
+static int block_fd(struct file_map *m, struct file_block *b, int *owned) {
+  *owned = 0;
+  int fd = atomic_load(&b->fd);
+  if (fd >= 0) return fd;
+  fd = open(b->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (atomic_fetch_add(m->cached_fds, 1) < CACHED_FDS_MAX) {
+    int expected = -1;
+    if (atomic_compare_exchange_strong(&b->fd, &expected, fd)) return fd;
+    /* Another thread kept one first: use it. */
+    atomic_fetch_sub(m->cached_fds, 1);
+    close(fd);
+    return expected;
+  }
+  atomic_fetch_sub(m->cached_fds, 1);
+  *owned = 1;
+  return fd;
+}
+
+/* Reads exactly `length` bytes at `offset` of block `b`'s file; 0, or -1 when the file is gone or short. */
+static int read_block_range(struct file_map *m, struct file_block *b, uint64_t offset, unsigned char *into, size_t length) {
+  int owned;
+  int fd = block_fd(m, b, &owned);
   if (fd < 0) return -1;
   size_t done = 0;
   while (done < length) {
@@ -418,7 +509,7 @@ static int read_file_range(const char *path, uint64_t offset, unsigned char *int
     if (n <= 0) break;
     done += (size_t)n;
   }
-  close(fd);
+  if (owned) close(fd);
   return done == length ? 0 : -1;
 }
 
@@ -431,9 +522,10 @@ struct read_scratch {
 };
 
 /*
- * Answers a READ from the files of its handle when every block it touches has one: 1 when
- * answered (or the answer failed to be written, which the kernel then reports itself), 0
- * when JavaScript must answer it.
+ * Answers a READ from the cached places of its handle when every block it touches has one: 1
+ * when answered (or the answer failed to be written, which the kernel then reports itself), 0
+ * when JavaScript must answer it. Memory blocks go to the kernel straight from their Buffer;
+ * file blocks are read into the thread's buffer first.
  */
 static int serve_read_from_files(struct session *s, const unsigned char *request, size_t length, struct read_scratch *scratch) {
   const struct in_header *header = (const struct in_header *)request;
@@ -447,19 +539,40 @@ static int serve_read_from_files(struct session *s, const unsigned char *request
   if (end > m->object_size || end < in.offset) end = m->object_size;
   size_t total = in.offset < end ? (size_t)(end - in.offset) : 0;
   if (total > scratch->reply_capacity - sizeof(struct out_header)) goto done;
+  struct iovec iov[READ_IOV_MAX];
+  int segments = 1;
+  /* File bytes go to the thread's buffer, one after the other, after room for the header. */
   unsigned char *data = scratch->reply + sizeof(struct out_header);
+  size_t buffered = 0;
   for (uint64_t at = in.offset; at < end;) {
     uint64_t index = at / m->block_size;
-    if (index >= m->block_count) goto done;
+    if (index >= m->block_count || segments >= READ_IOV_MAX) goto done;
     struct file_block *b = &m->blocks[index];
     int state = atomic_load(&b->state);
-    if (!b->path || state == BLOCK_UNUSABLE) goto done;
+    if ((!b->path && !b->memory) || state == BLOCK_UNUSABLE) goto done;
     uint64_t block_start = index * m->block_size;
     uint64_t from = at - block_start;
     uint64_t to = end - block_start < b->length ? end - block_start : b->length;
     if (from >= to) goto done;
-    unsigned char *into = data + (at - in.offset);
-    if (state == BLOCK_UNCHECKED && was_checked(s, b->path)) {
+    size_t count = (size_t)(to - from);
+    if (b->memory) {
+      if (state == BLOCK_UNCHECKED) {
+        if (crc32c_update(0, b->memory, b->length) != b->checksum) {
+          int expected = BLOCK_UNCHECKED;
+          if (atomic_compare_exchange_strong(&b->state, &expected, BLOCK_UNUSABLE)) atomic_fetch_add(&s->native_mismatches, 1);
+          goto done;
+        }
+        atomic_store(&b->state, BLOCK_CHECKED);
+      }
+      iov[segments].iov_base = (void *)(b->memory + from);
+      iov[segments].iov_len = count;
+      segments++;
+      atomic_store(&b->served, 1);
+      at = block_start + to;
+      continue;
+    }
+    unsigned char *into = data + buffered;
+    if (state == BLOCK_UNCHECKED && was_checked(s, b)) {
       int expected = BLOCK_UNCHECKED;
       atomic_compare_exchange_strong(&b->state, &expected, BLOCK_CHECKED);
       state = BLOCK_CHECKED;
@@ -472,7 +585,7 @@ static int serve_read_from_files(struct session *s, const unsigned char *request
         scratch->block = bigger;
         scratch->block_capacity = b->length;
       }
-      if (read_file_range(b->path, b->offset, scratch->block, b->length) != 0) {
+      if (read_block_range(m, b, b->offset, scratch->block, b->length) != 0) {
         atomic_store(&b->state, BLOCK_UNUSABLE);
         goto done;
       }
@@ -483,18 +596,30 @@ static int serve_read_from_files(struct session *s, const unsigned char *request
         goto done;
       }
       atomic_store(&b->state, BLOCK_CHECKED);
-      note_checked(s, b->path);
-      memcpy(into, scratch->block + from, (size_t)(to - from));
-    } else if (read_file_range(b->path, b->offset + from, into, (size_t)(to - from)) != 0) {
+      note_checked(s, b);
+      memcpy(into, scratch->block + from, count);
+    } else if (read_block_range(m, b, b->offset + from, into, count) != 0) {
       atomic_store(&b->state, BLOCK_UNUSABLE);
       goto done;
     }
+    /* Bytes right after the previous buffered segment extend it. */
+    struct iovec *last = &iov[segments - 1];
+    if (segments > 1 && (unsigned char *)last->iov_base + last->iov_len == into) {
+      last->iov_len += count;
+    } else {
+      iov[segments].iov_base = into;
+      iov[segments].iov_len = count;
+      segments++;
+    }
+    buffered += count;
+    atomic_store(&b->served, 1);
     at = block_start + to;
   }
   struct out_header out = {(uint32_t)(sizeof out + total), 0, header->unique};
-  memcpy(scratch->reply, &out, sizeof out);
+  iov[0].iov_base = &out;
+  iov[0].iov_len = sizeof out;
   /* ENOENT (the reader was interrupted) needs nothing more. */
-  write_all_ignoring(s->fd, scratch->reply, sizeof out + total);
+  writev_ignoring(s->fd, iov, segments);
   atomic_fetch_add(&s->native_reads, 1);
   atomic_fetch_add(&s->native_bytes, total);
   served = 1;
@@ -576,6 +701,7 @@ static napi_value do_mount(napi_env env, napi_callback_info info) {
   s->max_write = max_write;
   s->want_passthrough = want_passthrough;
   atomic_init(&s->live_threads, 0);
+  atomic_init(&s->cached_fds, 0);
   pthread_mutex_init(&s->notice_lock, NULL);
   pthread_mutex_init(&s->maps_lock, NULL);
   pthread_mutex_init(&s->checked_lock, NULL);
@@ -880,10 +1006,10 @@ static napi_value do_backing_close(napi_env env, napi_callback_info info) {
 }
 
 static napi_value do_serve_files(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   struct session *s;
-  const char *usage = "serveFiles(session, fh, objectSize, blockSize, paths, offsets, checksums)";
+  const char *usage = "serveFiles(session, fh, objectSize, blockSize, places, offsets, checksums, verify?)";
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7 || !get_session(env, argv[0], &s)) return throw_type(env, usage);
   int64_t fh = 0, object_size = 0;
   uint32_t block_size = 0, count = 0;
@@ -902,6 +1028,17 @@ static napi_value do_serve_files(napi_env env, napi_callback_info info) {
       (count > 0 && (uint64_t)(count - 1) * block_size >= (uint64_t)object_size)) {
     return throw_type(env, "paths, offsets (Float64Array) and checksums (Uint32Array) must have one entry per block");
   }
+  const uint8_t *verify = NULL;
+  napi_valuetype verify_type = napi_undefined;
+  if (argc >= 8 && napi_typeof(env, argv[7], &verify_type) == napi_ok && verify_type != napi_undefined) {
+    napi_typedarray_type type;
+    size_t verify_length;
+    void *verify_data;
+    if (napi_get_typedarray_info(env, argv[7], &type, &verify_length, &verify_data, NULL, NULL) != napi_ok || type != napi_uint8_array || verify_length != count) {
+      return throw_type(env, "verify must be a Uint8Array with one entry per block");
+    }
+    verify = verify_data;
+  }
   if (s->stopped) return throw_errno(env, "serveFiles", EBADF);
   struct file_map *m = calloc(1, sizeof *m + (size_t)count * sizeof(struct file_block));
   if (!m) return throw_errno(env, "serveFiles", ENOMEM);
@@ -910,6 +1047,11 @@ static napi_value do_serve_files(napi_env env, napi_callback_info info) {
   m->block_size = block_size;
   m->block_count = count;
   atomic_init(&m->refs, 1);
+  m->cached_fds = &s->cached_fds;
+  for (uint32_t i = 0; i < count; i++) {
+    atomic_init(&m->blocks[i].fd, -1);
+    atomic_init(&m->blocks[i].served, 0);
+  }
   const double *offsets = offsets_data;
   const uint32_t *checksums = checksums_data;
   for (uint32_t i = 0; i < count; i++) {
@@ -921,6 +1063,18 @@ static napi_value do_serve_files(napi_env env, napi_callback_info info) {
     napi_value item;
     napi_valuetype type = napi_undefined;
     if (napi_get_element(env, argv[4], i, &item) != napi_ok || napi_typeof(env, item, &type) != napi_ok) type = napi_undefined;
+    bool is_buffer = false;
+    if (type == napi_object && napi_is_buffer(env, item, &is_buffer) == napi_ok && is_buffer) {
+      void *bytes = NULL;
+      size_t bytes_length = 0;
+      if (napi_get_buffer_info(env, item, &bytes, &bytes_length) != napi_ok || bytes_length != b->length || (bytes == NULL && b->length > 0)) {
+        free_file_map(m);
+        return throw_type(env, "a Buffer place must hold exactly its block's bytes");
+      }
+      b->memory = bytes;
+      if (!verify || !verify[i]) atomic_store(&b->state, BLOCK_CHECKED);
+      continue;
+    }
     if (type != napi_string) continue;
     if (!(offsets[i] >= 0 && offsets[i] <= 9007199254740991.0)) {
       free_file_map(m);
@@ -935,7 +1089,10 @@ static napi_value do_serve_files(napi_env env, napi_callback_info info) {
   }
   /* A second registration of a handle replaces the first. */
   struct file_map *old = take_file_map(s, m->fh);
-  if (old) release_file_map(old);
+  if (old) {
+    wait_for_readers(old);
+    release_file_map(old);
+  }
   pthread_mutex_lock(&s->maps_lock);
   m->next = s->maps[m->fh % FILE_MAP_BUCKETS];
   s->maps[m->fh % FILE_MAP_BUCKETS] = m;
@@ -955,10 +1112,12 @@ static napi_value do_forget_files(napi_env env, napi_callback_info info) {
   napi_value result, value;
   napi_create_array(env, &result);
   if (!m) return result;
-  /* No thread starts a read of it any more: the states are final but for reads in progress. */
+  /* No thread starts a read of it any more; once the reads in progress end, nothing reads
+   * its places (the caller may then let its Buffers go). */
+  wait_for_readers(m);
   uint32_t at = 0;
   for (uint32_t i = 0; i < m->block_count; i++) {
-    if (atomic_load(&m->blocks[i].state) != BLOCK_CHECKED) continue;
+    if (!atomic_load(&m->blocks[i].served)) continue;
     napi_create_uint32(env, i, &value);
     napi_set_element(env, result, at++, value);
   }
