@@ -36,9 +36,7 @@ describe('locateBlockFiles', () => {
     await nvme.put(id(2), bytes[2]!);
 
     const files = locateBlockFiles(ref, BLOCK, [pmem, nvme])!;
-    const first = files.blocks[0] as BlockMemory;
-    expect(first.memory.equals(bytes[0]!)).toBe(true);
-    expect(first.checksum).toBe(blockChecksum(bytes[0]!));
+    expect(files.blocks[0]).toEqual({ path: join(dir, 'pool'), offset: expect.any(Number), checksum: blockChecksum(bytes[0]!) });
     expect(files.blocks[1]).toBeUndefined();
     const third = files.blocks[2] as BlockFile;
     expect(third.path.startsWith(join(dir, 'nvme'))).toBe(true);

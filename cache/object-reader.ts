@@ -30,14 +30,11 @@ export interface BlockFile {
 }
 
 /**
- * A cached block in process memory (a DRAM tier buffer, or a view of the mapped pmem pool),
- * which a native reader may copy from directly; not modified until given back (`Tier.unlocate`).
- * The memory stays alive while this object is referenced.
+ * A cached block in process memory (a DRAM tier buffer), which a native reader may copy from
+ * directly; never modified. The memory stays alive while this object is referenced.
  */
 export interface BlockMemory {
   readonly memory: Buffer;
-  /** CRC-32C of the block, which the reader checks before it serves the block, when present (pmem). */
-  readonly checksum?: number;
 }
 
 /** Where a native reader finds a cached block: a tier file or process memory. */

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Logger } from '../telemetry/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
@@ -17,7 +18,7 @@ import {
   writeSlotRecord,
   type PoolGeometry,
 } from './pmem-pool-layout.js';
-import type { BlockMemory, BlockPlace } from './object-reader.js';
+import type { BlockFile, BlockPlace } from './object-reader.js';
 import type { Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
 
@@ -48,9 +49,11 @@ const SEGMENT_BYTES = 1 << 30;
  * leaves a free slot; a torn record fails its own CRC and the slot is free at open.
  * Bytes are copied out on `get` and checked against the CRC, so neither a slot reused
  * later nor a corrupt slot can reach a reader. `locate` lends a slot to a native reader,
- * which copies from the mapping itself (docs/SEMANTICS.md): a lent slot is not reused, even
- * when its block is evicted or deleted, until every loan is given back (`unlocate`); the
- * reader checks the CRC it was given. Puts are synchronous memory copies
+ * which reads it from the pool file with pread (docs/SEMANTICS.md): a lent slot is not
+ * reused, even when its block is evicted or deleted, until every loan is given back
+ * (`unlocate`); the reader checks the CRC it was given. (Reading the mapping itself from the
+ * FUSE threads was measured slower than pread on a virtual machine: the first touch of each
+ * page of a fresh mapping costs a fault.) Puts are synchronous memory copies
  * plus msync, which is what makes this tier fast on /dev/shm or DAX; on an ordinary
  * disk file system msync writes back and the nvme tier is the better choice.
  * One process at a time may open a pool.
@@ -77,10 +80,9 @@ export class PmemTier implements Tier {
   readonly #lengths: Uint32Array;
   readonly #checksums: Uint32Array;
   readonly #free: number[] = [];
+  readonly #path: string;
   /** Loans of slots to native readers (`locate`), by slot. */
   readonly #loans = new Map<number, number>();
-  /** The slot of each view lent (`locate` answers one view per loan). */
-  readonly #lentViews = new Map<Buffer, number>();
   /** Slots whose block is gone while lent: they become free when the last loan ends. */
   readonly #lentGone = new Set<number>();
   #sequence = 0n;
@@ -102,6 +104,7 @@ export class PmemTier implements Tier {
     this.#slotsPerSegment = slotsPerSegment;
     this.#faultHook = config.faultHook;
     this.#isPinned = config.isPinned;
+    this.#path = resolve(config.path);
     this.#counters = new TierCounters('pmem', logger);
     this.#lengths = new Uint32Array(geometry.slotCount);
     this.#checksums = new Uint32Array(geometry.slotCount);
@@ -201,28 +204,20 @@ export class PmemTier implements Tier {
     return copy;
   }
 
-  /**
-   * A view of the block's bytes in the mapped pool with their CRC (the reader checks it), lent
-   * until `unlocate`: the slot is not reused meanwhile. The view keeps the mapping alive.
-   */
-  locate(id: string, length: number): BlockMemory | undefined {
+  /** The block's place in the pool file with its CRC (the reader checks it), lent until `unlocate`: the slot is not reused meanwhile. */
+  locate(id: string, length: number): BlockFile | undefined {
     const hash = hashId(id);
     const slot = this.#slots.get(hash);
     if (slot === undefined || this.#meta === undefined || this.#lengths[slot] !== length) return undefined;
-    const { segment, offset } = this.#locate(slot);
     this.#slots.delete(hash);
     this.#slots.set(hash, slot);
     this.#loans.set(slot, (this.#loans.get(slot) ?? 0) + 1);
-    const memory = segment.subarray(offset, offset + length);
-    this.#lentViews.set(memory, slot);
-    return { memory, checksum: this.#checksums[slot]! };
+    return { path: this.#path, offset: this.#geometry.dataStart + slot * this.#geometry.blockSize, checksum: this.#checksums[slot]! };
   }
 
   unlocate(place: BlockPlace): void {
-    if (!('memory' in place)) return;
-    const slot = this.#lentViews.get(place.memory);
-    if (slot === undefined) return;
-    this.#lentViews.delete(place.memory);
+    if (!('path' in place) || place.path !== this.#path) return;
+    const slot = (place.offset - this.#geometry.dataStart) / this.#geometry.blockSize;
     const loans = this.#loans.get(slot);
     if (loans === undefined) return;
     if (loans > 1) {

@@ -16,19 +16,10 @@ export interface FuseBinding {
    * Reader threads answer READs of handle `fh` from these places: block i is the file
    * `places[i]` from `offsets[i]`, CRC-32C `checksums[i]`, checked on its first read; or the
    * Buffer `places[i]` (the whole block, copied from directly: the caller keeps it alive and
-   * unchanged until `forgetFiles`), checked against `checksums[i]` first when `verify[i]` is 1;
-   * or null (the block is not cached). What the threads cannot serve still reaches `onRequest`.
+   * unchanged until `forgetFiles`); or null (the block is not cached). What the threads cannot
+   * serve still reaches `onRequest`.
    */
-  serveFiles(
-    session: FuseSessionHandle,
-    fh: number,
-    objectSize: number,
-    blockSize: number,
-    places: Array<string | Buffer | null>,
-    offsets: Float64Array,
-    checksums: Uint32Array,
-    verify?: Uint8Array,
-  ): void;
+  serveFiles(session: FuseSessionHandle, fh: number, objectSize: number, blockSize: number, places: Array<string | Buffer | null>, offsets: Float64Array, checksums: Uint32Array): void;
   /** The blocks of `fh` the threads read (once each); no thread reads its places once this returns. */
   forgetFiles(session: FuseSessionHandle, fh: number): number[];
   /** READs answered by the threads, their bytes, READs of served handles left to JavaScript, blocks that failed their check. */

@@ -184,24 +184,18 @@ export class OpenPolicy {
     const places = new Array<string | Buffer | null>(count);
     const offsets = new Float64Array(count);
     const checksums = new Uint32Array(count);
-    const verify = new Uint8Array(count);
     for (let i = 0; i < count; i++) {
       const block = files.blocks[i];
       if (block === undefined) places[i] = null;
-      else if ('memory' in block) {
-        places[i] = block.memory;
-        if (block.checksum !== undefined) {
-          checksums[i] = block.checksum;
-          verify[i] = 1;
-        }
-      } else {
+      else if ('memory' in block) places[i] = block.memory;
+      else {
         places[i] = block.path;
         offsets[i] = block.offset;
         checksums[i] = block.checksum;
       }
     }
     try {
-      this.#binding.serveFiles(this.#session, handle, files.size, files.blockSize, places, offsets, checksums, verify);
+      this.#binding.serveFiles(this.#session, handle, files.size, files.blockSize, places, offsets, checksums);
       return files;
     } catch (err) {
       files.read([]);

@@ -28,7 +28,7 @@
  *   backingOpen(session, fd) -> backing id; backingClose(session, id)
  *        register (and drop) a file the kernel reads and writes itself for opens
  *        answered with FOPEN_PASSTHROUGH.
- *   serveFiles(session, fh, objectSize, blockSize, places, offsets, checksums, verify?)
+ *   serveFiles(session, fh, objectSize, blockSize, places, offsets, checksums)
  *        lets the reader threads answer READs of handle `fh` themselves from where the
  *        object's blocks are cached; block i, min(blockSize, objectSize - i * blockSize)
  *        bytes long, is:
@@ -39,11 +39,9 @@
  *          a thread reads a block in this session it reads it whole and checks its CRC (once
  *          per session and place, whichever handle); a block whose file is gone, is short or
  *          does not match is never read natively again for this handle;
- *        - places[i] a Buffer of exactly the block's bytes (a DRAM tier block, a view of the
- *          mapped pmem pool), written to the kernel straight from that memory; the caller
- *          keeps it alive and unchanged until forgetFiles has returned. When verify[i] is 1
- *          (Uint8Array), the first read of the handle that touches it checks its CRC-32C
- *          against checksums[i] first; a mismatch is handled as for a file;
+ *        - places[i] a Buffer of exactly the block's bytes (a DRAM tier block), written to
+ *          the kernel straight from that memory; the caller keeps it alive and unchanged
+ *          until forgetFiles has returned;
  *        - null: not cached. A READ touching such a block (or a failed one) goes to
  *          `onRequest` as before.
  *   forgetFiles(session, fh) -> [block index]
@@ -184,9 +182,9 @@ struct read_in {
  * session: every handle of the same object (fio's jobs, a data loader's workers) then reads a
  * block that was checked once without reading it whole again. Sound because a block's place
  * only ever holds that block's bytes while a handle may read it: an NVMe block file is
- * replaced, by rename, with a complete file of the same bytes, and a pmem slot is not reused
- * while a handle holds it (cache/pmem-tier.ts); the CRC is part of the key, so a slot reused
- * for another block later is checked again. Damage after a check is not caught here
+ * replaced, by rename, with a complete file of the same bytes, and a slot of the pmem pool
+ * file is not reused while a handle holds it (cache/pmem-tier.ts); the CRC is part of the key,
+ * so a slot reused for another block later is checked again. Damage after a check is not caught here
  * (docs/SEMANTICS.md). At most this many places are remembered (about 150 bytes each); past
  * it, blocks are checked per handle.
  */
@@ -210,7 +208,13 @@ struct checked_path {
  */
 #define CACHED_FDS_MAX 4096
 
-enum block_state { BLOCK_UNCHECKED = 0, BLOCK_CHECKED = 1, BLOCK_UNUSABLE = 2 };
+/* CHECKING: one thread reads the block whole and checks it; others wait for the outcome
+ * rather than read and check the same 4 MiB again (the kernel's readahead sends several READs
+ * of one block at once). */
+enum block_state { BLOCK_UNCHECKED = 0, BLOCK_CHECKED = 1, BLOCK_UNUSABLE = 2, BLOCK_CHECKING = 3 };
+/* How long a thread waiting for another's check sleeps between looks: a check is a 4 MiB read
+ * and CRC, a few milliseconds; sleeping, not spinning, leaves the core to the checker. */
+#define CHECK_WAIT_NS 100000
 
 struct file_block {
   char *path; /* NULL: no file holds this block */
@@ -556,14 +560,6 @@ static int serve_read_from_files(struct session *s, const unsigned char *request
     if (from >= to) goto done;
     size_t count = (size_t)(to - from);
     if (b->memory) {
-      if (state == BLOCK_UNCHECKED) {
-        if (crc32c_update(0, b->memory, b->length) != b->checksum) {
-          int expected = BLOCK_UNCHECKED;
-          if (atomic_compare_exchange_strong(&b->state, &expected, BLOCK_UNUSABLE)) atomic_fetch_add(&s->native_mismatches, 1);
-          goto done;
-        }
-        atomic_store(&b->state, BLOCK_CHECKED);
-      }
       iov[segments].iov_base = (void *)(b->memory + from);
       iov[segments].iov_len = count;
       segments++;
@@ -577,11 +573,15 @@ static int serve_read_from_files(struct session *s, const unsigned char *request
       atomic_compare_exchange_strong(&b->state, &expected, BLOCK_CHECKED);
       state = BLOCK_CHECKED;
     }
-    if (state == BLOCK_UNCHECKED) {
+    int expected = BLOCK_UNCHECKED;
+    if (state == BLOCK_UNCHECKED && atomic_compare_exchange_strong(&b->state, &expected, BLOCK_CHECKING)) {
       /* First read of the block: read it whole and check it, then copy out the range. */
       if (scratch->block_capacity < b->length) {
         unsigned char *bigger = realloc(scratch->block, b->length);
-        if (!bigger) goto done;
+        if (!bigger) {
+          atomic_store(&b->state, BLOCK_UNCHECKED);
+          goto done;
+        }
         scratch->block = bigger;
         scratch->block_capacity = b->length;
       }
@@ -590,17 +590,25 @@ static int serve_read_from_files(struct session *s, const unsigned char *request
         goto done;
       }
       if (crc32c_update(0, scratch->block, b->length) != b->checksum) {
-        /* Two threads may check one block at once: it is counted once. */
-        int expected = BLOCK_UNCHECKED;
-        if (atomic_compare_exchange_strong(&b->state, &expected, BLOCK_UNUSABLE)) atomic_fetch_add(&s->native_mismatches, 1);
+        atomic_store(&b->state, BLOCK_UNUSABLE);
+        atomic_fetch_add(&s->native_mismatches, 1);
         goto done;
       }
       atomic_store(&b->state, BLOCK_CHECKED);
       note_checked(s, b);
       memcpy(into, scratch->block + from, count);
-    } else if (read_block_range(m, b, b->offset + from, into, count) != 0) {
-      atomic_store(&b->state, BLOCK_UNUSABLE);
-      goto done;
+    } else {
+      if (state == BLOCK_UNCHECKED) state = expected;
+      while (state == BLOCK_CHECKING) {
+        struct timespec pause = {0, CHECK_WAIT_NS};
+        nanosleep(&pause, NULL);
+        state = atomic_load(&b->state);
+      }
+      /* UNCHECKED again: the checker ran out of memory; this READ goes to the daemon. */
+      if (state != BLOCK_CHECKED || read_block_range(m, b, b->offset + from, into, count) != 0) {
+        if (state == BLOCK_CHECKED) atomic_store(&b->state, BLOCK_UNUSABLE);
+        goto done;
+      }
     }
     /* Bytes right after the previous buffered segment extend it. */
     struct iovec *last = &iov[segments - 1];
@@ -1006,10 +1014,10 @@ static napi_value do_backing_close(napi_env env, napi_callback_info info) {
 }
 
 static napi_value do_serve_files(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
+  size_t argc = 7;
+  napi_value argv[7];
   struct session *s;
-  const char *usage = "serveFiles(session, fh, objectSize, blockSize, places, offsets, checksums, verify?)";
+  const char *usage = "serveFiles(session, fh, objectSize, blockSize, places, offsets, checksums)";
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7 || !get_session(env, argv[0], &s)) return throw_type(env, usage);
   int64_t fh = 0, object_size = 0;
   uint32_t block_size = 0, count = 0;
@@ -1027,17 +1035,6 @@ static napi_value do_serve_files(napi_env env, napi_callback_info info) {
       offsets_length != count || checksums_length != count || (uint64_t)count * block_size < (uint64_t)object_size ||
       (count > 0 && (uint64_t)(count - 1) * block_size >= (uint64_t)object_size)) {
     return throw_type(env, "paths, offsets (Float64Array) and checksums (Uint32Array) must have one entry per block");
-  }
-  const uint8_t *verify = NULL;
-  napi_valuetype verify_type = napi_undefined;
-  if (argc >= 8 && napi_typeof(env, argv[7], &verify_type) == napi_ok && verify_type != napi_undefined) {
-    napi_typedarray_type type;
-    size_t verify_length;
-    void *verify_data;
-    if (napi_get_typedarray_info(env, argv[7], &type, &verify_length, &verify_data, NULL, NULL) != napi_ok || type != napi_uint8_array || verify_length != count) {
-      return throw_type(env, "verify must be a Uint8Array with one entry per block");
-    }
-    verify = verify_data;
   }
   if (s->stopped) return throw_errno(env, "serveFiles", EBADF);
   struct file_map *m = calloc(1, sizeof *m + (size_t)count * sizeof(struct file_block));
@@ -1072,7 +1069,7 @@ static napi_value do_serve_files(napi_env env, napi_callback_info info) {
         return throw_type(env, "a Buffer place must hold exactly its block's bytes");
       }
       b->memory = bytes;
-      if (!verify || !verify[i]) atomic_store(&b->state, BLOCK_CHECKED);
+      atomic_store(&b->state, BLOCK_CHECKED);
       continue;
     }
     if (type != napi_string) continue;

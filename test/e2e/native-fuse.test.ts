@@ -229,7 +229,7 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
 });
 
 describe('native FUSE path: pmem tier hits answered by the FUSE threads', () => {
-  it('serves blocks from the mapped pool on the threads after a restart, byte-exact, counted as pmem hits; a corrupt slot goes back to the daemon, which refetches it', async () => {
+  it('reads blocks from the pool file on the threads after a restart, byte-exact, counted as pmem hits; a corrupt slot goes back to the daemon, which refetches it', async () => {
     testS3();
     const model = randomBytes(10 * MiB + 3);
     const sum = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -262,7 +262,7 @@ describe('native FUSE path: pmem tier hits answered by the FUSE threads', () => 
       daemon = undefined;
 
       // Flip one byte inside each of the three blocks where the pool holds it: the threads
-      // check each block they serve from the pool against its CRC first.
+      // check each block against its CRC the first time they read it.
       const poolFile = await open(join(pool, 'strata.pool'), 'r+');
       try {
         const image = await poolFile.readFile();
