@@ -65,7 +65,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -395,10 +394,20 @@ static struct file_map *acquire_file_map(struct session *s, uint64_t fh) {
   return m;
 }
 
-/* Waits until no reader thread holds `m` but the caller (reads take microseconds, a pread from
- * a disk milliseconds), so the places it names may be let go once the caller releases it. */
+/* How long forgetFiles sleeps between looks at reads still in progress. */
+#define FORGET_WAIT_NS 20000
+
+/* Waits until no reader thread holds `m` but the caller, so the places it names (a caller's
+ * Buffers, a pmem slot the tier reuses once given back) may be let go once the caller releases
+ * it. Almost never waits: the kernel sends RELEASE once every READ of the file is answered, so
+ * only a thread between its answer and its release of the map, or a READ the kernel gave up
+ * on (a killed reader), is still there; copying from memory takes microseconds, a pread from a
+ * disk milliseconds. */
 static void wait_for_readers(struct file_map *m) {
-  while (atomic_load(&m->refs) > 1) sched_yield();
+  while (atomic_load(&m->refs) > 1) {
+    struct timespec pause = {0, FORGET_WAIT_NS};
+    nanosleep(&pause, NULL);
+  }
 }
 
 /* Unlinks the map of `fh` (if any) from the table; the caller releases it. */
