@@ -44,14 +44,16 @@ export interface ScrubSource {
  * block, at most `bytesPerSecond`, and compares every block's CRC-32C with the one recorded
  * when the file was made. A file that fails is dropped: new opens then read through the block
  * path and refetch (opens already made keep the kernel's backing file until closed). Runs on
- * the event loop with one block buffer; `stop` ends it at its next pause.
+ * the event loop with one 1 MiB buffer; `stop` ends it at its next pause.
  */
 export class NvmeScrub {
   readonly #rate: number;
   readonly #source: ScrubSource;
   readonly #abort = new AbortController();
   readonly #done: Promise<void>;
-  /** Ends the idle wait early (a whole file was made). */
+  /** The one read buffer: a block is checked piece by piece, its CRC-32C carried across pieces. */
+  readonly #piece = Buffer.allocUnsafe(PIECE_BYTES);
+    /** Ends the idle wait early (a whole file was made). */
   #idle: AbortController | undefined;
 
   constructor(bytesPerSecond: number, source: ScrubSource) {
@@ -101,21 +103,21 @@ export class NvmeScrub {
     }
     try {
       const { blockSize, checksums } = target.layout;
-      const block = Buffer.allocUnsafe(blockSize);
       for (let index = 0; index < checksums.length; index++) {
         const start = index * blockSize;
         const length = Math.min(blockSize, target.size - start);
         let done = 0;
+        let crc = 0;
         while (done < length) {
           if (this.#abort.signal.aborted) return;
-          const want = Math.min(PIECE_BYTES, length - done);
-          const { bytesRead } = await handle.read(block, done, want, start + done);
+          const { bytesRead } = await handle.read(this.#piece, 0, Math.min(PIECE_BYTES, length - done), start + done);
           if (bytesRead === 0) break;
+          crc = blockChecksum(this.#piece.subarray(0, bytesRead), crc);
           done += bytesRead;
           scrubbedBytes.inc(bytesRead);
           await this.#pause((bytesRead / this.#rate) * 1000);
         }
-        if (done < length || blockChecksum(block.subarray(0, length)) !== checksums[index]) {
+        if (done < length || crc !== checksums[index]) {
           scrubMismatches.inc();
           this.#source.mismatch(target);
           return;

@@ -267,6 +267,22 @@ describe('BlockCache over a local store: whole files for passthrough', () => {
     await cache.close();
   });
 
+  it('leaves an object of one block as its block file', async () => {
+    const bytes = randomBytes(MiB - 3);
+    await store.put('small.bin', bytes);
+    const info = (await store.head('small.bin'))!;
+    const ref: ObjectRef = { storeId: 'file://test', key: 'small.bin', etag: info.etag, size: info.size };
+    const cache = await open(true);
+    const session = cache.openSession(ref);
+    expect((await cache.read(session, 0, bytes.length)).equals(bytes)).toBe(true);
+    cache.closeSession(session);
+    await cache.writesSettled();
+    await cache.wholeFilesSettled();
+    expect(cache.wholeFile(cache.openSession(ref))).toBeUndefined();
+    expect(await filesEnding(join(dir, 'nvme'), '.blk')).toHaveLength(1);
+    await cache.close();
+  });
+
   it('keeps block files only when whole files are turned off', async () => {
     const bytes = randomBytes(2 * MiB + 1);
     await store.put('x.bin', bytes);

@@ -39,9 +39,14 @@ export class WholeAssembler {
     this.#s = scope;
   }
 
-  /** `ref` may be whole in the tier now or soon: queue it unless it is whole already or queued. */
+  /**
+   * `ref` may be whole in the tier now or soon: queue it unless it is whole already or queued.
+   * Objects of one block are left as they are: their block file is already one file the FUSE
+   * threads answer with one pread, and a copy would cost a rewrite and two fsyncs per small file
+   * (data sets of many small samples) for one READ request saved per open.
+   */
   offer(ref: ObjectRef): void {
-    if (ref.size === 0 || this.#s.closed()) return;
+    if (ref.size <= this.#s.blockSize || this.#s.closed()) return;
     const id = objectVersionId(ref);
     if (this.#queue.has(id) || this.#queue.size >= QUEUE_MAX || this.#s.tier.wholeFile(id, { touch: false }) !== undefined) return;
     this.#queue.set(id, ref);

@@ -218,6 +218,8 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
       base = apiUrlOf(daemon);
       expect(await waitForMetric(base, 'strata_cache_scrub_mismatches_total', 1, 30_000)).toBe(1);
       expect(await metric(base, 'strata_cache_scrub_bytes_total')).toBeGreaterThanOrEqual(9 * MiB);
+      // Dropped: the file is removed (in the background, just after the count).
+      for (let i = 0; i < 50 && (await blockFiles(nvme, '.obj')).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
       expect(await blockFiles(nvme, '.obj')).toEqual([]);
       expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
       expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(model.length);
