@@ -95,6 +95,8 @@ export class NvmeTier implements Tier {
   /** Object versions being assembled into whole files: their blocks are not evicted meanwhile. */
   readonly #assembling = new Map<string, Promise<boolean>>();
   readonly #scrub: NvmeScrub | undefined;
+  /** Blocks held in whole files beyond one per file: `stats().blocks` counts blocks, not files. */
+  #wholeBlocks = 0;
   /** Settles when the start-up scan for orphan and temporary files has finished. */
   readonly scanned: Promise<void>;
 
@@ -107,7 +109,10 @@ export class NvmeTier implements Tier {
     this.#logFd = logFd;
     this.#logger = logger;
     this.#counters = new TierCounters('nvme', logger);
-    for (const entry of entries.values()) this.#used += entry.fileBytes;
+    for (const entry of entries.values()) {
+      this.#used += entry.fileBytes;
+      this.#wholeBlocks += entry.whole === undefined ? 0 : entry.whole.checksums.length - 1;
+    }
     this.#counters.sizes(this.#used, this.#capacity);
     this.scanned = this.#scan().catch((err: unknown) => this.#counters.ioError('scan', err));
     const rate = config.scrubBytesPerSecond ?? 0;
@@ -303,7 +308,7 @@ export class NvmeTier implements Tier {
   }
 
   stats(): TierStats {
-    return this.#counters.snapshot({ capacityBytes: this.#capacity, usedBytes: this.#used, blocks: this.#entries.size });
+    return this.#counters.snapshot({ capacityBytes: this.#capacity, usedBytes: this.#used, blocks: this.#entries.size + this.#wholeBlocks });
   }
 
   async close(): Promise<void> {
@@ -410,6 +415,7 @@ export class NvmeTier implements Tier {
     if (entry === undefined) return 0;
     this.#entries.delete(id);
     this.#used -= entry.fileBytes;
+    if (entry.whole !== undefined) this.#wholeBlocks -= entry.whole.checksums.length - 1;
     this.#append(deleteRecord(id));
     this.#counters.sizes(this.#used, this.#capacity);
     return entry.fileBytes;
@@ -547,6 +553,7 @@ export class NvmeTier implements Tier {
     }
     const whole: IndexEntry = { fileBytes: size, checksum: 0, whole: layout };
     this.#entries.set(objectId, whole);
+    this.#wholeBlocks += layout.checksums.length - 1;
     this.#append(putRecord(objectId, whole));
     this.#freeEstimate.bytes -= size;
     // Committed: the block files go, their bytes are served from the whole file.

@@ -64,6 +64,7 @@ describe('NvmeTier whole-object files', () => {
     // Kept once: the file's bytes, not the blocks' too (block files also carried headers).
     expect(tier.usedBytes).toBe(o.ref.size);
     expect(tier.usedBytes).toBeLessThan(blockBytes);
+    expect(tier.stats().blocks).toBe(4);
     for (const [i, id] of o.ids.entries()) {
       const length = Math.min(BLOCK, o.ref.size - i * BLOCK);
       expect(tier.has(id)).toBe(true);
@@ -80,6 +81,7 @@ describe('NvmeTier whole-object files', () => {
     await again.scanned;
     expect(again.wholeFile(o.id)?.path).toBe(whole.path);
     expect(again.usedBytes).toBe(o.ref.size);
+    expect(again.stats().blocks).toBe(4);
     expect((await again.get(o.ids[3]!))!.equals(o.bytes.subarray(3 * BLOCK))).toBe(true);
     // Dropping any block of it (a changed object) drops the whole file.
     await again.delete(o.ids[0]!);
