@@ -34,7 +34,7 @@ export interface NvmeTierConfig {
   readonly scrubBytesPerSecond?: number;
 }
 
-/** Where block of a whole-object file lies in it. */
+/** Where a block of a whole-object file lies in it. */
 interface WholeBlock {
   readonly objectId: string;
   readonly entry: IndexEntry;
@@ -61,13 +61,17 @@ const SCAN_BATCH = 5000;
 
 /**
  * The NVMe tier: one file per block, `<dir>/<2 hex>/<sha256(id)>.blk`, holding a header
- * (id, length, CRC) and the data; and, for object versions made whole (`assembleWhole`), one
- * plain file `<dir>/<2 hex>/<sha256(object id)>.obj` with the object's bytes at their own
- * offsets, which replaces that object's block files: the blocks are then served from it (at
- * index × blockSize, with the CRCs the index log keeps), so no byte is kept twice. A whole
- * file is one entry for capacity and recency (evicted whole, pinned when its object is). A block is written to a temporary file and renamed
- * into place, so a crash never leaves a visible half block; files are not fsync'd, since
- * the CRC catches a block torn by power loss and a cache may lose blocks.
+ * (id, length, CRC) and the data. A block is written to a temporary file and renamed
+ * into place, so a crash never leaves a visible half block; block files are not fsync'd,
+ * since the CRC catches a block torn by power loss and a cache may lose blocks.
+ *
+ * An object version whose blocks are all here can be made whole (`assembleWhole`): one plain
+ * file `<dir>/<2 hex>/<sha256(object id)>.obj` with the object's bytes at their own offsets
+ * (for FUSE passthrough), fsync'd before the log records it, since the kernel reads it without
+ * checking CRCs. It replaces the object's block files: its blocks are served from it (at
+ * index × blockSize, with the CRCs the log keeps), so no byte is kept twice. A whole file is
+ * one entry for capacity and recency (evicted whole, never while its object is pinned), and
+ * the optional scrub (nvme-scrub.ts) re-checks whole files in the background.
  *
  * The index lives in memory and in an append-only log (see nvme-index-log.ts) that is
  * replayed at open (about 0.1 s for 100,000 blocks) and compacted at close. After open,
