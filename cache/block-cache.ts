@@ -316,10 +316,10 @@ export class BlockCache implements ObjectReader {
     this.#abort.abort();
     await this.#loader.settled();
     await this.#writes.drain();
-    // Closed: an assembly in progress stops at its next block (NvmeTier.close waits for it).
-    await this.#wholes?.settled();
     await this.#dram?.close();
+    // An assembly in progress stops at its next block once its tier is closed (NvmeTier.close waits for it).
     for (const tier of this.#lower) await tier.close();
+    await this.#wholes?.settled();
   }
 
   async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {

@@ -162,6 +162,23 @@ describe('NvmeTier whole-object files', () => {
     await torn.close();
   });
 
+  it('stops an assembly when the tier closes: no file, no temporary file, the blocks kept', async () => {
+    const o = object('big.bin', 64 * BLOCK);
+    const tier = await NvmeTier.open({ dir, capacityBytes: 1 << 30, reserveBytes: 0 }, logger);
+    await tier.scanned;
+    await putBlocks(tier, o);
+    const assembling = tier.assembleWhole(o.id, o.ref.size, BLOCK);
+    await tier.close();
+    expect(await assembling).toBe(false);
+    expect(await filesEnding(dir, '.obj')).toEqual([]);
+    expect((await readdir(dir, { recursive: true })).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    const again = await NvmeTier.open({ dir, capacityBytes: 1 << 30, reserveBytes: 0 }, logger);
+    await again.scanned;
+    expect(o.ids.every((id) => again.has(id))).toBe(true);
+    expect(again.wholeFile(o.id)).toBeUndefined();
+    await again.close();
+  });
+
   it('evicts a whole file as one entry, least recently opened first, and never a pinned one', async () => {
     const a = object('a.bin', 4 * BLOCK);
     const b = object('b.bin', 4 * BLOCK);
