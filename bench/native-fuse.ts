@@ -248,18 +248,12 @@ async function wholeFileReads(work: string, s3Mount: (mnt: string, args: string[
     await dropPageCache();
     return FILE_BYTES / MiB / (await timeCommand(`dd if=${file} of=/dev/null bs=1M status=none`));
   };
-  const randread = async (file: string) => {
-    await dropPageCache();
-    const out = await shell(`fio --name=randread --filename=${file} --readonly --rw=randread --bs=128k --numjobs=4 --ioengine=psync --io_size=${FIO_IO_SIZE} --group_reporting --output-format=json`);
-    const report = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { bw_bytes: number } }> };
-    return report.jobs[0]!.read.bw_bytes / MiB;
-  };
   let samples: Record<string, number[]>;
   try {
     samples = await interleave({
       localDd: () => dd(local),
       wholeDd: () => dd(`${mnt}/model.bin`),
-      ...(fio === undefined ? { localFio: () => randread(local), wholeFio: () => randread(`${mnt}/model.bin`) } : {}),
+      ...(fio === undefined ? { localFio: () => fioRandreadRun(local), wholeFio: () => fioRandreadRun(`${mnt}/model.bin`) } : {}),
     });
     // Every open went through passthrough: no READ reached the daemon.
     const reads = (await metricValue(api, 'strata_fuse_operation_seconds_count{op="read"}')) - readsBefore;
@@ -328,17 +322,11 @@ async function fioRandread(work: string, s3Mount: (mnt: string, args: string[]) 
   }
   const daemon = await warmNvmeDaemon(work, 'fio', s3Mount, mnt, ['model.bin']);
   const samples: Record<string, number[]> = { local: [], native: [] };
-  const run = async (file: string) => {
-    await dropPageCache();
-    const out = await shell(`fio --name=randread --filename=${file} --readonly --rw=randread --bs=128k --numjobs=4 --ioengine=psync --io_size=${FIO_IO_SIZE} --group_reporting --output-format=json`);
-    const report = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { bw_bytes: number } }> };
-    return report.jobs[0]!.read.bw_bytes / MiB;
-  };
   try {
     for (let round = 0; round < ROUNDS; round++) {
       const order: Array<[string, string]> = [['local', join(work, 'local', 'model.bin')], ['native', `${mnt}/model.bin`]];
       if (round % 2 === 1) order.reverse();
-      for (const [name, file] of order) samples[name]!.push(await run(file));
+      for (const [name, file] of order) samples[name]!.push(await fioRandreadRun(file));
     }
   } finally {
     await stop(daemon);
@@ -349,6 +337,14 @@ async function fioRandread(work: string, s3Mount: (mnt: string, args: string[]) 
     row('Strata native path, NVMe tier', samples.native!, base, '>= 0.8x'),
   ]);
   return samples;
+}
+
+/** One `fio --rw=randread --bs=128k --numjobs=4` run (psync, 256 MiB a job) of `file`, page cache dropped first: MiB/s. */
+async function fioRandreadRun(file: string): Promise<number> {
+  await dropPageCache();
+  const out = await shell(`fio --name=randread --filename=${file} --readonly --rw=randread --bs=128k --numjobs=4 --ioengine=psync --io_size=${FIO_IO_SIZE} --group_reporting --output-format=json`);
+  const report = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { bw_bytes: number } }> };
+  return report.jobs[0]!.read.bw_bytes / MiB;
 }
 
 /** undefined once fio is on the PATH (installed with apt when missing), else why it is not. */
