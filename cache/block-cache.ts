@@ -247,7 +247,10 @@ export class BlockCache implements ObjectReader {
    * memory budget right now are skipped (a later read fetches them).
    */
   adopt(ref: ObjectRef, file: string): Promise<number> {
-    return this.#warming.adopt(ref, file);
+    const adopted = this.#warming.adopt(ref, file);
+    // Every block may be in the NVMe tier once written through: the next open can pass through.
+    void adopted.then(() => this.#wholes?.offer(ref), () => undefined);
+    return adopted;
   }
 
   /**

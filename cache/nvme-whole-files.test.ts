@@ -286,6 +286,20 @@ describe('BlockCache over a local store: whole files for passthrough', () => {
     await cache.close();
   });
 
+  it('makes a checkpoint whole once its staged copy is adopted, so its first open can pass through', async () => {
+    const bytes = randomBytes(3 * MiB + 1);
+    const staged = join(dir, 'staged.bin');
+    await writeFile(staged, bytes);
+    const ref: ObjectRef = { storeId: 'file://test', key: 'ckpt.bin', etag: 'e-ckpt', size: bytes.length };
+    const cache = await open(true);
+    expect(await cache.adopt(ref, staged)).toBe(4);
+    await new Promise((r) => setImmediate(r));
+    await cache.wholeFilesSettled();
+    const path = cache.wholeFile(cache.openSession(ref))!;
+    expect((await readFile(path)).equals(bytes)).toBe(true);
+    await cache.close();
+  });
+
   it('leaves an object of one block as its block file', async () => {
     const bytes = randomBytes(MiB - 3);
     await store.put('small.bin', bytes);
