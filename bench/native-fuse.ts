@@ -16,8 +16,13 @@
  *   when missing; the case is skipped, saying why, only when it cannot be);
  * - 1, 2, 4 and 8 parallel readers of different files warm in the NVMe tier (their block
  *   files in the page cache, the mount's pages dropped): aggregate throughput and the
- *   daemon's CPU seconds per GiB read (utime + stime of /proc/PID/stat).
- * NATIVE_FUSE_CASES=dram,nvme,pmem,listing,fio,parallel (comma-separated) runs some cases only;
+ *   daemon's CPU seconds per GiB read (utime + stime of /proc/PID/stat);
+ * - the 1 GiB object whole in the NVMe tier (one whole-object file, made after the first read)
+ *   read through passthrough after a restart, page cache dropped: `dd` against `dd` of the local
+ *   copy, and fio randread (as above) against fio on the local copy, rounds interleaved.
+ * The NVMe, fio and parallel cases keep block files (--nvme-whole-files off): they measure the
+ * FUSE threads' reads of blocks, which objects not yet whole still get.
+ * NATIVE_FUSE_CASES=dram,nvme,pmem,listing,fio,parallel,whole (comma-separated) runs some cases only;
  * "dram" is the DRAM and passthrough tables.
  */
 import { randomBytes } from 'node:crypto';
@@ -27,7 +32,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startRgw } from '../test/fixtures/rgw.js';
-import { cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
+import { apiUrlOf, cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
 import { createBucket, dropPageCache, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
 import { printTable } from './lib/table.js';
 
@@ -46,7 +51,7 @@ const PARALLEL_READERS = [1, 2, 4, 8];
 const FIO_IO_SIZE = '256m';
 /** Clock ticks per second of /proc/PID/stat's utime and stime (USER_HZ is 100 on Linux). */
 const USER_HZ = 100;
-const CASES = new Set((process.env.NATIVE_FUSE_CASES ?? 'dram,nvme,pmem,listing,fio,parallel').split(','));
+const CASES = new Set((process.env.NATIVE_FUSE_CASES ?? 'dram,nvme,pmem,listing,fio,parallel,whole').split(','));
 
 type Row = [string, string, string, string];
 
@@ -80,6 +85,7 @@ export async function run(): Promise<Record<string, unknown>> {
     if (CASES.has('pmem')) result.pmem = await pmemAfterRestart(body, s3Mount, nativeMnt);
     if (CASES.has('fio')) result.fio = await fioRandread(work, s3Mount, nativeMnt);
     if (CASES.has('parallel')) result.parallel = await parallelReaders(work, s3Mount, nativeMnt);
+    if (CASES.has('whole')) result.whole = await wholeFileReads(work, s3Mount, nativeMnt);
     if (CASES.has('listing')) result.listing = await secondListing(s3Mount, nativeMnt, fuseNativeMnt, work);
     result.loadAverageAtEnd = loadavg();
     process.stdout.write(`load average: ${(result.loadAverageAtStart as number[]).map((l) => l.toFixed(1)).join(' ')} at start, ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end\n`);
@@ -257,9 +263,79 @@ async function pmemAfterRestart(body: Buffer, s3Mount: (mnt: string, args: strin
   return samples;
 }
 
-/** A daemon over a 64 MiB DRAM tier and a 1,100 MiB NVMe tier, its folders named after `name`. */
+/** A daemon over a 64 MiB DRAM tier and a 1,100 MiB NVMe tier of block files, its folders named after `name`. */
 function nvmeTierArgs(work: string, name: string): string[] {
-  return ['--state-dir', join(work, `state-nvme-${name}`), '--dram', '64MiB', '--memory', '160MiB', '--nvme', `${join(work, `nvme-${name}`)}:1100MiB`];
+  return ['--state-dir', join(work, `state-nvme-${name}`), '--dram', '64MiB', '--memory', '160MiB', '--nvme', `${join(work, `nvme-${name}`)}:1100MiB`, '--nvme-whole-files', 'off'];
+}
+
+/**
+ * The 1 GiB object whole in the NVMe tier, read through passthrough after a restart: `dd` and
+ * fio randread (as fioRandread) against the same on the local copy, page cache dropped before
+ * each, rounds interleaved. The tier has room for the blocks and the whole file side by side
+ * while the file is made (the blocks are dropped once it is). The scrub is off, so it does not
+ * read the disk during the measurements.
+ */
+async function wholeFileReads(work: string, s3Mount: (mnt: string, args: string[]) => Promise<StrataProcess>, mnt: string): Promise<Record<string, number[]> | { skipped: string }> {
+  const args = ['--fuse', 'native', '--state-dir', join(work, 'state-whole'), '--dram', '64MiB', '--memory', '160MiB', '--nvme', `${join(work, 'nvme-whole')}:2200MiB`, '--nvme-scrub-rate', '0'];
+  const filling = await s3Mount(mnt, args);
+  await timeCommand(`dd if=${mnt}/model.bin of=/dev/null bs=1M status=none`);
+  const made = await waitForMetric(apiUrlOf(filling), 'strata_cache_whole_files_assembled_total', 1, 120_000);
+  await stop(filling);
+  if (made < 1) throw new Error('the object was not made whole in the NVMe tier within 120 s');
+  const daemon = await s3Mount(mnt, args);
+  const api = apiUrlOf(daemon);
+  const passthroughBefore = await metricValue(api, 'strata_fuse_passthrough_files_total');
+  const readsBefore = await metricValue(api, 'strata_fuse_operation_seconds_count{op="read"}');
+  const local = join(work, 'local', 'model.bin');
+  const fio = await ensureFio();
+  const dd = async (file: string) => {
+    await dropPageCache();
+    return FILE_BYTES / MiB / (await timeCommand(`dd if=${file} of=/dev/null bs=1M status=none`));
+  };
+  let samples: Record<string, number[]>;
+  try {
+    samples = await interleave({
+      localDd: () => dd(local),
+      wholeDd: () => dd(`${mnt}/model.bin`),
+      ...(fio === undefined ? { localFio: () => fioRandreadRun(local), wholeFio: () => fioRandreadRun(`${mnt}/model.bin`) } : {}),
+    });
+    // Every open went through passthrough: no READ reached the daemon.
+    const reads = (await metricValue(api, 'strata_fuse_operation_seconds_count{op="read"}')) - readsBefore;
+    samples.passthroughOpens = [(await metricValue(api, 'strata_fuse_passthrough_files_total')) - passthroughBefore];
+    samples.daemonReads = [reads];
+  } finally {
+    await stop(daemon);
+  }
+  const rows: Row[] = [
+    row('dd of the local copy', samples.localDd!, median(samples.localDd!), '-'),
+    row('dd through passthrough', samples.wholeDd!, median(samples.localDd!), '>= 0.8x'),
+  ];
+  if (fio === undefined) {
+    rows.push(row('fio randread, local copy', samples.localFio!, median(samples.localFio!), '-'));
+    rows.push(row('fio randread, passthrough', samples.wholeFio!, median(samples.localFio!), '>= 0.8x'));
+  } else {
+    process.stdout.write(`fio rows skipped: ${fio}\n`);
+  }
+  printTable('1 GiB whole in the NVMe tier, read through passthrough after a restart, page cache dropped (MiB/s)', ['case', 'MiB/s median', 'range', 'ratio (target)'], rows);
+  process.stdout.write(`passthrough opens: ${samples.passthroughOpens![0]}, READ requests that reached the daemon: ${samples.daemonReads![0]}\n`);
+  return samples;
+}
+
+/** A counter or gauge of the daemon's /metrics (the full name with labels), 0 when absent. */
+async function metricValue(api: string, name: string): Promise<number> {
+  const text = await (await fetch(`${api}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+async function waitForMetric(api: string, name: string, atLeast: number, ms: number): Promise<number> {
+  const deadline = Date.now() + ms;
+  let value = await metricValue(api, name);
+  while (value < atLeast && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    value = await metricValue(api, name);
+  }
+  return value;
 }
 
 /** Starts a native-path daemon over the NVMe tier `name` whose tier holds `files` (read once through it, then restarted). */
@@ -290,17 +366,11 @@ async function fioRandread(work: string, s3Mount: (mnt: string, args: string[]) 
   }
   const daemon = await warmNvmeDaemon(work, 'fio', s3Mount, mnt, ['model.bin']);
   const samples: Record<string, number[]> = { local: [], native: [] };
-  const run = async (file: string) => {
-    await dropPageCache();
-    const out = await shell(`fio --name=randread --filename=${file} --readonly --rw=randread --bs=128k --numjobs=4 --ioengine=psync --io_size=${FIO_IO_SIZE} --group_reporting --output-format=json`);
-    const report = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { bw_bytes: number } }> };
-    return report.jobs[0]!.read.bw_bytes / MiB;
-  };
   try {
     for (let round = 0; round < ROUNDS; round++) {
       const order: Array<[string, string]> = [['local', join(work, 'local', 'model.bin')], ['native', `${mnt}/model.bin`]];
       if (round % 2 === 1) order.reverse();
-      for (const [name, file] of order) samples[name]!.push(await run(file));
+      for (const [name, file] of order) samples[name]!.push(await fioRandreadRun(file));
     }
   } finally {
     await stop(daemon);
@@ -311,6 +381,14 @@ async function fioRandread(work: string, s3Mount: (mnt: string, args: string[]) 
     row('Strata native path, NVMe tier', samples.native!, base, '>= 0.8x'),
   ]);
   return samples;
+}
+
+/** One `fio --rw=randread --bs=128k --numjobs=4` run (psync, 256 MiB a job) of `file`, page cache dropped first: MiB/s. */
+async function fioRandreadRun(file: string): Promise<number> {
+  await dropPageCache();
+  const out = await shell(`fio --name=randread --filename=${file} --readonly --rw=randread --bs=128k --numjobs=4 --ioengine=psync --io_size=${FIO_IO_SIZE} --group_reporting --output-format=json`);
+  const report = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { bw_bytes: number } }> };
+  return report.jobs[0]!.read.bw_bytes / MiB;
 }
 
 /** undefined once fio is on the PATH (installed with apt when missing), else why it is not. */

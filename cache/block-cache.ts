@@ -18,6 +18,7 @@ import { SequentialDetector } from './sequential-detector.js';
 import { locateBlockFiles } from './block-files.js';
 import { TierGuard } from './tier-guard.js';
 import { WriteThrough } from './write-through.js';
+import { WholeAssembler } from './whole-assembler.js';
 import type { Tier, TierName, TierStats } from './tier.js';
 
 export type { FetchStats } from './block-loader.js';
@@ -83,6 +84,8 @@ export class BlockCache implements ObjectReader {
   readonly #loader: BlockLoader;
   readonly #readahead: Readahead;
   readonly #warming: BlockWarming;
+  /** Makes objects whole in the NVMe tier for passthrough (whole-assembler.ts); undefined without whole files. */
+  readonly #wholes: WholeAssembler | undefined;
   readonly #abort = new AbortController();
   #peak = 0;
   #closed = false;
@@ -131,6 +134,17 @@ export class BlockCache implements ObjectReader {
     this.#readahead = new Readahead(scope, loader);
     this.#warming = new BlockWarming(scope, loader);
     this.#dram?.onEvict((id, bytes) => this.#writes.demote(id, bytes));
+    const nvme = tiers.nvme;
+    this.#wholes =
+      nvme?.assembleWhole !== undefined && nvme.wholeFile !== undefined && config.nvme?.wholeFiles !== false
+        ? new WholeAssembler({
+            tier: nvme as Tier & Required<Pick<Tier, 'assembleWhole' | 'wholeFile'>>,
+            blockSize: config.blockSize,
+            pool: this.#pool,
+            settled: () => this.#writes.settled(),
+            closed: () => this.#closed,
+          })
+        : undefined;
   }
 
   /** Opens the persistent tiers the config names and builds the cache over them. */
@@ -156,6 +170,8 @@ export class BlockCache implements ObjectReader {
 
   closeSession(session: ReadSession): void {
     this.#dropHeld(session as CacheSession);
+    // Its blocks may all be in the NVMe tier once written through: make it whole for the next open.
+    this.#wholes?.offer(session.ref);
   }
 
   async read(session: ReadSession, offset: number, length: number): Promise<Buffer> {
@@ -187,7 +203,20 @@ export class BlockCache implements ObjectReader {
   /** Where the session's blocks are cached (the fastest tier that lends each), for native reads. */
   locate(session: ReadSession): BlockFiles | undefined {
     if (this.#closed) return undefined;
-    return locateBlockFiles((session as CacheSession).ref, this.#config.blockSize, this.#dram ? [this.#dram, ...this.#lower] : this.#lower);
+    const { ref } = session as CacheSession;
+    this.#wholes?.offer(ref);
+    return locateBlockFiles(ref, this.#config.blockSize, this.#dram ? [this.#dram, ...this.#lower] : this.#lower);
+  }
+
+  /** See ObjectReader.wholeFile: the NVMe tier's whole-object file of the session's version. */
+  wholeFile(session: ReadSession): string | undefined {
+    if (this.#closed) return undefined;
+    return this.#wholes?.wholeFile(session.ref);
+  }
+
+  /** Resolves once the objects offered for whole files so far are done (made whole or skipped). */
+  async wholeFilesSettled(): Promise<void> {
+    await this.#wholes?.settled();
   }
 
   /**
@@ -205,7 +234,10 @@ export class BlockCache implements ObjectReader {
    * `tier` is not configured, and what a read throws when the store fails.
    */
   warmBlock(ref: ObjectRef, index: number, tier?: TierName): Promise<WarmedBlock> {
-    return this.#warming.warm(ref, index, tier);
+    const warmed = this.#warming.warm(ref, index, tier);
+    // The last block of a warmed object: it may be whole in the NVMe tier now.
+    if (index === blockCount(ref.size, this.#config.blockSize) - 1) void warmed.then(() => this.#wholes?.offer(ref), () => undefined);
+    return warmed;
   }
 
   /**
@@ -215,7 +247,10 @@ export class BlockCache implements ObjectReader {
    * memory budget right now are skipped (a later read fetches them).
    */
   adopt(ref: ObjectRef, file: string): Promise<number> {
-    return this.#warming.adopt(ref, file);
+    const adopted = this.#warming.adopt(ref, file);
+    // Every block may be in the NVMe tier once written through: the next open can pass through.
+    void adopted.then(() => this.#wholes?.offer(ref), () => undefined);
+    return adopted;
   }
 
   /**
@@ -285,7 +320,9 @@ export class BlockCache implements ObjectReader {
     await this.#loader.settled();
     await this.#writes.drain();
     await this.#dram?.close();
+    // An assembly in progress stops at its next block once its tier is closed (NvmeTier.close waits for it).
     for (const tier of this.#lower) await tier.close();
+    await this.#wholes?.settled();
   }
 
   async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {

@@ -35,3 +35,11 @@ export function blockCount(size: number, blockSize: number): number {
 export function blockLength(size: number, blockSize: number, index: number): number {
   return Math.max(0, Math.min(blockSize, size - index * blockSize));
 }
+
+/**
+ * The stable string id of an object version, `[storeId, key, etag]` as JSON: the first fields
+ * of each of its block ids (`blockId`), so a block id names its object by its prefix.
+ */
+export function objectVersionId(ref: ObjectRef): string {
+  return JSON.stringify([ref.storeId, ref.key, ref.etag]);
+}

@@ -9,6 +9,7 @@ import { crc32c } from '../params/index.js';
  * as trusted as the process. The block cache computes it once per block and hands it to every
  * tier it writes (Tier.put's `checksum`).
  */
-export function blockChecksum(bytes: Uint8Array): number {
-  return crc32c(bytes);
+export function blockChecksum(bytes: Uint8Array, continuing = 0): number {
+  // `continuing`: the checksum of the bytes before these, for a block checked in pieces.
+  return crc32c(bytes, continuing);
 }

@@ -4,6 +4,7 @@ export {
   resolveBlockCacheConfig,
   DEFAULT_BLOCK_SIZE,
   DEFAULT_MEMORY_BUDGET,
+  DEFAULT_SCRUB_BYTES_PER_SECOND,
   type BlockCacheConfig,
   type BlockCacheOptions,
 } from './block-cache-config.js';

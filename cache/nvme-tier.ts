@@ -3,12 +3,14 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import type { Logger } from '../telemetry/index.js';
+import { counter, type Logger } from '../telemetry/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
 import { FIXED_HEADER_BYTES, blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
 import type { BlockFile } from './object-reader.js';
-import { deleteRecord, putRecord, replayIndexLog, type IndexEntry } from './nvme-index-log.js';
+import { deleteRecord, putRecord, replayIndexLog, type IndexEntry, type WholeLayout } from './nvme-index-log.js';
+import { assembleWholeFile, readExactly, type SourceBlock } from './nvme-whole-file.js';
+import { NvmeScrub, type ScrubTarget } from './nvme-scrub.js';
 import type { Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
 
@@ -25,6 +27,26 @@ export interface NvmeTierConfig {
   readonly reserveBytes?: number;
   /** Pinned blocks are never evicted (pins of `strata warmup --pin` and checkpoints). */
   readonly isPinned?: (id: string) => boolean;
+  /**
+   * Bytes per second the background scrub re-reads of whole-object files, checking every
+   * block's CRC-32C (nvme-scrub.ts); 0 or absent: no scrub.
+   */
+  readonly scrubBytesPerSecond?: number;
+}
+
+/** Where a block of a whole-object file lies in it. */
+interface WholeBlock {
+  readonly objectId: string;
+  readonly entry: IndexEntry;
+  readonly offset: number;
+  readonly length: number;
+  readonly checksum: number;
+}
+
+/** A whole-object file of the tier, as `wholeFile` answers it. */
+export interface WholeFile {
+  readonly path: string;
+  readonly size: number;
 }
 
 const INDEX_FILE = 'index.log';
@@ -40,8 +62,16 @@ const SCAN_BATCH = 5000;
 /**
  * The NVMe tier: one file per block, `<dir>/<2 hex>/<sha256(id)>.blk`, holding a header
  * (id, length, CRC) and the data. A block is written to a temporary file and renamed
- * into place, so a crash never leaves a visible half block; files are not fsync'd, since
- * the CRC catches a block torn by power loss and a cache may lose blocks.
+ * into place, so a crash never leaves a visible half block; block files are not fsync'd,
+ * since the CRC catches a block torn by power loss and a cache may lose blocks.
+ *
+ * An object version whose blocks are all here can be made whole (`assembleWhole`): one plain
+ * file `<dir>/<2 hex>/<sha256(object id)>.obj` with the object's bytes at their own offsets
+ * (for FUSE passthrough), fsync'd before the log records it, since the kernel reads it without
+ * checking CRCs. It replaces the object's block files: its blocks are served from it (at
+ * index × blockSize, with the CRCs the log keeps), so no byte is kept twice. A whole file is
+ * one entry for capacity and recency (evicted whole, never while its object is pinned), and
+ * the optional scrub (nvme-scrub.ts) re-checks whole files in the background.
  *
  * The index lives in memory and in an append-only log (see nvme-index-log.ts) that is
  * replayed at open (about 0.1 s for 100,000 blocks) and compacted at close. After open,
@@ -66,6 +96,11 @@ export class NvmeTier implements Tier {
   #freeEstimate = { at: 0, bytes: 0 };
   #tmpSeq = 0;
   #closed = false;
+  /** Object versions being assembled into whole files: their blocks are not evicted meanwhile. */
+  readonly #assembling = new Map<string, Promise<boolean>>();
+  readonly #scrub: NvmeScrub | undefined;
+  /** Blocks held in whole files beyond one per file: `stats().blocks` counts blocks, not files. */
+  #wholeBlocks = 0;
   /** Settles when the start-up scan for orphan and temporary files has finished. */
   readonly scanned: Promise<void>;
 
@@ -78,9 +113,21 @@ export class NvmeTier implements Tier {
     this.#logFd = logFd;
     this.#logger = logger;
     this.#counters = new TierCounters('nvme', logger);
-    for (const entry of entries.values()) this.#used += entry.fileBytes;
+    for (const entry of entries.values()) {
+      this.#used += entry.fileBytes;
+      this.#wholeBlocks += entry.whole === undefined ? 0 : entry.whole.checksums.length - 1;
+    }
     this.#counters.sizes(this.#used, this.#capacity);
     this.scanned = this.#scan().catch((err: unknown) => this.#counters.ioError('scan', err));
+    const rate = config.scrubBytesPerSecond ?? 0;
+    this.#scrub =
+      rate > 0
+        ? new NvmeScrub(rate, {
+            next: (after) => this.#scrubTarget(after),
+            mismatch: (target) => this.#scrubMismatch(target),
+            ioError: (err) => this.#counters.ioError('scrub', err),
+          })
+        : undefined;
   }
 
   /** Opens (or creates) the tier in `config.dir`, replaying its index. */
@@ -120,12 +167,19 @@ export class NvmeTier implements Tier {
   }
 
   has(id: string): boolean {
-    return this.#entries.has(id);
+    const entry = this.#entries.get(id);
+    return (entry !== undefined && entry.whole === undefined) || this.#wholeHolding(id) !== undefined;
   }
 
   locate(id: string, length: number): BlockFile | undefined {
+    if (this.#closed) return undefined;
     const entry = this.#entries.get(id);
-    if (entry === undefined || this.#closed) return undefined;
+    if (entry === undefined || entry.whole !== undefined) {
+      const held = this.#wholeHolding(id);
+      if (held === undefined || held.length !== length) return undefined;
+      this.#touch(held.objectId, held.entry);
+      return { path: this.#wholePath(held.objectId), offset: held.offset, checksum: held.checksum };
+    }
     // The data ends the file, after a header of at least FIXED_HEADER_BYTES (nvme-block-file.ts).
     const offset = entry.fileBytes - length;
     if (offset < FIXED_HEADER_BYTES) return undefined;
@@ -140,7 +194,11 @@ export class NvmeTier implements Tier {
 
   async get(id: string): Promise<Buffer | undefined> {
     const entry = this.#entries.get(id);
-    if (entry === undefined || this.#closed) {
+    if ((entry === undefined || entry.whole !== undefined) && !this.#closed) {
+      const held = this.#wholeHolding(id);
+      if (held !== undefined) return this.#getFromWhole(id, held);
+    }
+    if (entry === undefined || entry.whole !== undefined || this.#closed) {
       this.#counters.miss();
       return undefined;
     }
@@ -183,9 +241,13 @@ export class NvmeTier implements Tier {
   async put(id: string, bytes: Buffer, checksum?: number): Promise<boolean> {
     if (this.#closed) return false;
     const present = this.#entries.get(id);
-    if (present !== undefined) {
-      this.#entries.delete(id);
-      this.#entries.set(id, present);
+    if (present !== undefined && present.whole === undefined) {
+      this.#touch(id, present);
+      return true;
+    }
+    const held = this.#wholeHolding(id);
+    if (held !== undefined) {
+      this.#touch(held.objectId, held.entry);
       return true;
     }
     const pending = this.#pending.get(id);
@@ -196,19 +258,68 @@ export class NvmeTier implements Tier {
   }
 
   async delete(id: string): Promise<void> {
-    if (!this.#entries.has(id)) return;
-    this.#forget(id);
-    await this.#unlink(this.#pathOf(id));
+    const entry = this.#entries.get(id);
+    if (entry !== undefined && entry.whole === undefined) {
+      this.#forget(id);
+      await this.#unlink(this.#pathOf(id));
+      return;
+    }
+    // A block of a whole file: the object's whole file goes (its blocks are one entry).
+    const held = this.#wholeHolding(id);
+    if (held === undefined) return;
+    this.#forget(held.objectId);
+    await this.#unlink(this.#wholePath(held.objectId));
+  }
+
+  /**
+   * The whole-object file of object version `objectId` (`[storeId, key, etag]` as JSON, the
+   * first fields of its block ids), counted as a use for recency; undefined when the tier has
+   * none. The file holds exactly the object's bytes while it exists: it is replaced only by
+   * rename with the same bytes, and removed (never changed) when evicted or found damaged.
+   */
+  wholeFile(objectId: string, options: { readonly touch?: boolean } = {}): WholeFile | undefined {
+    const entry = this.#entries.get(objectId);
+    if (entry?.whole === undefined || this.#closed) return undefined;
+    if (options.touch !== false) this.#touch(objectId, entry);
+    return { path: this.#wholePath(objectId), size: entry.fileBytes };
+  }
+
+  /**
+   * Makes object version `objectId` of `size` bytes whole: when every one of its blocks
+   * (`blockSize` bytes each, the last one short) is a block file of this tier, copies them,
+   * each checked against its CRC-32C, into one whole-object file (nvme-whole-file.ts), commits
+   * it to the index log, then drops the block files. Answers whether the object is whole now.
+   * Background work: one block buffer, one object at a time per call; concurrent calls for one
+   * object share the work. Room for the file is made as for a block (its blocks are not
+   * evicted for it); a block that fails its CRC is dropped (counted as a mismatch) and
+   * nothing is made. Never rejects.
+   */
+  assembleWhole(objectId: string, size: number, blockSize: number): Promise<boolean> {
+    if (this.#closed || !(size > 0) || !(blockSize > 0)) return Promise.resolve(false);
+    if (this.#entries.get(objectId)?.whole !== undefined) return Promise.resolve(true);
+    const running = this.#assembling.get(objectId);
+    if (running !== undefined) return running;
+    // Marked before the work starts: making room (synchronously at first) must not evict its blocks.
+    this.#assembling.set(objectId, Promise.resolve(false));
+    const work = this.#assemble(objectId, size, blockSize)
+      .catch((err: unknown) => {
+        this.#counters.ioError('assemble', err);
+        return false;
+      })
+      .finally(() => this.#assembling.delete(objectId));
+    this.#assembling.set(objectId, work);
+    return work;
   }
 
   stats(): TierStats {
-    return this.#counters.snapshot({ capacityBytes: this.#capacity, usedBytes: this.#used, blocks: this.#entries.size });
+    return this.#counters.snapshot({ capacityBytes: this.#capacity, usedBytes: this.#used, blocks: this.#entries.size + this.#wholeBlocks });
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.allSettled([...this.#pending.values(), this.scanned]);
+    // Assembly stops at its next block (its temporary file is removed); the scrub at its next read.
+    await Promise.allSettled([...this.#pending.values(), this.scanned, ...this.#assembling.values(), this.#scrub?.stop()]);
     closeSync(this.#logFd);
     try {
       await writeCompactLog(this.#dir, this.#entries);
@@ -278,17 +389,27 @@ export class NvmeTier implements Tier {
   #evictOldest(): number {
     const id = this.#oldestUnpinned();
     if (id === undefined) return 0;
+    const path = this.#fileOf(id);
     const fileBytes = this.#forget(id);
     this.#counters.eviction();
     this.#freeEstimate.bytes += fileBytes;
-    void this.#unlink(this.#pathOf(id));
+    void this.#unlink(path);
     return fileBytes;
   }
 
-  /** The least recently used block that is not pinned; undefined when every block is pinned. */
+  /**
+   * The least recently used entry (block or whole file) that is not pinned and not a block of
+   * an object being assembled; undefined when there is none.
+   */
   #oldestUnpinned(): string | undefined {
     const pinned = this.#isPinned;
-    for (const id of this.#entries.keys()) if (pinned === undefined || !pinned(id)) return id;
+    for (const [id, entry] of this.#entries) {
+      // A whole file is pinned when its object is: ask with the id of its first block.
+      const asked = entry.whole === undefined ? id : blockIdOf(id, 0);
+      if (pinned !== undefined && pinned(asked)) continue;
+      if (entry.whole === undefined && this.#assembling.size > 0 && this.#assembling.has(objectIdOf(id) ?? '')) continue;
+      return id;
+    }
     return undefined;
   }
 
@@ -298,6 +419,7 @@ export class NvmeTier implements Tier {
     if (entry === undefined) return 0;
     this.#entries.delete(id);
     this.#used -= entry.fileBytes;
+    if (entry.whole !== undefined) this.#wholeBlocks -= entry.whole.checksums.length - 1;
     this.#append(deleteRecord(id));
     this.#counters.sizes(this.#used, this.#capacity);
     return entry.fileBytes;
@@ -334,6 +456,141 @@ export class NvmeTier implements Tier {
     return join(this.#dir, hash.slice(0, 2), `${hash}.blk`);
   }
 
+  #wholePath(objectId: string): string {
+    const hash = hashId(objectId);
+    return join(this.#dir, hash.slice(0, 2), `${hash}${WHOLE_SUFFIX}`);
+  }
+
+  /** The file of entry `id`: a block file, or a whole-object file. */
+  #fileOf(id: string): string {
+    return this.#entries.get(id)?.whole === undefined ? this.#pathOf(id) : this.#wholePath(id);
+  }
+
+  #touch(id: string, entry: IndexEntry): void {
+    this.#entries.delete(id);
+    this.#entries.set(id, entry);
+  }
+
+  /** The whole file that holds block `id`, with where the block lies in it; undefined when none does. */
+  #wholeHolding(id: string): WholeBlock | undefined {
+    const objectId = objectIdOf(id);
+    if (objectId === undefined) return undefined;
+    const entry = this.#entries.get(objectId);
+    const layout = entry?.whole;
+    if (entry === undefined || layout === undefined) return undefined;
+    const index = Number(id.slice(id.lastIndexOf(',') + 1, -1));
+    if (!Number.isSafeInteger(index) || index < 0 || index >= layout.checksums.length) return undefined;
+    const offset = index * layout.blockSize;
+    return { objectId, entry, offset, length: Math.min(layout.blockSize, entry.fileBytes - offset), checksum: layout.checksums[index]! };
+  }
+
+  async #getFromWhole(id: string, held: WholeBlock): Promise<Buffer | undefined> {
+    const path = this.#wholePath(held.objectId);
+    const bytes = Buffer.allocUnsafe(held.length);
+    try {
+      await readExactly(path, held.offset, bytes);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.#forget(held.objectId);
+      else this.#counters.ioError('read', err);
+      this.#counters.miss();
+      return undefined;
+    }
+    if (blockChecksum(bytes) !== held.checksum) {
+      // The file is damaged: it goes whole, and new opens read (and refetch) through blocks.
+      this.#counters.checksumMismatch(id);
+      this.#counters.miss();
+      this.#dropWhole(held.objectId, held.entry);
+      return undefined;
+    }
+    if (this.#entries.get(held.objectId) === held.entry) this.#touch(held.objectId, held.entry);
+    this.#counters.hit();
+    return bytes;
+  }
+
+  /** Removes the whole file of `objectId` if it is still the one `entry` describes. */
+  #dropWhole(objectId: string, entry: IndexEntry): void {
+    if (this.#entries.get(objectId) !== entry) return;
+    this.#forget(objectId);
+    void this.#unlink(this.#wholePath(objectId));
+  }
+
+  async #assemble(objectId: string, size: number, blockSize: number): Promise<boolean> {
+    const layout: WholeLayout = { blockSize, checksums: [] };
+    const blocks: SourceBlock[] = [];
+    const sources: Array<{ id: string; entry: IndexEntry }> = [];
+    for (let index = 0; index * blockSize < size; index++) {
+      const id = blockIdOf(objectId, index);
+      const entry = this.#entries.get(id);
+      const length = Math.min(blockSize, size - index * blockSize);
+      if (entry === undefined || entry.whole !== undefined || entry.fileBytes - length < FIXED_HEADER_BYTES) return false;
+      blocks.push({ path: this.#pathOf(id), offset: entry.fileBytes - length, length, checksum: entry.checksum });
+      sources.push({ id, entry });
+      (layout.checksums as number[]).push(entry.checksum);
+    }
+    if (size > this.#capacity || !(await this.#makeRoom(size))) return false;
+    this.#used += size;
+    const path = this.#wholePath(objectId);
+    const tempName = `${path.slice(path.lastIndexOf('/') + 1)}.${process.pid}.${this.#tmpSeq++}.tmp`;
+    let result;
+    try {
+      await this.#ensureDir(path);
+      result = await assembleWholeFile(path, tempName, blocks, blockSize, () => this.#closed);
+    } catch (err) {
+      this.#used -= size;
+      throw err;
+    }
+    if (result.kind !== 'done') {
+      this.#used -= size;
+      if (result.kind === 'mismatch') {
+        const bad = sources[result.index]!;
+        this.#counters.checksumMismatch(bad.id);
+        if (this.#entries.get(bad.id) === bad.entry) await this.delete(bad.id);
+      }
+      return false;
+    }
+    // A block dropped meanwhile (its object changed in the store, or it was found damaged):
+    // the file must not outlive the blocks it was made of.
+    if (this.#closed || sources.some(({ id, entry }) => this.#entries.get(id) !== entry)) {
+      this.#used -= size;
+      await this.#unlink(path);
+      return false;
+    }
+    const whole: IndexEntry = { fileBytes: size, checksum: 0, whole: layout };
+    this.#entries.set(objectId, whole);
+    this.#wholeBlocks += layout.checksums.length - 1;
+    this.#append(putRecord(objectId, whole));
+    this.#freeEstimate.bytes -= size;
+    // Committed: the block files go, their bytes are served from the whole file.
+    for (const { id } of sources) {
+      this.#forget(id);
+      void this.#unlink(this.#pathOf(id));
+    }
+    this.#counters.sizes(this.#used, this.#capacity);
+    wholeFilesAssembled.inc();
+    this.#scrub?.wake();
+    return true;
+  }
+
+  /** The whole file after `after` in index order (the first when undefined or gone), for the scrub. */
+  #scrubTarget(after: string | undefined): ScrubTarget | undefined {
+    if (this.#closed) return undefined;
+    let passed = after === undefined || this.#entries.get(after)?.whole === undefined;
+    let first: ScrubTarget | undefined;
+    for (const [id, entry] of this.#entries) {
+      if (entry.whole === undefined) continue;
+      const target = { objectId: id, path: this.#wholePath(id), size: entry.fileBytes, layout: entry.whole, entry };
+      first ??= target;
+      if (passed && id !== after) return target;
+      if (id === after) passed = true;
+    }
+    return first;
+  }
+
+  #scrubMismatch(target: ScrubTarget): void {
+    this.#counters.checksumMismatch(target.objectId);
+    this.#dropWhole(target.objectId, target.entry);
+  }
+
   /** Adopts block files the log does not know (their id is in the header) and removes temp files. */
   async #scan(): Promise<void> {
     const known = new Set<string>();
@@ -352,10 +609,36 @@ export class NvmeTier implements Tier {
           if (!name.includes(`.${process.pid}.`)) await this.#unlink(path);
         } else if (name.endsWith('.blk') && !known.has(name.slice(0, -4))) {
           if (await this.#adopt(path)) adopted += 1;
+        } else if (name.endsWith(WHOLE_SUFFIX) && !known.has(name.slice(0, -WHOLE_SUFFIX.length)) && !this.#isWholeHash(name.slice(0, -WHOLE_SUFFIX.length))) {
+          // Renamed into place but never committed to the log (a crash in between): its
+          // blocks' CRCs are unknown, so it is never served; its block files are still there.
+          await this.#unlink(path);
         }
       }
     }
     if (adopted > 0) this.#logger.info({ tier: 'nvme', adopted }, 'adopted block files missing from the index');
+    this.#dropBlocksOfWholes();
+  }
+
+  /** Whether `hash` names a whole file being assembled or committed since the scan began. */
+  #isWholeHash(hash: string): boolean {
+    for (const [id, entry] of this.#entries) if (entry.whole !== undefined && hashId(id) === hash) return true;
+    for (const id of this.#assembling.keys()) if (hashId(id) === hash) return true;
+    return false;
+  }
+
+  /** Block files of objects that are whole (a crash between a whole file's commit and their removal) go. */
+  #dropBlocksOfWholes(): void {
+    const covered: string[] = [];
+    for (const [id, entry] of this.#entries) {
+      if (entry.whole !== undefined) continue;
+      const objectId = objectIdOf(id);
+      if (objectId !== undefined && this.#entries.get(objectId)?.whole !== undefined) covered.push(id);
+    }
+    for (const id of covered) {
+      this.#forget(id);
+      void this.#unlink(this.#pathOf(id));
+    }
   }
 
   async #adopt(path: string): Promise<boolean> {
@@ -385,6 +668,23 @@ export class NvmeTier implements Tier {
     this.#counters.sizes(this.#used, this.#capacity);
     return true;
   }
+}
+
+/** Whole-object files end with this; block files with `.blk`. */
+const WHOLE_SUFFIX = '.obj';
+
+const wholeFilesAssembled = counter('strata_cache_whole_files_assembled_total', 'Object versions made whole in the NVMe tier: their blocks copied, CRC-checked, into one file the kernel can read through passthrough');
+
+/** The id of block `index` of object version `objectId` (block-key.ts: the object id's fields, then the index). */
+function blockIdOf(objectId: string, index: number): string {
+  return `${objectId.slice(0, -1)},${index}]`;
+}
+
+/** The object version of block id `id`; undefined for an id that is not a block id of that form. */
+function objectIdOf(id: string): string | undefined {
+  const comma = id.lastIndexOf(',');
+  if (comma <= 0 || !id.endsWith(']')) return undefined;
+  return `${id.slice(0, comma)}]`;
 }
 
 function hashId(id: string): string {

@@ -74,6 +74,14 @@ export interface ObjectReader {
    */
   locate?(session: ReadSession): BlockFiles | undefined;
   /**
+   * The path of one plain local file holding the session's object version whole, at its own
+   * offsets (the NVMe tier's whole-object file), for a reader that hands it to the kernel (FUSE
+   * passthrough); undefined when there is none. The file never changes while it exists; it may
+   * be removed at any time (evicted, or dropped by the scrub), so opening it may fail, and an
+   * open descriptor keeps the bytes it had. Optional: readers without such files leave it out.
+   */
+  wholeFile?(session: ReadSession): string | undefined;
+  /**
    * Starts loading the start of `ref` in the background, because a read of it is expected
    * (it was just opened, or is the next file of a folder read in order); never waits and
    * never fails. Answers the load (settled either way), or undefined when nothing started:

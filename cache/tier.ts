@@ -57,6 +57,15 @@ export interface Tier {
   unlocate?(place: BlockPlace): void;
   /** Counts `blocks` hits served from files `locate` answered (read by someone else). */
   countHits?(blocks: number): void;
+  /**
+   * The whole-object file of object version `objectId` (block-key.ts `objectVersionId`): one
+   * plain file with the object's bytes at their own offsets, unchanged while it exists;
+   * counted as a use for recency unless `touch` is false. Optional: only tiers that make whole
+   * files (NVMe) offer it and `assembleWhole`.
+   */
+  wholeFile?(objectId: string, options?: { readonly touch?: boolean }): { readonly path: string; readonly size: number } | undefined;
+  /** Makes `objectId` (of `size` bytes, in blocks of `blockSize`) one whole file if all its blocks are present; answers whether it is whole. Never rejects. */
+  assembleWhole?(objectId: string, size: number, blockSize: number): Promise<boolean>;
   /** Whether the block is present, without touching recency or counters. */
   has(id: string): boolean;
   readonly capacityBytes: number;

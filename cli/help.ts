@@ -23,6 +23,8 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--dram SIZE', 'DRAM tier size, e.g. 2GiB (default: 1GiB or a quarter of RAM, whichever is less)'],
       ['--pmem FILE:SIZE', 'persistent-memory tier: a pool file mapped into memory, e.g. /dev/shm/strata.pool:8GiB'],
       ['--nvme DIR[:SIZE]', 'NVMe tier: a directory of block files'],
+      ['--nvme-whole-files on|off', 'keep objects whole in the NVMe tier as one file each, read by the kernel through passthrough (default on)'],
+      ['--nvme-scrub-rate SIZE', 'bytes per second the background scrub re-reads of whole files to check them (default 16MiB; 0: off)'],
       ['--memory SIZE', 'memory budget for the DRAM tier plus readahead, in-flight and upload buffers (default: DRAM + 64MiB); the process stays under it + 192MiB'],
       ['--block-size SIZE', 'cache block size, 1MiB to 16MiB (default 4MiB)'],
       ['--api HOST:PORT', 'admin API address (default 127.0.0.1:7070); non-loopback needs STRATA_TOKEN'],

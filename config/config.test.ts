@@ -34,6 +34,19 @@ describe('daemonConfig', () => {
     expect(daemonConfig(base, {}).objectMetadata).toBe('known');
   });
 
+  it('takes the NVMe whole-file and scrub options, with defaults, only with an NVMe tier', () => {
+    const defaults = daemonConfig({ ...base, nvme: '/nvme/strata' }, {});
+    expect(defaults.nvmeWholeFiles).toBe(true);
+    expect(defaults.nvmeScrubBytesPerSecond).toBe(16 * 1024 ** 2);
+    const set = daemonConfig({ ...base, nvme: '/nvme/strata', nvmeWholeFiles: 'off', nvmeScrubRate: '0' }, {});
+    expect(set.nvmeWholeFiles).toBe(false);
+    expect(set.nvmeScrubBytesPerSecond).toBe(0);
+    expect(daemonConfig({ ...base, nvme: '/nvme/strata', nvmeScrubRate: '64MiB' }, {}).nvmeScrubBytesPerSecond).toBe(64 * 1024 ** 2);
+    expect(() => daemonConfig({ ...base, nvme: '/nvme/strata', nvmeScrubRate: 'fast' }, {})).toThrow(/--nvme-scrub-rate: "fast" is not a size per second/);
+    expect(() => daemonConfig({ ...base, nvme: '/nvme/strata', nvmeWholeFiles: 'yes' as never }, {})).toThrow(/--nvme-whole-files: must be on or off/);
+    expect(() => daemonConfig({ ...base, nvmeScrubRate: '1MiB' }, {})).toThrow(/--nvme-scrub-rate: needs an NVMe tier/);
+  });
+
   it('parses tiers with sizes', () => {
     const config = daemonConfig({ ...base, dram: '2GiB', pmem: '/dev/shm/s.pool:8GiB', nvme: '/nvme/strata' }, {});
     expect(config.tiers).toEqual({ dramBytes: 2 * 1024 ** 3, pmem: { path: '/dev/shm/s.pool', bytes: 8 * 1024 ** 3 }, nvme: { path: '/nvme/strata' } });

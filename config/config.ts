@@ -1,7 +1,7 @@
 import { hostname, totalmem } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_BLOCK_SIZE } from '../cache/index.js';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_SCRUB_BYTES_PER_SECOND } from '../cache/index.js';
 import { parsePeerSource, type PeerSource } from '../p2p/index.js';
 import { endpointSchema, httpUrlSchema, storeUrlSchema } from '../store/index.js';
 import { parseClusterUrl, type ClusterAddress } from '../params/cluster/index.js';
@@ -26,6 +26,17 @@ const sizeText = (option: string) =>
     const bytes = parseSize(text);
     if (bytes === undefined || bytes <= 0) {
       ctx.addIssue({ code: 'custom', message: `${option}: "${text}" is not a size (use e.g. 512MiB, 4GiB)` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+/** A rate in bytes per second given as a size (`16MiB`); `0` turns the thing it paces off. */
+const rateText = (option: string) =>
+  z.string().transform((text, ctx) => {
+    const bytes = /^0+$/.test(text.trim()) ? 0 : parseSize(text);
+    if (bytes === undefined || bytes < 0) {
+      ctx.addIssue({ code: 'custom', message: `${option}: "${text}" is not a size per second (use e.g. 16MiB, or 0 for off)` });
       return z.NEVER;
     }
     return bytes;
@@ -139,6 +150,8 @@ export const mountOptionsSchema = z
     dram: sizeText('--dram').optional(),
     pmem: pathWithSize('--pmem', true).optional(),
     nvme: pathWithSize('--nvme', false).optional(),
+    nvmeWholeFiles: z.enum(['on', 'off'], { message: '--nvme-whole-files: must be on or off' }).optional(),
+    nvmeScrubRate: rateText('--nvme-scrub-rate').optional(),
     memory: sizeText('--memory').optional(),
     blockSize: sizeText('--block-size').optional(),
     api: hostPort.prefault(DEFAULT_API),
@@ -285,6 +298,13 @@ export interface DaemonConfig {
   readonly metadataTtlSeconds: number;
   /** `--stale-on-error`: how long past its TTL metadata is served when the store fails or hangs (0: never). */
   readonly staleOnErrorSeconds: number;
+  /**
+   * `--nvme-whole-files`: objects whole in the NVMe tier are kept as one file each, which the
+   * native FUSE path hands to the kernel (passthrough). Default true.
+   */
+  readonly nvmeWholeFiles: boolean;
+  /** `--nvme-scrub-rate`: bytes per second the background scrub re-reads of whole files (0: off). */
+  readonly nvmeScrubBytesPerSecond: number;
   readonly allowOther: boolean;
   /** `--allow-root`: root may use the mount besides the daemon's user. */
   readonly allowRoot: boolean;
@@ -347,6 +367,9 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
       `--memory (${formatSize(memoryBudgetBytes)}) must exceed --dram (${formatSize(dramBytes)}) by at least two blocks (${formatSize(minimumIoBytes)}) for in-flight reads`,
     );
   }
+  if (!o.nvme && (o.nvmeWholeFiles !== undefined || o.nvmeScrubRate !== undefined)) {
+    throw new ConfigError('CONFIG_INVALID', `${o.nvmeWholeFiles !== undefined ? '--nvme-whole-files' : '--nvme-scrub-rate'}: needs an NVMe tier (--nvme DIR[:SIZE])`);
+  }
   if (o.allowOther && o.allowRoot) throw new ConfigError('CONFIG_INVALID', '--allow-root: give either --allow-other or --allow-root (allow-other already includes root)');
   if (o.peers && (env.STRATA_PEER_SECRET ?? '').length < MIN_PEER_SECRET_LENGTH) {
     throw new ConfigError('CONFIG_INVALID', `--peers: set STRATA_PEER_SECRET (the same value on every peer, at least ${MIN_PEER_SECRET_LENGTH} characters) so peer traffic is authenticated`);
@@ -374,6 +397,8 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.staging ? { stagingBytes: o.staging } : {}),
     metadataTtlSeconds: o.metadataTtl,
     staleOnErrorSeconds: o.staleOnError,
+    nvmeWholeFiles: o.nvmeWholeFiles !== 'off',
+    nvmeScrubBytesPerSecond: o.nvmeScrubRate ?? DEFAULT_SCRUB_BYTES_PER_SECOND,
     allowOther: o.allowOther,
     allowRoot: o.allowRoot,
     ...(o.uid !== undefined ? { uid: o.uid } : {}),

@@ -289,7 +289,12 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     await mkdir(tiers.nvme.path, { recursive: true });
     // Without a size the tier may use the whole filesystem; its own free-space guard keeps a reserve.
     const fsInfo = await statfs(tiers.nvme.path);
-    nvme = { dir: tiers.nvme.path, capacityBytes: tiers.nvme.bytes ?? fsInfo.blocks * fsInfo.bsize };
+    nvme = {
+      dir: tiers.nvme.path,
+      capacityBytes: tiers.nvme.bytes ?? fsInfo.blocks * fsInfo.bsize,
+      wholeFiles: config.nvmeWholeFiles,
+      scrubBytesPerSecond: config.nvmeScrubBytesPerSecond,
+    };
   }
   const cacheConfig = resolveBlockCacheConfig({
     ...(config.blockSizeBytes ? { blockSize: config.blockSizeBytes } : {}),

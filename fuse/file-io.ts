@@ -177,7 +177,11 @@ export class FileIo {
     }
     if (file?.kind === 'read') {
       const { store } = file.route.link;
-      return store?.openVersion?.(file.session.ref.key, file.session.ref.etag);
+      const local = await store?.openVersion?.(file.session.ref.key, file.session.ref.etag);
+      if (local) return local;
+      // The NVMe tier's whole file of this version; evicted meanwhile: the block path serves it.
+      const whole = this.#reader.wholeFile?.(file.session);
+      return whole === undefined ? undefined : open(whole, 'r').catch(() => undefined);
     }
     return undefined;
   }

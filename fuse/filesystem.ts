@@ -268,8 +268,9 @@ export class Filesystem {
    * stays as it is while the handle is open, opened for reading (the caller closes it); or
    * undefined. The FUSE adapter may then tie the open to that file (kernel passthrough), and
    * reads of the handle never reach the daemon. Today: a closed staged file (read-your-
-   * writes before the upload is done), and the object's own file in a local-directory
-   * store. Optional for adapters: without passthrough they keep calling `read`.
+   * writes before the upload is done), the object's own file in a local-directory store,
+   * and the NVMe tier's whole-object file of the version the handle reads (ObjectReader.wholeFile).
+   * Optional for adapters: without passthrough they keep calling `read`.
    */
   backingFile(handle: number): Promise<FileHandle | undefined> {
     return this.#io.backingFile(handle);

@@ -1,0 +1,88 @@
+import type { ObjectRef } from '../store/index.js';
+import type { MemoryBudget } from './memory-budget.js';
+import { blockId, blockKeyOf, objectVersionId } from './block-key.js';
+import type { Tier } from './tier.js';
+
+/**
+ * Object versions waiting to be made whole; past this, offers are ignored until the queue
+ * drains (an object is offered again at its next open or close, so nothing is lost but time).
+ * 1,024 entries are a few hundred KiB of refs.
+ */
+const QUEUE_MAX = 1024;
+
+/** What the assembler needs of its block cache. */
+export interface WholeAssemblerScope {
+  /** The file tier that makes whole files (the NVMe tier). */
+  readonly tier: Tier & Required<Pick<Tier, 'assembleWhole' | 'wholeFile'>>;
+  readonly blockSize: number;
+  /** The I/O pool: assembly copies through one block buffer, reserved here. */
+  readonly pool: MemoryBudget;
+  /** Resolves once the write-throughs queued or running now have finished. */
+  settled(): Promise<void>;
+  closed(): boolean;
+}
+
+/**
+ * Makes object versions whole in the NVMe tier, in the background: the block cache offers an
+ * object when a handle of it opens or closes (and when a warmup writes its last block); once
+ * the write-through in progress has settled, the tier copies its blocks into one whole-object
+ * file if all of them are there (NvmeTier.assembleWhole). One object at a time, off every
+ * reader's path, with one block buffer from the I/O pool (skipped when the pool has none to
+ * spare: the next offer retries).
+ */
+export class WholeAssembler {
+  readonly #s: WholeAssemblerScope;
+  readonly #queue = new Map<string, ObjectRef>();
+  #running: Promise<void> | undefined;
+
+  constructor(scope: WholeAssemblerScope) {
+    this.#s = scope;
+  }
+
+  /**
+   * `ref` may be whole in the tier now or soon: queue it unless it is whole already or queued.
+   * Objects of one block are left as they are: their block file is already one file the FUSE
+   * threads answer with one pread, and a copy would cost a rewrite and two fsyncs per small file
+   * (data sets of many small samples) for one READ request saved per open.
+   */
+  offer(ref: ObjectRef): void {
+    if (ref.size <= this.#s.blockSize || this.#s.closed()) return;
+    const id = objectVersionId(ref);
+    if (this.#queue.has(id) || this.#queue.size >= QUEUE_MAX || this.#s.tier.wholeFile(id, { touch: false }) !== undefined) return;
+    this.#queue.set(id, ref);
+    this.#running ??= this.#drain().finally(() => {
+      this.#running = undefined;
+    });
+  }
+
+  /** The path of `ref`'s whole file in the tier, counted as a use; undefined when there is none. */
+  wholeFile(ref: ObjectRef): string | undefined {
+    return this.#s.tier.wholeFile(objectVersionId(ref))?.path;
+  }
+
+  /** Resolves once the queue is empty (tests, and `close`). */
+  async settled(): Promise<void> {
+    while (this.#running !== undefined) await this.#running;
+  }
+
+  async #drain(): Promise<void> {
+    const s = this.#s;
+    while (this.#queue.size > 0 && !s.closed()) {
+      await s.settled();
+      const [id, ref] = this.#queue.entries().next().value!;
+      this.#queue.delete(id);
+      if (s.closed() || !this.#allInTier(ref)) continue;
+      if (!s.pool.tryReserveReadahead(s.blockSize)) continue;
+      try {
+        await s.tier.assembleWhole(id, ref.size, s.blockSize);
+      } finally {
+        s.pool.release(s.blockSize);
+      }
+    }
+  }
+
+  #allInTier(ref: ObjectRef): boolean {
+    for (let index = 0; index * this.#s.blockSize < ref.size; index++) if (!this.#s.tier.has(blockId(blockKeyOf(ref, index)))) return false;
+    return true;
+  }
+}
