@@ -33,7 +33,7 @@ import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startRgw } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
-import { createBucket, dropPageCache, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
+import { createBucket, dropPageCache, metric, putMany, s3Client, shell, timeCommand, uploadLarge, waitForMetric } from './lib/harness.js';
 import { printTable } from './lib/table.js';
 
 const MiB = 1024 * 1024;
@@ -284,8 +284,8 @@ async function wholeFileReads(work: string, s3Mount: (mnt: string, args: string[
   if (made < 1) throw new Error('the object was not made whole in the NVMe tier within 120 s');
   const daemon = await s3Mount(mnt, args);
   const api = apiUrlOf(daemon);
-  const passthroughBefore = await metricValue(api, 'strata_fuse_passthrough_files_total');
-  const readsBefore = await metricValue(api, 'strata_fuse_operation_seconds_count{op="read"}');
+  const passthroughBefore = await metric(api, 'strata_fuse_passthrough_files_total');
+  const readsBefore = await metric(api, 'strata_fuse_operation_seconds_count{op="read"}');
   const local = join(work, 'local', 'model.bin');
   const fio = await ensureFio();
   const dd = async (file: string) => {
@@ -300,8 +300,8 @@ async function wholeFileReads(work: string, s3Mount: (mnt: string, args: string[
       ...(fio === undefined ? { localFio: () => fioRandreadRun(local), wholeFio: () => fioRandreadRun(`${mnt}/model.bin`) } : {}),
     });
     // Every open went through passthrough: no READ reached the daemon.
-    const reads = (await metricValue(api, 'strata_fuse_operation_seconds_count{op="read"}')) - readsBefore;
-    samples.passthroughOpens = [(await metricValue(api, 'strata_fuse_passthrough_files_total')) - passthroughBefore];
+    const reads = (await metric(api, 'strata_fuse_operation_seconds_count{op="read"}')) - readsBefore;
+    samples.passthroughOpens = [(await metric(api, 'strata_fuse_passthrough_files_total')) - passthroughBefore];
     samples.daemonReads = [reads];
   } finally {
     await stop(daemon);
@@ -322,22 +322,6 @@ async function wholeFileReads(work: string, s3Mount: (mnt: string, args: string[
 }
 
 /** A counter or gauge of the daemon's /metrics (the full name with labels), 0 when absent. */
-async function metricValue(api: string, name: string): Promise<number> {
-  const text = await (await fetch(`${api}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(' ')[1]) : 0;
-}
-
-async function waitForMetric(api: string, name: string, atLeast: number, ms: number): Promise<number> {
-  const deadline = Date.now() + ms;
-  let value = await metricValue(api, name);
-  while (value < atLeast && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 250));
-    value = await metricValue(api, name);
-  }
-  return value;
-}
-
 /** Starts a native-path daemon over the NVMe tier `name` whose tier holds `files` (read once through it, then restarted). */
 async function warmNvmeDaemon(
   work: string,

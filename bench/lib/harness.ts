@@ -52,9 +52,4 @@ export async function putMany(client: S3Client, bucket: string, objects: Array<{
   await Promise.all(Array.from({ length: parallel }, worker));
 }
 
-/** One Prometheus sample by exact series name (no labels), from a daemon's /metrics. */
-export async function metric(apiBase: string, name: string): Promise<number> {
-  const text = await (await fetch(`${apiBase}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(' ')[1]) : 0;
-}
+export { metric, waitForMetric } from '../../test/fixtures/metrics.js';

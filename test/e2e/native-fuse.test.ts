@@ -5,16 +5,59 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMountPoint } from '../../fuse/index.js';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
+import { metric, waitForMetric } from '../fixtures/metrics.js';
 import { sh, shResult } from '../fixtures/shell.js';
 import { apiUrlOf, cleanupDir, runStrata, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
 
 const MiB = 1024 * 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-async function metric(base: string, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
-  return line ? Number(line.split(' ')[1]) : 0;
+/** A fresh bucket holding `model.bin` (`model`), and a work folder with an empty mount point `mnt`. */
+async function modelBucket(label: string, model: Buffer): Promise<{ bucket: string; work: string; mnt: string }> {
+  testS3();
+  const client = testS3Client();
+  const bucket = await createTestBucket(label);
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'model.bin', Body: model }));
+  client.destroy();
+  const work = await tempDir(label);
+  const mnt = join(work, 'mnt');
+  await mkdir(mnt);
+  return { bucket, work, mnt };
 }
+
+/**
+ * Reads `mnt/model.bin` whole and a range across the first block boundary (4 MiB blocks, not
+ * page-aligned) from child processes, byte-exact, and checks that the FUSE threads answered
+ * every READ: none reached the daemon, and they served at least the file's bytes.
+ */
+async function expectReadByThreads(base: string, mnt: string, model: Buffer): Promise<void> {
+  const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
+  expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+  expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sha256(model.subarray(4_190_000, 4_200_000))}  -\n`);
+  expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
+  expect(await metric(base, 'strata_fuse_file_reads', '{kind="bytes"}')).toBeGreaterThanOrEqual(model.length);
+}
+
+/**
+ * After every block of `tier` was damaged and the daemon restarted: a read through the mount is
+ * byte-exact, the daemon's own check caught each block once, and the threads caught each block
+ * they reached first (the open's readahead may reach the first block before them).
+ */
+async function expectDamageRefetched(base: string, mnt: string, model: Buffer, tier: string, blocks: number): Promise<void> {
+  expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+  expect(await metric(base, 'strata_cache_checksum_mismatches_total', `{tier="${tier}"}`)).toBe(blocks);
+  const threadMismatches = await metric(base, 'strata_fuse_file_reads', '{kind="mismatches"}');
+  expect(threadMismatches).toBeGreaterThanOrEqual(blocks - 1);
+  expect(threadMismatches).toBeLessThanOrEqual(blocks);
+  expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(model.length);
+}
+
+/** Hits of tier `name` in `strata status --json`. */
+async function tierHits(base: string, name: string): Promise<number> {
+  const tiers = (JSON.parse((await runStrata(['status', '--api', base, '--json'])).stdout) as { tiers: Array<{ name: string; hits: number }> }).tiers;
+  return tiers.find((t) => t.name === name)!.hits;
+}
+
 
 async function status(base: string): Promise<{ mount: { fuse: { path: string; passthrough: boolean; kernelMetadataSeconds: number; maxRequestBytes: number } } }> {
   const result = await runStrata(['status', '--json', '--api', base.replace('http://', '')]);
@@ -152,7 +195,6 @@ describe('fuse-native fallback', () => {
 
 describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => {
   const model = randomBytes(18 * MiB + 7);
-  const sum = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
   /** Block files (`<2 hex>/<sha256>.blk`) or whole-object files (`.obj`) of an NVMe tier folder. */
   async function blockFiles(dir: string, suffix = '.blk'): Promise<string[]> {
@@ -161,15 +203,6 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
     return files.flat();
   }
 
-  async function waitForMetric(base: string, name: string, atLeast: number, ms: number): Promise<number> {
-    const deadline = Date.now() + ms;
-    let value = await metric(base, name);
-    while (value < atLeast && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-      value = await metric(base, name);
-    }
-    return value;
-  }
 
   it('makes a read object whole in the tier; after a crash and restart the kernel reads it through passthrough, byte-exact; the scrub drops a damaged file and the next read refetches', async () => {
     testS3();
@@ -184,7 +217,7 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
     const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '8MiB', '--memory', '24MiB', '--nvme', `${nvme}:64MiB`, '--log-level', 'warn'];
     let daemon: StrataProcess | undefined = await startMount(`s3://${bucket}`, mnt, [...args, '--nvme-scrub-rate', '0']);
     try {
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
       // Made whole in the background once the reader closed and write-through settled.
       expect(await waitForMetric(apiUrlOf(daemon), 'strata_cache_whole_files_assembled_total', 1, 60_000)).toBe(1);
       // Killed, not stopped: the restart finds the whole file from the index log as appended.
@@ -197,8 +230,8 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
       let base = apiUrlOf(daemon);
       const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
       const passedThrough = await metric(base, 'strata_fuse_passthrough_files_total');
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
-      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sum(model.subarray(4_190_000, 4_200_000))}  -\n`);
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sha256(model.subarray(4_190_000, 4_200_000))}  -\n`);
       // The kernel read the whole file itself: no READ reached the daemon or its threads.
       expect(await metric(base, 'strata_fuse_passthrough_files_total')).toBeGreaterThan(passedThrough);
       expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
@@ -222,7 +255,7 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
       // Dropped: the file is removed (in the background, just after the count).
       for (let i = 0; i < 50 && (await blockFiles(nvme, '.obj')).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
       expect(await blockFiles(nvme, '.obj')).toEqual([]);
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
       expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(model.length);
     } finally {
       if (daemon) await daemon.stop('SIGTERM');
@@ -231,39 +264,23 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
   }, 300_000);
 
   it('reads blocks from the tier files on the threads after a restart, byte-exact; a corrupt block goes back to the daemon, which refetches it', async () => {
-    testS3();
-    const client = testS3Client();
-    const bucket = await createTestBucket('native-nvme');
-    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'model.bin', Body: model }));
-    client.destroy();
-    const work = await tempDir('native-nvme');
-    const mnt = join(work, 'mnt');
+    const { bucket, work, mnt } = await modelBucket('native-nvme', model);
     const nvme = join(work, 'nvme');
-    await mkdir(mnt);
     // Block files only: with whole files the second read would be passthrough (tested below).
     const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '8MiB', '--memory', '24MiB', '--nvme', `${nvme}:64MiB`, '--nvme-whole-files', 'off', '--log-level', 'warn'];
     let daemon: StrataProcess | undefined = await startMount(`s3://${bucket}`, mnt, args);
     try {
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
       // The first read came from the store: nothing was in a tier file when the file was opened.
       expect(await metric(apiUrlOf(daemon), 'strata_fuse_file_reads', '{kind="reads"}')).toBe(0);
       expect(await daemon.stop('SIGTERM')).toBe(0);
 
       daemon = await startMount(`s3://${bucket}`, mnt, args);
-      let base = apiUrlOf(daemon);
-      const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
-      // A range across a block boundary (4 MiB blocks), not aligned to pages.
-      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(
-        `${sum(model.subarray(4_190_000, 4_200_000))}  -\n`,
-      );
-      expect(await metric(base, 'strata_fuse_file_reads', '{kind="reads"}')).toBeGreaterThan(0);
-      expect(await metric(base, 'strata_fuse_file_reads', '{kind="bytes"}')).toBeGreaterThanOrEqual(model.length);
-      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
+      const base = apiUrlOf(daemon);
+      await expectReadByThreads(base, mnt, model);
       expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(0);
       // The handle is released: the blocks read count as NVMe hits.
-      const tiers = (JSON.parse((await runStrata(['status', '--api', base, '--json'])).stdout) as { tiers: Array<{ name: string; hits: number }> }).tiers;
-      expect(tiers.find((t) => t.name === 'nvme')!.hits).toBeGreaterThanOrEqual(5);
+      expect(await tierHits(base, 'nvme')).toBeGreaterThanOrEqual(5);
       expect(await daemon.stop('SIGTERM')).toBe(0);
       daemon = undefined;
 
@@ -281,15 +298,7 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
         }
       }
       daemon = await startMount(`s3://${bucket}`, mnt, args);
-      base = apiUrlOf(daemon);
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
-      // Every corrupt block is caught once by the daemon's own check. The threads catch each
-      // block they read first; the open's readahead may reach the first block before them.
-      expect(await metric(base, 'strata_cache_checksum_mismatches_total', '{tier="nvme"}')).toBe(5);
-      const threadMismatches = await metric(base, 'strata_fuse_file_reads', '{kind="mismatches"}');
-      expect(threadMismatches).toBeGreaterThanOrEqual(4);
-      expect(threadMismatches).toBeLessThanOrEqual(5);
-      expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(model.length);
+      await expectDamageRefetched(apiUrlOf(daemon), mnt, model, 'nvme', 5);
     } finally {
       if (daemon) await daemon.stop('SIGTERM');
       await cleanupDir(work);
@@ -300,34 +309,21 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
 
 describe('native FUSE path: pmem tier hits answered by the FUSE threads', () => {
   it('reads blocks from the pool file on the threads after a restart, byte-exact, counted as pmem hits; a corrupt slot goes back to the daemon, which refetches it', async () => {
-    testS3();
     const model = randomBytes(10 * MiB + 3);
-    const sum = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-    const client = testS3Client();
-    const bucket = await createTestBucket('native-pmem');
-    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'model.bin', Body: model }));
-    client.destroy();
-    const work = await tempDir('native-pmem');
-    const mnt = join(work, 'mnt');
-    await mkdir(mnt);
+    const { bucket, work, mnt } = await modelBucket('native-pmem', model);
     const pool = await mkdtemp(join('/dev/shm', 'strata-native-pmem-'));
     const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '8MiB', '--memory', '24MiB', '--pmem', `${join(pool, 'strata.pool')}:32MiB`, '--log-level', 'warn'];
     let daemon: StrataProcess | undefined = await startMount(`s3://${bucket}`, mnt, args);
     try {
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
       expect(await daemon.stop('SIGTERM')).toBe(0);
 
       daemon = await startMount(`s3://${bucket}`, mnt, args);
       const base = apiUrlOf(daemon);
-      const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
-      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sum(model.subarray(4_190_000, 4_200_000))}  -\n`);
-      expect(await metric(base, 'strata_fuse_file_reads', '{kind="bytes"}')).toBeGreaterThanOrEqual(model.length);
-      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
+      await expectReadByThreads(base, mnt, model);
       expect(await metric(base, 'strata_fuse_file_reads', '{kind="mismatches"}')).toBe(0);
       expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(0);
-      const tiers = (JSON.parse((await runStrata(['status', '--api', base, '--json'])).stdout) as { tiers: Array<{ name: string; hits: number }> }).tiers;
-      expect(tiers.find((t) => t.name === 'pmem')!.hits).toBeGreaterThanOrEqual(3);
+      expect(await tierHits(base, 'pmem')).toBeGreaterThanOrEqual(3);
       expect(await daemon.stop('SIGTERM')).toBe(0);
       daemon = undefined;
 
@@ -345,15 +341,7 @@ describe('native FUSE path: pmem tier hits answered by the FUSE threads', () => 
         await poolFile.close();
       }
       daemon = await startMount(`s3://${bucket}`, mnt, args);
-      const again = apiUrlOf(daemon);
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
-      // As for NVMe: the daemon's own check catches each once; the open's readahead may reach
-      // the first block before the threads do.
-      expect(await metric(again, 'strata_cache_checksum_mismatches_total', '{tier="pmem"}')).toBe(3);
-      const threadMismatches = await metric(again, 'strata_fuse_file_reads', '{kind="mismatches"}');
-      expect(threadMismatches).toBeGreaterThanOrEqual(2);
-      expect(threadMismatches).toBeLessThanOrEqual(3);
-      expect(await metric(again, 'strata_cache_store_bytes_total')).toBe(model.length);
+      await expectDamageRefetched(apiUrlOf(daemon), mnt, model, 'pmem', 3);
     } finally {
       if (daemon) await daemon.stop('SIGTERM');
       await cleanupDir(work);
@@ -364,31 +352,18 @@ describe('native FUSE path: pmem tier hits answered by the FUSE threads', () => 
 
 describe('native FUSE path: DRAM tier hits answered by the FUSE threads', () => {
   it('writes blocks held in DRAM to the kernel from the threads, byte-exact, counted as DRAM hits', async () => {
-    testS3();
     const model = randomBytes(9 * MiB + 5);
-    const sum = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-    const client = testS3Client();
-    const bucket = await createTestBucket('native-dram');
-    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'model.bin', Body: model }));
-    client.destroy();
-    const work = await tempDir('native-dram');
-    const mnt = join(work, 'mnt');
-    await mkdir(mnt);
+    const { bucket, work, mnt } = await modelBucket('native-dram', model);
     const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '32MiB', '--memory', '64MiB', '--log-level', 'warn'];
     const daemon = await startMount(`s3://${bucket}`, mnt, args);
     try {
       const base = apiUrlOf(daemon);
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
-      const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
-      expect(daemonReads).toBeGreaterThan(0);
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBeGreaterThan(0);
       await writeFile('/proc/sys/vm/drop_caches', '3\n');
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sum(model));
-      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sum(model.subarray(4_190_000, 4_200_000))}  -\n`);
-      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
-      expect(await metric(base, 'strata_fuse_file_reads', '{kind="bytes"}')).toBeGreaterThanOrEqual(model.length);
+      await expectReadByThreads(base, mnt, model);
       expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(model.length);
-      const tiers = (JSON.parse((await runStrata(['status', '--api', base, '--json'])).stdout) as { tiers: Array<{ name: string; hits: number }> }).tiers;
-      expect(tiers.find((t) => t.name === 'dram')!.hits).toBeGreaterThanOrEqual(3);
+      expect(await tierHits(base, 'dram')).toBeGreaterThanOrEqual(3);
     } finally {
       await daemon.stop('SIGTERM');
       await cleanupDir(work);
