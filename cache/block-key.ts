@@ -43,3 +43,17 @@ export function blockLength(size: number, blockSize: number, index: number): num
 export function objectVersionId(ref: ObjectRef): string {
   return JSON.stringify([ref.storeId, ref.key, ref.etag]);
 }
+
+/** The id of block `index` of the object version `objectId` (`objectVersionId`): what `blockId` gives. */
+export function blockIdInVersion(objectId: string, index: number): string {
+  return `${objectId.slice(0, -1)},${index}]`;
+}
+
+/** A block id's object version id (`objectVersionId`) and block index; undefined when `id` is not a block id. */
+export function splitBlockId(id: string): { readonly objectId: string; readonly index: number } | undefined {
+  const comma = id.lastIndexOf(',');
+  if (comma <= 0 || !id.endsWith(']')) return undefined;
+  const index = Number(id.slice(comma + 1, -1));
+  if (!Number.isSafeInteger(index) || index < 0) return undefined;
+  return { objectId: `${id.slice(0, comma)}]`, index };
+}

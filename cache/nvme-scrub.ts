@@ -53,7 +53,7 @@ export class NvmeScrub {
   readonly #done: Promise<void>;
   /** The one read buffer: a block is checked piece by piece, its CRC-32C carried across pieces. */
   readonly #piece = Buffer.allocUnsafe(PIECE_BYTES);
-    /** Ends the idle wait early (a whole file was made). */
+  /** Ends the idle wait early (a whole file was made). */
   #idle: AbortController | undefined;
 
   constructor(bytesPerSecond: number, source: ScrubSource) {

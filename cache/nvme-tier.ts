@@ -4,6 +4,7 @@ import { mkdir, open, readFile, readdir, rename, rm, statfs, unlink, writeFile }
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { counter, type Logger } from '../telemetry/index.js';
+import { blockIdInVersion, splitBlockId } from './block-key.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
 import { FIXED_HEADER_BYTES, blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
@@ -405,9 +406,9 @@ export class NvmeTier implements Tier {
     const pinned = this.#isPinned;
     for (const [id, entry] of this.#entries) {
       // A whole file is pinned when its object is: ask with the id of its first block.
-      const asked = entry.whole === undefined ? id : blockIdOf(id, 0);
+      const asked = entry.whole === undefined ? id : blockIdInVersion(id, 0);
       if (pinned !== undefined && pinned(asked)) continue;
-      if (entry.whole === undefined && this.#assembling.size > 0 && this.#assembling.has(objectIdOf(id) ?? '')) continue;
+      if (entry.whole === undefined && this.#assembling.size > 0 && this.#assembling.has(splitBlockId(id)?.objectId ?? '')) continue;
       return id;
     }
     return undefined;
@@ -473,13 +474,12 @@ export class NvmeTier implements Tier {
 
   /** The whole file that holds block `id`, with where the block lies in it; undefined when none does. */
   #wholeHolding(id: string): WholeBlock | undefined {
-    const objectId = objectIdOf(id);
-    if (objectId === undefined) return undefined;
+    const block = splitBlockId(id);
+    if (block === undefined) return undefined;
+    const { objectId, index } = block;
     const entry = this.#entries.get(objectId);
     const layout = entry?.whole;
-    if (entry === undefined || layout === undefined) return undefined;
-    const index = Number(id.slice(id.lastIndexOf(',') + 1, -1));
-    if (!Number.isSafeInteger(index) || index < 0 || index >= layout.checksums.length) return undefined;
+    if (entry === undefined || layout === undefined || index >= layout.checksums.length) return undefined;
     const offset = index * layout.blockSize;
     return { objectId, entry, offset, length: Math.min(layout.blockSize, entry.fileBytes - offset), checksum: layout.checksums[index]! };
   }
@@ -519,7 +519,7 @@ export class NvmeTier implements Tier {
     const blocks: SourceBlock[] = [];
     const sources: Array<{ id: string; entry: IndexEntry }> = [];
     for (let index = 0; index * blockSize < size; index++) {
-      const id = blockIdOf(objectId, index);
+      const id = blockIdInVersion(objectId, index);
       const entry = this.#entries.get(id);
       const length = Math.min(blockSize, size - index * blockSize);
       if (entry === undefined || entry.whole !== undefined || entry.fileBytes - length < FIXED_HEADER_BYTES) return false;
@@ -632,7 +632,7 @@ export class NvmeTier implements Tier {
     const covered: string[] = [];
     for (const [id, entry] of this.#entries) {
       if (entry.whole !== undefined) continue;
-      const objectId = objectIdOf(id);
+      const objectId = splitBlockId(id)?.objectId;
       if (objectId !== undefined && this.#entries.get(objectId)?.whole !== undefined) covered.push(id);
     }
     for (const id of covered) {
@@ -674,18 +674,6 @@ export class NvmeTier implements Tier {
 const WHOLE_SUFFIX = '.obj';
 
 const wholeFilesAssembled = counter('strata_cache_whole_files_assembled_total', 'Object versions made whole in the NVMe tier: their blocks copied, CRC-checked, into one file the kernel can read through passthrough');
-
-/** The id of block `index` of object version `objectId` (block-key.ts: the object id's fields, then the index). */
-function blockIdOf(objectId: string, index: number): string {
-  return `${objectId.slice(0, -1)},${index}]`;
-}
-
-/** The object version of block id `id`; undefined for an id that is not a block id of that form. */
-function objectIdOf(id: string): string | undefined {
-  const comma = id.lastIndexOf(',');
-  if (comma <= 0 || !id.endsWith(']')) return undefined;
-  return `${id.slice(0, comma)}]`;
-}
 
 function hashId(id: string): string {
   return createHash('sha256').update(id).digest('hex');

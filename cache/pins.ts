@@ -2,14 +2,10 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeFileDurably } from '../durable/index.js';
 import type { ObjectRef } from '../store/index.js';
+import { objectVersionId, splitBlockId } from './block-key.js';
 
 /** The group of single pinned versions; not a path (paths start with `/`), never persisted. */
 const VERSIONS = '#versions';
-
-/** `[storeId, key, etag]`: an object version, as the first three fields of its block ids. */
-function objectId(ref: ObjectRef): string {
-  return JSON.stringify([ref.storeId, ref.key, ref.etag]);
-}
 
 /**
  * Pinned paths and the object versions they cover. The persistent tiers ask `isPinned`
@@ -51,18 +47,18 @@ export class PinSet {
 
   /** Records that `ref` is under the pinned `path`, so its blocks stay cached. */
   cover(path: string, ref: ObjectRef): void {
-    this.#objects.get(path)?.add(objectId(ref));
+    this.#objects.get(path)?.add(objectVersionId(ref));
   }
 
   /** Pins one object version outside any path (the write path's newest checkpoints; it persists its own list). */
   pinVersion(ref: ObjectRef): void {
     let versions = this.#objects.get(VERSIONS);
     if (!versions) this.#objects.set(VERSIONS, (versions = new Set()));
-    versions.add(objectId(ref));
+    versions.add(objectVersionId(ref));
   }
 
   unpinVersion(ref: ObjectRef): void {
-    this.#objects.get(VERSIONS)?.delete(objectId(ref));
+    this.#objects.get(VERSIONS)?.delete(objectVersionId(ref));
   }
 
   /** Unpins `path`; answers whether it was pinned. */
@@ -75,7 +71,8 @@ export class PinSet {
   /** Whether block `id` (a `blockId`) belongs to a pinned object version. */
   readonly isPinned = (id: string): boolean => {
     if (this.#objects.size === 0) return false;
-    const object = `${id.slice(0, id.lastIndexOf(','))}]`;
+    const object = splitBlockId(id)?.objectId;
+    if (object === undefined) return false;
     for (const set of this.#objects.values()) if (set.has(object)) return true;
     return false;
   };
