@@ -39,6 +39,19 @@ async function runDaemon(command: string, input: MountOptionsInput, values: Valu
     const config = await validate(input);
     return runInBackground(command, args, config.logFile ?? join(config.stateDir, 'strata.log'));
   }
+  // Listening from the start: a stop asked for while the daemon starts (a Ctrl-C once the mount
+  // shows in /proc/self/mountinfo, before the ready line) waits for the start to end, then
+  // stops cleanly instead of killing the process with its mount left dead.
+  const stop = waitForSignal();
+  try {
+    return await serveUntilStopped(input, verb, pidFile, stop.signal);
+  } finally {
+    stop.dispose();
+  }
+}
+
+/** `runDaemon` in the foreground: starts, announces, serves until `stopSignal`, stops. */
+async function serveUntilStopped(input: MountOptionsInput, verb: string, pidFile: string | undefined, stopSignal: Promise<NodeJS.Signals>): Promise<number> {
   // The options the first step needs, read without loading the schema (config/early); when
   // they do not read cleanly (or with --cluster) everything is validated first, as the schema words it.
   const quick = earlyOptions(input);
@@ -74,8 +87,6 @@ async function runDaemon(command: string, input: MountOptionsInput, values: Valu
     throw err;
   });
   const daemon = await Daemon.start(config, logger, early);
-  // Listening before anyone is told the daemon serves: a stop asked for right away is honoured.
-  const stopSignal = waitForSignal();
   const what = config.store ? `${config.store} at ${config.mountPoint}` : `links of ${config.stateDir} at ${config.mountPoint}`;
   const api = `${config.api.host}:${daemon.api.port}`;
   await writeMountRecord({ mountPoint: config.mountPoint, pid: process.pid, api }).catch((err: unknown) => logger.warn({ err }, 'cannot record the mount for strata unmount (use SIGTERM)'));
@@ -98,15 +109,23 @@ async function validate(input: MountOptionsInput): Promise<DaemonConfig> {
   return daemonConfig(input);
 }
 
-/** Resolves with the first SIGINT or SIGTERM; a second one during shutdown ends the process at once. */
-function waitForSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      resolve(signal);
+/**
+ * `signal` resolves with the first SIGINT or SIGTERM; a second one (during shutdown) ends the
+ * process at once, as Node's default does. `dispose` stops listening.
+ */
+function waitForSignal(): { signal: Promise<NodeJS.Signals>; dispose: () => void } {
+  let onSignal: (signal: NodeJS.Signals) => void = () => undefined;
+  const dispose = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+  const signal = new Promise<NodeJS.Signals>((resolve) => {
+    onSignal = (received) => {
+      dispose();
+      resolve(received);
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  return { signal, dispose };
 }

@@ -41,8 +41,8 @@ describe('readahead across the files of a folder', () => {
     await cleanupDir(dir);
   });
 
-  const mount = (nextFiles?: NextFilesOptions) =>
-    new Filesystem({ routes: MountRoutes.single(new Namespace(store, { metadataTtlMs: 60_000 })), reader, logger: silentLogger(), ...(nextFiles ? { nextFiles } : {}) });
+  const mount = (nextFiles?: NextFilesOptions, namespace = new Namespace(store, { metadataTtlMs: 60_000 })) =>
+    new Filesystem({ routes: MountRoutes.single(namespace), reader, logger: silentLogger(), ...(nextFiles ? { nextFiles } : {}) });
   const openAll = async (fs: Filesystem, names: string[]) => {
     for (const name of names) await fs.release(await fs.open(`/set/${name}`, 0));
   };
@@ -78,6 +78,20 @@ describe('readahead across the files of a folder', () => {
     reader.ahead.length = 0;
     await openAll(off, ['f0', 'f1', 'f2']);
     expect(reader.ahead).toEqual(['set/f0', 'set/f1', 'set/f2']);
+  });
+
+  it('takes a file opened again after its folder changed for no stream', async () => {
+    const namespace = new Namespace(store, { metadataTtlMs: 60_000 });
+    const fs = mount({ depth: 3, maxLoads: 16 }, namespace);
+    await fs.readdir('/set');
+    await openAll(fs, ['f5']);
+    // A name listed before f5 appears: f5 moves one place down in the new listing.
+    await writeFile(join(dir, 'set/a0'), 'new');
+    namespace.invalidate('/set/a0');
+    expect((await fs.readdir('/set')).slice(0, 2)).toEqual(['a0', 'f0']);
+    reader.ahead.length = 0;
+    await openAll(fs, ['f5']);
+    expect(reader.ahead).toEqual(['set/f5']);
   });
 
   it('keeps at most maxLoads loads ahead in flight', async () => {

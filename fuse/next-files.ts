@@ -1,5 +1,6 @@
 import type { ObjectReader } from '../cache/index.js';
 import { compareNames, parentOf, type DirectoryEntry, type Namespace } from '../namespace/index.js';
+import { counter } from '../telemetry/index.js';
 
 /**
  * Readahead across the files of a folder. A job that reads a folder's files in name order
@@ -17,6 +18,8 @@ import { compareNames, parentOf, type DirectoryEntry, type Namespace } from '../
  * costs nothing but the bookkeeping.
  */
 
+const startedAhead = counter('strata_fuse_next_files_started_total', 'First blocks of the next files of a folder started loading ahead of a reader going through it in name order', []);
+
 export interface NextFilesOptions {
   /** Files to load ahead of a stream; 0 turns this off. */
   readonly depth: number;
@@ -33,8 +36,12 @@ const RECENT_PER_FOLDER = 32;
 const FOLDERS = 64;
 
 interface FolderState {
-  /** Listing indexes of recent opens, oldest first. */
-  readonly recent: number[];
+  /**
+   * Names of recent opens, oldest first. Names, not listing indexes: the folder's listing may
+   * change between two opens, and an index from the old one would point at another name (a
+   * file opened twice would then look like a stream reaching its next neighbour).
+   */
+  readonly recent: string[];
 }
 
 export class NextFiles {
@@ -42,16 +49,10 @@ export class NextFiles {
   readonly #options: NextFilesOptions;
   readonly #folders = new Map<string, FolderState>();
   #loads = 0;
-  #started = 0;
 
   constructor(reader: ObjectReader, options: NextFilesOptions) {
     this.#reader = reader;
     this.#options = options;
-  }
-
-  /** First blocks started ahead of a reader since start. */
-  get started(): number {
-    return this.#started;
   }
 
   /** A file at `innerPath` of `namespace` was opened for reading. */
@@ -60,7 +61,8 @@ export class NextFiles {
     const folder = parentOf(innerPath);
     const listing = namespace.lastListing(folder);
     if (listing === undefined) return;
-    const index = indexOf(listing, innerPath.slice(innerPath.lastIndexOf('/') + 1));
+    const name = innerPath.slice(innerPath.lastIndexOf('/') + 1);
+    const index = indexOf(listing, name);
     if (index < 0) return;
     const key = `${namespace.storeId}\0${folder}`;
     let state = this.#folders.get(key);
@@ -71,8 +73,8 @@ export class NextFiles {
       this.#folders.delete(key); // re-inserted below: the map's order is the folders' last use
     }
     this.#folders.set(key, state);
-    const inOrder = state.recent.includes(index - 1);
-    state.recent.push(index);
+    const inOrder = index > 0 && state.recent.includes(listing[index - 1]!.name);
+    state.recent.push(name);
     if (state.recent.length > RECENT_PER_FOLDER) state.recent.shift();
     if (inOrder) this.#loadAhead(listing, index);
   }
@@ -86,7 +88,7 @@ export class NextFiles {
       const load = readAhead(entry.ref);
       if (load === undefined) continue;
       this.#loads += 1;
-      this.#started += 1;
+      startedAhead.inc();
       void load.finally(() => (this.#loads -= 1));
     }
   }

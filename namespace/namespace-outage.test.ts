@@ -106,6 +106,30 @@ describe('Namespace when the store fails', () => {
     expect(unhandled).toEqual([]);
   });
 
+  it('keeps a listing invalidated while it was in flight as known, for the outage after', async () => {
+    await writeFile(join(dir, 'a.bin'), 'a');
+    // The listing's LIST waits until a write elsewhere in the folder (an upload finishing) invalidates it.
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const gated = Object.assign(Object.create(faultyStore(inner, () => mode)) as ObjectStore, {
+      list: async (prefix: string, options?: Parameters<ObjectStore['list']>[1]) => {
+        await gate;
+        return faultyStore(inner, () => mode).list(prefix, options);
+      },
+    });
+    const racing = new Namespace(gated, { metadataTtlMs: 1000, now: () => now, revalidateDeadlineMs: 100, staleOnErrorMs: 60_000 });
+    const listing = racing.list('/');
+    await new Promise((r) => setImmediate(r));
+    racing.invalidate('/b.bin');
+    release();
+    expect((await listing).map((e) => e.name)).toEqual(['a.bin']);
+    mode = 'down';
+    now += 5_000;
+    expect((await racing.list('/')).map((e) => e.name)).toEqual(['a.bin']);
+    await settle();
+    expect(unhandled).toEqual([]);
+  });
+
   it('stops serving stale entries once they are older than --stale-on-error', async () => {
     await writeFile(join(dir, 'old.bin'), 'x');
     await ns.lookup('/old.bin');

@@ -375,7 +375,13 @@ export class Namespace {
     } while (token);
 
     const entries = [...byName].map(([name, entry]) => ({ name, entry })).sort((a, b) => compareNames(a.name, b.name));
-    if (!this.#keepable(path, epoch)) return entries; // invalidated meanwhile: answer, but do not keep
+    if (!this.#keepable(path, epoch)) {
+      // Invalidated meanwhile: answered, but not kept as fresh. When no listing is known at
+      // all, it is kept as expired, like a listing `invalidate` expires: the next list asks
+      // the store, and should the store be down by then, this is what is known to serve.
+      if (!this.#listings.has(path)) this.#listings.set(path, { value: entries, expiresAt: this.#now() });
+      return entries;
+    }
     const expiresAt = this.#now() + this.#ttlMs;
     for (const { name, entry } of entries) this.#entries.set(path === '/' ? `/${name}` : `${path}/${name}`, { value: entry, expiresAt: this.#expiry(entry) });
     this.#listings.set(path, { value: entries, expiresAt });

@@ -183,11 +183,16 @@ describe('boot-time mounts', () => {
     expect(lines.some((l) => l.includes('"component":"params"'))).toBe(true);
 
     const fg = await mountPoint();
-    const foreground = await sh(
+    // SIGINT as soon as the mount shows, which may be before the daemon has finished starting:
+    // it still stops cleanly (exit 0) and takes its mount with it.
+    const run = await shResult(
       `${process.execPath} ${join(REPO, 'bin/strata-dev.js')} mount file://${lake} ${fg} --state-dir ${stateDir()} --api 127.0.0.1:0 --log-format pretty --log-level debug 2>&1 & pid=$!
        for i in $(seq 600); do grep -q " ${fg} " /proc/self/mountinfo && break; sleep 0.1; done
        kill -INT $pid; wait $pid`,
     );
+    const foreground = run.stdout;
+    expect(run.code, foreground).toBe(0);
+    expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(` ${fg} `);
     expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} DEBUG \[params\] parameter tables recovered; checking their values tables=0/m);
     expect(foreground).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  mounted store=file:\/\/\S+ mountPoint=/m);
     expect(foreground).not.toContain('{"level"');

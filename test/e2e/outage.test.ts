@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
+import { metric } from '../fixtures/metrics.js';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
 import { sh, shResult } from '../fixtures/shell.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
@@ -141,6 +142,9 @@ describe('a mount through store outages (a TCP proxy in front of the gateway ref
   });
 
   it('fails what it cannot know with an error within seconds, never by exiting: stat and create of unknown names, an uncached read', async () => {
+    // Only cached.bin was read, over and over: no stream through the folder, so nothing
+    // loaded uncached.bin ahead of a reader.
+    expect(await metric(api, 'strata_fuse_next_files_started_total')).toBe(0);
     for (const mode of ['refuse', 'hang'] as const) {
       await proxy.setMode(mode);
       const timed = async (command: string) => {
