@@ -138,9 +138,19 @@ export class Commits {
         return create(async () => (await store.put(key, body, upload.meta ? { meta: upload.meta } : {})).etag);
       });
     }
+    // Parts streamed while the kernel could still write the file (passthrough) are checked
+    // against the final file once all are in, and those that differ are uploaded again.
+    let verified = !upload.partsUnverified;
     for (;;) {
       ctx.parts.dispatch(upload, true);
-      if (upload.inflight.size === 0) break;
+      if (upload.inflight.size === 0) {
+        if (verified) break;
+        const stale = await ctx.parts.verify(upload);
+        verified = true;
+        writePathMetrics.restreamedParts.inc(stale);
+        if (stale > 0) ctx.config.logger.info({ key: upload.key, parts: stale }, 'parts changed after they were streamed; uploading them again');
+        continue;
+      }
       await untilAborted(Promise.all(upload.inflight.values()), signal);
       if (signal.aborted) return undefined;
     }

@@ -1,5 +1,6 @@
 import type { MultipartUpload } from '../store/index.js';
 import { retry } from '../async/index.js';
+import { crc32c } from '../params/index.js';
 import { partRange, partsOf } from './part-layout.js';
 import type { PendingUpload } from './pending-upload.js';
 import type { WritePathContext } from './write-path-context.js';
@@ -43,6 +44,36 @@ export class PartStreaming {
     }
   }
 
+  /**
+   * Once the file is final (released, or fsync'd with its writer's calls settled): every part
+   * streamed while another writer could still change the file is compared with the file's
+   * bytes in its range (CRC-32C of what was sent); a part that differs, or whose check is
+   * unknown, is forgotten, so the next `dispatch(upload, true)` uploads it again. Parts in
+   * flight must have settled. Answers how many parts were forgotten.
+   */
+  async verify(upload: PendingUpload): Promise<number> {
+    let stale = 0;
+    for (const [partNumber, part] of [...upload.parts]) {
+      const range = partRange(upload.partSize, partNumber);
+      const check = upload.partChecks.get(partNumber);
+      const same =
+        check !== undefined &&
+        (await this.#ctx.slots.run(range.end - range.start, async (buffer) => {
+          const bytes = await upload.staged.readInto(buffer, range.start);
+          return bytes.length === part.size && crc32c(bytes) === check;
+        }));
+      if (!same) {
+        upload.parts.delete(partNumber);
+        upload.partChecks.delete(partNumber);
+        stale++;
+      }
+    }
+    upload.partChecks.clear();
+    // An fsync's commit of a file still open: parts of its next version are read while the kernel writes again.
+    upload.partsUnverified = upload.external && !upload.released;
+    return stale;
+  }
+
   /** The file is no longer written sequentially: it is uploaded whole after release. */
   fallBack(upload: PendingUpload, why: string): void {
     upload.fellBack();
@@ -59,6 +90,7 @@ export class PartStreaming {
     upload.multipart = undefined;
     upload.creating = undefined;
     upload.parts.clear();
+    upload.partChecks.clear();
     upload.inflight.clear();
     upload.nextPart = 1;
     if (old) this.abortInStore(upload.storeId, old);
@@ -93,11 +125,15 @@ export class PartStreaming {
         if (upload.generation !== generation) return;
         const multipart = await this.#ensureMultipart(upload, generation);
         if (!multipart) return;
+        let check: number | undefined;
         const part = await this.#ctx.slots.run(end - start, async (buffer) => {
           const body = await upload.staged.readInto(buffer, start);
+          // Read while the kernel may still write the file: remember what was sent, checked against the final file.
+          if (upload.partsUnverified) check = crc32c(body);
           return this.#ctx.stores(upload.storeId).uploadPart(multipart, partNumber, body);
         });
         if (upload.generation !== generation) return;
+        if (check !== undefined) upload.partChecks.set(partNumber, check);
         // Not journaled per part: after a crash the store's ListParts is the authority, and
         // two fsyncs per part would compete with the writes being staged.
         upload.parts.set(partNumber, part);

@@ -35,6 +35,15 @@ export class PendingUpload {
   #cancelled = false;
   #gone = false;
   #recovered = false;
+  /** Its handle's writes reach the staged file without passing here (FUSE passthrough). */
+  #external = false;
+  /** A shared file made durable at a close (FLUSH) while its handle stays open: journaled as `closed`. */
+  #durable = false;
+  /**
+   * Parts in the store may hold bytes the file no longer has (they were read while another
+   * writer could still change the file): checked against the file before they are kept.
+   */
+  partsUnverified = false;
   /** A journal record exists on disk for this upload. */
   hasRecord = false;
   /** Staging bytes accounted to this upload. */
@@ -55,6 +64,8 @@ export class PendingUpload {
   creatingSinceMs: number | undefined;
   creating: Promise<MultipartUpload | undefined> | undefined;
   readonly parts = new Map<number, UploadedPart>();
+  /** CRC-32C of each part's bytes as uploaded, while parts are unverified (`partsUnverified`). */
+  readonly partChecks = new Map<number, number>();
   readonly inflight = new Map<number, Promise<void>>();
   /** Next part number to start while streaming. */
   nextPart = 1;
@@ -108,6 +119,7 @@ export class PendingUpload {
     upload.#recordState = record.state;
     upload.#state = 'queued';
     upload.#order = record.order;
+    upload.partsUnverified = record.partsUnverified === true;
     upload.multipart = record.uploadId ? { key: record.key, uploadId: record.uploadId } : undefined;
     for (const part of record.parts) upload.parts.set(part.partNumber, part);
     return upload;
@@ -147,6 +159,11 @@ export class PendingUpload {
   /** Record and staged file are deleted (after commit or cancel). */
   get gone(): boolean {
     return this.#gone;
+  }
+
+  /** Written by the kernel through passthrough (see `writtenExternally`). */
+  get external(): boolean {
+    return this.#external;
   }
 
   /** Found in the journal at start: the store's ListParts decides which parts to reuse. */
@@ -198,6 +215,24 @@ export class PendingUpload {
       const { mtime: _dropped, ...rest } = this.meta;
       this.meta = rest;
     }
+  }
+
+  /**
+   * Its handle's writes go to the staged file through the kernel (FUSE passthrough), never
+   * here: parts streamed meanwhile are unverified until the file is final.
+   */
+  writtenExternally(): void {
+    this.#external = true;
+    this.partsUnverified = true;
+  }
+
+  /**
+   * A close (FLUSH) of a shared file's handle made its bytes durable while the handle stays
+   * open until RELEASE: journaled as `closed`, so a restart uploads what the close promised.
+   */
+  madeDurable(): void {
+    this.#durable = true;
+    this.#recordState = 'closed';
   }
 
   /** A write out of order or a change of size: the file is uploaded whole after release. */
@@ -275,7 +310,7 @@ export class PendingUpload {
 
   /** The commit task was stopped (rename, unlink): a released upload is queued again, an open one writing. */
   interrupted(): void {
-    this.#recordState = this.#released ? 'closed' : 'writing';
+    this.#recordState = this.#released || this.#durable ? 'closed' : 'writing';
     if (this.#released && !this.settled) this.#state = 'queued';
   }
 
@@ -285,6 +320,7 @@ export class PendingUpload {
    */
   committedOpen(): void {
     this.#dirty = false;
+    this.#durable = false;
     this.landed = false;
     this.#state = 'writing';
     this.#recordState = 'writing';
@@ -329,6 +365,7 @@ export class PendingUpload {
       order: this.#order,
       mtimeMs: this.#mtimeMs,
       ...(this.meta ? { meta: this.meta } : {}),
+      ...(this.partsUnverified ? { partsUnverified: true } : {}),
       ...(this.creatingSinceMs !== undefined && !this.multipart ? { creatingSinceMs: this.creatingSinceMs } : {}),
     };
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isStrataError } from '../errors/index.js';
@@ -92,10 +93,24 @@ export class Recovery {
     upload.parts.clear();
     for (const part of listed) {
       const range = ranges.get(part.partNumber);
-      if (range && part.size === range.end - range.start) upload.parts.set(part.partNumber, part);
+      if (!range || part.size !== range.end - range.start) continue;
+      // Streamed while the kernel wrote the file (passthrough): kept only if it holds the file's bytes.
+      if (upload.partsUnverified && !(await this.#sameBytes(upload, range, part.etag))) continue;
+      upload.parts.set(part.partNumber, part);
     }
+    upload.partsUnverified = false;
     this.#ctx.config.logger.info({ key: upload.key, reused: upload.parts.size, of: ranges.size }, 'resuming multipart upload');
     return undefined;
+  }
+
+  /**
+   * Whether a part the store holds has the staged file's bytes in `range`: its ETag is the MD5
+   * of its bytes (S3 and RGW without SSE-KMS); any other ETag counts as different.
+   */
+  async #sameBytes(upload: PendingUpload, range: { start: number; end: number }, etag: string): Promise<boolean> {
+    const md5 = etag.replace(/"/g, '').toLowerCase();
+    if (!/^[0-9a-f]{32}$/.test(md5)) return false;
+    return this.#ctx.slots.run(range.end - range.start, async (buffer) => createHash('md5').update(await upload.staged.readInto(buffer, range.start)).digest('hex') === md5);
   }
 
   /**

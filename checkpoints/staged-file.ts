@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { fstatSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { WritePathError } from './write-path-error.js';
 
@@ -60,6 +61,11 @@ export class StagedFile {
   /** The first failure of a background write or sync, thrown by the next call that changes the file. */
   #failure: unknown;
   #closed = false;
+  /**
+   * Written by someone else too (the kernel, through FUSE passthrough): nothing is buffered,
+   * and the size is the file's own (`fstat`), not what passed through here.
+   */
+  #external = false;
 
   private constructor(path: string, handle: FileHandle, size: number) {
     this.path = path;
@@ -80,14 +86,58 @@ export class StagedFile {
     return new StagedFile(path, handle, size);
   }
 
+  /** The file's size, buffered bytes included (written by the kernel too: see `shareWrites`). */
   get size(): number {
+    if (this.#external && !this.#closed) this.#size = fstatSync(this.#handle.fd).size;
     return this.#size;
+  }
+
+  /**
+   * Hands the file to another writer (the kernel, through FUSE passthrough): buffered bytes
+   * go to the file first, later writes here go straight to it, and `size` and `changeStamp`
+   * read the file itself. Answers a new read-write descriptor of the file for that writer
+   * (the caller closes it).
+   */
+  async shareWrites(): Promise<FileHandle> {
+    await this.flush();
+    this.#external = true;
+    return open(this.path, 'r+');
+  }
+
+  /** Written by another writer too (`shareWrites`). */
+  get external(): boolean {
+    return this.#external;
+  }
+
+  /**
+   * What changes whenever the file is written, by anyone: its size and modification time to
+   * the nanosecond, as `fstat` tells them. Only for a shared file (`shareWrites`).
+   */
+  changeStamp(): string {
+    if (this.#closed) return '';
+    const stat = fstatSync(this.#handle.fd, { bigint: true });
+    this.#size = Number(stat.size);
+    return `${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+  }
+
+  /**
+   * Another writer added `bytes` to the file: a background sync starts every
+   * BACKGROUND_SYNC_BYTES, as for appends made here, so a sync at close has little left.
+   */
+  grewExternally(bytes: number): void {
+    this.#unsynced += bytes;
+    if (this.#unsynced >= BACKGROUND_SYNC_BYTES && !this.#backgroundSync) this.#startBackgroundSync();
   }
 
   /** Writes all of `data` at `offset`, extending the file (with a hole of zeros) as needed. */
   async write(offset: number, data: Buffer): Promise<void> {
     this.#throwFailure();
     const end = offset + data.length;
+    if (this.#external) {
+      await this.#writeAll(data, offset);
+      this.#size = Math.max(this.size, end);
+      return;
+    }
     if (offset === this.#bufferStart + this.#bufferLength && data.length < APPEND_BUFFER_BYTES && offset === this.#size) {
       if (this.#bufferLength + data.length > APPEND_BUFFER_BYTES) await this.#spillBuffer();
       this.#buffer ??= this.#spare ?? Buffer.allocUnsafe(APPEND_BUFFER_BYTES);
@@ -107,14 +157,14 @@ export class StagedFile {
 
   /** Bytes [offset, min(offset + length, size)), buffered ones included. */
   async read(offset: number, length: number): Promise<Buffer> {
-    const end = Math.min(offset + length, this.#size);
+    const end = Math.min(offset + length, this.size);
     if (end <= offset) return Buffer.alloc(0);
     return this.readInto(Buffer.allocUnsafe(end - offset), offset);
   }
 
   /** Fills `out` (or its first `size - offset` bytes) from `offset`; answers the filled part. */
   async readInto(out: Buffer, offset: number): Promise<Buffer> {
-    const end = Math.min(offset + out.length, this.#size);
+    const end = Math.min(offset + out.length, this.size);
     if (end <= offset) return out.subarray(0, 0);
     if (end - offset < out.length) out = out.subarray(0, end - offset);
     // Copy the buffered parts first and synchronously: a spill may move them to the file
@@ -168,7 +218,7 @@ export class StagedFile {
     const hash = createHash('md5');
     // 8 MiB reads: few calls, bounded memory.
     const chunk = 8 * 1024 * 1024;
-    for (let offset = 0; offset < this.#size; offset += chunk) hash.update(await this.read(offset, chunk));
+    for (let offset = 0; offset < this.size; offset += chunk) hash.update(await this.read(offset, chunk));
     return hash.digest('hex');
   }
 

@@ -34,6 +34,11 @@ export interface UploadRecord {
   /** Attributes the object is committed with. */
   readonly meta?: ObjectMeta | undefined;
   /**
+   * The file was written through FUSE passthrough while its parts streamed: a part the store
+   * holds is reused only when its ETag is the MD5 of the file's bytes in its range.
+   */
+  readonly partsUnverified?: boolean | undefined;
+  /**
    * Set (ms since the epoch) just before a CreateMultipartUpload whose answer is not journaled
    * yet. Found at start without `uploadId`, it sends recovery looking for that upload in the store.
    */
@@ -63,6 +68,7 @@ export function parseRecord(text: string): UploadRecord | undefined {
     Array.isArray(r.order) &&
     typeof r.mtimeMs === 'number' &&
     (r.creatingSinceMs === undefined || typeof r.creatingSinceMs === 'number') &&
+    (r.partsUnverified === undefined || typeof r.partsUnverified === 'boolean') &&
     (r.meta === undefined || (typeof r.meta === 'object' && r.meta !== null));
   return ok ? (r as UploadRecord) : undefined;
 }

@@ -30,11 +30,11 @@ export class UploadRecords {
     return this.#journal;
   }
 
-  /** Writes the upload's record if it needs one (released, or holding a multipart upload to abort after a crash). */
+  /** Writes the upload's record if it needs one (released or made durable, or holding a multipart upload to abort after a crash). */
   async persist(upload: PendingUpload, force = false): Promise<void> {
     if (upload.gone || this.#ctx.closing) return;
     if (!force && !upload.hasRecord) return;
-    if (!upload.released && !upload.multipart && !upload.hasRecord && upload.creatingSinceMs === undefined) return;
+    if (!upload.released && upload.recordState !== 'closed' && !upload.multipart && !upload.hasRecord && upload.creatingSinceMs === undefined) return;
     upload.hasRecord = true;
     await this.journal().write(upload.record());
   }

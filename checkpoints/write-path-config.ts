@@ -23,6 +23,11 @@ export interface WritePathConfig {
   readonly stagingLimitBytes: number;
   /** What `release` waits for unless the handle overrides it. */
   readonly closeMode: CloseMode;
+  /**
+   * Whether a handle may be handed to the kernel to write its staged file itself
+   * (`WritePath.shareWithKernel`; the FUSE adapter asks when it can use passthrough). Default true.
+   */
+  readonly shareWithKernel?: boolean | undefined;
   /** First multipart part size; at least 5 MiB (S3's minimum for all but the last part). */
   readonly partSizeBytes?: number | undefined;
   /** Newest uploaded files per folder that stay pinned (default 1, 0 pins nothing). */
@@ -58,6 +63,7 @@ export interface ResolvedWritePathConfig {
   readonly stagingDir: string;
   readonly stagingLimitBytes: number;
   readonly closeMode: CloseMode;
+  readonly shareWithKernel: boolean;
   readonly partSizeBytes: number;
   readonly keepNewest: number;
   readonly maxConcurrentParts: number;
@@ -125,6 +131,7 @@ export function resolveWritePathConfig(config: WritePathConfig): ResolvedWritePa
     stagingDir: config.stagingDir,
     stagingLimitBytes: positive('stagingLimitBytes', config.stagingLimitBytes, 0),
     closeMode: config.closeMode,
+    shareWithKernel: config.shareWithKernel ?? true,
     partSizeBytes: atMost('partSizeBytes', positive('partSizeBytes', config.partSizeBytes, DEFAULT_PART_SIZE, MIN_PART_SIZE), MAX_PART_BYTES),
     keepNewest: positive('keepNewest', config.keepNewest, 1, 0),
     maxConcurrentParts: positive('maxConcurrentParts', config.maxConcurrentParts, DEFAULT_CONCURRENT_PARTS),

@@ -7,6 +7,7 @@ export const queuedAges = new Set<() => number>();
 export const writePathMetrics = {
   committed: counter('strata_uploads_committed_total', 'Files (versions) the write path committed to the store'),
   committedBytes: counter('strata_upload_committed_bytes_total', 'Bytes of the files the write path committed to the store'),
+  restreamedParts: counter('strata_upload_parts_restreamed_total', 'Parts streamed while the kernel wrote the file (passthrough) that differed from the final file and were uploaded again'),
   failures: counter('strata_upload_failures_total', 'Store calls of the write path that failed and will be retried'),
   stagingUsed: gauge('strata_staging_used_bytes', 'Bytes staged on the local tier, waiting for or in upload'),
   stagingWaits: counter('strata_staging_waits_total', 'Writes that found staging full and waited for uploads to free space'),

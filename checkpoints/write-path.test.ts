@@ -1,94 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ObjectRef } from '../store/index.js';
 import { isStrataError } from '../errors/index.js';
 import { openStore } from '../store/index.js';
 import { metricsRegistry, silentLogger } from '../telemetry/index.js';
-import { ScriptedStore } from './testing/scripted-store.js';
-import { WritePath, type WritePathConfig } from './index.js';
+import { cleanUpRigs, onCleanUp, instantSleep, MiB, multipartLeft, PART, rig, stored, STORE_ID, until, untilAsync, type Rig } from './testing/write-path-rig.js';
+import { WritePath } from './index.js';
 
-const MiB = 1024 * 1024;
-const PART = 5 * MiB; // the smallest part S3 allows, so tests stay small
-const STORE_ID = 'file://test';
-
-interface Rig {
-  readonly writePath: WritePath;
-  readonly store: ScriptedStore;
-  readonly storeDir: string;
-  readonly stagingDir: string;
-  readonly adopted: Array<{ ref: ObjectRef; existed: boolean }>;
-  readonly pinLog: string[];
-}
-
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-/** Backoff waits resolve at once (next turn of the event loop), so retry tests take milliseconds. */
-const instantSleep = (_ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => (signal?.aborted ? reject(signal.reason as Error) : setImmediate(resolve)));
-
-async function rig(overrides: Partial<WritePathConfig> = {}, dirs?: { storeDir: string; stagingDir: string }): Promise<Rig> {
-  const storeDir = dirs?.storeDir ?? (await mkdtemp(join(tmpdir(), 'strata-ckpt-store-')));
-  const stagingDir = dirs?.stagingDir ?? (await mkdtemp(join(tmpdir(), 'strata-ckpt-staging-')));
-  const store = new ScriptedStore(openStore(`file://${storeDir}`));
-  const adopted: Rig['adopted'] = [];
-  const pinLog: string[] = [];
-  const writePath = new WritePath(
-    {
-      stagingDir,
-      stagingLimitBytes: 256 * MiB,
-      closeMode: 'async',
-      partSizeBytes: PART,
-      logger: silentLogger(),
-      sleep: instantSleep,
-      pins: { pin: (ref) => void pinLog.push(`pin ${ref.key}`), unpin: (ref) => void pinLog.push(`unpin ${ref.key}`) },
-      ...overrides,
-    },
-    () => store,
-    async (ref, stagedFile) => {
-      adopted.push({ ref, existed: await stat(stagedFile).then(() => true, () => false) });
-    },
-  );
-  await writePath.recover();
-  if (!dirs) {
-    cleanups.push(async () => {
-      store.openAll();
-      await writePath.close();
-      await rm(storeDir, { recursive: true, force: true });
-      await rm(stagingDir, { recursive: true, force: true });
-    });
-  }
-  return { writePath, store, storeDir, stagingDir, adopted, pinLog };
-}
-
-async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-async function untilAsync(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-async function stored(r: Rig, key: string): Promise<Buffer | undefined> {
-  return readFile(join(r.storeDir, key)).catch(() => undefined);
-}
-
-async function multipartLeft(r: Rig): Promise<string[]> {
-  return readdir(join(r.storeDir, '.strata-multipart')).catch(() => []);
-}
+afterEach(cleanUpRigs);
 
 async function writeSequentially(r: Rig, handle: Awaited<ReturnType<WritePath['open']>>, data: Buffer, chunk = MiB): Promise<void> {
   for (let off = 0; off < data.length; off += chunk) await r.writePath.write(handle, off, data.subarray(off, off + chunk));
@@ -552,7 +473,7 @@ describe('WritePath over the local store', () => {
   it('resumes journaled uploads after a restart, reusing the parts the store holds', async () => {
     const storeDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-store-'));
     const stagingDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-staging-'));
-    cleanups.push(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
+    onCleanUp(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
     const first = await rig({}, { storeDir, stagingDir });
     first.store.hold('completeMultipart');
     const data = randomBytes(3 * PART + 100);
@@ -578,7 +499,7 @@ describe('WritePath over the local store', () => {
   it('close() ends a sync release that waits for a down store; the file resumes at the next start', async () => {
     const storeDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-store-'));
     const stagingDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-staging-'));
-    cleanups.push(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
+    onCleanUp(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
     const first = await rig({ closeMode: 'sync', sleep: undefined, retryBaseDelayMs: 5 }, { storeDir, stagingDir });
     first.store.failNext(1_000_000);
     const h = await first.writePath.open({ storeId: STORE_ID, key: 'later.bin' }, { truncate: true });
@@ -597,7 +518,7 @@ describe('WritePath over the local store', () => {
   it('at start, aborts the multipart upload of a file whose handle never closed', async () => {
     const storeDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-store-'));
     const stagingDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-staging-'));
-    cleanups.push(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
+    onCleanUp(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
     const first = await rig({}, { storeDir, stagingDir });
     const h = await first.writePath.open({ storeId: STORE_ID, key: 'torn.bin' }, { truncate: true });
     await writeSequentially(first, h, randomBytes(PART + 10));
@@ -616,7 +537,7 @@ describe('WritePath over the local store', () => {
   it('journals a CreateMultipartUpload before sending it, and at start aborts the upload a crash left unnamed, and only that one', async () => {
     const storeDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-store-'));
     const stagingDir = await mkdtemp(join(tmpdir(), 'strata-ckpt-staging-'));
-    cleanups.push(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
+    onCleanUp(() => rm(storeDir, { recursive: true, force: true }), () => rm(stagingDir, { recursive: true, force: true }));
     const first = await rig({}, { storeDir, stagingDir });
     first.store.hold('createMultipart');
     const h = await first.writePath.open({ storeId: STORE_ID, key: 'ckpt.pt' }, { truncate: true });

@@ -29,6 +29,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--block-size SIZE', 'cache block size, 1MiB to 16MiB (default 4MiB)'],
       ['--api HOST:PORT', 'admin API address (default 127.0.0.1:7070); non-loopback needs STRATA_TOKEN'],
       ['--close async|sync', 'default close mode for writes (default async)'],
+      ['--write-passthrough on|off', 'native FUSE path, async close: the kernel writes new files straight into their staged file (default on)'],
       ['--metadata-ttl SECONDS', 'how long file and folder metadata is trusted (default 1)'],
       ['--allow-other', 'let other users use the mount (permissions checked against modes and owners)'],
       ['--allow-root', 'let root (besides the daemon\'s user) use the mount'],

@@ -47,6 +47,12 @@ describe('daemonConfig', () => {
     expect(() => daemonConfig({ ...base, nvmeScrubRate: '1MiB' }, {})).toThrow(/--nvme-scrub-rate: needs an NVMe tier/);
   });
 
+  it('takes --write-passthrough on|off, on by default', () => {
+    expect(daemonConfig(base, {}).writePassthrough).toBe(true);
+    expect(daemonConfig({ ...base, writePassthrough: 'off' }, {}).writePassthrough).toBe(false);
+    expect(() => daemonConfig({ ...base, writePassthrough: 'maybe' as never }, {})).toThrow(/--write-passthrough: must be on or off/);
+  });
+
   it('parses tiers with sizes', () => {
     const config = daemonConfig({ ...base, dram: '2GiB', pmem: '/dev/shm/s.pool:8GiB', nvme: '/nvme/strata' }, {});
     expect(config.tiers).toEqual({ dramBytes: 2 * 1024 ** 3, pmem: { path: '/dev/shm/s.pool', bytes: 8 * 1024 ** 3 }, nvme: { path: '/nvme/strata' } });

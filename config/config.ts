@@ -156,6 +156,7 @@ export const mountOptionsSchema = z
     blockSize: sizeText('--block-size').optional(),
     api: hostPort.prefault(DEFAULT_API),
     close: z.enum(['async', 'sync'], { message: '--close: must be async or sync' }).default('async'),
+    writePassthrough: z.enum(['on', 'off'], { message: '--write-passthrough: must be on or off' }).optional(),
     metadataTtl: z
       .string()
       .default('1')
@@ -291,6 +292,8 @@ export interface DaemonConfig {
   readonly blockSizeBytes?: number;
   readonly api: { readonly host: string; readonly port: number };
   readonly close: 'async' | 'sync';
+  /** `--write-passthrough`: the kernel writes files opened for writing (async close) into their staged file itself. Default true. */
+  readonly writePassthrough: boolean;
   /** `strata mount --read-only`: the one link takes no writes. */
   readonly readOnly: boolean;
   /** Most bytes staged for upload (default: half the free space of the state dir at start). */
@@ -393,6 +396,7 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     ...(o.blockSize ? { blockSizeBytes: o.blockSize } : {}),
     api: Object.freeze(o.api),
     close: o.close,
+    writePassthrough: o.writePassthrough !== 'off',
     readOnly: o.readOnly,
     ...(o.staging ? { stagingBytes: o.staging } : {}),
     metadataTtlSeconds: o.metadataTtl,

@@ -232,6 +232,7 @@ async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: Pin
       stagingDir,
       stagingLimitBytes: config.stagingBytes ?? Math.floor((space.bavail * space.bsize) / 2),
       closeMode: config.close,
+      shareWithKernel: config.writePassthrough,
       pins: { pin: (ref) => pins.pinVersion(ref), unpin: (ref) => pins.unpinVersion(ref) },
       logger: logger.child({ component: 'writes' }),
     },

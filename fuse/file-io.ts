@@ -143,6 +143,16 @@ export class FileIo {
   /** See Filesystem.flush. */
   async flush(handle: number): Promise<void> {
     const file = this.#files.get(handle);
+    if (file?.kind === 'write' && this.#writes.sharedWithKernel(file.writer)) {
+      // The kernel writes the file itself (passthrough): its bytes are made durable here,
+      // and the handle stays a writer until RELEASE, since another descriptor may still write.
+      try {
+        await this.#writes.flushDurable(file.writer);
+      } finally {
+        file.route.link.namespace.invalidate(file.route.innerPath);
+      }
+      return;
+    }
     if (file?.kind !== 'write' || !this.#files.dirty.has(handle)) return;
     this.#files.dirty.delete(handle);
     this.#files.set(handle, { kind: 'flushed', path: file.path, route: file.route });
@@ -175,6 +185,8 @@ export class FileIo {
       // Committed and deleted meanwhile: the handle reads the stored object through the daemon.
       return path === undefined ? undefined : open(path, 'r').catch(() => undefined);
     }
+    // A writer: the kernel writes the staged file itself, when the write path lets it.
+    if (file?.kind === 'write') return this.#writes.shareWithKernel(file.writer);
     if (file?.kind === 'read') {
       const { store } = file.route.link;
       const local = await store?.openVersion?.(file.session.ref.key, file.session.ref.etag);

@@ -270,7 +270,10 @@ export class Filesystem {
    * reads of the handle never reach the daemon. Today: a closed staged file (read-your-
    * writes before the upload is done), the object's own file in a local-directory store,
    * and the NVMe tier's whole-object file of the version the handle reads (ObjectReader.wholeFile).
-   * Optional for adapters: without passthrough they keep calling `read`.
+   * For a writer (async close only), the staged file itself, opened for reading and writing:
+   * the kernel then writes it directly, the write path watches it grow and streams its parts,
+   * a FLUSH makes it durable and RELEASE commits it (WritePath.shareWithKernel).
+   * Optional for adapters: without passthrough they keep calling `read` and `write`.
    */
   backingFile(handle: number): Promise<FileHandle | undefined> {
     return this.#io.backingFile(handle);

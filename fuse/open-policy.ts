@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { BlockFiles } from '../cache/index.js';
 import { counter, type Logger } from '../telemetry/index.js';
@@ -14,7 +15,10 @@ import type { FuseBinding, FuseSessionHandle } from './native-binding.js';
  * passthrough backing shared by the node's opens, and drops them once nothing needs them.
  */
 
-const passthroughOpens = counter('strata_fuse_passthrough_files_total', 'Files the kernel was given to read itself (FUSE passthrough backing files registered)', []);
+const passthroughOpens = counter('strata_fuse_passthrough_files_total', 'Files the kernel was given to read or write itself (FUSE passthrough backing files registered)', []);
+
+/** open(2)'s access mode bits (O_ACCMODE). */
+const ACCESS_MODE = 0o3;
 
 /** Per node: the version its pages were cached for, and any passthrough backing shared by its opens. */
 interface NodeIo {
@@ -61,14 +65,8 @@ export class OpenPolicy {
     const noFlush = fs.flushes(handle) ? 0 : OpenFlag.NOFLUSH;
     try {
       const io = this.#nodeIo(node);
-      if (this.#passthrough() && io.cachedOpens === 0) {
-        const file = await fs.backingFile(handle);
-        const backingId = file && (await this.#backing(io, file));
-        if (backingId !== undefined) {
-          this.#opens.set(handle, { node, passthrough: true, cached: false, files: undefined });
-          return openOut(handle, OpenFlag.PASSTHROUGH | noFlush, backingId);
-        }
-      }
+      const backingId = await this.#passthroughOf(handle, node, io, flags);
+      if (backingId !== undefined) return openOut(handle, OpenFlag.PASSTHROUGH | noFlush, backingId);
       const files = this.#serveFromFiles(handle);
       if (io.backing) {
         this.#opens.set(handle, { node, passthrough: false, cached: false, files });
@@ -89,15 +87,34 @@ export class OpenPolicy {
   }
 
   /**
-   * CREATE opened `handle` on `node`: cached like any open, unless passthrough opens of the
-   * node are live (then DIRECT_IO). Answers the open flags.
+   * CREATE opened `handle` on `node`: through passthrough to the staged file when the write
+   * path lets the kernel write it, else cached like any open, unless passthrough opens of the
+   * node are live (then DIRECT_IO). Answers the open reply.
    */
-  created(handle: number, node: bigint): number {
+  async created(handle: number, node: bigint, flags: number): Promise<Buffer> {
     const io = this.#nodeIo(node);
+    const backingId = await this.#passthroughOf(handle, node, io, flags);
+    if (backingId !== undefined) return openOut(handle, OpenFlag.PASSTHROUGH, backingId);
     const direct = io.backing !== undefined;
     if (!direct) io.cachedOpens++;
     this.#opens.set(handle, { node, passthrough: false, cached: !direct, files: undefined });
-    return direct ? OpenFlag.DIRECT_IO : 0;
+    return openOut(handle, direct ? OpenFlag.DIRECT_IO : 0);
+  }
+
+  /**
+   * The backing id `handle` (opened with `flags`) is served through when passthrough can take
+   * it (registered as such), else undefined. A writer only when opened write-only: a shared
+   * writable mapping needs a descriptor that reads too, and the kernel maps the backing file
+   * itself, so such a mapping could write on after the last close, when the daemon has
+   * committed the file (the daemon's path sees those writes before RELEASE).
+   */
+  async #passthroughOf(handle: number, node: bigint, io: NodeIo, flags: number): Promise<number | undefined> {
+    if (!this.#passthrough() || io.cachedOpens > 0) return undefined;
+    if (this.#fs.flushes(handle) && (flags & ACCESS_MODE) !== constants.O_WRONLY) return undefined;
+    const file = await this.#fs.backingFile(handle);
+    const backingId = file && (await this.#backing(io, file));
+    if (backingId !== undefined) this.#opens.set(handle, { node, passthrough: true, cached: false, files: undefined });
+    return backingId;
   }
 
   /** A handle open on `node` (the last registered), for fstat of a file whose path is gone. */

@@ -133,7 +133,7 @@ export class RequestDispatch {
           const handle = await fs.create(target, request.readUInt32LE(body + 4));
           const stat = await fs.getattr(target);
           const node = this.#inodes.remember(target);
-          return Buffer.concat([entryOut(node, stat, this.#ttl), openOut(handle, this.#policy.created(handle, node))]);
+          return Buffer.concat([entryOut(node, stat, this.#ttl), await this.#policy.created(handle, node, request.readUInt32LE(body))]);
         });
         return;
       }

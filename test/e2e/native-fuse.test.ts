@@ -120,12 +120,43 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(readsBefore);
   });
 
-  it('writes in 1 MiB requests and reads the file back while it is staged or after', async () => {
-    const writesBefore = await metric(base, 'strata_fuse_operation_seconds_count', '{op="write"}');
+  it('hands a writer to the kernel (no WRITE reaches the daemon); without write passthrough, writes come in 1 MiB requests; files read back while staged or after', async () => {
+    const writes = () => metric(base, 'strata_fuse_operation_seconds_count', '{op="write"}');
+    const handed = () => metric(base, 'strata_fuse_passthrough_files_total');
+    const same = async (name: string) => (await sh(`cmp ${join(mountPoint, `data/${name}`)} ${join(source, 'data/big.bin')} && echo same`)).trim();
+    const [writesBefore, handedBefore] = [await writes(), await handed()];
     await sh(`dd if=${join(source, 'data/big.bin')} of=${join(mountPoint, 'data/copy.bin')} bs=4M status=none`);
-    // 12 MiB + 5 bytes: twelve 1 MiB requests and one of 5 bytes.
-    expect((await metric(base, 'strata_fuse_operation_seconds_count', '{op="write"}')) - writesBefore).toBe(13);
-    expect((await sh(`cmp ${join(mountPoint, 'data/copy.bin')} ${join(source, 'data/big.bin')} && echo same`)).trim()).toBe('same');
+    expect(await writes()).toBe(writesBefore);
+    expect(await handed()).toBeGreaterThan(handedBefore);
+    expect(await same('copy.bin')).toBe('same');
+    // A writer that also reads (O_RDWR) stays on the daemon's path: a shared mapping of it may
+    // write after the last close, and those writes must reach the file it commits.
+    const mapped = join(mountPoint, 'data/mapped.bin');
+    const handedBeforeMap = await handed();
+    await sh(
+      `python3 -c "import mmap,sys\nf=open(sys.argv[1],'w+b'); f.truncate(1<<20); m=mmap.mmap(f.fileno(),0); f.close()\nm[100:105]=b'hello'; m.flush(); m.close()" ${mapped}`,
+    );
+    expect(await handed()).toBe(handedBeforeMap);
+    expect(await sh(`dd if=${mapped} bs=1 skip=100 count=5 status=none`)).toBe('hello');
+    // Without write passthrough (or with sync close, or without kernel passthrough) a writer
+    // goes through the daemon, in 1 MiB requests.
+    const other = await tempDir('native-mnt-off');
+    const otherSource = await tempDir('native-src-off');
+    await mkdir(join(otherSource, 'data'));
+    const off = await startMount(`file://${otherSource}`, other, ['--fuse', 'native', '--write-passthrough', 'off', '--state-dir', stateDirOf(other)]);
+    try {
+      const offBase = apiUrlOf(off);
+      await sh(`dd if=${join(source, 'data/big.bin')} of=${join(other, 'data/copy-off.bin')} bs=4M status=none`);
+      // 12 MiB + 5 bytes: twelve 1 MiB requests and one of 5 bytes.
+      expect(await metric(offBase, 'strata_fuse_operation_seconds_count', '{op="write"}')).toBe(13);
+      expect(await metric(offBase, 'strata_fuse_passthrough_files_total')).toBe(0);
+      expect((await sh(`cmp ${join(other, 'data/copy-off.bin')} ${join(source, 'data/big.bin')} && echo same`)).trim()).toBe('same');
+    } finally {
+      expect(await off.stop('SIGTERM')).toBe(0);
+      await cleanupDir(other);
+      await cleanupDir(otherSource);
+      await cleanupDir(stateDirOf(other));
+    }
   });
 
   it('closes a reader without a FLUSH request; a writer still flushes, where its file is finished', async () => {
@@ -162,7 +193,7 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     await sh(`printf 'two, longer' > ${join(mountPoint, 'data/note.txt')}`);
     expect(await sh(`cat ${join(mountPoint, 'data/note.txt')}`)).toBe('two, longer');
     await sh(`mv ${join(mountPoint, 'data/note.txt')} ${join(mountPoint, 'data/moved.txt')}`);
-    expect((await sh(`ls ${join(mountPoint, 'data')}`)).trim()).toBe(['appears.txt', 'big.bin', 'copy.bin', 'grow.txt', 'moved.txt'].join('\n'));
+    expect((await sh(`ls ${join(mountPoint, 'data')}`)).trim()).toBe(['appears.txt', 'big.bin', 'copy.bin', 'grow.txt', 'mapped.bin', 'moved.txt'].join('\n'));
     expect(await readFile(join(source, 'data/moved.txt'), 'utf8')).toBe('two, longer');
   });
 });
