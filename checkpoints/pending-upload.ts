@@ -161,6 +161,11 @@ export class PendingUpload {
     return this.#gone;
   }
 
+  /** Made durable by a close while its handle stays open (see `madeDurable`); committed at release. */
+  get durable(): boolean {
+    return this.#durable;
+  }
+
   /** Written by the kernel through passthrough (see `writtenExternally`). */
   get external(): boolean {
     return this.#external;

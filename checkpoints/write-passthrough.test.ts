@@ -42,9 +42,14 @@ describe('a file the kernel writes itself (FUSE write passthrough)', () => {
     expect(records.length).toBe(1);
     expect(JSON.parse(await readFile(join(r.stagingDir, 'journal', records[0]!), 'utf8'))).toMatchObject({ state: 'closed', size: data.length, partsUnverified: true });
     expect(r.store.count('completeMultipart')).toBe(0);
+    // A flush asked for after the close waits for the commit at release.
+    let flushed = false;
+    const flushing = r.writePath.flush().then(() => (flushed = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(flushed).toBe(false);
     await file.close();
     await r.writePath.release(h);
-    await r.writePath.flush();
+    await flushing;
     expect((await stored(r, 'ckpt/shared.pt'))?.equals(data)).toBe(true);
     expect((await restreamed()) - before).toBe(1);
     expect(r.store.count('uploadPart')).toBe(5); // 4 parts, the first twice
