@@ -23,12 +23,12 @@ export function registerUploadRoutes(app: FastifyInstance, services: DaemonServi
   app.post('/v1/uploads/flush', async (request) => {
     const { path } = parseOrReject(flushBodySchema, request.body, 'body');
     if (path === undefined) {
-      await services.writes.flush();
+      await services.writes.flush(undefined, 'inStore');
       return { flushed: 'all' };
     }
     const route = services.links.routes().route(insideMount(path, services.config.mountPoint));
     if (!route || route.kind !== 'link' || !route.link.storeId) throw new ApiError('API_BAD_REQUEST', `path: ${path} is not a file inside a link`);
-    await services.writes.flush({ storeId: route.link.storeId, key: route.innerPath.replace(/^\/+/, '') });
+    await services.writes.flush({ storeId: route.link.storeId, key: route.innerPath.replace(/^\/+/, '') }, 'inStore');
     return { flushed: path };
   });
 }

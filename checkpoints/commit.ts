@@ -139,16 +139,21 @@ export class Commits {
       });
     }
     // Parts streamed while the kernel could still write the file (passthrough) are checked
-    // against the final file once all are in, and those that differ are uploaded again.
-    let verified = !upload.partsUnverified;
-    for (;;) {
+    // against the final file while the others upload, and those that differ are uploaded again.
+    const verifying = upload.partsUnverified
+      ? ctx.parts.verify(upload).then((stale) => {
+          writePathMetrics.restreamedParts.inc(stale);
+          if (stale > 0) ctx.config.logger.info({ key: upload.key, parts: stale }, 'parts changed after they were streamed; uploading them again');
+        })
+      : undefined;
+    void verifying?.catch(() => undefined); // awaited below, unless the attempt is interrupted first
+    for (let checked = verifying === undefined; ; ) {
       ctx.parts.dispatch(upload, true);
       if (upload.inflight.size === 0) {
-        if (verified) break;
-        const stale = await ctx.parts.verify(upload);
-        verified = true;
-        writePathMetrics.restreamedParts.inc(stale);
-        if (stale > 0) ctx.config.logger.info({ key: upload.key, parts: stale }, 'parts changed after they were streamed; uploading them again');
+        if (checked) break;
+        await untilAborted(verifying!, signal);
+        if (signal.aborted) return undefined;
+        checked = true;
         continue;
       }
       await untilAborted(Promise.all(upload.inflight.values()), signal);

@@ -46,14 +46,20 @@ export class PartStreaming {
 
   /**
    * Once the file is final (released, or fsync'd with its writer's calls settled): every part
-   * streamed while another writer could still change the file is compared with the file's
-   * bytes in its range (CRC-32C of what was sent); a part that differs, or whose check is
-   * unknown, is forgotten, so the next `dispatch(upload, true)` uploads it again. Parts in
-   * flight must have settled. Answers how many parts were forgotten.
+   * streamed so far, while another writer could still change the file, is compared with the
+   * file's bytes in its range (CRC-32C of what was sent) once it has landed; a part that
+   * differs, or whose check is unknown, is forgotten, so the next `dispatch(upload, true)`
+   * uploads it again. Runs beside the upload of the other parts (read from the final file, they
+   * need no check). Answers how many parts were forgotten.
    */
   async verify(upload: PendingUpload): Promise<number> {
+    const generation = upload.generation;
+    const streamed = new Set([...upload.parts.keys(), ...upload.inflight.keys()]);
+    await Promise.allSettled([...upload.inflight].filter(([n]) => streamed.has(n)).map(([, run]) => run));
     let stale = 0;
-    for (const [partNumber, part] of [...upload.parts]) {
+    for (const partNumber of streamed) {
+      const part = upload.parts.get(partNumber);
+      if (!part || upload.generation !== generation) continue; // failed (dispatch sends it again, from the final file) or dropped
       const range = partRange(upload.partSize, partNumber);
       const check = upload.partChecks.get(partNumber);
       const same =

@@ -359,13 +359,15 @@ export class WritePath {
   /**
    * Resolves when every released version (of `target` only, if given) pending at the call is
    * committed or cancelled, and every version a close made durable while its handle stays open
-   * (`flushDurable`), which commits once released. Throws CHECKPOINT_UPLOAD_FAILED if the write
-   * path closes first.
+   * (`flushDurable`), which commits once released. With `until: 'inStore'` it resolves once the
+   * store has them, before the cache's copy of their bytes and the staged files' removal (what
+   * `POST /v1/uploads/flush` promises). Throws CHECKPOINT_UPLOAD_FAILED if the write path closes
+   * first.
    */
-  async flush(target?: WriteTarget): Promise<void> {
+  async flush(target?: WriteTarget, until: 'settled' | 'inStore' = 'settled'): Promise<void> {
     const waiting = this.#ctx.versions.all().filter((u) => (u.released || u.durable) && !u.settled && (!target || (u.storeId === target.storeId && u.key === target.key)));
-    await untilAborted(Promise.all(waiting.map((u) => u.finished)), this.#ctx.closed.signal);
-    const left = waiting.filter((u) => !u.settled);
+    await untilAborted(Promise.all(waiting.map((u) => (until === 'inStore' ? u.inStore : u.finished))), this.#ctx.closed.signal);
+    const left = waiting.filter((u) => !u.settled && !(until === 'inStore' && u.landed));
     if (left.length > 0) throw new WritePathError('CHECKPOINT_UPLOAD_FAILED', `the write path closed with ${left.length} uploads pending; they resume at the next start`);
   }
 
