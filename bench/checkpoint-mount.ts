@@ -130,6 +130,8 @@ export async function run(): Promise<Record<string, unknown>> {
       ['strata sync: close() returned (x SDK)', med((r) => r.sync.closeSeconds), range((r) => r.sync.closeSeconds), med((r) => r.sync.closeSeconds / r.sdkSeconds), ''],
     ];
     printTable(`${FILE_MIB} MiB checkpoint written with dd bs=4M, ${ROUNDS} rounds (medians of per-round ratios)`, ['case', 'seconds', 'range', 'ratio', 'target'], rows);
+    const perRound = (f: (r: Round) => number) => rounds.map((r) => f(r).toFixed(2)).join(', ');
+    process.stdout.write(`per round: async close / local ${perRound((r) => r.async.closeSeconds / r.localSeconds)}; in store / SDK ${perRound((r) => r.async.storeSeconds / r.sdkSeconds)}; without write passthrough, close / local ${perRound((r) => r.asyncDaemon.closeSeconds / r.localSeconds)}\n`);
     process.stdout.write(`daemon CPU s/GiB: async ${med((r) => r.async.cpuPerGiB).toFixed(2)}, async without write passthrough ${med((r) => r.asyncDaemon.cpuPerGiB).toFixed(2)}, sync ${med((r) => r.sync.cpuPerGiB).toFixed(2)}\n`);
     return { fileMiB: FILE_MIB, rounds };
   } finally {
