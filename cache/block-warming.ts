@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import { StoreError } from '../store/index.js';
 import type { ObjectRef } from '../store/index.js';
-import { blockCount, blockId, blockKeyOf, blockLength } from './block-key.js';
+import { blockCount, blockId, blockKeyOf, blockLength, objectVersionId } from './block-key.js';
 import type { BlockLoader } from './block-loader.js';
 import type { CacheScope } from './cache-scope.js';
 import { CacheError } from './cache-error.js';
@@ -68,6 +68,10 @@ export class BlockWarming {
   /** See `BlockCache.adopt`. */
   async adopt(ref: ObjectRef, file: string): Promise<number> {
     const s = this.#s;
+    // A tier that keeps whole files takes the file itself (a hard link): no byte is copied, and
+    // the next open passes through to it; nothing goes to DRAM or the other tiers.
+    const whole = s.config.nvme?.wholeFiles === true ? s.lower.find((tier) => tier.adoptWhole !== undefined) : undefined;
+    if (whole && (await whole.adoptWhole!(objectVersionId(ref), file, ref.size, s.config.blockSize))) return blockCount(ref.size, s.config.blockSize);
     const handle = await open(file, 'r');
     let adopted = 0;
     try {

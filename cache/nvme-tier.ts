@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { counter, type Logger } from '../telemetry/index.js';
@@ -10,7 +10,8 @@ import { blockChecksum } from './checksum.js';
 import { FIXED_HEADER_BYTES, blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
 import type { BlockFile } from './object-reader.js';
 import { deleteRecord, putRecord, replayIndexLog, type IndexEntry, type WholeLayout } from './nvme-index-log.js';
-import { assembleWholeFile, readExactly, type SourceBlock } from './nvme-whole-file.js';
+import { renameDurably } from '../durable/index.js';
+import { assembleWholeFile, blockChecksumsOf, readExactly, type SourceBlock } from './nvme-whole-file.js';
 import { NvmeScrub, type ScrubTarget } from './nvme-scrub.js';
 import type { Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
@@ -312,6 +313,28 @@ export class NvmeTier implements Tier {
     return work;
   }
 
+  /**
+   * Takes `file`, a local file holding exactly object version `objectId`'s `size` bytes that is
+   * durable and never changed again (a checkpoint's staged copy once committed), as its
+   * whole-object file through a hard link: no byte is copied. The CRC-32C of each block is
+   * computed from the file, for reads of single blocks and the scrub. Answers false, changing
+   * nothing, when `file` is on another file system, the object is one block, or there is no
+   * room. Never rejects.
+   */
+  adoptWhole(objectId: string, file: string, size: number, blockSize: number): Promise<boolean> {
+    if (this.#closed || !(size > blockSize) || this.#assembling.has(objectId)) return Promise.resolve(false);
+    if (this.#entries.get(objectId)?.whole !== undefined) return Promise.resolve(true);
+    this.#assembling.set(objectId, Promise.resolve(false));
+    const work = this.#linkWhole(objectId, file, size, blockSize)
+      .catch((err: unknown) => {
+        this.#counters.ioError('adopt', err);
+        return false;
+      })
+      .finally(() => this.#assembling.delete(objectId));
+    this.#assembling.set(objectId, work);
+    return work;
+  }
+
   stats(): TierStats {
     return this.#counters.snapshot({ capacityBytes: this.#capacity, usedBytes: this.#used, blocks: this.#entries.size + this.#wholeBlocks });
   }
@@ -555,20 +578,53 @@ export class NvmeTier implements Tier {
       await this.#unlink(path);
       return false;
     }
+    this.#commitWhole(objectId, size, layout);
+    return true;
+  }
+
+  async #linkWhole(objectId: string, file: string, size: number, blockSize: number): Promise<boolean> {
+    const checksums = await blockChecksumsOf(file, size, blockSize);
+    if (checksums === undefined || size > this.#capacity || !(await this.#makeRoom(size))) return false;
+    this.#used += size;
+    const path = this.#wholePath(objectId);
+    const temp = `${path}.${process.pid}.${this.#tmpSeq++}.tmp`;
+    try {
+      await this.#ensureDir(path);
+      await link(file, temp);
+      await renameDurably(temp, path);
+    } catch (err) {
+      this.#used -= size;
+      await rm(temp, { force: true });
+      if ((err as NodeJS.ErrnoException).code === 'EXDEV') return false; // another file system: the caller copies
+      throw err;
+    }
+    if (this.#closed) {
+      this.#used -= size;
+      await this.#unlink(path);
+      return false;
+    }
+    this.#commitWhole(objectId, size, { blockSize, checksums });
+    return true;
+  }
+
+  /** Records `objectId`'s whole file (written and durable at its path): block files of the version it holds go. */
+  #commitWhole(objectId: string, size: number, layout: WholeLayout): void {
     const whole: IndexEntry = { fileBytes: size, checksum: 0, whole: layout };
     this.#entries.set(objectId, whole);
     this.#wholeBlocks += layout.checksums.length - 1;
     this.#append(putRecord(objectId, whole));
     this.#freeEstimate.bytes -= size;
     // Committed: the block files go, their bytes are served from the whole file.
-    for (const { id } of sources) {
+    for (let index = 0; index < layout.checksums.length; index++) {
+      const id = blockIdInVersion(objectId, index);
+      const entry = this.#entries.get(id);
+      if (entry === undefined || entry.whole !== undefined) continue;
       this.#forget(id);
       void this.#unlink(this.#pathOf(id));
     }
     this.#counters.sizes(this.#used, this.#capacity);
     wholeFilesAssembled.inc();
     this.#scrub?.wake();
-    return true;
   }
 
   /** The whole file after `after` in index order (the first when undefined or gone), for the scrub. */

@@ -63,6 +63,32 @@ export async function assembleWholeFile(path: string, tempName: string, blocks: 
   }
 }
 
+/**
+ * The CRC-32C of each `blockSize` block of the `size`-byte file `path` (the last one short),
+ * read with one block buffer; undefined when the file is not `size` bytes long.
+ */
+export async function blockChecksumsOf(path: string, size: number, blockSize: number): Promise<number[] | undefined> {
+  const handle = await open(path, 'r');
+  try {
+    if ((await handle.stat()).size !== size) return undefined;
+    const buffer = Buffer.allocUnsafe(Math.min(blockSize, size));
+    const checksums: number[] = [];
+    for (let offset = 0; offset < size; offset += blockSize) {
+      const bytes = buffer.subarray(0, Math.min(blockSize, size - offset));
+      let done = 0;
+      while (done < bytes.length) {
+        const { bytesRead } = await handle.read(bytes, done, bytes.length - done, offset + done);
+        if (bytesRead === 0) return undefined;
+        done += bytesRead;
+      }
+      checksums.push(blockChecksum(bytes));
+    }
+    return checksums;
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Reads `into.length` bytes of `path` at `offset`; a short file rejects (it is not the block it should be). */
 export async function readExactly(path: string, offset: number, into: Buffer): Promise<void> {
   const handle = await open(path, 'r');

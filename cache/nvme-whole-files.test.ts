@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -286,17 +286,37 @@ describe('BlockCache over a local store: whole files for passthrough', () => {
     await cache.close();
   });
 
-  it('makes a checkpoint whole once its staged copy is adopted, so its first open can pass through', async () => {
+  it('takes an adopted checkpoint as its whole file by a hard link, copying nothing, so its first open can pass through', async () => {
     const bytes = randomBytes(3 * MiB + 1);
     const staged = join(dir, 'staged.bin');
     await writeFile(staged, bytes);
     const ref: ObjectRef = { storeId: 'file://test', key: 'ckpt.bin', etag: 'e-ckpt', size: bytes.length };
-    const cache = await open(true);
+    let cache = await open(true);
     expect(await cache.adopt(ref, staged)).toBe(4);
-    await new Promise((r) => setImmediate(r));
-    await cache.wholeFilesSettled();
     const path = cache.wholeFile(cache.openSession(ref))!;
-    expect((await readFile(path)).equals(bytes)).toBe(true);
+    expect((await stat(path)).ino).toBe((await stat(staged)).ino);
+    expect(await filesEnding(join(dir, 'nvme'), '.blk')).toEqual([]);
+    // The write path deletes its staged copy next; the whole file stays, and so after a restart.
+    await rm(staged);
+    await cache.close();
+    cache = await open(true);
+    const session = cache.openSession(ref);
+    expect(cache.wholeFile(session)).toBe(path);
+    expect((await cache.read(session, 2 * MiB - 7, MiB + 8)).equals(bytes.subarray(2 * MiB - 7, 3 * MiB + 1))).toBe(true);
+    cache.closeSession(session);
+    await cache.close();
+  });
+
+  it('copies an adopted checkpoint into blocks when whole files are off', async () => {
+    const bytes = randomBytes(2 * MiB + 5);
+    const staged = join(dir, 'staged-off.bin');
+    await writeFile(staged, bytes);
+    const ref: ObjectRef = { storeId: 'file://test', key: 'ckpt-off.bin', etag: 'e-off', size: bytes.length };
+    const cache = await open(false);
+    expect(await cache.adopt(ref, staged)).toBe(3);
+    await cache.writesSettled();
+    expect(cache.wholeFile(cache.openSession(ref))).toBeUndefined();
+    expect(await filesEnding(join(dir, 'nvme'), '.blk')).toHaveLength(3);
     await cache.close();
   });
 

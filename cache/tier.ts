@@ -66,6 +66,12 @@ export interface Tier {
   wholeFile?(objectId: string, options?: { readonly touch?: boolean }): { readonly path: string; readonly size: number } | undefined;
   /** Makes `objectId` (of `size` bytes, in blocks of `blockSize`) one whole file if all its blocks are present; answers whether it is whole. Never rejects. */
   assembleWhole?(objectId: string, size: number, blockSize: number): Promise<boolean>;
+  /**
+   * Takes a local file holding exactly `objectId`'s `size` bytes, durable and never changed
+   * again, as its whole file without copying it (a hard link); false when it cannot (another
+   * file system, one block, no room). Never rejects.
+   */
+  adoptWhole?(objectId: string, file: string, size: number, blockSize: number): Promise<boolean>;
   /** Whether the block is present, without touching recency or counters. */
   has(id: string): boolean;
   readonly capacityBytes: number;
