@@ -235,6 +235,38 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
   }
 
 
+  it('keeps a checkpoint written through the mount as its whole file (a hard link of its staged file): after a restart the kernel reads it through passthrough, with no byte from the store', async () => {
+    const { bucket, work, mnt } = await modelBucket('native-ckpt', Buffer.from('unused'));
+    const nvme = join(work, 'nvme');
+    const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '8MiB', '--memory', '24MiB', '--nvme', `${nvme}:64MiB`, '--nvme-scrub-rate', '0', '--log-level', 'warn'];
+    const source = join(work, 'ckpt.src');
+    await writeFile(source, model);
+    let daemon: StrataProcess | undefined = await startMount(`s3://${bucket}`, mnt, args);
+    try {
+      let base = apiUrlOf(daemon);
+      await sh(`dd if=${source} of=${mnt}/ckpt.pt bs=4M status=none`);
+      const flushed = await fetch(`${base}/v1/uploads/flush`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      expect(flushed.status).toBe(200);
+      expect(await waitForMetric(base, 'strata_cache_whole_files_assembled_total', 1, 30_000)).toBe(1);
+      expect(await blockFiles(nvme)).toEqual([]);
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      const [whole] = await blockFiles(nvme, '.obj');
+      expect((await readFile(whole!)).equals(model)).toBe(true);
+
+      daemon = await startMount(`s3://${bucket}`, mnt, args);
+      base = apiUrlOf(daemon);
+      expect((await sh(`sha256sum ${mnt}/ckpt.pt`)).split(' ')[0]).toBe(sha256(model));
+      expect(await metric(base, 'strata_fuse_passthrough_files_total')).toBe(1);
+      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(0);
+      expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(0);
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      daemon = undefined;
+    } finally {
+      if (daemon) await daemon.stop('SIGKILL');
+      await cleanupDir(work);
+    }
+  });
+
   it('makes a read object whole in the tier; after a crash and restart the kernel reads it through passthrough, byte-exact; the scrub drops a damaged file and the next read refetches', async () => {
     testS3();
     const client = testS3Client();
