@@ -82,6 +82,22 @@ describe('a file the kernel writes itself (FUSE write passthrough)', () => {
     await second.writePath.close();
   });
 
+  it('commits at fsync what the kernel wrote a moment before, without waiting for the watcher', async () => {
+    const r = await rig();
+    const h = await r.writePath.open({ storeId: STORE_ID, key: 'synced.bin' }, { truncate: true });
+    const file = (await r.writePath.shareWithKernel(h))!;
+    await file.write(Buffer.from('abc'), 0, 3, 0);
+    await r.writePath.fsync(h);
+    expect(await stored(r, 'synced.bin')).toEqual(Buffer.from('abc'));
+    // Written and fsync'd at once, well within the watcher's 20 ms.
+    await file.write(Buffer.from('def'), 0, 3, 3);
+    await r.writePath.fsync(h);
+    expect(await stored(r, 'synced.bin')).toEqual(Buffer.from('abcdef'));
+    await file.close();
+    await r.writePath.release(h);
+    await r.writePath.flush();
+  });
+
   it('keeps a writer on the daemon path for sync close, with sharing off, and while staging is more than half full', async () => {
     const r = await rig({ stagingLimitBytes: 4 * PART });
     const sync = await r.writePath.open({ storeId: STORE_ID, key: 'sync.bin' }, { truncate: true, closeMode: 'sync' });

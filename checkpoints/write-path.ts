@@ -202,6 +202,7 @@ export class WritePath {
     const ctx = this.#ctx;
     return this.#serial(handle, async (upload) => {
       if (upload.cancelled) return;
+      this.#noticeGrowth(handle); // the kernel may have written a moment ago, since the last look
       if (!upload.dirty) {
         await ctx.commits.withDeadline(ctx.versions.olderSettled(upload), upload, () => undefined);
         return;
