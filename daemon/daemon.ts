@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { ParamsService } from '../params/index.js';
 import { ClusterNode } from '../params/cluster/index.js';
 import { WritePath } from '../checkpoints/index.js';
-import { StoreError } from '../store/index.js';
+import { StoreError, releaseFreedBlockMemory, reserveBlockMemory } from '../store/index.js';
 import { BlockCache, PinSet, resolveBlockCacheConfig, type FetchRange, type TierName } from '../cache/index.js';
 import { StrataError } from '../errors/index.js';
 import { Filesystem, FuseMount, prepareMountPoint, type FuseMountInfo } from '../fuse/index.js';
@@ -46,6 +46,8 @@ export class Daemon {
   static async start(config: DaemonConfig, logger: Logger, early?: EarlyStart): Promise<Daemon> {
     // Before the FUSE threads and the I/O pool allocate their first buffers.
     tuneAllocator(logger);
+    // GET bodies land in one reserved arena, reused once collected (store/block-arena.ts).
+    if (!reserveBlockMemory(config.memoryBudgetBytes)) logger.warn('no block memory arena (the strata_arena addon is missing or the reservation was refused): blocks use ordinary memory');
     const cleanups: Array<() => Promise<unknown>> = [];
     if (early) {
       // Closed last on a failed start (or by the API's close once it owns the socket).
@@ -264,7 +266,11 @@ function watchMemory(config: DaemonConfig, cache: BlockCache, writes: WritePath,
     dramUsed: () => cache.stats().find((tier) => tier.name === 'dram')?.usedBytes ?? 0,
     uploadBuffers: () => writes.uploadBufferBytes(),
     reclaim: reclaimMemory,
-    limitDram: (bytes, pressure) => cache.limitMemory(bytes, pressure),
+    limitDram: (bytes, pressure) => {
+      cache.limitMemory(bytes, pressure);
+      // What the cap evicts must leave the resident size, not wait in the arena for reuse.
+      releaseFreedBlockMemory(bytes !== undefined);
+    },
     logger: logger.child({ component: 'memory' }),
   });
   watchdog.start(MEMORY_CHECK_EVERY_MS);

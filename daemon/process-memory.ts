@@ -1,6 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { loadAddon } from '../native/index.js';
+import { trimBlockMemory } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 
 /** The calls of native/src/strata_memory.c (see its header comment for the contracts). */
@@ -82,9 +83,9 @@ export function tuneAllocator(logger: Logger): boolean {
 let collect: (() => void) | undefined;
 
 /**
- * Runs a full garbage collection, then returns the heaps' free pages to the system. Evicted
- * blocks and answered requests are garbage until V8 collects them, and V8 collects external
- * memory late (after tens of MiB of it); the watchdog calls this when the process is over its
+ * Runs a full garbage collection, then returns the heaps' free pages and the block arena's free
+ * slots to the system. Evicted blocks and answered requests are garbage until V8 collects them,
+ * and V8 collects external memory late (after tens of MiB of it); the watchdog calls this when the process is over its
  * limit, at most every few seconds, since a full collection pauses the event loop (20-80 ms
  * measured with a 200 MiB heap of buffers).
  */
@@ -96,6 +97,10 @@ export function reclaimMemory(): void {
   }
   collect();
   memoryBinding()?.trim();
+  // Arena slots return when their ArrayBuffers' finalizers run, a task after the collection:
+  // the free slots now, and those once the finalizers have run.
+  trimBlockMemory();
+  setTimeout(trimBlockMemory, 0).unref();
 }
 
 export function processMemory(): ProcessMemory {

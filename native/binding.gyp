@@ -6,6 +6,11 @@
       "cflags": ["-O2", "-Wall", "-Wextra"]
     },
     {
+      "target_name": "strata_arena",
+      "sources": ["src/strata_arena.cc"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-cast-function-type"]
+    },
+    {
       "target_name": "strata_lookup",
       "sources": ["src/strata_lookup.c", "src/strata_overlay.c", "src/crc32c.c"],
       "cflags": ["-O3", "-Wall", "-Wextra"],

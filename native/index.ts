@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The addons that native/binding.gyp builds. */
-export type AddonName = 'strata_mmap' | 'strata_lookup' | 'strata_memory' | 'strata_fuse';
+export type AddonName = 'strata_mmap' | 'strata_arena' | 'strata_lookup' | 'strata_memory' | 'strata_fuse';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /**

@@ -1,4 +1,6 @@
 import { loadAddon } from '../native/index.js';
+import { counter, gauge } from '../telemetry/index.js';
+import { BlockArena, MIN_SLOT_BYTES, type ArenaBinding } from './block-arena.js';
 
 /** The one call of native/src/strata_mmap.c this module uses. */
 interface HugeBlockBinding {
@@ -23,8 +25,54 @@ function hugeBlocks(): HugeBlockBinding | null {
   return binding;
 }
 
+/** The process's arena, once the daemon reserved one (`reserveBlockMemory`); absent in tools and most tests. */
+let arena: BlockArena | undefined;
+
+gauge('strata_block_arena_bytes', 'Block memory arena: address space reserved, slots holding blocks, slots free for reuse', ['state'], (g) => {
+  const stats = arena?.stats();
+  g.set({ state: 'reserved' }, stats?.reservedBytes ?? 0);
+  g.set({ state: 'in_use' }, stats?.inUseBytes ?? 0);
+  g.set({ state: 'free' }, stats?.freeBytes ?? 0);
+});
+const fallbackCounter = counter('strata_block_arena_fallbacks_total', 'GET bodies of slot size the arena had no free slot for (allocated outside it, counted by V8)');
+
 /**
- * Memory for one GET body that the socket is about to fill (contents undefined). A length that
+ * Reserves `bytes` of address space for block memory (store/block-arena.ts): GET bodies of 64 KiB
+ * and more are carved from it and reused once collected, outside V8's external memory count.
+ * The daemon reserves its memory budget (the DRAM tier and its I/O buffers). Answers false where
+ * the addon is missing or the reservation is refused; bodies then come from the allocator.
+ */
+export function reserveBlockMemory(bytes: number): boolean {
+  try {
+    arena ??= new BlockArena(arenaBinding());
+    arena.reserve(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Gives the pages of free arena slots back to the system (the memory watchdog, over its limit); answers the bytes. */
+export function trimBlockMemory(): number {
+  return arena?.trim() ?? 0;
+}
+
+/** While on (the DRAM tier is capped), freed arena slots go back to the system at once instead of waiting for reuse. */
+export function releaseFreedBlockMemory(on: boolean): void {
+  arena?.releaseFreed(on);
+}
+
+function arenaBinding(): ArenaBinding {
+  const native = loadAddon<ArenaBinding>('strata_arena');
+  if (typeof native.reserve !== 'function' || typeof native.view !== 'function' || typeof native.release !== 'function') {
+    throw new Error('the strata_arena addon lacks a call');
+  }
+  return native;
+}
+
+/**
+ * Memory for one GET body that the socket is about to fill (contents undefined): a slot of the
+ * arena where the daemon reserved one and a slot is free, else ordinary memory. A length that
  * is a multiple of 2 MiB (every full block at the default 4 MiB) gets 2 MiB-aligned memory
  * advised for transparent huge pages: the socket's first write into it faults once per 2 MiB
  * instead of once per 4 KiB page. Measured allocating and touching 512 MiB in 4 MiB buffers,
@@ -34,6 +82,11 @@ function hugeBlocks(): HugeBlockBinding | null {
  * external memory and are freed when the Buffer is collected.
  */
 export function blockMemory(length: number): Buffer {
+  if (arena !== undefined) {
+    const slot = arena.take(length);
+    if (slot !== undefined) return slot;
+    if (length >= MIN_SLOT_BYTES) fallbackCounter.inc();
+  }
   if (length > 0 && length % HUGE_PAGE_BYTES === 0) {
     const native = hugeBlocks();
     if (native !== null) {

@@ -17,7 +17,7 @@
  *                                       positive multiple of 2 MiB), 2 MiB-aligned and
  *                                       advised MADV_HUGEPAGE, so its first touch costs
  *                                       one page fault per 2 MiB instead of 512. Counted
- *                                       in V8's external memory as a Buffer's would be;
+ *                                       (once) in V8's external memory as a Buffer's is;
  *                                       unmapped when the Buffer is garbage-collected.
  *
  * Errors are thrown as JavaScript Errors carrying the errno name in `code`.
@@ -154,9 +154,8 @@ static napi_value resident(napi_env env, napi_callback_info info) {
 
 static void release_huge_block(napi_env env, void *data, void *hint) {
   size_t length = (size_t)(uintptr_t)hint;
-  int64_t adjusted;
+  (void)env;
   munmap(data, length);
-  napi_adjust_external_memory(env, -(int64_t)length, &adjusted);
 }
 
 static napi_value huge_block(napi_env env, napi_callback_info info) {
@@ -186,8 +185,8 @@ static napi_value huge_block(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "could not wrap the memory in a Buffer");
     return NULL;
   }
-  int64_t adjusted;
-  napi_adjust_external_memory(env, length, &adjusted);
+  /* napi_create_external_buffer has counted `length` in V8's external memory already; counting
+     it again here doubled the full collections a cold read caused. */
   return buffer;
 }
 
