@@ -17,7 +17,7 @@ import { startApiServer, type ApiServer, type DaemonServices } from '../api/inde
 import type { DaemonConfig } from '../config/index.js';
 import { FetchScheduler } from './fetch-scheduler.js';
 import { MemoryWatchdog } from './memory-watchdog.js';
-import { processMemory, processMemoryLimit, reclaimMemory, tuneAllocator } from './process-memory.js';
+import { collectForBlockArena, processMemory, processMemoryLimit, reclaimMemory, tuneAllocator } from './process-memory.js';
 import { listenParamsWire, openParams, type EarlyStart } from './params-start.js';
 
 export class Daemon {
@@ -47,7 +47,7 @@ export class Daemon {
     // Before the FUSE threads and the I/O pool allocate their first buffers.
     tuneAllocator(logger);
     // GET bodies land in one reserved arena, reused once collected (store/block-arena.ts).
-    if (!reserveBlockMemory(config.memoryBudgetBytes)) logger.warn('no block memory arena (the strata_arena addon is missing or the reservation was refused): blocks use ordinary memory');
+    if (!reserveBlockMemory(config.memoryBudgetBytes, collectForBlockArena)) logger.warn('no block memory arena (the strata_arena addon is missing or the reservation was refused): blocks use ordinary memory');
     const cleanups: Array<() => Promise<unknown>> = [];
     if (early) {
       // Closed last on a failed start (or by the API's close once it owns the socket).

@@ -36,16 +36,24 @@ gauge('strata_block_arena_bytes', 'Block memory arena: address space reserved, s
 });
 const fallbackCounter = counter('strata_block_arena_fallbacks_total', 'GET bodies of slot size the arena had no free slot for (allocated outside it, counted by V8)');
 
+/** Called (at most once per body) when a body of slot size found no free slot; see reserveBlockMemory. */
+let whenDry: (() => void) | undefined;
+
 /**
  * Reserves `bytes` of address space for block memory (store/block-arena.ts): GET bodies of 64 KiB
  * and more are carved from it and reused once collected, outside V8's external memory count.
  * The daemon reserves its memory budget (the DRAM tier and its I/O buffers). Answers false where
  * the addon is missing or the reservation is refused; bodies then come from the allocator.
+ *
+ * `onDry` runs when a body found no free slot: the slots of evicted blocks come back only when
+ * V8 collects them, and V8 no longer collects for their sake, so the daemon asks for a
+ * collection there (rate-limited) rather than let every later body take fresh memory.
  */
-export function reserveBlockMemory(bytes: number): boolean {
+export function reserveBlockMemory(bytes: number, onDry?: () => void): boolean {
   try {
     arena ??= new BlockArena(arenaBinding());
     arena.reserve(bytes);
+    whenDry = onDry;
     return true;
   } catch {
     return false;
@@ -85,7 +93,10 @@ export function blockMemory(length: number): Buffer {
   if (arena !== undefined) {
     const slot = arena.take(length);
     if (slot !== undefined) return slot;
-    if (length >= MIN_SLOT_BYTES) fallbackCounter.inc();
+    if (length >= MIN_SLOT_BYTES) {
+      fallbackCounter.inc();
+      whenDry?.();
+    }
   }
   if (length > 0 && length % HUGE_PAGE_BYTES === 0) {
     const native = hugeBlocks();

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMountPoint } from '../../fuse/index.js';
 import { createTestBucket, testS3, testS3Client } from '../fixtures/s3.js';
 import { sh, shResult } from '../fixtures/shell.js';
-import { cleanupDir, runStrata, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
+import { metric } from '../fixtures/metrics.js';
+import { apiUrlOf, cleanupDir, runStrata, startMount, tempDir, type StrataProcess } from '../fixtures/strata-process.js';
 
 const MiB = 1024 * 1024;
 
@@ -83,6 +84,11 @@ describe('strata mount s3:// over Ceph RGW', () => {
     const copy = join(work, 'copy');
     await sh(`cp -r ${mnt}/train ${copy}`);
     expect(await sh(`cd ${copy} && find . -type f | LC_ALL=C sort`)).toBe('./class_a/img 1+2 ü.bin\n./class_b/x.bin\n');
+    // The blocks landed in the daemon's arena (docs/ARCHITECTURE.md, "Block memory"), whose reservation is its memory budget.
+    const api = apiUrlOf(daemon);
+    const inUse = await metric(api, 'strata_block_arena_bytes', '{state="in_use"}');
+    expect(inUse).toBeGreaterThanOrEqual(48 * MiB);
+    expect(await metric(api, 'strata_block_arena_bytes', '{state="reserved"}')).toBeGreaterThan(inUse);
   });
 
   it('answers ESTALE when an open file changes in the store, and the next open sees the new version', async () => {
