@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { StoreError } from '../store/index.js';
+import { StoreError, blockMemory } from '../store/index.js';
 import type { ObjectRef } from '../store/index.js';
 import { blockCount, blockId, blockKeyOf, blockLength, objectVersionId } from './block-key.js';
 import type { BlockLoader } from './block-loader.js';
@@ -78,7 +78,7 @@ export class BlockWarming {
       for (let index = 0; index < blockCount(ref.size, s.config.blockSize); index += 1) {
         const length = blockLength(ref.size, s.config.blockSize, index);
         if (!s.pool.tryReserve(length)) break;
-        const bytes = Buffer.allocUnsafe(length);
+        const bytes = blockMemory(length);
         const { bytesRead } = await handle.read(bytes, 0, length, index * s.config.blockSize);
         if (bytesRead !== length) {
           s.pool.release(length);

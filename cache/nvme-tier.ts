@@ -4,6 +4,7 @@ import { link, mkdir, open, readFile, readdir, rename, rm, statfs, unlink, write
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { counter, type Logger } from '../telemetry/index.js';
+import { blockMemory } from '../store/index.js';
 import { blockIdInVersion, splitBlockId } from './block-key.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
@@ -210,7 +211,7 @@ export class NvmeTier implements Tier {
     try {
       const handle = await open(path, 'r');
       try {
-        file = Buffer.allocUnsafe(entry.fileBytes);
+        file = blockMemory(entry.fileBytes);
         ({ bytesRead } = await handle.read(file, 0, entry.fileBytes, 0));
       } finally {
         await handle.close();
@@ -509,7 +510,7 @@ export class NvmeTier implements Tier {
 
   async #getFromWhole(id: string, held: WholeBlock): Promise<Buffer | undefined> {
     const path = this.#wholePath(held.objectId);
-    const bytes = Buffer.allocUnsafe(held.length);
+    const bytes = blockMemory(held.length);
     try {
       await readExactly(path, held.offset, bytes);
     } catch (err) {

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Logger } from '../telemetry/index.js';
+import { blockMemory } from '../store/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
 import { loadMmapBinding, type MmapBinding } from './mmap-binding.js';
@@ -184,7 +185,7 @@ export class PmemTier implements Tier {
     try {
       const { segment, offset } = this.#locate(slot);
       const length = this.#lengths[slot];
-      copy = Buffer.allocUnsafe(length);
+      copy = blockMemory(length);
       segment.copy(copy, 0, offset, offset + length);
     } catch (err) {
       this.#counters.ioError('read', err);

@@ -79,8 +79,9 @@ function arenaBinding(): ArenaBinding {
 }
 
 /**
- * Memory for one GET body that the socket is about to fill (contents undefined): a slot of the
- * arena where the daemon reserved one and a slot is free, else ordinary memory. A length that
+ * Memory for one block about to be filled (contents undefined): a GET body the socket writes
+ * into, or a block read from a tier. A slot of the arena where the daemon reserved one and a
+ * slot is free, else ordinary memory. A length that
  * is a multiple of 2 MiB (every full block at the default 4 MiB) gets 2 MiB-aligned memory
  * advised for transparent huge pages: the socket's first write into it faults once per 2 MiB
  * instead of once per 4 KiB page. Measured allocating and touching 512 MiB in 4 MiB buffers,

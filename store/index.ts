@@ -8,7 +8,7 @@ export type { CopyOptions, GetRangeOptions, GetRangeResult, ListOptions, ListPag
 export { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isSymlinkMeta, metaFromHeaders, metaToHeaders, type ObjectMeta } from './object-meta.js';
 export type { ObjectRef } from './object-ref.js';
 export { StoreError, type StoreErrorCode } from './errors.js';
-export { releaseFreedBlockMemory, reserveBlockMemory, trimBlockMemory } from './block-memory.js';
+export { blockMemory, releaseFreedBlockMemory, reserveBlockMemory, trimBlockMemory } from './block-memory.js';
 export { parseStoreUrl, type StoreLocation } from './url.js';
 export { endpointSchema, httpUrlSchema, storeUrlSchema } from './url-schema.js';
 
