@@ -110,6 +110,12 @@ describe('BlockArena', () => {
     // The second region serves a slot the first has no room for.
     expect(arena.take(4 * MiB)).toBeDefined();
     expect(arena.take(4 * MiB)).toBeDefined();
+    // A budget past the largest region (64 GiB in the daemon) takes several.
+    const split = new BlockArena(binding(), 4 * MiB);
+    split.reserve(10 * MiB);
+    expect(split.stats().reservedBytes).toBe(10 * MiB);
+    expect([split.take(4 * MiB), split.take(4 * MiB), split.take(2 * MiB)].every((b) => b !== undefined)).toBe(true);
+    expect(split.take(2 * MiB)).toBeUndefined();
     const native = binding();
     expect(() => native.reserve(3 * MiB)).toThrow(/multiple of 2 MiB/);
     expect(() => native.view(0, 0, 0)).toThrow(/length > 0/);

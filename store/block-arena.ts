@@ -32,6 +32,8 @@ export interface ArenaBinding {
 export const MIN_SLOT_BYTES = 64 * 1024;
 /** Transparent huge pages (x86-64, arm64 with 4 KiB pages): regions are reserved in multiples of this. */
 const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
+/** The addon's largest region (native/src/strata_arena.cc); a larger budget takes several. */
+export const MAX_REGION_BYTES = 64 * 1024 ** 3;
 
 interface Region {
   readonly index: number;
@@ -76,17 +78,24 @@ export class BlockArena {
   #freeBytes = 0;
   #residentFree = 0;
 
-  constructor(binding: ArenaBinding) {
+  readonly #maxRegionBytes: number;
+
+  /** @param maxRegionBytes the largest region to ask the addon for (a multiple of 2 MiB; tests use less) */
+  constructor(binding: ArenaBinding, maxRegionBytes = MAX_REGION_BYTES) {
     this.#binding = binding;
+    this.#maxRegionBytes = maxRegionBytes;
   }
 
   /** Reserves address space until the arena holds at least `bytes` (rounded up to 2 MiB); never shrinks. */
   reserve(bytes: number): void {
-    const missing = Math.ceil((bytes - this.#reserved) / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES;
-    if (missing <= 0) return;
-    const index = this.#binding.reserve(missing);
-    this.#regions.push({ index, bytes: missing, carved: 0 });
-    this.#reserved += missing;
+    let missing = Math.ceil((bytes - this.#reserved) / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES;
+    while (missing > 0) {
+      const region = Math.min(missing, this.#maxRegionBytes);
+      const index = this.#binding.reserve(region);
+      this.#regions.push({ index, bytes: region, carved: 0 });
+      this.#reserved += region;
+      missing -= region;
+    }
   }
 
   /**
