@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { StoreError } from '../store/index.js';
 import { silentLogger } from '../telemetry/index.js';
 import { BlockCache } from './block-cache.js';
@@ -409,6 +409,35 @@ describe('BlockCache', () => {
     expect(written.size).toBe(12);
     const first = written.get(JSON.stringify(['mem://test', 'obj', '"v1"', 0]))!;
     expect(first.checksum).toBe(blockChecksum(bytes.subarray(0, BLOCK)));
+  });
+
+  it('closes without waiting out write-through\'s quiet time, whose unref\'d timer cannot keep a shutting-down process alive', async () => {
+    const written = new Set<string>();
+    const tier: Tier = {
+      name: 'nvme',
+      capacityBytes: 1 << 30,
+      usedBytes: 0,
+      get: async () => undefined,
+      put: async (id) => {
+        written.add(id);
+        return true;
+      },
+      delete: async (id) => void written.delete(id),
+      has: (id) => written.has(id),
+      stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: written.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
+      close: async () => undefined,
+    };
+    // Only timers are faked: the quiet time never passes unless close() ends it.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const cache = new BlockCache(resolveBlockCacheConfig({ blockSize: BLOCK, memoryBudgetBytes: 64 * MiB, readaheadMaxBlocks: 0 }), logger, store.fetchRange, { nvme: tier });
+      await readAll(cache, store.add('quiet', randomBytes(BLOCK)));
+      expect(written.size).toBe(0); // the reader's fetch has just ended: the block waits for quiet
+      await cache.close();
+      expect(written.size).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('holds write-through back while a reader waits on the store, and writes once its fetches have been quiet', async () => {

@@ -674,7 +674,7 @@ export class NvmeTier implements Tier {
       }
     }
     if (adopted > 0) this.#logger.info({ tier: 'nvme', adopted }, 'adopted block files missing from the index');
-    this.#dropBlocksOfWholes();
+    await this.#dropBlocksOfWholes();
   }
 
   /** Whether `hash` names a whole file being assembled or committed since the scan began. */
@@ -684,18 +684,19 @@ export class NvmeTier implements Tier {
     return false;
   }
 
-  /** Block files of objects that are whole (a crash between a whole file's commit and their removal) go. */
-  #dropBlocksOfWholes(): void {
+  /**
+   * Block files of objects that are whole (a crash between a whole file's commit and their
+   * removal) go; the scan (`scanned`) ends once they are gone.
+   */
+  async #dropBlocksOfWholes(): Promise<void> {
     const covered: string[] = [];
     for (const [id, entry] of this.#entries) {
       if (entry.whole !== undefined) continue;
       const objectId = splitBlockId(id)?.objectId;
       if (objectId !== undefined && this.#entries.get(objectId)?.whole !== undefined) covered.push(id);
     }
-    for (const id of covered) {
-      this.#forget(id);
-      void this.#unlink(this.#pathOf(id));
-    }
+    for (const id of covered) this.#forget(id);
+    await Promise.all(covered.map((id) => this.#unlink(this.#pathOf(id))));
   }
 
   async #adopt(path: string): Promise<boolean> {

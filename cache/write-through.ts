@@ -65,7 +65,8 @@ export class WriteThrough {
   /** Store fetches a reader waits for (foreground priority) in flight, and when the last one ended: write-through waits for quiet. */
   #readerFetches = 0;
   #readerFetchEndedAt = -Infinity;
-  #quietWait: Promise<void> | undefined;
+  /** The pending wait for quiet: its timer, and how to end it early (at close). */
+  #quietWait: { readonly timer: NodeJS.Timeout; readonly end: () => void } | undefined;
 
   constructor(scope: WriteThroughScope) {
     this.#s = scope;
@@ -137,8 +138,17 @@ export class WriteThrough {
     while (this.#background.size > 0 && queued.some((id) => this.#queue.has(id) || this.writing.has(id))) await Promise.race([...this.#background]);
   }
 
-  /** Waits until no background write is left (the cache is closed: the queue drains at once). */
+  /**
+   * Waits until no background write is left (the cache is closed: the queue drains at once).
+   * A wait for quiet ends now: its timer is unref'd, and a shutdown with nothing else left to
+   * run would otherwise end the process while `close()` still awaited it.
+   */
   async drain(): Promise<void> {
+    const quiet = this.#quietWait;
+    if (quiet !== undefined) {
+      clearTimeout(quiet.timer);
+      quiet.end();
+    }
     while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
   }
 
@@ -178,13 +188,14 @@ export class WriteThrough {
    */
   #pumpWhenQuiet(): void {
     if (this.#quietWait !== undefined) return;
-    // Unref'd: a cache's lag is no reason to keep the process alive; close() drains the queue.
-    const wait: Promise<void> = new Promise<void>((resolve) => setTimeout(resolve, WRITE_THROUGH_QUIET_MS).unref()).then(() => {
+    let end!: () => void;
+    const wait: Promise<void> = new Promise<void>((resolve) => (end = resolve)).then(() => {
       this.#background.delete(wait);
       this.#quietWait = undefined;
       this.#pump();
     });
-    this.#quietWait = wait;
+    // Unref'd: a cache's lag is no reason to keep the process alive; close() drains the queue.
+    this.#quietWait = { timer: setTimeout(end, WRITE_THROUGH_QUIET_MS).unref(), end };
     this.#background.add(wait);
   }
 }
