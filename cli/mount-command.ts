@@ -96,7 +96,15 @@ async function serveUntilStopped(input: MountOptionsInput, verb: string, pidFile
   collectProcessMetrics();
   const signal = await stopSignal;
   logger.info({ signal }, 'shutting down');
-  await daemon.stop();
+  // The loop stays alive until the stop is done: a step that waits on an unref'd timer (a
+  // background wait that is no reason to keep a running daemon alive) would otherwise see the
+  // process end in the middle of stopping, with exit code 13, once nothing else is left to run.
+  const keepAlive = setInterval(() => undefined, 60_000);
+  try {
+    await daemon.stop();
+  } finally {
+    clearInterval(keepAlive);
+  }
   await removeMountRecord(config.mountPoint);
   await removePidFile(pidFile);
   removeLastResort();
