@@ -16,6 +16,26 @@ const MiB = 1024 * 1024;
 const BLOCK = 1 * MiB;
 const logger = silentLogger();
 
+/** A persistent tier that only records the ids written to it (write-through tests). */
+function recordingTier(): { tier: Tier; written: Set<string> } {
+  const written = new Set<string>();
+  const tier: Tier = {
+    name: 'nvme',
+    capacityBytes: 1 << 30,
+    usedBytes: 0,
+    get: async () => undefined,
+    put: async (id) => {
+      written.add(id);
+      return true;
+    },
+    delete: async (id) => void written.delete(id),
+    has: (id) => written.has(id),
+    stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: written.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
+    close: async () => undefined,
+  };
+  return { tier, written };
+}
+
 /** An in-memory store: objects by key with one current ETag; counts and can slow down GETs. */
 class FakeStore {
   readonly objects = new Map<string, { etag: string; bytes: Buffer }>();
@@ -412,21 +432,7 @@ describe('BlockCache', () => {
   });
 
   it('closes without waiting out write-through\'s quiet time, whose unref\'d timer cannot keep a shutting-down process alive', async () => {
-    const written = new Set<string>();
-    const tier: Tier = {
-      name: 'nvme',
-      capacityBytes: 1 << 30,
-      usedBytes: 0,
-      get: async () => undefined,
-      put: async (id) => {
-        written.add(id);
-        return true;
-      },
-      delete: async (id) => void written.delete(id),
-      has: (id) => written.has(id),
-      stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: written.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
-      close: async () => undefined,
-    };
+    const { tier, written } = recordingTier();
     // Only timers are faked: the quiet time never passes unless close() ends it.
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
@@ -441,21 +447,7 @@ describe('BlockCache', () => {
   });
 
   it('holds write-through back while a reader waits on the store, and writes once its fetches have been quiet', async () => {
-    const written = new Set<string>();
-    const tier: Tier = {
-      name: 'nvme',
-      capacityBytes: 1 << 30,
-      usedBytes: 0,
-      get: async () => undefined,
-      put: async (id) => {
-        written.add(id);
-        return true;
-      },
-      delete: async (id) => void written.delete(id),
-      has: (id) => written.has(id),
-      stats: (): TierStats => ({ name: 'nvme', capacityBytes: 1 << 30, usedBytes: 0, blocks: written.size, hits: 0, misses: 0, evictions: 0, checksumMismatches: 0, ioErrors: 0 }),
-      close: async () => undefined,
-    };
+    const { tier, written } = recordingTier();
     const first = store.add('first', randomBytes(BLOCK));
     const second = store.add('second', randomBytes(BLOCK));
     let release!: () => void;
