@@ -134,7 +134,11 @@ export class BlockArena {
     for (const slots of this.#free.values()) {
       for (const slot of slots) {
         if (!slot.resident) continue;
-        this.#binding.release(slot.region, slot.offset, slot.bytes);
+        try {
+          this.#binding.release(slot.region, slot.offset, slot.bytes);
+        } catch {
+          continue; // cannot happen for a slot carved here; it stays resident and counted as such
+        }
         slot.resident = false;
         released += slot.bytes;
       }
