@@ -6,7 +6,7 @@
  * memory, so filling the DRAM tier no longer sets off V8's full collections: a cold 1 GiB read
  * caused 41-49 of them with a fresh Buffer per GET (each marking the whole heap, on two threads,
  * for nothing: the old blocks were still in the tier) and 3 with the arena; the daemon's CPU for
- * that read went from 4.95 to 3.15 s (docs/ARCHITECTURE.md, "Block memory"). A slot whose
+ * that read went from 3.8-6.0 to 1.7-2.2 s (docs/ARCHITECTURE.md, "Block memory"). A slot whose
  * ArrayBuffer was collected (no view of it is left anywhere: the DRAM tier, a FUSE reply, a
  * write to another tier, a loan to the native readers all hold a view) goes back to a free
  * list, and the next block of its size class reuses it without a page fault or the kernel
@@ -15,8 +15,8 @@
  * Slots are powers of two from 64 KiB (smaller bodies are cheaper in the ordinary allocator),
  * aligned to their size up to 2 MiB, so 4 MiB blocks sit on huge pages. A slot keeps its class
  * for good; when no slot of the class is free and no region has room, `take` answers undefined
- * and the caller allocates as before (counted by V8, which then collects, and returns dead slots
- * here). `trim` gives the pages of free slots back to the system: the memory watchdog calls it
+ * and the caller allocates as before (counted by V8) and asks for a collection, which returns
+ * dead slots here. `trim` gives the pages of free slots back to the system: the memory watchdog calls it
  * when the process is over its limit, and `releaseFreed` while it holds the DRAM tier under its
  * capacity.
  */
@@ -133,14 +133,7 @@ export class BlockArena {
     let released = 0;
     for (const slots of this.#free.values()) {
       for (const slot of slots) {
-        if (!slot.resident) continue;
-        try {
-          this.#binding.release(slot.region, slot.offset, slot.bytes);
-        } catch {
-          continue; // cannot happen for a slot carved here; it stays resident and counted as such
-        }
-        slot.resident = false;
-        released += slot.bytes;
+        if (slot.resident && this.#release(slot)) released += slot.bytes;
       }
     }
     this.#residentFree -= released;
@@ -172,17 +165,21 @@ export class BlockArena {
     return undefined;
   }
 
+  /** Gives a slot's pages back to the system; false (it stays resident) if the addon refused, which it cannot for a slot carved here. */
+  #release(slot: Slot): boolean {
+    try {
+      this.#binding.release(slot.region, slot.offset, slot.bytes);
+    } catch {
+      return false;
+    }
+    slot.resident = false;
+    return true;
+  }
+
   /** A slot whose ArrayBuffer was collected: free for the next body of its size. */
   #give(slot: Slot, wasInUse: boolean): void {
     if (wasInUse) this.#inUse -= slot.bytes;
-    if (this.#releasing && slot.resident) {
-      try {
-        this.#binding.release(slot.region, slot.offset, slot.bytes);
-        slot.resident = false;
-      } catch {
-        // Cannot happen for a slot carved here; the next trim tries again.
-      }
-    }
+    if (this.#releasing && slot.resident) this.#release(slot);
     this.#freeBytes += slot.bytes;
     if (slot.resident) this.#residentFree += slot.bytes;
     let slots = this.#free.get(slot.bytes);

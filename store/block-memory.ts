@@ -81,14 +81,14 @@ function arenaBinding(): ArenaBinding {
 /**
  * Memory for one block about to be filled (contents undefined): a GET body the socket writes
  * into, or a block read from a tier. A slot of the arena where the daemon reserved one and a
- * slot is free, else ordinary memory. A length that
- * is a multiple of 2 MiB (every full block at the default 4 MiB) gets 2 MiB-aligned memory
- * advised for transparent huge pages: the socket's first write into it faults once per 2 MiB
- * instead of once per 4 KiB page. Measured allocating and touching 512 MiB in 4 MiB buffers,
- * three runs on a loaded 2-core machine: 1.1-2.1 s of CPU with `Buffer.allocUnsafe`, 0.5-1.1 s this way
- * (the kernel zeroes the same bytes either way; the saving is the 127,000 faults' overhead).
- * Other lengths, or a machine without the addon, get `Buffer.allocUnsafe`. Both count in V8's
- * external memory and are freed when the Buffer is collected.
+ * slot is free, else ordinary memory: a length that is a multiple of 2 MiB (every full block at
+ * the default 4 MiB) gets 2 MiB-aligned memory advised for transparent huge pages, so the first
+ * write into it faults once per 2 MiB instead of once per 4 KiB page. Measured allocating and
+ * touching 512 MiB in 4 MiB buffers, three runs on a loaded 2-core machine: 1.1-2.1 s of CPU
+ * with `Buffer.allocUnsafe`, 0.5-1.1 s this way (the kernel zeroes the same bytes either way;
+ * the saving is the 127,000 faults' overhead). Other lengths, or a machine without the addon,
+ * get `Buffer.allocUnsafe`. Both count in V8's external memory and are freed when the Buffer
+ * is collected.
  */
 export function blockMemory(length: number): Buffer {
   if (arena !== undefined) {
