@@ -24,6 +24,8 @@ export interface FuseBinding {
   forgetFiles(session: FuseSessionHandle, fh: number): number[];
   /** READs answered by the threads, their bytes, READs of served handles left to JavaScript, blocks that failed their check. */
   fileStats(session: FuseSessionHandle): { reads: number; bytes: number; fallbacks: number; mismatches: number };
+  /** Process-wide: large requests (WRITEs) handed over in the buffer they were read into, and the buffers allocated because the pool had none free. */
+  requestBufferStats(): { handoffs: number; allocations: number };
   /** false when the connection is still alive (a lazy detach with open files). */
   stop(session: FuseSessionHandle): boolean;
 }

@@ -22,6 +22,16 @@ gauge(
   },
 );
 
+gauge(
+  'strata_fuse_request_buffers',
+  'Large FUSE requests (WRITEs) the threads handed to the daemon in the buffer they read them into, since start: kind="handoffs" requests, "allocations" buffers allocated because none was free to reuse',
+  ['kind'],
+  (g) => {
+    if (liveSessions.size === 0) return;
+    for (const [kind, value] of Object.entries(loadFuseBinding().requestBufferStats())) g.set({ kind }, value);
+  },
+);
+
 export interface NativeSessionOptions {
   /** Seconds the kernel keeps names and attributes; invalidations end them early. */
   readonly metadataTtlSeconds: number;

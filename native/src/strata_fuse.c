@@ -285,7 +285,62 @@ struct session {
 struct message {
   unsigned char *bytes;
   size_t length;
+  size_t capacity; /* non-zero: a reader's request buffer, returned to the hand-off pool */
 };
+
+/* --- request buffers handed to JavaScript -------------------------------------------------
+ * A WRITE request carries up to max_write bytes. Copying each into a fresh allocation cost a
+ * memcpy plus the page faults of a new 1 MiB mapping per request (glibc maps allocations that
+ * large on their own). A large request instead hands JavaScript the buffer it was read into,
+ * and the reader takes another from this pool; the Buffer's finalizer gives it back. The pool
+ * keeps at most HANDOFF_KEEP free buffers; beyond that they are freed. It is process-wide,
+ * since a Buffer may outlive its session. */
+#define HANDOFF_MIN (64 * 1024)
+#define HANDOFF_KEEP 32
+
+struct free_buffer {
+  struct free_buffer *next;
+  size_t capacity;
+};
+
+static pthread_mutex_t handoff_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct free_buffer *handoff_free;
+static unsigned handoff_free_count;
+static atomic_uint_fast64_t handoff_count;
+static atomic_uint_fast64_t handoff_allocations;
+
+/* A buffer of `capacity` bytes: a pooled one when one of that size is free. */
+static unsigned char *take_request_buffer(size_t capacity) {
+  pthread_mutex_lock(&handoff_lock);
+  struct free_buffer **link = &handoff_free;
+  while (*link && (*link)->capacity != capacity) link = &(*link)->next;
+  struct free_buffer *found = *link;
+  if (found) {
+    *link = found->next;
+    handoff_free_count--;
+  }
+  pthread_mutex_unlock(&handoff_lock);
+  if (found) return (unsigned char *)found;
+  atomic_fetch_add(&handoff_allocations, 1);
+  return malloc(capacity);
+}
+
+static void give_request_buffer(unsigned char *bytes, size_t capacity) {
+  if (!bytes) return;
+  if (capacity >= sizeof(struct free_buffer)) {
+    pthread_mutex_lock(&handoff_lock);
+    if (handoff_free_count < HANDOFF_KEEP) {
+      struct free_buffer *entry = (struct free_buffer *)bytes;
+      entry->capacity = capacity;
+      entry->next = handoff_free;
+      handoff_free = entry;
+      handoff_free_count++;
+      bytes = NULL;
+    }
+    pthread_mutex_unlock(&handoff_lock);
+  }
+  free(bytes);
+}
 
 static napi_value throw_errno(napi_env env, const char *op, int err) {
   char message[200];
@@ -737,8 +792,7 @@ static napi_value do_mount(napi_env env, napi_callback_info info) {
 
 static void free_message_memory(napi_env env, void *data, void *hint) {
   (void)env;
-  (void)hint;
-  free(data);
+  give_request_buffer(data, (size_t)(uintptr_t)hint);
 }
 
 /* Runs on the event loop: one request becomes one Buffer for JavaScript. */
@@ -746,15 +800,15 @@ static void deliver(napi_env env, napi_value callback, void *context, void *data
   (void)context;
   struct message *m = data;
   if (env == NULL) { /* the function is being torn down */
-    free(m->bytes);
+    give_request_buffer(m->bytes, m->capacity);
     free(m);
     return;
   }
   napi_value buffer;
-  if (napi_create_external_buffer(env, m->length, m->bytes, free_message_memory, NULL, &buffer) != napi_ok) {
+  if (napi_create_external_buffer(env, m->length, m->bytes, free_message_memory, (void *)(uintptr_t)m->capacity, &buffer) != napi_ok) {
     void *copy = NULL;
     napi_status status = napi_create_buffer_copy(env, m->length, m->bytes, &copy, &buffer);
-    free(m->bytes);
+    give_request_buffer(m->bytes, m->capacity);
     if (status != napi_ok) {
       free(m);
       return;
@@ -783,8 +837,30 @@ static void hand_to_javascript(struct session *s, const unsigned char *bytes, si
   memcpy(copy, bytes, length);
   m->bytes = copy;
   m->length = length;
+  m->capacity = 0;
   if (napi_call_threadsafe_function(s->tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
     free(copy);
+    free(m);
+  }
+}
+
+/* A large request: JavaScript gets `*buffer` itself and the reader a replacement of the same
+ * capacity. Falls back to the copy when no replacement or message can be had. */
+static void hand_buffer_to_javascript(struct session *s, unsigned char **buffer, size_t capacity, size_t length) {
+  struct message *m = malloc(sizeof *m);
+  unsigned char *replacement = m ? take_request_buffer(capacity) : NULL;
+  if (!replacement) {
+    free(m);
+    hand_to_javascript(s, *buffer, length);
+    return;
+  }
+  m->bytes = *buffer;
+  m->length = length;
+  m->capacity = capacity;
+  *buffer = replacement;
+  atomic_fetch_add(&handoff_count, 1);
+  if (napi_call_threadsafe_function(s->tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
+    give_request_buffer(m->bytes, capacity);
     free(m);
   }
 }
@@ -847,7 +923,7 @@ static void answer_init(struct session *s, const unsigned char *request, size_t 
 static void *read_requests(void *data) {
   struct session *s = data;
   size_t capacity = (size_t)s->max_write + REQUEST_HEADROOM;
-  unsigned char *buffer = malloc(capacity);
+  unsigned char *buffer = take_request_buffer(capacity);
   /* A READ answer is at most max_read (= max_write, the mount's option) bytes. */
   struct read_scratch scratch = {malloc(capacity), capacity, NULL, 0};
   if (buffer && scratch.reply) {
@@ -868,10 +944,14 @@ static void *read_requests(void *data) {
       /* Requests are not cancelled once JavaScript has them; their answer comes anyway. */
       if (header->opcode == OP_INTERRUPT) continue;
       if (header->opcode == OP_READ && serve_read_from_files(s, buffer, (size_t)n, &scratch)) continue;
-      hand_to_javascript(s, buffer, (size_t)n);
+      if ((size_t)n >= HANDOFF_MIN) {
+        hand_buffer_to_javascript(s, &buffer, capacity, (size_t)n);
+      } else {
+        hand_to_javascript(s, buffer, (size_t)n);
+      }
     }
   }
-  free(buffer);
+  give_request_buffer(buffer, capacity);
   free(scratch.reply);
   free(scratch.block);
   if (atomic_fetch_sub(&s->live_threads, 1) == 1) {
@@ -1147,6 +1227,19 @@ static napi_value do_file_stats(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* Process-wide: large requests handed to JavaScript in their own buffer, and the buffers the
+ * pool had to allocate because none was free. */
+static napi_value do_request_buffer_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result, value;
+  napi_create_object(env, &result);
+  napi_create_double(env, (double)atomic_load(&handoff_count), &value);
+  napi_set_named_property(env, result, "handoffs", value);
+  napi_create_double(env, (double)atomic_load(&handoff_allocations), &value);
+  napi_set_named_property(env, result, "allocations", value);
+  return result;
+}
+
 static napi_value do_stop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1195,6 +1288,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"serveFiles", NULL, do_serve_files, NULL, NULL, NULL, napi_default, NULL},
       {"forgetFiles", NULL, do_forget_files, NULL, NULL, NULL, napi_default, NULL},
       {"fileStats", NULL, do_file_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"requestBufferStats", NULL, do_request_buffer_stats, NULL, NULL, NULL, napi_default, NULL},
       {"stop", NULL, do_stop, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);

@@ -149,8 +149,17 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
       await sh(`dd if=${join(source, 'data/big.bin')} of=${join(other, 'data/copy-off.bin')} bs=4M status=none`);
       // 12 MiB + 5 bytes: twelve 1 MiB requests and one of 5 bytes.
       expect(await metric(offBase, 'strata_fuse_operation_seconds_count', '{op="write"}')).toBe(13);
+      // The twelve large ones reach the daemon in the buffers they were read into, not copies.
+      expect(await metric(offBase, 'strata_fuse_request_buffers', '{kind="handoffs"}')).toBe(12);
       expect(await metric(offBase, 'strata_fuse_passthrough_files_total')).toBe(0);
       expect((await sh(`cmp ${join(other, 'data/copy-off.bin')} ${join(source, 'data/big.bin')} && echo same`)).trim()).toBe('same');
+      // 48 MiB more, byte-exact: each request's buffer goes to the daemon and the thread reads
+      // on into another (one the daemon has finished with, once collected).
+      const random = join(otherSource, 'random.bin');
+      await sh(`head -c ${48 << 20} /dev/urandom > ${random}`);
+      await sh(`dd if=${random} of=${join(other, 'data/random.bin')} bs=4M status=none`);
+      expect((await sh(`cmp ${join(other, 'data/random.bin')} ${random} && echo same`)).trim()).toBe('same');
+      expect(await metric(offBase, 'strata_fuse_request_buffers', '{kind="handoffs"}')).toBe(60);
     } finally {
       expect(await off.stop('SIGTERM')).toBe(0);
       await cleanupDir(other);
