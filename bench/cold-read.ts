@@ -10,19 +10,24 @@
  *
  * Rounds are interleaved (every client once per round) and the table gives medians with the
  * range, plus the CPU seconds the client process spent per GiB (all its threads, from /proc:
- * for the SDK, this bench's own process). The page cache is dropped before every read.
+ * for the SDK, this bench's own process). The page cache is dropped before every read. The
+ * machine columns give what every process on the machine spent (the gateway, the client, the
+ * readers, the kernel's FUSE and socket work; /proc/stat) and the cores kept busy: on a 2-core
+ * machine whose gateway shares the cores, a row that keeps both busy is bound by the sum of
+ * those costs per file, not by the client's waiting.
  *
  * `STRATA_BENCH_ROUNDS` sets the rounds (default 3); `STRATA_BENCH_PROFILE=DIR` writes a CPU
  * profile of every Strata daemon into DIR (`node --cpu-prof`), for chrome://inspect or
  * `bench/lib/profile-summary.ts`.
  */
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startRgw, type RgwHandle } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
-import { createBucket, dropPageCache, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
+import { createBucket, dropPageCache, machineCpu, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
 import { cpuTimesOf, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
 
@@ -43,6 +48,16 @@ interface Sample {
   readonly cpuPerGiB: number;
   /** The kernel's share of cpuPerGiB (page faults, socket and FUSE copies); absent for the SDK. */
   readonly systemPerGiB?: number;
+  /** CPU seconds of the whole machine (gateway, client, readers, kernel) per GiB read. */
+  readonly machinePerGiB: number;
+  /** Cores the whole machine kept busy on average while reading (of `os.availableParallelism()`). */
+  readonly coresBusy: number;
+}
+
+/** The machine's CPU over `seconds` of reading `bytes`, as Sample fields. */
+function machineShare(before: { busy: number }, after: { busy: number }, bytes: number, seconds: number): Pick<Sample, 'machinePerGiB' | 'coresBusy'> {
+  const busy = after.busy - before.busy;
+  return { machinePerGiB: busy / (bytes / GiB), coresBusy: busy / seconds };
 }
 
 type Client = 'sdk' | 'strata' | 'strata-shuffled' | 'strata-8m' | 'strata+nvme' | PeerName;
@@ -114,16 +129,23 @@ export async function run(): Promise<Record<string, unknown>> {
     }
     client.destroy();
 
-    const rows = (samples: Map<Client, Sample[]>, unit: string) => {
+    // The machine's CPU per unit: seconds per GiB for the large read, milliseconds per file for the epoch.
+    const rows = (samples: Map<Client, Sample[]>, unit: string, machinePerUnit: (perGiB: number) => number) => {
       const sdk = median((samples.get('sdk') ?? []).map((s) => s.rate));
       return [...samples].map(([name, list]) => {
         const rates = list.map((s) => s.rate);
         const system = list.every((s) => s.systemPerGiB !== undefined) ? fmt(median(list.map((s) => s.systemPerGiB!))) : '';
-        return [label(name), median(rates), `${fmt(Math.min(...rates))}-${fmt(Math.max(...rates))}`, median(rates) / sdk, median(list.map((s) => s.cpuPerGiB)), system, unit];
+        const machine = median(list.map((s) => machinePerUnit(s.machinePerGiB)));
+        return [label(name), median(rates), `${fmt(Math.min(...rates))}-${fmt(Math.max(...rates))}`, median(rates) / sdk, median(list.map((s) => s.cpuPerGiB)), system, machine, median(list.map((s) => s.coresBusy)), unit];
       });
     };
-    printTable(`Cold 1 GiB sequential read (dd bs=1M), ${ROUNDS} interleaved rounds`, ['client', 'MiB/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(large, 'MiB/s'));
-    printTable(`Cold epoch, ${SMALL_FILES} x 256 KiB, ${READERS} readers, ${ROUNDS} interleaved rounds`, ['client', 'files/s', 'range', 'x SDK', 'CPU s/GiB', 'of it sys', ''], rows(small, 'files/s'));
+    const columns = (rate: string, machine: string) => ['client', rate, 'range', 'x SDK', 'CPU s/GiB', 'of it sys', machine, 'cores busy', ''];
+    printTable(`Cold 1 GiB sequential read (dd bs=1M), ${ROUNDS} interleaved rounds; machine: all processes (gateway, client, readers, kernel)`, columns('MiB/s', 'machine CPU s/GiB'), rows(large, 'MiB/s', (perGiB) => perGiB));
+    printTable(
+      `Cold epoch, ${SMALL_FILES} x 256 KiB, ${READERS} readers, ${ROUNDS} interleaved rounds; machine: all processes, ${availableParallelism()} cores`,
+      columns('files/s', 'machine CPU ms/file'),
+      rows(small, 'files/s', (perGiB) => perGiB * (SMALL_BYTES / GiB) * 1000),
+    );
     printTable(
       `Strata, GETs in flight during the cold 1 GiB read (sampled every ${IN_FLIGHT_SAMPLE_MS} ms)`,
       ['configuration', 'median', 'p10-p90', 'max', 'samples'],
@@ -132,7 +154,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const breakdown = averageOf(breakdowns);
     printTable('Strata, cold 256 KiB file: milliseconds per file (sum over the epoch / files; calls overlap across the 8 readers)', ['step', 'ms per file'], Object.entries(breakdown).map(([k, v]) => [k, v]));
     const summary = (samples: Map<Client, Sample[]>) =>
-      Object.fromEntries([...samples].map(([name, list]) => [name, { rates: list.map((s) => s.rate), cpuPerGiB: list.map((s) => s.cpuPerGiB) }]));
+      Object.fromEntries([...samples].map(([name, list]) => [name, { rates: list.map((s) => s.rate), cpuPerGiB: list.map((s) => s.cpuPerGiB), machinePerGiB: list.map((s) => s.machinePerGiB), coresBusy: list.map((s) => s.coresBusy) }]));
     const load = (await shell('cat /proc/loadavg')).split(' ').slice(0, 3).join(' ');
     process.stdout.write(`load average at the end: ${load}\n`);
     const getsInFlight = Object.fromEntries([...inFlight].map(([name, list]) => [name, { median: quantile(list, 0.5), p90: quantile(list, 0.9), max: Math.max(...list) }]));
@@ -171,11 +193,13 @@ function label(name: Client): string {
 /** Runs `read` after dropping the page cache; answers its rate (`units` per second) and the CPU `pid` spent per GiB. */
 async function measured(pid: number, bytes: number, read: () => Promise<number>, units: number): Promise<Sample> {
   await dropPageCache();
+  const machine = await machineCpu();
   const before = await cpuTimesOf(pid);
   const seconds = await read();
   const after = await cpuTimesOf(pid);
+  const share = machineShare(machine, await machineCpu(), bytes, seconds);
   const gib = bytes / GiB;
-  return { rate: units / seconds, cpuPerGiB: (after.user + after.system - before.user - before.system) / gib, systemPerGiB: (after.system - before.system) / gib };
+  return { rate: units / seconds, cpuPerGiB: (after.user + after.system - before.user - before.system) / gib, systemPerGiB: (after.system - before.system) / gib, ...share };
 }
 
 /** `node --cpu-prof` into STRATA_BENCH_PROFILE, when set. */
@@ -197,6 +221,7 @@ async function withStrata<T>(rgw: RgwHandle, mnt: string, args: string[], body: 
 
 /** The SDK reading the 1 GiB object as 8 MiB ranges, 8 in flight; the bytes are dropped as they arrive. */
 async function sdkLarge(client: S3Client): Promise<Sample> {
+  const machine = await machineCpu();
   const cpu = process.cpuUsage();
   const started = performance.now();
   let next = 0;
@@ -211,11 +236,13 @@ async function sdkLarge(client: S3Client): Promise<Sample> {
   await Promise.all(Array.from({ length: SDK_PARALLEL }, worker));
   const seconds = (performance.now() - started) / 1000;
   const used = process.cpuUsage(cpu);
-  return { rate: MODEL_BYTES / MiB / seconds, cpuPerGiB: (used.user + used.system) / 1e6 / (MODEL_BYTES / GiB) };
+  const share = machineShare(machine, await machineCpu(), MODEL_BYTES, seconds);
+  return { rate: MODEL_BYTES / MiB / seconds, cpuPerGiB: (used.user + used.system) / 1e6 / (MODEL_BYTES / GiB), ...share };
 }
 
 /** The SDK reading every small file whole, 8 GETs in flight. */
 async function sdkSmall(client: S3Client, keys: readonly string[]): Promise<Sample> {
+  const machine = await machineCpu();
   const cpu = process.cpuUsage();
   const started = performance.now();
   let next = 0;
@@ -228,7 +255,8 @@ async function sdkSmall(client: S3Client, keys: readonly string[]): Promise<Samp
   await Promise.all(Array.from({ length: READERS }, worker));
   const seconds = (performance.now() - started) / 1000;
   const used = process.cpuUsage(cpu);
-  return { rate: keys.length / seconds, cpuPerGiB: (used.user + used.system) / 1e6 / ((keys.length * SMALL_BYTES) / GiB) };
+  const share = machineShare(machine, await machineCpu(), keys.length * SMALL_BYTES, seconds);
+  return { rate: keys.length / seconds, cpuPerGiB: (used.user + used.system) / 1e6 / ((keys.length * SMALL_BYTES) / GiB), ...share };
 }
 
 /**
