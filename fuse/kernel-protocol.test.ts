@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { FileStat } from './filesystem.js';
-import { Opcode, attrOut, decodeHeader, direntsOut, entryOut, invalEntryNotice, invalInodeNotice, nameAt, openOut, outHeader } from './kernel-protocol.js';
+import { Opcode, attrOut, decodeHeader, direntsOut, direntsPlusFitting, direntsPlusOut, entryOut, invalEntryNotice, invalInodeNotice, nameAt, openOut, outHeader } from './kernel-protocol.js';
 
 const stat: FileStat = {
   mode: 0o100644,
@@ -76,6 +76,31 @@ describe('FUSE kernel protocol encoding', () => {
     expect(all.toString('utf8', 32 + 32 + 24, 32 + 32 + 24 + 20)).toBe('a-long-file-name.bin');
     expect(direntsOut(items, 0, 70).length).toBe(64);
     expect(direntsOut(items, 2, 4096).length).toBe(48);
+  });
+
+  it('packs READDIRPLUS records: an entry_out (node, TTLs, attributes) then a dirent, 8-byte aligned', () => {
+    const items = [{ name: '.', mode: 0o040000 }, { name: '..', mode: 0o040000 }, { name: 'model.bin', mode: 0o100644 }, { name: 'next.bin', mode: 0o100644 }];
+    // 128-byte entry_out + 24-byte dirent header + the name, rounded up to 8: 160 for '.' and '..', 168 for 'model.bin'.
+    expect(direntsPlusFitting(items, 0, 4096)).toBe(4);
+    expect(direntsPlusFitting(items, 0, 160 + 160 + 167)).toBe(2);
+    expect(direntsPlusFitting(items, 2, 168)).toBe(1);
+    const out = direntsPlusOut(items, 1, [{ nodeId: 0n, stat: undefined }, { nodeId: 42n, stat }], 1.5);
+    expect(out.length).toBe(160 + 168);
+    // '..' without a node: no entry for the kernel, and its dirent still lists it.
+    expect(out.readBigUInt64LE(0)).toBe(0n);
+    expect(out.readUInt32LE(128 + 16)).toBe(2);
+    expect(out.toString('utf8', 128 + 24, 128 + 26)).toBe('..');
+    // 'model.bin': node 42 with its attributes and the TTL, its dirent's offset resumes after it.
+    const record = out.subarray(160);
+    expect(record.readBigUInt64LE(0)).toBe(42n);
+    expect(record.readBigUInt64LE(16)).toBe(1n); // entry_valid seconds
+    expect(record.readUInt32LE(32)).toBe(500_000_000); // entry_valid nanoseconds
+    expect(record.readBigUInt64LE(40 + 8)).toBe(BigInt(stat.size));
+    expect(record.readUInt32LE(40 + 60)).toBe(stat.mode);
+    expect(record.readBigUInt64LE(128)).toBe(42n); // d_ino is the node's inode number
+    expect(record.readBigUInt64LE(128 + 8)).toBe(3n);
+    expect(record.readUInt32LE(128 + 20)).toBe(8); // DT_REG
+    expect(record.toString('utf8', 128 + 24, 128 + 33)).toBe('model.bin');
   });
 
   it('builds invalidation notices with unique 0 and the notify code in the error field', () => {

@@ -36,6 +36,7 @@ export const Opcode = {
   CREATE: 35,
   DESTROY: 38,
   BATCH_FORGET: 42,
+  READDIRPLUS: 44,
   RENAME2: 45,
 } as const;
 
@@ -213,6 +214,55 @@ export function direntsOut(items: readonly DirectoryItem[], from: number, maxByt
     record.writeUInt32LE(name.length, 16);
     record.writeUInt32LE((items[i]!.mode & S_IFMT) >> 12, 20); // d_type: DT_DIR, DT_REG, ... are the type bits >> 12
     name.copy(record, DIRENT_HEADER_BYTES);
+    records.push(record);
+    used += size;
+  }
+  return Buffer.concat(records, used);
+}
+
+/**
+ * How many of `items`, from index `from`, fit in `maxBytes` as fuse_direntplus records (an
+ * entry_out, then a dirent; each padded to 8 bytes): READDIRPLUS looks up only those.
+ */
+export function direntsPlusFitting(items: readonly DirectoryItem[], from: number, maxBytes: number): number {
+  let used = 0;
+  let count = 0;
+  for (let i = from; i < items.length; i++) {
+    const size = (ENTRY_OUT_BYTES + DIRENT_HEADER_BYTES + Buffer.byteLength(items[i]!.name, 'utf8') + 7) & ~7;
+    if (used + size > maxBytes) break;
+    used += size;
+    count += 1;
+  }
+  return count;
+}
+
+/** One name of a READDIRPLUS answer: its node and attributes, or node 0 (the kernel makes no entry for it). */
+export interface PlusEntry {
+  readonly nodeId: bigint;
+  readonly stat: FileStat | undefined;
+}
+
+/**
+ * fuse_direntplus records of `items[from + i]` with `entries[i]`, for the `entries.length` items
+ * direntsPlusFitting allowed. Each record with a node counts as one lookup of it in the kernel,
+ * as an answered LOOKUP does; the offsets resume where READDIR's do.
+ */
+export function direntsPlusOut(items: readonly DirectoryItem[], from: number, entries: readonly PlusEntry[], ttlSeconds: number): Buffer {
+  const records: Buffer[] = [];
+  let used = 0;
+  for (let k = 0; k < entries.length; k++) {
+    const i = from + k;
+    const name = Buffer.from(items[i]!.name, 'utf8');
+    const { nodeId, stat } = entries[k]!;
+    const size = (ENTRY_OUT_BYTES + DIRENT_HEADER_BYTES + name.length + 7) & ~7;
+    const record = Buffer.alloc(size);
+    entryOut(nodeId, nodeId === 0n ? undefined : stat, nodeId === 0n ? 0 : ttlSeconds).copy(record, 0);
+    const dirent = ENTRY_OUT_BYTES;
+    record.writeBigUInt64LE(nodeId === 0n ? BigInt(i + 1) : nodeId, dirent); // ino: non-zero
+    record.writeBigUInt64LE(BigInt(i + 1), dirent + 8);
+    record.writeUInt32LE(name.length, dirent + 16);
+    record.writeUInt32LE((items[i]!.mode & S_IFMT) >> 12, dirent + 20);
+    name.copy(record, dirent + DIRENT_HEADER_BYTES);
     records.push(record);
     used += size;
   }

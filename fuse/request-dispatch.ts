@@ -13,6 +13,8 @@ import {
   SetattrValid,
   attrOut,
   direntsOut,
+  direntsPlusFitting,
+  direntsPlusOut,
   entryOut,
   nameAt,
   openOut,
@@ -229,6 +231,33 @@ export class RequestDispatch {
             dir.items = [{ name: '.', mode: S_IFDIR }, { name: '..', mode: S_IFDIR }, ...(await fs.list(dir.path))];
           }
           return direntsOut(dir.items, offset, size);
+        });
+        return;
+      }
+      case Opcode.READDIRPLUS: {
+        // READDIR with each name's entry and attributes, so that a reader opening or stat'ing
+        // the names next sends no LOOKUP. A name whose type only a HEAD would tell (mode 0) or
+        // whose attributes fail goes without (node 0); "." and ".." always do.
+        const fh = Number(request.readBigUInt64LE(body));
+        const offset = Number(request.readBigUInt64LE(body + 8));
+        const size = request.readUInt32LE(body + 16);
+        this.#replies.serve('readdirplus', unique, path, async () => {
+          const dir = this.#dirs.get(fh);
+          if (!dir) return -E.EBADF;
+          if (!dir.items || offset === 0) {
+            dir.items = [{ name: '.', mode: S_IFDIR }, { name: '..', mode: S_IFDIR }, ...(await fs.list(dir.path))];
+          }
+          const items = dir.items;
+          const count = direntsPlusFitting(items, offset, size);
+          const stats = await Promise.all(
+            items.slice(offset, offset + count).map(async (item, k) => {
+              if (offset + k < 2 || item.mode === 0) return undefined;
+              return fs.getattr(childPath(dir.path, item.name)).catch(() => undefined);
+            }),
+          );
+          // Counted only now, for exactly the names the answer carries.
+          const entries = stats.map((stat, k) => ({ nodeId: stat ? this.#inodes.remember(childPath(dir.path, items[offset + k]!.name)) : 0n, stat }));
+          return direntsPlusOut(items, offset, entries, this.#ttl);
         });
         return;
       }

@@ -88,6 +88,9 @@
 #define INIT_ATOMIC_O_TRUNC (1u << 3)
 #define INIT_BIG_WRITES (1u << 5)
 #define INIT_AUTO_INVAL_DATA (1u << 12)
+/* Every READDIR becomes READDIRPLUS: a listing carries each name's attributes, so opening or
+ * stat'ing the names listed sends no LOOKUP (see fuse/request-dispatch.ts). */
+#define INIT_DO_READDIRPLUS (1u << 13)
 #define INIT_PARALLEL_DIROPS (1u << 18)
 #define INIT_MAX_PAGES (1u << 22)
 #define INIT_EXT (1u << 30)
@@ -891,7 +894,7 @@ static void answer_init(struct session *s, const unsigned char *request, size_t 
     write_all_ignoring(s->fd, &reply, reply.header.len);
     return;
   }
-  uint32_t wanted = INIT_ASYNC_READ | INIT_ATOMIC_O_TRUNC | INIT_BIG_WRITES | INIT_AUTO_INVAL_DATA | INIT_PARALLEL_DIROPS | INIT_MAX_PAGES | INIT_EXT;
+  uint32_t wanted = INIT_ASYNC_READ | INIT_ATOMIC_O_TRUNC | INIT_BIG_WRITES | INIT_AUTO_INVAL_DATA | INIT_DO_READDIRPLUS | INIT_PARALLEL_DIROPS | INIT_MAX_PAGES | INIT_EXT;
   uint32_t flags = in.flags & wanted;
   uint32_t flags2 = 0;
   if ((in.flags & INIT_EXT) && s->want_passthrough) flags2 = in.flags2 & INIT2_PASSTHROUGH;

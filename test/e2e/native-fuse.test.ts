@@ -88,6 +88,8 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     await mkdir(join(source, 'data'), { recursive: true });
     await writeFile(join(source, 'data/big.bin'), randomBytes(12 * MiB + 5));
     await writeFile(join(source, 'data/grow.txt'), 'small');
+    await mkdir(join(source, 'listed/sub'), { recursive: true });
+    for (let i = 0; i < 300; i++) await writeFile(join(source, `listed/f${i}.bin`), 'x'.repeat(i));
     // A long metadata TTL: only invalidations can make a change visible within the test.
     daemon = await startMount(`file://${source}`, mountPoint, ['--fuse', 'native', '--metadata-ttl', '60', '--state-dir', stateDirOf(mountPoint)]);
     base = apiUrlOf(daemon);
@@ -176,6 +178,25 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     await sh(`printf flushed > ${join(mountPoint, 'closed.txt')}`);
     expect(await flushes()).toBeGreaterThan(before);
     expect(await sh(`cat ${join(mountPoint, 'closed.txt')}`)).toBe('flushed');
+  });
+
+  it('answers a listing with the attributes of every name (READDIRPLUS): ls -l, stat and open of the listed names send no LOOKUP', async () => {
+    const lookups = () => metric(base, 'strata_fuse_operation_seconds_count', '{op="lookup"}');
+    const listed = join(mountPoint, 'listed');
+    const before = await lookups();
+    // 301 names: more than one answer holds, so the kernel asks again from an offset.
+    const lines = (await sh(`ls -l ${listed}`)).trim().split('\n').slice(1);
+    expect(lines).toHaveLength(301);
+    const sizes = new Map(lines.map((line) => line.split(/\s+/)).map((f) => [f[8]!, f[4]!] as const));
+    for (const i of [0, 1, 150, 299]) expect(sizes.get(`f${i}.bin`)).toBe(String(i));
+    expect(lines.find((line) => line.endsWith(' sub'))).toMatch(/^d/);
+    // Only 'listed' itself was looked up.
+    expect((await lookups()) - before).toBeLessThanOrEqual(1);
+    const afterList = await lookups();
+    expect((await sh(`stat -c '%s %F' ${join(listed, 'f42.bin')} ${join(listed, 'sub')}`)).trim()).toBe('42 regular file\n0 directory');
+    expect(await sh(`cat ${join(listed, 'f7.bin')}`)).toBe('xxxxxxx');
+    expect(await lookups()).toBe(afterList);
+    expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="readdirplus"}')).toBeGreaterThanOrEqual(2);
   });
 
   it('lets the kernel keep names and attributes for the TTL, and drops them at once on a link sync', async () => {
