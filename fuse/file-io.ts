@@ -45,7 +45,7 @@ export class FileIo {
   }
 
   /** See Filesystem.open. */
-  async open(path: string, flags: number): Promise<number> {
+  async open(path: string, flags: number, announceRead: boolean): Promise<number> {
     const route = this.#paths.route(path);
     if (route.kind === 'virtual') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
     if ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0) return this.#openWriter(path, route, (flags & O_TRUNC) !== 0);
@@ -54,11 +54,16 @@ export class FileIo {
     const entry = await route.link.namespace.lookup(route.innerPath);
     if (entry.kind !== 'file') throw new FsError('FS_IS_A_DIRECTORY', `is a folder: ${path}`);
     const handle = this.#files.add({ kind: 'read', path, route, session: this.#reader.openSession(entry.ref) });
-    // An open for reading announces a read: its first block starts loading now, while the
-    // answer to the open and the first READ still travel through the kernel.
-    this.#reader.readAhead?.(entry.ref);
-    this.#next.opened(route.link.namespace, route.innerPath);
+    if (announceRead) this.announceRead(handle);
     return handle;
+  }
+
+  /** See Filesystem.announceRead. */
+  announceRead(handle: number): void {
+    const file = this.#files.get(handle);
+    if (file?.kind !== 'read') return;
+    this.#reader.readAhead?.(file.session.ref);
+    this.#next.opened(file.route.link.namespace, file.route.innerPath);
   }
 
   /** See Filesystem.create. */

@@ -145,9 +145,23 @@ export class Filesystem {
     return this.#io.flushes(handle);
   }
 
-  /** Opens a file for reading, or for writing (a writer only writes), and answers its handle number. */
-  open(path: string, flags: number): Promise<number> {
-    return this.#io.open(path, flags);
+  /**
+   * Opens a file for reading, or for writing (a writer only writes), and answers its handle
+   * number. An open for reading announces the read (`announceRead`) unless `announceRead` is
+   * false: the native session announces it itself once it knows the daemon will serve the reads.
+   */
+  open(path: string, flags: number, options: { readonly announceRead?: boolean } = {}): Promise<number> {
+    return this.#io.open(path, flags, options.announceRead ?? true);
+  }
+
+  /**
+   * The reads of `handle` (an open for reading) will come to the daemon: its first block starts
+   * loading now, while the open's answer and the first READ still travel through the kernel, and
+   * the next files of its folder start loading when it was opened after the name before it.
+   * Not for an open the kernel reads itself (passthrough): those loads would be wasted.
+   */
+  announceRead(handle: number): void {
+    this.#io.announceRead(handle);
   }
 
   /** Creates (or empties) a file with permission bits `mode` and opens it for writing (and reading). */

@@ -59,7 +59,8 @@ export class OpenPolicy {
    */
   async open(node: bigint, path: string, flags: number): Promise<Buffer> {
     const fs = this.#fs;
-    const handle = await fs.open(path, flags);
+    // The read is announced below, once it is known the daemon serves it (not passthrough).
+    const handle = await fs.open(path, flags, { announceRead: false });
     // A FLUSH with nothing to do (a reader's: writers finish their file there, async close) is
     // not sent at all: one round trip less per file closed (`cat` of many small files).
     const noFlush = fs.flushes(handle) ? 0 : OpenFlag.NOFLUSH;
@@ -67,6 +68,7 @@ export class OpenPolicy {
       const io = this.#nodeIo(node);
       const backingId = await this.#passthroughOf(handle, node, io, flags);
       if (backingId !== undefined) return openOut(handle, OpenFlag.PASSTHROUGH | noFlush, backingId);
+      fs.announceRead(handle);
       const files = this.#serveFromFiles(handle);
       if (io.backing) {
         this.#opens.set(handle, { node, passthrough: false, cached: false, files });

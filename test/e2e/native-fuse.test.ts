@@ -114,12 +114,15 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
   it('hands an open of a whole local file to the kernel: exact bytes, no read reaches the daemon', async () => {
     const before = await metric(base, 'strata_fuse_passthrough_files_total');
     const readsBefore = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
+    const blocksBefore = await metric(base, 'strata_cache_store_blocks_total');
     expect(await sh(`sha256sum < ${join(mountPoint, 'data/big.bin')}`)).toBe(await sh(`sha256sum < ${join(source, 'data/big.bin')}`));
     expect(await sh(`dd if=${join(mountPoint, 'data/big.bin')} bs=1 skip=${12 * MiB} count=5 status=none | od -An -tx1`)).toBe(
       await sh(`dd if=${join(source, 'data/big.bin')} bs=1 skip=${12 * MiB} count=5 status=none | od -An -tx1`),
     );
     expect(await metric(base, 'strata_fuse_passthrough_files_total')).toBeGreaterThan(before);
     expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(readsBefore);
+    // Nor does the daemon load the first block at the open, as it does for reads it serves.
+    expect(await metric(base, 'strata_cache_store_blocks_total')).toBe(blocksBefore);
   });
 
   it('hands a writer to the kernel (no WRITE reaches the daemon); without write passthrough, writes come in 1 MiB requests; files read back while staged or after', async () => {
