@@ -59,7 +59,8 @@ export class OpenPolicy {
    */
   async open(node: bigint, path: string, flags: number): Promise<Buffer> {
     const fs = this.#fs;
-    // The read is announced below, once it is known the daemon serves it (not passthrough).
+    // The read is announced below, once it is known the daemon serves it (not passthrough,
+    // not a first block the FUSE threads read themselves).
     const handle = await fs.open(path, flags, { announceRead: false });
     // A FLUSH with nothing to do (a reader's: writers finish their file there, async close) is
     // not sent at all: one round trip less per file closed (`cat` of many small files).
@@ -68,8 +69,10 @@ export class OpenPolicy {
       const io = this.#nodeIo(node);
       const backingId = await this.#passthroughOf(handle, node, io, flags);
       if (backingId !== undefined) return openOut(handle, OpenFlag.PASSTHROUGH | noFlush, backingId);
-      fs.announceRead(handle);
       const files = this.#serveFromFiles(handle);
+      // Loading the first block ahead (and the next files) is for reads the daemon answers: a
+      // first block the FUSE threads read from a tier file or DRAM needs none.
+      if (files?.blocks[0] === undefined) fs.announceRead(handle);
       if (io.backing) {
         this.#opens.set(handle, { node, passthrough: false, cached: false, files });
         return openOut(handle, OpenFlag.DIRECT_IO | noFlush);
