@@ -24,6 +24,7 @@ import { profileArgs } from './cold-read.js';
 import { createBucket, dropPageCache, s3Client, shell, timeCommand } from './lib/harness.js';
 import { cpuSecondsOf } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
+import { median } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
 const FILE_MIB = Number(process.env.STRATA_BENCH_CKPT_MIB ?? 1024);
@@ -137,12 +138,6 @@ export async function run(): Promise<Record<string, unknown>> {
   } finally {
     await cleanupDir(work);
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -30,6 +30,7 @@ import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/stra
 import { createBucket, dropPageCache, machineCpu, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
 import { cpuTimesOf, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
+import { median } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -314,12 +315,6 @@ function averageOf(list: Array<Record<string, number>>): Record<string, number> 
   const sums: Record<string, number> = {};
   for (const entry of list) for (const [k, v] of Object.entries(entry)) sums[k] = (sums[k] ?? 0) + v / list.length;
   return sums;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 function fmt(n: number): string {

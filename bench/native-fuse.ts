@@ -35,6 +35,7 @@ import { startRgw } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
 import { createBucket, dropPageCache, metric, putMany, s3Client, shell, timeCommand, uploadLarge, waitForMetric } from './lib/harness.js';
 import { printTable } from './lib/table.js';
+import { median } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
 const FILE_BYTES = 1024 * MiB;
@@ -492,12 +493,6 @@ async function setReadahead(mnt: string): Promise<void> {
 async function stop(daemon: StrataProcess): Promise<void> {
   const code = await daemon.stop('SIGTERM');
   if (code !== 0) throw new Error(`strata exited ${code}: ${daemon.stderr()}`);
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 function fmt(value: number, digits = 0): string {

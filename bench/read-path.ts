@@ -3,20 +3,25 @@
  * a 1 GiB file cold and warm from each tier, next to the FUSE ceiling (a
  * minimal fuse-native file system serving a Buffer) measured in the same run; and an
  * epoch of 2,000 files of 256 KiB, cold and warm, with 1 and 8 readers, with the bytes
- * the store served for each.
+ * the store served for each; and that epoch from the NVMe tier after a restart, against `cat`
+ * of the same files stored as plain files on the same disk.
  */
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { startRgw } from '../test/fixtures/rgw.js';
 import { cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
 import { createBucket, dropPageCache, metric, putMany, s3Client, timeCommand, uploadLarge } from './lib/harness.js';
+import { cpuTimesOf } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
+import { median } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
 const MODEL_BYTES = 1024 * MiB;
 const SMALL_FILES = 2000;
 const SMALL_BYTES = 256 * 1024;
+const NVME_EPOCH_ROUNDS = Number(process.env.STRATA_BENCH_ROUNDS ?? 3);
 
 export async function run(): Promise<Record<string, unknown>> {
   const rgw = await startRgw();
@@ -100,6 +105,41 @@ export async function run(): Promise<Record<string, unknown>> {
     }
     printTable(`Epoch of ${SMALL_FILES} files of 256 KiB`, ['case', 'files/s', 'store MiB'], epochRows);
     result.smallFiles = Object.fromEntries(epochRows.map(([name, rate, bytes]) => [name, { filesPerSecond: rate, storeMiB: bytes }]));
+
+    // The epoch a training node lives with: its data set in the NVMe tier, the daemon restarted
+    // (DRAM empty), the page cache dropped; against `cat` of the same files stored as plain files
+    // on the same disk. Rounds interleaved, medians.
+    const local = join(work, 'local');
+    await timeCommand(`mkdir -p ${local}/epoch`);
+    await Promise.all(Array.from({ length: 10 }, (_, c) => timeCommand(`mkdir -p ${local}/epoch/class_${c}`)));
+    for (const { key, body } of small) await writeFile(join(local, key), body);
+    const nvmeArgs = ['--state-dir', join(work, 'state-small-nvme'), '--dram', '1GiB', '--nvme', `${join(work, 'nvme-small')}:1GiB`];
+    const epochOf = (root: string) => `cd ${root}/epoch && find . -type f | xargs -P 8 -n 25 cat > /dev/null`;
+    daemon = await mountWith(nvmeArgs);
+    await timeCommand(epochOf(mnt));
+    await stop(daemon); // a clean stop lets the write-through to NVMe finish
+    const warm: { strata: number[]; local: number[]; cpu: number[]; storeMiB: number[] } = { strata: [], local: [], cpu: [], storeMiB: [] };
+    for (let round = 0; round < NVME_EPOCH_ROUNDS; round++) {
+      daemon = await mountWith(nvmeArgs);
+      try {
+        await dropPageCache();
+        const before = await cpuTimesOf(daemon.child.pid!);
+        warm.strata.push(SMALL_FILES / (await timeCommand(epochOf(mnt))));
+        const after = await cpuTimesOf(daemon.child.pid!);
+        warm.cpu.push(after.user + after.system - before.user - before.system);
+        warm.storeMiB.push((await metric(apiOf(daemon), 'strata_cache_store_bytes_total')) / MiB);
+      } finally {
+        await stop(daemon);
+      }
+      await dropPageCache();
+      warm.local.push(SMALL_FILES / (await timeCommand(epochOf(local))));
+    }
+    const localRate = median(warm.local);
+    printTable(`Epoch of ${SMALL_FILES} files of 256 KiB from the NVMe tier after a restart, 8 readers, page cache dropped, ${NVME_EPOCH_ROUNDS} interleaved rounds`, ['case', 'files/s', 'range', 'x local', 'daemon CPU s', 'store MiB'], [
+      ['cat of the same files on the same disk', localRate, `${Math.min(...warm.local).toFixed(0)}-${Math.max(...warm.local).toFixed(0)}`, 1, '', ''],
+      ['Strata, NVMe tier', median(warm.strata), `${Math.min(...warm.strata).toFixed(0)}-${Math.max(...warm.strata).toFixed(0)}`, median(warm.strata) / localRate, median(warm.cpu), median(warm.storeMiB)],
+    ]);
+    result.nvmeEpoch = { ...warm, overLocal: median(warm.strata) / localRate };
     return result;
   } finally {
     await cleanupDir(work);

@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { freePort } from '../test/fixtures/rgw.js';
 import { printTable } from './lib/table.js';
+import { median } from './lib/stats.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const KEYS = Number(process.env.STARTUP_BENCH_KEYS ?? 4_000_000);
@@ -221,8 +222,3 @@ function correct(body: Buffer, answer: Buffer): boolean {
   return true;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
