@@ -158,7 +158,8 @@ export class Filesystem {
    * The reads of `handle` (an open for reading) will come to the daemon: its first block starts
    * loading now, while the open's answer and the first READ still travel through the kernel, and
    * the next files of its folder start loading when it was opened after the name before it.
-   * Not for an open the kernel reads itself (passthrough): those loads would be wasted.
+   * Not for an open the kernel reads itself (passthrough), nor one whose first block the FUSE
+   * threads read from a tier: those loads would be wasted.
    */
   announceRead(handle: number): void {
     this.#io.announceRead(handle);

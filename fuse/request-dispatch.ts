@@ -58,6 +58,24 @@ export class RequestDispatch {
     this.#ttl = ttlSeconds;
   }
 
+  /**
+   * The READDIRPLUS answer for `items[offset..]` of `folder`, as many as fit in `size`. A name
+   * whose type only a HEAD would tell (mode 0) or whose attributes fail goes without an entry
+   * (node 0); "." and ".." always do. Lookups are counted only once the answer is built, for
+   * exactly the names it carries, as the kernel counts them.
+   */
+  async #direntsPlus(folder: string, items: readonly DirectoryItem[], offset: number, size: number): Promise<Buffer> {
+    const count = direntsPlusFitting(items, offset, size);
+    const stats = await Promise.all(
+      items.slice(offset, offset + count).map(async (item, k) => {
+        if (offset + k < 2 || item.mode === 0) return undefined;
+        return this.#fs.getattr(childPath(folder, item.name)).catch(() => undefined);
+      }),
+    );
+    const entries = stats.map((stat, k) => ({ nodeId: stat ? this.#inodes.remember(childPath(folder, items[offset + k]!.name)) : 0n, stat }));
+    return direntsPlusOut(items, offset, entries, this.#ttl);
+  }
+
   /** Serves one request of the kernel (not INIT, FORGET nor the end of the session). */
   dispatch(request: Buffer, header: RequestHeader): void {
     const { opcode, unique, nodeId } = header;
@@ -220,44 +238,22 @@ export class RequestDispatch {
         this.#replies.respond(unique, 'opendir', performance.now(), openOut(handle, 0));
         return;
       }
-      case Opcode.READDIR: {
-        const fh = Number(request.readBigUInt64LE(body));
-        const offset = Number(request.readBigUInt64LE(body + 8));
-        const size = request.readUInt32LE(body + 16);
-        this.#replies.serve('readdir', unique, path, async () => {
-          const dir = this.#dirs.get(fh);
-          if (!dir) return -E.EBADF;
-          if (!dir.items || offset === 0) {
-            dir.items = [{ name: '.', mode: S_IFDIR }, { name: '..', mode: S_IFDIR }, ...(await fs.list(dir.path))];
-          }
-          return direntsOut(dir.items, offset, size);
-        });
-        return;
-      }
+      case Opcode.READDIR:
       case Opcode.READDIRPLUS: {
-        // READDIR with each name's entry and attributes, so that a reader opening or stat'ing
-        // the names next sends no LOOKUP. A name whose type only a HEAD would tell (mode 0) or
-        // whose attributes fail goes without (node 0); "." and ".." always do.
+        // fuse_read_in: fh, offset, size. READDIRPLUS (every listing, once INIT granted it) also
+        // carries each name's entry and attributes, so opening or stat'ing the names listed
+        // sends no LOOKUP.
+        const plus = opcode === Opcode.READDIRPLUS;
         const fh = Number(request.readBigUInt64LE(body));
         const offset = Number(request.readBigUInt64LE(body + 8));
         const size = request.readUInt32LE(body + 16);
-        this.#replies.serve('readdirplus', unique, path, async () => {
+        this.#replies.serve(plus ? 'readdirplus' : 'readdir', unique, path, async () => {
           const dir = this.#dirs.get(fh);
           if (!dir) return -E.EBADF;
           if (!dir.items || offset === 0) {
             dir.items = [{ name: '.', mode: S_IFDIR }, { name: '..', mode: S_IFDIR }, ...(await fs.list(dir.path))];
           }
-          const items = dir.items;
-          const count = direntsPlusFitting(items, offset, size);
-          const stats = await Promise.all(
-            items.slice(offset, offset + count).map(async (item, k) => {
-              if (offset + k < 2 || item.mode === 0) return undefined;
-              return fs.getattr(childPath(dir.path, item.name)).catch(() => undefined);
-            }),
-          );
-          // Counted only now, for exactly the names the answer carries.
-          const entries = stats.map((stat, k) => ({ nodeId: stat ? this.#inodes.remember(childPath(dir.path, items[offset + k]!.name)) : 0n, stat }));
-          return direntsPlusOut(items, offset, entries, this.#ttl);
+          return plus ? this.#direntsPlus(dir.path, dir.items, offset, size) : direntsOut(dir.items, offset, size);
         });
         return;
       }
