@@ -1,5 +1,6 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { trimFuseRequestBuffers } from '../fuse/index.js';
 import { loadAddon } from '../native/index.js';
 import { trimBlockMemory } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -83,14 +84,15 @@ export function tuneAllocator(logger: Logger): boolean {
 let collect: (() => void) | undefined;
 
 /**
- * Runs a full garbage collection, then returns the heaps' free pages and the block arena's free
- * slots to the system. Evicted blocks and answered requests are garbage until V8 collects them,
+ * Runs a full garbage collection, then returns the FUSE threads' pooled request buffers, the
+ * heaps' free pages and the block arena's free slots to the system. Evicted blocks and answered requests are garbage until V8 collects them,
  * and V8 collects external memory late (after tens of MiB of it); the watchdog calls this when
  * the process is over its limit, at most every few seconds, since a full collection pauses the
  * event loop (20-80 ms measured with a 200 MiB heap of buffers).
  */
 export function reclaimMemory(): void {
   collector()();
+  trimFuseRequestBuffers();
   memoryBinding()?.trim();
   // Arena slots return when their ArrayBuffers' finalizers run, a task after the collection:
   // the free slots now, and those once the finalizers have run.

@@ -24,8 +24,10 @@ export interface FuseBinding {
   forgetFiles(session: FuseSessionHandle, fh: number): number[];
   /** READs answered by the threads, their bytes, READs of served handles left to JavaScript, blocks that failed their check. */
   fileStats(session: FuseSessionHandle): { reads: number; bytes: number; fallbacks: number; mismatches: number };
-  /** Process-wide: large requests (WRITEs) handed over in the buffer they were read into, and the buffers allocated because the pool had none free. */
-  requestBufferStats(): { handoffs: number; allocations: number };
+  /** Process-wide: large requests (WRITEs) handed over in the buffer they were read into, the buffers allocated because the pool had none free, and the free ones it holds now. */
+  requestBufferStats(): { handoffs: number; allocations: number; pooled: number };
+  /** Frees the request buffers pooled for reuse (up to 32 of max_write bytes each); answers how many. */
+  trimRequestBuffers(): number;
   /** false when the connection is still alive (a lazy detach with open files). */
   stop(session: FuseSessionHandle): boolean;
 }

@@ -24,13 +24,21 @@ gauge(
 
 gauge(
   'strata_fuse_request_buffers',
-  'Large FUSE requests (WRITEs) the threads handed to the daemon in the buffer they read them into, since start: kind="handoffs" requests, "allocations" buffers allocated because none was free to reuse',
+  'Large FUSE requests (WRITEs) the threads handed to the daemon in the buffer they read them into: kind="handoffs" requests and "allocations" buffers allocated because none was free to reuse, since start; "pooled" free buffers kept for reuse now',
   ['kind'],
   (g) => {
     if (liveSessions.size === 0) return;
     for (const [kind, value] of Object.entries(loadFuseBinding().requestBufferStats())) g.set({ kind }, value);
   },
 );
+
+/**
+ * Frees the 1 MiB request buffers the FUSE threads keep for reuse (up to 32 MiB after writes
+ * through the daemon): the memory watchdog's reclaim, when the process is over its bound.
+ */
+export function trimFuseRequestBuffers(): void {
+  if (liveSessions.size > 0) loadFuseBinding().trimRequestBuffers();
+}
 
 export interface NativeSessionOptions {
   /** Seconds the kernel keeps names and attributes; invalidations end them early. */

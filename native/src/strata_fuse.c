@@ -1230,8 +1230,8 @@ static napi_value do_file_stats(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* Process-wide: large requests handed to JavaScript in their own buffer, and the buffers the
- * pool had to allocate because none was free. */
+/* Process-wide: large requests handed to JavaScript in their own buffer, the buffers the pool
+ * had to allocate because none was free, and the free buffers it holds now. */
 static napi_value do_request_buffer_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result, value;
@@ -1240,6 +1240,30 @@ static napi_value do_request_buffer_stats(napi_env env, napi_callback_info info)
   napi_set_named_property(env, result, "handoffs", value);
   napi_create_double(env, (double)atomic_load(&handoff_allocations), &value);
   napi_set_named_property(env, result, "allocations", value);
+  pthread_mutex_lock(&handoff_lock);
+  unsigned pooled = handoff_free_count;
+  pthread_mutex_unlock(&handoff_lock);
+  napi_create_uint32(env, pooled, &value);
+  napi_set_named_property(env, result, "pooled", value);
+  return result;
+}
+
+/* Frees the pooled request buffers (the memory watchdog's reclaim); answers how many. */
+static napi_value do_trim_request_buffers(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&handoff_lock);
+  struct free_buffer *list = handoff_free;
+  unsigned count = handoff_free_count;
+  handoff_free = NULL;
+  handoff_free_count = 0;
+  pthread_mutex_unlock(&handoff_lock);
+  while (list) {
+    struct free_buffer *next = list->next;
+    free(list);
+    list = next;
+  }
+  napi_value result;
+  napi_create_uint32(env, count, &result);
   return result;
 }
 
@@ -1292,6 +1316,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"forgetFiles", NULL, do_forget_files, NULL, NULL, NULL, napi_default, NULL},
       {"fileStats", NULL, do_file_stats, NULL, NULL, NULL, napi_default, NULL},
       {"requestBufferStats", NULL, do_request_buffer_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"trimRequestBuffers", NULL, do_trim_request_buffers, NULL, NULL, NULL, napi_default, NULL},
       {"stop", NULL, do_stop, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
