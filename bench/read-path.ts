@@ -110,8 +110,7 @@ export async function run(): Promise<Record<string, unknown>> {
     // (DRAM empty), the page cache dropped; against `cat` of the same files stored as plain files
     // on the same disk. Rounds interleaved, medians.
     const local = join(work, 'local');
-    await timeCommand(`mkdir -p ${local}/epoch`);
-    await Promise.all(Array.from({ length: 10 }, (_, c) => timeCommand(`mkdir -p ${local}/epoch/class_${c}`)));
+    await timeCommand(`mkdir -p ${local}/epoch/class_{0..9}`);
     for (const { key, body } of small) await writeFile(join(local, key), body);
     const nvmeArgs = ['--state-dir', join(work, 'state-small-nvme'), '--dram', '1GiB', '--nvme', `${join(work, 'nvme-small')}:1GiB`];
     const epochOf = (root: string) => `cd ${root}/epoch && find . -type f | xargs -P 8 -n 25 cat > /dev/null`;
