@@ -23,11 +23,11 @@ export const DEFAULT_MEMORY_BUDGET = 1024 * MiB;
 /**
  * Readahead grows 1, 2, 4, ... blocks up to 64 MiB ahead of a sequential reader (16 blocks of the
  * default 4 MiB, 8 of 8 MiB), bounded further by the I/O pool's spare room. bench/cold-read.ts's
- * cold GiB with the window varied, 4 MiB blocks, 5 interleaved rounds over RGW on loopback: 8 blocks (32 MiB) read a cold
- * GiB at 0.91x the SDK's 8 parallel 8 MiB GETs for 2.66 daemon CPU-s/GiB; 16 blocks at 0.91x for
- * 2.20; 32 blocks at 0.93x for 2.09 (the pool held them to 11-12 GETs in flight). The rate was
- * the machine's to give; more GETs in flight cost less CPU per byte, most of it the kernel's
- * (system time 2.0 -> 1.5 CPU-s/GiB).
+ * cold GiB with the window varied (4 MiB blocks, 5 interleaved rounds over RGW on loopback): 8
+ * blocks (32 MiB) read it at 0.91x the SDK's 8 parallel 8 MiB GETs for 2.66 daemon CPU-s/GiB; 16
+ * blocks at 0.91x for 2.20; 32 blocks at 0.93x for 2.09 (the pool held them to 11-12 GETs in
+ * flight). The rate was the machine's to give; more GETs in flight cost less CPU per byte, most
+ * of it the kernel's (system time 2.0 -> 1.5 CPU-s/GiB).
  */
 export const DEFAULT_READAHEAD_BYTES = 64 * MiB;
 /** Parallel block fetches of one large read; 8 is where a single RGW or S3 prefix stops scaling per client. */
