@@ -49,9 +49,10 @@ describe('file semantics through a mount over Ceph RGW', () => {
   });
 
   afterAll(async () => {
-    if (daemon) expect(await daemon.stop()).toBe(0);
+    const code = daemon ? await daemon.stop() : 0;
     client?.destroy();
     if (work) await cleanupDir(work);
+    expect(code).toBe(0);
   });
 
   it('fsync and fdatasync of a written file succeed and put the bytes in the store', async () => {
@@ -263,9 +264,10 @@ describe('attributes written by s3fs, through --object-metadata listed', () => {
   });
 
   afterAll(async () => {
-    if (daemon) expect(await daemon.stop()).toBe(0);
+    const code = daemon ? await daemon.stop() : 0;
     client?.destroy();
     if (work) await cleanupDir(work);
+    expect(code).toBe(0);
   });
 
   it('shows modes, owners, times and links from a listing, and the defaults where an object has none', async () => {

@@ -99,11 +99,9 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
     // Stop, clean up, then assert: a failed stop must not leave the folders behind.
     const code = daemon ? await daemon.stop('SIGTERM') : 0;
     const mounted = await isMountPoint(mountPoint);
-    if (!mounted) {
-      await cleanupDir(mountPoint);
-      await cleanupDir(source);
-      await cleanupDir(stateDirOf(mountPoint));
-    }
+    await cleanupDir(mountPoint);
+    await cleanupDir(source);
+    await cleanupDir(stateDirOf(mountPoint));
     expect(code).toBe(0);
     expect(mounted).toBe(false);
   });
@@ -169,10 +167,11 @@ describe('native FUSE path (own /dev/fuse session, kernel caching, passthrough)'
       expect((await sh(`cmp ${join(other, 'data/random.bin')} ${random} && echo same`)).trim()).toBe('same');
       expect(await metric(offBase, 'strata_fuse_request_buffers', '{kind="handoffs"}')).toBe(60);
     } finally {
-      expect(await off.stop('SIGTERM')).toBe(0);
+      const code = await off.stop('SIGTERM');
       await cleanupDir(other);
       await cleanupDir(otherSource);
       await cleanupDir(stateDirOf(other));
+      expect(code).toBe(0);
     }
   });
 
@@ -245,10 +244,11 @@ describe('fuse-native fallback', () => {
       expect(fuse).toMatchObject({ path: 'fuse-native', passthrough: false });
       expect(await sh(`cat ${join(mountPoint, 'a.txt')}`)).toBe('fallback');
     } finally {
-      expect(await daemon.stop('SIGTERM')).toBe(0);
+      const code = await daemon.stop('SIGTERM');
       await cleanupDir(mountPoint);
       await cleanupDir(source);
       await cleanupDir(stateDirOf(mountPoint));
+      expect(code).toBe(0);
     }
   });
 

@@ -62,10 +62,11 @@ describe('a mount through store outages (a TCP proxy in front of the gateway ref
 
   afterAll(async () => {
     await proxy?.setMode('pass');
-    if (daemon) expect(await daemon.stop()).toBe(0);
+    const code = daemon ? await daemon.stop() : 0;
     await proxy?.close();
     client?.destroy();
     if (work) await cleanupDir(work);
+    expect(code).toBe(0);
   });
 
   const alive = async () => {

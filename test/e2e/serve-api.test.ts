@@ -40,9 +40,10 @@ describe('strata serve: links, prefetch, events and the admin API over a real mo
   });
 
   afterAll(async () => {
-    if (daemon) expect(await daemon.stop('SIGTERM')).toBe(0);
+    const code = daemon ? await daemon.stop('SIGTERM') : 0;
     client?.destroy();
     if (work) await cleanupDir(work);
+    expect(code).toBe(0);
   });
 
   it('starts with an empty mount and answers health and an OpenAPI description', async () => {
