@@ -150,15 +150,20 @@ function writeAttr(out: Buffer, at: number, nodeId: bigint, stat: FileStat): voi
 /** fuse_entry_out: a name's inode with its attributes; nodeId 0 caches a negative answer. */
 export function entryOut(nodeId: bigint, stat: FileStat | undefined, ttlSeconds: number): Buffer {
   const out = Buffer.alloc(ENTRY_OUT_BYTES);
-  const [whole, nanos] = splitSeconds(ttlSeconds);
-  out.writeBigUInt64LE(nodeId, 0);
-  out.writeBigUInt64LE(0n, 8); // generation: node ids are never reused within a mount
-  out.writeBigUInt64LE(whole, 16);
-  out.writeBigUInt64LE(whole, 24);
-  out.writeUInt32LE(nanos, 32);
-  out.writeUInt32LE(nanos, 36);
-  if (stat) writeAttr(out, 40, nodeId, stat);
+  writeEntry(out, 0, nodeId, stat, ttlSeconds);
   return out;
+}
+
+/** A fuse_entry_out at `at` of `out` (zeroed memory: the attributes stay zero without `stat`). */
+function writeEntry(out: Buffer, at: number, nodeId: bigint, stat: FileStat | undefined, ttlSeconds: number): void {
+  const [whole, nanos] = splitSeconds(ttlSeconds);
+  out.writeBigUInt64LE(nodeId, at);
+  out.writeBigUInt64LE(0n, at + 8); // generation: node ids are never reused within a mount
+  out.writeBigUInt64LE(whole, at + 16);
+  out.writeBigUInt64LE(whole, at + 24);
+  out.writeUInt32LE(nanos, at + 32);
+  out.writeUInt32LE(nanos, at + 36);
+  if (stat) writeAttr(out, at + 40, nodeId, stat);
 }
 
 export function attrOut(nodeId: bigint, stat: FileStat, ttlSeconds: number): Buffer {
@@ -206,18 +211,28 @@ export function direntsOut(items: readonly DirectoryItem[], from: number, maxByt
   let used = 0;
   for (let i = from; i < items.length; i++) {
     const name = Buffer.from(items[i]!.name, 'utf8');
-    const size = (DIRENT_HEADER_BYTES + name.length + 7) & ~7;
+    const size = recordBytes(0, name.length);
     if (used + size > maxBytes) break;
     const record = Buffer.alloc(size);
-    record.writeBigUInt64LE(BigInt(i + 1), 0); // ino: only needs to be non-zero here
-    record.writeBigUInt64LE(BigInt(i + 1), 8);
-    record.writeUInt32LE(name.length, 16);
-    record.writeUInt32LE((items[i]!.mode & S_IFMT) >> 12, 20); // d_type: DT_DIR, DT_REG, ... are the type bits >> 12
-    name.copy(record, DIRENT_HEADER_BYTES);
+    writeDirent(record, 0, BigInt(i + 1), i, items[i]!.mode, name); // ino: only needs to be non-zero here
     records.push(record);
     used += size;
   }
   return Buffer.concat(records, used);
+}
+
+/** A directory record's bytes: `prefix` bytes before its fuse_dirent (the entry_out of READDIRPLUS), padded to 8. */
+function recordBytes(prefix: number, nameBytes: number): number {
+  return (prefix + DIRENT_HEADER_BYTES + nameBytes + 7) & ~7;
+}
+
+/** A fuse_dirent for `items[index]` at `at` of `out`: its offset is the next item's index, where a later request resumes. */
+function writeDirent(out: Buffer, at: number, ino: bigint, index: number, mode: number, name: Buffer): void {
+  out.writeBigUInt64LE(ino, at);
+  out.writeBigUInt64LE(BigInt(index + 1), at + 8);
+  out.writeUInt32LE(name.length, at + 16);
+  out.writeUInt32LE((mode & S_IFMT) >> 12, at + 20); // d_type: DT_DIR, DT_REG, ... are the type bits >> 12
+  name.copy(out, at + DIRENT_HEADER_BYTES);
 }
 
 /**
@@ -228,7 +243,7 @@ export function direntsPlusFitting(items: readonly DirectoryItem[], from: number
   let used = 0;
   let count = 0;
   for (let i = from; i < items.length; i++) {
-    const size = (ENTRY_OUT_BYTES + DIRENT_HEADER_BYTES + Buffer.byteLength(items[i]!.name, 'utf8') + 7) & ~7;
+    const size = recordBytes(ENTRY_OUT_BYTES, Buffer.byteLength(items[i]!.name, 'utf8'));
     if (used + size > maxBytes) break;
     used += size;
     count += 1;
@@ -254,15 +269,10 @@ export function direntsPlusOut(items: readonly DirectoryItem[], from: number, en
     const i = from + k;
     const name = Buffer.from(items[i]!.name, 'utf8');
     const { nodeId, stat } = entries[k]!;
-    const size = (ENTRY_OUT_BYTES + DIRENT_HEADER_BYTES + name.length + 7) & ~7;
+    const size = recordBytes(ENTRY_OUT_BYTES, name.length);
     const record = Buffer.alloc(size);
-    entryOut(nodeId, nodeId === 0n ? undefined : stat, nodeId === 0n ? 0 : ttlSeconds).copy(record, 0);
-    const dirent = ENTRY_OUT_BYTES;
-    record.writeBigUInt64LE(nodeId === 0n ? BigInt(i + 1) : nodeId, dirent); // ino: non-zero
-    record.writeBigUInt64LE(BigInt(i + 1), dirent + 8);
-    record.writeUInt32LE(name.length, dirent + 16);
-    record.writeUInt32LE((items[i]!.mode & S_IFMT) >> 12, dirent + 20);
-    name.copy(record, dirent + DIRENT_HEADER_BYTES);
+    if (nodeId !== 0n) writeEntry(record, 0, nodeId, stat, ttlSeconds); // node 0: all zero, no entry
+    writeDirent(record, ENTRY_OUT_BYTES, nodeId === 0n ? BigInt(i + 1) : nodeId, i, items[i]!.mode, name); // ino: non-zero
     records.push(record);
     used += size;
   }

@@ -65,14 +65,12 @@ export class RequestDispatch {
    * exactly the names it carries, as the kernel counts them.
    */
   async #direntsPlus(folder: string, items: readonly DirectoryItem[], offset: number, size: number): Promise<Buffer> {
-    const count = direntsPlusFitting(items, offset, size);
+    const listed = items.slice(offset, offset + direntsPlusFitting(items, offset, size));
+    const paths = listed.map((item) => childPath(folder, item.name));
     const stats = await Promise.all(
-      items.slice(offset, offset + count).map(async (item, k) => {
-        if (offset + k < 2 || item.mode === 0) return undefined;
-        return this.#fs.getattr(childPath(folder, item.name)).catch(() => undefined);
-      }),
+      listed.map(async (item, k) => (offset + k < 2 || item.mode === 0 ? undefined : this.#fs.getattr(paths[k]!).catch(() => undefined))),
     );
-    const entries = stats.map((stat, k) => ({ nodeId: stat ? this.#inodes.remember(childPath(folder, items[offset + k]!.name)) : 0n, stat }));
+    const entries = stats.map((stat, k) => ({ nodeId: stat ? this.#inodes.remember(paths[k]!) : 0n, stat }));
     return direntsPlusOut(items, offset, entries, this.#ttl);
   }
 
