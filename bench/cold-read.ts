@@ -27,8 +27,8 @@ import { performance } from 'node:perf_hooks';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startRgw, type RgwHandle } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
-import { createBucket, dropPageCache, machineCpu, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
-import { cpuTimesOf, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
+import { createBucket, dropPageCache, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
+import { cpuTimesOf, machineCpu, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
 import { median } from './lib/stats.js';
 

@@ -85,10 +85,11 @@ let collect: (() => void) | undefined;
 
 /**
  * Runs a full garbage collection, then returns the FUSE threads' pooled request buffers, the
- * heaps' free pages and the block arena's free slots to the system. Evicted blocks and answered requests are garbage until V8 collects them,
- * and V8 collects external memory late (after tens of MiB of it); the watchdog calls this when
- * the process is over its limit, at most every few seconds, since a full collection pauses the
- * event loop (20-80 ms measured with a 200 MiB heap of buffers).
+ * heaps' free pages and the block arena's free slots to the system. Evicted blocks and answered
+ * requests are garbage until V8 collects them, and V8 collects external memory late (after tens
+ * of MiB of it); the watchdog calls this when the process is over its limit, at most every few
+ * seconds, since a full collection pauses the event loop (20-80 ms measured with a 200 MiB heap
+ * of buffers).
  */
 export function reclaimMemory(): void {
   collector()();

@@ -16,9 +16,9 @@
  * aligned to their size up to 2 MiB, so 4 MiB blocks sit on huge pages. A slot keeps its class
  * for good; when no slot of the class is free and no region has room, `take` answers undefined
  * and the caller allocates as before (counted by V8) and asks for a collection, which returns
- * dead slots here. `trim` gives the pages of free slots back to the system: the memory watchdog calls it
- * when the process is over its limit, and `releaseFreed` while it holds the DRAM tier under its
- * capacity.
+ * dead slots here. `trim` gives the pages of free slots back to the system: the memory watchdog
+ * calls it when the process is over its limit, and `releaseFreed` while it holds the DRAM tier
+ * under its capacity.
  */
 
 /** The calls of native/src/strata_arena.cc. */

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -53,18 +53,3 @@ export async function putMany(client: S3Client, bucket: string, objects: Array<{
 }
 
 export { metric, waitForMetric } from '../../test/fixtures/metrics.js';
-
-/**
- * CPU time of the whole machine, from /proc/stat: seconds all cores spent busy (user, nice,
- * system, irq, softirq) and seconds the hypervisor gave to others (steal). On a small shared
- * machine the gateway, the client and the readers share the same cores; this shows whether a
- * row was bound by the machine's CPU rather than by the client under test.
- */
-export async function machineCpu(): Promise<{ busy: number; steal: number }> {
-  const line = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0]!;
-  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-  return { busy: (user! + nice! + system! + irq! + softirq!) / USER_HZ, steal: steal! / USER_HZ };
-}
-
-/** Linux's USER_HZ, the unit of /proc/stat (100 on every mainstream architecture). */
-const USER_HZ = 100;

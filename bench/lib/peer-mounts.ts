@@ -84,5 +84,17 @@ export async function cpuTimesOf(pid: number): Promise<{ user: number; system: n
   return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
 }
 
+/**
+ * CPU time of the whole machine, from /proc/stat: seconds all cores spent busy (user, nice,
+ * system, irq, softirq) and seconds the hypervisor gave to others (steal). On a small shared
+ * machine the gateway, the client and the readers share the same cores; this shows whether a
+ * row was bound by the machine's CPU rather than by the client under test.
+ */
+export async function machineCpu(): Promise<{ busy: number; steal: number }> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0]!;
+  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+  return { busy: (user! + nice! + system! + irq! + softirq!) / CLOCK_TICKS, steal: steal! / CLOCK_TICKS };
+}
+
 /** Linux's USER_HZ, which /proc reports times in (100 on every mainstream architecture). */
 const CLOCK_TICKS = 100;
