@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { ClusterError, type ClusterNode } from '../params/cluster/index.js';
-import { MGET_BODY_LIMIT, clusterPublishBodySchema } from './schemas.js';
+import { MGET_BODY_LIMIT } from './body-limits.js';
+import { clusterPublishBodySchema } from './schemas.js';
 import { parseOrReject } from './validate.js';
 
 

@@ -1,9 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StrataError } from '../errors/index.js';
-import { ParamsError, type ParamsService } from '../params/index.js';
+import { ParamsError, type ParamsService, type ParamsWireAddress } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
-import { nameParams, tablesAnswer } from './params-routes.js';
-import { MGET_BODY_LIMIT } from './schemas.js';
+import { MGET_BODY_LIMIT } from './body-limits.js';
 import { ApiError, parseOrReject, requireBearer } from './validate.js';
 
 type Handler = (request: IncomingMessage, response: ServerResponse) => void;
@@ -41,6 +40,8 @@ export interface EarlyApi {
   close(): Promise<void>;
 }
 
+/** The longest table name (`nameParams` in params-routes.ts says the same). */
+const MAX_NAME_CHARS = 128;
 const MGET_PATH = /^\/v1\/params\/([^/?]+)\/mget(?:\?.*)?$/;
 /** What a client waits before asking again; the rest of start-up takes well under a second. */
 const RETRY_AFTER_SECONDS = 1;
@@ -91,7 +92,7 @@ async function answerEarly(request: IncomingMessage, response: ServerResponse, p
     } catch {
       throw new ApiError('API_BAD_REQUEST', `name: not a valid %-escape`);
     }
-    const { name } = parseOrReject(nameParams, { name: raw }, 'name');
+    const name = await checkedName(raw);
     params.table(name); // 404 before looking at the body, as the full route does
     const given = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (given !== 'application/octet-stream') {
@@ -109,6 +110,26 @@ async function answerEarly(request: IncomingMessage, response: ServerResponse, p
   request.resume();
   response.setHeader('retry-after', String(RETRY_AFTER_SECONDS));
   throw new ApiError('API_STARTING', `the daemon is starting: ${request.method} ${path} answers in a moment (parameter lookups already do)`);
+}
+
+/**
+ * `GET /v1/params/tables`: the tables, and where the binary protocol answers their lookups
+ * (`wire`: `{host, port}` or `{path}`) when the daemon runs it (`--params-wire`).
+ */
+export function tablesAnswer(service: ParamsService): { tables: ReturnType<ParamsService['list']>; wire?: ParamsWireAddress } {
+  const wire = service.wireAddress;
+  return { tables: service.list(), ...(wire ? { wire } : {}) };
+}
+
+/**
+ * The table name of an mget path, as the full route checks it (`nameParams`). A name of
+ * 1 to 128 characters passes without the request schemas; any other is rejected by the
+ * schema itself, loaded then, so that the answer is the full route's word for word.
+ */
+async function checkedName(raw: string): Promise<string> {
+  if (raw.length >= 1 && raw.length <= MAX_NAME_CHARS) return raw;
+  const { nameParams } = await import('./params-routes.js');
+  return parseOrReject(nameParams, { name: raw }, 'name').name;
 }
 
 function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {

@@ -1,14 +1,17 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ParamsError, type ParamsService, type ParamsWireAddress } from '../params/index.js';
+import { ParamsError, type ParamsService } from '../params/index.js';
 import type { ClusterNode } from '../params/cluster/index.js';
-import { MGET_BODY_LIMIT, paramsLoadBodySchema, paramsLookupBodySchema } from './schemas.js';
+import { MGET_BODY_LIMIT } from './body-limits.js';
+import { tablesAnswer } from './early-params.js';
+import { paramsLoadBodySchema, paramsLookupBodySchema } from './schemas.js';
 import { parseOrReject } from './validate.js';
 
 const OCTET_STREAM = 'application/octet-stream';
 /** A delta of about 3.7M upserts at dim 16; larger changes are a new table (POST /v1/params/tables). */
 const DELTA_BODY_LIMIT = 256 * 1024 * 1024;
 
+/** A table name in a path; the early API (early-params.ts) checks the same bounds before zod loads. */
 export const nameParams = z.object({ name: z.string().min(1).max(128) });
 
 /**
@@ -74,13 +77,4 @@ export function registerParamsRoutes(app: FastifyInstance, service: ParamsServic
 function requireType(request: FastifyRequest, type: string): void {
   const given = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (given !== type) throw new ParamsError('PARAMS_UNSUPPORTED_MEDIA_TYPE', `${request.method} ${request.routeOptions.url} takes ${type}, got ${given || 'no Content-Type'}`);
-}
-
-/**
- * `GET /v1/params/tables`: the tables, and where the binary protocol answers their lookups
- * (`wire`: `{host, port}` or `{path}`) when the daemon runs it (`--params-wire`).
- */
-export function tablesAnswer(service: ParamsService): { tables: ReturnType<ParamsService['list']>; wire?: ParamsWireAddress } {
-  const wire = service.wireAddress;
-  return { tables: service.list(), ...(wire ? { wire } : {}) };
 }

@@ -25,8 +25,6 @@ export const distributeBodySchema = z
 export const flushBodySchema = z.object({ path: z.string().min(1).max(4096).startsWith('/', 'must be an absolute path').optional() }).strict();
 
 export const paramsLoadBodySchema = z.object({ name: z.string().min(1).max(128), source: z.string().min(1).max(4096), tier: z.enum(['pmem', 'nvme', 'state-dir']).optional() }).strict();
-/** An mget body of MAX_BATCH_KEYS keys, plus room so that a slightly larger one gets PARAMS_BATCH_TOO_LARGE rather than a generic 413. */
-export const MGET_BODY_LIMIT = MAX_BATCH_KEYS * 8 * 2;
 export const paramsLookupBodySchema = z.object({ keys: z.array(z.string()).max(MAX_BATCH_KEYS * 2) }).strict();
 
 /** Replicas per shard when a publish names none: one copy may die without a reload from the store. */

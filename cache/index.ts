@@ -18,4 +18,3 @@ export type { BlockFile, BlockFiles, ObjectReader, ReadSession, ReadSessionOptio
 export { PinSet } from './pins.js';
 export { blockChecksum } from './checksum.js';
 export { blockKeyOf } from './block-key.js';
-export { loadMmapBinding, type MmapBinding } from './mmap-binding.js';

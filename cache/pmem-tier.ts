@@ -5,7 +5,7 @@ import type { Logger } from '../telemetry/index.js';
 import { blockMemory } from '../store/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
-import { loadMmapBinding, type MmapBinding } from './mmap-binding.js';
+import { loadMmapBinding, type MmapBinding } from '../native/index.js';
 import {
   HEADER_BYTES,
   POOL_MAGIC,

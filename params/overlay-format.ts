@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, rmSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { loadMmapBinding } from '../cache/index.js';
+import { loadMmapBinding } from '../native/index.js';
 import { syncDir, TEMP_PREFIX } from '../durable/index.js';
 import { crc32c } from './crc32c.js';
 import { allocateDelta, DELTA_HEADER_BYTES } from './delta-body.js';

@@ -19,7 +19,7 @@ beforeAll(async () => {
     const e = err as StrataError;
     return reply.status(e.statusCode ?? 500).send({ statusCode: e.statusCode, code: e.code, message: e.message });
   });
-  registerParamsRoutes(app, new ParamsService({ dir: join(work, 'tier') }));
+  await registerParamsRoutes(app, new ParamsService({ dir: join(work, 'tier') }));
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
   api = `127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;

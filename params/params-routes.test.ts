@@ -25,7 +25,7 @@ beforeAll(async () => {
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     return reply.status(status).send({ statusCode: status, code: status === 413 ? 'API_BODY_TOO_LARGE' : 'API_BAD_REQUEST', message: (err as Error).message });
   });
-  registerParamsRoutes(app, new ParamsService({ dir: join(work, 'tier') }));
+  await registerParamsRoutes(app, new ParamsService({ dir: join(work, 'tier') }));
   await app.ready();
 });
 afterAll(async () => {
@@ -98,7 +98,7 @@ describe('mget over a real socket', () => {
     for (const threads of [0, 2]) {
       const service = new ParamsService({ dir: join(work, `tier-socket-${threads}`), lookupThreads: threads });
       const server = Fastify();
-      registerParamsRoutes(server, service);
+      await registerParamsRoutes(server, service);
       try {
         await service.load('big', join(work, 'big.params'));
         await server.listen({ host: '127.0.0.1', port: 0 });

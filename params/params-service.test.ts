@@ -1,6 +1,6 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { encodeDelta } from './delta-body.js';
 import { ParamsService } from './params-service.js';
 import { ServedTable } from './served-table.js';
@@ -155,6 +155,69 @@ describe('ParamsService', () => {
     expect(decodeAnswer(second.mget('flipped', keysBody([9n])), 1, 4)).toEqual([vectorOf(9n, 4)]);
     await second.close();
     await first.close();
+  });
+
+  it('serves a table checked in this boot at once after a restart, and checks one that changed, was stamped in another boot or was never read', async () => {
+    const keys = Array.from({ length: 2000 }, (_, i) => BigInt(i));
+    const manifestOf = async () => JSON.parse(await readFile(join(tier, 'manifest.json'), 'utf8')) as { tables: Array<{ name: string; file: string; checked?: { boot: string } }> };
+    const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+    const first = new ParamsService({ dir: tier });
+    await first.load('kept', await table('k', keys, 4));
+    await first.load('touched', await table('t', keys, 4, 1));
+    await first.load('moved', await table('m', keys, 4, 2));
+    await first.load('delta', await table('d', keys, 4, 3));
+    // A delta past half of what a new overlay holds (65,536 upserts): the table is rewritten as a new version file.
+    const added = Array.from({ length: 70_000 }, (_, i): [bigint, number[]] => [10_000n + BigInt(i), [1, 2, 3, 4]]);
+    await first.applyDelta('delta', encodeDelta(4, [[5n, [9, 9, 9, 9]], ...added], []));
+    const stamps = new Map((await manifestOf()).tables.map((t) => [t.name, t]));
+    expect(stamps.get('kept')!.checked).toMatchObject({ boot });
+    expect(stamps.get('delta')).toMatchObject({ file: 'delta.v2.params' });
+    expect(stamps.get('delta')!.checked).toBeUndefined(); // written, not read back
+    // One value of `touched` flipped in place, its mtime put back: the ctime still moves.
+    const touched = join(tier, 'touched.v1.params');
+    const { valuesOffset } = ServedTable.open(touched, defaultTableMapper()).header;
+    const { mtime } = await stat(touched);
+    const handle = await open(touched, 'r+');
+    await handle.write(Buffer.from([0xff]), 0, 1, valuesOffset + 3);
+    await handle.close();
+    await utimes(touched, mtime, mtime);
+    // `moved` says it was checked in another boot.
+    const manifest = await manifestOf();
+    for (const t of manifest.tables) if (t.name === 'moved') t.checked = { ...t.checked!, boot: 'another-boot' };
+    await writeFile(join(tier, 'manifest.json'), JSON.stringify({ format: 1, tables: manifest.tables }));
+
+    // Which files a recovery reads every value of.
+    const recoverReading = async (service: ParamsService, tables: number, meanwhile = () => {}): Promise<string[]> => {
+      const read: string[] = [];
+      const valuesIntact = ServedTable.prototype.valuesIntact;
+      const spy = vi.spyOn(ServedTable.prototype, 'valuesIntact').mockImplementation(function (this: ServedTable) {
+        read.push(this.path.slice(tier.length + 1));
+        return valuesIntact.call(this);
+      });
+      try {
+        expect(await service.recover()).toMatchObject({ tables, failed: [] });
+        meanwhile();
+        await service.valuesChecked;
+      } finally {
+        spy.mockRestore();
+      }
+      return read.sort();
+    };
+    const second = new ParamsService({ dir: tier });
+    // `kept` is served with no check at all, before the others are checked.
+    const read = await recoverReading(second, 4, () => expect(decodeAnswer(second.mget('kept', keysBody([7n])), 1, 4)).toEqual([vectorOf(7n, 4)]));
+    expect(read).toEqual(['delta.v2.params', 'moved.v1.params', 'touched.v1.params']);
+    expect(second.failedVerification).toEqual([{ name: 'touched', message: expect.stringContaining('values checksum mismatch') }]);
+    expect(decodeAnswer(second.mget('moved', keysBody([7n])), 1, 4)).toEqual([vectorOf(7n, 4, 2)]);
+    expect(decodeAnswer(second.mget('delta', keysBody([5n])), 1, 4).map((v) => (v ? [...v] : null))).toEqual([[9, 9, 9, 9]]);
+    // What was read whole is stamped with this boot for the next recovery.
+    const after = new Map((await manifestOf()).tables.map((t) => [t.name, t.checked]));
+    expect(after.get('moved')).toMatchObject({ boot });
+    expect(after.get('delta')).toMatchObject({ boot });
+    const third = new ParamsService({ dir: tier });
+    expect(await recoverReading(third, 3)).toEqual([]); // nothing left to read (`touched` is no longer served)
+    for (const name of ['kept', 'moved', 'delta']) expect(() => third.mget(name, keysBody([7n]))).not.toThrow();
+    await Promise.all([first.close(), second.close(), third.close()]);
   });
 
   it('applies a delta of upserts and deletes as a new version', async () => {

@@ -18,6 +18,7 @@ import { batchSize, checkName, keyWords, MAX_BATCH_KEYS, parseKey } from './requ
 import type { LoadOptions, ParamsServiceConfig, ParamsTableInfo, RecoveryReport, Served } from './params-service-types.js';
 import { OVERLAY_SUFFIX } from './overlay-format.js';
 import { TableDeltas } from './table-deltas.js';
+import { sameValues, valuesStampOf } from './values-stamp.js';
 import { ParamsWireServer, type ParamsWireAddress } from './wire-server.js';
 
 const verificationFailures = counter('strata_params_values_check_failures_total', 'Recovered parameter tables whose values failed their checksum (not served)');
@@ -99,14 +100,18 @@ export class ParamsService {
     const entries = await this.#manifest.read();
     const failed: Array<{ name: string; message: string }> = [];
     const opened: Served[] = [];
+    const unchanged: Served[] = [];
     for (const entry of entries) {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
+        const path = this.#placements.pathOf(entry);
+        const stamp = await valuesStampOf(path);
         // With lookup threads the recovered table is answered from their own mappings once they
         // have it: this one is not populated, which takes its page-table fill off the recovery.
-        const table = ServedTable.open(this.#placements.pathOf(entry), this.#mapper, { populate: this.#lookupThreads === 0 });
+        const table = ServedTable.open(path, this.#mapper, { populate: this.#lookupThreads === 0 });
         const served: Served = { table, entry, pooled: false };
-        opened.push(served);
+        // Values read and found whole in this boot, from this very file: not read again (values-stamp.ts).
+        (sameValues(entry.checked, stamp) ? unchanged : opened).push(served);
         this.#versions.set(entry.name, Math.max(this.#versionOf(served), this.#versions.get(entry.name) ?? 0));
         if (table.overlay?.rolledBack) this.#logger.warn({ table: entry.name, records: table.overlay.rolledBack }, 'undid an in-place delta a crash cut short');
       } catch (err) {
@@ -114,19 +119,20 @@ export class ParamsService {
         this.#logger.error({ err, table: entry.name }, 'parameter table failed validation at recovery; not served until reloaded');
       }
     }
-    // The values are checked before a table answers (it reads every value: the recovery
-    // itself reads only the index): one table at a time, on the addon's threads, right
-    // after recovery. Until then a lookup answers 503 PARAMS_TABLE_VERIFYING; a table that
-    // fails is not served and is reported (`failedVerification`).
+    for (const served of unchanged) this.#serve(served);
+    // The other tables' values are checked before they answer (it reads every value: the
+    // recovery itself reads only the index): one table at a time, on the addon's threads,
+    // right after recovery. Until then a lookup answers 503 PARAMS_TABLE_VERIFYING; a table
+    // that fails is not served and is reported (`failedVerification`).
     for (const served of opened) this.#verifying.set(served.entry.name, served);
     const ms = performance.now() - started;
     // With no table there is nothing to tell an operator: a `strata mount` that then fails
     // (a missing bucket, a busy mount point) answers with its one line of error only.
     const level = opened.length > 0 || failed.length > 0 ? 'info' : 'debug';
-    this.#logger[level]({ tables: opened.length, failed: failed.length, ms }, 'parameter tables recovered; checking their values');
+    this.#logger[level]({ tables: opened.length + unchanged.length, checking: opened.length, failed: failed.length, ms }, 'parameter tables recovered');
     this.#verified = this.#verifyRecovered(opened);
     await this.#placements.removeOrphans(entries);
-    return { tables: opened.length, failed, ms };
+    return { tables: opened.length + unchanged.length, failed, ms };
   }
 
   /** Resolves once every recovered table's values were checked (tests, the CLI's status). */
@@ -159,10 +165,39 @@ export class ParamsService {
         served.table.close();
         continue;
       }
-      this.#tables.set(name, served);
-      this.#startPooled(served);
-      if (served.table.overlay?.wantsCompaction()) this.#deltas.compactInBackground(name);
+      this.#serve(served);
+      await this.#stampChecked(served);
     }
+  }
+
+  /** A recovered table whose values are known whole: answers lookups from here on. */
+  #serve(served: Served): void {
+    const { name } = served.entry;
+    this.#tables.set(name, served);
+    this.#startPooled(served);
+    if (served.table.overlay?.wantsCompaction()) this.#deltas.compactInBackground(name);
+  }
+
+  /**
+   * Records in the manifest that a recovered table's values were just read and found whole,
+   * so that the next recovery in this boot need not read them (values-stamp.ts). A failure
+   * costs only that: the next recovery reads them again.
+   */
+  async #stampChecked(served: Served): Promise<void> {
+    const { name } = served.entry;
+    const checked = await valuesStampOf(served.table.path);
+    if (!checked) return;
+    await this.#serialised(name, async () => {
+      const current = this.#tables.get(name);
+      if (current?.table !== served.table) return; // replaced or unloaded meanwhile
+      this.#tables.set(name, { ...current, entry: { ...current.entry, checked } });
+      await this.#writeManifest();
+    }).catch((err: unknown) => this.#logger.warn({ err, table: name }, 'could not record that a recovered table was checked; the next recovery checks it again'));
+  }
+
+  /** Replaces the manifest with the served tables and those still being checked after a recovery. */
+  #writeManifest(): Promise<void> {
+    return this.#manifest.write([...this.#tables.values(), ...this.#verifying.values()].map((s) => s.entry));
   }
 
   #startPooled(served: Served): void {
@@ -224,7 +259,7 @@ export class ParamsService {
       this.#tables.delete(name);
       this.#pool?.close(served.table.path);
       served.table.close();
-      await this.#manifest.write([...this.#tables.values(), ...this.#verifying.values()].map((s) => s.entry));
+      await this.#writeManifest();
       await rm(this.#placements.pathOf(served.entry), { force: true });
       await rm(this.#placements.pathOf(served.entry) + OVERLAY_SUFFIX, { force: true });
       this.#logger.info({ table: name, version: served.entry.version }, 'parameter table unloaded');
@@ -358,8 +393,9 @@ export class ParamsService {
     return this.#pool;
   }
 
-  async #switchTo(name: string, entry: ManifestEntry, options: { verifyValues: boolean }): Promise<ParamsTableInfo> {
-    const path = this.#placements.pathOf(entry);
+  async #switchTo(name: string, given: ManifestEntry, options: { verifyValues: boolean }): Promise<ParamsTableInfo> {
+    const { checked: _previousFile, ...unstamped } = given; // a delta's entry is its base's, spread
+    const path = this.#placements.pathOf(unstamped);
     let table: ServedTable;
     try {
       table = ServedTable.open(path, this.#mapper, options);
@@ -367,6 +403,9 @@ export class ParamsService {
       await rm(path, { force: true });
       throw err;
     }
+    // Stamped only when its values were read just now; a delta's new version is read at its first recovery.
+    const checked = options.verifyValues ? await valuesStampOf(path) : undefined;
+    const entry: ManifestEntry = checked ? { ...unstamped, checked } : unstamped;
     const pool = this.#poolFor(entry);
     if (pool) {
       try {
@@ -391,8 +430,7 @@ export class ParamsService {
       this.#pool?.close(previous.table.path);
       previous.table.close();
     }
-    // Tables still being checked after a recovery stay listed.
-    await this.#manifest.write([...this.#tables.values(), ...[...this.#verifying.values()].filter((v) => v.entry.name !== name)].map((s) => s.entry));
+    await this.#writeManifest(); // tables still being checked after a recovery stay listed
     if (previous && this.#placements.pathOf(previous.entry) !== path) {
       await rm(this.#placements.pathOf(previous.entry), { force: true });
       await rm(this.#placements.pathOf(previous.entry) + OVERLAY_SUFFIX, { force: true });

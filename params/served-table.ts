@@ -1,5 +1,5 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
-import { loadMmapBinding } from '../cache/index.js';
+import { loadMmapBinding } from '../native/index.js';
 import { lookupBinding, type LookupBinding, type NativeTableHandle } from './lookup-binding.js';
 import { ParamsError } from './params-error.js';
 import { crc32c, crc32cRegion, REGION_THREADS } from './crc32c.js';

@@ -4,7 +4,7 @@ import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { syncDir, TEMP_PREFIX } from '../durable/index.js';
-import { openStore, type OpenStoreOptions } from '../store/index.js';
+import type { OpenStoreOptions } from '../store/index.js';
 import { ParamsError } from './params-error.js';
 import { parseTableLocation } from './table-destination.js';
 import { TableWriter } from './table-writer.js';
@@ -89,6 +89,7 @@ export async function buildTable(input: string, dest: string, options: BuildOpti
       await rename(temp, location.path);
       await syncDir(dirname(location.path));
     } else {
+      const { openStore } = await import('../store/index.js'); // loaded only for a table built into a store
       await openStore(location.storeUrl, options.store ?? {}).put(location.key, createReadStream(temp));
       await rm(temp, { force: true });
     }

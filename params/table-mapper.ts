@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { loadMmapBinding, type MmapBinding } from '../cache/index.js';
+import { loadMmapBinding, type MmapBinding } from '../native/index.js';
 
 /** A byte range of a table file to bring into memory. */
 export interface FileRegion {

@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { openStore, StoreError, type OpenStoreOptions } from '../store/index.js';
+import type { OpenStoreOptions } from '../store/index.js';
 import { ParamsError } from './params-error.js';
 import { parseTableLocation } from './table-destination.js';
 
@@ -46,6 +46,9 @@ export async function openTableSource(source: string, storeOptions: OpenStoreOpt
       },
     };
   }
+  // The store's modules load here, not with the parameter tables: a recovery opens local
+  // files only, and its first lookup does not wait for the S3 client and URL schema.
+  const { openStore, StoreError } = await import('../store/index.js');
   const store = openStore(location.storeUrl, storeOptions);
   const info = await store.head(location.key);
   if (!info) throw new StoreError('STORE_NOT_FOUND', `${source}: no such object`);

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { deepImports, importEdges, partFolders } from './boundaries.js';
+import { deepImports, importEdges, partFolders, staticClosure } from './boundaries.js';
 
 const root = join(import.meta.dirname, '../..');
 
@@ -33,5 +33,20 @@ describe('folders are parts and index.ts is their door', () => {
       'cache/block-cache.ts imports ../store/s3-get.js (use ../store/index.js)',
       'cache/dram-tier.ts imports ../store/testing/fake.js (use ../store/index.js)',
     ]);
+  });
+});
+
+describe('start-up loads what its first step needs', () => {
+  it('the path to a recovered table\'s first lookup loads no request schema, object store, cache tier or HTTP framework', async () => {
+    // cli/mount-command.ts imports daemon/index.js before anything else starts; its static
+    // imports are what a restarted daemon compiles before it answers (bench/startup.ts).
+    const { files, packages } = await staticClosure(root, 'daemon/index.ts');
+    expect(files).toContain('daemon/params-start.ts');
+    expect(files).toContain('params/served-table.ts');
+    expect(files.filter((f) => /^(store|cache|fuse|links|p2p)\//.test(f) || f === 'api/schemas.ts' || f.endsWith('-routes.ts'))).toEqual([]);
+    expect(packages).not.toContain('zod');
+    expect(packages).not.toContain('fastify');
+    expect(packages).not.toContain('@aws-sdk/client-s3');
+    expect(packages).toContain('pino'); // the walk does see packages
   });
 });

@@ -79,4 +79,35 @@ export function deepImports(edges: readonly ImportEdge[], parts: readonly string
   return bad;
 }
 
+/** Static value imports (`import x from`, `export ... from`, `import 'x'`); not `import type`, not `import()`. */
+const STATIC_IMPORT = /(?:^|\n)\s*(?:import|export)(?!\s+type\b)\b[^'";]*?from\s*['"]([^'"]+)['"]|(?:^|\n)\s*import\s*['"]([^'"]+)['"]/g;
+
+/**
+ * What loading `entry` loads before any of its code runs: the repository's files it reaches
+ * through static value imports, and the packages (by name) those import. `import type` is
+ * erased by the compiler and `import()` loads later, when it runs, so neither is followed.
+ */
+export async function staticClosure(root: string, entry: string): Promise<{ files: string[]; packages: string[] }> {
+  const files = new Set<string>([entry]);
+  const packages = new Set<string>();
+  const queue = [entry];
+  for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
+    const text = await readFile(join(root, file), 'utf8');
+    for (const m of text.matchAll(STATIC_IMPORT)) {
+      const specifier = (m[1] ?? m[2])!;
+      if (specifier.startsWith('node:')) continue;
+      if (!specifier.startsWith('.')) {
+        packages.add(specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0]!);
+        continue;
+      }
+      const target = normalize(join(dirname(file), specifier)).split(sep).join('/').replace(/\.js$/, '.ts');
+      if (!files.has(target)) {
+        files.add(target);
+        queue.push(target);
+      }
+    }
+  }
+  return { files: [...files].sort(), packages: [...packages].sort() };
+}
+
 export { relative };

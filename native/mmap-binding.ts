@@ -1,5 +1,5 @@
-import { loadAddon } from '../native/index.js';
-import { CacheError } from './cache-error.js';
+import { StrataError } from '../errors/index.js';
+import { loadAddon } from './addons.js';
 
 /** The calls of native/src/strata_mmap.c (see its header comment for the contracts). */
 export interface MmapBinding {
@@ -15,14 +15,15 @@ let binding: MmapBinding | undefined;
 
 /**
  * Loads the project's mmap addon, built by `npm install` / `npm ci` (the root package's
- * `install` script runs node-gyp on native/). Throws CACHE_TIER_INVALID when it is missing.
+ * `install` script runs node-gyp on native/). Throws CACHE_TIER_INVALID when it is missing
+ * (a tier, or a table on one, cannot be mapped without it).
  */
 export function loadMmapBinding(): MmapBinding {
   if (binding !== undefined) return binding;
   try {
     binding = loadAddon<MmapBinding>('strata_mmap');
   } catch (err) {
-    throw new CacheError(
+    throw new StrataError(
       'CACHE_TIER_INVALID',
       'the pmem tier needs the native mmap addon; run `npm install` (or `npm run install`) to build native/',
       { cause: err },
