@@ -18,7 +18,7 @@ import { batchSize, checkName, keyWords, MAX_BATCH_KEYS, parseKey } from './requ
 import type { LoadOptions, ParamsServiceConfig, ParamsTableInfo, RecoveryReport, Served } from './params-service-types.js';
 import { OVERLAY_SUFFIX } from './overlay-format.js';
 import { TableDeltas } from './table-deltas.js';
-import { sameValues, valuesStampOf } from './values-stamp.js';
+import { unchangedSince, checkStampOf } from './check-stamp.js';
 import { ParamsWireServer, type ParamsWireAddress } from './wire-server.js';
 
 const verificationFailures = counter('strata_params_values_check_failures_total', 'Recovered parameter tables whose values failed their checksum (not served)');
@@ -105,13 +105,15 @@ export class ParamsService {
       this.#versions.set(entry.name, Math.max(entry.version, this.#versions.get(entry.name) ?? 0));
       try {
         const path = this.#placements.pathOf(entry);
-        const stamp = await valuesStampOf(path);
+        const stamp = await checkStampOf(path);
         // With lookup threads the recovered table is answered from their own mappings once they
         // have it: this one is not populated, which takes its page-table fill off the recovery.
-        const table = ServedTable.open(path, this.#mapper, { populate: this.#lookupThreads === 0 });
+        // Read whole and found intact in this boot, and the very same file since: neither its
+        // index nor its values are read again (check-stamp.ts).
+        const alreadyChecked = unchangedSince(entry.checked, stamp);
+        const table = ServedTable.open(path, this.#mapper, { populate: this.#lookupThreads === 0, alreadyChecked });
         const served: Served = { table, entry, pooled: false };
-        // Values read and found whole in this boot, from this very file: not read again (values-stamp.ts).
-        (sameValues(entry.checked, stamp) ? unchanged : opened).push(served);
+        (alreadyChecked ? unchanged : opened).push(served);
         this.#versions.set(entry.name, Math.max(this.#versionOf(served), this.#versions.get(entry.name) ?? 0));
         if (table.overlay?.rolledBack) this.#logger.warn({ table: entry.name, records: table.overlay.rolledBack }, 'undid an in-place delta a crash cut short');
       } catch (err) {
@@ -180,12 +182,12 @@ export class ParamsService {
 
   /**
    * Records in the manifest that a recovered table's values were just read and found whole,
-   * so that the next recovery in this boot need not read them (values-stamp.ts). A failure
+   * so that the next recovery in this boot need not read them (check-stamp.ts). A failure
    * costs only that: the next recovery reads them again.
    */
   async #stampChecked(served: Served): Promise<void> {
     const { name } = served.entry;
-    const checked = await valuesStampOf(served.table.path);
+    const checked = await checkStampOf(served.table.path);
     if (!checked) return;
     await this.#serialised(name, async () => {
       const current = this.#tables.get(name);
@@ -404,7 +406,7 @@ export class ParamsService {
       throw err;
     }
     // Stamped only when its values were read just now; a delta's new version is read at its first recovery.
-    const checked = options.verifyValues ? await valuesStampOf(path) : undefined;
+    const checked = options.verifyValues ? await checkStampOf(path) : undefined;
     const entry: ManifestEntry = checked ? { ...unstamped, checked } : unstamped;
     const pool = this.#poolFor(entry);
     if (pool) {

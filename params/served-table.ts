@@ -18,6 +18,11 @@ export interface OpenTableOptions {
   /** Skip the index checksum: for a lookup thread opening a file the main thread just validated. */
   readonly trusted?: boolean;
   /**
+   * Skip the index checksum of a file read whole and found intact earlier in this boot and
+   * unchanged since (check-stamp.ts); unlike `trusted`, the opener is the overlay's writer.
+   */
+  readonly alreadyChecked?: boolean;
+  /**
    * `native` (the default when the addon is built) or `js`: which lookup kernel answers.
    * Both give the same answers; the JavaScript one is the fallback and the reference.
    */
@@ -106,7 +111,7 @@ export class ServedTable {
       try {
         handle = binding.mapTable(fd, header.indexOffset, header.indexBytes, header.valuesOffset, header.valuesBytes, first, homes, header.dim, header.seed, header.keyCount, options.populate ?? true);
         // Read with pread, not through the new mapping: see crc32cOfFile in strata_lookup.c.
-        if (!options.trusted) indexCrc = binding.crc32cOfFile(fd, header.indexOffset, header.indexBytes, 0, REGION_THREADS);
+        if (!options.trusted && !options.alreadyChecked) indexCrc = binding.crc32cOfFile(fd, header.indexOffset, header.indexBytes, 0, REGION_THREADS);
       } catch (err) {
         throw new ParamsError('PARAMS_BAD_TABLE', `${path}: cannot map or read the table: ${(err as Error).message}`, { cause: err });
       } finally {
@@ -134,7 +139,7 @@ export class ServedTable {
     const buffers = mapRegions();
     const index = buffers[0]!;
     const checksum = checksumFor(header.version);
-    if (!options.trusted && checksum(directoryBytes(page, header.shardCount), indexChecksum(path, header, index, mapper.kind)) !== header.indexCrc) throw bad('index checksum mismatch');
+    if (!options.trusted && !options.alreadyChecked && checksum(directoryBytes(page, header.shardCount), indexChecksum(path, header, index, mapper.kind)) !== header.indexCrc) throw bad('index checksum mismatch');
     checkShardEnds(shards, slotCount, (slot) => index.readUInt32LE(slot * SLOT_BYTES + 8), bad);
     if (options.verifyValues) {
       let crc = 0;

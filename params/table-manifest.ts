@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileDurably } from '../durable/index.js';
-import type { ValuesStamp } from './values-stamp.js';
+import type { CheckStamp } from './check-stamp.js';
 
 /** One served table as recorded for recovery. */
 export interface ManifestEntry {
@@ -14,11 +14,11 @@ export interface ManifestEntry {
   /** Where it was loaded from, for `GET /v1/params/tables` and the log. */
   readonly source: string;
   /**
-   * The file as it was when its values last matched their checksum (values-stamp.ts): a
+   * The file as it was when its values last matched their checksum (check-stamp.ts): a
    * recovery in the same boot that finds the file unchanged serves it without reading
    * every value again. Absent for a version not read since it was written (a delta's).
    */
-  readonly checked?: ValuesStamp;
+  readonly checked?: CheckStamp;
 }
 
 export const MANIFEST_FILE = 'manifest.json';

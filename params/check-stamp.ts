@@ -2,17 +2,17 @@ import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 
 /**
- * Which file, in which boot of the machine, had its values read and found to match the
- * header's values checksum. A table file's values never change once it is written (in-place
+ * Which file, in which boot of the machine, was read whole (index and values) and found to
+ * match the header's checksums. A table file never changes once it is written (in-place
  * deltas go to the overlay file beside it), and within one boot a file's bytes change only
  * through writes, which move its ctime. So a recovery that finds the same boot and the same
- * file (device, inode, size, mtime and ctime, to the nanosecond) knows the check would read
- * what it read before, and serves the table without reading 256 MB again: a daemon killed
- * and restarted answers its first lookup in the time it takes to map the index. After a
- * reboot (a power loss may have torn what was not yet on the device) or when the file was
- * replaced or touched, every value is read again.
+ * file (device, inode, size, mtime and ctime, to the nanosecond) knows the checks would read
+ * what they read before, and serves the table without reading it again: a daemon killed and
+ * restarted answers its first lookup in the time it takes to map the file. After a reboot (a
+ * power loss may have torn what was not yet on the device) or when the file was replaced or
+ * touched, every byte is read again.
  */
-export interface ValuesStamp {
+export interface CheckStamp {
   /** The kernel's boot id (/proc/sys/kernel/random/boot_id). */
   readonly boot: string;
   readonly dev: string;
@@ -37,7 +37,7 @@ function currentBoot(): string | null {
 }
 
 /** The stamp of `path` as it is now; undefined when the boot or the file cannot be read. */
-export async function valuesStampOf(path: string): Promise<ValuesStamp | undefined> {
+export async function checkStampOf(path: string): Promise<CheckStamp | undefined> {
   const boot = currentBoot();
   if (boot === null) return undefined;
   try {
@@ -49,7 +49,7 @@ export async function valuesStampOf(path: string): Promise<ValuesStamp | undefin
 }
 
 /** Whether `recorded` (from the manifest) still describes the file whose stamp is `now`. */
-export function sameValues(recorded: ValuesStamp | undefined, now: ValuesStamp | undefined): boolean {
+export function unchangedSince(recorded: CheckStamp | undefined, now: CheckStamp | undefined): boolean {
   if (!recorded || !now) return false;
   return (
     recorded.boot === now.boot &&
