@@ -128,6 +128,51 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hardware(uint32_t crc, con
 }
 #endif
 
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static void three_hardware(const uint8_t *a, const uint8_t *b, const uint8_t *c, size_t n, uint32_t out[3]) {
+  uint64_t ca = 0xFFFFFFFFu, cb = 0xFFFFFFFFu, cc = 0xFFFFFFFFu;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t wa, wb, wc;
+    memcpy(&wa, a + i, 8);
+    memcpy(&wb, b + i, 8);
+    memcpy(&wc, c + i, 8);
+    ca = _mm_crc32_u64(ca, wa);
+    cb = _mm_crc32_u64(cb, wb);
+    cc = _mm_crc32_u64(cc, wc);
+  }
+  for (; i < n; i++) {
+    ca = _mm_crc32_u8((uint32_t)ca, a[i]);
+    cb = _mm_crc32_u8((uint32_t)cb, b[i]);
+    cc = _mm_crc32_u8((uint32_t)cc, c[i]);
+  }
+  out[0] = ~(uint32_t)ca;
+  out[1] = ~(uint32_t)cb;
+  out[2] = ~(uint32_t)cc;
+}
+#endif
+
+void crc32c_three(const uint8_t *a, const uint8_t *b, const uint8_t *c, size_t n, uint32_t out[3]) {
+#if defined(__x86_64__)
+  if (have_sse42) {
+    three_hardware(a, b, c, n, out);
+    return;
+  }
+#endif
+  out[0] = crc32c_update(0, a, n);
+  out[1] = crc32c_update(0, b, n);
+  out[2] = crc32c_update(0, c, n);
+}
+
+/*
+ * The raw state is linear: raw(s, B) = shift(|B|) * s ^ raw(0, B). With the inversions of the
+ * finished CRC, crc(A B) = ~(shift * ~crc(A) ^ raw(0, B)) and crc(B) = ~(shift * ~0 ^ raw(0, B)),
+ * which leaves shift * crc(A) ^ crc(B).
+ */
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t bytes_b) {
+  return crc32c_gf2_multiply(crc32c_shift_for_bytes(bytes_b), crc_a) ^ crc_b;
+}
+
 /* Raw state update over any bytes, by the fastest means the CPU has. */
 uint32_t crc32c_raw(uint32_t state, const uint8_t *p, size_t n) {
 #if defined(__x86_64__)
