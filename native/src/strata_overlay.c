@@ -409,24 +409,6 @@ static void sum_touched_blocks(overlay *ov, const uint8_t *touched, uint64_t blo
   for (int i = 0; i < n; i++) block_sum(ov, pending[i]);
 }
 
-/*
- * Fills the page tables of a range of the mapping about to be written (MADV_POPULATE_WRITE):
- * one call instead of a page fault at the first write of each page, which on a VM with
- * shadow paging is most of what copying a delta's records costs. Only a hint: where the
- * kernel lacks it (before 5.14) the writes fault the pages in as before.
- */
-static void populate_for_write(overlay *ov, uint64_t offset, uint64_t length) {
-#ifdef MADV_POPULATE_WRITE
-  if (length == 0) return;
-  const uint64_t start = offset & ~(uint64_t)(OV_PAGE - 1);
-  (void)madvise(ov->map + start, (size_t)(offset + length - start), MADV_POPULATE_WRITE);
-#else
-  (void)ov;
-  (void)offset;
-  (void)length;
-#endif
-}
-
 /* ---------- recover ---------- */
 
 /*
@@ -649,7 +631,6 @@ static void apply_execute(napi_env env, void *data) {
     job->what = "allocating the delta's records in the overlay";
     return;
   }
-  populate_for_write(ov, ov->log_offset + from * rb, count * rb);
   /* 1. The records, unlinked (prev 0): deletes first, as the delta format says. */
   for (uint64_t i = 0; i < count; i++) {
     uint32_t *rec = record_at(ov, from + i);
