@@ -25,7 +25,7 @@ export function loadMmapBinding(): MmapBinding {
   } catch (err) {
     throw new StrataError(
       'CACHE_TIER_INVALID',
-      'the pmem tier needs the native mmap addon; run `npm install` (or `npm run install`) to build native/',
+      'the pmem tier and mapped parameter tables need the native mmap addon; run `npm install` (or `npm run install`) to build native/',
       { cause: err },
     );
   }

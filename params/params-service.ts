@@ -18,7 +18,7 @@ import { batchSize, checkName, keyWords, MAX_BATCH_KEYS, parseKey } from './requ
 import type { LoadOptions, ParamsServiceConfig, ParamsTableInfo, RecoveryReport, Served } from './params-service-types.js';
 import { OVERLAY_SUFFIX } from './overlay-format.js';
 import { TableDeltas } from './table-deltas.js';
-import { unchangedSince, checkStampOf } from './check-stamp.js';
+import { checkStampOf, unchangedSince } from './check-stamp.js';
 import { ParamsWireServer, type ParamsWireAddress } from './wire-server.js';
 
 const verificationFailures = counter('strata_params_values_check_failures_total', 'Recovered parameter tables whose values failed their checksum (not served)');
@@ -130,7 +130,7 @@ export class ParamsService {
     const ms = performance.now() - started;
     // With no table there is nothing to tell an operator: a `strata mount` that then fails
     // (a missing bucket, a busy mount point) answers with its one line of error only.
-    const level = opened.length > 0 || failed.length > 0 ? 'info' : 'debug';
+    const level = opened.length + unchanged.length > 0 || failed.length > 0 ? 'info' : 'debug';
     this.#logger[level]({ tables: opened.length + unchanged.length, checking: opened.length, failed: failed.length, ms }, 'parameter tables recovered');
     this.#verified = this.#verifyRecovered(opened);
     await this.#placements.removeOrphans(entries);
