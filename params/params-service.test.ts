@@ -129,6 +129,13 @@ describe('ParamsService', () => {
     expect(report.tables).toBe(1);
     expect(report.failed).toMatchObject([{ name: 'bad', message: expect.stringContaining('header') }]);
     expect(second.list().map((t) => t.name)).toEqual(['good']);
+    // Another load rewrites the manifest: the failed table stays listed (and reported at the next start) until it is reloaded or unloaded.
+    await second.load('other', await table('o', [3n], 2));
+    const third = new ParamsService({ dir: tier });
+    expect((await third.recover()).failed).toMatchObject([{ name: 'bad' }]);
+    await third.load('bad', await table('b2', [4n], 2));
+    expect(decodeAnswer(third.mget('bad', keysBody([4n])), 1, 2)).toEqual([vectorOf(4n, 2)]);
+    expect((await readdir(tier)).sort()).toEqual(['bad.v2.params', 'good.v1.params', 'manifest.json', 'other.v1.params']);
   });
 
   it('after a restart, serves no table whose values were damaged: checked right after recovery', async () => {
@@ -214,9 +221,19 @@ describe('ParamsService', () => {
     const after = new Map((await manifestOf()).tables.map((t) => [t.name, t.checked]));
     expect(after.get('moved')).toMatchObject({ boot });
     expect(after.get('delta')).toMatchObject({ boot });
+    expect(after.has('touched')).toBe(true); // not served, but still listed, and its file kept
     const third = new ParamsService({ dir: tier });
-    expect(await recoverReading(third, 3)).toEqual([]); // nothing left to read (`touched` is no longer served)
+    // Only the damaged file is read again, fails again and is reported again.
+    expect(await recoverReading(third, 4)).toEqual(['touched.v1.params']);
+    expect(third.failedVerification).toEqual([{ name: 'touched', message: expect.stringContaining('values checksum mismatch') }]);
     for (const name of ['kept', 'moved', 'delta']) expect(() => third.mget(name, keysBody([7n]))).not.toThrow();
+    expect(third.unservedNames()).toEqual(['touched']);
+    // Unloading it drops it from the manifest, with its file.
+    await third.unload('touched');
+    expect(third.unservedNames()).toEqual([]);
+    expect((await manifestOf()).tables.map((t) => t.name).sort()).toEqual(['delta', 'kept', 'moved']);
+    expect(await readdir(tier)).not.toContain('touched.v1.params');
+    await expect(third.unload('touched')).rejects.toMatchObject({ code: 'PARAMS_TABLE_NOT_FOUND' });
     await Promise.all([first.close(), second.close(), third.close()]);
   });
 

@@ -48,6 +48,12 @@ export class ParamsService {
   readonly #verifying = new Map<string, Served>();
   #verified: Promise<void> = Promise.resolve();
   readonly #failedVerification: Array<{ name: string; message: string }> = [];
+  /**
+   * Manifest entries whose tables failed recovery or their values check: not served, but kept
+   * in the manifest with their files (for a look at what went wrong, and to be reported again
+   * at the next start) until the name is loaded again or unloaded.
+   */
+  readonly #unserved = new Map<string, ManifestEntry>();
   /** Highest version ever used per name, so a version number is never reused. */
   readonly #versions = new Map<string, number>();
   /** Loads and deltas of one name run one at a time. */
@@ -117,6 +123,7 @@ export class ParamsService {
         this.#versions.set(entry.name, Math.max(this.#versionOf(served), this.#versions.get(entry.name) ?? 0));
         if (table.overlay?.rolledBack) this.#logger.warn({ table: entry.name, records: table.overlay.rolledBack }, 'undid an in-place delta a crash cut short');
       } catch (err) {
+        this.#unserved.set(entry.name, entry);
         failed.push({ name: entry.name, message: (err as Error).message });
         this.#logger.error({ err, table: entry.name }, 'parameter table failed validation at recovery; not served until reloaded');
       }
@@ -162,6 +169,7 @@ export class ParamsService {
       if (!intact) {
         const message = `${this.#placements.pathOf(served.entry)}: values checksum mismatch after restart`;
         this.#failedVerification.push({ name, message });
+        this.#unserved.set(name, served.entry);
         verificationFailures.inc();
         this.#logger.error({ table: name, version: served.entry.version }, 'parameter table values failed their checksum after restart; not served until reloaded');
         served.table.close();
@@ -197,9 +205,9 @@ export class ParamsService {
     }).catch((err: unknown) => this.#logger.warn({ err, table: name }, 'could not record that a recovered table was checked; the next recovery checks it again'));
   }
 
-  /** Replaces the manifest with the served tables and those still being checked after a recovery. */
+  /** Replaces the manifest with the served tables, those still being checked after a recovery and those that failed. */
   #writeManifest(): Promise<void> {
-    return this.#manifest.write([...this.#tables.values(), ...this.#verifying.values()].map((s) => s.entry));
+    return this.#manifest.write([...[...this.#tables.values(), ...this.#verifying.values()].map((s) => s.entry), ...this.#unserved.values()]);
   }
 
   #startPooled(served: Served): void {
@@ -252,11 +260,22 @@ export class ParamsService {
 
   /**
    * Stops serving `name` and removes its file (after lookups already queued on the lookup
-   * threads). PARAMS_TABLE_NOT_FOUND when it is not served. Runs after the name's pending
-   * loads and deltas.
+   * threads); for a table that failed its checks at recovery, drops it from the manifest and
+   * removes its file. PARAMS_TABLE_NOT_FOUND when it is neither. Runs after the name's
+   * pending loads and deltas.
    */
   unload(name: string): Promise<void> {
     return this.#serialised(name, async () => {
+      const failed = this.#unserved.get(name);
+      if (failed && !this.#tables.has(name)) {
+        // A table that failed recovery or its check: unloading drops it from the manifest, and its files.
+        this.#unserved.delete(name);
+        await this.#writeManifest();
+        await rm(this.#placements.pathOf(failed), { force: true });
+        await rm(this.#placements.pathOf(failed) + OVERLAY_SUFFIX, { force: true });
+        this.#logger.info({ table: name, version: failed.version }, 'parameter table that failed its checks unloaded');
+        return;
+      }
       const served = this.#served(name);
       this.#tables.delete(name);
       this.#pool?.close(served.table.path);
@@ -266,6 +285,11 @@ export class ParamsService {
       await rm(this.#placements.pathOf(served.entry) + OVERLAY_SUFFIX, { force: true });
       this.#logger.info({ table: name, version: served.entry.version }, 'parameter table unloaded');
     });
+  }
+
+  /** Names the manifest lists whose tables failed recovery or their values check (not served; `unload` drops them). */
+  unservedNames(): string[] {
+    return [...this.#unserved.keys()].filter((name) => !this.#tables.has(name)).sort();
   }
 
   /** The served tables, by name. */
@@ -426,6 +450,8 @@ export class ParamsService {
     }
     const served: Served = { table, entry, pooled: pool !== undefined };
     this.#tables.set(name, served); // the switch: one reference
+    const failed = this.#unserved.get(name);
+    this.#unserved.delete(name); // a version that failed its checks is replaced
     if (previous) {
       // Lookups on this thread are synchronous, so none is still in the old version; the
       // threads drop theirs after the lookups queued before. Its mappings go at once.
@@ -433,9 +459,10 @@ export class ParamsService {
       previous.table.close();
     }
     await this.#writeManifest(); // tables still being checked after a recovery stay listed
-    if (previous && this.#placements.pathOf(previous.entry) !== path) {
-      await rm(this.#placements.pathOf(previous.entry), { force: true });
-      await rm(this.#placements.pathOf(previous.entry) + OVERLAY_SUFFIX, { force: true });
+    for (const old of [previous?.entry, failed]) {
+      if (old === undefined || this.#placements.pathOf(old) === path) continue;
+      await rm(this.#placements.pathOf(old), { force: true });
+      await rm(this.#placements.pathOf(old) + OVERLAY_SUFFIX, { force: true });
     }
     this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');
     return this.#info(served);

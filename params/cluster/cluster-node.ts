@@ -168,7 +168,9 @@ export class ClusterNode {
 
   async #start(): Promise<void> {
     await mkdir(this.#config.stagingDir, { recursive: true });
-    for (const table of this.#config.params.list()) if (table.name.startsWith(LOCAL_PREFIX)) await this.#config.params.unload(table.name);
+    // Local shard tables of a previous run, served or failed at recovery, are not this run's.
+    const names = [...this.#config.params.list().map((t) => t.name), ...this.#config.params.unservedNames()];
+    for (const name of names) if (name.startsWith(LOCAL_PREFIX)) await this.#config.params.unload(name);
     this.#mirror.on('change', () => this.#changed());
     await this.#mirror.start();
     // Ready keys of a previous run of this member (its lease not expired yet) claim copies it no longer has.
