@@ -6,27 +6,6 @@
 # Idempotent: when every package is already installed it returns at once without touching apt.
 set -euo pipefail
 
-packages=(s3fs rclone redis-server)
-
-missing=()
-for pkg in "${packages[@]}"; do
-  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-  if [[ "$status" != "install ok installed" ]]; then
-    missing+=("$pkg")
-  fi
-done
-
-if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "install-bench-peers: all packages present (${packages[*]})"
-  exit 0
-fi
-
-if [[ "$(id -u)" -ne 0 ]]; then
-  echo "install-bench-peers: missing packages: ${missing[*]}; run this script as root" >&2
-  exit 1
-fi
-
-echo "install-bench-peers: installing ${missing[*]}"
-apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-echo "install-bench-peers: done"
+# shellcheck source=lib/debian-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/debian-packages.sh"
+install_debian_packages install-bench-peers s3fs rclone redis-server

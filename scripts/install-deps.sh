@@ -11,27 +11,6 @@ set -euo pipefail
 
 packages=(libfuse2 fuse3 libfuse3-dev pkg-config radosgw ceph-mon ceph-osd ceph-mgr ceph-common curl etcd-server)
 
-missing=()
-for pkg in "${packages[@]}"; do
-  # "install ok installed" is dpkg's status for a fully configured package; anything else
-  # (absent, half-installed, removed with config left) counts as missing.
-  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-  if [[ "$status" != "install ok installed" ]]; then
-    missing+=("$pkg")
-  fi
-done
-
-if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "install-deps: all packages present (${packages[*]})"
-  exit 0
-fi
-
-if [[ "$(id -u)" -ne 0 ]]; then
-  echo "install-deps: missing packages: ${missing[*]}; run this script as root" >&2
-  exit 1
-fi
-
-echo "install-deps: installing ${missing[*]}"
-apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
-echo "install-deps: done"
+# shellcheck source=lib/debian-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/debian-packages.sh"
+install_debian_packages install-deps "${packages[@]}"
