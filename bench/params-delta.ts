@@ -192,7 +192,7 @@ export async function run(): Promise<Record<string, unknown>> {
 
 /**
  * CALLERS callers of mgetLease (the HTTP route's and the binary protocol's call: answers in
- * reused buffers) until `stop.done`. mgetAsync would take a new 1.4 MB SharedArrayBuffer per
+ * reused buffers) until `stop.done`. mgetAsync once took a new 1.4 MB SharedArrayBuffer per
  * batch, and the kernel's zeroing of that fresh memory came and went in phases of seconds
  * (5 against 16-19 Mkeys/s here), which swamped the deltas' effect on the rate.
  */
