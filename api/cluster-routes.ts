@@ -1,12 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { MAX_TABLE_NAME_CHARS } from '../params/index.js';
 import { ClusterError, type ClusterNode } from '../params/cluster/index.js';
 import { MGET_BODY_LIMIT } from './body-limits.js';
 import { clusterPublishBodySchema } from './schemas.js';
 import { parseOrReject } from './validate.js';
 
 
-const shardParams = z.object({ name: z.string().min(1).max(128), version: z.coerce.number().int().min(1) });
+const shardParams = z.object({ name: z.string().min(1).max(MAX_TABLE_NAME_CHARS), version: z.coerce.number().int().min(1) });
 const recordsQuery = z.object({ shards: z.string().regex(/^\d{1,4}(,\d{1,4})*$/, { message: 'shards: comma-separated shard numbers' }) });
 const deltaParams = z.object({ id: z.string().min(1).max(256) });
 

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StrataError } from '../errors/index.js';
-import { ParamsError, type ParamsService, type ParamsWireAddress } from '../params/index.js';
+import { MAX_TABLE_NAME_CHARS, ParamsError, type ParamsService, type ParamsWireAddress } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { MGET_BODY_LIMIT } from './body-limits.js';
 import { ApiError, parseOrReject, requireBearer } from './validate.js';
@@ -40,8 +40,6 @@ export interface EarlyApi {
   close(): Promise<void>;
 }
 
-/** The longest table name (`nameParams` in params-routes.ts says the same). */
-const MAX_NAME_CHARS = 128;
 const MGET_PATH = /^\/v1\/params\/([^/?]+)\/mget(?:\?.*)?$/;
 /** What a client waits before asking again; the rest of start-up takes well under a second. */
 const RETRY_AFTER_SECONDS = 1;
@@ -123,11 +121,11 @@ export function tablesAnswer(service: ParamsService): { tables: ReturnType<Param
 
 /**
  * The table name of an mget path, as the full route checks it (`nameParams`). A name of
- * 1 to 128 characters passes without the request schemas; any other is rejected by the
+ * 1 to MAX_TABLE_NAME_CHARS characters passes without the request schemas; any other is rejected by the
  * schema itself, loaded then, so that the answer is the full route's word for word.
  */
 async function checkedName(raw: string): Promise<string> {
-  if (raw.length >= 1 && raw.length <= MAX_NAME_CHARS) return raw;
+  if (raw.length >= 1 && raw.length <= MAX_TABLE_NAME_CHARS) return raw;
   const { nameParams } = await import('./params-routes.js');
   return parseOrReject(nameParams, { name: raw }, 'name').name;
 }

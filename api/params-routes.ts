@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ParamsError, type ParamsService } from '../params/index.js';
+import { MAX_TABLE_NAME_CHARS, ParamsError, type ParamsService } from '../params/index.js';
 import type { ClusterNode } from '../params/cluster/index.js';
 import { MGET_BODY_LIMIT } from './body-limits.js';
 import { tablesAnswer } from './early-params.js';
@@ -12,7 +12,7 @@ const OCTET_STREAM = 'application/octet-stream';
 const DELTA_BODY_LIMIT = 256 * 1024 * 1024;
 
 /** A table name in a path; the early API (early-params.ts) checks the same bounds before zod loads. */
-export const nameParams = z.object({ name: z.string().min(1).max(128) });
+export const nameParams = z.object({ name: z.string().min(1).max(MAX_TABLE_NAME_CHARS) });
 
 /**
  * `/v1/params`: parameter tables (docs/PARAMS.md). Registered in its own encapsulated

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_BATCH_KEYS } from '../params/index.js';
+import { MAX_BATCH_KEYS, MAX_TABLE_NAME_CHARS } from '../params/index.js';
 
 /**
  * The request bodies and parameters of the admin API, each once: the routes validate with
@@ -24,12 +24,12 @@ export const distributeBodySchema = z
 
 export const flushBodySchema = z.object({ path: z.string().min(1).max(4096).startsWith('/', 'must be an absolute path').optional() }).strict();
 
-export const paramsLoadBodySchema = z.object({ name: z.string().min(1).max(128), source: z.string().min(1).max(4096), tier: z.enum(['pmem', 'nvme', 'state-dir']).optional() }).strict();
+export const paramsLoadBodySchema = z.object({ name: z.string().min(1).max(MAX_TABLE_NAME_CHARS), source: z.string().min(1).max(4096), tier: z.enum(['pmem', 'nvme', 'state-dir']).optional() }).strict();
 export const paramsLookupBodySchema = z.object({ keys: z.array(z.string()).max(MAX_BATCH_KEYS * 2) }).strict();
 
 /** Replicas per shard when a publish names none: one copy may die without a reload from the store. */
 const DEFAULT_REPLICAS = 2;
 
 export const clusterPublishBodySchema = z
-  .object({ name: z.string().min(1).max(128), source: z.string().min(1).max(4096), replicas: z.number().int().min(1).max(64).default(DEFAULT_REPLICAS) })
+  .object({ name: z.string().min(1).max(MAX_TABLE_NAME_CHARS), source: z.string().min(1).max(4096), replicas: z.number().int().min(1).max(64).default(DEFAULT_REPLICAS) })
   .strict();

@@ -5,8 +5,11 @@ import { ParamsError } from './params-error.js';
 /** Most keys one mget or lookup may ask for: 800 KB of keys, an answer of 6.4 MB at dim 16. */
 export const MAX_BATCH_KEYS = 100_000;
 
+/** The longest table name; the API's request schemas and its early mget check the same bound. */
+export const MAX_TABLE_NAME_CHARS = 128;
+
 /** Table names: a file-name-safe word, so `<name>.v<version>.params` is a plain file name. */
-const TABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const TABLE_NAME = new RegExp(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,${MAX_TABLE_NAME_CHARS - 1}}$`);
 
 /** Keys in a raw batch; PARAMS_BAD_KEYS or PARAMS_BATCH_TOO_LARGE when it cannot be one. */
 export function batchSize(keys: Uint8Array | BigUint64Array): number {
@@ -24,7 +27,7 @@ export function keyWords(keys: Uint8Array | BigUint64Array, n: number): Uint32Ar
 }
 
 export function checkName(name: string): void {
-  if (!TABLE_NAME.test(name)) throw new ParamsError('PARAMS_BAD_INPUT', `table name "${name}" must be 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit`);
+  if (!TABLE_NAME.test(name)) throw new ParamsError('PARAMS_BAD_INPUT', `table name "${name}" must be 1-${MAX_TABLE_NAME_CHARS} of A-Z a-z 0-9 _ . - starting with a letter or digit`);
 }
 
 const UINT64_MAX = 2n ** 64n - 1n;
