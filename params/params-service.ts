@@ -51,7 +51,8 @@ export class ParamsService {
   /**
    * Manifest entries whose tables failed recovery or their values check: not served, but kept
    * in the manifest with their files (for a look at what went wrong, and to be reported again
-   * at the next start) until the name is loaded again or unloaded.
+   * at the next start) until the name is loaded again (#switchTo drops it) or unloaded. A name
+   * is never here and in #tables at once.
    */
   readonly #unserved = new Map<string, ManifestEntry>();
   /** Highest version ever used per name, so a version number is never reused. */
@@ -267,7 +268,7 @@ export class ParamsService {
   unload(name: string): Promise<void> {
     return this.#serialised(name, async () => {
       const failed = this.#unserved.get(name);
-      if (failed && !this.#tables.has(name)) {
+      if (failed) {
         // A table that failed recovery or its check: unloading drops it from the manifest, and its files.
         this.#unserved.delete(name);
         await this.#writeManifest();
@@ -289,7 +290,7 @@ export class ParamsService {
 
   /** Names the manifest lists whose tables failed recovery or their values check (not served; `unload` drops them). */
   unservedNames(): string[] {
-    return [...this.#unserved.keys()].filter((name) => !this.#tables.has(name)).sort();
+    return [...this.#unserved.keys()].sort();
   }
 
   /** The served tables, by name. */
