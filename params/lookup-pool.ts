@@ -111,8 +111,8 @@ export class LookupPool {
    * dimension `dim`, in a Buffer of the caller's own: answered into a reused buffer (as
    * mgetLease), then copied. A new SharedArrayBuffer per call (1.4 MB for 20,000 keys at
    * dim 16) had the kernel zero fresh pages whenever the allocator had returned memory: 4
-   * callers on 2 threads swung between 5 and 16-21 Mkeys/s for seconds at a time, against a
-   * steady 16-21 with the copy (same process, alternating runs).
+   * callers on 2 threads swung between 5 and 13-23 Mkeys/s for seconds at a time; with the
+   * copy they ran at a steady 13-17 (same table, runs alternating).
    */
   async mget(path: string, dim: number, keys: Uint8Array): Promise<Buffer> {
     const lease = await this.mgetLease(path, dim, keys);

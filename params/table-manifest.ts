@@ -14,9 +14,10 @@ export interface ManifestEntry {
   /** Where it was loaded from, for `GET /v1/params/tables` and the log. */
   readonly source: string;
   /**
-   * The file as it was when its values last matched their checksum (check-stamp.ts): a
-   * recovery in the same boot that finds the file unchanged serves it without reading
-   * every value again. Absent for a version not read since it was written (a delta's).
+   * The file as it was when it was last read whole and matched its index and values
+   * checksums (check-stamp.ts): a recovery in the same boot that finds the file unchanged
+   * serves it without reading it again. Absent for a version not read since it was written
+   * (a delta's or a compaction's).
    */
   readonly checked?: CheckStamp;
 }

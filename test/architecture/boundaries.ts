@@ -14,6 +14,11 @@ export interface ImportEdge {
 
 const IMPORT = /(?:^|\n)\s*(?:import|export)\b[^'";]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g;
 
+/** The repository-relative path a relative specifier of `file` names (`.ts` for a `.js` specifier). */
+function importedFile(file: string, specifier: string): string {
+  return normalize(join(dirname(file), specifier)).split(sep).join('/').replace(/\.js$/, '.ts');
+}
+
 async function sources(root: string, dir = ''): Promise<string[]> {
   const out: string[] = [];
   for (const entry of await readdir(join(root, dir), { withFileTypes: true })) {
@@ -32,7 +37,7 @@ export async function importEdges(root: string): Promise<ImportEdge[]> {
     const text = await readFile(join(root, file), 'utf8');
     for (const m of text.matchAll(IMPORT)) {
       const specifier = (m[1] ?? m[2])!;
-      const target = normalize(join(dirname(file), specifier)).split(sep).join('/').replace(/\.js$/, '.ts');
+      const target = importedFile(file, specifier);
       edges.push({ from: file, specifier, target });
     }
   }
@@ -100,7 +105,7 @@ export async function staticClosure(root: string, entry: string): Promise<{ file
         packages.add(specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0]!);
         continue;
       }
-      const target = normalize(join(dirname(file), specifier)).split(sep).join('/').replace(/\.js$/, '.ts');
+      const target = importedFile(file, specifier);
       if (!files.has(target)) {
         files.add(target);
         queue.push(target);
