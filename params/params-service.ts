@@ -206,6 +206,12 @@ export class ParamsService {
     }).catch((err: unknown) => this.#logger.warn({ err, table: name }, 'could not record that a recovered table was checked; the next recovery checks it again'));
   }
 
+  /** Removes a version's table file and its in-place deltas (overlay file). */
+  async #removeFiles(entry: ManifestEntry): Promise<void> {
+    await rm(this.#placements.pathOf(entry), { force: true });
+    await rm(this.#placements.pathOf(entry) + OVERLAY_SUFFIX, { force: true });
+  }
+
   /** Replaces the manifest with the served tables, those still being checked after a recovery and those that failed. */
   #writeManifest(): Promise<void> {
     return this.#manifest.write([...[...this.#tables.values(), ...this.#verifying.values()].map((s) => s.entry), ...this.#unserved.values()]);
@@ -272,8 +278,7 @@ export class ParamsService {
         // A table that failed recovery or its check: unloading drops it from the manifest, and its files.
         this.#unserved.delete(name);
         await this.#writeManifest();
-        await rm(this.#placements.pathOf(failed), { force: true });
-        await rm(this.#placements.pathOf(failed) + OVERLAY_SUFFIX, { force: true });
+        await this.#removeFiles(failed);
         this.#logger.info({ table: name, version: failed.version }, 'parameter table that failed its checks unloaded');
         return;
       }
@@ -282,8 +287,7 @@ export class ParamsService {
       this.#pool?.close(served.table.path);
       served.table.close();
       await this.#writeManifest();
-      await rm(this.#placements.pathOf(served.entry), { force: true });
-      await rm(this.#placements.pathOf(served.entry) + OVERLAY_SUFFIX, { force: true });
+      await this.#removeFiles(served.entry);
       this.#logger.info({ table: name, version: served.entry.version }, 'parameter table unloaded');
     });
   }
@@ -460,11 +464,7 @@ export class ParamsService {
       previous.table.close();
     }
     await this.#writeManifest(); // tables still being checked after a recovery stay listed
-    for (const old of [previous?.entry, failed]) {
-      if (old === undefined || this.#placements.pathOf(old) === path) continue;
-      await rm(this.#placements.pathOf(old), { force: true });
-      await rm(this.#placements.pathOf(old) + OVERLAY_SUFFIX, { force: true });
-    }
+    for (const old of [previous?.entry, failed]) if (old && this.#placements.pathOf(old) !== path) await this.#removeFiles(old);
     this.#logger.info({ table: name, version: entry.version, keys: table.keyCount, source: entry.source }, 'parameter table switched to a new version');
     return this.#info(served);
   }
