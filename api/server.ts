@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { StrataError } from '../errors/index.js';
-import { metricsRegistry, metricsText, type Logger } from '../telemetry/index.js';
+import { metricsRegistry, metricsText, pinoOf, type Logger } from '../telemetry/index.js';
 import type { DaemonServices } from './services.js';
 import { registerEventRoutes } from './events-routes.js';
 import { registerJobRoutes } from './jobs-routes.js';
@@ -66,7 +66,7 @@ export function buildApi(config: Omit<ApiServerConfig, 'host' | 'port'>): Fastif
         }
       : {}),
     schemaController: { compilersFactory: lazyCompilers as never },
-    loggerInstance: config.logger.child({ component: 'api' }) as FastifyBaseLogger,
+    loggerInstance: pinoOf(config.logger.child({ component: 'api' })) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,
     // One log line per request would drown the daemon's own lines; failures are logged by the error handler.
     logController: new LogController({ disableRequestLogging: true }),

@@ -63,7 +63,10 @@ async function serveUntilStopped(input: MountOptionsInput, verb: string, pidFile
   // Parameter tables first: recovered and answering lookups on the API's address while the
   // schema and the rest of the daemon load and start (daemon/params-start.ts).
   const { startParamsEarly, loadDaemon } = await import('../daemon/index.js');
-  const early = await startParamsEarly(validated ?? quick!, logger).catch(async (err: unknown) => {
+  // Recovered tables go to the lookup threads once the daemon is up: the main thread answers until then.
+  let started = () => undefined as void;
+  const threadsAfter = new Promise<void>((resolve) => (started = resolve));
+  const early = await startParamsEarly(validated ?? quick!, logger, { threadsAfter }).catch(async (err: unknown) => {
     // A mistake in the options is what is reported (as the schema words it), not what it
     // made the early start run into (the default API port held by another daemon).
     if (!validated) await validate(input);
@@ -91,6 +94,7 @@ async function serveUntilStopped(input: MountOptionsInput, verb: string, pidFile
   const api = `${config.api.host}:${daemon.api.port}`;
   await writeMountRecord({ mountPoint: config.mountPoint, pid: process.pid, api }).catch((err: unknown) => logger.warn({ err }, 'cannot record the mount for strata unmount (use SIGTERM)'));
   await announceReady(`strata: ${verb} ${what} (admin API http://${api})`, pidFile);
+  started();
   // Node's process metrics (heap, event-loop lag) from here on: loading them (prom-client's
   // default metrics and @opentelemetry/api, some 90 modules) need not delay the mount.
   collectProcessMetrics();

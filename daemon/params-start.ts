@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ParamsService } from '../params/index.js';
+import { ParamsService, type RecoverOptions } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { listenEarly, type EarlyApi } from '../api/index.js';
 import type { ParamsWireListen } from '../config/index.js';
@@ -20,11 +20,11 @@ export interface EarlyStart {
  * (bench/startup.ts measures spawn to the first correct mget after a SIGKILL). Not with
  * `--cluster`: cluster tables are answered by their shards' members, which needs the join.
  */
-export async function startParamsEarly(config: ParamsStartConfig, logger: Logger): Promise<EarlyStart | undefined> {
+export async function startParamsEarly(config: ParamsStartConfig, logger: Logger, recovery: RecoverOptions = {}): Promise<EarlyStart | undefined> {
   if (config.cluster) return undefined;
   // The state dir first, as Daemon.start makes it: a state dir that is a file fails with the same message.
   await mkdir(config.stateDir, { recursive: true });
-  const params = await openParams(config, logger);
+  const params = await openParams(config, logger, recovery);
   try {
     const api = await listenEarly({ host: config.api.host, port: config.api.port, params, logger, token: config.secrets.token });
     return { params, api, wire: config.paramsWire !== undefined };
@@ -41,7 +41,7 @@ export async function startParamsEarly(config: ParamsStartConfig, logger: Logger
  * a table (or there is no pmem); else in the state dir. Tables served before a crash are
  * served again at once.
  */
-export async function openParams(config: ParamsStartConfig, logger: Logger): Promise<ParamsService> {
+export async function openParams(config: ParamsStartConfig, logger: Logger, recovery: RecoverOptions = {}): Promise<ParamsService> {
   const { pmem, nvme } = config.tiers;
   const nvmeDir = nvme && { dir: join(nvme.path, 'strata-params'), tier: 'nvme' };
   const first = pmem ? { dir: `${pmem.path}.params`, tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
@@ -55,8 +55,7 @@ export async function openParams(config: ParamsStartConfig, logger: Logger): Pro
     logger, // ParamsService names its own component
     store: { endpoint: config.endpoint, region: config.region },
   });
-  const report = await params.recover();
-  if (report.tables > 0 || report.failed.length > 0) logger.info({ tables: report.tables, failed: report.failed, ms: report.ms }, 'parameter tables recovered');
+  await params.recover(recovery); // it logs what it recovered
   // `--params-wire`: lookups over the binary protocol from here on, with the API's token.
   // It closes with the service (ParamsService.close), which every way out of the daemon runs.
   if (config.paramsWire) {

@@ -1,6 +1,6 @@
 export { ParamsService } from './params-service.js';
 export { MAX_BATCH_KEYS, MAX_TABLE_NAME_CHARS, parseKey } from './request-checks.js';
-export type { ParamsServiceConfig, ParamsTableInfo, RecoveryReport } from './params-service-types.js';
+export type { ParamsServiceConfig, ParamsTableInfo, RecoverOptions, RecoveryReport } from './params-service-types.js';
 export { buildTable, type BuildOptions, type BuildReport } from './table-builder.js';
 export { allocateDelta, encodeDelta, decodeDelta, DELTA_HEADER_BYTES, type DeltaBody } from './delta-body.js';
 export { ServedTable, mgetAnswerBytes } from './served-table.js';

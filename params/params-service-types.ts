@@ -52,6 +52,16 @@ export interface LoadOptions {
   readonly tier?: string;
 }
 
+export interface RecoverOptions {
+  /**
+   * With lookup threads, the recovered tables are answered on the main thread until this
+   * settles, then on the threads: a daemon passes its start-up, so that the threads' boot
+   * (a Node environment each, their modules, their mappings of the tables) does not take the
+   * cores from the first lookups and the rest of start-up (bench/startup.ts). Default: at once.
+   */
+  readonly threadsAfter?: PromiseLike<unknown>;
+}
+
 export interface RecoveryReport {
   readonly tables: number;
   /** Tables in the manifest that failed validation and are not served. */

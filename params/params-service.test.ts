@@ -257,6 +257,44 @@ describe('ParamsService', () => {
 });
 
 describe('ParamsService with lookup threads', () => {
+  it('answers recovered tables on the main thread until `threadsAfter` settles, then on the threads', async () => {
+    const keys = Array.from({ length: 2000 }, (_, i) => BigInt(i) * 7n);
+    const first = new ParamsService({ dir: tier, lookupThreads: 2 });
+    await first.load('emb', await table('emb', keys, 4));
+    await first.close();
+    const service = new ParamsService({ dir: tier, lookupThreads: 2 });
+    try {
+      let started = () => undefined as void;
+      await service.recover({ threadsAfter: new Promise<void>((resolve) => (started = resolve)) });
+      await service.valuesChecked;
+      await new Promise((r) => setTimeout(r, 200)); // a thread would have mapped the table by now
+      expect(service.runsOnThreads('emb')).toBe(false);
+      expect(decodeAnswer(await service.mgetAsync('emb', keysBody([7n, 8n])), 2, 4)).toEqual([vectorOf(7n, 4), undefined]);
+      started();
+      await vi.waitFor(() => expect(service.runsOnThreads('emb')).toBe(true), { timeout: 10_000 });
+      expect(decodeAnswer(await service.mgetAsync('emb', keysBody([14n, 15n])), 2, 4)).toEqual([vectorOf(14n, 4), undefined]);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('never starts lookup threads for a service closed before `threadsAfter` settles', async () => {
+    const first = new ParamsService({ dir: tier, lookupThreads: 1 });
+    await first.load('emb', await table('emb', [1n, 2n], 2));
+    await first.close();
+    const service = new ParamsService({ dir: tier, lookupThreads: 1 });
+    let started = () => undefined as void;
+    await service.recover({ threadsAfter: new Promise<void>((resolve) => (started = resolve)) });
+    await service.valuesChecked;
+    await service.close();
+    const threads = async () => Number(/^Threads:\s+(\d+)/m.exec(await readFile('/proc/self/status', 'utf8'))![1]);
+    const before = await threads();
+    started();
+    await new Promise((r) => setTimeout(r, 300)); // a lookup thread would be running by now
+    expect(await threads()).toBe(before);
+    expect(() => service.runsOnThreads('emb')).toThrow(expect.objectContaining({ code: 'PARAMS_TABLE_NOT_FOUND' }));
+  });
+
   it('answers mgetAsync on worker threads, splitting large batches, and switches versions atomically', async () => {
     const keys = Array.from({ length: 30_000 }, (_, i) => BigInt(i) * 5n);
     const v1 = await table('v1', keys, 4, 0, 2);

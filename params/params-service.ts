@@ -15,7 +15,7 @@ import { AnswerBuffers, type AnswerLease } from './answer-buffers.js';
 import { LookupPool } from './lookup-pool.js';
 import { TablePlacements } from './table-placements.js';
 import { batchSize, checkName, keyWords, MAX_BATCH_KEYS, parseKey } from './request-checks.js';
-import type { LoadOptions, ParamsServiceConfig, ParamsTableInfo, RecoveryReport, Served } from './params-service-types.js';
+import type { LoadOptions, ParamsServiceConfig, ParamsTableInfo, RecoverOptions, RecoveryReport, Served } from './params-service-types.js';
 import { OVERLAY_SUFFIX } from './overlay-format.js';
 import { TableDeltas } from './table-deltas.js';
 import { checkStampOf, unchangedSince } from './check-stamp.js';
@@ -62,6 +62,8 @@ export class ParamsService {
   readonly #lookupThreads: number;
   /** Started after recovery (or at the first load), so booting threads never slow recovery down. */
   #pool: LookupPool | undefined;
+  /** Recovered tables move to the lookup threads once this settles (recover's `threadsAfter`). */
+  #threadsAfter: Promise<void> = Promise.resolve();
   #ready: Promise<void> | undefined;
   /** Deltas and compactions. */
   readonly #deltas: TableDeltas;
@@ -99,10 +101,12 @@ export class ParamsService {
    * Serves again every table the manifest lists, validating header and index checksum
    * but not reading the values (they are mapped, not loaded). A table that fails is
    * logged, left out and reported; the others are served. Leftover temp files and
-   * versions no longer listed are removed afterwards.
+   * versions no longer listed are removed afterwards. With lookup threads, the tables move
+   * to them once `options.threadsAfter` settles (at once without it).
    */
-  async recover(): Promise<RecoveryReport> {
+  async recover(options: RecoverOptions = {}): Promise<RecoveryReport> {
     const started = performance.now();
+    if (options.threadsAfter) this.#threadsAfter = Promise.resolve(options.threadsAfter).then(() => undefined, () => undefined);
     await this.#ensureDir();
     const entries = await this.#manifest.read();
     const failed: Array<{ name: string; message: string }> = [];
@@ -218,13 +222,18 @@ export class ParamsService {
   }
 
   #startPooled(served: Served): void {
-    const pool = this.#poolFor(served.entry);
-    pool?.open(served.table.path).then(
-      () => {
-        if (this.#tables.get(served.entry.name) === served) this.#tables.set(served.entry.name, { ...served, pooled: true });
-      },
-      (err: unknown) => this.#logger.warn({ err, table: served.entry.name }, 'lookup threads could not map a recovered table; serving it on the main thread'),
-    );
+    const current = () => this.#tables.get(served.entry.name) === served;
+    void this.#threadsAfter.then(() => {
+      if (!current()) return; // replaced, unloaded or closed meanwhile
+      return this.#poolFor(served.entry)
+        ?.open(served.table.path)
+        .then(
+          () => {
+            if (current()) this.#tables.set(served.entry.name, { ...served, pooled: true });
+          },
+          (err: unknown) => this.#logger.warn({ err, table: served.entry.name }, 'lookup threads could not map a recovered table; serving it on the main thread'),
+        );
+    });
   }
 
   /**
