@@ -13,7 +13,8 @@
  * zeroing it again.
  *
  * Slots are powers of two from 64 KiB (smaller bodies are cheaper in the ordinary allocator),
- * aligned to their size up to 2 MiB, so 4 MiB blocks sit on huge pages. A slot keeps its class
+ * aligned to their size up to 2 MiB, on base pages (huge pages cost far more to touch first on
+ * a VM, native/src/strata_arena.cc). A slot keeps its class
  * for good; when no slot of the class is free and no region has room, `take` answers undefined
  * and the caller allocates as before (counted by V8) and asks for a collection, which returns
  * dead slots here. `trim` gives the pages of free slots back to the system: the memory watchdog
@@ -30,7 +31,7 @@ export interface ArenaBinding {
 
 /** Bodies below this come from the ordinary allocator: a slot's rounding would waste more than they hold. */
 export const MIN_SLOT_BYTES = 64 * 1024;
-/** Transparent huge pages (x86-64, arm64 with 4 KiB pages): regions are reserved in multiples of this. */
+/** The size of a huge page (x86-64, arm64 with 4 KiB pages): regions are reserved in multiples of this. */
 const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
 /** The addon's largest region (native/src/strata_arena.cc); a larger budget takes several. */
 export const MAX_REGION_BYTES = 64 * 1024 ** 3;

@@ -16,7 +16,8 @@
  *   reserve(bytes) -> number            a new region of `bytes` (a positive multiple of 2 MiB,
  *                                       at most 64 GiB) of private anonymous memory, reserved
  *                                       without commitment (MAP_NORESERVE), 2 MiB-aligned and
- *                                       advised MADV_HUGEPAGE; answers the region's number.
+ *                                       advised MADV_NOHUGEPAGE (Reserve says why); answers
+ *                                       the region's number.
  *                                       Regions live as long as the process (views may outlive
  *                                       any object that could own them).
  *   view(region, offset, length) -> ArrayBuffer
@@ -128,8 +129,18 @@ void Reserve(const v8::FunctionCallbackInfo<v8::Value> &args) {
   size_t tail = span - head - static_cast<size_t>(length);
   if (head > 0) munmap(raw, head);
   if (tail > 0) munmap(reinterpret_cast<void *>(start + length), tail);
-  /* Advice only: without transparent huge pages the memory works with a fault per base page. */
-  (void)madvise(reinterpret_cast<void *>(start), static_cast<size_t>(length), MADV_HUGEPAGE);
+  /*
+   * Base pages, not transparent huge pages, even where THP is on for every mapping. A huge page
+   * must be 2 MiB of contiguous free memory, which the kernel mostly finds where nothing has been
+   * since boot; on a virtual machine whose host backs guest memory lazily, that first touch costs
+   * far more than the faults it saves. Filling 1 GiB of block memory cold, on the development VM:
+   * 2.1-2.3 s of system time with huge pages (0.8 s when the previous daemon's huge pages happen
+   * to be reused), 0.8-0.9 s with base pages, which come from memory just freed (the page cache
+   * a cold read drops, the last daemon's blocks); a cold 1 GiB read went from 324-576 to
+   * 548-615 MiB/s (bench/cold-read.ts). Later reads of the blocks copy them into the kernel's
+   * replies, where the TLB misses of base pages are lost in the copy.
+   */
+  (void)madvise(reinterpret_cast<void *>(start), static_cast<size_t>(length), MADV_NOHUGEPAGE);
   regions[region_count] = Region{reinterpret_cast<uint8_t *>(start), length};
   args.GetReturnValue().Set(static_cast<double>(region_count));
   region_count++;
