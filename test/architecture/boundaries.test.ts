@@ -37,7 +37,7 @@ describe('folders are parts and index.ts is their door', () => {
 });
 
 describe('start-up loads what its first step needs', () => {
-  it('the path to a recovered table\'s first lookup loads no request schema, object store, cache tier or HTTP framework', async () => {
+  it('the path to a recovered table\'s first lookup loads no request schema, object store, cache tier, HTTP framework or logger', async () => {
     // cli/mount-command.ts imports daemon/index.js before anything else starts; its static
     // imports are what a restarted daemon compiles before it answers (bench/startup.ts).
     const { files, packages } = await staticClosure(root, 'daemon/index.ts');
@@ -47,6 +47,11 @@ describe('start-up loads what its first step needs', () => {
     expect(packages).not.toContain('zod');
     expect(packages).not.toContain('fastify');
     expect(packages).not.toContain('@aws-sdk/client-s3');
-    expect(packages).toContain('pino'); // the walk does see packages
+    expect(packages).not.toContain('pino'); // loaded with the HTTP framework (telemetry/logger.ts)
+  });
+
+  it('the closure walk sees packages', async () => {
+    const { packages } = await staticClosure(root, 'api/server.ts');
+    expect(packages).toContain('fastify');
   });
 });
