@@ -1,6 +1,6 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openStore, type ObjectStore } from '../store/index.js';
 import { cleanupDir, tempDir } from '../test/fixtures/strata-process.js';
 import { Namespace } from './namespace.js';
@@ -53,6 +53,37 @@ describe('Namespace over a local-directory store', () => {
     expect(sizes).toEqual([12, 4, 4, 4, 4]);
     expect(calls).toEqual({ head: 0, list: 1 });
     await expect(counting.lookup('/set/gone')).rejects.toMatchObject({ code: 'FS_NOT_FOUND' });
+  });
+
+  it('lists ahead of a walk: the first subfolders of a listed folder and the folders after it', async () => {
+    for (const c of ['a', 'b', 'c', 'd', 'e']) {
+      await mkdir(join(dir, `set/${c}/inner`), { recursive: true });
+      await writeFile(join(dir, `set/${c}/f.bin`), c);
+      await writeFile(join(dir, `set/${c}/inner/g.bin`), c);
+    }
+    await writeFile(join(dir, 'set/a0-file'), 'not a folder');
+    const listed: string[] = [];
+    const counted: ObjectStore = Object.assign(Object.create(store) as ObjectStore, {
+      head: (key: string) => store.head(key),
+      list: (prefix: string, options?: Parameters<ObjectStore['list']>[1]) => (listed.push(prefix), store.list(prefix, options)),
+    });
+    const walker = new Namespace(counted, { metadataTtlMs: 60_000, now: () => now });
+    await walker.list('/set');
+    await vi.waitFor(() => expect(listed).toEqual(expect.arrayContaining(['set/a/', 'set/b/'])));
+    listed.length = 0;
+    // The walk's next steps are listed already: a and b answer without a request; listing a
+    // starts c (after a in set's listing, b being listed) and a's own subfolder.
+    expect((await walker.list('/set/a')).map((e) => e.name)).toEqual(['f.bin', 'inner']);
+    await vi.waitFor(() => expect(listed.sort()).toEqual(['set/a/inner/', 'set/c/']));
+    listed.length = 0;
+    expect((await walker.list('/set/b')).map((e) => e.name)).toEqual(['f.bin', 'inner']);
+    await vi.waitFor(() => expect(listed.sort()).toEqual(['set/b/inner/', 'set/d/']));
+    listed.length = 0;
+    // Known listings are not asked for again; the last folder has none after it.
+    await walker.list('/set/e');
+    await vi.waitFor(() => expect(listed.sort()).toEqual(['set/e/', 'set/e/inner/']));
+    expect(await walker.list('/set/e/inner')).toMatchObject([{ name: 'g.bin' }]);
+    expect(listed).toHaveLength(2);
   });
 
   it('answers FS_NOT_FOUND and FS_NOT_A_DIRECTORY', async () => {

@@ -83,6 +83,16 @@ const INVALIDATIONS_TRACKED = 4096;
 const RELIST_MAX_ENTRIES = LIST_PAGE_SIZE;
 
 /**
+ * Folders listed ahead of a walk. `find`, `ls -R`, `os.walk` and data loaders indexing a
+ * dataset list a folder's subfolders one after another in name order, and each waits for its
+ * LIST. After a folder is listed, its first LIST_AHEAD subfolders and the LIST_AHEAD folders
+ * after it in its parent's listing are listed in the background, unless known or being listed:
+ * the walk then finds them listed (or joins the listing in flight). A wasted guess costs a LIST
+ * or two; a walk gets each folder's listing without waiting for it (bench/cold-read.ts).
+ */
+const LIST_AHEAD = 2;
+
+/**
  * Maps mount paths (`/a/b.txt`) to objects of one store, inferring folders from `/`
  * in keys. Metadata is cached for `metadataTtlMs`, including negative answers, so a
  * burst of `stat` calls costs one store request per path per TTL.
@@ -105,6 +115,8 @@ export class Namespace {
   readonly #listings = new Map<string, Cached<DirectoryEntry[]>>();
   readonly #pendingLookups = new Map<string, Pending<NamespaceEntry | null>>();
   readonly #pendingListings = new Map<string, Pending<DirectoryEntry[]>>();
+  /** The names of the folders in a listing, in its order (for #listAhead; listings are never changed once made). */
+  readonly #foldersOf = new WeakMap<readonly DirectoryEntry[], string[]>();
   readonly #revalidateDeadlineMs: number;
   readonly #stale: StaleAnswers;
   /** Bytes the store URL's prefix adds to every key (`s3://bucket/a/b` adds `a/b/`). */
@@ -192,11 +204,41 @@ export class Namespace {
     const normal = normalisePath(path);
     const entry = await this.lookup(normal);
     if (entry.kind !== 'dir') throw new NamespaceError('FS_NOT_A_DIRECTORY', `not a folder: ${normal}`);
+    if (normal !== '/') this.#listAhead(parentOf(normal), this.#listings.get(parentOf(normal))?.value, normal.slice(normal.lastIndexOf('/') + 1));
     const known = this.#listings.get(normal);
     const cached = this.#fresh(known);
-    if (cached) return cached.value;
+    if (cached) {
+      this.#listAhead(normal, cached.value);
+      return cached.value;
+    }
     const load = coalesce(this.#pendingListings, normal, () => this.#foreground(() => this.#listFromStore(normal)), this.#now(), this.#revalidateDeadlineMs);
-    return this.#stale.orStale(load, known, normal);
+    const entries = await this.#stale.orStale(load, known, normal);
+    this.#listAhead(normal, entries);
+    return entries;
+  }
+
+  /**
+   * Lists in the background (LIST_AHEAD) the first folders in `entries`, the listing of
+   * `folder`, that come after the name `after` (from the start without it).
+   */
+  #listAhead(folder: string, entries: readonly DirectoryEntry[] | undefined, after?: string): void {
+    if (!entries) return;
+    let folders = this.#foldersOf.get(entries);
+    if (!folders) this.#foldersOf.set(entries, (folders = entries.filter((e) => e.entry.kind === 'dir').map((e) => e.name)));
+    let index = 0;
+    if (after !== undefined) {
+      let high = folders.length;
+      while (index < high) {
+        const middle = (index + high) >>> 1;
+        if (compareNames(folders[middle]!, after) <= 0) index = middle + 1;
+        else high = middle;
+      }
+    }
+    for (const name of folders.slice(index, index + LIST_AHEAD)) {
+      const path = folder === '/' ? `/${name}` : `${folder}/${name}`;
+      if (this.#fresh(this.#listings.get(path)) || this.#pendingListings.has(path)) continue;
+      void coalesce(this.#pendingListings, path, () => this.#listFromStore(path), this.#now(), this.#revalidateDeadlineMs).catch(() => undefined);
+    }
   }
 
   /**
