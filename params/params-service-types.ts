@@ -58,6 +58,8 @@ export interface RecoverOptions {
    * settles, then on the threads: a daemon passes its start-up, so that the threads' boot
    * (a Node environment each, their modules, their mappings of the tables) does not take the
    * cores from the first lookups and the rest of start-up (bench/startup.ts). Default: at once.
+   * Tables on a device tier (NVMe) move at once whatever this says: their lookups may wait on
+   * the disk, which the event loop must not.
    */
   readonly threadsAfter?: PromiseLike<unknown>;
 }

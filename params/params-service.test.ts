@@ -278,6 +278,21 @@ describe('ParamsService with lookup threads', () => {
     }
   });
 
+  it('moves a recovered table on a device tier to the threads without waiting for `threadsAfter`', async () => {
+    const first = new ParamsService({ dir: tier, tier: 'nvme' });
+    await first.load('emb', await table('emb', [1n, 2n], 2));
+    await first.close();
+    const service = new ParamsService({ dir: tier, tier: 'nvme' });
+    try {
+      await service.recover({ threadsAfter: new Promise<void>(() => undefined) });
+      await service.valuesChecked;
+      await vi.waitFor(() => expect(service.runsOnThreads('emb')).toBe(true), { timeout: 10_000 });
+      expect(decodeAnswer(await service.mgetAsync('emb', keysBody([2n])), 1, 2)).toEqual([vectorOf(2n, 2)]);
+    } finally {
+      await service.close();
+    }
+  });
+
   it('never starts lookup threads for a service closed before `threadsAfter` settles', async () => {
     const first = new ParamsService({ dir: tier, lookupThreads: 1 });
     await first.load('emb', await table('emb', [1n, 2n], 2));

@@ -223,7 +223,9 @@ export class ParamsService {
 
   #startPooled(served: Served): void {
     const current = () => this.#tables.get(served.entry.name) === served;
-    void this.#threadsAfter.then(() => {
+    // A table on a device tier at once: its lookups may wait on the disk, which the event loop must not.
+    const after = DEVICE_TIERS.has(this.#placements.placementOf(served.entry).tier) ? Promise.resolve() : this.#threadsAfter;
+    void after.then(() => {
       if (!current()) return; // replaced, unloaded or closed meanwhile
       return this.#poolFor(served.entry)
         ?.open(served.table.path)
