@@ -7,6 +7,8 @@ export const KEY_MAX_BYTES = 1024;
 
 /** `/a//b/` → `/a/b`; the root is `/`. Paths from FUSE are already absolute and clean. */
 export function normalisePath(path: string): string {
+  // Most paths come normal already (from the kernel, from the namespace itself): kept as they are.
+  if (path.charCodeAt(0) === 47 && (path.length === 1 || path.charCodeAt(path.length - 1) !== 47) && !path.includes('//')) return path;
   const parts = path.split('/').filter((p) => p.length > 0);
   return `/${parts.join('/')}`;
 }
