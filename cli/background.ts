@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, readFileSync, statSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { StrataError } from '../errors/index.js';
+import { openLogFile } from '../telemetry/index.js';
 
 /** Set in the environment of the daemon a `--background` parent starts; the daemon then reports readiness to it. */
 const CHILD_ENV = 'STRATA_BACKGROUND_CHILD';
@@ -36,10 +36,9 @@ export function isBackgroundChild(): boolean {
  * its exit code.
  */
 export async function runInBackground(command: string, args: readonly string[], logFile: string, entry: string = process.argv[1]!): Promise<number> {
-  mkdirSync(dirname(logFile), { recursive: true });
   let out: number;
   try {
-    out = openSync(logFile, 'a', 0o640);
+    out = openLogFile(logFile);
   } catch (err) {
     throw new BackgroundError('MOUNT_FAILED', `cannot open the log file ${logFile} (${(err as NodeJS.ErrnoException).code}); give --log-file PATH`);
   }

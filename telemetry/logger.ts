@@ -1,4 +1,6 @@
+import { existsSync, mkdirSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
 import type * as Pino from 'pino';
 import { PrettyLogStream } from './pretty-log.js';
 
@@ -52,7 +54,23 @@ const HOLD_AT_MOST_MS = 1_000;
  * record held until then is written as logged: its own time, bindings and arguments.
  */
 export function createLogger(config: LoggerConfig = { level: 'info' }): Logger {
-  return new DeferredLogger(new PinoLoader(config), [], LEVELS[config.level], config.level);
+  const fd = config.file === undefined ? undefined : openLogFile(config.file);
+  return new DeferredLogger(new PinoLoader(config, fd), [], LEVELS[config.level], config.level);
+}
+
+/**
+ * Opens `--log-file` for appending (readable by its owner's group, not by everyone), its folder
+ * created; createLogger calls it at once rather than when pino loads: a path
+ * that cannot be written fails the command at once with its reason (the system error, which the
+ * CLI words in one line). The folders are made one at a time: Node's recursive mkdir (and pino's
+ * destination, which uses it) loops forever where mkdir answers ENOENT for a missing folder in
+ * an existing one, as under /proc.
+ */
+export function openLogFile(file: string): number {
+  const missing: string[] = [];
+  for (let folder = dirname(file); !existsSync(folder); folder = dirname(folder)) missing.unshift(folder);
+  for (const folder of missing) mkdirSync(folder);
+  return openSync(file, 'a', 0o640);
 }
 
 /** A logger that drops everything, for unit tests. */
@@ -82,6 +100,8 @@ interface Held {
 /** Loads pino once for a process logger and its children, and holds their records until then. */
 class PinoLoader {
   readonly #config: LoggerConfig;
+  /** The open `--log-file`, if any. */
+  readonly #fd: number | undefined;
   #root: Pino.Logger | undefined;
   #held: Held[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -89,8 +109,9 @@ class PinoLoader {
   #replaying: number | undefined;
   readonly #atExit = () => this.root();
 
-  constructor(config: LoggerConfig) {
+  constructor(config: LoggerConfig, fd: number | undefined) {
     this.#config = config;
+    this.#fd = fd;
   }
 
   get loaded(): boolean {
@@ -125,8 +146,8 @@ class PinoLoader {
   #build(): Pino.Logger {
     const { pino } = createRequire(import.meta.url)('pino') as typeof Pino;
     const config = this.#config;
-    const destination = config.file ? pino.destination({ dest: config.file, append: true, mkdir: true, sync: true }) : pino.destination(2);
-    const terminal = !config.file && process.stderr.isTTY === true;
+    const destination = pino.destination({ dest: this.#fd ?? 2, sync: true });
+    const terminal = this.#fd === undefined && process.stderr.isTTY === true;
     const pretty = config.format === 'pretty' || ((config.format ?? 'auto') === 'auto' && terminal);
     const stream: Pino.DestinationStream = pretty ? new PrettyLogStream(destination, terminal && !process.env.NO_COLOR) : destination;
     return pino(
