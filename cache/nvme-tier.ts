@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { link, mkdir, open, readFile, readdir, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
+import { link, open, readFile, readdir, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { counter, type Logger } from '../telemetry/index.js';
@@ -11,7 +11,7 @@ import { blockChecksum } from './checksum.js';
 import { FIXED_HEADER_BYTES, blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
 import type { BlockFile } from './object-reader.js';
 import { deleteRecord, putRecord, replayIndexLog, type IndexEntry, type WholeLayout } from './nvme-index-log.js';
-import { renameDurably } from '../durable/index.js';
+import { renameDurably, makeFolders } from '../durable/index.js';
 import { assembleWholeFile, blockChecksumsOf, readExactly, type SourceBlock } from './nvme-whole-file.js';
 import { NvmeScrub, type ScrubTarget } from './nvme-scrub.js';
 import type { Tier, TierStats } from './tier.js';
@@ -138,7 +138,7 @@ export class NvmeTier implements Tier {
     if (!(config.capacityBytes > 0)) throw new CacheError('CACHE_TIER_INVALID', `nvme capacity must be positive, got ${config.capacityBytes}`);
     let reserveBytes: number;
     try {
-      await mkdir(config.dir, { recursive: true });
+      await makeFolders(config.dir);
       const fs = await statfs(config.dir);
       reserveBytes = config.reserveBytes ?? Math.floor(fs.blocks * fs.bsize * 0.1);
     } catch (err) {
@@ -472,7 +472,7 @@ export class NvmeTier implements Tier {
   async #ensureDir(path: string): Promise<void> {
     const sub = path.slice(0, path.lastIndexOf('/'));
     if (this.#knownDirs.has(sub)) return;
-    await mkdir(sub, { recursive: true });
+    await makeFolders(sub);
     this.#knownDirs.add(sub);
   }
 

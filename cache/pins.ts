@@ -1,6 +1,6 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { writeFileDurably } from '../durable/index.js';
+import { writeFileDurably, makeFolders } from '../durable/index.js';
 import type { ObjectRef } from '../store/index.js';
 import { objectVersionId, splitBlockId } from './block-key.js';
 
@@ -80,7 +80,7 @@ export class PinSet {
   async #save(): Promise<void> {
     const body = `${JSON.stringify({ paths: this.paths() }, null, 2)}\n`;
     const write = this.#writing.then(async () => {
-      await mkdir(dirname(this.#file), { recursive: true });
+      await makeFolders(dirname(this.#file));
       await writeFileDurably(this.#file, body);
     });
     this.#writing = write.catch(() => undefined);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isStrataError } from '../errors/index.js';
 import type { ObjectStore } from '../store/index.js';
@@ -8,6 +8,7 @@ import { PendingUpload } from './pending-upload.js';
 import { StagedFile } from './staged-file.js';
 import type { UploadRecord } from './upload-record.js';
 import type { WritePathContext } from './write-path-context.js';
+import { makeFolders } from '../durable/index.js';
 
 /**
  * How long after the journaled start of a CreateMultipartUpload the store may have created it:
@@ -32,7 +33,7 @@ export class Recovery {
   /** See WritePath.recover. */
   async run(): Promise<void> {
     const ctx = this.#ctx;
-    await mkdir(ctx.stagedDir, { recursive: true });
+    await makeFolders(ctx.stagedDir);
     const journal = await ctx.records.open();
     // Folder renames a crash interrupted are finished first, and uploads journaled under their
     // old folder move with them (tree-rename.ts has the argument).

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inParallel } from '../async/index.js';
-import { TEMP_PREFIX, removeFileDurably, writeFileDurably } from '../durable/index.js';
+import { TEMP_PREFIX, removeFileDurably, writeFileDurably, makeFolders } from '../durable/index.js';
 import type { ObjectStore } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 
@@ -62,7 +62,7 @@ export class TreeRenames {
 
   /** Finishes (or rolls back) every rename a crash interrupted. A failure is logged and kept for the next start. */
   async recover(): Promise<void> {
-    await mkdir(this.#dir, { recursive: true });
+    await makeFolders(this.#dir);
     const unfinished: TreeRenameRecord[] = [];
     for (const name of await readdir(this.#dir)) {
       const path = join(this.#dir, name);

@@ -1,7 +1,7 @@
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../telemetry/index.js';
-import { removeFileDurably, TEMP_PREFIX, writeFileDurably } from '../durable/index.js';
+import { removeFileDurably, TEMP_PREFIX, writeFileDurably, makeFolders } from '../durable/index.js';
 import { parseRecord, type UploadRecord } from './upload-record.js';
 
 const RECORD_SUFFIX = '.json';
@@ -26,7 +26,7 @@ export class UploadJournal {
   }
 
   static async open(dir: string, logger: Logger): Promise<UploadJournal> {
-    await mkdir(dir, { recursive: true });
+    await makeFolders(dir);
     return new UploadJournal(dir, logger);
   }
 

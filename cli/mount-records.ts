@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { makeFolders } from '../durable/index.js';
 
 /** What a running daemon leaves for `strata unmount`: who serves a mount point. */
 export interface MountRecord {
@@ -29,7 +30,7 @@ function recordPath(mountPoint: string): string {
 }
 
 export async function writeMountRecord(record: MountRecord): Promise<void> {
-  await mkdir(runDir(), { recursive: true, mode: 0o755 });
+  await makeFolders(runDir(), 0o755);
   await writeFile(recordPath(record.mountPoint), `${JSON.stringify(record)}\n`);
 }
 

@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, rmdir, stat } from 'node:fs/promises';
+import { rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { mountEntries } from '../fuse/index.js';
 import type { Logger } from '../telemetry/index.js';
+import { makeFolders } from '../durable/index.js';
 
 const run = promisify(execFile);
 
@@ -96,7 +97,7 @@ export class CsiNodeDriver {
       return; // published already: the same volume, the same mode
     }
     await waitForFolder(source);
-    await mkdir(target, { recursive: true });
+    await makeFolders(target);
     await run('mount', ['--bind', source, target]);
     if (request.readonly) await run('mount', ['-o', 'remount,bind,ro', target]);
     this.#logger.info({ volumeId, target, readonly: request.readonly }, 'volume published');

@@ -1,4 +1,4 @@
-import { mkdir, statfs } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ParamsService } from '../params/index.js';
 import { ClusterNode } from '../params/cluster/index.js';
@@ -19,6 +19,7 @@ import { FetchScheduler } from './fetch-scheduler.js';
 import { MemoryWatchdog } from './memory-watchdog.js';
 import { collectForBlockArena, processMemory, processMemoryLimit, reclaimMemory, tuneAllocator } from './process-memory.js';
 import { listenParamsWire, openParams, type EarlyStart } from './params-start.js';
+import { makeFolders } from '../durable/index.js';
 
 export class Daemon {
   readonly api: ApiServer;
@@ -59,7 +60,7 @@ export class Daemon {
     try {
       // The mount point is checked first, so a wrong path fails before anything starts.
       await prepareMountPoint(config.mountPoint, logger);
-      await mkdir(config.stateDir, { recursive: true });
+      await makeFolders(config.stateDir);
       let fs: Filesystem | undefined;
       let mount: FuseMount | undefined;
       const scheduler = new FetchScheduler();
@@ -227,7 +228,7 @@ export class Daemon {
  */
 async function openWritePath(config: DaemonConfig, links: LinkRuntime, pins: PinSet, cache: BlockCache, logger: Logger): Promise<WritePath> {
   const stagingDir = join(config.stateDir, 'staging');
-  await mkdir(stagingDir, { recursive: true });
+  await makeFolders(stagingDir);
   const space = await statfs(stagingDir);
   const writes = new WritePath(
     {
@@ -293,7 +294,7 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
   const { tiers } = config;
   let nvme;
   if (tiers.nvme) {
-    await mkdir(tiers.nvme.path, { recursive: true });
+    await makeFolders(tiers.nvme.path);
     // Without a size the tier may use the whole filesystem; its own free-space guard keeps a reserve.
     const fsInfo = await statfs(tiers.nvme.path);
     nvme = {

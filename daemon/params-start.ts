@@ -1,10 +1,11 @@
-import { mkdir } from 'node:fs/promises';
+
 import { join } from 'node:path';
 import { ParamsService, type RecoverOptions } from '../params/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { listenEarly, type EarlyApi } from '../api/index.js';
 import type { ParamsWireListen } from '../config/index.js';
 import { ConfigError, type ParamsStartConfig } from '../config/early/index.js';
+import { makeFolders } from '../durable/index.js';
 
 /** What start-up opened before the rest of the daemon loads: the tables and the API's socket serving them. */
 export interface EarlyStart {
@@ -23,7 +24,7 @@ export interface EarlyStart {
 export async function startParamsEarly(config: ParamsStartConfig, logger: Logger, recovery: RecoverOptions = {}): Promise<EarlyStart | undefined> {
   if (config.cluster) return undefined;
   // The state dir first, as Daemon.start makes it: a state dir that is a file fails with the same message.
-  await mkdir(config.stateDir, { recursive: true });
+  await makeFolders(config.stateDir);
   const params = await openParams(config, logger, recovery);
   try {
     const api = await listenEarly({ host: config.api.host, port: config.api.port, params, logger, token: config.secrets.token });
@@ -46,7 +47,7 @@ export async function openParams(config: ParamsStartConfig, logger: Logger, reco
   const nvmeDir = nvme && { dir: join(nvme.path, 'strata-params'), tier: 'nvme' };
   const first = pmem ? { dir: `${pmem.path}.params`, tier: 'pmem' } : (nvmeDir ?? { dir: join(config.stateDir, 'params'), tier: 'state-dir' });
   const dir = first.dir;
-  await mkdir(dir, { recursive: true });
+  await makeFolders(dir);
   const params = new ParamsService({
     dir,
     tier: first.tier,

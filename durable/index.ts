@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdirSync, statSync } from 'node:fs';
+import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 
 /** Prefix of files being written; a crash can leave them behind, and their owners delete them at start. */
 export const TEMP_PREFIX = '.tmp-';
@@ -74,4 +75,51 @@ export async function writeFileDurably(path: string, body: string): Promise<void
 export async function removeFileDurably(path: string): Promise<void> {
   await rm(path, { force: true });
   await syncDir(dirname(path));
+}
+
+/**
+ * Creates the folder `path` and the missing folders above it (`mkdir -p`); a folder that exists
+ * already is fine, a file in its place fails with EEXIST. Not Node's recursive mkdir, which
+ * loops forever where mkdir answers ENOENT for a missing folder inside an existing one (under
+ * /proc or /sys: `--state-dir /proc/x` hung the daemon). Here that ENOENT is the answer.
+ */
+export async function makeFolders(path: string, mode?: number): Promise<void> {
+  const folder = resolve(path);
+  try {
+    await mkdir(folder, mode);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && (await stat(folder).then((s) => s.isDirectory(), () => false))) return;
+    if (code !== 'ENOENT' || dirname(folder) === folder) throw err;
+    await makeFolders(dirname(folder), mode);
+    await mkdir(folder, mode).catch(async (again: unknown) => {
+      if ((again as NodeJS.ErrnoException).code === 'EEXIST' && (await stat(folder).then((s) => s.isDirectory(), () => false))) return;
+      throw again;
+    });
+  }
+}
+
+/** `makeFolders`, synchronously: for a command's set-up before anything runs (its log file). */
+export function makeFoldersSync(path: string, mode?: number): void {
+  const folder = resolve(path);
+  const isFolder = () => {
+    try {
+      return statSync(folder).isDirectory();
+    } catch {
+      return false;
+    }
+  };
+  try {
+    mkdirSync(folder, mode);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && isFolder()) return;
+    if (code !== 'ENOENT' || dirname(folder) === folder) throw err;
+    makeFoldersSync(dirname(folder), mode);
+    try {
+      mkdirSync(folder, mode);
+    } catch (again) {
+      if ((again as NodeJS.ErrnoException).code !== 'EEXIST' || !isFolder()) throw again;
+    }
+  }
 }

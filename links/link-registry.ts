@@ -1,5 +1,5 @@
-import { mkdir, readFile } from 'node:fs/promises';
-import { writeFileDurably } from '../durable/index.js';
+import { readFile } from 'node:fs/promises';
+import { writeFileDurably, makeFolders } from '../durable/index.js';
 import { dirname, join } from 'node:path';
 import { linkCreateSchema, type Link, type LinkInput, type LinkPatch } from './link-schema.js';
 import { LinkError } from './link-error.js';
@@ -110,7 +110,7 @@ export class LinkRegistry {
   }
 
   async #save(next: Map<string, Link>): Promise<void> {
-    await mkdir(dirname(this.#file), { recursive: true });
+    await makeFolders(dirname(this.#file));
     await writeFileDurably(this.#file, `${JSON.stringify({ version: FORMAT_VERSION, links: [...next.values()] }, null, 2)}\n`);
   }
 

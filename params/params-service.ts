@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { KeyLock } from '../async/index.js';
-import { TEMP_PREFIX } from '../durable/index.js';
+import { TEMP_PREFIX, makeFolders } from '../durable/index.js';
 import type { OpenStoreOptions } from '../store/index.js';
 import { counter, silentLogger, type Logger } from '../telemetry/index.js';
 import { ParamsError } from './params-error.js';
@@ -489,7 +489,7 @@ export class ParamsService {
   }
 
   #ensureDir(): Promise<void> {
-    this.#ready ??= mkdir(this.#dir, { recursive: true }).then(() => undefined);
+    this.#ready ??= makeFolders(this.#dir);
     return this.#ready;
   }
 

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { syncDir, TEMP_PREFIX } from '../durable/index.js';
+import { syncDir, TEMP_PREFIX, makeFolders } from '../durable/index.js';
 import type { OpenStoreOptions } from '../store/index.js';
 import { ParamsError } from './params-error.js';
 import { parseTableLocation } from './table-destination.js';
@@ -61,7 +61,7 @@ export async function buildTable(input: string, dest: string, options: BuildOpti
     throw new ParamsError('PARAMS_BAD_INPUT', `DEST ${location.path} is a folder; give the table's file name, such as ${join(location.path, 'table.params')}`);
   }
   const tempDir = location.kind === 'local' ? dirname(location.path) : tmpdir();
-  await mkdir(tempDir, { recursive: true });
+  await makeFolders(tempDir);
   const temp = join(tempDir, `${TEMP_PREFIX}${location.kind === 'local' ? basename(location.path) : 'params'}-${randomBytes(4).toString('hex')}`);
   const writer = new TableWriter(temp, { dim, shards: options.shards ?? 1, maxRecords: records, strict: options.strict, seed: options.seed });
   try {

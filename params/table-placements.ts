@@ -1,6 +1,6 @@
-import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
+import { readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { syncDir, TEMP_PREFIX } from '../durable/index.js';
+import { syncDir, TEMP_PREFIX, makeFolders } from '../durable/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { OVERLAY_SUFFIX } from './overlay-format.js';
 import { ParamsError } from './params-error.js';
@@ -57,7 +57,7 @@ export class TablePlacements {
     const candidates = tier === undefined ? this.#all : this.#all.filter((p) => p.tier === tier);
     const free: string[] = [];
     for (const placement of candidates) {
-      await mkdir(placement.dir, { recursive: true });
+      await makeFolders(placement.dir);
       const { fits, available } = await this.#room(placement, bytes);
       if (fits) return placement;
       free.push(`${placement.tier} has ${formatMiB(available)} free`);

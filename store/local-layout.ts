@@ -1,8 +1,8 @@
 import type { BigIntStats } from 'node:fs';
-import { chmod, chown, mkdir, stat, utimes, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { writeDurably } from '../durable/index.js';
+import { writeDurably, makeFolders } from '../durable/index.js';
 import { StoreError } from './errors.js';
 import type { ObjectInfo } from './object-store.js';
 import { S_IFLNK, S_IFMT, type ObjectMeta } from './object-meta.js';
@@ -94,7 +94,7 @@ export function ioError(err: unknown, key: string): StoreError {
 /** Writes the object file `path` through `fill` with the durable write protocol (durable/index.ts), creating its folder. */
 export async function writeAtomically(path: string, key: string, fill: (handle: FileHandle, temp: string) => Promise<void>): Promise<{ etag: string }> {
   try {
-    await mkdir(dirname(path), { recursive: true });
+    await makeFolders(dirname(path));
     await writeDurably(path, fill, { tempName: `${TEMP_PREFIX}${randomBytes(6).toString('hex')}` });
     return { etag: etagOf(await stat(path, { bigint: true })) };
   } catch (err) {

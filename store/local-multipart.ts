@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeDurably } from '../durable/index.js';
+import { writeDurably, makeFolders } from '../durable/index.js';
 import { StoreError } from './errors.js';
 import { applyMeta, etagOf, ioError, MULTIPART_DIR, TEMP_PREFIX, writeAtomically, type LocalLayout } from './local-layout.js';
 import type { MultipartUpload, PendingMultipart, UploadedPart } from './object-store.js';
@@ -41,7 +41,7 @@ export class LocalMultipart {
     const uploadId = randomBytes(UPLOAD_ID_BYTES).toString('hex');
     const dir = join(this.#layout.root, MULTIPART_DIR, uploadId);
     try {
-      await mkdir(dir, { recursive: true });
+      await makeFolders(dir);
       if (options.meta) await writeFile(join(dir, META_FILE), JSON.stringify(options.meta));
       await writeFile(join(dir, 'key'), key);
     } catch (err) {

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { constants as fsConstants } from 'node:fs';
-import { copyFile, lchown, lstat, lutimes, mkdir, open, readlink, rm, rmdir, stat, symlink, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, lchown, lstat, lutimes, open, readlink, rm, rmdir, stat, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { renameDurably } from '../durable/index.js';
+import { renameDurably, makeFolders } from '../durable/index.js';
 import { StoreError } from './errors.js';
 import { applyMeta, etagOf, FOLDER_ETAG, ioError, isMissing, LocalLayout, mtimeOf, objectInfo, TEMP_PREFIX, writeAtomically } from './local-layout.js';
 import { levelCandidates, treeCandidates } from './local-listing.js';
@@ -154,7 +154,7 @@ export class LocalStore implements ObjectStore {
   async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ etag: string }> {
     const path = this.#layout.writePath(key);
     if (key.endsWith('/')) {
-      await mkdir(path, { recursive: true }).catch((err: unknown) => {
+      await makeFolders(path).catch((err: unknown) => {
         throw ioError(err, key);
       });
       return { etag: FOLDER_ETAG };
@@ -234,7 +234,7 @@ export class LocalStore implements ObjectStore {
     const folder = dirname(path);
     const temp = join(folder, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
     try {
-      await mkdir(folder, { recursive: true });
+      await makeFolders(folder);
       await symlink(target, temp);
       if (meta.uid !== undefined || meta.gid !== undefined) await lchown(temp, meta.uid ?? -1, meta.gid ?? -1);
       if (meta.mtime !== undefined) await lutimes(temp, meta.mtime, meta.mtime);

@@ -1,7 +1,8 @@
-import { existsSync, mkdirSync, openSync } from 'node:fs';
+import { openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import type * as Pino from 'pino';
+import { makeFoldersSync } from '../durable/index.js';
 import { PrettyLogStream } from './pretty-log.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -62,14 +63,11 @@ export function createLogger(config: LoggerConfig = { level: 'info' }): Logger {
  * Opens `--log-file` for appending (readable by its owner's group, not by everyone), its folder
  * created; createLogger calls it at once rather than when pino loads: a path
  * that cannot be written fails the command at once with its reason (the system error, which the
- * CLI words in one line). The folders are made one at a time: Node's recursive mkdir (and pino's
- * destination, which uses it) loops forever where mkdir answers ENOENT for a missing folder in
- * an existing one, as under /proc.
+ * CLI words in one line). Not pino's own destination: it makes the folder with Node's recursive
+ * mkdir, which loops forever under /proc (durable/index.ts, makeFolders).
  */
 export function openLogFile(file: string): number {
-  const missing: string[] = [];
-  for (let folder = dirname(file); !existsSync(folder); folder = dirname(folder)) missing.unshift(folder);
-  for (const folder of missing) mkdirSync(folder);
+  makeFoldersSync(dirname(file));
   return openSync(file, 'a', 0o640);
 }
 

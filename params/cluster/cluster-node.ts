@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+
 import { performance } from 'node:perf_hooks';
 import type { Etcd3, Namespace } from 'etcd3';
 import { ERROR_CATALOGUE, StrataError, type ErrorCode } from '../../errors/index.js';
@@ -26,6 +26,7 @@ import { describeCluster, type ClusterStatus } from './cluster-status.js';
 export type { ClusterStatus } from './cluster-status.js';
 import { LOCAL_PREFIX, ShardMaterialiser } from './shard-materialiser.js';
 import { HeldVersions, splitKey } from './held-versions.js';
+import { makeFolders } from '../../durable/index.js';
 
 export interface ClusterNodeConfig {
   readonly address: ClusterAddress;
@@ -167,7 +168,7 @@ export class ClusterNode {
   }
 
   async #start(): Promise<void> {
-    await mkdir(this.#config.stagingDir, { recursive: true });
+    await makeFolders(this.#config.stagingDir);
     // Local shard tables of a previous run, served or failed at recovery, are not this run's.
     const names = [...this.#config.params.list().map((t) => t.name), ...this.#config.params.unservedNames()];
     for (const name of names) if (name.startsWith(LOCAL_PREFIX)) await this.#config.params.unload(name);
