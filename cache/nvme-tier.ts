@@ -11,7 +11,7 @@ import { blockChecksum } from './checksum.js';
 import { FIXED_HEADER_BYTES, blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
 import type { BlockFile } from './object-reader.js';
 import { deleteRecord, putRecord, replayIndexLog, type IndexEntry, type WholeLayout } from './nvme-index-log.js';
-import { renameDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, renameDurably } from '../durable/index.js';
 import { assembleWholeFile, blockChecksumsOf, readExactly, type SourceBlock } from './nvme-whole-file.js';
 import { NvmeScrub, type ScrubTarget } from './nvme-scrub.js';
 import type { Tier, TierStats } from './tier.js';

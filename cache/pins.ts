@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { writeFileDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, writeFileDurably } from '../durable/index.js';
 import type { ObjectRef } from '../store/index.js';
 import { objectVersionId, splitBlockId } from './block-key.js';
 

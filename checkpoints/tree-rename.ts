@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inParallel } from '../async/index.js';
-import { TEMP_PREFIX, removeFileDurably, writeFileDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, TEMP_PREFIX, removeFileDurably, writeFileDurably } from '../durable/index.js';
 import type { ObjectStore } from '../store/index.js';
 import type { Logger } from '../telemetry/index.js';
 

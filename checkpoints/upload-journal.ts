@@ -1,7 +1,7 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../telemetry/index.js';
-import { removeFileDurably, TEMP_PREFIX, writeFileDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, removeFileDurably, TEMP_PREFIX, writeFileDurably } from '../durable/index.js';
 import { parseRecord, type UploadRecord } from './upload-record.js';
 
 const RECORD_SUFFIX = '.json';

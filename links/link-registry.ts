@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { writeFileDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, writeFileDurably } from '../durable/index.js';
 import { dirname, join } from 'node:path';
 import { linkCreateSchema, type Link, type LinkInput, type LinkPatch } from './link-schema.js';
 import { LinkError } from './link-error.js';

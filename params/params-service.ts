@@ -3,7 +3,7 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { KeyLock } from '../async/index.js';
-import { TEMP_PREFIX, makeFolders } from '../durable/index.js';
+import { makeFolders, TEMP_PREFIX } from '../durable/index.js';
 import type { OpenStoreOptions } from '../store/index.js';
 import { counter, silentLogger, type Logger } from '../telemetry/index.js';
 import { ParamsError } from './params-error.js';

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { syncDir, TEMP_PREFIX, makeFolders } from '../durable/index.js';
+import { makeFolders, syncDir, TEMP_PREFIX } from '../durable/index.js';
 import type { OpenStoreOptions } from '../store/index.js';
 import { ParamsError } from './params-error.js';
 import { parseTableLocation } from './table-destination.js';

@@ -1,6 +1,6 @@
 import { readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { syncDir, TEMP_PREFIX, makeFolders } from '../durable/index.js';
+import { makeFolders, syncDir, TEMP_PREFIX } from '../durable/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { OVERLAY_SUFFIX } from './overlay-format.js';
 import { ParamsError } from './params-error.js';

@@ -2,7 +2,7 @@ import type { BigIntStats } from 'node:fs';
 import { chmod, chown, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { writeDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, writeDurably } from '../durable/index.js';
 import { StoreError } from './errors.js';
 import type { ObjectInfo } from './object-store.js';
 import { S_IFLNK, S_IFMT, type ObjectMeta } from './object-meta.js';

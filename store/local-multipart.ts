@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, writeDurably } from '../durable/index.js';
 import { StoreError } from './errors.js';
 import { applyMeta, etagOf, ioError, MULTIPART_DIR, TEMP_PREFIX, writeAtomically, type LocalLayout } from './local-layout.js';
 import type { MultipartUpload, PendingMultipart, UploadedPart } from './object-store.js';

@@ -4,7 +4,7 @@ import { constants as fsConstants } from 'node:fs';
 import { copyFile, lchown, lstat, lutimes, open, readlink, rm, rmdir, stat, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { renameDurably, makeFolders } from '../durable/index.js';
+import { makeFolders, renameDurably } from '../durable/index.js';
 import { StoreError } from './errors.js';
 import { applyMeta, etagOf, FOLDER_ETAG, ioError, isMissing, LocalLayout, mtimeOf, objectInfo, TEMP_PREFIX, writeAtomically } from './local-layout.js';
 import { levelCandidates, treeCandidates } from './local-listing.js';
