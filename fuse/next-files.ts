@@ -1,5 +1,5 @@
 import type { ObjectReader } from '../cache/index.js';
-import { compareNames, parentOf, type DirectoryEntry, type Namespace } from '../namespace/index.js';
+import { parentOf, searchName, type DirectoryEntry, type Namespace } from '../namespace/index.js';
 import { counter } from '../telemetry/index.js';
 
 /**
@@ -62,8 +62,8 @@ export class NextFiles {
     const listing = namespace.lastListing(folder);
     if (listing === undefined) return;
     const name = innerPath.slice(innerPath.lastIndexOf('/') + 1);
-    const index = indexOf(listing, name);
-    if (index < 0) return;
+    const { index, found } = searchName(listing, name, (e) => e.name);
+    if (!found) return;
     const key = `${namespace.storeId}\0${folder}`;
     let state = this.#folders.get(key);
     if (state === undefined) {
@@ -92,18 +92,4 @@ export class NextFiles {
       void load.finally(() => (this.#loads -= 1));
     }
   }
-}
-
-/** Index of `name` in a listing sorted by `compareNames`, or -1. */
-function indexOf(listing: readonly DirectoryEntry[], name: string): number {
-  let low = 0;
-  let high = listing.length - 1;
-  while (low <= high) {
-    const mid = (low + high) >>> 1;
-    const order = compareNames(listing[mid]!.name, name);
-    if (order === 0) return mid;
-    if (order < 0) low = mid + 1;
-    else high = mid - 1;
-  }
-  return -1;
 }

@@ -4,6 +4,6 @@
  * `MountRoutes` maps a mount path to the link that serves it and the key inside that link.
  */
 export { Namespace, type DirectoryEntry, type NamespaceConfig, type NamespaceEntry } from './namespace.js';
-export { compareNames, keyOfPath, normalisePath, parentOf } from './names.js';
+export { compareNames, keyOfPath, normalisePath, parentOf, searchName } from './names.js';
 export { NamespaceError, type NamespaceErrorCode } from './namespace-error.js';
 export { MountRoutes, type Route, type RoutedLink } from './mount-routes.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { keyOfPath, normalisePath, parentOf } from './names.js';
+import { keyOfPath, normalisePath, parentOf, searchName } from './names.js';
 
 describe('mount paths', () => {
   it('normalises a path to one leading slash, no empty names and no trailing slash', () => {
@@ -24,5 +24,16 @@ describe('mount paths', () => {
     expect(keyOfPath('/', true)).toBe('');
     expect(parentOf('/a/b')).toBe('/a');
     expect(parentOf('/a')).toBe('/');
+  });
+
+  it('finds a name in a sorted listing, or where it would go', () => {
+    const names = ['a', 'b', 'd', 'e'];
+    const search = (name: string) => searchName(names, name, (n) => n);
+    expect(search('a')).toEqual({ index: 0, found: true });
+    expect(search('e')).toEqual({ index: 3, found: true });
+    expect(search('c')).toEqual({ index: 2, found: false });
+    expect(search('0')).toEqual({ index: 0, found: false });
+    expect(search('f')).toEqual({ index: 4, found: false });
+    expect(searchName([], 'a', (n: string) => n)).toEqual({ index: 0, found: false });
   });
 });

@@ -28,6 +28,21 @@ export function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * Where `name` is in `sorted` (ordered by `compareNames` of `nameOf`): its index if there
+ * (`found`), else the index it would take.
+ */
+export function searchName<T>(sorted: readonly T[], name: string, nameOf: (item: T) => string): { index: number; found: boolean } {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (compareNames(nameOf(sorted[middle]!), name) < 0) low = middle + 1;
+    else high = middle;
+  }
+  return { index: low, found: low < sorted.length && nameOf(sorted[low]!) === name };
+}
+
 /** The folder holding `path` (`/` for a name at the root). */
 export function parentOf(path: string): string {
   const cut = path.lastIndexOf('/');

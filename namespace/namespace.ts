@@ -4,7 +4,7 @@ import type { ObjectInfo, ObjectMeta, ObjectRef, ObjectStore } from '../store/in
 import type { Logger } from '../telemetry/index.js';
 import { coalesce, type Pending } from './coalesce.js';
 import { NamespaceError } from './namespace-error.js';
-import { KEY_MAX_BYTES, NAME_MAX_BYTES, abbreviate, compareNames, isFileName, isRepresentable, keyOfPath, keyPrefixBytes, normalisePath, parentOf } from './names.js';
+import { KEY_MAX_BYTES, NAME_MAX_BYTES, abbreviate, compareNames, isFileName, isRepresentable, keyOfPath, keyPrefixBytes, normalisePath, parentOf, searchName } from './names.js';
 import { DEFAULT_REVALIDATE_DEADLINE_MS, DEFAULT_STALE_ON_ERROR_MS, StaleAnswers, type Cached } from './stale-answers.js';
 
 /** What a path in the mount is. */
@@ -227,12 +227,8 @@ export class Namespace {
     if (!folders) this.#foldersOf.set(entries, (folders = entries.filter((e) => e.entry.kind === 'dir').map((e) => e.name)));
     let index = 0;
     if (after !== undefined) {
-      let high = folders.length;
-      while (index < high) {
-        const middle = (index + high) >>> 1;
-        if (compareNames(folders[middle]!, after) <= 0) index = middle + 1;
-        else high = middle;
-      }
+      const at = searchName(folders, after, (name) => name);
+      index = at.found ? at.index + 1 : at.index;
     }
     for (const name of folders.slice(index, index + LIST_AHEAD)) {
       const path = folder === '/' ? `/${name}` : `${folder}/${name}`;
