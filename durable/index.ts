@@ -84,42 +84,43 @@ export async function removeFileDurably(path: string): Promise<void> {
  * /proc or /sys: `--state-dir /proc/x` hung the daemon). Here that ENOENT is the answer.
  */
 export async function makeFolders(path: string, mode?: number): Promise<void> {
-  const folder = resolve(path);
+  await makeFolder(resolve(path), mode, false);
+}
+
+/** mkdir of `folder`; its parent made first when missing, unless `parentMade` says it was just made. */
+async function makeFolder(folder: string, mode: number | undefined, parentMade: boolean): Promise<void> {
   try {
     await mkdir(folder, mode);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST' && (await stat(folder).then((s) => s.isDirectory(), () => false))) return;
-    if (code !== 'ENOENT' || dirname(folder) === folder) throw err;
-    await makeFolders(dirname(folder), mode);
-    await mkdir(folder, mode).catch(async (again: unknown) => {
-      if ((again as NodeJS.ErrnoException).code === 'EEXIST' && (await stat(folder).then((s) => s.isDirectory(), () => false))) return;
-      throw again;
-    });
+    if (code !== 'ENOENT' || parentMade || dirname(folder) === folder) throw err;
+    await makeFolder(dirname(folder), mode, false);
+    await makeFolder(folder, mode, true);
   }
 }
 
 /** `makeFolders`, synchronously: for a command's set-up before anything runs (its log file). */
 export function makeFoldersSync(path: string, mode?: number): void {
-  const folder = resolve(path);
-  const isFolder = () => {
-    try {
-      return statSync(folder).isDirectory();
-    } catch {
-      return false;
-    }
-  };
+  makeFolderSync(resolve(path), mode, false);
+}
+
+function makeFolderSync(folder: string, mode: number | undefined, parentMade: boolean): void {
   try {
     mkdirSync(folder, mode);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST' && isFolder()) return;
-    if (code !== 'ENOENT' || dirname(folder) === folder) throw err;
-    makeFoldersSync(dirname(folder), mode);
-    try {
-      mkdirSync(folder, mode);
-    } catch (again) {
-      if ((again as NodeJS.ErrnoException).code !== 'EEXIST' || !isFolder()) throw again;
-    }
+    if (code === 'EEXIST' && isFolderSync(folder)) return;
+    if (code !== 'ENOENT' || parentMade || dirname(folder) === folder) throw err;
+    makeFolderSync(dirname(folder), mode, false);
+    makeFolderSync(folder, mode, true);
+  }
+}
+
+function isFolderSync(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
