@@ -2,8 +2,9 @@
  * In-place deltas of a 10M-key dim-16 table (docs/PARAMS.md, "In-place deltas"): the time of a
  * delta of 100,000 upserts in place against the copy-on-write rewrite it replaces (a child
  * without the addon, same delta, same run), the mget rate of 4 callers on 2 lookup threads while
- * deltas are applied against the rate in quiet rounds between them, and the data part of
- * recovery after SIGKILL with 1M keys of deltas applied, against the same table without deltas.
+ * deltas are applied against the rate in quiet rounds between them (deltas paced, as the service
+ * applies them, and not paced, in alternate rounds), and the data part of recovery after SIGKILL
+ * with 1.1M keys of deltas applied, against the same table without deltas.
  *
  *   npx tsx bench/params-delta.ts          (PARAMS_BENCH_KEYS=1000000 for a quick run)
  */
@@ -26,12 +27,21 @@ const DELTA_UPSERTS = 100_000;
 const CALLERS = 4;
 const BATCH = 20_000;
 const THREADS = 2;
-/** Rounds of each kind, interleaved: quiet, updating, quiet, updating, ... */
-const ROUNDS = 3;
+/**
+ * Updating rounds, each followed by a quiet round: the deltas of rounds 1 and 4 are paced (the
+ * service's default, docs/PARAMS.md "Pacing"), those of rounds 2 and 3 not (overlayPacing off),
+ * so that a drift over the run weighs on both alike.
+ */
+const PACED = [true, false, false, true];
+const ROUNDS = PACED.length;
 /** Deltas applied back to back in one updating round; the quiet round after it lasts as long. */
 const DELTAS_PER_ROUND = 2;
-/** Deltas in the table when it is killed: 10 x 100,000 = 1M keys of deltas. */
-const DELTAS_BEFORE_KILL = 10;
+/**
+ * Deltas in the table when it is killed: 11 x 100,000 = 1.1M keys of deltas. With the killed
+ * child's first delta the overlay holds 1.2M keys, under the half of its 2.5M that starts a
+ * compaction (whose thread would take a core from the measurements).
+ */
+const DELTAS_BEFORE_KILL = 11;
 const SELF = import.meta.filename;
 /** Lookups before the measured rounds: 3 s of 20,000-key batches touch most pages of a 10M-key table's rows. */
 const WARMUP_MS = 3_000;
@@ -116,19 +126,28 @@ export async function run(): Promise<Record<string, unknown>> {
 
     const quiet: Rate[] = [];
     const updating: Rate[] = [];
-    const appliedUnderLoad: number[] = [];
+    // Per kind of round (paced, not paced): each delta's wall time and its applying thread's CPU time.
+    const appliedUnderLoad = { paced: [] as number[], unpaced: [] as number[] };
+    const applyCpuUnderLoad = { paced: [] as number[], unpaced: [] as number[] };
     const loads: string[] = [];
+    const binding = lookupBinding()!;
     for (let round = 0; round < ROUNDS; round++) {
-      step(`round ${round + 1}: ${DELTAS_PER_ROUND} deltas under lookups, then a quiet round as long`);
+      const paced = PACED[round]!;
+      const kind = paced ? 'paced' : 'unpaced';
+      step(`round ${round + 1}: ${DELTAS_PER_ROUND} deltas (${paced ? 'paced' : 'not paced'}) under lookups, then a quiet round as long`);
+      const overlay = service.table('emb').overlay!;
+      const pacing = paced ? undefined : binding.overlayPacing(overlay.handle, 1, 0);
       const stop = { done: false };
       const lookups = measure(service, bodies, stop);
       started = performance.now();
       for (let d = 0; d < DELTAS_PER_ROUND; d++) {
         const t = performance.now();
         await service.applyDelta('emb', deltas[next++]!);
-        appliedUnderLoad.push(performance.now() - t);
+        appliedUnderLoad[kind].push(performance.now() - t);
+        applyCpuUnderLoad[kind].push(overlay.lastPacing!.cpuMs);
       }
       const spanMs = performance.now() - started;
+      if (pacing) binding.overlayPacing(overlay.handle, pacing[0], pacing[1]);
       stop.done = true;
       updating.push(await lookups);
       const quietStop = { done: false };
@@ -169,13 +188,16 @@ export async function run(): Promise<Record<string, unknown>> {
     printTable(`delta of ${DELTA_UPSERTS} upserts (half new keys) into ${KEYS} keys of dim ${DIM}; load average ${load()}`, ['case', 'median ms', 'range ms', 'n'], [
       ['copy-on-write rewrite (the old way; a child without the addon)', cow.applyMs, '', 1],
       ['in place, first delta (makes the overlay)', firstMs, '', 1],
-      [`in place, while ${CALLERS} callers look up on ${THREADS} threads`, median(appliedUnderLoad), range(appliedUnderLoad), appliedUnderLoad.length],
+      [`in place, while ${CALLERS} callers look up on ${THREADS} threads, paced`, median(appliedUnderLoad.paced), range(appliedUnderLoad.paced), appliedUnderLoad.paced.length],
+      ['  the same: CPU time of the applying thread', median(applyCpuUnderLoad.paced), range(applyCpuUnderLoad.paced), applyCpuUnderLoad.paced.length],
+      [`in place, while ${CALLERS} callers look up on ${THREADS} threads, not paced`, median(appliedUnderLoad.unpaced), range(appliedUnderLoad.unpaced), appliedUnderLoad.unpaced.length],
+      ['  the same: CPU time of the applying thread', median(applyCpuUnderLoad.unpaced), range(applyCpuUnderLoad.unpaced), applyCpuUnderLoad.unpaced.length],
       ['in place, no lookups', median(appliedQuiet), range(appliedQuiet), appliedQuiet.length],
       ['in place, no lookups: CPU time of the process', median(appliedQuietCpu), range(appliedQuietCpu), appliedQuietCpu.length],
     ]);
     const row = (label: string, r: Rate, base: Rate, l: string) => [label, r.keysPerSec / 1e6, r.keysPerSec / base.keysPerSec, r.p50Ms, r.p99Ms, r.requests, l];
     printTable(`mget, ${CALLERS} callers in-process, ${THREADS} lookup threads, ${BATCH}-key batches; x = against the quiet round after it`, ['round', 'Mkeys/s', 'x quiet', 'p50 ms', 'p99 ms', 'requests', 'load avg'], [
-      ...updating.flatMap((u, i) => [row(`${i + 1}: deltas applying`, u, quiet[i]!, loads[i]!), row(`${i + 1}: quiet`, quiet[i]!, quiet[i]!, loads[i]!)]),
+      ...updating.flatMap((u, i) => [row(`${i + 1}: deltas applying, ${PACED[i] ? 'paced' : 'not paced'}`, u, quiet[i]!, loads[i]!), row(`${i + 1}: quiet`, quiet[i]!, quiet[i]!, loads[i]!)]),
     ]);
     const recoveryRow = (label: string, rs: Recovery[]) => [label, median(rs.map((r) => r.ms)), range(rs.map((r) => r.ms)), median(rs.map((r) => r.cpuMs)), range(rs.map((r) => r.cpuMs)), median(rs.map((r) => r.recheckMs)), range(rs.map((r) => r.recheckMs))];
     printTable(`recovery, data part (ParamsService.recover in a fresh process); ${info.keys} keys; load average ${load()}`, ['case', 'median ms', 'range ms', 'CPU ms', 'CPU range', 'checks again ms', 'again range'], [
@@ -184,7 +206,7 @@ export async function run(): Promise<Record<string, unknown>> {
       recoveryRow(`after SIGKILL with ${DELTAS_BEFORE_KILL * DELTA_UPSERTS} upserts applied (${killed} at the kill; undone: ${deltaRecovery[0]!.rolledBack} records), same boot`, deltaRecovery),
       recoveryRow('the same, as after a reboot (base index read)', deltaRecoveryRebooted),
     ]);
-    return { keys: KEYS, dim: DIM, deltaUpserts: DELTA_UPSERTS, cow, firstMs, appliedUnderLoad, appliedQuiet, appliedQuietCpu, updating, quiet, loads, baseRecovery, baseRecoveryRebooted, deltaRecovery, deltaRecoveryRebooted, killed };
+    return { keys: KEYS, dim: DIM, deltaUpserts: DELTA_UPSERTS, cow, firstMs, appliedUnderLoad, applyCpuUnderLoad, appliedQuiet, appliedQuietCpu, updating, quiet, loads, baseRecovery, baseRecoveryRebooted, deltaRecovery, deltaRecoveryRebooted, killed };
   } finally {
     await rm(work, { recursive: true, force: true });
   }

@@ -21,8 +21,15 @@ export interface LookupBinding {
   overlayMap(fd: number, table?: NativeTableHandle): NativeOverlayHandle;
   /** [epoch, records, slotsUsed, liveKeys, rolledBackRecords] */
   overlayRecover(handle: NativeOverlayHandle): [number, number, number, number, number];
-  /** Resolves [epoch, records, slotsUsed, liveKeys] once the delta is committed and published. */
-  overlayApply(handle: NativeOverlayHandle, body: Uint8Array, upserts: number, deletes: number): Promise<[number, number, number, number]>;
+  /**
+   * Resolves [epoch, records, slotsUsed, liveKeys, chunks, pausedChunks, sleptMs, cpuMs, wallMs]
+   * once the delta is committed and published: the state, then what its pacing did (chunks of
+   * work, chunks after which it slept because lookups were running, the time slept, the CPU
+   * time of the applying thread and its wall time).
+   */
+  overlayApply(handle: NativeOverlayHandle, body: Uint8Array, upserts: number, deletes: number): Promise<[number, number, number, number, number, number, number, number, number]>;
+  /** Sets how this overlay's next applies pace themselves while lookups run; answers the previous [share, windowMs]. share 1 or windowMs 0: never paced. */
+  overlayPacing(handle: NativeOverlayHandle, share: number, windowMs: number): [number, number];
   /** [publishedEpoch, records, slotsUsed, liveKeys, recordCapacity, maxSlotsUsed, baseTag, dim, logCrc] */
   overlayInfo(handle: NativeOverlayHandle): [number, number, number, number, number, number, number, number, number];
   overlayUnmap(handle: NativeOverlayHandle): void;

@@ -14,6 +14,21 @@ export interface OverlayState {
   readonly logCrc: number;
 }
 
+/**
+ * What an apply's pacing did (docs/PARAMS.md, "Pacing"): while lookups run in the process, an
+ * apply sleeps between its chunks of work to keep its thread's share of a core under a bound.
+ */
+export interface ApplyPacing {
+  /** Chunks of work the apply was cut into. */
+  readonly chunks: number;
+  /** Chunks after which it slept, lookups being in progress. */
+  readonly pausedChunks: number;
+  readonly sleptMs: number;
+  /** CPU time of the thread that applied it. */
+  readonly cpuMs: number;
+  readonly wallMs: number;
+}
+
 export interface OverlayOpenOptions {
   /**
    * The writer (the service's own thread): recovers the file (undoes a delta cut short,
@@ -35,6 +50,7 @@ export class TableOverlay {
   /** Records of a delta cut short by a crash that recovery undid (0 for a reader or a clean file). */
   readonly rolledBack: number;
   #closed = false;
+  #lastPacing: ApplyPacing | undefined;
 
   private constructor(path: string, binding: LookupBinding, handle: NativeOverlayHandle, rolledBack: number) {
     this.path = path;
@@ -72,6 +88,11 @@ export class TableOverlay {
     return new TableOverlay(path, binding, handle, rolledBack);
   }
 
+  /** What the pacing of the last apply that succeeded did; undefined before the first. */
+  get lastPacing(): ApplyPacing | undefined {
+    return this.#lastPacing;
+  }
+
   /** The committed state (the writer's view). */
   state(): OverlayState {
     const [epoch, records, slotsUsed, liveKeys, , , , , logCrc] = this.#binding.overlayInfo(this.handle);
@@ -101,7 +122,8 @@ export class TableOverlay {
   async apply(body: Buffer, delta: DeltaBody): Promise<OverlayState> {
     if (this.#closed) throw new ParamsError('INTERNAL', `${this.path}: delta on a closed overlay`);
     try {
-      await this.#binding.overlayApply(this.handle, body, delta.upserts, delta.deletes);
+      const [, , , , chunks, pausedChunks, sleptMs, cpuMs, wallMs] = await this.#binding.overlayApply(this.handle, body, delta.upserts, delta.deletes);
+      this.#lastPacing = { chunks, pausedChunks, sleptMs, cpuMs, wallMs };
       return this.state();
     } catch (err) {
       const code = (err as { code?: string }).code;

@@ -63,12 +63,17 @@ static inline uint32_t shard_of(uint32_t h, uint32_t shards) {
   return (uint32_t)scale_to_range((h ^ (h >> 15)) * 0x2c1b3c6du, shards);
 }
 
-/* The row of a key in the base table, or EMPTY_ROW (also for a row outside the mapping). */
-static inline uint32_t base_row(const lookup_table *t, uint32_t lo, uint32_t hi) {
-  if (t->index_slots == 0) return EMPTY_ROW;
+/* The home slot of a key in the base table, where its probe starts (index_slots or more: none). */
+static inline uint64_t base_home(const lookup_table *t, uint32_t lo, uint32_t hi) {
+  if (t->index_slots == 0) return 0;
   const uint32_t h = key_hash(lo, hi, t->seed);
   const uint32_t s = t->shard_count == 1 ? 0 : shard_of(h, t->shard_count);
-  for (uint64_t slot = t->shard_first[s] + scale_to_range(h, t->shard_homes[s]); slot < t->index_slots; slot++) {
+  return t->shard_first[s] + scale_to_range(h, t->shard_homes[s]);
+}
+
+/* The row of a key whose probe starts at `home` in the base table, or EMPTY_ROW (also for a row outside the mapping). */
+static inline uint32_t base_row_from(const lookup_table *t, uint64_t home, uint32_t lo, uint32_t hi) {
+  for (uint64_t slot = home; slot < t->index_slots; slot++) {
     const uint32_t *entry = t->index + slot * 3;
     if (entry[2] == EMPTY_ROW) return EMPTY_ROW;
     if (entry[0] == lo && entry[1] == hi) return entry[2] < t->key_count ? entry[2] : EMPTY_ROW;
@@ -76,13 +81,9 @@ static inline uint32_t base_row(const lookup_table *t, uint32_t lo, uint32_t hi)
   return EMPTY_ROW;
 }
 
-/* Prefetches the home slot of a key in the base table, where base_row starts its probe. */
-static inline void base_prefetch(const lookup_table *t, uint32_t lo, uint32_t hi) {
-  if (t->index_slots == 0) return;
-  const uint32_t h = key_hash(lo, hi, t->seed);
-  const uint32_t s = t->shard_count == 1 ? 0 : shard_of(h, t->shard_count);
-  const uint64_t slot = t->shard_first[s] + scale_to_range(h, t->shard_homes[s]);
-  if (slot < t->index_slots) __builtin_prefetch(t->index + slot * 3);
+/* The row of a key in the base table, or EMPTY_ROW (also for a row outside the mapping). */
+static inline uint32_t base_row(const lookup_table *t, uint32_t lo, uint32_t hi) {
+  return t->index_slots == 0 ? EMPTY_ROW : base_row_from(t, base_home(t, lo, hi), lo, hi);
 }
 
 /* CRC-32C (strata_lookup.c): crc32c_update continues a finished CRC; the parallel one splits large inputs over threads. */

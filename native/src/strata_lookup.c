@@ -34,6 +34,8 @@
  *       keys[2i+1] high): sets their found bits in the bitmap at out[0 .. ceil(n/32)) and
  *       writes their rows after it (zeros when missing). `from` is a multiple of 32 and `to`
  *       too unless it is n, so callers answering parts of one batch write disjoint words.
+ *       Each call counts itself as a lookup in progress while it runs: in-place deltas pace
+ *       themselves while there are some (strata_overlay.c, "pacing").
  *
  * The hash, shard and slot functions are the ones of params/key-hash.ts: they are the
  * format, and params/served-table.test.ts checks both kernels give the same answers.
@@ -398,6 +400,7 @@ static napi_value js_mget(napi_env env, napi_callback_info info) {
       (uint64_t)out_words < bitmap_words + (uint64_t)n * dim)
     return fail(env, "mget: keys, range or answer buffer do not fit the batch");
 
+  overlay_lookups_begin();
   const uint32_t *index = t->index;
   const uint32_t shift = t->chunk_shift; /* up to 32: rows are split with 64-bit shifts */
   const uint64_t mask = ((uint64_t)1 << shift) - 1;
@@ -442,6 +445,7 @@ static napi_value js_mget(napi_env env, napi_callback_info info) {
     }
   }
   if (ov) found = overlay_patch(ov, keys, n, from, to, out, found);
+  overlay_lookups_end();
   napi_value result;
   napi_create_uint32(env, found, &result);
   return result;

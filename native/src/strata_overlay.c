@@ -25,10 +25,15 @@
  *                                           is newer (rolledBack: its records), checks the index
  *                                           blocks and the last delta's records, and publishes.
  *                                           Throws EBADMSG on a bad checksum.
- *   overlayApply(handle, body, upserts, deletes) -> Promise<[epoch, records, slotsUsed, liveKeys]>
- *                                           applies an "SPD1" body on a libuv thread; throws
- *                                           EFULL at once when it would not fit, ENOSPC when the
- *                                           file system cannot hold its records.
+ *   overlayApply(handle, body, upserts, deletes) -> Promise<[epoch, records, slotsUsed, liveKeys,
+ *                 chunks, pausedChunks, sleptMs, cpuMs, wallMs]>
+ *                                           applies an "SPD1" body on a libuv thread, paced while
+ *                                           lookups run (below); throws EFULL at once when it
+ *                                           would not fit, ENOSPC when the file system cannot
+ *                                           hold its records. The last five say what the pacing
+ *                                           did and the applying thread's CPU and wall time.
+ *   overlayPacing(handle, share, windowMs) -> [share, windowMs] before
+ *                                           sets the pacing of the handle's next applies.
  *   overlayInfo(handle) -> [published, records, slotsUsed, liveKeys, recordCapacity,
  *                           maxSlotsUsed, baseTag, dim, logCrc]
  *   overlayUnmap(handle)                    releases the mapping (after a running apply).
@@ -43,6 +48,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OV_MAGIC "STRATAOV"
@@ -67,6 +73,38 @@
 /* Slots in use at most 7 in 10: linear probes stay short (about 2 slots a hit). */
 #define MAX_LOAD_NUM 7
 #define MAX_LOAD_DEN 10
+
+/*
+ * Pacing of an apply while lookups run (docs/PARAMS.md, "Pacing"): an apply works in chunks
+ * and, between chunks, sleeps so that its thread uses at most PACE_SHARE of a core, but never
+ * so long that it would end later than PACE_WINDOW_NS after it started (past that it takes
+ * what it needs). With no lookups in progress it does not sleep. On 2 cores with both lookup
+ * threads busy, lookups keep about 1 - (the apply's CPU / its wall time) / 2 of their rate
+ * while deltas apply back to back: a 100,000-upsert delta into 10M keys is about 31 ms of CPU
+ * under lookups, which 0.3 of a core would spread over 103 ms; the 90 ms window ends it at
+ * 90 (a share of 0.34), under the 100 ms such a delta may take, and the lookups keep about
+ * 0.83x (bench/params-delta.ts). A small delta keeps to the share: 1 ms of CPU takes 3.3 ms.
+ */
+#define PACE_SHARE 0.3
+#define PACE_WINDOW_NS 90000000ull
+/*
+ * Records per chunk (a multiple of LINK_AHEAD): 4096 records are 0.2-0.5 ms of work, so a
+ * sleep between chunks is about a millisecond, well above the timer's slack. Each chunk after
+ * a sleep starts with caches the lookups have refilled: at 2048 records a paced delta took
+ * about 1.5 ms more CPU than at 8192, which ended it up to 5 ms past the window.
+ */
+#define PACE_CHUNK_RECORDS 4096
+/* Index blocks scanned per chunk of the checksum pass (4096 blocks: 3 MiB of index). */
+#define PACE_CHUNK_BLOCKS 4096
+/* Bytes of records per chunk of the delta's CRC. */
+#define PACE_CHUNK_BYTES ((uint64_t)1 << 20)
+/*
+ * A lookup that ended this recently still counts as lookups running: the gap between two
+ * batches on a busy lookup thread (a message round trip) is far shorter.
+ */
+#define LOOKUP_GRACE_NS 2000000ull
+/* Sleeps shorter than this are skipped: the timer's slack would make them longer. */
+#define PACE_MIN_SLEEP_NS 100000ull
 
 static const napi_type_tag OVERLAY_TAG = {0x5354524154414f56ull, 0x6f7665726c617931ull};
 
@@ -95,6 +133,9 @@ struct overlay {
   uint64_t slots_used;
   uint64_t live_keys;
   uint32_t log_crc;
+  /* How an apply paces itself while lookups run (overlayPacing; see "pacing" below). */
+  double pace_share;
+  uint64_t pace_window_ns;
   /* An apply is running on a libuv thread; an unmap asked for meanwhile runs after it. */
   int busy;
   int unmap_pending;
@@ -318,6 +359,8 @@ static napi_value js_overlay_map(napi_env env, napi_callback_info info) {
   ov->index = (uint32_t *)(ov->map + index_offset);
   ov->log = ov->map + log_offset;
   ov->published = (uint32_t *)(ov->map + OV_PUBLISHED_AT);
+  ov->pace_share = PACE_SHARE;
+  ov->pace_window_ns = PACE_WINDOW_NS;
   ov->table = table;
   if (table) napi_create_reference(env, argv[1], 1, &ov->table_ref);
 
@@ -384,6 +427,100 @@ static void write_intent(overlay *ov, uint32_t epoch, uint64_t from, uint64_t to
   memcpy(ov->map + OV_INTENT_AT, rec, sizeof rec);
 }
 
+/* ---------- pacing ---------- */
+
+/*
+ * Lookups in progress in this process (every mget of the kernel, on any thread) and the time
+ * the last one ended. One pair for the process, not one per table: an apply takes its core
+ * from whatever lookups run, of any table. Relaxed atomics: a late view only shifts one
+ * chunk's decision.
+ */
+static uint32_t lookups_running;
+static uint64_t lookups_last_end_ns;
+
+/* The clock in nanoseconds; 0 when it cannot be read (pacing then stands aside). */
+static uint64_t clock_ns(clockid_t clock) {
+  struct timespec ts;
+  if (clock_gettime(clock, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void overlay_lookups_begin(void) { __atomic_add_fetch(&lookups_running, 1, __ATOMIC_RELAXED); }
+
+void overlay_lookups_end(void) {
+  __atomic_store_n(&lookups_last_end_ns, clock_ns(CLOCK_MONOTONIC), __ATOMIC_RELAXED);
+  __atomic_sub_fetch(&lookups_running, 1, __ATOMIC_RELAXED);
+}
+
+static int lookups_active(uint64_t now) {
+  if (__atomic_load_n(&lookups_running, __ATOMIC_RELAXED) > 0) return 1;
+  const uint64_t last = __atomic_load_n(&lookups_last_end_ns, __ATOMIC_RELAXED);
+  return last != 0 && now < last + LOOKUP_GRACE_NS;
+}
+
+/*
+ * One apply's pacing. Work is counted in units that cost about the same CPU (the weights
+ * below), so `done / total` is how far the apply is. After each chunk, while lookups run, the
+ * apply sleeps until the time, counted from its start, at which its CPU time so far is its
+ * share of a core (CPU / share), or, when that is later, until where an even schedule ending
+ * at the window would be (done / total x window): the share is kept unless keeping it would
+ * end the apply past the window. Sleeps end at absolute times, so a late wake-up is made up
+ * by the next chunk, not added to the apply.
+ */
+typedef struct {
+  double share;
+  uint64_t window_ns;
+  uint64_t start_ns, cpu_start_ns;
+  double total, done;
+  uint64_t chunks, paused, slept_ns;
+} pacer;
+
+/*
+ * Work units (about 50 ns of CPU each) per record written, per record sorted and probed in the
+ * base, per record linked, per index block checksummed and per byte of records checksummed:
+ * the CPU of each phase of a 100,000-upsert delta into 10M keys of dim 16 with no lookups
+ * (bench/params-delta.ts; 5, 9.5, 6 and 7 ms for 51,000 blocks, 0.8 ms for 8 MB) over its count.
+ */
+#define WORK_WRITE 1.0
+#define WORK_PRESENCE_SORT 0.5
+#define WORK_PRESENCE 1.5
+#define WORK_LINK 1.2
+#define WORK_BLOCK 2.7
+#define WORK_CRC_BYTE 0.002
+
+static void pacer_start(pacer *p, double share, uint64_t window_ns, double total) {
+  memset(p, 0, sizeof *p);
+  p->share = share;
+  p->window_ns = window_ns;
+  p->total = total;
+  p->start_ns = clock_ns(CLOCK_MONOTONIC);
+  p->cpu_start_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+/* Records in the last chunk of `count` (PACE_CHUNK_RECORDS when it is whole; 0 for none). */
+static uint64_t last_chunk(uint64_t count) { return count == 0 ? 0 : count - (count - 1) / PACE_CHUNK_RECORDS * PACE_CHUNK_RECORDS; }
+
+/* Counts a chunk of `work` units done and, while lookups run, sleeps as the pacer says. */
+static void pace(pacer *p, double work) {
+  p->done += work;
+  p->chunks++;
+  if (p->share >= 1 || p->window_ns == 0 || p->start_ns == 0 || p->cpu_start_ns == 0) return;
+  const uint64_t now = clock_ns(CLOCK_MONOTONIC), cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+  if (now == 0 || cpu < p->cpu_start_ns || now < p->start_ns || !lookups_active(now)) return;
+  const double fraction = p->total > 0 && p->done < p->total ? p->done / p->total : 1;
+  double at = (double)(cpu - p->cpu_start_ns) / p->share;
+  const double even = fraction * (double)p->window_ns;
+  if (even < at) at = even;
+  const uint64_t wake = p->start_ns + (uint64_t)at;
+  if (wake < now + PACE_MIN_SLEEP_NS) return;
+  const struct timespec until = {(time_t)(wake / 1000000000ull), (long)(wake % 1000000000ull)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+  }
+  p->paused++;
+  const uint64_t after = clock_ns(CLOCK_MONOTONIC);
+  if (after > now) p->slept_ns += after - now;
+}
+
 static void block_sum(overlay *ov, uint64_t block) {
   ov->sums[block] = strata_crc32c(0, (const uint8_t *)(ov->index + block * BLOCK_SLOTS * 3), BLOCK_SLOTS * 12);
 }
@@ -391,13 +528,20 @@ static void block_sum(overlay *ov, uint64_t block) {
 /*
  * The sums of the index blocks marked in `touched`, three blocks at a time (crc32c_three): a
  * delta of 100,000 random keys touches most blocks of a large overlay, and one block's CRC
- * alone waits on the crc32 instruction's latency at every word.
+ * alone waits on the crc32 instruction's latency at every word. Paced every PACE_CHUNK_BLOCKS
+ * blocks scanned.
  */
-static void sum_touched_blocks(overlay *ov, const uint8_t *touched, uint64_t blocks) {
+static void sum_touched_blocks(overlay *ov, const uint8_t *touched, uint64_t blocks, pacer *p) {
   uint64_t pending[3];
   int n = 0;
+  uint64_t summed = 0;
   for (uint64_t block = 0; block < blocks; block++) {
+    if (block % PACE_CHUNK_BLOCKS == PACE_CHUNK_BLOCKS - 1) {
+      pace(p, WORK_BLOCK * (double)summed);
+      summed = 0;
+    }
     if (!(touched[block >> 3] & (1u << (block & 7)))) continue;
+    summed++;
     pending[n++] = block;
     if (n < 3) continue;
     uint32_t sums[3];
@@ -407,6 +551,7 @@ static void sum_touched_blocks(overlay *ov, const uint8_t *touched, uint64_t blo
     n = 0;
   }
   for (int i = 0; i < n; i++) block_sum(ov, pending[i]);
+  pace(p, WORK_BLOCK * (double)summed);
 }
 
 /* ---------- recover ---------- */
@@ -597,24 +742,114 @@ typedef struct {
   const uint8_t *deletes;
   uint64_t upsert_count;
   uint64_t delete_count;
+  /* The overlay's pacing when the apply was queued, and what it did. */
+  double pace_share;
+  uint64_t pace_window_ns;
+  uint64_t chunks, paused, slept_ns, cpu_ns, wall_ns;
   int err;
   const char *what;
   napi_deferred deferred;
   napi_async_work work;
 } apply_job;
 
-/* Whether the key is in the table at the writer's state (overlay, then base). */
-static int key_present(const overlay *ov, const uint32_t *e, int found, uint32_t lo, uint32_t hi) {
+/* Whether the key is in the table at the writer's state: the overlay's record, else `in_base`. */
+static int key_present(const overlay *ov, const uint32_t *e, int found, int in_base) {
   if (found && e[2] != REF_NONE) return (uint64_t)e[2] - 1 < ov->record_capacity && (record_at(ov, e[2] - 1)[2] & TOMBSTONE) == 0;
-  return ov->table != NULL && base_row(ov->table, lo, hi) != EMPTY_ROW;
+  return in_base;
 }
 
 /*
- * Records whose slots are prefetched at once while linking: 64 keys' slots in two indexes are
- * 128 lines in flight, within what the lookup kernel's groups of 64 keep in flight
- * (strata_lookup.c).
+ * Slots of the base index per bucket when base_presence orders its probes: 512 slots are 6 KiB,
+ * a page and a half, so the probes of one bucket share their page walks and lines.
+ */
+#define PRESENCE_BUCKET_SHIFT 9
+/*
+ * Probes ahead whose lines are prefetched, the home slot's line and the next: a key not in the
+ * table probes about 13 slots (156 bytes) at a load factor of 0.8. The second line took the
+ * presence pass from 11.5 to 9.5 ms for 100,000 keys (bench/params-delta.ts' table).
+ */
+#define PRESENCE_AHEAD 32
+
+typedef struct {
+  uint64_t home;
+  uint32_t lo, hi, record;
+} presence_probe;
+
+/*
+ * A bit per record of [from, from + count): its key is in the base table. The key count needs
+ * it for each key the overlay does not hold. Probed in the order of the keys' home slots (a
+ * counting sort by bucket), not the records': 100,000 probes in random order into the 170 MB
+ * index of 10M keys were a cache and TLB miss each, 17 of the 22 ms that linking a
+ * 100,000-upsert delta took (bench/params-delta.ts, its keys half new); in slot order
+ * neighbouring probes share pages and lines. NULL when out of memory.
+ */
+static uint8_t *base_presence(const overlay *ov, uint64_t from, uint64_t count, pacer *p) {
+  const lookup_table *t = ov->table;
+  uint8_t *present = calloc(count / 8 + 1, 1);
+  if (!present || !t || t->index_slots == 0 || count == 0) return present;
+  const uint64_t buckets = (t->index_slots >> PRESENCE_BUCKET_SHIFT) + 1;
+  uint32_t *starts = calloc(buckets + 1, sizeof *starts);
+  uint64_t *homes = malloc(count * sizeof *homes);
+  presence_probe *sorted = malloc(count * sizeof *sorted);
+  if (!starts || !homes || !sorted) {
+    free(starts);
+    free(homes);
+    free(sorted);
+    free(present);
+    return NULL;
+  }
+  /*
+   * Counting sort by bucket of the keys themselves (record numbers are below 2^32: the log
+   * holds fewer records), so the probes then read them in order; a home past the index (none
+   * in a well-formed table) goes to the last bucket and finds nothing.
+   */
+  for (uint64_t i = 0; i < count; i++) {
+    const uint32_t *rec = record_at(ov, from + i);
+    homes[i] = base_home(t, rec[0], rec[1]);
+    starts[(homes[i] < t->index_slots ? homes[i] >> PRESENCE_BUCKET_SHIFT : buckets - 1) + 1]++;
+  }
+  for (uint64_t b = 0; b < buckets; b++) starts[b + 1] += starts[b];
+  for (uint64_t i = 0; i < count; i++) {
+    const uint32_t *rec = record_at(ov, from + i);
+    presence_probe *to = &sorted[starts[homes[i] < t->index_slots ? homes[i] >> PRESENCE_BUCKET_SHIFT : buckets - 1]++];
+    to->home = homes[i];
+    to->lo = rec[0];
+    to->hi = rec[1];
+    to->record = (uint32_t)i;
+  }
+  free(starts);
+  free(homes);
+  pace(p, WORK_PRESENCE_SORT * (double)count);
+  for (uint64_t k = 0; k < count; k++) {
+    if (k % PACE_CHUNK_RECORDS == 0 && k > 0) pace(p, WORK_PRESENCE * PACE_CHUNK_RECORDS);
+    if (k + PRESENCE_AHEAD < count && sorted[k + PRESENCE_AHEAD].home + 16 < t->index_slots) {
+      const uint32_t *home = t->index + sorted[k + PRESENCE_AHEAD].home * 3;
+      __builtin_prefetch(home);
+      __builtin_prefetch((const uint8_t *)home + 64);
+    }
+    const presence_probe *q = &sorted[k];
+    if (q->home < t->index_slots && base_row_from(t, q->home, q->lo, q->hi) != EMPTY_ROW) present[q->record >> 3] |= (uint8_t)(1u << (q->record & 7));
+  }
+  pace(p, WORK_PRESENCE * (double)last_chunk(count));
+  free(sorted);
+  return present;
+}
+
+/*
+ * Records whose slots are prefetched at once while linking: 64 keys' slots are 64 lines in
+ * flight, as the lookup kernel's groups of 64 keep (strata_lookup.c).
  */
 #define LINK_AHEAD 64
+
+/* What the pacer did, for the apply's answer. */
+static void pacer_report(const pacer *p, apply_job *job) {
+  const uint64_t now = clock_ns(CLOCK_MONOTONIC), cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+  job->chunks = p->chunks;
+  job->paused = p->paused;
+  job->slept_ns = p->slept_ns;
+  job->cpu_ns = cpu >= p->cpu_start_ns && p->cpu_start_ns ? cpu - p->cpu_start_ns : 0;
+  job->wall_ns = now >= p->start_ns && p->start_ns ? now - p->start_ns : 0;
+}
 
 static void apply_execute(napi_env env, void *data) {
   (void)env;
@@ -624,6 +859,11 @@ static void apply_execute(napi_env env, void *data) {
   const uint64_t from = ov->records, to = from + count;
   const uint32_t epoch = ov->epoch + 1;
   const uint64_t rb = ov->record_bytes;
+  const uint64_t blocks = ov->slots / BLOCK_SLOTS;
+  /* Until the link knows how many blocks it touched: as many as keys, at most all. */
+  const double blocks_guess = (double)(count < blocks ? count : blocks);
+  pacer p;
+  pacer_start(&p, job->pace_share, job->pace_window_ns, (WORK_WRITE + WORK_PRESENCE_SORT + WORK_PRESENCE + WORK_LINK) * (double)count + WORK_BLOCK * blocks_guess + WORK_CRC_BYTE * (double)(count * rb));
   if (count == 0) {
     /* Still a new epoch, so every delta answers a new version. */
   } else if (posix_fallocate(ov->fd, (off_t)(ov->log_offset + from * rb), (off_t)(count * rb)) != 0) {
@@ -633,6 +873,7 @@ static void apply_execute(napi_env env, void *data) {
   }
   /* 1. The records, unlinked (prev 0): deletes first, as the delta format says. */
   for (uint64_t i = 0; i < count; i++) {
+    if (i % PACE_CHUNK_RECORDS == 0 && i > 0) pace(&p, WORK_WRITE * PACE_CHUNK_RECORDS);
     uint32_t *rec = record_at(ov, from + i);
     if (i < job->delete_count) {
       memcpy(rec, job->deletes + i * 8, 8);
@@ -646,6 +887,7 @@ static void apply_execute(napi_env env, void *data) {
     }
     rec[3] = 0;
   }
+  pace(&p, WORK_WRITE * (double)last_chunk(count));
   int err = sync_range(ov, ov->log_offset + from * rb, count * rb);
   /* 2. The intent: from here on a crash is undone from these records. */
   if (!err) {
@@ -658,9 +900,10 @@ static void apply_execute(napi_env env, void *data) {
     return;
   }
   /* 3. Link each record: key into its slot when new, prev, then the slot's ref (release). */
-  const uint64_t blocks = ov->slots / BLOCK_SLOTS;
-  uint8_t *touched = calloc(blocks / 8 + 1, 1);
+  uint8_t *in_base = base_presence(ov, from, count, &p);
+  uint8_t *touched = in_base ? calloc(blocks / 8 + 1, 1) : NULL;
   if (!touched) {
+    free(in_base);
     job->err = ENOMEM;
     job->what = "apply";
     return;
@@ -669,17 +912,18 @@ static void apply_execute(napi_env env, void *data) {
   int64_t live = (int64_t)ov->live_keys;
   for (uint64_t r = from; r < to; r++) {
     /*
-     * Every LINK_AHEAD records, the home slots of the next LINK_AHEAD keys, in the overlay's
-     * index and the base table's, are prefetched: each is a cache miss (and often a TLB miss)
-     * in tens of MiB of index, and overlapping them is what the lookup kernel does for its
-     * groups. Only a hint: the links below stay in record order.
+     * Every LINK_AHEAD records, the home slots of the next LINK_AHEAD keys in the overlay's
+     * index are prefetched: each is a cache miss (and often a TLB miss) in tens of MiB of
+     * index, and overlapping them is what the lookup kernel does for its groups. Only a hint:
+     * the links below stay in record order. (Whether a key is in the base table was found
+     * before, in base_presence.)
      */
     if ((r - from) % LINK_AHEAD == 0) {
+      if ((r - from) % PACE_CHUNK_RECORDS == 0 && r > from) pace(&p, WORK_LINK * PACE_CHUNK_RECORDS);
       const uint64_t ahead = r + LINK_AHEAD < to ? r + LINK_AHEAD : to;
       for (uint64_t q = r; q < ahead; q++) {
         const uint32_t *next = record_at(ov, q);
         __builtin_prefetch(ov->index + (key_hash(next[0], next[1], ov->seed) & ov->mask) * 3, 1);
-        if (ov->table) base_prefetch(ov->table, next[0], next[1]);
       }
     }
     uint32_t *rec = record_at(ov, r);
@@ -690,13 +934,14 @@ static void apply_execute(napi_env env, void *data) {
       /* Cannot happen under the load limit apply checks; if it does, stop as after a failed
        * msync: nothing is published, and recovery undoes the links made so far. */
       free(touched);
+      free(in_base);
       ov->recovered = 0;
       job->err = ENOSPC;
       job->what = "linking a record into the overlay index (full)";
       return;
     }
     uint32_t *e = ov->index + s * 3;
-    const int before = key_present(ov, e, found, lo, hi);
+    const int before = key_present(ov, e, found, (in_base[(r - from) >> 3] >> ((r - from) & 7)) & 1);
     if (!found) {
       e[0] = lo;
       e[1] = hi;
@@ -707,10 +952,21 @@ static void apply_execute(napi_env env, void *data) {
     live += ((rec[2] & TOMBSTONE) ? 0 : 1) - before;
     touched[(s / BLOCK_SLOTS) >> 3] |= (uint8_t)(1u << ((s / BLOCK_SLOTS) & 7));
   }
-  sum_touched_blocks(ov, touched, blocks);
+  pace(&p, WORK_LINK * (double)last_chunk(count));
+  /* Now the blocks touched are known: the rest of the work is their sums and the records' CRC. */
+  uint64_t touched_blocks = 0;
+  for (uint64_t i = 0; i < blocks / 8 + 1; i++) touched_blocks += (uint64_t)__builtin_popcount(touched[i]);
+  p.total = p.done + WORK_BLOCK * (double)touched_blocks + WORK_CRC_BYTE * (double)(count * rb);
+  free(in_base);
+  sum_touched_blocks(ov, touched, blocks, &p);
   free(touched);
   /* The delta's records are read once: the log's running CRC is joined from theirs. */
-  const uint32_t delta_crc = strata_crc32c(0, ov->log + from * rb, count * rb);
+  uint32_t delta_crc = 0;
+  for (uint64_t at = 0; at < count * rb; at += PACE_CHUNK_BYTES) {
+    const uint64_t n = count * rb - at < PACE_CHUNK_BYTES ? count * rb - at : PACE_CHUNK_BYTES;
+    delta_crc = strata_crc32c(delta_crc, ov->log + from * rb + at, n);
+    pace(&p, WORK_CRC_BYTE * (double)n);
+  }
   const uint32_t log_crc = crc32c_combine(ov->log_crc, delta_crc, count * rb);
   err = sync_range(ov, ov->sums_offset, ov->log_offset - ov->sums_offset);
   if (!err) err = sync_range(ov, ov->log_offset + from * rb, count * rb);
@@ -733,13 +989,16 @@ static void apply_execute(napi_env env, void *data) {
   ov->live_keys = c.live_keys;
   ov->log_crc = log_crc;
   store_release(ov->published, epoch);
+  pacer_report(&p, job);
 }
 
-static napi_value state_array(napi_env env, const overlay *ov) {
+/* [epoch, records, slotsUsed, liveKeys, chunks, pausedChunks, sleptMs, cpuMs, wallMs] */
+static napi_value state_array(napi_env env, const overlay *ov, const apply_job *job) {
   napi_value result, v;
-  napi_create_array_with_length(env, 4, &result);
-  const double values[4] = {ov->epoch, (double)ov->records, (double)ov->slots_used, (double)ov->live_keys};
-  for (uint32_t i = 0; i < 4; i++) {
+  napi_create_array_with_length(env, 9, &result);
+  const double values[9] = {ov->epoch,          (double)ov->records,      (double)ov->slots_used,  (double)ov->live_keys, (double)job->chunks,
+                            (double)job->paused, (double)job->slept_ns / 1e6, (double)job->cpu_ns / 1e6, (double)job->wall_ns / 1e6};
+  for (uint32_t i = 0; i < 9; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, result, i, v);
   }
@@ -765,7 +1024,7 @@ static void apply_complete(napi_env env, napi_status status, void *data) {
     napi_create_error(env, code, msg, &error);
     napi_reject_deferred(env, job->deferred, error);
   } else {
-    napi_resolve_deferred(env, job->deferred, state_array(env, ov));
+    napi_resolve_deferred(env, job->deferred, state_array(env, ov, job));
   }
   if (ov->unmap_pending) unmap_overlay(ov);
   napi_delete_async_work(env, job->work);
@@ -798,6 +1057,8 @@ static napi_value js_overlay_apply(napi_env env, napi_callback_info info) {
   apply_job *job = calloc(1, sizeof *job);
   if (!job) return throw_code(env, "ENOMEM", "overlayApply: out of memory");
   job->ov = ov;
+  job->pace_share = ov->pace_share;
+  job->pace_window_ns = ov->pace_window_ns;
   job->upsert_count = (uint64_t)upserts;
   job->delete_count = (uint64_t)deletes;
   job->upserts = body + 24;
@@ -815,6 +1076,32 @@ static napi_value js_overlay_apply(napi_env env, napi_callback_info info) {
   }
   ov->busy = 1;
   return promise;
+}
+
+/*
+ * overlayPacing(handle, share, windowMs) -> [share, windowMs] before: how this overlay's next
+ * applies pace themselves while lookups run. share in (0, 1] (1: never paced), windowMs in
+ * [0, 60000] (0: never paced). Every overlay starts at PACE_SHARE and PACE_WINDOW_NS; the
+ * service leaves them so, benches and tests compare.
+ */
+static napi_value js_overlay_pacing(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  overlay *ov = argc >= 3 ? overlay_arg(env, argv[0]) : NULL;
+  double share, window_ms;
+  if (!ov || napi_get_value_double(env, argv[1], &share) != napi_ok || napi_get_value_double(env, argv[2], &window_ms) != napi_ok || !(share > 0 && share <= 1) ||
+      !(window_ms >= 0 && window_ms <= 60000))
+    return throw_code(env, "EINVAL", "overlayPacing(overlay handle, share in (0, 1], windowMs in [0, 60000])");
+  napi_value result, v;
+  napi_create_array_with_length(env, 2, &result);
+  napi_create_double(env, ov->pace_share, &v);
+  napi_set_element(env, result, 0, v);
+  napi_create_double(env, (double)ov->pace_window_ns / 1e6, &v);
+  napi_set_element(env, result, 1, v);
+  ov->pace_share = share;
+  ov->pace_window_ns = (uint64_t)(window_ms * 1e6);
+  return result;
 }
 
 /* ---------- info, unmap ---------- */
@@ -853,6 +1140,7 @@ void overlay_register(napi_env env, napi_value exports) {
     {"overlayMap", NULL, js_overlay_map, NULL, NULL, NULL, napi_enumerable, NULL},
     {"overlayRecover", NULL, js_overlay_recover, NULL, NULL, NULL, napi_enumerable, NULL},
     {"overlayApply", NULL, js_overlay_apply, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"overlayPacing", NULL, js_overlay_pacing, NULL, NULL, NULL, napi_enumerable, NULL},
     {"overlayInfo", NULL, js_overlay_info, NULL, NULL, NULL, napi_enumerable, NULL},
     {"overlayUnmap", NULL, js_overlay_unmap, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -20,7 +20,14 @@ int get_overlay(napi_env env, napi_value value, overlay **out);
  */
 uint32_t overlay_patch(overlay *ov, const uint32_t *keys, uint32_t n, uint32_t from, uint32_t to, uint32_t *out, uint32_t found);
 
-/* Adds overlayMap, overlayRecover, overlayApply, overlayInfo and overlayUnmap to the addon's exports. */
+/*
+ * Brackets every lookup of the kernel (any thread): an apply paces itself while lookups are in
+ * progress in the process, and runs flat out otherwise (strata_overlay.c, "pacing").
+ */
+void overlay_lookups_begin(void);
+void overlay_lookups_end(void);
+
+/* Adds overlayMap, overlayRecover, overlayApply, overlayPacing, overlayInfo and overlayUnmap to the addon's exports. */
 void overlay_register(napi_env env, napi_value exports);
 
 #endif

@@ -1,0 +1,180 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { encodeDelta } from './delta-body.js';
+import { lookupBinding } from './lookup-binding.js';
+import { ParamsService } from './params-service.js';
+import { buildTable } from './table-builder.js';
+import type { TableOverlay } from './table-overlay.js';
+import { decodeAnswer, keysBody, vectorOf, writeRecords } from './testing/records.js';
+
+/**
+ * Pacing of in-place deltas (docs/PARAMS.md, "Pacing"): an apply sleeps between its chunks of
+ * work while lookups run in the process, and runs without a pause otherwise. The checks count
+ * what the addon reports (chunks, the chunks after which it slept); the one bound on time is
+ * the pacing window's, with a wide margin, against a share that would sleep 100 times longer.
+ */
+const DIM = 4;
+const KEYS = 100_000;
+/**
+ * Each delta upserts the same 15,000 keys of the table: 4 deltas (60,000 records) stay under
+ * half of the smallest overlay's 131,072 records, so no compaction replaces the overlay during a test.
+ */
+const UPSERTS = 15_000;
+let work: string;
+beforeEach(async () => {
+  work = await mkdtemp('/dev/shm/params-pacing-');
+});
+afterEach(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+const binding = lookupBinding();
+const keys = Array.from({ length: KEYS }, (_, i) => BigInt(i) * 3n);
+const upserted = keys.slice(0, UPSERTS);
+
+function delta(salt: number): Buffer {
+  return encodeDelta(
+    DIM,
+    upserted.map((k) => [k, [salt, Number(k % 1000n), 0, -salt]] as const),
+    [],
+  );
+}
+
+async function service(): Promise<ParamsService> {
+  await writeRecords(join(work, 'emb.bin'), keys, DIM);
+  await buildTable(join(work, 'emb.bin'), join(work, 'emb.params'), { dim: DIM, shards: 2 });
+  const s = new ParamsService({ dir: join(work, 'tier'), lookupThreads: 2 });
+  await s.load('emb', join(work, 'emb.params'));
+  while (!s.runsOnThreads('emb')) await new Promise((r) => setTimeout(r, 5));
+  return s;
+}
+
+/**
+ * `callers` loops of lookups on the lookup threads until stopped; resolves once each has had an
+ * answer. A batch is the whole table, 100,000 keys (the most one request may ask), several
+ * milliseconds on a thread, and each thread has about two queued: a lookup is in progress at
+ * nearly every moment of an apply even when the event loop, which sends the next batches, waits
+ * for a core on a loaded machine.
+ */
+const LOOKUP_BATCH = keysBody(keys);
+
+async function lookupsRunning(s: ParamsService, callers: number): Promise<{ stop(): Promise<number> }> {
+  const body = LOOKUP_BATCH;
+  let done = false;
+  let answered = 0;
+  let started!: () => void;
+  const allStarted = new Promise<void>((r) => (started = r));
+  const loops = Array.from({ length: callers }, async () => {
+    for (let first = true; !done; first = false) {
+      const lease = await s.mgetLease('emb', body);
+      lease.release();
+      answered++;
+      if (first && answered >= callers) started();
+    }
+  });
+  await Promise.race([allStarted, Promise.all(loops)]);
+  return {
+    async stop() {
+      done = true;
+      await Promise.all(loops);
+      return answered;
+    },
+  };
+}
+
+/** No lookup in this process for longer than the addon's grace after the last one. */
+const settle = () => new Promise((r) => setTimeout(r, 50));
+
+describe.skipIf(!binding)('pacing of in-place deltas', () => {
+  it('sleeps between chunks while lookups run, keeping its share of a core down, and never when none run; the answers are the deltas\'', async () => {
+    const s = await service();
+    try {
+      await s.applyDelta('emb', delta(1)); // makes the overlay
+      const overlay: TableOverlay = s.table('emb').overlay!;
+      const quiet = overlay.lastPacing!;
+      expect(quiet.chunks).toBeGreaterThan(10);
+      expect(quiet).toMatchObject({ pausedChunks: 0, sleptMs: 0 });
+
+      // At the default share (0.3 of a core) the apply may need no sleep at all when the
+      // lookup threads leave it less than that anyway; slept time only adds to the wall time, so
+      // the bound holds however loaded the machine is, as long as lookups run to the end.
+      let lookups = await lookupsRunning(s, 4);
+      await s.applyDelta('emb', delta(2));
+      await lookups.stop();
+      const busy = overlay.lastPacing!;
+      expect(busy.chunks).toBe(quiet.chunks);
+      expect(busy.cpuMs / busy.wallMs).toBeLessThan(0.6);
+
+      // At 5% of a core (20 times its CPU time in wall time, under the 90 ms window here) it
+      // must sleep whatever share the machine leaves it.
+      expect(binding!.overlayPacing(overlay.handle, 0.05, 90)).toEqual([0.3, 90]);
+      lookups = await lookupsRunning(s, 4);
+      await s.applyDelta('emb', delta(3));
+      await lookups.stop();
+      const slow = overlay.lastPacing!;
+      expect(slow.pausedChunks).toBeGreaterThan(0);
+      expect(slow.sleptMs).toBeGreaterThan(0);
+      expect(slow.cpuMs / slow.wallMs).toBeLessThan(0.2);
+
+      await settle();
+      await s.applyDelta('emb', delta(4));
+      expect(overlay.lastPacing).toMatchObject({ pausedChunks: 0, sleptMs: 0 });
+
+      const answer = decodeAnswer(await s.mgetAsync('emb', keysBody(keys.slice(0, UPSERTS + 10))), UPSERTS + 10, DIM);
+      for (let i = 0; i < UPSERTS + 10; i++) {
+        const want = i < UPSERTS ? [4, Number(keys[i]! % 1000n), 0, -4] : [...vectorOf(keys[i]!, DIM)];
+        if ([...answer[i]!].join() !== want.join()) expect([...answer[i]!]).toEqual(want);
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('stops sleeping at the pacing window, and not at all with pacing off', async () => {
+    const s = await service();
+    try {
+      await s.applyDelta('emb', delta(1));
+      const overlay = s.table('emb').overlay!;
+      const windowMs = 40;
+      // A share of 1% alone would sleep 99 times the apply's CPU time (hundreds of ms here); the
+      // window stops the sleeps at 40 ms after the apply began.
+      expect(binding!.overlayPacing(overlay.handle, 0.01, windowMs)).toEqual([0.3, 90]);
+      let lookups = await lookupsRunning(s, 4);
+      await s.applyDelta('emb', delta(2));
+      await lookups.stop();
+      const capped = overlay.lastPacing!;
+      expect(capped.pausedChunks).toBeGreaterThan(0);
+      expect(capped.sleptMs).toBeLessThan(windowMs + 50);
+      expect(capped.sleptMs).toBeLessThan(capped.cpuMs * 99);
+
+      expect(binding!.overlayPacing(overlay.handle, 1, 0)).toEqual([0.01, windowMs]);
+      lookups = await lookupsRunning(s, 4);
+      await s.applyDelta('emb', delta(3));
+      await lookups.stop();
+      expect(overlay.lastPacing).toMatchObject({ pausedChunks: 0, sleptMs: 0 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('refuses pacing settings out of range', async () => {
+    const s = await service();
+    try {
+      await s.applyDelta('emb', delta(1));
+      const { handle } = s.table('emb').overlay!;
+      for (const [share, windowMs] of [
+        [0, 90],
+        [1.5, 90],
+        [Number.NaN, 90],
+        [0.3, -1],
+        [0.3, 60_001],
+      ] as const) {
+        expect(() => binding!.overlayPacing(handle, share, windowMs)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+      }
+      expect(binding!.overlayPacing(handle, 0.3, 90)).toEqual([0.3, 90]);
+    } finally {
+      await s.close();
+    }
+  });
+});
