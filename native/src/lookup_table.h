@@ -81,11 +81,6 @@ static inline uint32_t base_row_from(const lookup_table *t, uint64_t home, uint3
   return EMPTY_ROW;
 }
 
-/* The row of a key in the base table, or EMPTY_ROW (also for a row outside the mapping). */
-static inline uint32_t base_row(const lookup_table *t, uint32_t lo, uint32_t hi) {
-  return t->index_slots == 0 ? EMPTY_ROW : base_row_from(t, base_home(t, lo, hi), lo, hi);
-}
-
 /* CRC-32C (strata_lookup.c): crc32c_update continues a finished CRC; the parallel one splits large inputs over threads. */
 uint32_t strata_crc32c(uint32_t crc, const uint8_t *p, size_t n);
 uint32_t strata_crc32c_parallel(uint32_t crc, const uint8_t *p, size_t n, uint32_t threads);
