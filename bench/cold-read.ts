@@ -216,10 +216,10 @@ function epochKeys(): string[] {
   return Array.from({ length: SMALL_FILES }, (_, i) => `epoch/class_${i % 10}/sample_${i}.bin`);
 }
 
-/** Other objects of the bucket read through the mount, as a daemon that has been up a while has served. */
+/** Other objects of the bucket read through the mount (warm/: a model and an epoch), as a daemon that has been up a while has served. */
 async function serveOtherData(mnt: string): Promise<void> {
-  await shell(`dd if=${mnt}/warm/model.bin of=/dev/null bs=1M status=none`);
-  await shell(`cd ${mnt}/warm/epoch && find . -type f | xargs -P ${READERS} -n 25 cat > /dev/null`);
+  await shell(ddOf(join(mnt, 'warm')));
+  await shell(epochOf(join(mnt, 'warm')));
 }
 
 /** The SDK read of `mode` in a just-started process (this file as a child), timed from its first request. */
@@ -234,12 +234,14 @@ function difference(after: Record<string, number>, before: Record<string, number
   return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
 }
 
-function ddOf(mnt: string): string {
-  return `dd if=${mnt}/model.bin of=/dev/null bs=1M status=none`;
+/** The sequential read of `root`/model.bin. */
+function ddOf(root: string): string {
+  return `dd if=${root}/model.bin of=/dev/null bs=1M status=none`;
 }
 
-function epochOf(mnt: string, shuffled = false): string {
-  return `cd ${mnt}/epoch && find . -type f ${shuffled ? '| shuf ' : ''}| xargs -P ${READERS} -n 25 cat > /dev/null`;
+/** The epoch's read of every file under `root`/epoch by READERS readers. */
+function epochOf(root: string, shuffled = false): string {
+  return `cd ${root}/epoch && find . -type f ${shuffled ? '| shuf ' : ''}| xargs -P ${READERS} -n 25 cat > /dev/null`;
 }
 
 function label(name: Client): string {
