@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { trimFuseRequestBuffers } from '../fuse/index.js';
@@ -13,6 +14,12 @@ interface MemoryBinding {
 
 /** The process's memory as Node sees it, in bytes (process.memoryUsage). */
 export interface ProcessMemory {
+  /**
+   * The resident size less the shared memory it maps from tmpfs (`RssShmem`: a pmem pool or
+   * parameter tables on /dev/shm). Those pages belong to their tier, which has its own
+   * capacity, not to `--memory`; counted here, a pool filled by a read would push the daemon
+   * "over its limit" and shrink its DRAM tier and stop readahead for no memory it can give back.
+   */
   readonly rssBytes: number;
   /** V8's heap (JavaScript objects), reserved and used. */
   readonly heapTotalBytes: number;
@@ -135,10 +142,22 @@ export function collectForBlockArena(): void {
 export function processMemory(): ProcessMemory {
   const usage = process.memoryUsage();
   return {
-    rssBytes: usage.rss,
+    rssBytes: Math.max(0, usage.rss - sharedResidentBytes()),
     heapTotalBytes: usage.heapTotal,
     heapUsedBytes: usage.heapUsed,
     externalBytes: usage.external,
     arrayBuffersBytes: usage.arrayBuffers,
   };
+}
+
+/** `RssShmem` of /proc/self/status in bytes; 0 where the file or the line is missing. */
+function sharedResidentBytes(): number {
+  let status: string;
+  try {
+    status = readFileSync('/proc/self/status', 'latin1');
+  } catch {
+    return 0;
+  }
+  const match = /^RssShmem:\s+(\d+) kB$/m.exec(status);
+  return match === null ? 0 : Number(match[1]) * 1024;
 }
