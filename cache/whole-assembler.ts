@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ObjectRef } from '../store/index.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { blockId, blockKeyOf, objectVersionId } from './block-key.js';
@@ -9,10 +10,13 @@ import type { Tier } from './tier.js';
  * 1,024 entries are a few hundred KiB of refs.
  */
 const QUEUE_MAX = 1024;
+/** How long, and how many times, an assembly waits for the I/O pool to spare a block buffer (10 s in all). */
+const POOL_WAIT_MS = 200;
+const POOL_TRIES = 50;
 
 /** What the assembler needs of its block cache. */
 export interface WholeAssemblerScope {
-  /** The file tier that makes whole files (the NVMe tier). */
+  /** The file tier that makes whole files (the pmem or the NVMe tier). */
   readonly tier: Tier & Required<Pick<Tier, 'assembleWhole' | 'wholeFile'>>;
   readonly blockSize: number;
   /** The I/O pool: assembly copies through one block buffer, reserved here. */
@@ -23,12 +27,12 @@ export interface WholeAssemblerScope {
 }
 
 /**
- * Makes object versions whole in the NVMe tier, in the background: the block cache offers an
+ * Makes object versions whole in one file tier (pmem or NVMe), in the background: the block cache offers an
  * object when a handle of it opens or closes (and when a warmup writes its last block); once
  * the write-through in progress has settled, the tier copies its blocks into one whole-object
  * file if all of them are there (NvmeTier.assembleWhole). One object at a time, off every
- * reader's path, with one block buffer from the I/O pool (skipped when the pool has none to
- * spare: the next offer retries).
+ * reader's path, with one block buffer from the I/O pool (waited for a while when the pool has
+ * none to spare; past that the next offer retries).
  */
 export class WholeAssembler {
   readonly #s: WholeAssemblerScope;
@@ -72,13 +76,28 @@ export class WholeAssembler {
       const [id, ref] = this.#queue.entries().next().value!;
       this.#queue.delete(id);
       if (s.closed() || !this.#allInTier(ref)) continue;
-      if (!s.pool.tryReserveReadahead(s.blockSize)) continue;
+      if (!(await this.#reserveBuffer())) continue;
       try {
         await s.tier.assembleWhole(id, ref.size, s.blockSize);
       } finally {
         s.pool.release(s.blockSize);
       }
     }
+  }
+
+  /**
+   * One block buffer from the I/O pool. Right after a large sequential read closes, readahead
+   * may still hold the pool's spare memory: the assembler waits for it (POOL_WAIT_MS at a time,
+   * POOL_TRIES times) rather than drop the object until its next open, which would then read
+   * through blocks instead of the whole file. False when none came or the cache closed.
+   */
+  async #reserveBuffer(): Promise<boolean> {
+    const s = this.#s;
+    for (let tries = 0; tries < POOL_TRIES && !s.closed(); tries++) {
+      if (s.pool.tryReserveReadahead(s.blockSize)) return true;
+      await sleep(POOL_WAIT_MS, undefined, { ref: false });
+    }
+    return false;
   }
 
   #allInTier(ref: ObjectRef): boolean {
