@@ -81,7 +81,7 @@ export async function run(): Promise<Record<string, unknown>> {
       rows.push([`1 GiB cold, writing through to ${tier}`, fill, MODEL_BYTES / MiB]);
       rows.push([`1 GiB warm from ${tier} after restart`, warm, bytes / MiB]);
     }
-    await timeCommand(`rm -rf /dev/shm/strata-bench-${process.pid}.pool /dev/shm/strata-bench-${process.pid}.pool.params`);
+    await timeCommand(`rm -rf /dev/shm/strata-bench-${process.pid}.pool /dev/shm/strata-bench-${process.pid}.pool.params /dev/shm/strata-bench-${process.pid}.pool.whole`);
     printTable('1 GiB file through the mount (MB/s = MiB/s)', ['case', 'MiB/s', 'store MiB'], rows);
     result.largeFile = Object.fromEntries(rows.map(([name, rate, bytes]) => [name, { mibPerSecond: rate, storeMiB: bytes }]));
     result.warmDramOverCold = warmDram / cold;

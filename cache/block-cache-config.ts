@@ -49,6 +49,14 @@ export interface NvmeOptions {
   readonly scrubBytesPerSecond?: number;
 }
 
+/** The pmem tier's options (see BlockCacheOptions.pmem). */
+export interface PmemOptions {
+  readonly path: string;
+  readonly capacityBytes: number;
+  readonly wholeFiles?: boolean;
+  readonly scrubBytesPerSecond?: number;
+}
+
 /** What a caller may set; everything has a default. */
 export interface BlockCacheOptions {
   /** Bytes per block (default 4 MiB; 1-16 MiB, a multiple of 64 KiB). */
@@ -66,8 +74,12 @@ export interface BlockCacheOptions {
   readonly ioPoolBytes?: number;
   /** Whether there is a DRAM tier (default true). Without it the whole budget is the I/O pool. */
   readonly dram?: boolean;
-  /** Pool file and data capacity of the pmem tier; absent = no pmem tier. */
-  readonly pmem?: { readonly path: string; readonly capacityBytes: number };
+  /**
+   * Pool file and data capacity of the pmem tier; absent = no pmem tier. `wholeFiles` (default
+   * true) and `scrubBytesPerSecond` as for the nvme tier: whole files are kept beside the pool,
+   * within its capacity (pmem-tier.ts).
+   */
+  readonly pmem?: PmemOptions;
   /**
    * Directory, capacity and free-space reserve of the nvme tier; absent = no nvme tier.
    * `wholeFiles` (default true): objects whose blocks are all in the tier are copied into one
@@ -91,7 +103,7 @@ export interface BlockCacheConfig {
   readonly ioPoolBytes: number;
   /** Bytes of the DRAM tier (budget − I/O pool), 0 when there is none. */
   readonly dramBytes: number;
-  readonly pmem: { readonly path: string; readonly capacityBytes: number } | undefined;
+  readonly pmem: (PmemOptions & { readonly wholeFiles: boolean; readonly scrubBytesPerSecond: number }) | undefined;
   readonly nvme: (NvmeOptions & { readonly wholeFiles: boolean; readonly scrubBytesPerSecond: number }) | undefined;
   readonly readaheadMaxBlocks: number;
   readonly maxParallelFetches: number;
@@ -121,12 +133,14 @@ export function resolveBlockCacheConfig(options: BlockCacheOptions = {}): BlockC
   if (options.nvme !== undefined && !(options.nvme.capacityBytes >= blockSize)) invalid('nvme.capacityBytes', 'must hold at least one block');
   const scrub = options.nvme?.scrubBytesPerSecond ?? DEFAULT_SCRUB_BYTES_PER_SECOND;
   if (!Number.isSafeInteger(scrub) || scrub < 0) invalid('nvme.scrubBytesPerSecond', `must be a non-negative whole number of bytes per second, got ${scrub}`);
+  const pmemScrub = options.pmem?.scrubBytesPerSecond ?? DEFAULT_SCRUB_BYTES_PER_SECOND;
+  if (!Number.isSafeInteger(pmemScrub) || pmemScrub < 0) invalid('pmem.scrubBytesPerSecond', `must be a non-negative whole number of bytes per second, got ${pmemScrub}`);
   return Object.freeze({
     blockSize,
     memoryBudgetBytes: budget,
     ioPoolBytes: ioPool,
     dramBytes,
-    pmem: options.pmem === undefined ? undefined : Object.freeze({ ...options.pmem }),
+    pmem: options.pmem === undefined ? undefined : Object.freeze({ ...options.pmem, wholeFiles: options.pmem.wholeFiles ?? true, scrubBytesPerSecond: pmemScrub }),
     nvme: options.nvme === undefined ? undefined : Object.freeze({ ...options.nvme, wholeFiles: options.nvme.wholeFiles ?? true, scrubBytesPerSecond: scrub }),
     readaheadMaxBlocks,
     maxParallelFetches,

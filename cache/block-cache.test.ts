@@ -203,6 +203,7 @@ describe('BlockCache', () => {
       expect(pmemStats).toMatchObject({ name: 'pmem', misses: 2 });
       expect(reopened.stats()[1]).toMatchObject({ name: 'pmem', hits: 2 });
       expect(store.fetches).toBe(2);
+      await reopened.close(); // waits for the whole file its read offered
     } finally {
       await rm(shm, { recursive: true, force: true });
     }

@@ -85,7 +85,8 @@ export class BlockCache implements ObjectReader {
   readonly #readahead: Readahead;
   readonly #warming: BlockWarming;
   /** Makes objects whole in the NVMe tier for passthrough (whole-assembler.ts); undefined without whole files. */
-  readonly #wholes: WholeAssembler | undefined;
+  /** One per tier that makes whole files, pmem before NVMe (the faster file is handed out first). */
+  readonly #wholes: WholeAssembler[];
   readonly #abort = new AbortController();
   #peak = 0;
   #closed = false;
@@ -134,17 +135,23 @@ export class BlockCache implements ObjectReader {
     this.#readahead = new Readahead(scope, loader);
     this.#warming = new BlockWarming(scope, loader);
     this.#dram?.onEvict((id, bytes) => this.#writes.demote(id, bytes));
-    const nvme = tiers.nvme;
-    this.#wholes =
-      nvme?.assembleWhole !== undefined && nvme.wholeFile !== undefined && config.nvme?.wholeFiles !== false
-        ? new WholeAssembler({
-            tier: nvme as Tier & Required<Pick<Tier, 'assembleWhole' | 'wholeFile'>>,
-            blockSize: config.blockSize,
-            pool: this.#pool,
-            settled: () => this.#writes.settled(),
-            closed: () => this.#closed,
-          })
-        : undefined;
+    const fileTiers: Array<[Tier | undefined, boolean | undefined]> = [
+      [tiers.pmem, config.pmem?.wholeFiles],
+      [tiers.nvme, config.nvme?.wholeFiles],
+    ];
+    this.#wholes = fileTiers.flatMap(([tier, wanted]) =>
+      tier?.assembleWhole !== undefined && tier.wholeFile !== undefined && wanted !== false
+        ? [
+            new WholeAssembler({
+              tier: tier as Tier & Required<Pick<Tier, 'assembleWhole' | 'wholeFile'>>,
+              blockSize: config.blockSize,
+              pool: this.#pool,
+              settled: () => this.#writes.settled(),
+              closed: () => this.#closed,
+            }),
+          ]
+        : [],
+    );
   }
 
   /** Opens the persistent tiers the config names and builds the cache over them. */
@@ -171,7 +178,7 @@ export class BlockCache implements ObjectReader {
   closeSession(session: ReadSession): void {
     this.#dropHeld(session as CacheSession);
     // Its blocks may all be in the NVMe tier once written through: make it whole for the next open.
-    this.#wholes?.offer(session.ref);
+    this.#offerWhole(session.ref);
   }
 
   async read(session: ReadSession, offset: number, length: number): Promise<Buffer> {
@@ -204,19 +211,28 @@ export class BlockCache implements ObjectReader {
   locate(session: ReadSession): BlockFiles | undefined {
     if (this.#closed) return undefined;
     const { ref } = session as CacheSession;
-    this.#wholes?.offer(ref);
+    this.#offerWhole(ref);
     return locateBlockFiles(ref, this.#config.blockSize, this.#dram ? [this.#dram, ...this.#lower] : this.#lower);
   }
 
-  /** See ObjectReader.wholeFile: the NVMe tier's whole-object file of the session's version. */
+  /** See ObjectReader.wholeFile: the whole-object file of the session's version, pmem's before NVMe's. */
   wholeFile(session: ReadSession): string | undefined {
     if (this.#closed) return undefined;
-    return this.#wholes?.wholeFile(session.ref);
+    for (const wholes of this.#wholes) {
+      const path = wholes.wholeFile(session.ref);
+      if (path !== undefined) return path;
+    }
+    return undefined;
+  }
+
+  /** `ref` may be whole in a file tier now or soon: each tier that makes whole files queues it. */
+  #offerWhole(ref: ObjectRef): void {
+    for (const wholes of this.#wholes) wholes.offer(ref);
   }
 
   /** Resolves once the objects offered for whole files so far are done (made whole or skipped). */
   async wholeFilesSettled(): Promise<void> {
-    await this.#wholes?.settled();
+    await Promise.all(this.#wholes.map((wholes) => wholes.settled()));
   }
 
   /**
@@ -236,7 +252,7 @@ export class BlockCache implements ObjectReader {
   warmBlock(ref: ObjectRef, index: number, tier?: TierName): Promise<WarmedBlock> {
     const warmed = this.#warming.warm(ref, index, tier);
     // The last block of a warmed object: it may be whole in the NVMe tier now.
-    if (index === blockCount(ref.size, this.#config.blockSize) - 1) void warmed.then(() => this.#wholes?.offer(ref), () => undefined);
+    if (index === blockCount(ref.size, this.#config.blockSize) - 1) void warmed.then(() => this.#offerWhole(ref), () => undefined);
     return warmed;
   }
 
@@ -249,7 +265,7 @@ export class BlockCache implements ObjectReader {
   adopt(ref: ObjectRef, file: string): Promise<number> {
     const adopted = this.#warming.adopt(ref, file);
     // Every block may be in the NVMe tier once written through: the next open can pass through.
-    void adopted.then(() => this.#wholes?.offer(ref), () => undefined);
+    void adopted.then(() => this.#offerWhole(ref), () => undefined);
     return adopted;
   }
 
@@ -322,7 +338,7 @@ export class BlockCache implements ObjectReader {
     await this.#dram?.close();
     // An assembly in progress stops at its next block once its tier is closed (NvmeTier.close waits for it).
     for (const tier of this.#lower) await tier.close();
-    await this.#wholes?.settled();
+    await Promise.all(this.#wholes.map((wholes) => wholes.settled()));
   }
 
   async #sessionBlock(session: CacheSession, index: number): Promise<Buffer> {

@@ -13,7 +13,7 @@ import type { BlockFile } from './object-reader.js';
 import { deleteRecord, putRecord, replayIndexLog, type IndexEntry, type WholeLayout } from './nvme-index-log.js';
 import { makeFolders, renameDurably } from '../durable/index.js';
 import { assembleWholeFile, blockChecksumsOf, readExactly, type SourceBlock } from './nvme-whole-file.js';
-import { NvmeScrub, type ScrubTarget } from './nvme-scrub.js';
+import { WholeScrub, type ScrubTarget } from './whole-scrub.js';
 import type { Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
 
@@ -32,7 +32,7 @@ export interface NvmeTierConfig {
   readonly isPinned?: (id: string) => boolean;
   /**
    * Bytes per second the background scrub re-reads of whole-object files, checking every
-   * block's CRC-32C (nvme-scrub.ts); 0 or absent: no scrub.
+   * block's CRC-32C (whole-scrub.ts); 0 or absent: no scrub.
    */
   readonly scrubBytesPerSecond?: number;
 }
@@ -74,7 +74,7 @@ const SCAN_BATCH = 5000;
  * checking CRCs. It replaces the object's block files: its blocks are served from it (at
  * index × blockSize, with the CRCs the log keeps), so no byte is kept twice. A whole file is
  * one entry for capacity and recency (evicted whole, never while its object is pinned), and
- * the optional scrub (nvme-scrub.ts) re-checks whole files in the background.
+ * the optional scrub (whole-scrub.ts) re-checks whole files in the background.
  *
  * The index lives in memory and in an append-only log (see nvme-index-log.ts) that is
  * replayed at open (about 0.1 s for 100,000 blocks) and compacted at close. After open,
@@ -101,7 +101,7 @@ export class NvmeTier implements Tier {
   #closed = false;
   /** Object versions being assembled into whole files: their blocks are not evicted meanwhile. */
   readonly #assembling = new Map<string, Promise<boolean>>();
-  readonly #scrub: NvmeScrub | undefined;
+  readonly #scrub: WholeScrub | undefined;
   /** Blocks held in whole files beyond one per file: `stats().blocks` counts blocks, not files. */
   #wholeBlocks = 0;
   /** Settles when the start-up scan for orphan and temporary files has finished. */
@@ -125,7 +125,7 @@ export class NvmeTier implements Tier {
     const rate = config.scrubBytesPerSecond ?? 0;
     this.#scrub =
       rate > 0
-        ? new NvmeScrub(rate, {
+        ? new WholeScrub(rate, {
             next: (after) => this.#scrubTarget(after),
             mismatch: (target) => this.#scrubMismatch(target),
             ioError: (err) => this.#counters.ioError('scrub', err),
@@ -645,7 +645,7 @@ export class NvmeTier implements Tier {
 
   #scrubMismatch(target: ScrubTarget): void {
     this.#counters.checksumMismatch(target.objectId);
-    this.#dropWhole(target.objectId, target.entry);
+    this.#dropWhole(target.objectId, target.entry as IndexEntry);
   }
 
   /** Adopts block files the log does not know (their id is in the header) and removes temp files. */
@@ -731,7 +731,7 @@ export class NvmeTier implements Tier {
 /** Whole-object files end with this; block files with `.blk`. */
 const WHOLE_SUFFIX = '.obj';
 
-const wholeFilesAssembled = counter('strata_cache_whole_files_assembled_total', 'Object versions made whole in the NVMe tier: their blocks copied, CRC-checked, into one file the kernel can read through passthrough');
+const wholeFilesAssembled = counter('strata_cache_whole_files_assembled_total', 'Object versions made whole in the NVMe or pmem tier: their blocks copied, CRC-checked, into one file the kernel can read through passthrough');
 
 function hashId(id: string): string {
   return createHash('sha256').update(id).digest('hex');

@@ -1,10 +1,15 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, rmSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Logger } from '../telemetry/index.js';
 import { blockMemory } from '../store/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
+import { blockIdInVersion, splitBlockId } from './block-key.js';
+import { counter } from '../telemetry/index.js';
+import { PmemWholeFiles, type PmemWhole } from './pmem-whole-files.js';
+import { WholeScrub, type ScrubTarget } from './whole-scrub.js';
 import { loadMmapBinding, type MmapBinding } from '../native/index.js';
 import {
   HEADER_BYTES,
@@ -37,7 +42,28 @@ export interface PmemTierConfig {
   readonly isPinned?: (id: string) => boolean;
   /** Test hook: called after each write step; throwing from it abandons the put as a crash would. */
   readonly faultHook?: (step: PmemWriteStep) => void;
+  /**
+   * Objects whose blocks are all in the pool can be made whole files (`assembleWhole`) in
+   * `<path>.whole/`, for passthrough (pmem-whole-files.ts). Off: none are made, and any left
+   * from an earlier run are removed at open. Default off.
+   */
+  readonly wholeFiles?: boolean;
+  /** Bytes per second the background scrub re-reads of whole files (whole-scrub.ts); 0 or absent: no scrub. */
+  readonly scrubBytesPerSecond?: number;
 }
+
+/** A block of a whole file, and where it lies in it. */
+interface WholeBlock {
+  readonly whole: PmemWhole;
+  readonly offset: number;
+  readonly length: number;
+  readonly checksum: number;
+}
+
+/** Keys of whole files in the recency order (`#slots`) start with this; block keys are hex hashes. */
+const WHOLE_KEY = 'whole:';
+/** The value of a whole file's key in `#slots`: it has no slot of its own. */
+const NO_SLOT = -1;
 
 /** Each data mapping covers at most 1 GiB: a Node Buffer is limited to 4 GiB, and smaller maps are cheap to create. */
 const SEGMENT_BYTES = 1 << 30;
@@ -58,6 +84,16 @@ const SEGMENT_BYTES = 1 << 30;
  * plus msync, which is what makes this tier fast on /dev/shm or DAX; on an ordinary
  * disk file system msync writes back and the nvme tier is the better choice.
  * One process at a time may open a pool.
+ *
+ * Whole files (`wholeFiles`): an object whose blocks are all in the pool can be copied, each
+ * block CRC-checked, into one plain file beside the pool (pmem-whole-files.ts), which the
+ * native FUSE path hands to the kernel. The file then stands in for its blocks' slots: their
+ * records are cleared and their memory given back (a hole punched in the pool file; a slot a
+ * native reader still has on loan is punched when the loan ends), and they stay off the free
+ * list until the file goes, when they are allocated again. So the pool's memory and the whole
+ * files' together stay within the capacity. A whole file is one entry for recency and eviction
+ * (never evicted while its object is pinned); blocks are read from it with a CRC check, and
+ * the optional scrub re-checks it in the background.
  */
 export class PmemTier implements Tier {
   readonly name = 'pmem' as const;
@@ -75,8 +111,25 @@ export class PmemTier implements Tier {
   #meta: Buffer | undefined;
   #segments: Buffer[];
   readonly #slotsPerSegment: number;
-  /** id hash → slot, in LRU order (first = least recently used). */
+  /**
+   * id hash → slot, in LRU order (first = least recently used); whole files are in the same
+   * order, as `WHOLE_KEY` + object version id → NO_SLOT.
+   */
   readonly #slots = new Map<string, number>();
+  /** The pool file, kept open to give slots' memory back (punch) and take it again (allocate). */
+  readonly #fd: number;
+  /** The whole-file folder; undefined when whole files are off. */
+  readonly #files: PmemWholeFiles | undefined;
+  /** Whole files by object version id. */
+  readonly #wholes = new Map<string, PmemWhole>();
+  /** Blocks held in whole files (`stats().blocks` counts blocks). */
+  #wholeBlocks = 0;
+  /** Slots of whole files still lent when their file was made: punched when their last loan ends. */
+  readonly #punchLater = new Set<number>();
+  /** Object versions being made whole. */
+  readonly #assembling = new Map<string, Promise<boolean>>();
+  readonly #scrub: WholeScrub | undefined;
+  #closing = false;
   /** Per slot: length and CRC of the block it holds (mirrors the valid records). */
   readonly #lengths: Uint32Array;
   readonly #checksums: Uint32Array;
@@ -95,9 +148,13 @@ export class PmemTier implements Tier {
     meta: Buffer,
     segments: Buffer[],
     slotsPerSegment: number,
+    fd: number,
+    whole: { files: PmemWholeFiles; wholes: PmemWhole[] } | undefined,
     config: PmemTierConfig,
     logger: Logger,
   ) {
+    this.#fd = fd;
+    this.#files = whole?.files;
     this.#mmap = mmap;
     this.#geometry = geometry;
     this.#meta = meta;
@@ -109,8 +166,20 @@ export class PmemTier implements Tier {
     this.#counters = new TierCounters('pmem', logger);
     this.#lengths = new Uint32Array(geometry.slotCount);
     this.#checksums = new Uint32Array(geometry.slotCount);
-    this.#loadRecords();
+    this.#loadRecords(whole?.wholes ?? []);
     this.#counters.sizes(this.#used, this.capacityBytes);
+    const rate = config.scrubBytesPerSecond ?? 0;
+    this.#scrub =
+      this.#files !== undefined && rate > 0
+        ? new WholeScrub(rate, {
+            next: (after) => this.#scrubTarget(after),
+            mismatch: (target) => {
+              this.#counters.checksumMismatch(target.objectId);
+              if (this.#wholes.get(target.objectId) === target.entry) this.#dropWhole(target.objectId);
+            },
+            ioError: (err) => this.#counters.ioError('scrub', err),
+          })
+        : undefined;
   }
 
   /** Opens the pool at `config.path`, creating or re-initialising it if its header does not match. */
@@ -135,30 +204,38 @@ export class PmemTier implements Tier {
         ftruncateSync(fd, geometry.fileBytes);
         fresh = true;
       }
-      // Reserve the blocks up front: a store through a mapping into a full tmpfs is SIGBUS.
-      mmap.allocate(fd, geometry.fileBytes);
+      mmap.allocate(fd, geometry.dataStart);
       const meta = mmap.map(fd, 0, geometry.dataStart);
       const header = readPoolHeader(meta);
-      if (fresh || header?.blockSize !== geometry.blockSize || header.slotCount !== geometry.slotCount) {
+      const reinit = fresh || header?.blockSize !== geometry.blockSize || header.slotCount !== geometry.slotCount;
+      if (reinit) {
         if (!fresh) logger.warn({ path: config.path }, 'pmem pool header does not match the configuration; re-initialising the pool');
         meta.fill(0, HEADER_BYTES, geometry.dataStart);
         mmap.sync(meta, HEADER_BYTES, geometry.tableBytes);
         writePoolHeader(meta, geometry);
         mmap.sync(meta, 0, HEADER_BYTES);
       }
+      // Whole files left by an earlier run keep their slots; a new pool (or whole files off) drops them.
+      const wholeDir = `${resolve(config.path)}.whole`;
+      let whole: { files: PmemWholeFiles; wholes: PmemWhole[] } | undefined;
+      if (config.wholeFiles === true) whole = PmemWholeFiles.open(wholeDir, geometry.blockSize, slotCount, reinit, logger);
+      else rmSync(wholeDir, { recursive: true, force: true });
+      const held = new Set(whole?.wholes.flatMap((w) => w.slots));
+      // Reserve the free slots' memory up front (a store through a mapping into a full tmpfs is
+      // SIGBUS) and give back the memory of slots whole files stand in for.
+      forEachRun(slotCount, (slot) => !held.has(slot), (first, count) => mmap.allocate(fd, count * geometry.blockSize, geometry.dataStart + first * geometry.blockSize));
+      forEachRun(slotCount, (slot) => held.has(slot), (first, count) => mmap.punch(fd, geometry.dataStart + first * geometry.blockSize, count * geometry.blockSize));
       const slotsPerSegment = Math.max(1, Math.floor(SEGMENT_BYTES / geometry.blockSize));
       const segments: Buffer[] = [];
       for (let first = 0; first < slotCount; first += slotsPerSegment) {
         const slots = Math.min(slotsPerSegment, slotCount - first);
         segments.push(mmap.map(fd, geometry.dataStart + first * geometry.blockSize, slots * geometry.blockSize));
       }
-      return new PmemTier(mmap, geometry, meta, segments, slotsPerSegment, config, logger);
+      return new PmemTier(mmap, geometry, meta, segments, slotsPerSegment, fd, whole, config, logger);
     } catch (err) {
+      closeSync(fd);
       if (err instanceof CacheError) throw err;
       throw new CacheError('CACHE_TIER_INVALID', `pmem pool ${config.path} cannot be mapped: ${(err as Error).message}`, { cause: err });
-    } finally {
-      // The mappings keep the file referenced; the descriptor is no longer needed.
-      closeSync(fd);
     }
   }
 
@@ -171,12 +248,16 @@ export class PmemTier implements Tier {
   }
 
   has(id: string): boolean {
-    return this.#slots.has(hashId(id));
+    return this.#slots.has(hashId(id)) || this.#wholeHolding(id) !== undefined;
   }
 
   async get(id: string): Promise<Buffer | undefined> {
     const hash = hashId(id);
     const slot = this.#slots.get(hash);
+    if (slot === undefined && this.#meta !== undefined) {
+      const held = this.#wholeHolding(id);
+      if (held !== undefined) return this.#getFromWhole(id, held);
+    }
     if (slot === undefined || this.#meta === undefined) {
       this.#counters.miss();
       return undefined;
@@ -209,6 +290,13 @@ export class PmemTier implements Tier {
   locate(id: string, length: number): BlockFile | undefined {
     const hash = hashId(id);
     const slot = this.#slots.get(hash);
+    if (slot === undefined && this.#meta !== undefined) {
+      // A block of a whole file: the file is never changed while it exists (removed, not reused).
+      const held = this.#wholeHolding(id);
+      if (held === undefined || held.length !== length || this.#files === undefined) return undefined;
+      this.#touchWhole(held.whole.objectId);
+      return { path: this.#files.dataPath(held.whole.objectId), offset: held.offset, checksum: held.checksum };
+    }
     if (slot === undefined || this.#meta === undefined || this.#lengths[slot] !== length) return undefined;
     this.#slots.delete(hash);
     this.#slots.set(hash, slot);
@@ -227,6 +315,7 @@ export class PmemTier implements Tier {
     }
     this.#loans.delete(slot);
     if (this.#lentGone.delete(slot)) this.#free.push(slot);
+    else if (this.#punchLater.delete(slot)) this.#punchSlot(slot);
   }
 
   countHits(blocks: number): void {
@@ -242,6 +331,11 @@ export class PmemTier implements Tier {
     if (present !== undefined) {
       this.#slots.delete(hash);
       this.#slots.set(hash, present);
+      return true;
+    }
+    const held = this.#wholeHolding(id);
+    if (held !== undefined) {
+      this.#touchWhole(held.whole.objectId);
       return true;
     }
     const slot = this.#free.pop() ?? this.#evictOldest();
@@ -279,26 +373,89 @@ export class PmemTier implements Tier {
   async delete(id: string): Promise<void> {
     const hash = hashId(id);
     const slot = this.#slots.get(hash);
-    if (slot !== undefined) this.#release(hash, slot);
+    if (slot !== undefined) {
+      this.#release(hash, slot);
+      return;
+    }
+    // A block of a whole file: the object's whole file goes (its blocks are one entry).
+    const held = this.#wholeHolding(id);
+    if (held !== undefined) this.#dropWhole(held.whole.objectId);
+  }
+
+  /**
+   * The whole file of object version `objectId` (block-key.ts `objectVersionId`), counted as a
+   * use unless `touch` is false; undefined when there is none. The file holds exactly the
+   * object's bytes while it exists: it is removed, never changed.
+   */
+  wholeFile(objectId: string, options: { readonly touch?: boolean } = {}): { readonly path: string; readonly size: number } | undefined {
+    const whole = this.#wholes.get(objectId);
+    if (whole === undefined || this.#files === undefined || this.#closing) return undefined;
+    if (options.touch !== false) this.#touchWhole(objectId);
+    return { path: this.#files.dataPath(objectId), size: whole.size };
+  }
+
+  /**
+   * Makes object version `objectId` of `size` bytes whole when every one of its blocks
+   * (`blockSize` bytes, the pool's, the last one short) is in the pool: the blocks are copied
+   * from the pool, each checked against its CRC-32C, into a whole file (pmem-whole-files.ts),
+   * whose slots are then given back (see the class comment). The blocks are lent meanwhile,
+   * so none is evicted or reused; one dropped meanwhile (deleted, or found damaged) abandons
+   * the file. Answers whether the object is whole now. Never rejects.
+   */
+  assembleWhole(objectId: string, size: number, blockSize: number): Promise<boolean> {
+    if (this.#files === undefined || this.#closing || blockSize !== this.#geometry.blockSize || !(size > blockSize)) return Promise.resolve(false);
+    if (this.#wholes.has(objectId)) return Promise.resolve(true);
+    const running = this.#assembling.get(objectId);
+    if (running !== undefined) return running;
+    const work = this.#assemble(this.#files, objectId, size)
+      .catch((err: unknown) => {
+        this.#counters.ioError('assemble', err);
+        return false;
+      })
+      .finally(() => this.#assembling.delete(objectId));
+    this.#assembling.set(objectId, work);
+    return work;
   }
 
   stats(): TierStats {
-    return this.#counters.snapshot({ capacityBytes: this.capacityBytes, usedBytes: this.#used, blocks: this.#slots.size });
+    return this.#counters.snapshot({ capacityBytes: this.capacityBytes, usedBytes: this.#used, blocks: this.#slots.size - this.#wholes.size + this.#wholeBlocks });
   }
 
   async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    // An assembly stops at its next block and removes what it wrote; the scrub at its next read.
+    await Promise.allSettled([...this.#assembling.values(), this.#scrub?.stop()]);
     // Every committed record is already flushed. Dropping the Buffers lets the garbage
     // collector unmap the pool; no explicit munmap, so no stale view can ever fault.
     this.#meta = undefined;
     this.#segments = [];
     this.#slots.clear();
+    this.#wholes.clear();
+    closeSync(this.#fd);
   }
 
-  #loadRecords(): void {
+  #loadRecords(wholes: readonly PmemWhole[]): void {
     const meta = this.#meta as Buffer;
+    const held = new Set<number>();
+    for (const whole of wholes) {
+      this.#wholes.set(whole.objectId, whole);
+      this.#slots.set(WHOLE_KEY + whole.objectId, NO_SLOT);
+      this.#wholeBlocks += whole.slots.length;
+      this.#used += whole.size;
+      for (const slot of whole.slots) held.add(slot);
+    }
     const valid: Array<{ slot: number; sequence: bigint; hash: string }> = [];
     const bySequence = new Map<string, { slot: number; sequence: bigint }>();
     for (let slot = 0; slot < this.#geometry.slotCount; slot += 1) {
+      if (held.has(slot)) {
+        // A crash after a whole file's commit and before its slots' records were cleared.
+        if (readSlotRecord(meta, recordOffset(slot), this.#geometry.blockSize) !== undefined) {
+          clearSlotRecord(meta, recordOffset(slot));
+          this.#mmap.sync(meta, recordOffset(slot), RECORD_BYTES);
+        }
+        continue;
+      }
       const record = readSlotRecord(meta, recordOffset(slot), this.#geometry.blockSize);
       if (record === undefined) continue;
       const twin = bySequence.get(record.idHash);
@@ -317,12 +474,20 @@ export class PmemTier implements Tier {
       this.#used += this.#lengths[slot];
       taken.add(slot);
     }
-    for (let slot = this.#geometry.slotCount - 1; slot >= 0; slot -= 1) if (!taken.has(slot)) this.#free.push(slot);
+    for (let slot = this.#geometry.slotCount - 1; slot >= 0; slot -= 1) if (!taken.has(slot) && !held.has(slot)) this.#free.push(slot);
   }
 
+  /** Frees the least recently used block or whole file that is not pinned nor lent; answers a free slot. */
   #evictOldest(): number | undefined {
     let victim: [string, number] | undefined;
     for (const entry of this.#slots) {
+      if (entry[1] === NO_SLOT) {
+        const objectId = entry[0].slice(WHOLE_KEY.length);
+        if (this.#isPinned?.(blockIdInVersion(objectId, 0)) === true) continue;
+        this.#dropWhole(objectId);
+        this.#counters.eviction();
+        return this.#free.pop();
+      }
       if (this.#loans.has(entry[1])) continue;
       const id = this.#idsByHash.get(entry[0]);
       if (id === undefined || this.#isPinned === undefined || !this.#isPinned(id)) {
@@ -357,10 +522,207 @@ export class PmemTier implements Tier {
     this.#counters.sizes(this.#used, this.capacityBytes);
   }
 
+  /** The whole file holding block `id`, with where the block lies in it; undefined when none does. */
+  #wholeHolding(id: string): WholeBlock | undefined {
+    if (this.#wholes.size === 0) return undefined;
+    const block = splitBlockId(id);
+    const whole = block === undefined ? undefined : this.#wholes.get(block.objectId);
+    if (whole === undefined || block!.index >= whole.checksums.length) return undefined;
+    const offset = block!.index * whole.blockSize;
+    return { whole, offset, length: Math.min(whole.blockSize, whole.size - offset), checksum: whole.checksums[block!.index]! };
+  }
+
+  #touchWhole(objectId: string): void {
+    const key = WHOLE_KEY + objectId;
+    if (this.#slots.delete(key)) this.#slots.set(key, NO_SLOT);
+  }
+
+  /** One block read from its whole file, checked against its CRC-32C; a damaged file is dropped. */
+  async #getFromWhole(id: string, held: WholeBlock): Promise<Buffer | undefined> {
+    const bytes = blockMemory(held.length);
+    let done = 0;
+    try {
+      const handle = await openFile(this.#files!.dataPath(held.whole.objectId), 'r');
+      try {
+        while (done < bytes.length) {
+          const { bytesRead } = await handle.read(bytes, done, bytes.length - done, held.offset + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#counters.ioError('read', err);
+      this.#counters.miss();
+      return undefined;
+    }
+    if (done < bytes.length || blockChecksum(bytes) !== held.checksum) {
+      this.#counters.checksumMismatch(id);
+      this.#counters.miss();
+      if (this.#wholes.get(held.whole.objectId) === held.whole) this.#dropWhole(held.whole.objectId);
+      return undefined;
+    }
+    if (this.#wholes.get(held.whole.objectId) === held.whole) this.#touchWhole(held.whole.objectId);
+    this.#counters.hit();
+    return bytes;
+  }
+
+  async #assemble(files: PmemWholeFiles, objectId: string, size: number): Promise<boolean> {
+    const blockSize = this.#geometry.blockSize;
+    const sources: Array<{ hash: string; slot: number }> = [];
+    for (let index = 0; index * blockSize < size; index++) {
+      const hash = hashId(blockIdInVersion(objectId, index));
+      const slot = this.#slots.get(hash);
+      if (slot === undefined || slot === NO_SLOT || this.#lengths[slot] !== Math.min(blockSize, size - index * blockSize)) return false;
+      sources.push({ hash, slot });
+    }
+    // Lent for the copy: no source slot is evicted or reused until the file is committed or abandoned.
+    for (const { slot } of sources) this.#loans.set(slot, (this.#loans.get(slot) ?? 0) + 1);
+    const whole: PmemWhole = { objectId, size, blockSize, checksums: sources.map(({ slot }) => this.#checksums[slot]!), slots: sources.map(({ slot }) => slot) };
+    let committed = false;
+    try {
+      await files.write(whole, async (handle) => {
+        for (const [index, { slot }] of sources.entries()) {
+          if (this.#closing) throw new CacheError('CACHE_TIER_IO', 'pmem tier closed while a whole file was being made');
+          const { segment, offset } = this.#locate(slot);
+          const bytes = segment.subarray(offset, offset + this.#lengths[slot]!);
+          if (blockChecksum(bytes) !== this.#checksums[slot]) throw new DamagedBlock(index);
+          let done = 0;
+          while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done, index * blockSize + done)).bytesWritten;
+        }
+      });
+      // A block dropped meanwhile: the file must not outlive the blocks it was made of.
+      if (this.#closing || sources.some(({ hash, slot }) => this.#slots.get(hash) !== slot)) {
+        files.remove(objectId);
+        return false;
+      }
+      this.#commitWhole(whole, sources);
+      committed = true;
+      return true;
+    } catch (err) {
+      if (!(err instanceof DamagedBlock)) throw err;
+      const bad = sources[err.index]!;
+      this.#counters.checksumMismatch(blockIdInVersion(objectId, err.index));
+      if (this.#slots.get(bad.hash) === bad.slot) this.#release(bad.hash, bad.slot);
+      return false;
+    } finally {
+      if (!committed) for (const { slot } of sources) this.unlocate({ path: this.#path, offset: this.#geometry.dataStart + slot * blockSize, checksum: 0 });
+    }
+  }
+
+  /** The whole file is durable and its manifest committed: its blocks leave the pool. */
+  #commitWhole(whole: PmemWhole, sources: ReadonlyArray<{ hash: string; slot: number }>): void {
+    const meta = this.#meta!;
+    for (const { hash, slot } of sources) {
+      this.#slots.delete(hash);
+      this.#idsByHash.delete(hash);
+      try {
+        clearSlotRecord(meta, recordOffset(slot));
+        this.#mmap.sync(meta, recordOffset(slot), RECORD_BYTES);
+      } catch (err) {
+        // The record stays valid on the media: the next open clears it (the manifest names the slot).
+        this.#counters.ioError('clear', err);
+      }
+      const loans = (this.#loans.get(slot) ?? 1) - 1;
+      if (loans > 0) {
+        this.#loans.set(slot, loans);
+        this.#punchLater.add(slot);
+      } else {
+        this.#loans.delete(slot);
+        this.#punchSlot(slot);
+      }
+    }
+    this.#wholes.set(whole.objectId, whole);
+    this.#slots.set(WHOLE_KEY + whole.objectId, NO_SLOT);
+    this.#wholeBlocks += whole.slots.length;
+    wholeFilesAssembled.inc();
+    this.#scrub?.wake();
+  }
+
+  /** Removes `objectId`'s whole file: its slots are allocated again and freed. */
+  #dropWhole(objectId: string): void {
+    const whole = this.#wholes.get(objectId);
+    if (whole === undefined) return;
+    try {
+      this.#files?.remove(objectId);
+    } catch (err) {
+      // The manifest could not be removed: the slots stay held, so a restart finds them as the manifest says.
+      this.#counters.ioError('remove', err);
+      return;
+    }
+    this.#wholes.delete(objectId);
+    this.#slots.delete(WHOLE_KEY + objectId);
+    this.#wholeBlocks -= whole.slots.length;
+    this.#used -= whole.size;
+    for (const slot of whole.slots) {
+      if (this.#punchLater.delete(slot)) {
+        // Never punched (still lent): it becomes free when its last loan ends.
+        this.#lentGone.add(slot);
+        continue;
+      }
+      try {
+        this.#mmap.allocate(this.#fd, this.#geometry.blockSize, this.#geometry.dataStart + slot * this.#geometry.blockSize);
+      } catch (err) {
+        // No memory for it now (a full tmpfs): the slot stays out of use until the next open.
+        this.#counters.ioError('allocate', err);
+        continue;
+      }
+      this.#free.push(slot);
+    }
+    this.#counters.sizes(this.#used, this.capacityBytes);
+  }
+
+  /** Gives back the memory of `slot`, which a whole file stands in for. */
+  #punchSlot(slot: number): void {
+    try {
+      this.#mmap.punch(this.#fd, this.#geometry.dataStart + slot * this.#geometry.blockSize, this.#geometry.blockSize);
+    } catch (err) {
+      // The memory stays taken (counted as an I/O error); nothing is wrong with the data.
+      this.#counters.ioError('punch', err);
+    }
+  }
+
+  /** The whole file after `after` in recency order (the first when undefined or gone), for the scrub. */
+  #scrubTarget(after: string | undefined): ScrubTarget | undefined {
+    if (this.#closing || this.#files === undefined) return undefined;
+    let passed = after === undefined || !this.#wholes.has(after);
+    let first: ScrubTarget | undefined;
+    for (const [objectId, whole] of this.#wholes) {
+      const target: ScrubTarget = { objectId, path: this.#files.dataPath(objectId), size: whole.size, layout: whole, entry: whole };
+      first ??= target;
+      if (passed && objectId !== after) return target;
+      if (objectId === after) passed = true;
+    }
+    return first;
+  }
+
   #locate(slot: number): { segment: Buffer; offset: number } {
     const segment = this.#segments[Math.floor(slot / this.#slotsPerSegment)];
     if (segment === undefined) throw new CacheError('CACHE_TIER_IO', 'pmem pool is closed');
     return { segment, offset: (slot % this.#slotsPerSegment) * this.#geometry.blockSize };
+  }
+}
+
+const wholeFilesAssembled = counter('strata_cache_whole_files_assembled_total', 'Object versions made whole in the NVMe or pmem tier: their blocks copied, CRC-checked, into one file the kernel can read through passthrough');
+
+/** A block failed its CRC while being copied into a whole file: the file is abandoned. */
+class DamagedBlock extends Error {
+  constructor(readonly index: number) {
+    super(`block ${index} failed its checksum`);
+  }
+}
+
+/** Calls `run(first, count)` for each maximal run of slots in [0, slotCount) that `wanted` accepts. */
+function forEachRun(slotCount: number, wanted: (slot: number) => boolean, run: (first: number, count: number) => void): void {
+  let first = -1;
+  for (let slot = 0; slot <= slotCount; slot += 1) {
+    const inRun = slot < slotCount && wanted(slot);
+    if (inRun && first < 0) first = slot;
+    else if (!inRun && first >= 0) {
+      run(first, slot - first);
+      first = -1;
+    }
   }
 }
 

@@ -22,6 +22,8 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ['--state-dir DIR', 'links, journal and tier files (default ~/.strata)'],
       ['--dram SIZE', 'DRAM tier size, e.g. 2GiB (default: 1GiB or a quarter of RAM, whichever is less)'],
       ['--pmem FILE:SIZE', 'persistent-memory tier: a pool file mapped into memory, e.g. /dev/shm/strata.pool:8GiB'],
+      ['--pmem-whole-files on|off', 'keep objects whole in the pmem tier as one file each beside the pool, within its size, read by the kernel through passthrough (default on)'],
+      ['--pmem-scrub-rate SIZE', 'bytes per second the background scrub re-reads of the pmem tier\'s whole files (default 16MiB; 0: off)'],
       ['--nvme DIR[:SIZE]', 'NVMe tier: a directory of block files'],
       ['--nvme-whole-files on|off', 'keep objects whole in the NVMe tier as one file each, read by the kernel through passthrough (default on)'],
       ['--nvme-scrub-rate SIZE', 'bytes per second the background scrub re-reads of whole files to check them (default 16MiB; 0: off)'],

@@ -47,6 +47,19 @@ describe('daemonConfig', () => {
     expect(() => daemonConfig({ ...base, nvmeScrubRate: '1MiB' }, {})).toThrow(/--nvme-scrub-rate: needs an NVMe tier/);
   });
 
+  it('takes the pmem whole-file and scrub options, with defaults, only with a pmem tier', () => {
+    const defaults = daemonConfig({ ...base, pmem: '/dev/shm/strata.pool:1GiB' }, {});
+    expect(defaults.pmemWholeFiles).toBe(true);
+    expect(defaults.pmemScrubBytesPerSecond).toBe(16 * 1024 ** 2);
+    const set = daemonConfig({ ...base, pmem: '/dev/shm/strata.pool:1GiB', pmemWholeFiles: 'off', pmemScrubRate: '0' }, {});
+    expect(set.pmemWholeFiles).toBe(false);
+    expect(set.pmemScrubBytesPerSecond).toBe(0);
+    expect(() => daemonConfig({ ...base, pmem: '/dev/shm/strata.pool:1GiB', pmemWholeFiles: 'yes' as never }, {})).toThrow(/--pmem-whole-files: must be on or off/);
+    expect(() => daemonConfig({ ...base, pmem: '/dev/shm/strata.pool:1GiB', pmemScrubRate: 'fast' }, {})).toThrow(/--pmem-scrub-rate: "fast" is not a size per second/);
+    expect(() => daemonConfig({ ...base, pmemWholeFiles: 'on' }, {})).toThrow(/--pmem-whole-files: needs a pmem tier/);
+    expect(() => daemonConfig({ ...base, nvme: '/nvme/strata', pmemScrubRate: '1MiB' }, {})).toThrow(/--pmem-scrub-rate: needs a pmem tier/);
+  });
+
   it('takes --write-passthrough on|off, on by default', () => {
     expect(daemonConfig(base, {}).writePassthrough).toBe(true);
     expect(daemonConfig({ ...base, writePassthrough: 'off' }, {}).writePassthrough).toBe(false);

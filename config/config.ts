@@ -152,6 +152,8 @@ export const mountOptionsSchema = z
     nvme: pathWithSize('--nvme', false).optional(),
     nvmeWholeFiles: z.enum(['on', 'off'], { message: '--nvme-whole-files: must be on or off' }).optional(),
     nvmeScrubRate: rateText('--nvme-scrub-rate').optional(),
+    pmemWholeFiles: z.enum(['on', 'off'], { message: '--pmem-whole-files: must be on or off' }).optional(),
+    pmemScrubRate: rateText('--pmem-scrub-rate').optional(),
     memory: sizeText('--memory').optional(),
     blockSize: sizeText('--block-size').optional(),
     api: hostPort.prefault(DEFAULT_API),
@@ -308,6 +310,13 @@ export interface DaemonConfig {
   readonly nvmeWholeFiles: boolean;
   /** `--nvme-scrub-rate`: bytes per second the background scrub re-reads of whole files (0: off). */
   readonly nvmeScrubBytesPerSecond: number;
+  /**
+   * `--pmem-whole-files`: objects whole in the pmem tier are kept as one file each beside the
+   * pool (within its capacity), which the native FUSE path hands to the kernel. Default true.
+   */
+  readonly pmemWholeFiles: boolean;
+  /** `--pmem-scrub-rate`: bytes per second the background scrub re-reads of the pmem tier's whole files (0: off). */
+  readonly pmemScrubBytesPerSecond: number;
   readonly allowOther: boolean;
   /** `--allow-root`: root may use the mount besides the daemon's user. */
   readonly allowRoot: boolean;
@@ -373,6 +382,9 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
   if (!o.nvme && (o.nvmeWholeFiles !== undefined || o.nvmeScrubRate !== undefined)) {
     throw new ConfigError('CONFIG_INVALID', `${o.nvmeWholeFiles !== undefined ? '--nvme-whole-files' : '--nvme-scrub-rate'}: needs an NVMe tier (--nvme DIR[:SIZE])`);
   }
+  if (!o.pmem && (o.pmemWholeFiles !== undefined || o.pmemScrubRate !== undefined)) {
+    throw new ConfigError('CONFIG_INVALID', `${o.pmemWholeFiles !== undefined ? '--pmem-whole-files' : '--pmem-scrub-rate'}: needs a pmem tier (--pmem FILE:SIZE)`);
+  }
   if (o.allowOther && o.allowRoot) throw new ConfigError('CONFIG_INVALID', '--allow-root: give either --allow-other or --allow-root (allow-other already includes root)');
   if (o.peers && (env.STRATA_PEER_SECRET ?? '').length < MIN_PEER_SECRET_LENGTH) {
     throw new ConfigError('CONFIG_INVALID', `--peers: set STRATA_PEER_SECRET (the same value on every peer, at least ${MIN_PEER_SECRET_LENGTH} characters) so peer traffic is authenticated`);
@@ -403,6 +415,8 @@ export function daemonConfig(input: MountOptionsInput, env: NodeJS.ProcessEnv = 
     staleOnErrorSeconds: o.staleOnError,
     nvmeWholeFiles: o.nvmeWholeFiles !== 'off',
     nvmeScrubBytesPerSecond: o.nvmeScrubRate ?? DEFAULT_SCRUB_BYTES_PER_SECOND,
+    pmemWholeFiles: o.pmemWholeFiles !== 'off',
+    pmemScrubBytesPerSecond: o.pmemScrubRate ?? DEFAULT_SCRUB_BYTES_PER_SECOND,
     allowOther: o.allowOther,
     allowRoot: o.allowRoot,
     ...(o.uid !== undefined ? { uid: o.uid } : {}),

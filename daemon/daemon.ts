@@ -308,7 +308,9 @@ async function openBlockCache(config: DaemonConfig, links: LinkRuntime, pins: Pi
     ...(config.blockSizeBytes ? { blockSize: config.blockSizeBytes } : {}),
     memoryBudgetBytes: config.memoryBudgetBytes,
     ioPoolBytes: config.memoryBudgetBytes - tiers.dramBytes,
-    ...(tiers.pmem ? { pmem: { path: tiers.pmem.path, capacityBytes: tiers.pmem.bytes } } : {}),
+    ...(tiers.pmem
+      ? { pmem: { path: tiers.pmem.path, capacityBytes: tiers.pmem.bytes, wholeFiles: config.pmemWholeFiles, scrubBytesPerSecond: config.pmemScrubBytesPerSecond } }
+      : {}),
     ...(nvme ? { nvme } : {}),
     isPinned: pins.isPinned,
   });

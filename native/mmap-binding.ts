@@ -5,7 +5,10 @@ import { loadAddon } from './addons.js';
 export interface MmapBinding {
   map(fd: number, offset: number, length: number): Buffer;
   sync(buffer: Buffer, offset: number, length: number): void;
-  allocate(fd: number, length: number): void;
+  /** Reserves [offset, offset + length) of the file (offset 0 when absent). */
+  allocate(fd: number, length: number, offset?: number): void;
+  /** Gives back the memory or disk blocks of [offset, offset + length): the range reads as zeros. */
+  punch(fd: number, offset: number, length: number): void;
   pageSize(): number;
   /** Bytes of the buffer's pages resident in memory now (mincore). */
   resident(buffer: Buffer): number;

@@ -7,8 +7,12 @@
  *                                       can outlive it (no explicit unmap on purpose).
  *   sync(buffer, offset, length)        msync(MS_SYNC) of the byte range, widened to
  *                                       whole pages as msync requires.
- *   allocate(fd, length)                posix_fallocate, so stores through the mapping
- *                                       never hit a full tmpfs (which would be SIGBUS).
+ *   allocate(fd, length[, offset])      posix_fallocate of [offset, offset + length)
+ *                                       (offset 0 when absent), so stores through the
+ *                                       mapping never hit a full tmpfs (SIGBUS).
+ *   punch(fd, offset, length)           fallocate(PUNCH_HOLE | KEEP_SIZE): the range's
+ *                                       memory or disk blocks are given back and it reads
+ *                                       as zeros; `allocate` takes them again before reuse.
  *   pageSize() -> number
  *   resident(buffer) -> number          bytes of the buffer's pages now in memory
  *                                       (mincore), for reporting how much of a
@@ -22,6 +26,7 @@
  *
  * Errors are thrown as JavaScript Errors carrying the errno name in `code`.
  */
+#define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <stdio.h>
@@ -108,16 +113,35 @@ static napi_value sync_range(napi_env env, napi_callback_info info) {
 }
 
 static napi_value allocate(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  int64_t fd, length;
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t fd, length, offset = 0;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 2 || !get_int64(env, argv[0], &fd) || !get_int64(env, argv[1], &length)) {
-    napi_throw_type_error(env, "EINVAL", "allocate(fd, length) expects non-negative integers");
+  if (argc < 2 || !get_int64(env, argv[0], &fd) || !get_int64(env, argv[1], &length) ||
+      (argc >= 3 && !get_int64(env, argv[2], &offset)) || fd > INT32_MAX || length > INT64_MAX - offset) {
+    napi_throw_type_error(env, "EINVAL", "allocate(fd, length[, offset]) expects non-negative integers");
     return NULL;
   }
-  int err = posix_fallocate((int)fd, 0, (off_t)length);
+  if (length == 0) return NULL;
+  int err = posix_fallocate((int)fd, (off_t)offset, (off_t)length);
   if (err != 0) return throw_errno(env, "posix_fallocate", err);
+  return NULL;
+}
+
+static napi_value punch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t fd, offset, length;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3 || !get_int64(env, argv[0], &fd) || !get_int64(env, argv[1], &offset) ||
+      !get_int64(env, argv[2], &length) || fd > INT32_MAX || length > INT64_MAX - offset) {
+    napi_throw_type_error(env, "EINVAL", "punch(fd, offset, length) expects non-negative integers");
+    return NULL;
+  }
+  if (length == 0) return NULL;
+  if (fallocate((int)fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) != 0) {
+    return throw_errno(env, "fallocate(PUNCH_HOLE)", errno);
+  }
   return NULL;
 }
 
@@ -195,6 +219,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"map", NULL, map_file, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sync", NULL, sync_range, NULL, NULL, NULL, napi_enumerable, NULL},
     {"allocate", NULL, allocate, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"punch", NULL, punch, NULL, NULL, NULL, napi_enumerable, NULL},
     {"pageSize", NULL, page_size, NULL, NULL, NULL, napi_enumerable, NULL},
     {"resident", NULL, resident, NULL, NULL, NULL, napi_enumerable, NULL},
     {"hugeBlock", NULL, huge_block, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -65,7 +65,7 @@ describe('block cache tiers through a real mount', () => {
       } finally {
         await daemon.stop();
         // The pool and the parameter-table folder the daemon keeps beside it.
-        await sh(`rm -rf /dev/shm/strata-test-${process.pid}-*.pool /dev/shm/strata-test-${process.pid}-*.pool.params`);
+        await sh(`rm -rf /dev/shm/strata-test-${process.pid}-*.pool /dev/shm/strata-test-${process.pid}-*.pool.params /dev/shm/strata-test-${process.pid}-*.pool.whole`);
       }
     });
   }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -411,7 +411,8 @@ describe('native FUSE path: pmem tier hits answered by the FUSE threads', () => 
     const model = randomBytes(10 * MiB + 3);
     const { bucket, work, mnt } = await modelBucket('native-pmem', model);
     const pool = await mkdtemp(join('/dev/shm', 'strata-native-pmem-'));
-    const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '8MiB', '--memory', '24MiB', '--pmem', `${join(pool, 'strata.pool')}:32MiB`, '--log-level', 'warn'];
+    // Blocks in the pool only: with whole files the second read would be passthrough (tested below).
+    const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '8MiB', '--memory', '24MiB', '--pmem', `${join(pool, 'strata.pool')}:32MiB`, '--pmem-whole-files', 'off', '--log-level', 'warn'];
     let daemon: StrataProcess | undefined = await startMount(`s3://${bucket}`, mnt, args);
     try {
       expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
@@ -445,6 +446,59 @@ describe('native FUSE path: pmem tier hits answered by the FUSE threads', () => 
       if (daemon) await daemon.stop('SIGTERM');
       await cleanupDir(work);
       await cleanupDir(pool);
+    }
+  }, 300_000);
+});
+
+describe('native FUSE path: whole files of the pmem tier', () => {
+  it('makes a read object whole beside the pool, within the pool\'s size; after a crash and restart the kernel reads it through passthrough, byte-exact; the scrub drops a damaged file and the next read refetches', async () => {
+    const model = randomBytes(14 * MiB + 11);
+    const { bucket, work, mnt } = await modelBucket('native-pmem-whole', model);
+    const shm = await mkdtemp(join('/dev/shm', 'strata-native-pmem-whole-'));
+    const pool = join(shm, 'strata.pool');
+    const wholeDir = `${pool}.whole`;
+    const args = ['--fuse', 'native', '--endpoint', testS3().endpoint, '--state-dir', join(work, 'state'), '--dram', '8MiB', '--memory', '24MiB', '--pmem', `${pool}:32MiB`, '--log-level', 'warn'];
+    const wholeFiles = async () => (await readdir(wholeDir)).filter((name) => name.endsWith('.data')).map((name) => join(wholeDir, name));
+    let daemon: StrataProcess | undefined = await startMount(`s3://${bucket}`, mnt, [...args, '--pmem-scrub-rate', '0']);
+    try {
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+      expect(await waitForMetric(apiUrlOf(daemon), 'strata_cache_whole_files_assembled_total', 1, 60_000)).toBe(1);
+      await daemon.stop('SIGKILL');
+      const [whole] = await wholeFiles();
+      expect((await readFile(whole!)).equals(model)).toBe(true);
+      // The file stands in for its blocks' slots: pool and file together stay within the pool's size.
+      const poolBytes = (await stat(pool)).blocks * 512;
+      expect(poolBytes + (await stat(whole!)).blocks * 512).toBeLessThanOrEqual(32 * MiB + 64 * 1024);
+
+      daemon = await startMount(`s3://${bucket}`, mnt, [...args, '--pmem-scrub-rate', '0']);
+      let base = apiUrlOf(daemon);
+      const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sha256(model.subarray(4_190_000, 4_200_000))}  -\n`);
+      expect(await metric(base, 'strata_fuse_passthrough_files_total')).toBeGreaterThanOrEqual(2);
+      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
+      expect(await metric(base, 'strata_fuse_file_reads', '{kind="reads"}')).toBe(0);
+      expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(0);
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      daemon = undefined;
+
+      const handle = await open(whole!, 'r+');
+      try {
+        const at = 9 * MiB + 123;
+        await handle.write(Buffer.from([model[at]! ^ 0x40]), 0, 1, at);
+      } finally {
+        await handle.close();
+      }
+      daemon = await startMount(`s3://${bucket}`, mnt, [...args, '--pmem-scrub-rate', '256MiB']);
+      base = apiUrlOf(daemon);
+      expect(await waitForMetric(base, 'strata_cache_scrub_mismatches_total', 1, 30_000)).toBe(1);
+      expect(await wholeFiles()).toEqual([]);
+      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+      expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(model.length);
+    } finally {
+      if (daemon) await daemon.stop('SIGTERM');
+      await cleanupDir(work);
+      await cleanupDir(shm);
     }
   }, 300_000);
 });

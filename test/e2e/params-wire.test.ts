@@ -55,6 +55,7 @@ describe('the params binary protocol in a running daemon (--params-wire)', () =>
   afterAll(async () => {
     await rm(pool, { force: true });
     await rm(`${pool}.params`, { recursive: true, force: true });
+    await rm(`${pool}.whole`, { recursive: true, force: true });
     if (work) await cleanupDir(work);
   });
 

@@ -40,6 +40,7 @@ describe('parameter tables in a running daemon', () => {
     client?.destroy();
     await rm(pool, { force: true });
     await rm(`${pool}.params`, { recursive: true, force: true });
+    await rm(`${pool}.whole`, { recursive: true, force: true });
     if (work) await cleanupDir(work);
   });
 

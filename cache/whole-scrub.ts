@@ -2,9 +2,8 @@ import { open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { counter } from '../telemetry/index.js';
 import { blockChecksum } from './checksum.js';
-import type { IndexEntry, WholeLayout } from './nvme-index-log.js';
 
-const scrubbedBytes = counter('strata_cache_scrub_bytes_total', 'Bytes of whole-object files in the NVMe tier re-read and checked by the background scrub');
+const scrubbedBytes = counter('strata_cache_scrub_bytes_total', 'Bytes of whole-object files in the NVMe and pmem tiers re-read and checked by the background scrubs');
 const scrubMismatches = counter('strata_cache_scrub_mismatches_total', 'Whole-object files the background scrub found damaged (a block failed its CRC-32C); each was dropped');
 
 /**
@@ -23,9 +22,10 @@ export interface ScrubTarget {
   readonly objectId: string;
   readonly path: string;
   readonly size: number;
-  readonly layout: WholeLayout;
-  /** The tier's entry: a mismatch drops the file only if the entry is still this one. */
-  readonly entry: IndexEntry;
+  /** Bytes per block, and the CRC-32C each block had when the file was made. */
+  readonly layout: { readonly blockSize: number; readonly checksums: readonly number[] };
+  /** The tier's record of the file: a mismatch drops the file only if the record is still this one. */
+  readonly entry: unknown;
 }
 
 /** What the scrub needs of its tier. */
@@ -39,14 +39,14 @@ export interface ScrubSource {
 }
 
 /**
- * The background scrub of the NVMe tier's whole-object files: whole files are served by the
- * kernel (FUSE passthrough), which checks no CRC, so the scrub re-reads each in turn, block by
+ * The background scrub of a file tier's whole-object files (the NVMe tier's, and the pmem
+ * tier's on tmpfs or DAX): whole files are served by the kernel (FUSE passthrough), which checks no CRC, so the scrub re-reads each in turn, block by
  * block, at most `bytesPerSecond`, and compares every block's CRC-32C with the one recorded
  * when the file was made. A file that fails is dropped: new opens then read through the block
  * path and refetch (opens already made keep the kernel's backing file until closed). Runs on
  * the event loop with one 1 MiB buffer; `stop` ends it at its next pause.
  */
-export class NvmeScrub {
+export class WholeScrub {
   readonly #rate: number;
   readonly #source: ScrubSource;
   readonly #abort = new AbortController();
