@@ -8,8 +8,8 @@
  *   page cache dropped (the disk) and warm (memory);
  * - 1 GiB warm from the NVMe tier after a restart (64 MiB DRAM, page cache dropped) on
  *   both paths, against `dd` of a plain file on the same disk;
- * - the same from the pmem tier (a pool on /dev/shm) on the native path, against `dd` of a
- *   plain file on /dev/shm;
+ * - the same from the pmem tier (a pool on /dev/shm) on the native path, whole (passthrough to
+ *   the object's file beside the pool) and as blocks only, against `dd` of a plain file on /dev/shm;
  * - a second `ls -lR` of 10,000 objects within --metadata-ttl 60 against the first;
  * - `fio --rw=randread --bs=128k --numjobs=4` on a file warm in the NVMe tier against the same
  *   fio run on the plain local copy, page cache dropped before each (fio is installed with apt
@@ -225,30 +225,49 @@ async function nvmeAfterRestart(
 
 /**
  * 1 GiB from the pmem tier (a pool on /dev/shm, which a restart keeps) after a restart, 64 MiB
- * of DRAM, on the native path, next to `dd` of the same bytes as a plain file on /dev/shm.
+ * of DRAM, on the native path, next to `dd` of the same bytes as a plain file on /dev/shm: with
+ * whole files (the default: the object whole beside the pool, read by the kernel through
+ * passthrough) and with blocks only (`--pmem-whole-files off`: the FUSE threads read the pool's
+ * slots). Each is filled by one cold read from the store (reported, for the warm/cold ratio);
+ * the whole file is made once that read closes. Restarted every round, page cache dropped.
  */
 async function pmemAfterRestart(body: Buffer, s3Mount: (mnt: string, args: string[]) => Promise<StrataProcess>, mnt: string): Promise<Record<string, number[]>> {
   const shm = await mkdtemp(join('/dev/shm', 'strata-bench-pmem-'));
-  const samples: Record<string, number[]> = { native: [], plainFile: [], cpuPerGiB: [] };
+  const samples: Record<string, number[]> = { whole: [], blocks: [], plainFile: [], cold: [], wholeCpuPerGiB: [], blocksCpuPerGiB: [], passthroughOpens: [] };
+  const configs = {
+    whole: ['--fuse', 'native', '--state-dir', join(shm, 'state-whole'), '--dram', '64MiB', '--memory', '160MiB', '--pmem', `${join(shm, 'whole.pool')}:1100MiB`, '--pmem-scrub-rate', '0'],
+    blocks: ['--fuse', 'native', '--state-dir', join(shm, 'state-blocks'), '--dram', '64MiB', '--memory', '160MiB', '--pmem', `${join(shm, 'blocks.pool')}:1100MiB`, '--pmem-whole-files', 'off'],
+  };
   try {
     const plain = join(shm, 'model.bin');
     await writeFile(plain, body);
-    const args = ['--fuse', 'native', '--state-dir', join(shm, 'state'), '--dram', '64MiB', '--memory', '160MiB', '--pmem', `${join(shm, 'strata.pool')}:1100MiB`];
-    const filling = await s3Mount(mnt, args);
-    await timeCommand(`dd if=${mnt}/model.bin of=/dev/null bs=1M status=none`);
-    await stop(filling);
+    for (const [name, args] of Object.entries(configs)) {
+      const filling = await s3Mount(mnt, args);
+      try {
+        samples.cold!.push(FILE_BYTES / MiB / (await timeCommand(`dd if=${mnt}/model.bin of=/dev/null bs=1M status=none`)));
+        if (name === 'whole' && (await waitForMetric(apiUrlOf(filling), 'strata_cache_whole_files_assembled_total', 1, 120_000)) < 1) {
+          throw new Error('the object was not made whole in the pmem tier within 120 s of its first read');
+        }
+      } finally {
+        await stop(filling);
+      }
+    }
     const read = async (file: string) => {
       await dropPageCache();
       return FILE_BYTES / MiB / (await timeCommand(`dd if=${file} of=/dev/null bs=1M status=none`));
     };
     for (let round = 0; round < RESTART_ROUNDS; round++) {
-      const daemon = await s3Mount(mnt, args);
-      try {
-        const cpu = cpuSeconds(daemon);
-        samples.native!.push(await read(`${mnt}/model.bin`));
-        samples.cpuPerGiB!.push(cpuSeconds(daemon) - cpu);
-      } finally {
-        await stop(daemon);
+      const order = round % 2 === 0 ? (['whole', 'blocks'] as const) : (['blocks', 'whole'] as const);
+      for (const name of order) {
+        const daemon = await s3Mount(mnt, configs[name]);
+        try {
+          const cpu = cpuSeconds(daemon);
+          samples[name]!.push(await read(`${mnt}/model.bin`));
+          samples[`${name}CpuPerGiB`]!.push(cpuSeconds(daemon) - cpu);
+          if (name === 'whole') samples.passthroughOpens!.push(await metric(apiUrlOf(daemon), 'strata_fuse_passthrough_files_total'));
+        } finally {
+          await stop(daemon);
+        }
       }
       samples.plainFile!.push(await read(plain));
     }
@@ -258,9 +277,13 @@ async function pmemAfterRestart(body: Buffer, s3Mount: (mnt: string, args: strin
   const base = median(samples.plainFile!);
   printTable('Warm 1 GiB from the pmem tier (pool on /dev/shm) after a restart, 64 MiB DRAM (MiB/s)', ['case', 'MiB/s median', 'range', 'ratio (target)'], [
     row('dd of a plain file on /dev/shm', samples.plainFile!, base, '-'),
-    row('Strata native path', samples.native!, base, '>= 0.8x'),
+    row('Strata, whole file (passthrough)', samples.whole!, base, '>= 0.8x'),
+    row('Strata, blocks only (FUSE threads)', samples.blocks!, base, '-'),
+    row('cold read from the store (the fills)', samples.cold!, base, '-'),
   ]);
-  process.stdout.write(`daemon CPU per GiB read: ${median(samples.cpuPerGiB!).toFixed(2)} s\n`);
+  process.stdout.write(
+    `whole file / cold read: ${(median(samples.whole!) / median(samples.cold!)).toFixed(1)}x (target >= 5x); daemon CPU per GiB read: whole ${median(samples.wholeCpuPerGiB!).toFixed(2)} s, blocks ${median(samples.blocksCpuPerGiB!).toFixed(2)} s; passthrough opens per whole round: ${samples.passthroughOpens!.join(', ')}\n`,
+  );
   return samples;
 }
 
@@ -322,7 +345,6 @@ async function wholeFileReads(work: string, s3Mount: (mnt: string, args: string[
   return samples;
 }
 
-/** A counter or gauge of the daemon's /metrics (the full name with labels), 0 when absent. */
 /** Starts a native-path daemon over the NVMe tier `name` whose tier holds `files` (read once through it, then restarted). */
 async function warmNvmeDaemon(
   work: string,
