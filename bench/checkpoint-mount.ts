@@ -31,7 +31,7 @@ import { startRgw } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
 import { profileArgs } from './cold-read.js';
 import { createBucket, dropPageCache, s3Client, shell, timeCommand } from './lib/harness.js';
-import { holdFreedMemory } from './lib/page-reporting.js';
+import { withFreedMemoryHeld } from './lib/page-reporting.js';
 import { cpuSecondsOf } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
 import { median } from './lib/stats.js';
@@ -123,13 +123,7 @@ async function sdkRun(file: string): Promise<number> {
 }
 
 export async function run(): Promise<Record<string, unknown>> {
-  const memory = await holdFreedMemory();
-  process.stdout.write(`${memory.line}\n`);
-  try {
-    return await measureAll();
-  } finally {
-    await memory.restore();
-  }
+  return withFreedMemoryHeld(measureAll);
 }
 
 async function measureAll(): Promise<Record<string, unknown>> {

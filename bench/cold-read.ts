@@ -42,7 +42,7 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startRgw, type RgwHandle } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir } from '../test/fixtures/strata-process.js';
 import { createBucket, dropPageCache, putMany, s3Client, shell, timeCommand, uploadLarge } from './lib/harness.js';
-import { holdFreedMemory } from './lib/page-reporting.js';
+import { withFreedMemoryHeld } from './lib/page-reporting.js';
 import { cpuTimesOf, machineCpu, mountPeer, peerInstalled, type PeerName } from './lib/peer-mounts.js';
 import { printTable } from './lib/table.js';
 import { median } from './lib/stats.js';
@@ -84,13 +84,7 @@ const WARM_OBJECT_BYTES = 128 * MiB;
 const WARM_FILES = 400;
 
 export async function run(): Promise<Record<string, unknown>> {
-  const memory = await holdFreedMemory();
-  process.stdout.write(`${memory.line}\n`);
-  try {
-    return await measureAll();
-  } finally {
-    await memory.restore();
-  }
+  return withFreedMemoryHeld(measureAll);
 }
 
 async function measureAll(): Promise<Record<string, unknown>> {

@@ -41,7 +41,7 @@ import { join, resolve } from 'node:path';
 import { startRgw } from '../test/fixtures/rgw.js';
 import { apiUrlOf, cleanupDir, startMount, tempDir, type StrataProcess } from '../test/fixtures/strata-process.js';
 import { createBucket, dropPageCache, metric, putMany, s3Client, shell, timeCommand, uploadLarge, waitForMetric } from './lib/harness.js';
-import { holdFreedMemory } from './lib/page-reporting.js';
+import { withFreedMemoryHeld } from './lib/page-reporting.js';
 import { printTable } from './lib/table.js';
 import { median } from './lib/stats.js';
 
@@ -65,13 +65,7 @@ const CASES = new Set((process.env.NATIVE_FUSE_CASES ?? 'dram,nvme,pmem,listing,
 type Row = [string, string, string, string];
 
 export async function run(): Promise<Record<string, unknown>> {
-  const memory = await holdFreedMemory();
-  process.stdout.write(`${memory.line}\n`);
-  try {
-    return await measureAll();
-  } finally {
-    await memory.restore();
-  }
+  return withFreedMemoryHeld(measureAll);
 }
 
 async function measureAll(): Promise<Record<string, unknown>> {

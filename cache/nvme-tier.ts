@@ -14,6 +14,7 @@ import { deleteRecord, putRecord, replayIndexLog, type IndexEntry, type WholeLay
 import { makeFolders, renameDurably } from '../durable/index.js';
 import { assembleWholeFile, blockChecksumsOf, readExactly, type SourceBlock } from './nvme-whole-file.js';
 import { WholeScrub, type ScrubTarget } from './whole-scrub.js';
+import { wholeJob } from './whole-jobs.js';
 import type { Tier, TierStats } from './tier.js';
 import { TierCounters } from './tier-counters.js';
 
@@ -300,18 +301,8 @@ export class NvmeTier implements Tier {
   assembleWhole(objectId: string, size: number, blockSize: number): Promise<boolean> {
     if (this.#closed || !(size > 0) || !(blockSize > 0)) return Promise.resolve(false);
     if (this.#entries.get(objectId)?.whole !== undefined) return Promise.resolve(true);
-    const running = this.#assembling.get(objectId);
-    if (running !== undefined) return running;
-    // Marked before the work starts: making room (synchronously at first) must not evict its blocks.
-    this.#assembling.set(objectId, Promise.resolve(false));
-    const work = this.#assemble(objectId, size, blockSize)
-      .catch((err: unknown) => {
-        this.#counters.ioError('assemble', err);
-        return false;
-      })
-      .finally(() => this.#assembling.delete(objectId));
-    this.#assembling.set(objectId, work);
-    return work;
+    // Marked running before the work starts: making room (synchronously at first) must not evict its blocks.
+    return wholeJob(this.#assembling, objectId, () => this.#assemble(objectId, size, blockSize), (err) => this.#counters.ioError('assemble', err));
   }
 
   /**
@@ -325,15 +316,7 @@ export class NvmeTier implements Tier {
   adoptWhole(objectId: string, file: string, size: number, blockSize: number): Promise<boolean> {
     if (this.#closed || !(size > blockSize) || this.#assembling.has(objectId)) return Promise.resolve(false);
     if (this.#entries.get(objectId)?.whole !== undefined) return Promise.resolve(true);
-    this.#assembling.set(objectId, Promise.resolve(false));
-    const work = this.#linkWhole(objectId, file, size, blockSize)
-      .catch((err: unknown) => {
-        this.#counters.ioError('adopt', err);
-        return false;
-      })
-      .finally(() => this.#assembling.delete(objectId));
-    this.#assembling.set(objectId, work);
-    return work;
+    return wholeJob(this.#assembling, objectId, () => this.#linkWhole(objectId, file, size, blockSize), (err) => this.#counters.ioError('adopt', err));
   }
 
   stats(): TierStats {

@@ -10,6 +10,7 @@ import { blockIdInVersion, splitBlockId } from './block-key.js';
 import { counter } from '../telemetry/index.js';
 import { PmemWholeFiles, type PmemWhole } from './pmem-whole-files.js';
 import { WholeScrub, type ScrubTarget } from './whole-scrub.js';
+import { wholeJob } from './whole-jobs.js';
 import { loadMmapBinding, type MmapBinding } from '../native/index.js';
 import {
   HEADER_BYTES,
@@ -405,16 +406,8 @@ export class PmemTier implements Tier {
   assembleWhole(objectId: string, size: number, blockSize: number): Promise<boolean> {
     if (this.#files === undefined || this.#closing || blockSize !== this.#geometry.blockSize || !(size > blockSize)) return Promise.resolve(false);
     if (this.#wholes.has(objectId)) return Promise.resolve(true);
-    const running = this.#assembling.get(objectId);
-    if (running !== undefined) return running;
-    const work = this.#assemble(this.#files, objectId, size)
-      .catch((err: unknown) => {
-        this.#counters.ioError('assemble', err);
-        return false;
-      })
-      .finally(() => this.#assembling.delete(objectId));
-    this.#assembling.set(objectId, work);
-    return work;
+    const files = this.#files;
+    return wholeJob(this.#assembling, objectId, () => this.#assemble(files, objectId, size), (err) => this.#counters.ioError('assemble', err));
   }
 
   stats(): TierStats {

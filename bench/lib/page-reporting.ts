@@ -33,3 +33,17 @@ export async function holdFreedMemory(): Promise<{ line: string; restore(): Prom
     restore: () => writeFile(KNOB, `${before}\n`),
   };
 }
+
+/**
+ * Runs a benchmark's measurements with freed memory held (`holdFreedMemory`), printing its line
+ * first and putting the setting back after, whatever happens.
+ */
+export async function withFreedMemoryHeld<T>(measure: () => Promise<T>): Promise<T> {
+  const memory = await holdFreedMemory();
+  process.stdout.write(`${memory.line}\n`);
+  try {
+    return await measure();
+  } finally {
+    await memory.restore();
+  }
+}

@@ -44,8 +44,9 @@ describe('block cache tiers through a real mount', () => {
 
   for (const tier of ['pmem', 'nvme'] as const) {
     it(`serves a second read from ${tier} after a restart, with no store request`, async () => {
-      // Block files: a whole NVMe file would be read by the kernel (passthrough, no hits counted), tested in native-fuse.test.ts.
-      const tierArg = tier === 'pmem' ? ['--pmem', `/dev/shm/strata-test-${process.pid}-${tier}.pool:64MiB`] : ['--nvme', `${join(work, 'nvme')}:64MiB`, '--nvme-whole-files', 'off'];
+      // Blocks only: a whole file would be read by the kernel (passthrough, no hits counted), tested in native-fuse.test.ts.
+      const tierArg =
+        tier === 'pmem' ? ['--pmem', `/dev/shm/strata-test-${process.pid}-${tier}.pool:64MiB`, '--pmem-whole-files', 'off'] : ['--nvme', `${join(work, 'nvme')}:64MiB`, '--nvme-whole-files', 'off'];
       const args = ['--endpoint', testS3().endpoint, '--state-dir', join(work, `state-${tier}`), '--dram', '8MiB', '--memory', '24MiB', '--log-level', 'warn', ...tierArg];
       let daemon: StrataProcess = await startMount(`s3://${bucket}`, mnt, args);
       try {

@@ -43,6 +43,32 @@ async function expectReadByThreads(base: string, mnt: string, model: Buffer): Pr
  * byte-exact, the daemon's own check caught each block once, and the threads caught each block
  * they reached first (the open's readahead may reach the first block before them).
  */
+/**
+ * Reads `model.bin` through `mnt` whole and in part, byte-exact, and checks the kernel read it
+ * itself (passthrough): no READ reached the daemon or its threads, and no byte the store.
+ */
+async function expectReadThroughPassthrough(base: string, mnt: string, model: Buffer): Promise<void> {
+  const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
+  const passedThrough = await metric(base, 'strata_fuse_passthrough_files_total');
+  expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
+  expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sha256(model.subarray(4_190_000, 4_200_000))}  -\n`);
+  expect(await metric(base, 'strata_fuse_passthrough_files_total')).toBeGreaterThan(passedThrough);
+  expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
+  expect(await metric(base, 'strata_fuse_file_reads', '{kind="reads"}')).toBe(0);
+  expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(0);
+}
+
+/** Flips one byte in the middle of a whole-object file of `model` (at 9 MiB + 123). */
+async function damageWholeFile(file: string, model: Buffer): Promise<void> {
+  const handle = await open(file, 'r+');
+  try {
+    const at = 9 * MiB + 123;
+    await handle.write(Buffer.from([model[at]! ^ 0x40]), 0, 1, at);
+  } finally {
+    await handle.close();
+  }
+}
+
 async function expectDamageRefetched(base: string, mnt: string, model: Buffer, tier: string, blocks: number): Promise<void> {
   expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
   expect(await metric(base, 'strata_cache_checksum_mismatches_total', `{tier="${tier}"}`)).toBe(blocks);
@@ -327,26 +353,12 @@ describe('native FUSE path: NVMe tier hits answered by the FUSE threads', () => 
 
       daemon = await startMount(`s3://${bucket}`, mnt, [...args, '--nvme-scrub-rate', '0']);
       let base = apiUrlOf(daemon);
-      const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
-      const passedThrough = await metric(base, 'strata_fuse_passthrough_files_total');
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
-      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sha256(model.subarray(4_190_000, 4_200_000))}  -\n`);
-      // The kernel read the whole file itself: no READ reached the daemon or its threads.
-      expect(await metric(base, 'strata_fuse_passthrough_files_total')).toBeGreaterThan(passedThrough);
-      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
-      expect(await metric(base, 'strata_fuse_file_reads', '{kind="reads"}')).toBe(0);
-      expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(0);
+      await expectReadThroughPassthrough(base, mnt, model);
       expect(await daemon.stop('SIGTERM')).toBe(0);
       daemon = undefined;
 
       // Flip one byte in the middle of the whole file: the scrub finds it and drops the file.
-      const handle = await open(whole!, 'r+');
-      try {
-        const at = 9 * MiB + 123;
-        await handle.write(Buffer.from([model[at]! ^ 0x40]), 0, 1, at);
-      } finally {
-        await handle.close();
-      }
+      await damageWholeFile(whole!, model);
       daemon = await startMount(`s3://${bucket}`, mnt, [...args, '--nvme-scrub-rate', '256MiB']);
       base = apiUrlOf(daemon);
       expect(await waitForMetric(base, 'strata_cache_scrub_mismatches_total', 1, 30_000)).toBe(1);
@@ -472,23 +484,11 @@ describe('native FUSE path: whole files of the pmem tier', () => {
 
       daemon = await startMount(`s3://${bucket}`, mnt, [...args, '--pmem-scrub-rate', '0']);
       let base = apiUrlOf(daemon);
-      const daemonReads = await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}');
-      expect((await sh(`sha256sum ${mnt}/model.bin`)).split(' ')[0]).toBe(sha256(model));
-      expect(await sh(`dd if=${mnt}/model.bin bs=1000 skip=4190 count=10 status=none | sha256sum`)).toBe(`${sha256(model.subarray(4_190_000, 4_200_000))}  -\n`);
-      expect(await metric(base, 'strata_fuse_passthrough_files_total')).toBeGreaterThanOrEqual(2);
-      expect(await metric(base, 'strata_fuse_operation_seconds_count', '{op="read"}')).toBe(daemonReads);
-      expect(await metric(base, 'strata_fuse_file_reads', '{kind="reads"}')).toBe(0);
-      expect(await metric(base, 'strata_cache_store_bytes_total')).toBe(0);
+      await expectReadThroughPassthrough(base, mnt, model);
       expect(await daemon.stop('SIGTERM')).toBe(0);
       daemon = undefined;
 
-      const handle = await open(whole!, 'r+');
-      try {
-        const at = 9 * MiB + 123;
-        await handle.write(Buffer.from([model[at]! ^ 0x40]), 0, 1, at);
-      } finally {
-        await handle.close();
-      }
+      await damageWholeFile(whole!, model);
       daemon = await startMount(`s3://${bucket}`, mnt, [...args, '--pmem-scrub-rate', '256MiB']);
       base = apiUrlOf(daemon);
       expect(await waitForMetric(base, 'strata_cache_scrub_mismatches_total', 1, 30_000)).toBe(1);
