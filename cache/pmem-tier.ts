@@ -594,6 +594,8 @@ export class PmemTier implements Tier {
       committed = true;
       return true;
     } catch (err) {
+      // Stopped by close (the files are removed): not an I/O error.
+      if (this.#closing && !(err instanceof DamagedBlock)) return false;
       if (!(err instanceof DamagedBlock)) throw err;
       const bad = sources[err.index]!;
       this.#counters.checksumMismatch(blockIdInVersion(objectId, err.index));
