@@ -27,10 +27,10 @@ export interface WholeAssemblerScope {
 }
 
 /**
- * Makes object versions whole in one file tier (pmem or NVMe), in the background: the block cache offers an
- * object when a handle of it opens or closes (and when a warmup writes its last block); once
- * the write-through in progress has settled, the tier copies its blocks into one whole-object
- * file if all of them are there (NvmeTier.assembleWhole). One object at a time, off every
+ * Makes object versions whole in one file tier (pmem or NVMe), in the background: the block
+ * cache offers an object when a handle of it opens or closes (and when a warmup writes its last
+ * block); once the write-through in progress has settled, the tier copies its blocks into one
+ * whole-object file if all of them are there (its `assembleWhole`). One object at a time, off every
  * reader's path, with one block buffer from the I/O pool (waited for a while when the pool has
  * none to spare; past that the next offer retries).
  */
@@ -86,10 +86,12 @@ export class WholeAssembler {
   }
 
   /**
-   * One block buffer from the I/O pool. Right after a large sequential read closes, readahead
-   * may still hold the pool's spare memory: the assembler waits for it (POOL_WAIT_MS at a time,
-   * POOL_TRIES times) rather than drop the object until its next open, which would then read
-   * through blocks instead of the whole file. False when none came or the cache closed.
+   * One block buffer from the I/O pool, on readahead's terms: none while the pool has no block
+   * to spare beyond the demand reserve or the memory watchdog refuses readahead (the process over
+   * its limit, as a 1 GiB read through a pmem tier once found when it closed). Objects are
+   * offered mostly when a read closes, so the assembler waits (POOL_WAIT_MS at a time, POOL_TRIES
+   * times) rather than drop the object until its next open, which would then read through
+   * blocks instead of the whole file. False when none came or the cache closed.
    */
   async #reserveBuffer(): Promise<boolean> {
     const s = this.#s;
