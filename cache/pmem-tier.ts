@@ -670,6 +670,8 @@ export class PmemTier implements Tier {
 
   /** Gives back the memory of `slot`, which a whole file stands in for. */
   #punchSlot(slot: number): void {
+    // Closed: the descriptor is closed, and its number may name another file by now.
+    if (this.#meta === undefined) return;
     try {
       this.#mmap.punch(this.#fd, this.#geometry.dataStart + slot * this.#geometry.blockSize, this.#geometry.blockSize);
     } catch (err) {
