@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ObjectRef } from '../store/index.js';
 
 /**
@@ -56,4 +57,12 @@ export function splitBlockId(id: string): { readonly objectId: string; readonly 
   const index = Number(id.slice(comma + 1, -1));
   if (!Number.isSafeInteger(index) || index < 0) return undefined;
   return { objectId: `${id.slice(0, comma)}]`, index };
+}
+
+/**
+ * The SHA-256 (hex) of a block or object version id: how the tiers name its files and slot
+ * records, fixed-length and safe as a file name whatever the key holds.
+ */
+export function hashId(id: string): string {
+  return createHash('sha256').update(id).digest('hex');
 }

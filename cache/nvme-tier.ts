@@ -1,11 +1,10 @@
-import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { link, open, readFile, readdir, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { counter, type Logger } from '../telemetry/index.js';
 import { blockMemory } from '../store/index.js';
-import { blockIdInVersion, splitBlockId } from './block-key.js';
+import { blockIdInVersion, hashId, splitBlockId } from './block-key.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
 import { FIXED_HEADER_BYTES, blockFileSize, decodeBlockHeader, encodeBlockHeader } from './nvme-block-file.js';
@@ -127,7 +126,7 @@ export class NvmeTier implements Tier {
     this.#scrub =
       rate > 0
         ? new WholeScrub(rate, {
-            next: (after) => this.#scrubTarget(after),
+            wholeFiles: () => this.#wholeTargets(),
             mismatch: (target) => this.#scrubMismatch(target),
             ioError: (err) => this.#counters.ioError('scrub', err),
           })
@@ -611,19 +610,12 @@ export class NvmeTier implements Tier {
     this.#scrub?.wake();
   }
 
-  /** The whole file after `after` in index order (the first when undefined or gone), for the scrub. */
-  #scrubTarget(after: string | undefined): ScrubTarget | undefined {
-    if (this.#closed) return undefined;
-    let passed = after === undefined || this.#entries.get(after)?.whole === undefined;
-    let first: ScrubTarget | undefined;
+  /** The whole files in index order, for the scrub. */
+  *#wholeTargets(): Generator<ScrubTarget> {
+    if (this.#closed) return;
     for (const [id, entry] of this.#entries) {
-      if (entry.whole === undefined) continue;
-      const target = { objectId: id, path: this.#wholePath(id), size: entry.fileBytes, layout: entry.whole, entry };
-      first ??= target;
-      if (passed && id !== after) return target;
-      if (id === after) passed = true;
+      if (entry.whole !== undefined) yield { objectId: id, path: this.#wholePath(id), size: entry.fileBytes, layout: entry.whole, entry };
     }
-    return first;
   }
 
   #scrubMismatch(target: ScrubTarget): void {
@@ -716,9 +708,6 @@ const WHOLE_SUFFIX = '.obj';
 
 const wholeFilesAssembled = counter('strata_cache_whole_files_assembled_total', 'Object versions made whole in the NVMe or pmem tier: their blocks copied, CRC-checked, into one file the kernel can read through passthrough');
 
-function hashId(id: string): string {
-  return createHash('sha256').update(id).digest('hex');
-}
 
 async function writeCompactLog(dir: string, entries: Map<string, IndexEntry>): Promise<void> {
   const lines: string[] = [];

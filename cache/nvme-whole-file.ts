@@ -104,7 +104,8 @@ export async function readExactly(path: string, offset: number, into: Buffer): P
   }
 }
 
-async function writeAll(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
+/** Writes all of `bytes` at `position` of the open file. */
+export async function writeAll(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < bytes.length) {
     const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position + done);

@@ -1,15 +1,14 @@
-import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, ftruncateSync, openSync, readSync, rmSync } from 'node:fs';
-import { open as openFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Logger } from '../telemetry/index.js';
 import { blockMemory } from '../store/index.js';
 import { CacheError } from './cache-error.js';
 import { blockChecksum } from './checksum.js';
-import { blockIdInVersion, splitBlockId } from './block-key.js';
+import { blockIdInVersion, hashId, splitBlockId } from './block-key.js';
 import { counter } from '../telemetry/index.js';
 import { PmemWholeFiles, type PmemWhole } from './pmem-whole-files.js';
 import { WholeScrub, type ScrubTarget } from './whole-scrub.js';
+import { readExactly, writeAll } from './nvme-whole-file.js';
 import { wholeJob } from './whole-jobs.js';
 import { loadMmapBinding, type MmapBinding } from '../native/index.js';
 import {
@@ -125,7 +124,7 @@ export class PmemTier implements Tier {
   readonly #wholes = new Map<string, PmemWhole>();
   /** Blocks held in whole files (`stats().blocks` counts blocks). */
   #wholeBlocks = 0;
-  /** Slots of whole files still lent when their file was made: punched when their last loan ends. */
+  /** Slots a whole file stands in for that are still lent: punched when their last loan ends. */
   readonly #punchLater = new Set<number>();
   /** Object versions being made whole. */
   readonly #assembling = new Map<string, Promise<boolean>>();
@@ -173,7 +172,7 @@ export class PmemTier implements Tier {
     this.#scrub =
       this.#files !== undefined && rate > 0
         ? new WholeScrub(rate, {
-            next: (after) => this.#scrubTarget(after),
+            wholeFiles: () => this.#wholeTargets(),
             mismatch: (target) => {
               this.#counters.checksumMismatch(target.objectId);
               if (this.#wholes.get(target.objectId) === target.entry) this.#dropWhole(target.objectId);
@@ -301,13 +300,24 @@ export class PmemTier implements Tier {
     if (slot === undefined || this.#meta === undefined || this.#lengths[slot] !== length) return undefined;
     this.#slots.delete(hash);
     this.#slots.set(hash, slot);
-    this.#loans.set(slot, (this.#loans.get(slot) ?? 0) + 1);
+    this.#lend(slot);
     return { path: this.#path, offset: this.#geometry.dataStart + slot * this.#geometry.blockSize, checksum: this.#checksums[slot]! };
   }
 
   unlocate(place: BlockPlace): void {
     if (!('path' in place) || place.path !== this.#path) return;
-    const slot = (place.offset - this.#geometry.dataStart) / this.#geometry.blockSize;
+    this.#endLoan((place.offset - this.#geometry.dataStart) / this.#geometry.blockSize);
+  }
+
+  #lend(slot: number): void {
+    this.#loans.set(slot, (this.#loans.get(slot) ?? 0) + 1);
+  }
+
+  /**
+   * One loan of `slot` ends. At the last one, a slot whose block went meanwhile becomes free,
+   * and a slot a whole file now stands in for gives its memory back.
+   */
+  #endLoan(slot: number): void {
     const loans = this.#loans.get(slot);
     if (loans === undefined) return;
     if (loans > 1) {
@@ -533,24 +543,19 @@ export class PmemTier implements Tier {
   /** One block read from its whole file, checked against its CRC-32C; a damaged file is dropped. */
   async #getFromWhole(id: string, held: WholeBlock): Promise<Buffer | undefined> {
     const bytes = blockMemory(held.length);
-    let done = 0;
+    let short = false;
     try {
-      const handle = await openFile(this.#files!.dataPath(held.whole.objectId), 'r');
-      try {
-        while (done < bytes.length) {
-          const { bytesRead } = await handle.read(bytes, done, bytes.length - done, held.offset + done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-        }
-      } finally {
-        await handle.close();
-      }
+      await readExactly(this.#files!.dataPath(held.whole.objectId), held.offset, bytes);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#counters.ioError('read', err);
-      this.#counters.miss();
-      return undefined;
+      // A file shorter than its manifest says is damaged, as one that fails its CRC.
+      short = (err as NodeJS.ErrnoException).code === 'ESHORT';
+      if (!short) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#counters.ioError('read', err);
+        this.#counters.miss();
+        return undefined;
+      }
     }
-    if (done < bytes.length || blockChecksum(bytes) !== held.checksum) {
+    if (short || blockChecksum(bytes) !== held.checksum) {
       this.#counters.checksumMismatch(id);
       this.#counters.miss();
       if (this.#wholes.get(held.whole.objectId) === held.whole) this.#dropWhole(held.whole.objectId);
@@ -571,7 +576,7 @@ export class PmemTier implements Tier {
       sources.push({ hash, slot });
     }
     // Lent for the copy: no source slot is evicted or reused until the file is committed or abandoned.
-    for (const { slot } of sources) this.#loans.set(slot, (this.#loans.get(slot) ?? 0) + 1);
+    for (const { slot } of sources) this.#lend(slot);
     const whole: PmemWhole = { objectId, size, blockSize, checksums: sources.map(({ slot }) => this.#checksums[slot]!), slots: sources.map(({ slot }) => slot) };
     let committed = false;
     try {
@@ -581,8 +586,7 @@ export class PmemTier implements Tier {
           const { segment, offset } = this.#locate(slot);
           const bytes = segment.subarray(offset, offset + this.#lengths[slot]!);
           if (blockChecksum(bytes) !== this.#checksums[slot]) throw new DamagedBlock(index);
-          let done = 0;
-          while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done, index * blockSize + done)).bytesWritten;
+          await writeAll(handle, bytes, index * blockSize);
         }
       });
       // A block dropped meanwhile: the file must not outlive the blocks it was made of.
@@ -602,7 +606,7 @@ export class PmemTier implements Tier {
       if (this.#slots.get(bad.hash) === bad.slot) this.#release(bad.hash, bad.slot);
       return false;
     } finally {
-      if (!committed) for (const { slot } of sources) this.unlocate({ path: this.#path, offset: this.#geometry.dataStart + slot * blockSize, checksum: 0 });
+      if (!committed) for (const { slot } of sources) this.#endLoan(slot);
     }
   }
 
@@ -619,14 +623,9 @@ export class PmemTier implements Tier {
         // The record stays valid on the media: the next open clears it (the manifest names the slot).
         this.#counters.ioError('clear', err);
       }
-      const loans = (this.#loans.get(slot) ?? 1) - 1;
-      if (loans > 0) {
-        this.#loans.set(slot, loans);
-        this.#punchLater.add(slot);
-      } else {
-        this.#loans.delete(slot);
-        this.#punchSlot(slot);
-      }
+      // The copy's loan ends: the slot's memory goes back now, or when a reader's loan ends.
+      this.#punchLater.add(slot);
+      this.#endLoan(slot);
     }
     this.#wholes.set(whole.objectId, whole);
     this.#slots.set(WHOLE_KEY + whole.objectId, NO_SLOT);
@@ -680,18 +679,10 @@ export class PmemTier implements Tier {
     }
   }
 
-  /** The whole file after `after` in recency order (the first when undefined or gone), for the scrub. */
-  #scrubTarget(after: string | undefined): ScrubTarget | undefined {
-    if (this.#closing || this.#files === undefined) return undefined;
-    let passed = after === undefined || !this.#wholes.has(after);
-    let first: ScrubTarget | undefined;
-    for (const [objectId, whole] of this.#wholes) {
-      const target: ScrubTarget = { objectId, path: this.#files.dataPath(objectId), size: whole.size, layout: whole, entry: whole };
-      first ??= target;
-      if (passed && objectId !== after) return target;
-      if (objectId === after) passed = true;
-    }
-    return first;
+  /** The whole files in the order they were made (or loaded), for the scrub. */
+  *#wholeTargets(): Generator<ScrubTarget> {
+    if (this.#closing || this.#files === undefined) return;
+    for (const [objectId, whole] of this.#wholes) yield { objectId, path: this.#files.dataPath(objectId), size: whole.size, layout: whole, entry: whole };
   }
 
   #locate(slot: number): { segment: Buffer; offset: number } {
@@ -723,9 +714,6 @@ function forEachRun(slotCount: number, wanted: (slot: number) => boolean, run: (
   }
 }
 
-function hashId(id: string): string {
-  return createHash('sha256').update(id).digest('hex');
-}
 
 /**
  * A pool is created in a new or empty file, or re-initialised over an older Strata pool; any

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeFoldersSync, writeDurably, writeFileDurably } from '../durable/index.js';
 import type { Logger } from '../telemetry/index.js';
+import { hashId } from './block-key.js';
 
 /**
  * Whole-object files of the pmem tier, in a folder beside the pool (`<pool>.whole/`, so on the
@@ -64,7 +64,7 @@ export class PmemWholeFiles {
       const hash = name.slice(0, -MANIFEST_SUFFIX.length);
       const whole = readManifest(join(dir, name), blockSize, slotCount);
       const dataName = `${hash}${DATA_SUFFIX}`;
-      let valid = whole !== undefined && hashOf(whole.objectId) === hash && names.has(dataName) && whole.slots.every((slot) => !claimed.has(slot));
+      let valid = whole !== undefined && hashId(whole.objectId) === hash && names.has(dataName) && whole.slots.every((slot) => !claimed.has(slot));
       if (valid) {
         try {
           valid = statSync(join(dir, dataName)).size === whole!.size;
@@ -89,7 +89,7 @@ export class PmemWholeFiles {
 
   /** The data file of `objectId` (whether or not it exists). */
   dataPath(objectId: string): string {
-    return join(this.#dir, `${hashOf(objectId)}${DATA_SUFFIX}`);
+    return join(this.#dir, `${hashId(objectId)}${DATA_SUFFIX}`);
   }
 
   /**
@@ -98,7 +98,7 @@ export class PmemWholeFiles {
    * it is left and the error is rethrown.
    */
   async write(whole: PmemWhole, fill: (handle: FileHandle) => Promise<void>): Promise<void> {
-    const hash = hashOf(whole.objectId);
+    const hash = hashId(whole.objectId);
     const data = join(this.#dir, `${hash}${DATA_SUFFIX}`);
     try {
       await writeDurably(data, fill, { tempName: `.tmp-${hash}.${process.pid}.${this.#tmpSeq++}` });
@@ -115,7 +115,7 @@ export class PmemWholeFiles {
    * keep reading the data until they close. Throws only for an I/O error other than a missing file.
    */
   remove(objectId: string): void {
-    const hash = hashOf(objectId);
+    const hash = hashId(objectId);
     try {
       unlinkSync(join(this.#dir, `${hash}${MANIFEST_SUFFIX}`));
     } catch (err) {
@@ -125,9 +125,6 @@ export class PmemWholeFiles {
   }
 }
 
-function hashOf(objectId: string): string {
-  return createHash('sha256').update(objectId).digest('hex');
-}
 
 /** A manifest that is well formed for this pool; undefined otherwise. */
 function readManifest(path: string, blockSize: number, slotCount: number): PmemWhole | undefined {

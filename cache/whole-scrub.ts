@@ -30,8 +30,8 @@ export interface ScrubTarget {
 
 /** What the scrub needs of its tier. */
 export interface ScrubSource {
-  /** The whole file after `after` (the first one when undefined), round robin; undefined when there is none. */
-  next(after: string | undefined): ScrubTarget | undefined;
+  /** The tier's whole files now, in a stable order (the scrub goes round them); none once the tier closes. */
+  wholeFiles(): Iterable<ScrubTarget>;
   /** `target` failed a CRC: drop it. */
   mismatch(target: ScrubTarget): void;
   /** An I/O error other than a vanished file (counted and logged by the tier). */
@@ -40,8 +40,9 @@ export interface ScrubSource {
 
 /**
  * The background scrub of a file tier's whole-object files (the NVMe tier's, and the pmem
- * tier's on tmpfs or DAX): whole files are served by the kernel (FUSE passthrough), which checks no CRC, so the scrub re-reads each in turn, block by
- * block, at most `bytesPerSecond`, and compares every block's CRC-32C with the one recorded
+ * tier's on tmpfs or DAX): whole files are served by the kernel (FUSE passthrough), which
+ * checks no CRC, so the scrub re-reads each in turn, round robin, block by block, at most
+ * `bytesPerSecond`, and compares every block's CRC-32C with the one recorded
  * when the file was made. A file that fails is dropped: new opens then read through the block
  * path and refetch (opens already made keep the kernel's backing file until closed). Runs on
  * the event loop with one 1 MiB buffer; `stop` ends it at its next pause.
@@ -77,7 +78,7 @@ export class WholeScrub {
     const signal = this.#abort.signal;
     let last: string | undefined;
     while (!signal.aborted) {
-      const target = this.#source.next(last);
+      const target = this.#next(last);
       if (target === undefined) {
         last = undefined;
         this.#idle = new AbortController();
@@ -88,6 +89,18 @@ export class WholeScrub {
       last = target.objectId;
       await this.#scrubFile(target);
     }
+  }
+
+  /** The whole file after the one named `after` (the first when `after` is undefined, gone or the last); undefined when there is none. */
+  #next(after: string | undefined): ScrubTarget | undefined {
+    let first: ScrubTarget | undefined;
+    let passed = after === undefined;
+    for (const target of this.#source.wholeFiles()) {
+      if (passed) return target;
+      first ??= target;
+      if (target.objectId === after) passed = true;
+    }
+    return first;
   }
 
   /** Checks `target` block by block; a vanished file is skipped (it was evicted or dropped). */
