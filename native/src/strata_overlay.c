@@ -462,7 +462,7 @@ static int lookups_active(uint64_t now) {
  * One apply's pacing. Work is counted in units that cost about the same CPU (the weights
  * below), so `done / total` is how far the apply is. After each chunk, while lookups run, the
  * apply sleeps until the time, counted from its start, at which its CPU time so far is its
- * share of a core (CPU / share), or, when that is later, until where an even schedule ending
+ * share of a core (CPU / share), or, when that is earlier, until where an even schedule ending
  * at the window would be (done / total x window): the share is kept unless keeping it would
  * end the apply past the window. Sleeps end at absolute times, so a late wake-up is made up
  * by the next chunk, not added to the apply.
